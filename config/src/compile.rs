@@ -1,0 +1,335 @@
+//! Compiling a validated `MeshConfig` into the `Snapshot` of one proxy.
+//!
+//! Validation has already run, so lookups that fail here are skipped, never panicked on.
+
+use crate::load::{Doc, MeshConfig};
+use crate::model::*;
+use crate::snapshot::{self, *};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+/// Who the snapshot is for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: Option<String>,
+}
+
+/// Builds the snapshot for `node`. Deterministic: equal inputs give equal versions.
+pub fn compile(cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
+    let mut clusters = BTreeMap::new();
+    let mut services = BTreeMap::new();
+    for svc in &cfg.services {
+        let entry = compile_service(cfg, svc, &mut clusters);
+        services.insert(svc.key(), entry);
+    }
+    let inbound_services = cfg
+        .services
+        .iter()
+        .filter(|s| s.object.metadata.namespace == node.namespace && selects(&s.object.spec.selector, &node.labels))
+        .map(|s| s.key())
+        .collect();
+    let mesh = cfg.mesh.as_ref().map(|m| m.object.spec.clone()).unwrap_or_default();
+    let mut snap = Snapshot {
+        version: String::new(),
+        node: NodeInfo { workload: node.name.clone(), namespace: node.namespace.clone() },
+        mesh: MeshInfo { trust_domain: mesh.trust_domain, mtls_mode: mesh.mtls.mode },
+        services,
+        clusters,
+        inbound_services,
+    };
+    snap.version = content_version(&snap);
+    snap
+}
+
+/// A stable hash of the snapshot's JSON form, as 16 hex digits.
+pub fn content_version(snap: &Snapshot) -> String {
+    let json = serde_json::to_vec(snap).unwrap_or_default();
+    // FNV-1a: stable across builds and platforms, unlike std's SipHash keys.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in json {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn compile_service(cfg: &MeshConfig, svc: &Doc<ServiceSpec>, clusters: &mut BTreeMap<String, Cluster>) -> ServiceEntry {
+    let meta = &svc.object.metadata;
+    let mut ports = Vec::new();
+    for p in &svc.object.spec.ports {
+        let protocol = p.app_protocol.unwrap_or_default();
+        let attached: Vec<&Doc<HttpRouteSpec>> = cfg
+            .http_routes
+            .iter()
+            .filter(|r| {
+                r.object.spec.parent_refs.iter().any(|pr| {
+                    pr.name.value == meta.name
+                        && pr.namespace.as_deref().unwrap_or(&r.object.metadata.namespace) == meta.namespace
+                        && pr.port.is_none_or(|port| port == p.port)
+                })
+            })
+            .collect();
+        let mut routes = Vec::new();
+        if attached.is_empty() || protocol == AppProtocol::Tcp {
+            // A Service with no HTTPRoute routes to itself.
+            let cluster = ensure_cluster(cfg, svc, p.port, None, clusters);
+            routes.push(RouteRule {
+                route: format!("{}/{}", meta.namespace, meta.name),
+                rule_index: 0,
+                matches: RouteMatch {
+                    path_type: PathMatchType::PathPrefix,
+                    path: "/".into(),
+                    headers: vec![],
+                    query_params: vec![],
+                    method: None,
+                },
+                filters: vec![],
+                backends: cluster.into_iter().map(|c| WeightedBackend { cluster: c, weight: 1, filters: vec![] }).collect(),
+                timeouts: Timeouts::default(),
+            });
+        } else {
+            let mut sorted = attached.clone();
+            // Gateway API breaks ties by creation time, then by namespace/name; files have no
+            // creation time, so namespace/name decides.
+            sorted.sort_by_key(|r| r.key());
+            for r in sorted {
+                compile_route(cfg, svc, p.port, r, clusters, &mut routes);
+            }
+            routes.sort_by(|a, b| precedence(&b.matches).cmp(&precedence(&a.matches)));
+        }
+        ports.push(PortEntry {
+            port: p.port,
+            name: p.name.clone(),
+            protocol,
+            routes,
+            has_http_route: !attached.is_empty() && protocol != AppProtocol::Tcp,
+        });
+    }
+    ServiceEntry { name: meta.name.clone(), namespace: meta.namespace.clone(), ports }
+}
+
+/// The Gateway API order of precedence, as a key that sorts the winner last.
+/// Exact paths beat regular expressions, which beat prefixes; a longer value beats a shorter
+/// one; then a method match; then more header matches; then more query matches.
+fn precedence(m: &RouteMatch) -> (u8, usize, bool, usize, usize) {
+    let kind = match m.path_type {
+        PathMatchType::Exact => 2,
+        PathMatchType::RegularExpression => 1,
+        PathMatchType::PathPrefix => 0,
+    };
+    (kind, m.path.len(), m.method.is_some(), m.headers.len(), m.query_params.len())
+}
+
+fn compile_route(
+    cfg: &MeshConfig,
+    parent: &Doc<ServiceSpec>,
+    parent_port: u16,
+    route: &Doc<HttpRouteSpec>,
+    clusters: &mut BTreeMap<String, Cluster>,
+    out: &mut Vec<RouteRule>,
+) {
+    let ns = &route.object.metadata.namespace;
+    for (i, rule) in route.object.spec.rules.iter().enumerate() {
+        let backends = rule
+            .backend_refs
+            .iter()
+            .filter_map(|b| {
+                let svc = find_service(cfg, b.namespace.as_deref().unwrap_or(ns), &b.name.value)?;
+                let port = backend_port(svc, b.port, parent_port)?;
+                let cluster = ensure_cluster(cfg, svc, port, Some(parent), clusters)?;
+                let filters = b.filters.iter().filter_map(|f| compile_filter(cfg, ns, parent_port, parent, f, clusters)).collect();
+                Some(WeightedBackend { cluster, weight: b.weight.unwrap_or(1), filters })
+            })
+            .collect::<Vec<_>>();
+        let filters: Vec<Filter> =
+            rule.filters.iter().filter_map(|f| compile_filter(cfg, ns, parent_port, parent, f, clusters)).collect();
+        let timeouts = rule
+            .timeouts
+            .as_ref()
+            .map(|t| Timeouts { request: t.request, backend_request: t.backend_request })
+            .unwrap_or_default();
+        let default_match = [HttpRouteMatch::default()];
+        let matches = rule.matches.as_deref().filter(|m| !m.is_empty()).unwrap_or(&default_match);
+        for m in matches {
+            out.push(RouteRule {
+                route: route.key(),
+                rule_index: i,
+                matches: compile_match(m),
+                filters: filters.clone(),
+                backends: backends.clone(),
+                timeouts: timeouts.clone(),
+            });
+        }
+    }
+}
+
+fn compile_match(m: &HttpRouteMatch) -> RouteMatch {
+    let (path_type, path) = match &m.path {
+        Some(p) => (p.kind, p.value.value.clone()),
+        None => (PathMatchType::PathPrefix, "/".to_string()),
+    };
+    let values = |v: &[crate::model::ValueMatch], lower: bool| {
+        v.iter()
+            .map(|h| snapshot::ValueMatch {
+                name: if lower { h.name.to_ascii_lowercase() } else { h.name.clone() },
+                kind: h.kind,
+                value: h.value.value.clone(),
+            })
+            .collect()
+    };
+    RouteMatch {
+        path_type,
+        path,
+        headers: values(&m.headers, true),
+        query_params: values(&m.query_params, false),
+        method: m.method,
+    }
+}
+
+fn compile_filter(
+    cfg: &MeshConfig,
+    ns: &str,
+    parent_port: u16,
+    parent: &Doc<ServiceSpec>,
+    f: &HttpRouteFilter,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> Option<Filter> {
+    let modifier = |m: &crate::model::HeaderModifier| snapshot::HeaderModifier {
+        set: m.set.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect(),
+        add: m.add.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect(),
+        remove: m.remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
+    };
+    let path = |p: &PathModifier| match p.kind {
+        PathModifierType::ReplaceFullPath => PathRewrite::ReplaceFullPath(p.replace_full_path.clone().unwrap_or_default()),
+        PathModifierType::ReplacePrefixMatch => {
+            PathRewrite::ReplacePrefixMatch(p.replace_prefix_match.clone().unwrap_or_default())
+        }
+    };
+    Some(match f.kind {
+        FilterType::RequestHeaderModifier => Filter::RequestHeaderModifier(modifier(f.request_header_modifier.as_ref()?)),
+        FilterType::ResponseHeaderModifier => {
+            Filter::ResponseHeaderModifier(modifier(f.response_header_modifier.as_ref()?))
+        }
+        FilterType::URLRewrite => {
+            let r = f.url_rewrite.as_ref()?;
+            Filter::UrlRewrite { hostname: r.hostname.clone(), path: r.path.as_ref().map(path) }
+        }
+        FilterType::RequestRedirect => {
+            let r = f.request_redirect.as_ref()?;
+            Filter::RequestRedirect {
+                scheme: r.scheme.clone(),
+                hostname: r.hostname.clone(),
+                path: r.path.as_ref().map(path),
+                port: r.port,
+                status_code: r.status_code.unwrap_or(302),
+            }
+        }
+        FilterType::RequestMirror => {
+            let m = f.request_mirror.as_ref()?;
+            let b = &m.backend_ref;
+            let svc = find_service(cfg, b.namespace.as_deref().unwrap_or(ns), &b.name.value)?;
+            let port = backend_port(svc, b.port, parent_port)?;
+            let cluster = ensure_cluster(cfg, svc, port, Some(parent), clusters)?;
+            Filter::RequestMirror { cluster, percent: m.percent.unwrap_or(100) }
+        }
+    })
+}
+
+pub(crate) fn find_service<'a>(cfg: &'a MeshConfig, ns: &str, name: &str) -> Option<&'a Doc<ServiceSpec>> {
+    cfg.services.iter().find(|s| s.object.metadata.namespace == ns && s.object.metadata.name == name)
+}
+
+/// A backendRef's port: the one it names, else the parent's port if the backend has it, else
+/// the backend's only port.
+pub(crate) fn backend_port(svc: &Doc<ServiceSpec>, port: Option<u16>, parent_port: u16) -> Option<u16> {
+    let ports = &svc.object.spec.ports;
+    match port {
+        Some(p) => ports.iter().any(|sp| sp.port == p).then_some(p),
+        None if ports.iter().any(|sp| sp.port == parent_port) => Some(parent_port),
+        None if ports.len() == 1 => Some(ports[0].port),
+        None => None,
+    }
+}
+
+fn find_policy<'a>(cfg: &'a MeshConfig, svc: &Doc<ServiceSpec>) -> Option<&'a Resilience> {
+    let meta = &svc.object.metadata;
+    cfg.resilience_policies
+        .iter()
+        .find(|p| {
+            p.object.metadata.namespace == meta.namespace
+                && p.object.spec.target_ref.as_ref().is_some_and(|t| t.kind == "Service" && t.name.value == meta.name)
+        })
+        .map(|p| &p.object.spec)
+}
+
+/// Makes sure the cluster for `svc:port` exists and returns its name.
+///
+/// A backend with its own ResiliencePolicy uses it. One without takes the policy of the parent
+/// Service it is reached through, so a canary split of `billing` into `billing-v1` and
+/// `billing-v2` runs under billing's policy; that cluster's name says `via` the parent.
+fn ensure_cluster(
+    cfg: &MeshConfig,
+    svc: &Doc<ServiceSpec>,
+    port: u16,
+    parent: Option<&Doc<ServiceSpec>>,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> Option<String> {
+    let meta = &svc.object.metadata;
+    let sp = svc.object.spec.ports.iter().find(|p| p.port == port)?;
+    let base = format!("{}.{}:{}", meta.name, meta.namespace, port);
+    let (name, resilience) = match (find_policy(cfg, svc), parent.and_then(|p| find_policy(cfg, p).map(|r| (p, r)))) {
+        (Some(own), _) => (base, own.clone()),
+        (None, Some((p, inherited))) if p.key() != svc.key() => {
+            (format!("{base} via {}.{}", p.object.metadata.name, p.object.metadata.namespace), inherited.clone())
+        }
+        _ => (base, Resilience::default()),
+    };
+    if !clusters.contains_key(&name) {
+        let endpoints = endpoints(cfg, svc, sp);
+        clusters.insert(
+            name.clone(),
+            Cluster {
+                name: name.clone(),
+                service: svc.key(),
+                port,
+                protocol: sp.app_protocol.unwrap_or_default(),
+                endpoints,
+                resilience,
+            },
+        );
+    }
+    Some(name)
+}
+
+fn endpoints(cfg: &MeshConfig, svc: &Doc<ServiceSpec>, sp: &ServicePort) -> Vec<Endpoint> {
+    let meta = &svc.object.metadata;
+    let mut out = BTreeSet::new();
+    for w in &cfg.workloads {
+        let wm = &w.object.metadata;
+        if wm.namespace != meta.namespace || !selects(&svc.object.spec.selector, &wm.labels) {
+            continue;
+        }
+        let Ok(ip) = w.object.spec.address.value.parse::<IpAddr>() else { continue };
+        let port = match sp.target_port.as_ref().map(|t| &t.value) {
+            None => Some(sp.port),
+            Some(IntOrString::Int(n)) => Some(*n),
+            // A named targetPort is looked up on each endpoint; one without that port is skipped.
+            Some(IntOrString::Str(name)) => w.object.spec.ports.get(name).copied(),
+        };
+        if let Some(port) = port {
+            out.insert(Endpoint {
+                address: SocketAddr::new(ip, port),
+                workload: w.key(),
+                service_account: w.object.spec.service_account.clone(),
+            });
+        }
+    }
+    out.into_iter().collect()
+}

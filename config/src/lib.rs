@@ -1,0 +1,17 @@
+//! The Trellis mesh YAML model: parse the operator's documents, validate them with
+//! file:line errors, and compile them into the immutable snapshot a proxy serves.
+
+pub mod compile;
+pub mod duration;
+pub mod error;
+pub mod load;
+pub mod model;
+pub mod snapshot;
+pub mod validate;
+mod yaml;
+
+pub use compile::{NodeIdentity, compile};
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{MeshConfig, load_dir_or_file, load_str};
+pub use snapshot::Snapshot;
+pub use yaml::parse_document;

@@ -1,0 +1,83 @@
+//! Typed mesh resources, one struct per YAML kind. Unknown fields are refused by serde.
+
+mod policy;
+mod route;
+mod service;
+
+pub use policy::*;
+pub use route::*;
+pub use service::*;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+
+/// Kubernetes object metadata: the subset Trellis reads.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+pub fn default_namespace() -> String {
+    "default".to_string()
+}
+
+/// A whole document: `apiVersion`, `kind`, `metadata`, `spec`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Object<S> {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+/// A reference to another object by name, as in Gateway API `targetRef`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetRef {
+    #[serde(default)]
+    pub group: Option<String>,
+    pub kind: String,
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// The mesh-wide settings: at most one `Mesh` document.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshSpec {
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    #[serde(default)]
+    pub mtls: MtlsSettings,
+}
+
+pub fn default_trust_domain() -> String {
+    "trellis.local".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MtlsSettings {
+    #[serde(default)]
+    pub mode: MtlsMode,
+}
+
+/// `STRICT` refuses plaintext, `PERMISSIVE` accepts both, `DISABLED` never uses mTLS.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    Strict,
+    #[default]
+    Permissive,
+    Disabled,
+}

@@ -1,0 +1,200 @@
+//! The compiled, immutable config of one proxy. It is what `/config_dump` shows and what
+//! the control plane streams; its `version` is a hash of its content.
+
+use crate::model::{AppProtocol, HttpMethod, MtlsMode, PathMatchType, Resilience, ValueMatchType};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Content hash of everything below; equal snapshots have equal versions.
+    pub version: String,
+    pub node: NodeInfo,
+    pub mesh: MeshInfo,
+    /// Every Service this proxy may call, by `namespace/name`.
+    pub services: BTreeMap<String, ServiceEntry>,
+    /// Every cluster a route can send to, by cluster name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// The Services this workload serves (`namespace/name`), for inbound policy and metrics.
+    pub inbound_services: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    pub workload: String,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshInfo {
+    pub trust_domain: String,
+    pub mtls_mode: MtlsMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEntry {
+    pub name: String,
+    pub namespace: String,
+    pub ports: Vec<PortEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortEntry {
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub protocol: AppProtocol,
+    /// Route rules in precedence order: the first that matches wins.
+    pub routes: Vec<RouteRule>,
+    /// Set when an HTTPRoute is attached: a request that matches no rule gets 404.
+    pub has_http_route: bool,
+}
+
+/// One `(rule, match)` pair of an HTTPRoute, flattened so that precedence is a plain order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRule {
+    /// `namespace/name` of the HTTPRoute, or `namespace/service` for the implicit default route.
+    pub route: String,
+    pub rule_index: usize,
+    #[serde(rename = "match")]
+    pub matches: RouteMatch,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+    pub backends: Vec<WeightedBackend>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    pub path_type: PathMatchType,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<HttpMethod>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueMatch {
+    /// Header names are lowercase; query parameter names are case-sensitive.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ValueMatchType,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    #[serde(default, with = "crate::duration::serde_opt", skip_serializing_if = "Option::is_none")]
+    pub request: Option<Duration>,
+    #[serde(default, with = "crate::duration::serde_opt", skip_serializing_if = "Option::is_none")]
+    pub backend_request: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedBackend {
+    pub cluster: String,
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Filter {
+    RequestHeaderModifier(HeaderModifier),
+    ResponseHeaderModifier(HeaderModifier),
+    #[serde(rename_all = "camelCase")]
+    UrlRewrite {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathRewrite>,
+    },
+    #[serde(rename_all = "camelCase")]
+    RequestRedirect {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheme: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathRewrite>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        status_code: u16,
+    },
+    #[serde(rename_all = "camelCase")]
+    RequestMirror { cluster: String, percent: u32 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderModifier {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "camelCase")]
+pub enum PathRewrite {
+    ReplaceFullPath(String),
+    /// Replaces the part of the path that the rule's `PathPrefix` matched.
+    ReplacePrefixMatch(String),
+}
+
+/// A set of endpoints reached the same way and under the same policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    pub name: String,
+    /// `namespace/name` of the backend Service.
+    pub service: String,
+    pub port: u16,
+    pub protocol: AppProtocol,
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub resilience: Resilience,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    /// `namespace/name` of the Workload (or registered proxy) behind it.
+    pub workload: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+}
+
+impl ServiceEntry {
+    /// The port a request names, else port 80 if the Service has it, else its only port.
+    pub fn port(&self, port: Option<u16>) -> Option<&PortEntry> {
+        match port {
+            Some(p) => self.ports.iter().find(|e| e.port == p),
+            None => self
+                .ports
+                .iter()
+                .find(|e| e.port == 80)
+                .or_else(|| if self.ports.len() == 1 { self.ports.first() } else { None }),
+        }
+    }
+}

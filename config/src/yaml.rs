@@ -1,0 +1,90 @@
+//! YAML plumbing: split a stream into documents with their line offsets, and turn
+//! serde-saphyr errors into `ConfigError`s that name the file and line.
+
+use crate::error::ConfigError;
+use serde::de::DeserializeOwned;
+
+/// One YAML document of a stream, with the 1-based line where its text starts.
+pub(crate) struct RawDoc<'a> {
+    pub text: &'a str,
+    pub first_line: u64,
+}
+
+/// Splits a multi-document stream at `---` lines. Empty and comment-only documents are dropped.
+pub(crate) fn split_documents(src: &str) -> Vec<RawDoc<'_>> {
+    let mut docs = Vec::new();
+    let mut start = 0usize;
+    let mut first_line = 1u64;
+    let mut offset = 0usize;
+    let mut line_no = 1u64;
+    for line in src.split_inclusive('\n') {
+        let trimmed = line.trim_end();
+        let is_marker = trimmed == "---" || trimmed.starts_with("--- ") || trimmed == "...";
+        if is_marker {
+            push_doc(&mut docs, &src[start..offset], first_line);
+            start = offset + line.len();
+            first_line = line_no + 1;
+        }
+        offset += line.len();
+        line_no += 1;
+    }
+    push_doc(&mut docs, &src[start..], first_line);
+    docs
+}
+
+fn push_doc<'a>(docs: &mut Vec<RawDoc<'a>>, text: &'a str, first_line: u64) {
+    let has_content = text
+        .lines()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    if has_content {
+        docs.push(RawDoc { text, first_line });
+    }
+}
+
+/// Parses one document into `T`, reporting errors at `file:line` of the whole stream.
+pub fn parse_document<T: DeserializeOwned>(file: &str, text: &str, first_line: u64) -> Result<T, ConfigError> {
+    serde_saphyr::from_str::<T>(text).map_err(|e| to_config_error(file, first_line, &e))
+}
+
+pub(crate) fn to_config_error(file: &str, first_line: u64, e: &serde_saphyr::Error) -> ConfigError {
+    let e = e.without_snippet();
+    let line = match e.location() {
+        Some(loc) if loc.line() > 0 => first_line + loc.line() - 1,
+        _ => first_line,
+    };
+    ConfigError {
+        file: file.to_string(),
+        line,
+        field: String::new(),
+        message: strip_location(&e.to_string()),
+    }
+}
+
+/// serde-saphyr appends " at line N column M"; we report the line ourselves, offset by document.
+fn strip_location(msg: &str) -> String {
+    let msg = msg.lines().next().unwrap_or(msg).trim();
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// The absolute line of a span inside a document that starts at `first_line`.
+pub(crate) fn abs_line(first_line: u64, loc: &serde_saphyr::Location) -> u64 {
+    if loc.line() > 0 { first_line + loc.line() - 1 } else { first_line }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_and_keeps_line_numbers() {
+        let src = "# header\n---\na: 1\n---\n# only a comment\n---\nb: 2\nc: 3\n";
+        let docs = split_documents(src);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].first_line, 3);
+        assert_eq!(docs[0].text, "a: 1\n");
+        assert_eq!(docs[1].first_line, 7);
+    }
+}
