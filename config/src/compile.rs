@@ -28,14 +28,27 @@ pub fn compile(cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
     let inbound_services = cfg
         .services
         .iter()
-        .filter(|s| s.object.metadata.namespace == node.namespace && selects(&s.object.spec.selector, &node.labels))
+        .filter(|s| {
+            s.object.metadata.namespace == node.namespace
+                && selects(&s.object.spec.selector, &node.labels)
+        })
         .map(|s| s.key())
         .collect();
-    let mesh = cfg.mesh.as_ref().map(|m| m.object.spec.clone()).unwrap_or_default();
+    let mesh = cfg
+        .mesh
+        .as_ref()
+        .map(|m| m.object.spec.clone())
+        .unwrap_or_default();
     let mut snap = Snapshot {
         version: String::new(),
-        node: NodeInfo { workload: node.name.clone(), namespace: node.namespace.clone() },
-        mesh: MeshInfo { trust_domain: mesh.trust_domain, mtls_mode: mesh.mtls.mode },
+        node: NodeInfo {
+            workload: node.name.clone(),
+            namespace: node.namespace.clone(),
+        },
+        mesh: MeshInfo {
+            trust_domain: mesh.trust_domain,
+            mtls_mode: mesh.mtls.mode,
+        },
         services,
         clusters,
         inbound_services,
@@ -60,7 +73,11 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn compile_service(cfg: &MeshConfig, svc: &Doc<ServiceSpec>, clusters: &mut BTreeMap<String, Cluster>) -> ServiceEntry {
+fn compile_service(
+    cfg: &MeshConfig,
+    svc: &Doc<ServiceSpec>,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> ServiceEntry {
     let meta = &svc.object.metadata;
     let mut ports = Vec::new();
     for p in &svc.object.spec.ports {
@@ -71,7 +88,11 @@ fn compile_service(cfg: &MeshConfig, svc: &Doc<ServiceSpec>, clusters: &mut BTre
             .filter(|r| {
                 r.object.spec.parent_refs.iter().any(|pr| {
                     pr.name.value == meta.name
-                        && pr.namespace.as_deref().unwrap_or(&r.object.metadata.namespace) == meta.namespace
+                        && pr
+                            .namespace
+                            .as_deref()
+                            .unwrap_or(&r.object.metadata.namespace)
+                            == meta.namespace
                         && pr.port.is_none_or(|port| port == p.port)
                 })
             })
@@ -91,7 +112,14 @@ fn compile_service(cfg: &MeshConfig, svc: &Doc<ServiceSpec>, clusters: &mut BTre
                     method: None,
                 },
                 filters: vec![],
-                backends: cluster.into_iter().map(|c| WeightedBackend { cluster: c, weight: 1, filters: vec![] }).collect(),
+                backends: cluster
+                    .into_iter()
+                    .map(|c| WeightedBackend {
+                        cluster: c,
+                        weight: 1,
+                        filters: vec![],
+                    })
+                    .collect(),
                 timeouts: Timeouts::default(),
             });
         } else {
@@ -112,7 +140,11 @@ fn compile_service(cfg: &MeshConfig, svc: &Doc<ServiceSpec>, clusters: &mut BTre
             has_http_route: !attached.is_empty() && protocol != AppProtocol::Tcp,
         });
     }
-    ServiceEntry { name: meta.name.clone(), namespace: meta.namespace.clone(), ports }
+    ServiceEntry {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        ports,
+    }
 }
 
 /// The Gateway API order of precedence, as a key that sorts the winner last.
@@ -124,7 +156,13 @@ fn precedence(m: &RouteMatch) -> (u8, usize, bool, usize, usize) {
         PathMatchType::RegularExpression => 1,
         PathMatchType::PathPrefix => 0,
     };
-    (kind, m.path.len(), m.method.is_some(), m.headers.len(), m.query_params.len())
+    (
+        kind,
+        m.path.len(),
+        m.method.is_some(),
+        m.headers.len(),
+        m.query_params.len(),
+    )
 }
 
 fn compile_route(
@@ -144,19 +182,37 @@ fn compile_route(
                 let svc = find_service(cfg, b.namespace.as_deref().unwrap_or(ns), &b.name.value)?;
                 let port = backend_port(svc, b.port, parent_port)?;
                 let cluster = ensure_cluster(cfg, svc, port, Some(parent), clusters)?;
-                let filters = b.filters.iter().filter_map(|f| compile_filter(cfg, ns, parent_port, parent, f, clusters)).collect();
-                Some(WeightedBackend { cluster, weight: b.weight.unwrap_or(1), filters })
+                let filters = b
+                    .filters
+                    .iter()
+                    .filter_map(|f| compile_filter(cfg, ns, parent_port, parent, f, clusters))
+                    .collect();
+                Some(WeightedBackend {
+                    cluster,
+                    weight: b.weight.unwrap_or(1),
+                    filters,
+                })
             })
             .collect::<Vec<_>>();
-        let filters: Vec<Filter> =
-            rule.filters.iter().filter_map(|f| compile_filter(cfg, ns, parent_port, parent, f, clusters)).collect();
+        let filters: Vec<Filter> = rule
+            .filters
+            .iter()
+            .filter_map(|f| compile_filter(cfg, ns, parent_port, parent, f, clusters))
+            .collect();
         let timeouts = rule
             .timeouts
             .as_ref()
-            .map(|t| Timeouts { request: t.request, backend_request: t.backend_request })
+            .map(|t| Timeouts {
+                request: t.request,
+                backend_request: t.backend_request,
+            })
             .unwrap_or_default();
         let default_match = [HttpRouteMatch::default()];
-        let matches = rule.matches.as_deref().filter(|m| !m.is_empty()).unwrap_or(&default_match);
+        let matches = rule
+            .matches
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .unwrap_or(&default_match);
         for m in matches {
             out.push(RouteRule {
                 route: route.key(),
@@ -178,7 +234,11 @@ fn compile_match(m: &HttpRouteMatch) -> RouteMatch {
     let values = |v: &[crate::model::ValueMatch], lower: bool| {
         v.iter()
             .map(|h| snapshot::ValueMatch {
-                name: if lower { h.name.to_ascii_lowercase() } else { h.name.clone() },
+                name: if lower {
+                    h.name.to_ascii_lowercase()
+                } else {
+                    h.name.clone()
+                },
                 kind: h.kind,
                 value: h.value.value.clone(),
             })
@@ -202,24 +262,39 @@ fn compile_filter(
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> Option<Filter> {
     let modifier = |m: &crate::model::HeaderModifier| snapshot::HeaderModifier {
-        set: m.set.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect(),
-        add: m.add.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect(),
+        set: m
+            .set
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+            .collect(),
+        add: m
+            .add
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+            .collect(),
         remove: m.remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
     };
     let path = |p: &PathModifier| match p.kind {
-        PathModifierType::ReplaceFullPath => PathRewrite::ReplaceFullPath(p.replace_full_path.clone().unwrap_or_default()),
+        PathModifierType::ReplaceFullPath => {
+            PathRewrite::ReplaceFullPath(p.replace_full_path.clone().unwrap_or_default())
+        }
         PathModifierType::ReplacePrefixMatch => {
             PathRewrite::ReplacePrefixMatch(p.replace_prefix_match.clone().unwrap_or_default())
         }
     };
     Some(match f.kind {
-        FilterType::RequestHeaderModifier => Filter::RequestHeaderModifier(modifier(f.request_header_modifier.as_ref()?)),
+        FilterType::RequestHeaderModifier => {
+            Filter::RequestHeaderModifier(modifier(f.request_header_modifier.as_ref()?))
+        }
         FilterType::ResponseHeaderModifier => {
             Filter::ResponseHeaderModifier(modifier(f.response_header_modifier.as_ref()?))
         }
         FilterType::URLRewrite => {
             let r = f.url_rewrite.as_ref()?;
-            Filter::UrlRewrite { hostname: r.hostname.clone(), path: r.path.as_ref().map(path) }
+            Filter::UrlRewrite {
+                hostname: r.hostname.clone(),
+                path: r.path.as_ref().map(path),
+            }
         }
         FilterType::RequestRedirect => {
             let r = f.request_redirect.as_ref()?;
@@ -237,18 +312,31 @@ fn compile_filter(
             let svc = find_service(cfg, b.namespace.as_deref().unwrap_or(ns), &b.name.value)?;
             let port = backend_port(svc, b.port, parent_port)?;
             let cluster = ensure_cluster(cfg, svc, port, Some(parent), clusters)?;
-            Filter::RequestMirror { cluster, percent: m.percent.unwrap_or(100) }
+            Filter::RequestMirror {
+                cluster,
+                percent: m.percent.unwrap_or(100),
+            }
         }
     })
 }
 
-pub(crate) fn find_service<'a>(cfg: &'a MeshConfig, ns: &str, name: &str) -> Option<&'a Doc<ServiceSpec>> {
-    cfg.services.iter().find(|s| s.object.metadata.namespace == ns && s.object.metadata.name == name)
+pub(crate) fn find_service<'a>(
+    cfg: &'a MeshConfig,
+    ns: &str,
+    name: &str,
+) -> Option<&'a Doc<ServiceSpec>> {
+    cfg.services
+        .iter()
+        .find(|s| s.object.metadata.namespace == ns && s.object.metadata.name == name)
 }
 
 /// A backendRef's port: the one it names, else the parent's port if the backend has it, else
 /// the backend's only port.
-pub(crate) fn backend_port(svc: &Doc<ServiceSpec>, port: Option<u16>, parent_port: u16) -> Option<u16> {
+pub(crate) fn backend_port(
+    svc: &Doc<ServiceSpec>,
+    port: Option<u16>,
+    parent_port: u16,
+) -> Option<u16> {
     let ports = &svc.object.spec.ports;
     match port {
         Some(p) => ports.iter().any(|sp| sp.port == p).then_some(p),
@@ -264,7 +352,11 @@ fn find_policy<'a>(cfg: &'a MeshConfig, svc: &Doc<ServiceSpec>) -> Option<&'a Re
         .iter()
         .find(|p| {
             p.object.metadata.namespace == meta.namespace
-                && p.object.spec.target_ref.as_ref().is_some_and(|t| t.kind == "Service" && t.name.value == meta.name)
+                && p.object
+                    .spec
+                    .target_ref
+                    .as_ref()
+                    .is_some_and(|t| t.kind == "Service" && t.name.value == meta.name)
         })
         .map(|p| &p.object.spec)
 }
@@ -284,11 +376,18 @@ fn ensure_cluster(
     let meta = &svc.object.metadata;
     let sp = svc.object.spec.ports.iter().find(|p| p.port == port)?;
     let base = format!("{}.{}:{}", meta.name, meta.namespace, port);
-    let (name, resilience) = match (find_policy(cfg, svc), parent.and_then(|p| find_policy(cfg, p).map(|r| (p, r)))) {
+    let (name, resilience) = match (
+        find_policy(cfg, svc),
+        parent.and_then(|p| find_policy(cfg, p).map(|r| (p, r))),
+    ) {
         (Some(own), _) => (base, own.clone()),
-        (None, Some((p, inherited))) if p.key() != svc.key() => {
-            (format!("{base} via {}.{}", p.object.metadata.name, p.object.metadata.namespace), inherited.clone())
-        }
+        (None, Some((p, inherited))) if p.key() != svc.key() => (
+            format!(
+                "{base} via {}.{}",
+                p.object.metadata.name, p.object.metadata.namespace
+            ),
+            inherited.clone(),
+        ),
         _ => (base, Resilience::default()),
     };
     if !clusters.contains_key(&name) {
@@ -316,7 +415,9 @@ fn endpoints(cfg: &MeshConfig, svc: &Doc<ServiceSpec>, sp: &ServicePort) -> Vec<
         if wm.namespace != meta.namespace || !selects(&svc.object.spec.selector, &wm.labels) {
             continue;
         }
-        let Ok(ip) = w.object.spec.address.value.parse::<IpAddr>() else { continue };
+        let Ok(ip) = w.object.spec.address.value.parse::<IpAddr>() else {
+            continue;
+        };
         let port = match sp.target_port.as_ref().map(|t| &t.value) {
             None => Some(sp.port),
             Some(IntOrString::Int(n)) => Some(*n),

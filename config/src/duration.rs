@@ -4,7 +4,9 @@ use std::time::Duration;
 
 /// Parses a Gateway API duration: one or more `<int><unit>` groups, units `h`, `m`, `s`, `ms`.
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}: use digits and units h, m, s or ms, e.g. 500ms, 2s, 1m30s");
+    let bad = || {
+        format!("invalid duration {s:?}: use digits and units h, m, s or ms, e.g. 500ms, 2s, 1m30s")
+    };
     if s.is_empty() {
         return Err(bad());
     }
@@ -51,7 +53,8 @@ pub mod serde_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| super::parse(&s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| super::parse(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -20,7 +20,11 @@ impl fmt::Display for ConfigError {
         if self.field.is_empty() {
             write!(f, "{}:{}: {}", self.file, self.line, self.message)
         } else {
-            write!(f, "{}:{}: {}: {}", self.file, self.line, self.field, self.message)
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file, self.line, self.field, self.message
+            )
         }
     }
 }
@@ -33,7 +37,13 @@ impl std::error::Error for ConfigError {}
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
-    pub fn push(&mut self, file: &str, line: u64, field: impl Into<String>, message: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        file: &str,
+        line: u64,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.0.push(ConfigError {
             file: file.to_string(),
             line,

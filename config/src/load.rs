@@ -19,7 +19,10 @@ pub struct Doc<S> {
 impl<S> Doc<S> {
     /// `namespace/name`.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.object.metadata.namespace, self.object.metadata.name)
+        format!(
+            "{}/{}",
+            self.object.metadata.namespace, self.object.metadata.name
+        )
     }
 }
 
@@ -91,7 +94,9 @@ pub fn load_str(file: &str, text: &str) -> Result<MeshConfig, ConfigErrors> {
     load_sources(std::iter::once((file, text)))
 }
 
-fn load_sources<'a>(sources: impl Iterator<Item = (&'a str, &'a str)>) -> Result<MeshConfig, ConfigErrors> {
+fn load_sources<'a>(
+    sources: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<MeshConfig, ConfigErrors> {
     let mut cfg = MeshConfig::default();
     let mut errors = ConfigErrors::default();
     for (file, text) in sources {
@@ -107,7 +112,10 @@ fn load_sources<'a>(sources: impl Iterator<Item = (&'a str, &'a str)>) -> Result
     Ok(cfg)
 }
 
-fn typed<S: serde::de::DeserializeOwned>(file: &Arc<str>, raw: &RawDoc<'_>) -> Result<Doc<S>, ConfigError> {
+fn typed<S: serde::de::DeserializeOwned>(
+    file: &Arc<str>,
+    raw: &RawDoc<'_>,
+) -> Result<Doc<S>, ConfigError> {
     Ok(Doc {
         object: parse_document(file, raw.text, raw.first_line)?,
         file: file.clone(),
@@ -115,7 +123,11 @@ fn typed<S: serde::de::DeserializeOwned>(file: &Arc<str>, raw: &RawDoc<'_>) -> R
     })
 }
 
-fn add_document(cfg: &mut MeshConfig, file: &Arc<str>, raw: &RawDoc<'_>) -> Result<(), ConfigError> {
+fn add_document(
+    cfg: &mut MeshConfig,
+    file: &Arc<str>,
+    raw: &RawDoc<'_>,
+) -> Result<(), ConfigError> {
     let head: Head = parse_document(file, raw.text, raw.first_line)?;
     let api = head.api_version.as_deref().unwrap_or("");
     let kind = head.kind.as_deref().unwrap_or("");
@@ -126,7 +138,10 @@ fn add_document(cfg: &mut MeshConfig, file: &Arc<str>, raw: &RawDoc<'_>) -> Resu
                     file: file.to_string(),
                     line: raw.first_line,
                     field: "kind".into(),
-                    message: format!("a second Mesh document; the first is at {}:{}, keep one", prev.file, prev.line),
+                    message: format!(
+                        "a second Mesh document; the first is at {}:{}, keep one",
+                        prev.file, prev.line
+                    ),
                 });
             }
             cfg.mesh = Some(typed(file, raw)?);
@@ -136,8 +151,12 @@ fn add_document(cfg: &mut MeshConfig, file: &Arc<str>, raw: &RawDoc<'_>) -> Resu
         ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
             cfg.http_routes.push(typed(file, raw)?)
         }
-        ("trellis.dev/v1alpha1", "ResiliencePolicy") => cfg.resilience_policies.push(typed(file, raw)?),
-        ("trellis.dev/v1alpha1", "AuthorizationPolicy") => cfg.authorization_policies.push(typed(file, raw)?),
+        ("trellis.dev/v1alpha1", "ResiliencePolicy") => {
+            cfg.resilience_policies.push(typed(file, raw)?)
+        }
+        ("trellis.dev/v1alpha1", "AuthorizationPolicy") => {
+            cfg.authorization_policies.push(typed(file, raw)?)
+        }
         _ => {
             let allowed: Vec<String> = KINDS.iter().map(|(a, k)| format!("{a} {k}")).collect();
             return Err(ConfigError {

@@ -99,9 +99,17 @@ pub struct ValueMatch {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Timeouts {
-    #[serde(default, with = "crate::duration::serde_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::duration::serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request: Option<Duration>,
-    #[serde(default, with = "crate::duration::serde_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::duration::serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backend_request: Option<Duration>,
 }
 
@@ -139,7 +147,10 @@ pub enum Filter {
         status_code: u16,
     },
     #[serde(rename_all = "camelCase")]
-    RequestMirror { cluster: String, percent: u32 },
+    RequestMirror {
+        cluster: String,
+        percent: u32,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -183,18 +194,4 @@ pub struct Endpoint {
     pub workload: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
-}
-
-impl ServiceEntry {
-    /// The port a request names, else port 80 if the Service has it, else its only port.
-    pub fn port(&self, port: Option<u16>) -> Option<&PortEntry> {
-        match port {
-            Some(p) => self.ports.iter().find(|e| e.port == p),
-            None => self
-                .ports
-                .iter()
-                .find(|e| e.port == 80)
-                .or_else(|| if self.ports.len() == 1 { self.ports.first() } else { None }),
-        }
-    }
 }

@@ -9,8 +9,15 @@ use crate::yaml::abs_line;
 use serde_saphyr::Spanned;
 use std::collections::HashSet;
 
-const RETRY_ON: &[&str] =
-    &["connect-failure", "refused-stream", "reset", "unavailable", "cancelled", "gateway-error", "5xx"];
+const RETRY_ON: &[&str] = &[
+    "connect-failure",
+    "refused-stream",
+    "reset",
+    "unavailable",
+    "cancelled",
+    "gateway-error",
+    "5xx",
+];
 
 /// Checks a loaded config; `Ok` means it can be compiled for any proxy.
 pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
@@ -20,9 +27,20 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
         check_service(s, &mut errs);
     }
     for w in &cfg.workloads {
-        if w.object.spec.address.value.parse::<std::net::IpAddr>().is_err() {
+        if w.object
+            .spec
+            .address
+            .value
+            .parse::<std::net::IpAddr>()
+            .is_err()
+        {
             let e = Ctx::new(w);
-            e.at(&mut errs, &w.object.spec.address, "spec.address", "must be an IP address, e.g. 127.0.0.1");
+            e.at(
+                &mut errs,
+                &w.object.spec.address,
+                "spec.address",
+                "must be an IP address, e.g. 127.0.0.1",
+            );
         }
     }
     for r in &cfg.http_routes {
@@ -33,13 +51,22 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
     }
     for p in &cfg.authorization_policies {
         let c = Ctx::new(p);
-        check_target(cfg, &c, &p.object.metadata.namespace, Some(&p.object.spec.target_ref), &mut errs);
+        check_target(
+            cfg,
+            &c,
+            &p.object.metadata.namespace,
+            Some(&p.object.spec.target_ref),
+            &mut errs,
+        );
         for (i, rule) in p.object.spec.rules.iter().enumerate() {
             for (j, from) in rule.from.iter().enumerate() {
                 for sa in &from.service_accounts {
                     if sa.split('/').count() != 2 || sa.starts_with('/') || sa.ends_with('/') {
-                        c.doc(&mut errs, format!("spec.rules[{i}].from[{j}].serviceAccounts"),
-                            format!("{sa:?} must be namespace/serviceAccount, e.g. rides/trip"));
+                        c.doc(
+                            &mut errs,
+                            format!("spec.rules[{i}].from[{j}].serviceAccounts"),
+                            format!("{sa:?} must be namespace/serviceAccount, e.g. rides/trip"),
+                        );
                     }
                 }
             }
@@ -56,10 +83,19 @@ struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     fn new<S>(d: &'a Doc<S>) -> Self {
-        Ctx { file: &d.file, line: d.line }
+        Ctx {
+            file: &d.file,
+            line: d.line,
+        }
     }
 
-    fn at<T>(&self, errs: &mut ConfigErrors, span: &Spanned<T>, field: impl Into<String>, msg: impl Into<String>) {
+    fn at<T>(
+        &self,
+        errs: &mut ConfigErrors,
+        span: &Spanned<T>,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+    ) {
         errs.push(self.file, abs_line(self.line, &span.referenced), field, msg);
     }
 
@@ -73,11 +109,26 @@ fn check_unique(cfg: &MeshConfig, errs: &mut ConfigErrors) {
         let mut seen = HashSet::new();
         for d in docs {
             if !seen.insert(d.key()) {
-                Ctx::new(d).doc(errs, "metadata.name", format!("duplicate {kind} {}; names are unique per namespace", d.key()));
+                Ctx::new(d).doc(
+                    errs,
+                    "metadata.name",
+                    format!(
+                        "duplicate {kind} {}; names are unique per namespace",
+                        d.key()
+                    ),
+                );
             }
             let name = &d.object.metadata.name;
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
-                Ctx::new(d).doc(errs, "metadata.name", format!("{name:?} must be a DNS name: lowercase letters, digits, '-' and '.'"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            {
+                Ctx::new(d).doc(
+                    errs,
+                    "metadata.name",
+                    format!("{name:?} must be a DNS name: lowercase letters, digits, '-' and '.'"),
+                );
             }
         }
     }
@@ -96,12 +147,20 @@ fn check_service(s: &Doc<ServiceSpec>, errs: &mut ConfigErrors) {
     let mut seen = HashSet::new();
     for (i, p) in s.object.spec.ports.iter().enumerate() {
         if !seen.insert(p.port) {
-            c.doc(errs, format!("spec.ports[{i}].port"), format!("port {} is listed twice", p.port));
+            c.doc(
+                errs,
+                format!("spec.ports[{i}].port"),
+                format!("port {} is listed twice", p.port),
+            );
         }
         if let Some(proto) = &p.protocol
             && proto != "TCP"
         {
-            c.doc(errs, format!("spec.ports[{i}].protocol"), format!("{proto:?} is not supported; allowed: TCP"));
+            c.doc(
+                errs,
+                format!("spec.ports[{i}].protocol"),
+                format!("{proto:?} is not supported; allowed: TCP"),
+            );
         }
         if p.port == 0 {
             c.doc(errs, format!("spec.ports[{i}].port"), "must be 1-65535");
@@ -109,15 +168,35 @@ fn check_service(s: &Doc<ServiceSpec>, errs: &mut ConfigErrors) {
     }
 }
 
-fn check_target(cfg: &MeshConfig, c: &Ctx<'_>, ns: &str, t: Option<&TargetRef>, errs: &mut ConfigErrors) {
+fn check_target(
+    cfg: &MeshConfig,
+    c: &Ctx<'_>,
+    ns: &str,
+    t: Option<&TargetRef>,
+    errs: &mut ConfigErrors,
+) {
     let Some(t) = t else {
-        c.doc(errs, "spec.targetRef", "required: the Service this policy applies to, e.g. {kind: Service, name: billing}");
+        c.doc(
+            errs,
+            "spec.targetRef",
+            "required: the Service this policy applies to, e.g. {kind: Service, name: billing}",
+        );
         return;
     };
     if t.kind != "Service" {
-        c.at(errs, &t.name, "spec.targetRef.kind", format!("{:?} is not supported; allowed: Service", t.kind));
+        c.at(
+            errs,
+            &t.name,
+            "spec.targetRef.kind",
+            format!("{:?} is not supported; allowed: Service", t.kind),
+        );
     } else if find_service(cfg, t.namespace.as_deref().unwrap_or(ns), &t.name.value).is_none() {
-        c.at(errs, &t.name, "spec.targetRef.name", format!("no Service {:?} in namespace {ns:?}", t.name.value));
+        c.at(
+            errs,
+            &t.name,
+            "spec.targetRef.name",
+            format!("no Service {:?} in namespace {ns:?}", t.name.value),
+        );
     }
 }
 
@@ -125,18 +204,34 @@ fn check_route(cfg: &MeshConfig, r: &Doc<HttpRouteSpec>, errs: &mut ConfigErrors
     let c = Ctx::new(r);
     let ns = r.object.metadata.namespace.as_str();
     if r.object.spec.parent_refs.is_empty() {
-        c.doc(errs, "spec.parentRefs", "a mesh HTTPRoute needs a parent Service, e.g. [{kind: Service, name: billing}]");
+        c.doc(
+            errs,
+            "spec.parentRefs",
+            "a mesh HTTPRoute needs a parent Service, e.g. [{kind: Service, name: billing}]",
+        );
     }
     let mut parent_port = 80;
     for (i, p) in r.object.spec.parent_refs.iter().enumerate() {
         let f = format!("spec.parentRefs[{i}]");
-        if p.kind.as_deref().unwrap_or("Service") != "Service" || !p.group.as_deref().unwrap_or("").is_empty() {
-            c.at(errs, &p.name, format!("{f}.kind"), "mesh routes attach to Services; allowed: {group: \"\", kind: Service}");
+        if p.kind.as_deref().unwrap_or("Service") != "Service"
+            || !p.group.as_deref().unwrap_or("").is_empty()
+        {
+            c.at(
+                errs,
+                &p.name,
+                format!("{f}.kind"),
+                "mesh routes attach to Services; allowed: {group: \"\", kind: Service}",
+            );
             continue;
         }
         let pns = p.namespace.as_deref().unwrap_or(ns);
         let Some(svc) = find_service(cfg, pns, &p.name.value) else {
-            c.at(errs, &p.name, format!("{f}.name"), format!("no Service {:?} in namespace {pns:?}", p.name.value));
+            c.at(
+                errs,
+                &p.name,
+                format!("{f}.name"),
+                format!("no Service {:?} in namespace {pns:?}", p.name.value),
+            );
             continue;
         };
         let ports: Vec<u16> = svc.object.spec.ports.iter().map(|p| p.port).collect();
@@ -158,14 +253,35 @@ fn check_route(cfg: &MeshConfig, r: &Doc<HttpRouteSpec>, errs: &mut ConfigErrors
             check_match(&c, &format!("{f}.matches[{j}]"), m, errs);
         }
         let prefix_match = rule.matches.as_deref().is_none_or(|ms| {
-            ms.is_empty() || ms.iter().all(|m| m.path.as_ref().is_none_or(|p| p.kind == PathMatchType::PathPrefix))
+            ms.is_empty()
+                || ms.iter().all(|m| {
+                    m.path
+                        .as_ref()
+                        .is_none_or(|p| p.kind == PathMatchType::PathPrefix)
+                })
         });
         for (j, flt) in rule.filters.iter().enumerate() {
-            check_filter(cfg, &c, ns, parent_port, &format!("{f}.filters[{j}]"), flt, prefix_match, errs);
+            check_filter(
+                cfg,
+                &c,
+                ns,
+                parent_port,
+                &format!("{f}.filters[{j}]"),
+                flt,
+                prefix_match,
+                errs,
+            );
         }
-        let has_redirect = rule.filters.iter().any(|f| f.kind == FilterType::RequestRedirect);
+        let has_redirect = rule
+            .filters
+            .iter()
+            .any(|f| f.kind == FilterType::RequestRedirect);
         if rule.backend_refs.is_empty() && !has_redirect {
-            c.doc(errs, format!("{f}.backendRefs"), "a rule needs backendRefs or a RequestRedirect filter");
+            c.doc(
+                errs,
+                format!("{f}.backendRefs"),
+                "a rule needs backendRefs or a RequestRedirect filter",
+            );
         }
         for (j, b) in rule.backend_refs.iter().enumerate() {
             let bf = format!("{f}.backendRefs[{j}]");
@@ -174,23 +290,60 @@ fn check_route(cfg: &MeshConfig, r: &Doc<HttpRouteSpec>, errs: &mut ConfigErrors
                 c.at(errs, &b.name, format!("{bf}.weight"), "must be 0-1000000");
             }
             for (k, flt) in b.filters.iter().enumerate() {
-                check_filter(cfg, &c, ns, parent_port, &format!("{bf}.filters[{k}]"), flt, prefix_match, errs);
+                check_filter(
+                    cfg,
+                    &c,
+                    ns,
+                    parent_port,
+                    &format!("{bf}.filters[{k}]"),
+                    flt,
+                    prefix_match,
+                    errs,
+                );
             }
         }
     }
 }
 
-fn check_backend(cfg: &MeshConfig, c: &Ctx<'_>, ns: &str, parent_port: u16, f: &str, b: &BackendRef, errs: &mut ConfigErrors) {
-    if b.kind.as_deref().unwrap_or("Service") != "Service" || !b.group.as_deref().unwrap_or("").is_empty() {
-        c.at(errs, &b.name, format!("{f}.kind"), "allowed: {group: \"\", kind: Service}");
+fn check_backend(
+    cfg: &MeshConfig,
+    c: &Ctx<'_>,
+    ns: &str,
+    parent_port: u16,
+    f: &str,
+    b: &BackendRef,
+    errs: &mut ConfigErrors,
+) {
+    if b.kind.as_deref().unwrap_or("Service") != "Service"
+        || !b.group.as_deref().unwrap_or("").is_empty()
+    {
+        c.at(
+            errs,
+            &b.name,
+            format!("{f}.kind"),
+            "allowed: {group: \"\", kind: Service}",
+        );
         return;
     }
     let bns = b.namespace.as_deref().unwrap_or(ns);
     match find_service(cfg, bns, &b.name.value) {
-        None => c.at(errs, &b.name, format!("{f}.name"), format!("no Service {:?} in namespace {bns:?}", b.name.value)),
+        None => c.at(
+            errs,
+            &b.name,
+            format!("{f}.name"),
+            format!("no Service {:?} in namespace {bns:?}", b.name.value),
+        ),
         Some(svc) if backend_port(svc, b.port, parent_port).is_none() => {
             let ports: Vec<u16> = svc.object.spec.ports.iter().map(|p| p.port).collect();
-            c.at(errs, &b.name, format!("{f}.port"), format!("Service {:?} has no such port; set port to one of {ports:?}", b.name.value));
+            c.at(
+                errs,
+                &b.name,
+                format!("{f}.port"),
+                format!(
+                    "Service {:?} has no such port; set port to one of {ports:?}",
+                    b.name.value
+                ),
+            );
         }
         Some(_) => {}
     }
@@ -201,10 +354,20 @@ fn check_match(c: &Ctx<'_>, f: &str, m: &HttpRouteMatch, errs: &mut ConfigErrors
         match p.kind {
             PathMatchType::RegularExpression => {
                 if let Err(e) = regex::Regex::new(&p.value.value) {
-                    c.at(errs, &p.value, format!("{f}.path.value"), format!("invalid regular expression: {e}"));
+                    c.at(
+                        errs,
+                        &p.value,
+                        format!("{f}.path.value"),
+                        format!("invalid regular expression: {e}"),
+                    );
                 }
             }
-            _ if !p.value.value.starts_with('/') => c.at(errs, &p.value, format!("{f}.path.value"), "must start with '/'"),
+            _ if !p.value.value.starts_with('/') => c.at(
+                errs,
+                &p.value,
+                format!("{f}.path.value"),
+                "must start with '/'",
+            ),
             _ => {}
         }
     }
@@ -213,17 +376,30 @@ fn check_match(c: &Ctx<'_>, f: &str, m: &HttpRouteMatch, errs: &mut ConfigErrors
             if v.kind == ValueMatchType::RegularExpression
                 && let Err(e) = regex::Regex::new(&v.value.value)
             {
-                c.at(errs, &v.value, format!("{f}.{kind}[{i}].value"), format!("invalid regular expression: {e}"));
+                c.at(
+                    errs,
+                    &v.value,
+                    format!("{f}.{kind}[{i}].value"),
+                    format!("invalid regular expression: {e}"),
+                );
             }
             if kind == "headers" && http_header_name_invalid(&v.name) {
-                c.at(errs, &v.value, format!("{f}.{kind}[{i}].name"), format!("{:?} is not a valid header name", v.name));
+                c.at(
+                    errs,
+                    &v.value,
+                    format!("{f}.{kind}[{i}].name"),
+                    format!("{:?} is not a valid header name", v.name),
+                );
             }
         }
     }
 }
 
 fn http_header_name_invalid(name: &str) -> bool {
-    name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -238,50 +414,99 @@ fn check_filter(
     errs: &mut ConfigErrors,
 ) {
     let (field, present) = match flt.kind {
-        FilterType::RequestHeaderModifier => ("requestHeaderModifier", flt.request_header_modifier.is_some()),
-        FilterType::ResponseHeaderModifier => ("responseHeaderModifier", flt.response_header_modifier.is_some()),
+        FilterType::RequestHeaderModifier => (
+            "requestHeaderModifier",
+            flt.request_header_modifier.is_some(),
+        ),
+        FilterType::ResponseHeaderModifier => (
+            "responseHeaderModifier",
+            flt.response_header_modifier.is_some(),
+        ),
         FilterType::URLRewrite => ("urlRewrite", flt.url_rewrite.is_some()),
         FilterType::RequestRedirect => ("requestRedirect", flt.request_redirect.is_some()),
         FilterType::RequestMirror => ("requestMirror", flt.request_mirror.is_some()),
     };
     if !present {
-        c.doc(errs, format!("{f}.{field}"), format!("type {:?} needs its {field} field", flt.kind));
+        c.doc(
+            errs,
+            format!("{f}.{field}"),
+            format!("type {:?} needs its {field} field", flt.kind),
+        );
         return;
     }
-    for m in [&flt.request_header_modifier, &flt.response_header_modifier].into_iter().flatten() {
+    for m in [&flt.request_header_modifier, &flt.response_header_modifier]
+        .into_iter()
+        .flatten()
+    {
         for h in m.set.iter().chain(&m.add).map(|h| &h.name).chain(&m.remove) {
             if http_header_name_invalid(h) {
-                c.doc(errs, format!("{f}.{field}"), format!("{h:?} is not a valid header name"));
+                c.doc(
+                    errs,
+                    format!("{f}.{field}"),
+                    format!("{h:?} is not a valid header name"),
+                );
             }
         }
     }
-    let path = flt.url_rewrite.as_ref().and_then(|r| r.path.as_ref()).or(flt.request_redirect.as_ref().and_then(|r| r.path.as_ref()));
+    let path = flt
+        .url_rewrite
+        .as_ref()
+        .and_then(|r| r.path.as_ref())
+        .or(flt.request_redirect.as_ref().and_then(|r| r.path.as_ref()));
     if let Some(p) = path {
         let ok = match p.kind {
             PathModifierType::ReplaceFullPath => p.replace_full_path.is_some(),
             PathModifierType::ReplacePrefixMatch => p.replace_prefix_match.is_some(),
         };
         if !ok {
-            c.doc(errs, format!("{f}.{field}.path"), format!("type {:?} needs its value field (replaceFullPath or replacePrefixMatch)", p.kind));
+            c.doc(
+                errs,
+                format!("{f}.{field}.path"),
+                format!(
+                    "type {:?} needs its value field (replaceFullPath or replacePrefixMatch)",
+                    p.kind
+                ),
+            );
         }
         if p.kind == PathModifierType::ReplacePrefixMatch && !prefix_match {
-            c.doc(errs, format!("{f}.{field}.path"), "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match");
+            c.doc(
+                errs,
+                format!("{f}.{field}.path"),
+                "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match",
+            );
         }
     }
     if let Some(r) = &flt.request_redirect {
         if let Some(code) = r.status_code
             && ![301, 302, 303, 307, 308].contains(&code)
         {
-            c.doc(errs, format!("{f}.requestRedirect.statusCode"), format!("{code} is not allowed; allowed: 301, 302, 303, 307, 308"));
+            c.doc(
+                errs,
+                format!("{f}.requestRedirect.statusCode"),
+                format!("{code} is not allowed; allowed: 301, 302, 303, 307, 308"),
+            );
         }
         if let Some(s) = &r.scheme
-            && s != "http" && s != "https"
+            && s != "http"
+            && s != "https"
         {
-            c.doc(errs, format!("{f}.requestRedirect.scheme"), format!("{s:?} is not allowed; allowed: http, https"));
+            c.doc(
+                errs,
+                format!("{f}.requestRedirect.scheme"),
+                format!("{s:?} is not allowed; allowed: http, https"),
+            );
         }
     }
     if let Some(m) = &flt.request_mirror {
-        check_backend(cfg, c, ns, parent_port, &format!("{f}.requestMirror.backendRef"), &m.backend_ref, errs);
+        check_backend(
+            cfg,
+            c,
+            ns,
+            parent_port,
+            &format!("{f}.requestMirror.backendRef"),
+            &m.backend_ref,
+            errs,
+        );
         if m.percent.is_some_and(|p| p > 100) {
             c.doc(errs, format!("{f}.requestMirror.percent"), "must be 0-100");
         }
@@ -291,41 +516,88 @@ fn check_filter(
 fn check_resilience(cfg: &MeshConfig, p: &Doc<ResiliencePolicySpec>, errs: &mut ConfigErrors) {
     let c = Ctx::new(p);
     let s = &p.object.spec;
-    check_target(cfg, &c, &p.object.metadata.namespace, s.target_ref.as_ref(), errs);
+    check_target(
+        cfg,
+        &c,
+        &p.object.metadata.namespace,
+        s.target_ref.as_ref(),
+        errs,
+    );
     let pct = |errs: &mut ConfigErrors, field: &str, v: f64| {
         if !(0.0..=100.0).contains(&v) {
-            c.doc(errs, field.to_string(), format!("{v} must be a percent, 0-100"));
+            c.doc(
+                errs,
+                field.to_string(),
+                format!("{v} must be a percent, 0-100"),
+            );
         }
     };
     if s.load_balancer.policy == LbPolicy::RingHash {
         let n = s.load_balancer.hash_key.as_ref().map_or(0, |k| {
-            usize::from(k.header.is_some()) + usize::from(k.cookie.is_some()) + usize::from(k.source_ip)
+            usize::from(k.header.is_some())
+                + usize::from(k.cookie.is_some())
+                + usize::from(k.source_ip)
         });
         if n != 1 {
-            c.doc(errs, "spec.loadBalancer.hashKey", "RING_HASH needs exactly one of {header: NAME}, {cookie: NAME}, {sourceIp: true}");
+            c.doc(
+                errs,
+                "spec.loadBalancer.hashKey",
+                "RING_HASH needs exactly one of {header: NAME}, {cookie: NAME}, {sourceIp: true}",
+            );
         }
     }
     if let Some(cb) = &s.circuit_breaker {
-        pct(errs, "spec.circuitBreaker.failureRateThreshold", cb.failure_rate_threshold);
-        pct(errs, "spec.circuitBreaker.slowCallRateThreshold", cb.slow_call_rate_threshold);
+        pct(
+            errs,
+            "spec.circuitBreaker.failureRateThreshold",
+            cb.failure_rate_threshold,
+        );
+        pct(
+            errs,
+            "spec.circuitBreaker.slowCallRateThreshold",
+            cb.slow_call_rate_threshold,
+        );
         if cb.sliding_window.size == 0 {
-            c.doc(errs, "spec.circuitBreaker.slidingWindow.size", "must be at least 1");
+            c.doc(
+                errs,
+                "spec.circuitBreaker.slidingWindow.size",
+                "must be at least 1",
+            );
         }
         if cb.permitted_calls_in_half_open == 0 {
-            c.doc(errs, "spec.circuitBreaker.permittedCallsInHalfOpen", "must be at least 1");
+            c.doc(
+                errs,
+                "spec.circuitBreaker.permittedCallsInHalfOpen",
+                "must be at least 1",
+            );
         }
     }
     if let Some(od) = &s.outlier_detection {
-        pct(errs, "spec.outlierDetection.maxEjectionPercent", od.max_ejection_percent);
+        pct(
+            errs,
+            "spec.outlierDetection.maxEjectionPercent",
+            od.max_ejection_percent,
+        );
         if od.consecutive5xx == 0 {
-            c.doc(errs, "spec.outlierDetection.consecutive5xx", "must be at least 1");
+            c.doc(
+                errs,
+                "spec.outlierDetection.consecutive5xx",
+                "must be at least 1",
+            );
         }
     }
     if let Some(r) = &s.retry {
         for on in &r.retry_on {
             let is_code = on.len() == 3 && on.parse::<u16>().is_ok_and(|c| (100..600).contains(&c));
             if !is_code && !RETRY_ON.contains(&on.as_str()) {
-                c.doc(errs, "spec.retry.retryOn", format!("{on:?} is not allowed; allowed: {} or a status code like \"503\"", RETRY_ON.join(", ")));
+                c.doc(
+                    errs,
+                    "spec.retry.retryOn",
+                    format!(
+                        "{on:?} is not allowed; allowed: {} or a status code like \"503\"",
+                        RETRY_ON.join(", ")
+                    ),
+                );
             }
         }
         if let Some(b) = &r.budget {
@@ -335,12 +607,20 @@ fn check_resilience(cfg: &MeshConfig, p: &Doc<ResiliencePolicySpec>, errs: &mut 
     if let Some(rl) = &s.rate_limit
         && (rl.requests_per_second.is_nan() || rl.requests_per_second <= 0.0)
     {
-        c.doc(errs, "spec.rateLimit.requestsPerSecond", "must be greater than 0");
+        c.doc(
+            errs,
+            "spec.rateLimit.requestsPerSecond",
+            "must be greater than 0",
+        );
     }
     if let Some(b) = &s.bulkhead
         && b.max_concurrent_requests == 0
     {
-        c.doc(errs, "spec.bulkhead.maxConcurrentRequests", "must be at least 1");
+        c.doc(
+            errs,
+            "spec.bulkhead.maxConcurrentRequests",
+            "must be at least 1",
+        );
     }
     if let Some(fi) = &s.fault_injection {
         if let Some(d) = &fi.delay {
@@ -349,7 +629,11 @@ fn check_resilience(cfg: &MeshConfig, p: &Doc<ResiliencePolicySpec>, errs: &mut 
         if let Some(a) = &fi.abort {
             pct(errs, "spec.faultInjection.abort.percent", a.percent);
             if !(200..=599).contains(&a.status) {
-                c.doc(errs, "spec.faultInjection.abort.status", "must be an HTTP status, 200-599");
+                c.doc(
+                    errs,
+                    "spec.faultInjection.abort.status",
+                    "must be an HTTP status, 200-599",
+                );
             }
         }
     }

@@ -42,7 +42,11 @@ fn push_doc<'a>(docs: &mut Vec<RawDoc<'a>>, text: &'a str, first_line: u64) {
 }
 
 /// Parses one document into `T`, reporting errors at `file:line` of the whole stream.
-pub fn parse_document<T: DeserializeOwned>(file: &str, text: &str, first_line: u64) -> Result<T, ConfigError> {
+pub fn parse_document<T: DeserializeOwned>(
+    file: &str,
+    text: &str,
+    first_line: u64,
+) -> Result<T, ConfigError> {
     serde_saphyr::from_str::<T>(text).map_err(|e| to_config_error(file, first_line, &e))
 }
 
@@ -71,7 +75,11 @@ fn strip_location(msg: &str) -> String {
 
 /// The absolute line of a span inside a document that starts at `first_line`.
 pub(crate) fn abs_line(first_line: u64, loc: &serde_saphyr::Location) -> u64 {
-    if loc.line() > 0 { first_line + loc.line() - 1 } else { first_line }
+    if loc.line() > 0 {
+        first_line + loc.line() - 1
+    } else {
+        first_line
+    }
 }
 
 #[cfg(test)]

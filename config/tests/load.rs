@@ -6,7 +6,11 @@ use trellis_config::{NodeIdentity, compile, load_str};
 const EXAMPLE: &str = include_str!("design_example.yaml");
 
 fn trip() -> NodeIdentity {
-    NodeIdentity { name: "trip-0".into(), namespace: "rides".into(), ..Default::default() }
+    NodeIdentity {
+        name: "trip-0".into(),
+        namespace: "rides".into(),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -15,17 +19,39 @@ fn design_example_loads_and_compiles() {
     let snap = compile(&cfg, &trip());
     assert_eq!(snap.mesh.mtls_mode, MtlsMode::Strict);
     let billing = &snap.services["rides/billing"];
-    let port = billing.port(None).expect("port 80");
+    let port = billing
+        .ports
+        .iter()
+        .find(|p| p.port == 80)
+        .expect("port 80");
     assert_eq!(port.protocol, AppProtocol::Http);
     assert!(port.has_http_route);
     // Precedence: the Exact match first, then the longer prefix with a header, then "/".
-    let kinds: Vec<_> = port.routes.iter().map(|r| (r.matches.path_type, r.matches.path.as_str())).collect();
+    let kinds: Vec<_> = port
+        .routes
+        .iter()
+        .map(|r| (r.matches.path_type, r.matches.path.as_str()))
+        .collect();
     assert_eq!(
         kinds,
-        vec![(PathMatchType::Exact, "/health"), (PathMatchType::PathPrefix, "/v2"), (PathMatchType::PathPrefix, "/")]
+        vec![
+            (PathMatchType::Exact, "/health"),
+            (PathMatchType::PathPrefix, "/v2"),
+            (PathMatchType::PathPrefix, "/")
+        ]
     );
-    let split: Vec<_> = port.routes[2].backends.iter().map(|b| (b.cluster.as_str(), b.weight)).collect();
-    assert_eq!(split, vec![("billing-v1.rides:80 via billing.rides", 90), ("billing-v2.rides:80 via billing.rides", 10)]);
+    let split: Vec<_> = port.routes[2]
+        .backends
+        .iter()
+        .map(|b| (b.cluster.as_str(), b.weight))
+        .collect();
+    assert_eq!(
+        split,
+        vec![
+            ("billing-v1.rides:80 via billing.rides", 90),
+            ("billing-v2.rides:80 via billing.rides", 10)
+        ]
+    );
     let v1 = &snap.clusters["billing-v1.rides:80 via billing.rides"];
     assert_eq!(v1.endpoints.len(), 1);
     assert_eq!(v1.endpoints[0].address.to_string(), "127.0.0.1:9002");
@@ -53,7 +79,10 @@ fn first_error(yaml: &str) -> String {
 
 #[test]
 fn unknown_field_names_file_line_and_field() {
-    let bad = EXAMPLE.replace("  selector: {app: billing}\n", "  selector: {app: billing}\n  selectr: {}\n");
+    let bad = EXAMPLE.replace(
+        "  selector: {app: billing}\n",
+        "  selector: {app: billing}\n  selectr: {}\n",
+    );
     let e = first_error(&bad);
     assert!(e.starts_with("mesh.yaml:13:"), "{e}");
     assert!(e.contains("selectr"), "{e}");
@@ -61,7 +90,10 @@ fn unknown_field_names_file_line_and_field() {
 
 #[test]
 fn missing_backend_is_an_error_at_its_line() {
-    let bad = EXAMPLE.replace("{name: billing-v2, port: 80, weight: 10}", "{name: billing-v3, port: 80, weight: 10}");
+    let bad = EXAMPLE.replace(
+        "{name: billing-v2, port: 80, weight: 10}",
+        "{name: billing-v3, port: 80, weight: 10}",
+    );
     let e = first_error(&bad);
     assert!(e.starts_with("mesh.yaml:46:"), "{e}");
     assert!(e.contains("spec.rules[0].backendRefs[1].name"), "{e}");

@@ -1,1 +1,184 @@
-//! x
+//! trellis-proxy: the Trellis sidecar. It proxies a workload's inbound and outbound HTTP,
+//! gRPC, WebSocket and TCP traffic under a config snapshot it can swap without dropping requests.
+
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod bootstrap;
+pub mod config_source;
+pub mod errors;
+pub mod filters;
+pub mod forward;
+pub mod headers;
+pub mod inbound;
+pub mod metrics;
+pub mod observe;
+pub mod outbound;
+pub mod respond;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod tcp;
+pub mod trace;
+pub mod upstream;
+
+use bootstrap::Bootstrap;
+use config_source::ConfigStore;
+use metrics::Metrics;
+use runtime::Runtime;
+use server::Drain;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use trellis_config::NodeIdentity;
+use upstream::Upstreams;
+
+/// Everything the request path shares. Read-only after start-up except through atomics and
+/// the `ArcSwap` in `config`.
+pub struct Shared {
+    pub bootstrap: Bootstrap,
+    pub node: NodeIdentity,
+    pub config: ConfigStore,
+    pub metrics: Metrics,
+    pub upstreams: Upstreams,
+    pub drain: Drain,
+    pub app: inbound::AppClusters,
+    pub labels: Labels,
+    /// Where config comes from, for `/config_dump`.
+    pub source: String,
+}
+
+/// Metric label values that never change, made once.
+pub struct Labels {
+    pub workload: Arc<String>,
+    pub namespace: Arc<String>,
+    pub unknown: Arc<String>,
+    pub inbound_service: Arc<String>,
+}
+
+impl ConfigStore {
+    /// The runtime a request should use for its whole life, if a config is loaded.
+    pub fn current_full(&self) -> Option<Arc<Runtime>> {
+        self.current().as_ref().cloned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "cannot listen on {addr} ({which}): {source}; is another proxy using it? set listeners.{which} in the bootstrap"
+    )]
+    Bind {
+        which: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot watch the mesh file: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// A started proxy: its bound addresses, and the tasks that serve them.
+pub struct Running {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    /// The bound address of each `tcp` forward, in bootstrap order.
+    pub tcp: Vec<SocketAddr>,
+    pub shared: Arc<Shared>,
+    serving: JoinSet<()>,
+}
+
+impl Running {
+    /// Starts the drain: stop accepting, finish in-flight requests.
+    pub fn drain(&self) {
+        self.shared.drain.start();
+    }
+
+    /// Resolves when every traffic listener has drained.
+    pub async fn wait(mut self) {
+        while self.serving.join_next().await.is_some() {}
+    }
+}
+
+async fn bind(which: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            which: which.to_string(),
+            addr,
+            source,
+        })
+}
+
+/// Binds every listener, loads the config, and starts serving. Port 0 binds any free port;
+/// `Running` tells which.
+pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
+    let l = &bootstrap.listeners;
+    let (outbound, inbound, admin) = (
+        bind("outbound", l.outbound).await?,
+        bind("inbound", l.inbound).await?,
+        bind("admin", l.admin).await?,
+    );
+    let mut tcp = Vec::new();
+    for (i, f) in bootstrap.tcp.iter().enumerate() {
+        tcp.push((
+            bind(&format!("tcp[{i}]"), f.listen).await?,
+            f.service.clone(),
+        ));
+    }
+    let w = &bootstrap.workload;
+    let labels = Labels {
+        workload: Arc::new(w.name.clone()),
+        namespace: Arc::new(w.namespace.clone()),
+        unknown: Arc::new("unknown".to_string()),
+        inbound_service: Arc::new(format!(
+            "{}.{}",
+            w.labels.get("app").unwrap_or(&w.name),
+            w.namespace
+        )),
+    };
+    let mesh_file = bootstrap.mesh_file.clone();
+    let shared = Arc::new(Shared {
+        node: bootstrap.node(),
+        config: ConfigStore::default(),
+        metrics: Metrics::default(),
+        upstreams: Upstreams::new(bootstrap.limits.connect_timeout),
+        drain: Drain::default(),
+        app: inbound::AppClusters::new(&bootstrap),
+        labels,
+        source: mesh_file
+            .as_ref()
+            .map(|p| format!("meshFile: {}", p.display()))
+            .unwrap_or_default(),
+        bootstrap,
+    });
+    if let Some(path) = mesh_file {
+        config_source::reload(&shared, &path);
+        config_source::watch(shared.clone(), path)?;
+    }
+
+    let addr = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
+    let (out_addr, in_addr, admin_addr) = (addr(&outbound), addr(&inbound), addr(&admin));
+    let tcp_addrs = tcp.iter().map(|(l, _)| addr(l)).collect();
+    let mut serving = JoinSet::new();
+    serving.spawn(server::serve(outbound, shared.clone(), |s, p, r| {
+        outbound::handle(s, p, r)
+    }));
+    serving.spawn(server::serve(inbound, shared.clone(), |s, p, r| {
+        inbound::handle(s, p, r)
+    }));
+    for (listener, service) in tcp {
+        serving.spawn(tcp::serve(listener, shared.clone(), service));
+    }
+    tokio::spawn(admin::serve(admin, shared.clone()));
+    tracing::info!(outbound = %out_addr, inbound = %in_addr, admin = %admin_addr, "trellis-proxy listening");
+    Ok(Running {
+        outbound: out_addr,
+        inbound: in_addr,
+        admin: admin_addr,
+        tcp: tcp_addrs,
+        shared,
+        serving,
+    })
+}

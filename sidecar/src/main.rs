@@ -1,1 +1,67 @@
-fn main(){}
+//! `trellis-proxy --bootstrap FILE`: parse arguments, set up logging, run the proxy.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The Trellis sidecar proxy.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The bootstrap YAML: workload identity, listeners, app address, config source.
+    #[arg(long)]
+    bootstrap: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let bootstrap = match trellis_proxy::bootstrap::Bootstrap::load(&args.bootstrap) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("trellis-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trellis-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let running = match trellis_proxy::start(bootstrap).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("trellis-proxy: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shared = running.shared.clone();
+        tokio::spawn(async move {
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("signal received; draining");
+                shared.drain.start();
+            }
+        });
+        running.wait().await;
+        tracing::info!("drained; exiting");
+        ExitCode::SUCCESS
+    })
+}

@@ -24,7 +24,11 @@ pub struct Resilience {
     pub outlier_detection: Option<OutlierDetection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
-    #[serde(default, with = "crate::duration::serde_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::duration::serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
@@ -97,7 +101,10 @@ pub struct SlidingWindow {
 impl Default for SlidingWindow {
     /// resilience4j: COUNT_BASED, 100 calls.
     fn default() -> Self {
-        SlidingWindow { kind: SlidingWindowType::Count, size: 100 }
+        SlidingWindow {
+            kind: SlidingWindowType::Count,
+            size: 100,
+        }
     }
 }
 
@@ -128,7 +135,11 @@ pub struct OutlierDetection {
 pub struct Retry {
     #[serde(default = "d2u")]
     pub attempts: u32,
-    #[serde(default, with = "crate::duration::serde_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::duration::serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub per_try_timeout: Option<Duration>,
     #[serde(default)]
     pub retry_on: Vec<String>,
@@ -244,17 +255,45 @@ pub struct AuthzOperation {
 }
 
 // Defaults, from resilience4j (breaker) and Envoy (outlier detection) where DESIGN.md is silent.
-fn d2u() -> u32 { 2 }
-fn d5u() -> u32 { 5 }
-fn d10u() -> u32 { 10 }
-fn d100u() -> u32 { 100 }
-fn d10() -> f64 { 10.0 }
-fn d20() -> f64 { 20.0 }
-fn d50() -> f64 { 50.0 }
-fn d100() -> f64 { 100.0 }
-fn d25ms() -> Option<Duration> { Some(Duration::from_millis(25)) }
-fn d250ms() -> Option<Duration> { Some(Duration::from_millis(250)) }
-fn d10s() -> Option<Duration> { Some(Duration::from_secs(10)) }
-fn d30s() -> Option<Duration> { Some(Duration::from_secs(30)) }
-fn d60s() -> Option<Duration> { Some(Duration::from_secs(60)) }
-fn d300s() -> Option<Duration> { Some(Duration::from_secs(300)) }
+fn d2u() -> u32 {
+    2
+}
+fn d5u() -> u32 {
+    5
+}
+fn d10u() -> u32 {
+    10
+}
+fn d100u() -> u32 {
+    100
+}
+fn d10() -> f64 {
+    10.0
+}
+fn d20() -> f64 {
+    20.0
+}
+fn d50() -> f64 {
+    50.0
+}
+fn d100() -> f64 {
+    100.0
+}
+fn d25ms() -> Option<Duration> {
+    Some(Duration::from_millis(25))
+}
+fn d250ms() -> Option<Duration> {
+    Some(Duration::from_millis(250))
+}
+fn d10s() -> Option<Duration> {
+    Some(Duration::from_secs(10))
+}
+fn d30s() -> Option<Duration> {
+    Some(Duration::from_secs(30))
+}
+fn d60s() -> Option<Duration> {
+    Some(Duration::from_secs(60))
+}
+fn d300s() -> Option<Duration> {
+    Some(Duration::from_secs(300))
+}

@@ -1,0 +1,109 @@
+//! Load balancing over a cluster's endpoints. Every policy reads lock-free per-endpoint
+//! state (atomics), so picking an endpoint never takes a lock.
+
+mod ewma;
+pub mod ring;
+
+pub use ewma::Ewma;
+pub use ring::Ring;
+
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use trellis_config::model::LbPolicy;
+
+/// Live state of one endpoint. It outlives config swaps while the endpoint stays in its cluster.
+#[derive(Debug)]
+pub struct EndpointState {
+    pub addr: SocketAddr,
+    /// Precomputed so that building the upstream URI does not allocate.
+    pub authority: http::uri::Authority,
+    pub workload: String,
+    pub active: AtomicUsize,
+    pub ewma: Ewma,
+}
+
+impl EndpointState {
+    pub fn new(addr: SocketAddr, workload: String) -> EndpointState {
+        let authority = addr
+            .to_string()
+            .parse()
+            .expect("a socket address is a valid authority");
+        EndpointState {
+            addr,
+            authority,
+            workload,
+            active: AtomicUsize::new(0),
+            ewma: Ewma::default(),
+        }
+    }
+}
+
+/// Counts one in-flight request on an endpoint until dropped.
+pub struct InFlight(Arc<EndpointState>);
+
+impl InFlight {
+    pub fn new(ep: Arc<EndpointState>) -> InFlight {
+        ep.active.fetch_add(1, Ordering::Relaxed);
+        InFlight(ep)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Picks endpoints for one cluster.
+#[derive(Debug)]
+pub struct Balancer {
+    pub policy: LbPolicy,
+    pub endpoints: Vec<Arc<EndpointState>>,
+    /// Shared with earlier snapshots of the same cluster, so round robin keeps its place.
+    pub cursor: Arc<AtomicUsize>,
+    pub ring: Option<Ring>,
+}
+
+impl Balancer {
+    /// Picks an endpoint not in `exclude`. `hash` is the request's ring-hash key, if any.
+    pub fn pick(&self, hash: Option<u64>, exclude: &[SocketAddr]) -> Option<&Arc<EndpointState>> {
+        let eps = &self.endpoints;
+        let usable = |e: &&Arc<EndpointState>| !exclude.contains(&e.addr);
+        match eps.len() {
+            0 => return None,
+            1 => return eps.first().filter(usable),
+            _ => {}
+        }
+        let first = match self.policy {
+            LbPolicy::RoundRobin => &eps[self.cursor.fetch_add(1, Ordering::Relaxed) % eps.len()],
+            LbPolicy::Random => &eps[rand::rng().random_range(0..eps.len())],
+            LbPolicy::LeastRequest => self.p2c(|e| e.active.load(Ordering::Relaxed) as f64),
+            LbPolicy::PeakEwma => self.p2c(|e| e.ewma.cost(e.active.load(Ordering::Relaxed))),
+            LbPolicy::RingHash => match (&self.ring, hash) {
+                (Some(ring), Some(h)) => &eps[ring.lookup(h)],
+                // No key on this request: any endpoint will do.
+                _ => &eps[rand::rng().random_range(0..eps.len())],
+            },
+        };
+        if usable(&first) {
+            return Some(first);
+        }
+        // The preferred endpoint was already tried: take the next one that was not.
+        let start = eps.iter().position(|e| Arc::ptr_eq(e, first)).unwrap_or(0);
+        (1..eps.len())
+            .map(|i| &eps[(start + i) % eps.len()])
+            .find(usable)
+    }
+
+    /// Power of two choices: sample two distinct endpoints, keep the cheaper.
+    fn p2c(&self, cost: impl Fn(&EndpointState) -> f64) -> &Arc<EndpointState> {
+        let n = self.endpoints.len();
+        let mut rng = rand::rng();
+        let a = rng.random_range(0..n);
+        let b = (a + rng.random_range(1..n)) % n;
+        let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+        if cost(eb) < cost(ea) { eb } else { ea }
+    }
+}

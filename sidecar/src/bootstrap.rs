@@ -1,0 +1,186 @@
+//! The bootstrap file: who this proxy is, where it listens, and where its config comes from.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use trellis_config::{ConfigError, NodeIdentity};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bootstrap {
+    pub workload: WorkloadInfo,
+    pub listeners: Listeners,
+    pub app: App,
+    /// Standalone mode: compile this mesh YAML locally and watch it. Relative to the bootstrap file.
+    #[serde(default)]
+    pub mesh_file: Option<PathBuf>,
+    /// Control-plane mode (see the control plane docs).
+    #[serde(default)]
+    pub control_plane: Option<ControlPlane>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Opaque TCP forwards for local mode, where no original destination names the Service.
+    #[serde(default)]
+    pub tcp: Vec<TcpForward>,
+    /// One JSON line per request on stdout.
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadInfo {
+    pub name: String,
+    #[serde(default = "trellis_config::model::default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub service_account: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listeners {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct App {
+    pub address: std::net::IpAddr,
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControlPlane {
+    pub address: String,
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpForward {
+    pub listen: SocketAddr,
+    /// `name[.namespace][:port]` of a Service port with `appProtocol: tcp`.
+    pub service: String,
+}
+
+/// Protective limits on downstream connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Total size of a request's header section before it is answered 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a request's headers (slowloris guard).
+    #[serde(default = "default_header_read_timeout", with = "duration")]
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM or `POST /drain`.
+    #[serde(default = "default_drain_timeout", with = "duration")]
+    pub drain_timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: default_max_header_bytes(),
+            header_read_timeout: default_header_read_timeout(),
+            drain_timeout: default_drain_timeout(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        trellis_config::duration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Bootstrap {
+    /// Reads and checks a bootstrap file; relative paths inside it are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Bootstrap, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            field: String::new(),
+            message: format!("cannot read the bootstrap file: {e}"),
+        })?;
+        let mut b: Bootstrap = trellis_config::parse_document(&file, &text, 1)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(m) = &b.mesh_file
+            && m.is_relative()
+        {
+            b.mesh_file = Some(base.join(m));
+        }
+        let err = |field: &str, message: &str| ConfigError {
+            file: file.clone(),
+            line: 1,
+            field: field.into(),
+            message: message.into(),
+        };
+        match (&b.mesh_file, &b.control_plane) {
+            (None, None) => {
+                return Err(err(
+                    "meshFile",
+                    "set meshFile (standalone) or controlPlane as the config source",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "controlPlane",
+                    "set only one of meshFile and controlPlane",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "controlPlane",
+                    "this build of trellis-proxy runs standalone only; use meshFile until trellis-control lands",
+                ));
+            }
+            _ => {}
+        }
+        if b.limits.max_header_bytes < 1024 {
+            return Err(err("limits.maxHeaderBytes", "must be at least 1024"));
+        }
+        Ok(b)
+    }
+
+    pub fn node(&self) -> NodeIdentity {
+        NodeIdentity {
+            name: self.workload.name.clone(),
+            namespace: self.workload.namespace.clone(),
+            labels: self.workload.labels.clone(),
+            service_account: self.workload.service_account.clone(),
+        }
+    }
+}

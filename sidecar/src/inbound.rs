@@ -1,0 +1,143 @@
+//! The inbound listener: requests from other sidecars to this workload, delivered to the
+//! local app. (mTLS termination and authorization join this path with the security work.)
+
+use crate::balance::{Balancer, EndpointState};
+use crate::body::Body;
+use crate::errors::ProxyError;
+use crate::forward::forward;
+use crate::headers::header_bytes;
+use crate::observe::Observation;
+use crate::respond::is_grpc;
+use crate::runtime::RtCluster;
+use crate::upstream::Call;
+use crate::{Shared, trace};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use trellis_config::model::{LbPolicy, Resilience};
+use trellis_config::snapshot::Cluster;
+
+/// One single-endpoint cluster per app port.
+pub struct AppClusters {
+    by_port: Vec<(u16, Arc<RtCluster>)>,
+    default: Option<Arc<RtCluster>>,
+}
+
+impl AppClusters {
+    pub fn new(b: &crate::bootstrap::Bootstrap) -> AppClusters {
+        let by_port: Vec<(u16, Arc<RtCluster>)> = b
+            .app
+            .ports
+            .values()
+            .map(|&port| {
+                let addr = SocketAddr::new(b.app.address, port);
+                let name = format!("inbound|{port}");
+                let ep = Arc::new(EndpointState::new(addr, b.workload.name.clone()));
+                let config = Cluster {
+                    name: name.clone(),
+                    service: format!("{}/{}", b.workload.namespace, b.workload.name),
+                    port,
+                    protocol: Default::default(),
+                    endpoints: vec![trellis_config::snapshot::Endpoint {
+                        address: addr,
+                        workload: b.workload.name.clone(),
+                        service_account: b.workload.service_account.clone(),
+                    }],
+                    resilience: Resilience::default(),
+                };
+                let balancer = Balancer {
+                    policy: LbPolicy::RoundRobin,
+                    endpoints: vec![ep],
+                    cursor: Default::default(),
+                    ring: None,
+                };
+                (
+                    port,
+                    Arc::new(RtCluster {
+                        name: Arc::new(name),
+                        config,
+                        balancer,
+                        hash_key: None,
+                    }),
+                )
+            })
+            .collect();
+        // With several app ports and no port in the Host, the one named `http` takes the request.
+        let default = b
+            .app
+            .ports
+            .get("http")
+            .and_then(|p| by_port.iter().find(|(q, _)| q == p))
+            .or(by_port.first())
+            .map(|(_, c)| c.clone());
+        AppClusters { by_port, default }
+    }
+
+    /// The app port a request is for: the Host's port if the app listens there, else the default.
+    fn for_port(&self, port: Option<u16>) -> Option<&Arc<RtCluster>> {
+        port.and_then(|p| self.by_port.iter().find(|(q, _)| *q == p).map(|(_, c)| c))
+            .or(self.default.as_ref())
+    }
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let mut obs = Observation::start(&shared, "inbound", &req);
+    let grpc = is_grpc(&req);
+    obs.destination = shared.labels.inbound_service.clone();
+    let res = async {
+        let limit = shared.bootstrap.limits.max_header_bytes;
+        let size = header_bytes(req.headers());
+        if size > limit {
+            return Err(ProxyError::HeadersTooLarge { size, limit });
+        }
+        let port = req
+            .uri()
+            .authority()
+            .and_then(|a| a.port_u16())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|h| h.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse().ok())
+            });
+        let cluster = shared
+            .app
+            .for_port(port)
+            .ok_or(ProxyError::NotReady)?
+            .clone();
+        obs.cluster = Some(cluster.name.clone());
+        obs.trace = Some(trace::propagate(req.headers_mut()));
+        let upgrade = hyper::upgrade::on(&mut req);
+        let version = req.version();
+        let call = Call {
+            upstreams: &shared.upstreams,
+            cluster: &cluster,
+            downstream_version: version,
+            timeout: None,
+            peer: peer.ip(),
+        };
+        let fwd = forward(&call, req.map(Body::Incoming), Some(upgrade))
+            .await
+            .map_err(|e| match e {
+                ProxyError::Connect {
+                    endpoint, source, ..
+                } => ProxyError::AppUnavailable {
+                    addr: endpoint,
+                    source,
+                },
+                other => other,
+            })?;
+        obs.endpoint = Some(fwd.endpoint);
+        Ok(fwd.response)
+    }
+    .await;
+    let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
+    Ok(obs.finish(&shared, res))
+}

@@ -1,0 +1,221 @@
+//! The outbound listener: the app's own requests to other Services. Plain async code in
+//! phases: check the request, resolve the Service, route, apply filters, forward.
+
+use crate::body::Body;
+use crate::errors::ProxyError;
+use crate::filters::{Redirect, modify_headers, rewrite_path, with_path};
+use crate::forward::forward;
+use crate::headers::header_bytes;
+use crate::observe::Observation;
+use crate::respond::is_grpc;
+use crate::routing::{pick_backend, select};
+use crate::runtime::{RtRule, Runtime};
+use crate::upstream::Call;
+use crate::{Shared, trace};
+use http::header::{self, HeaderValue};
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use rand::Rng;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use trellis_config::snapshot::Filter;
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let mut obs = Observation::start(&shared, "outbound", &req);
+    let grpc = is_grpc(&req);
+    let res = match shared.config.current_full() {
+        None => Err(ProxyError::NotReady),
+        Some(rt) => route(&shared, &rt, peer, req, &mut obs).await,
+    };
+    let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
+    Ok(obs.finish(&shared, res))
+}
+
+async fn route(
+    shared: &Shared,
+    rt: &Runtime,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+    obs: &mut Observation,
+) -> Result<Response<Body>, ProxyError> {
+    // Phase 1: limits the hyper codec does not enforce itself.
+    let limit = shared.bootstrap.limits.max_header_bytes;
+    let size = header_bytes(req.headers());
+    if size > limit {
+        return Err(ProxyError::HeadersTooLarge { size, limit });
+    }
+
+    // Phase 2: which Service, which port.
+    let authority = destination(&req)?;
+    let host = authority.host();
+    let svc = rt.service(host).ok_or_else(|| ProxyError::NoService {
+        host: host.to_string(),
+    })?;
+    obs.destination = svc.label.clone();
+    let port = svc
+        .port(authority.port_u16())
+        .ok_or_else(|| ProxyError::NoServicePort {
+            service: svc.label.to_string(),
+            port: authority.port_u16().unwrap_or(80),
+        })?;
+
+    // Phase 3: the route rule and the backend.
+    let rule = select(port, req.method(), req.uri(), req.headers()).ok_or_else(|| {
+        ProxyError::NoMatchingRule {
+            route: svc.label.to_string(),
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+        }
+    })?;
+    obs.route = rule.route.clone();
+    if let Some(res) = redirect(rule, &req, &authority) {
+        return Ok(res);
+    }
+    let backend = pick_backend(rule).ok_or_else(|| ProxyError::NoBackend {
+        route: rule.route.to_string(),
+    })?;
+    obs.cluster = Some(backend.cluster.name.clone());
+
+    // Phase 4: request filters, rule first, then the backend's own.
+    let mut host_header = HeaderValue::from_str(authority.as_str())
+        .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+    for f in rule.filters.iter().chain(&backend.filters) {
+        match f {
+            Filter::RequestHeaderModifier(m) => modify_headers(req.headers_mut(), m),
+            Filter::UrlRewrite { hostname, path } => {
+                if let Some(h) = hostname {
+                    host_header = HeaderValue::from_str(h)
+                        .map_err(|_| ProxyError::BadRequest("invalid rewrite host"))?;
+                }
+                if let Some(p) = path {
+                    let new = rewrite_path(req.uri().path(), p, rule.matcher.prefix());
+                    *req.uri_mut() = with_path(req.uri(), &new)
+                        .ok_or(ProxyError::BadRequest("invalid rewritten path"))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    req.headers_mut().insert(header::HOST, host_header);
+    obs.trace = Some(trace::propagate(req.headers_mut()));
+
+    // Phase 5: mirrors get a copy of the request; the original goes to the backend.
+    let downstream_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, body) = req.into_parts();
+    let mut body = Body::Incoming(body);
+    for f in &rule.filters {
+        if let Filter::RequestMirror { cluster, percent } = f
+            && rand::rng().random_range(0..100) < *percent
+            && let Some(target) = rt.clusters.get(cluster)
+        {
+            body = mirror(shared, target.clone(), &parts, body, peer);
+        }
+    }
+
+    // Phase 6: forward, then response filters.
+    let timeout = match (rule.timeouts.request, rule.timeouts.backend_request) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let call = Call {
+        upstreams: &shared.upstreams,
+        cluster: &backend.cluster,
+        downstream_version: parts.version,
+        timeout,
+        peer: peer.ip(),
+    };
+    let fwd = forward(
+        &call,
+        Request::from_parts(parts, body),
+        Some(downstream_upgrade),
+    )
+    .await?;
+    obs.endpoint = Some(fwd.endpoint);
+    let mut res = fwd.response;
+    for f in rule.filters.iter().chain(&backend.filters) {
+        if let Filter::ResponseHeaderModifier(m) = f {
+            modify_headers(res.headers_mut(), m);
+        }
+    }
+    Ok(res)
+}
+
+/// The Service a request names: the URI's authority (HTTP/2, absolute-form), else `Host`.
+fn destination<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
+    if let Some(a) = req.uri().authority() {
+        return Ok(a.clone());
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .ok_or(ProxyError::BadRequest("no Host header or :authority"))?;
+    Authority::try_from(host.as_bytes()).map_err(|_| ProxyError::BadRequest("invalid Host header"))
+}
+
+fn redirect<B>(rule: &RtRule, req: &Request<B>, authority: &Authority) -> Option<Response<Body>> {
+    rule.filters.iter().find_map(|f| match f {
+        Filter::RequestRedirect {
+            scheme,
+            hostname,
+            path,
+            port,
+            status_code,
+        } => Some(
+            Redirect {
+                scheme: scheme.as_deref(),
+                hostname: hostname.as_deref(),
+                port: *port,
+                path: path
+                    .as_ref()
+                    .map(|p| rewrite_path(req.uri().path(), p, rule.matcher.prefix())),
+                status: *status_code,
+            }
+            .respond(req.uri(), authority.host(), authority.port_u16()),
+        ),
+        _ => None,
+    })
+}
+
+/// Starts a copy of the request to `target` and returns the body for the original.
+/// The mirror's answer is read and dropped; its failures never touch the original.
+fn mirror(
+    shared: &Shared,
+    target: Arc<crate::runtime::RtCluster>,
+    parts: &http::request::Parts,
+    body: Body,
+    peer: SocketAddr,
+) -> Body {
+    let (main, copy) = match body {
+        Body::Incoming(b) => Body::tee(b),
+        other => (other, Body::empty()),
+    };
+    let mut req = Request::new(copy);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    crate::headers::strip_hop_by_hop(req.headers_mut(), false);
+    let upstreams = shared.upstreams.clone();
+    tokio::spawn(async move {
+        let call = Call {
+            upstreams: &upstreams,
+            cluster: &target,
+            downstream_version: req.version(),
+            timeout: None,
+            peer: peer.ip(),
+        };
+        match call.send(req).await {
+            Ok((res, _)) => {
+                let _ = http_body_util::BodyExt::collect(res.into_body()).await;
+            }
+            Err(e) => tracing::debug!(cluster = %target.name, error = %e, "mirror request failed"),
+        }
+    });
+    main
+}

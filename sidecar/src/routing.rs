@@ -1,0 +1,218 @@
+//! HTTPRoute matching with Gateway API semantics. Rules arrive sorted by precedence from
+//! the compiler, so the first rule that matches wins.
+
+use crate::runtime::{RtBackend, RtPort, RtRule};
+use http::{HeaderMap, HeaderName, Method, Uri};
+use rand::Rng;
+use regex::Regex;
+use trellis_config::model::{PathMatchType, ValueMatchType};
+use trellis_config::snapshot::RouteMatch;
+
+pub struct Matcher {
+    path: PathMatch,
+    headers: Vec<(HeaderName, ValueMatch)>,
+    query: Vec<(String, ValueMatch)>,
+    method: Option<Method>,
+}
+
+enum PathMatch {
+    Exact(String),
+    /// Stored without its trailing `/`; empty matches every path.
+    Prefix(String),
+    Regex(Option<Regex>),
+}
+
+enum ValueMatch {
+    Exact(String),
+    Regex(Option<Regex>),
+}
+
+/// Gateway API regular expressions must match the whole value.
+fn full_regex(pattern: &str) -> Option<Regex> {
+    Regex::new(&format!("^(?:{pattern})$")).ok()
+}
+
+impl ValueMatch {
+    fn new(kind: ValueMatchType, v: &str) -> ValueMatch {
+        match kind {
+            ValueMatchType::Exact => ValueMatch::Exact(v.to_string()),
+            ValueMatchType::RegularExpression => ValueMatch::Regex(full_regex(v)),
+        }
+    }
+
+    fn is_match(&self, v: &str) -> bool {
+        match self {
+            ValueMatch::Exact(e) => e == v,
+            ValueMatch::Regex(r) => r.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+}
+
+impl Matcher {
+    pub fn new(m: &RouteMatch) -> Matcher {
+        let path = match m.path_type {
+            PathMatchType::Exact => PathMatch::Exact(m.path.clone()),
+            PathMatchType::PathPrefix => {
+                PathMatch::Prefix(m.path.trim_end_matches('/').to_string())
+            }
+            PathMatchType::RegularExpression => PathMatch::Regex(full_regex(&m.path)),
+        };
+        Matcher {
+            path,
+            headers: m
+                .headers
+                .iter()
+                .filter_map(|h| {
+                    Some((
+                        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                        ValueMatch::new(h.kind, &h.value),
+                    ))
+                })
+                .collect(),
+            query: m
+                .query_params
+                .iter()
+                .map(|q| (q.name.clone(), ValueMatch::new(q.kind, &q.value)))
+                .collect(),
+            method: m
+                .method
+                .and_then(|m| Method::from_bytes(m.as_str().as_bytes()).ok()),
+        }
+    }
+
+    pub fn matches(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
+        let path = uri.path();
+        let path_ok = match &self.path {
+            PathMatch::Exact(p) => path == p,
+            // Prefixes match whole path segments: /foo matches /foo and /foo/bar, not /foobar.
+            PathMatch::Prefix(p) => {
+                p.is_empty()
+                    || (path.starts_with(p.as_str())
+                        && matches!(path.as_bytes().get(p.len()), None | Some(b'/')))
+            }
+            PathMatch::Regex(r) => r.as_ref().is_some_and(|r| r.is_match(path)),
+        };
+        path_ok
+            && self.method.as_ref().is_none_or(|m| m == method)
+            && self.headers.iter().all(|(name, want)| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| want.is_match(v))
+            })
+            && self
+                .query
+                .iter()
+                .all(|(name, want)| query_value(uri, name).is_some_and(|v| want.is_match(v)))
+    }
+
+    /// The literal prefix this matcher matched, for `ReplacePrefixMatch`.
+    pub fn prefix(&self) -> Option<&str> {
+        match &self.path {
+            PathMatch::Prefix(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// The first value of query parameter `name`, compared raw (not percent-decoded).
+fn query_value<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// The winning rule for a request, or `None` when no rule matches.
+pub fn select<'a>(
+    port: &'a RtPort,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<&'a RtRule> {
+    port.rules
+        .iter()
+        .find(|r| r.matcher.matches(method, uri, headers))
+}
+
+/// Chooses a backend by weight; `None` when every weight is zero.
+pub fn pick_backend(rule: &RtRule) -> Option<&RtBackend> {
+    match rule.backends.as_slice() {
+        [only] if only.weight > 0 => Some(only),
+        _ if rule.total_weight == 0 => None,
+        backends => {
+            let mut n = rand::rng().random_range(0..rule.total_weight);
+            backends.iter().find(|b| {
+                let w = u64::from(b.weight);
+                if n < w {
+                    true
+                } else {
+                    n -= w;
+                    false
+                }
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_config::snapshot::ValueMatch as V;
+
+    fn m(kind: PathMatchType, path: &str) -> RouteMatch {
+        RouteMatch {
+            path_type: kind,
+            path: path.into(),
+            headers: vec![],
+            query_params: vec![],
+            method: None,
+        }
+    }
+
+    fn hit(m: &Matcher, uri: &str) -> bool {
+        m.matches(&Method::GET, &uri.parse().unwrap(), &HeaderMap::new())
+    }
+
+    #[test]
+    fn prefix_matches_whole_segments() {
+        let p = Matcher::new(&m(PathMatchType::PathPrefix, "/foo/"));
+        assert!(hit(&p, "/foo"));
+        assert!(hit(&p, "/foo/bar"));
+        assert!(!hit(&p, "/foobar"));
+        assert!(hit(
+            &Matcher::new(&m(PathMatchType::PathPrefix, "/")),
+            "/anything"
+        ));
+    }
+
+    #[test]
+    fn exact_regex_query_and_headers() {
+        assert!(hit(&Matcher::new(&m(PathMatchType::Exact, "/a")), "/a?x=1"));
+        assert!(!hit(&Matcher::new(&m(PathMatchType::Exact, "/a")), "/a/"));
+        let r = Matcher::new(&m(PathMatchType::RegularExpression, "/users/[0-9]+"));
+        assert!(hit(&r, "/users/42"));
+        assert!(!hit(&r, "/users/42/x"));
+        let mut q = m(PathMatchType::PathPrefix, "/");
+        q.query_params.push(V {
+            name: "debug".into(),
+            kind: ValueMatchType::Exact,
+            value: "1".into(),
+        });
+        q.headers.push(V {
+            name: "x-canary".into(),
+            kind: ValueMatchType::RegularExpression,
+            value: "y.*".into(),
+        });
+        let q = Matcher::new(&q);
+        let mut h = HeaderMap::new();
+        h.insert("x-canary", "yes".parse().unwrap());
+        assert!(q.matches(&Method::GET, &"/x?a=2&debug=1".parse().unwrap(), &h));
+        assert!(!q.matches(&Method::GET, &"/x?debug=2".parse().unwrap(), &h));
+        assert!(!q.matches(
+            &Method::GET,
+            &"/x?debug=1".parse().unwrap(),
+            &HeaderMap::new()
+        ));
+    }
+}

@@ -1,0 +1,209 @@
+//! The request-path form of a `Snapshot`: host index, compiled matchers, and clusters with
+//! live balancer state. Built off the request path, then swapped in whole.
+
+use crate::balance::{Balancer, EndpointState, Ring};
+use crate::routing::Matcher;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use trellis_config::model::{AppProtocol, HashKey, LbPolicy};
+use trellis_config::snapshot::{Cluster, Filter, Snapshot, Timeouts};
+
+pub struct Runtime {
+    pub snapshot: Arc<Snapshot>,
+    hosts: HashMap<String, usize>,
+    pub services: Vec<RtService>,
+    pub clusters: HashMap<String, Arc<RtCluster>>,
+}
+
+pub struct RtService {
+    /// `name.namespace`, the `destination_service` metric label.
+    pub label: Arc<String>,
+    pub ports: Vec<RtPort>,
+}
+
+pub struct RtPort {
+    pub port: u16,
+    pub protocol: AppProtocol,
+    pub has_http_route: bool,
+    pub rules: Vec<RtRule>,
+}
+
+pub struct RtRule {
+    /// `namespace/name` of the route, the `route` metric label.
+    pub route: Arc<String>,
+    pub matcher: Matcher,
+    pub filters: Vec<Filter>,
+    pub backends: Vec<RtBackend>,
+    pub total_weight: u64,
+    pub timeouts: Timeouts,
+}
+
+pub struct RtBackend {
+    pub cluster: Arc<RtCluster>,
+    pub weight: u32,
+    pub filters: Vec<Filter>,
+}
+
+pub struct RtCluster {
+    pub name: Arc<String>,
+    pub config: Cluster,
+    pub balancer: Balancer,
+    pub hash_key: Option<HashKey>,
+}
+
+/// Stateful parts keyed by cluster name and endpoint address, so they survive swaps.
+#[derive(Default)]
+pub struct StateRegistry {
+    clusters: Mutex<HashMap<String, ClusterShared>>,
+}
+
+#[derive(Default)]
+struct ClusterShared {
+    cursor: Arc<AtomicUsize>,
+    endpoints: HashMap<SocketAddr, Arc<EndpointState>>,
+}
+
+impl StateRegistry {
+    /// Builds the runtime for `snapshot`, reusing the state of unchanged clusters and endpoints.
+    pub fn build(&self, snapshot: Arc<Snapshot>) -> Runtime {
+        // Build-time only; the request path never touches this lock.
+        let mut shared = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        shared.retain(|name, _| snapshot.clusters.contains_key(name));
+        let mut clusters = HashMap::new();
+        for (name, c) in &snapshot.clusters {
+            let state = shared.entry(name.clone()).or_default();
+            state
+                .endpoints
+                .retain(|addr, _| c.endpoints.iter().any(|e| e.address == *addr));
+            let endpoints: Vec<Arc<EndpointState>> = c
+                .endpoints
+                .iter()
+                .map(|e| {
+                    state
+                        .endpoints
+                        .entry(e.address)
+                        .or_insert_with(|| {
+                            Arc::new(EndpointState::new(e.address, e.workload.clone()))
+                        })
+                        .clone()
+                })
+                .collect();
+            let lb = &c.resilience.load_balancer;
+            let ring = (lb.policy == LbPolicy::RingHash)
+                .then(|| Ring::new(&endpoints.iter().map(|e| e.addr).collect::<Vec<_>>()));
+            let balancer = Balancer {
+                policy: lb.policy,
+                endpoints,
+                cursor: state.cursor.clone(),
+                ring,
+            };
+            let rt = RtCluster {
+                name: Arc::new(name.clone()),
+                config: c.clone(),
+                balancer,
+                hash_key: lb.hash_key.clone(),
+            };
+            clusters.insert(name.clone(), Arc::new(rt));
+        }
+        drop(shared);
+
+        let mut hosts = HashMap::new();
+        let mut services = Vec::new();
+        for svc in snapshot.services.values() {
+            let idx = services.len();
+            let (n, ns) = (&svc.name, &svc.namespace);
+            if *ns == snapshot.node.namespace {
+                hosts.insert(n.clone(), idx);
+            }
+            for form in [
+                format!("{n}.{ns}"),
+                format!("{n}.{ns}.svc"),
+                format!("{n}.{ns}.svc.cluster.local"),
+            ] {
+                hosts.insert(form, idx);
+            }
+            let ports = svc
+                .ports
+                .iter()
+                .map(|p| RtPort {
+                    port: p.port,
+                    protocol: p.protocol,
+                    has_http_route: p.has_http_route,
+                    rules: p
+                        .routes
+                        .iter()
+                        .map(|r| compile_rule(r, &clusters))
+                        .collect(),
+                })
+                .collect();
+            services.push(RtService {
+                label: Arc::new(format!("{n}.{ns}")),
+                ports,
+            });
+        }
+        Runtime {
+            snapshot,
+            hosts,
+            services,
+            clusters,
+        }
+    }
+}
+
+fn compile_rule(
+    r: &trellis_config::snapshot::RouteRule,
+    clusters: &HashMap<String, Arc<RtCluster>>,
+) -> RtRule {
+    let backends: Vec<RtBackend> = r
+        .backends
+        .iter()
+        .filter_map(|b| {
+            Some(RtBackend {
+                cluster: clusters.get(&b.cluster)?.clone(),
+                weight: b.weight,
+                filters: b.filters.clone(),
+            })
+        })
+        .collect();
+    RtRule {
+        route: Arc::new(r.route.clone()),
+        matcher: Matcher::new(&r.matches),
+        filters: r.filters.clone(),
+        total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
+        backends,
+        timeouts: r.timeouts.clone(),
+    }
+}
+
+impl Runtime {
+    /// Finds the Service a `Host` names: `name` (this proxy's namespace), `name.ns`,
+    /// `name.ns.svc` or `name.ns.svc.cluster.local`, case-insensitively, trailing dot allowed.
+    pub fn service(&self, host: &str) -> Option<&RtService> {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let idx = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.hosts.get(&host.to_ascii_lowercase())
+        } else {
+            self.hosts.get(host)
+        };
+        idx.map(|&i| &self.services[i])
+    }
+}
+
+impl RtService {
+    /// The port a request names; without one, port 80 if the Service has it, else its only port.
+    pub fn port(&self, port: Option<u16>) -> Option<&RtPort> {
+        match port {
+            Some(p) => self.ports.iter().find(|e| e.port == p),
+            None => self
+                .ports
+                .iter()
+                .find(|e| e.port == 80)
+                .or(match self.ports.as_slice() {
+                    [only] => Some(only),
+                    _ => None,
+                }),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Accepting downstream connections: hyper's HTTP/1.1 and h2c server with the proxy's limits,
+//! and the drain that stops accepting and lets in-flight requests finish.
+
+use crate::Shared;
+use crate::body::Body;
+use crate::bootstrap::Limits;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Set once, on SIGTERM or `POST /drain`; every listener watches it.
+pub struct Drain {
+    tx: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            tx: watch::channel(false).0,
+        }
+    }
+}
+
+impl Drain {
+    pub fn start(&self) {
+        self.tx.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Resolves once draining has begun.
+    pub async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+}
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper answers 431 itself past its read buffer; below that the handlers check the exact
+    // limit and answer 431 with a trellis-error header.
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size((limits.max_header_bytes + 16 * 1024).max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(limits.max_header_bytes + 16 * 1024).unwrap_or(u32::MAX),
+        )
+        .adaptive_window(true)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    b
+}
+
+/// Serves HTTP on `listener` with `handler` until the drain starts, then waits up to the
+/// drain timeout for open connections to finish their requests.
+pub async fn serve<H, F>(listener: TcpListener, shared: Arc<Shared>, handler: H)
+where
+    H: Fn(Arc<Shared>, SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let builder = builder(&shared.bootstrap.limits);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed; raise the file descriptor limit if this repeats");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (shared, handler) = (shared.clone(), handler.clone());
+                let svc = service_fn(move |req| handler(shared.clone(), peer, req));
+                let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = shared.drain.wait() => break,
+        }
+    }
+    drop(listener);
+    let limit = shared.bootstrap.limits.drain_timeout;
+    if tokio::time::timeout(limit, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?limit,
+            "drain timeout passed; closing the connections still open"
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! Pooled upstream clients and one request to one cluster: pick an endpoint, send, and
+//! classify the failure. Pools are keyed by endpoint address, so they outlive config swaps.
+
+use crate::balance::{InFlight, ring::hash_key};
+use crate::body::Body;
+use crate::errors::ProxyError;
+use crate::runtime::RtCluster;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use trellis_config::model::AppProtocol;
+
+#[derive(Clone)]
+pub struct Upstreams {
+    http1: Client<HttpConnector, Body>,
+    http2: Client<HttpConnector, Body>,
+}
+
+impl Upstreams {
+    pub fn new(connect_timeout: Duration) -> Upstreams {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(connect_timeout));
+        conn.enforce_http(true);
+        let mut b = Client::builder(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            // A request that fails on a pooled connection the server already closed, before
+            // any of it was written, is sent again on a fresh connection (the keep-alive race).
+            .retry_canceled_requests(true)
+            .set_host(false);
+        let http1 = b.build(conn.clone());
+        b.http2_only(true)
+            .http2_adaptive_window(true)
+            .http2_keep_alive_interval(Some(Duration::from_secs(30)));
+        let http2 = b.build(conn);
+        Upstreams { http1, http2 }
+    }
+}
+
+/// The request-independent part of a request to a cluster.
+pub struct Call<'a> {
+    pub upstreams: &'a Upstreams,
+    pub cluster: &'a Arc<RtCluster>,
+    pub downstream_version: Version,
+    /// Applies to each attempt, until response headers arrive.
+    pub timeout: Option<Duration>,
+    pub peer: IpAddr,
+}
+
+impl Call<'_> {
+    /// Sends `req` to an endpoint of the cluster. A request without a body that cannot
+    /// connect is tried once on each other endpoint: nothing of it reached any upstream.
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, SocketAddr), ProxyError> {
+        let cluster = self.cluster;
+        let name = || cluster.name.to_string();
+        let hash = self.hash(&req);
+        let replay = (http_body::Body::is_end_stream(req.body())
+            && cluster.balancer.endpoints.len() > 1)
+            .then(|| clone_head(&req));
+        let mut req = Some(req);
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        loop {
+            let Some(ep) = cluster.balancer.pick(hash, &tried) else {
+                return Err(ProxyError::NoHealthyEndpoints { cluster: name() });
+            };
+            let ep = ep.clone();
+            let mut attempt = match (req.take(), &replay) {
+                (Some(r), _) => r,
+                (None, Some(head)) => clone_head(head),
+                (None, None) => return Err(ProxyError::NoHealthyEndpoints { cluster: name() }),
+            };
+            let http2 = match cluster.config.protocol {
+                AppProtocol::Http2 | AppProtocol::Grpc => true,
+                _ => self.downstream_version == Version::HTTP_2,
+            };
+            *attempt.version_mut() = if http2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
+            let pq = attempt
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(ep.authority.clone());
+            parts.path_and_query = Some(pq);
+            *attempt.uri_mut() = Uri::from_parts(parts)
+                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+
+            let _in_flight = InFlight::new(ep.clone());
+            let started = Instant::now();
+            let client = if http2 {
+                &self.upstreams.http2
+            } else {
+                &self.upstreams.http1
+            };
+            let fut = client.request(attempt);
+            let res = match self.timeout {
+                Some(t) => match tokio::time::timeout(t, fut).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        return Err(ProxyError::Timeout {
+                            cluster: name(),
+                            after: t,
+                        });
+                    }
+                },
+                None => fut.await,
+            };
+            match res {
+                Ok(resp) => {
+                    ep.ewma.observe(started.elapsed());
+                    return Ok((resp, ep.addr));
+                }
+                Err(e) if e.is_connect() => {
+                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "connect failed");
+                    tried.push(ep.addr);
+                    if replay.is_none() || tried.len() >= cluster.balancer.endpoints.len() {
+                        return Err(ProxyError::Connect {
+                            cluster: name(),
+                            endpoint: ep.addr,
+                            source: Box::new(e),
+                        });
+                    }
+                }
+                Err(e) => {
+                    let source: crate::errors::BoxError = match std::error::Error::source(&e) {
+                        Some(s) => s.to_string().into(),
+                        None => e.to_string().into(),
+                    };
+                    return Err(ProxyError::UpstreamReset {
+                        cluster: name(),
+                        endpoint: ep.addr,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The ring-hash key of a request, when the cluster balances by one.
+    fn hash(&self, req: &Request<Body>) -> Option<u64> {
+        let key = self.cluster.hash_key.as_ref()?;
+        if let Some(h) = &key.header {
+            return req
+                .headers()
+                .get(h.as_str())
+                .map(|v| hash_key(v.as_bytes()));
+        }
+        if let Some(c) = &key.cookie {
+            return req
+                .headers()
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|kv| {
+                    kv.trim()
+                        .split_once('=')
+                        .filter(|(k, _)| k == c)
+                        .map(|(_, v)| hash_key(v))
+                });
+        }
+        key.source_ip.then(|| hash_key(self.peer))
+    }
+}
+
+fn clone_head<B>(req: &Request<B>) -> Request<Body> {
+    let mut r = Request::new(Body::empty());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
+}

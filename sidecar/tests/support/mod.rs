@@ -1,0 +1,155 @@
+//! The in-process harness: a real trellis-proxy on 127.0.0.1:0 with a mesh file in a temp dir,
+//! and a plain hyper client to talk to it.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use trellis_proxy::bootstrap::Bootstrap;
+
+pub use testkit::{Upstream, eventually};
+
+pub struct Harness {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub tcp: Vec<SocketAddr>,
+    pub mesh_path: PathBuf,
+    pub running: Option<trellis_proxy::Running>,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Starts a proxy for workload `trip-0` in namespace `rides` with `mesh` as its mesh file.
+/// `extra` is appended to the bootstrap YAML (e.g. `limits: {...}`).
+pub async fn start(mesh: &str, extra: &str) -> Harness {
+    start_with_app(mesh, extra, "{http: 1}").await
+}
+
+pub async fn start_with_app(mesh: &str, extra: &str, app_ports: &str) -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mesh_path = dir.path().join("mesh.yaml");
+    std::fs::write(&mesh_path, mesh).expect("write mesh");
+    let boot = dir.path().join("bootstrap.yaml");
+    std::fs::write(
+        &boot,
+        format!(
+            "workload: {{name: trip-0, namespace: rides, serviceAccount: trip, labels: {{app: trip}}}}\n\
+             listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
+             app: {{address: 127.0.0.1, ports: {app_ports}}}\n\
+             meshFile: mesh.yaml\n{extra}"
+        ),
+    )
+    .expect("write bootstrap");
+    let b = Bootstrap::load(&boot).unwrap_or_else(|e| panic!("bootstrap: {e}"));
+    let running = trellis_proxy::start(b).await.expect("proxy starts");
+    Harness {
+        outbound: running.outbound,
+        inbound: running.inbound,
+        admin: running.admin,
+        tcp: running.tcp.clone(),
+        mesh_path,
+        running: Some(running),
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Resp {
+        let res = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .expect("the proxy answers within 20s")
+            .expect("the proxy answers");
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// GET `path` on the outbound listener with `Host: host`.
+    pub async fn get(&self, host: &str, path: &str) -> Resp {
+        self.send(req(self.outbound, host, path)).await
+    }
+
+    pub async fn admin(&self, path: &str) -> Resp {
+        self.send(req(self.admin, "admin", path)).await
+    }
+
+    pub fn write_mesh(&self, yaml: &str) {
+        // Write then rename, as editors and kubectl do, so the proxy never reads half a file.
+        let tmp = self.mesh_path.with_extension("tmp");
+        std::fs::write(&tmp, yaml).expect("write");
+        std::fs::rename(&tmp, &self.mesh_path).expect("rename");
+    }
+
+    /// Waits until the proxy serves a config whose version differs from `old`.
+    pub async fn wait_for_new_version(&self, old: &str) -> String {
+        let old = old.to_string();
+        eventually(
+            Duration::from_secs(10),
+            "the new config to be applied",
+            || async {
+                let v = self.version().await;
+                (v != old).then_some(v)
+            },
+        )
+        .await
+    }
+
+    pub async fn version(&self) -> String {
+        let dump = self.admin("/config_dump").await.body;
+        let v: serde_json::Value = serde_json::from_str(&dump).expect("config_dump is JSON");
+        v["version"].as_str().unwrap_or("").to_string()
+    }
+}
+
+pub fn req(addr: SocketAddr, host: &str, path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+/// A Service `name` in `rides` selecting `app: name`, port 80 to each workload's `http` port.
+pub fn service(name: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: rides}}\n\
+         spec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 80, targetPort: http{extra_spec}}}]\n---\n"
+    )
+}
+
+/// A Workload for `up`, labelled `app: app`.
+pub fn workload(app: &str, up: &Upstream) -> String {
+    format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {}, namespace: rides, labels: {{app: {app}}}}}\n\
+         spec: {{address: {}, ports: {{http: {}}}}}\n---\n",
+        up.name,
+        up.addr.ip(),
+        up.addr.port()
+    )
+}
