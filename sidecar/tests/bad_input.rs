@@ -1,0 +1,164 @@
+//! Bad input gets a clear answer, never a crash: 400, 431, 404, 503, 502, and a timeout
+//! for headers that never finish.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn billing() -> (Upstream, Harness) {
+    let up = Upstream::start("billing-v1").await;
+    let h = start(
+        &(service("billing-v1", "") + &workload("billing-v1", &up)),
+        "limits: {headerReadTimeout: 300ms}\n",
+    )
+    .await;
+    (up, h)
+}
+
+#[tokio::test]
+async fn malformed_request_gets_400() {
+    let (_up, h) = billing().await;
+    let answer = raw(h.outbound, b"GARBAGE\x01 / HTTP/1.1\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    // The proxy is still serving.
+    assert_eq!(h.get("billing-v1", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let (up, h) = billing().await;
+    // Over the 64 KiB limit but inside hyper's buffer: the proxy's own answer.
+    let mut r = req(h.outbound, "billing-v1", "/");
+    r.headers_mut()
+        .insert("x-big", "a".repeat(70 * 1024).parse().unwrap());
+    let res = h.send(r).await;
+    assert_eq!(res.status, 431);
+    assert_eq!(res.header("trellis-error"), "headers-too-large");
+    // Far over: hyper's parser refuses it before any handler runs.
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: billing-v1\r\nx-big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let answer = raw(h.outbound, big.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    assert_eq!(up.hits(), 0, "nothing oversized reached the upstream");
+}
+
+#[tokio::test]
+async fn unknown_host_gets_404_no_route() {
+    let (_up, h) = billing().await;
+    let r = h.get("payments", "/").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("trellis-error"), "no-route");
+    assert!(r.body.contains("payments"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_gets_503_no_healthy_endpoints() {
+    // Bind then drop, so nothing listens on the port.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mesh = service("billing-v1", "")
+        + &format!(
+            "apiVersion: trellis.dev/v1alpha1\nkind: Workload\nmetadata: {{name: dead, namespace: rides, labels: {{app: billing-v1}}}}\n\
+             spec: {{address: 127.0.0.1, ports: {{http: {}}}}}\n",
+            dead.port()
+        );
+    let h = start(&mesh, "").await;
+    let r = h.get("billing-v1", "/").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("trellis-error"), "no-healthy-endpoints");
+    assert!(
+        r.body.contains(&dead.to_string()),
+        "the answer names the endpoint: {}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn connect_failure_moves_a_bodyless_request_to_another_endpoint() {
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let up = Upstream::start("live").await;
+    let mesh = service("billing-v1", "")
+        + &workload("billing-v1", &up)
+        + &format!(
+            "apiVersion: trellis.dev/v1alpha1\nkind: Workload\nmetadata: {{name: dead, namespace: rides, labels: {{app: billing-v1}}}}\n\
+             spec: {{address: 127.0.0.1, ports: {{http: {}}}}}\n---\n\
+             apiVersion: trellis.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: rr, namespace: rides}}\n\
+             spec: {{targetRef: {{kind: Service, name: billing-v1}}, loadBalancer: {{policy: ROUND_ROBIN}}}}\n",
+            dead.port()
+        );
+    let h = start(&mesh, "").await;
+    for _ in 0..10 {
+        assert_eq!(h.get("billing-v1", "/").await.status, 200);
+    }
+    assert_eq!(up.hits(), 10);
+}
+
+#[tokio::test]
+async fn upstream_reset_gets_502() {
+    let (_up, h) = billing().await;
+    let r = h.get("billing-v1", "/reset").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("trellis-error"), "upstream-reset");
+}
+
+#[tokio::test]
+async fn slowloris_headers_are_timed_out() {
+    let (_up, h) = billing().await;
+    let mut s = tokio::net::TcpStream::connect(h.outbound).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: billing-v1\r\nx-slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the proxy closed the connection instead of waiting forever"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_mesh_at_start_is_not_ready_and_says_why() {
+    let h = start("apiVersion: v1\nkind: Service\nmetadata: {name: billing}\nspec: {ports: [{port: 80}], bogus: 1}\n", "").await;
+    let ready = h.admin("/ready").await;
+    assert_eq!(ready.status, 503);
+    let r = h.get("billing", "/").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("trellis-error"), "not-ready");
+    let dump: serde_json::Value =
+        serde_json::from_str(&h.admin("/config_dump").await.body).unwrap();
+    let err = dump["lastError"]["errors"][0].as_str().unwrap();
+    assert!(
+        err.contains("mesh.yaml:4:") && err.contains("bogus"),
+        "{err}"
+    );
+}
