@@ -130,7 +130,7 @@ fn compile_service(
             for r in sorted {
                 compile_route(cfg, svc, p.port, r, clusters, &mut routes);
             }
-            routes.sort_by(|a, b| precedence(&b.matches).cmp(&precedence(&a.matches)));
+            routes.sort_by_key(|r| std::cmp::Reverse(precedence(&r.matches)));
         }
         ports.push(PortEntry {
             port: p.port,

@@ -39,7 +39,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
 /// Formats a duration back into the shortest Gateway API form.
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
     } else {
         format!("{}s", ms / 1000)

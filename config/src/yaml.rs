@@ -16,8 +16,7 @@ pub(crate) fn split_documents(src: &str) -> Vec<RawDoc<'_>> {
     let mut start = 0usize;
     let mut first_line = 1u64;
     let mut offset = 0usize;
-    let mut line_no = 1u64;
-    for line in src.split_inclusive('\n') {
+    for (line_no, line) in (1u64..).zip(src.split_inclusive('\n')) {
         let trimmed = line.trim_end();
         let is_marker = trimmed == "---" || trimmed.starts_with("--- ") || trimmed == "...";
         if is_marker {
@@ -26,7 +25,6 @@ pub(crate) fn split_documents(src: &str) -> Vec<RawDoc<'_>> {
             first_line = line_no + 1;
         }
         offset += line.len();
-        line_no += 1;
     }
     push_doc(&mut docs, &src[start..], first_line);
     docs

@@ -57,6 +57,9 @@ pub struct Call<'a> {
 impl Call<'_> {
     /// Sends `req` to an endpoint of the cluster. A request without a body that cannot
     /// connect is tried once on each other endpoint: nothing of it reached any upstream.
+    /// An idempotent request without a body that dies on a pooled connection the upstream
+    /// had already closed (reset, or closed before any answer) is sent once more on a fresh
+    /// connection: this is the keep-alive race, and RFC 9110 §9.2.2 allows the retry.
     pub async fn send(
         &self,
         req: Request<Body>,
@@ -64,9 +67,11 @@ impl Call<'_> {
         let cluster = self.cluster;
         let name = || cluster.name.to_string();
         let hash = self.hash(&req);
+        let idempotent = req.method().is_idempotent();
         let replay = (http_body::Body::is_end_stream(req.body())
-            && cluster.balancer.endpoints.len() > 1)
+            && (idempotent || cluster.balancer.endpoints.len() > 1))
             .then(|| clone_head(&req));
+        let mut stale_retried = false;
         let mut req = Some(req);
         let mut tried: Vec<SocketAddr> = Vec::new();
         loop {
@@ -136,6 +141,15 @@ impl Call<'_> {
                         });
                     }
                 }
+                Err(e)
+                    if idempotent
+                        && replay.is_some()
+                        && !stale_retried
+                        && is_stale_connection(&e) =>
+                {
+                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "pooled connection was closed; retrying on a fresh one");
+                    stale_retried = true;
+                }
                 Err(e) => {
                     let source: crate::errors::BoxError = match std::error::Error::source(&e) {
                         Some(s) => s.to_string().into(),
@@ -176,6 +190,25 @@ impl Call<'_> {
         }
         key.source_ip.then(|| hash_key(self.peer))
     }
+}
+
+/// The upstream closed a connection under a request without answering any of it.
+fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
+    use std::error::Error as _;
+    let Some(h) = e.source().and_then(|s| s.downcast_ref::<hyper::Error>()) else {
+        return false;
+    };
+    h.is_incomplete_message()
+        || h.source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionAborted
+                )
+            })
 }
 
 fn clone_head<B>(req: &Request<B>) -> Request<Body> {
