@@ -51,8 +51,8 @@ mod tests {
             .map(|i| format!("127.0.0.{i}:80").parse().unwrap())
             .collect();
         let ring = Ring::new(&eps);
-        let before: Vec<usize> = (0..1000).map(|k| ring.lookup(hash_key(k))).collect();
-        assert_eq!(before[7], ring.lookup(hash_key(7)));
+        let before: Vec<usize> = (0..1000u64).map(|k| ring.lookup(hash_key(k))).collect();
+        assert_eq!(before[7], ring.lookup(hash_key(7u64)));
         // Every endpoint gets a fair share (25% each, allow 15-35%).
         for i in 0..4 {
             let n = before.iter().filter(|&&e| e == i).count();
