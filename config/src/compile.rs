@@ -202,9 +202,10 @@ fn compile_route(
         let timeouts = rule
             .timeouts
             .as_ref()
+            // Gateway API: a zero duration disables the timeout.
             .map(|t| Timeouts {
-                request: t.request,
-                backend_request: t.backend_request,
+                request: t.request.filter(|d| !d.is_zero()),
+                backend_request: t.backend_request.filter(|d| !d.is_zero()),
             })
             .unwrap_or_default();
         let default_match = [HttpRouteMatch::default()];
@@ -351,12 +352,14 @@ fn find_policy<'a>(cfg: &'a MeshConfig, svc: &Doc<ServiceSpec>) -> Option<&'a Re
     cfg.resilience_policies
         .iter()
         .find(|p| {
-            p.object.metadata.namespace == meta.namespace
-                && p.object
-                    .spec
-                    .target_ref
-                    .as_ref()
-                    .is_some_and(|t| t.kind == "Service" && t.name.value == meta.name)
+            p.object.spec.target_ref.as_ref().is_some_and(|t| {
+                t.kind == "Service"
+                    && t.name.value == meta.name
+                    && t.namespace
+                        .as_deref()
+                        .unwrap_or(&p.object.metadata.namespace)
+                        == meta.namespace
+            })
         })
         .map(|p| &p.object.spec)
 }

@@ -46,8 +46,25 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
     for r in &cfg.http_routes {
         check_route(cfg, r, &mut errs);
     }
+    let mut targeted = std::collections::HashMap::new();
     for p in &cfg.resilience_policies {
         check_resilience(cfg, p, &mut errs);
+        if let Some(t) = &p.object.spec.target_ref {
+            let ns = t
+                .namespace
+                .as_deref()
+                .unwrap_or(&p.object.metadata.namespace);
+            let key = format!("{ns}/{}", t.name.value);
+            if let Some(first) = targeted.insert(key.clone(), p) {
+                let msg = format!(
+                    "Service {key} already has ResiliencePolicy {} ({}:{}); merge them into one",
+                    first.key(),
+                    first.file,
+                    first.line
+                );
+                Ctx::new(p).at(&mut errs, &t.name, "spec.targetRef", msg);
+            }
+        }
     }
     for p in &cfg.authorization_policies {
         let c = Ctx::new(p);
@@ -290,6 +307,18 @@ fn check_route(cfg: &MeshConfig, r: &Doc<HttpRouteSpec>, errs: &mut ConfigErrors
                 c.at(errs, &b.name, format!("{bf}.weight"), "must be 0-1000000");
             }
             for (k, flt) in b.filters.iter().enumerate() {
+                if matches!(
+                    flt.kind,
+                    FilterType::RequestRedirect | FilterType::RequestMirror
+                ) {
+                    let msg = format!(
+                        "{:?} is only supported on a rule, not on a backendRef; allowed here: \
+                         RequestHeaderModifier, ResponseHeaderModifier, URLRewrite",
+                        flt.kind
+                    );
+                    c.at(errs, &b.name, format!("{bf}.filters[{k}].type"), msg);
+                    continue;
+                }
                 check_filter(
                     cfg,
                     &c,
@@ -532,6 +561,13 @@ fn check_resilience(cfg: &MeshConfig, p: &Doc<ResiliencePolicySpec>, errs: &mut 
             );
         }
     };
+    if s.load_balancer.policy != LbPolicy::RingHash && s.load_balancer.hash_key.is_some() {
+        let msg = format!(
+            "hashKey only applies to RING_HASH, but the policy is {:?}; remove it or set policy: RING_HASH",
+            s.load_balancer.policy
+        );
+        c.doc(errs, "spec.loadBalancer.hashKey", msg);
+    }
     if s.load_balancer.policy == LbPolicy::RingHash {
         let n = s.load_balancer.hash_key.as_ref().map_or(0, |k| {
             usize::from(k.header.is_some())

@@ -124,3 +124,72 @@ fn bad_values_are_refused_with_their_field() {
     let all = errs.to_string();
     assert!(all.contains("invalid duration \"soon\""), "{all}");
 }
+
+#[test]
+fn defaults_without_a_mesh_document() {
+    let cfg = load_str(
+        "mesh.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n",
+    )
+    .unwrap();
+    let snap = compile(&cfg, &trip());
+    assert_eq!(snap.mesh.trust_domain, "trellis.local");
+    assert_eq!(snap.mesh.mtls_mode, MtlsMode::Permissive);
+}
+
+#[test]
+fn policy_with_target_namespace_applies_there() {
+    let extra = "---\napiVersion: trellis.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: v2, namespace: ops}\n\
+                 spec: {targetRef: {kind: Service, name: billing-v2, namespace: rides}, loadBalancer: {policy: RANDOM}}\n";
+    let cfg = load_str("mesh.yaml", &format!("{EXAMPLE}{extra}")).unwrap();
+    let snap = compile(&cfg, &trip());
+    assert_eq!(
+        snap.clusters["billing-v2.rides:80"]
+            .resilience
+            .load_balancer
+            .policy,
+        LbPolicy::Random
+    );
+}
+
+#[test]
+fn conflicting_or_ignored_settings_are_refused() {
+    let dup = "---\napiVersion: trellis.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: billing-2, namespace: rides}\n\
+               spec: {targetRef: {kind: Service, name: billing}}\n";
+    let e = load_str("mesh.yaml", &format!("{EXAMPLE}{dup}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("already has ResiliencePolicy rides/billing (mesh.yaml:51)"),
+        "{e}"
+    );
+
+    let hash = EXAMPLE.replace(
+        "policy: LEAST_REQUEST}",
+        "policy: LEAST_REQUEST, hashKey: {header: x-user}}",
+    );
+    let e = load_str("mesh.yaml", &hash).unwrap_err().to_string();
+    assert!(e.contains("hashKey only applies to RING_HASH"), "{e}");
+
+    let redirect = EXAMPLE.replace(
+        "{name: billing-v2, port: 80, weight: 10}",
+        "{name: billing-v2, port: 80, weight: 10, filters: [{type: RequestRedirect, requestRedirect: {hostname: x}}]}",
+    );
+    let e = load_str("mesh.yaml", &redirect).unwrap_err().to_string();
+    assert!(
+        e.contains("backendRefs[1].filters[0].type") && e.contains("only supported on a rule"),
+        "{e}"
+    );
+}
+
+#[test]
+fn zero_timeout_means_no_timeout() {
+    let cfg = load_str(
+        "mesh.yaml",
+        &EXAMPLE.replace("timeouts: {request: 2s}", "timeouts: {request: 0s}"),
+    )
+    .unwrap();
+    let snap = compile(&cfg, &trip());
+    let port = &snap.services["rides/billing"].ports[0];
+    assert!(port.routes.iter().all(|r| r.timeouts.request.is_none()));
+}

@@ -13,6 +13,15 @@ for tool in cargo python3 curl; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool is not installed; see README.md" >&2; exit 1; }
 done
 
+for port in 15000 15001 15006 19101 19102; do
+  rc=0
+  curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" || rc=$?
+  if ((rc != 7)); then   # 7: connection refused, so the port is free
+    echo "run.sh: something is already listening on 127.0.0.1:$port; stop it and run again" >&2
+    exit 1
+  fi
+done
+
 logs=$(mktemp -d)
 pids=()
 cleanup() {
@@ -77,7 +86,7 @@ curl -si -H 'Host: billing' http://127.0.0.1:15001/
 
 echo
 echo "==> request metrics from the admin port"
-curl -s 127.0.0.1:15000/metrics | grep trellis_requests_total | head
+curl -s 127.0.0.1:15000/metrics | grep trellis_requests_total | head || true
 
 echo
 echo "==> a Host that names no Service: the proxy answers itself, with a trellis-error header"

@@ -106,8 +106,12 @@ pub fn watch(shared: Arc<Shared>, path: PathBuf) -> notify::Result<()> {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let target = path.clone();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if ev.is_ok_and(|e| !e.kind.is_access()) {
+        if let Ok(e) = ev
+            && !e.kind.is_access()
+            && e.paths.iter().any(|p| is_config_path(&target, p))
+        {
             let _ = tx.send(());
         }
     })?;
@@ -124,4 +128,33 @@ pub fn watch(shared: Arc<Shared>, path: PathBuf) -> notify::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Whether a change to `changed` can change the config at `target` (a file or a folder).
+/// Other files in the folder, such as a log file, must not trigger reloads.
+fn is_config_path(target: &Path, changed: &Path) -> bool {
+    let name = changed.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    // Kubernetes ConfigMap volumes publish new files by swapping the `..data` symlink.
+    if name.starts_with("..data") {
+        return true;
+    }
+    if target.is_dir() {
+        name.ends_with(".yaml") || name.ends_with(".yml")
+    } else {
+        changed.file_name() == target.file_name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_config_files_trigger_reloads() {
+        let mesh = Path::new("/etc/trellis/mesh.yaml");
+        assert!(is_config_path(mesh, Path::new("/etc/trellis/mesh.yaml")));
+        assert!(is_config_path(mesh, Path::new("/etc/trellis/..data")));
+        assert!(!is_config_path(mesh, Path::new("/etc/trellis/proxy.log")));
+        assert!(!is_config_path(mesh, Path::new("/etc/trellis/other.yaml")));
+    }
 }

@@ -62,7 +62,8 @@ pub struct Answer {
 impl ProxyError {
     pub fn answer(&self) -> Answer {
         use http::StatusCode as S;
-        // gRPC codes: 2 UNKNOWN, 4 DEADLINE_EXCEEDED, 12 UNIMPLEMENTED, 13 INTERNAL, 14 UNAVAILABLE.
+        // gRPC codes: 4 DEADLINE_EXCEEDED, 8 RESOURCE_EXHAUSTED, 12 UNIMPLEMENTED, 13 INTERNAL,
+        // 14 UNAVAILABLE.
         let (status, code, grpc, close) = match self {
             ProxyError::NoService { .. }
             | ProxyError::NoServicePort { .. }
@@ -76,7 +77,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => (
                 S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers-too-large",
-                13,
+                8,
                 true,
             ),
             ProxyError::BadRequest(_) => (S::BAD_REQUEST, "bad-request", 13, true),

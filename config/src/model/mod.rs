@@ -52,13 +52,23 @@ pub struct TargetRef {
 }
 
 /// The mesh-wide settings: at most one `Mesh` document.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshSpec {
     #[serde(default = "default_trust_domain")]
     pub trust_domain: String,
     #[serde(default)]
     pub mtls: MtlsSettings,
+}
+
+impl Default for MeshSpec {
+    /// What a mesh without a `Mesh` document runs with.
+    fn default() -> Self {
+        MeshSpec {
+            trust_domain: default_trust_domain(),
+            mtls: MtlsSettings::default(),
+        }
+    }
 }
 
 pub fn default_trust_domain() -> String {
