@@ -42,7 +42,6 @@ pub fn compile(cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
     let mut snap = Snapshot {
         version: String::new(),
         node: NodeInfo {
-            workload: node.name.clone(),
             namespace: node.namespace.clone(),
         },
         mesh: MeshInfo {
@@ -57,13 +56,18 @@ pub fn compile(cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
     snap
 }
 
-/// A stable hash of the snapshot's JSON form, as 16 hex digits.
+/// A stable hash of the snapshot's JSON form (with an empty version), as 16 hex digits.
 pub fn content_version(snap: &Snapshot) -> String {
-    let json = serde_json::to_vec(snap).unwrap_or_default();
-    // FNV-1a: stable across builds and platforms, unlike std's SipHash keys.
+    let mut s = snap.clone();
+    s.version.clear();
+    fnv_hex(&serde_json::to_vec(&s).unwrap_or_default())
+}
+
+/// FNV-1a over `bytes`: stable across builds and platforms, unlike std's SipHash keys.
+pub fn fnv_hex(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in json {
-        h ^= u64::from(b);
+    for b in bytes {
+        h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
@@ -136,6 +140,10 @@ fn compile_service(
             port: p.port,
             name: p.name.clone(),
             protocol,
+            target_port: p.target_port.as_ref().map(|t| match &t.value {
+                IntOrString::Int(n) => TargetPort::Number(*n),
+                IntOrString::Str(s) => TargetPort::Name(s.clone()),
+            }),
             routes,
             has_http_route: !attached.is_empty() && protocol != AppProtocol::Tcp,
         });

@@ -6,8 +6,10 @@ pub mod duration;
 pub mod error;
 pub mod load;
 pub mod model;
+pub mod resources;
 pub mod snapshot;
 pub mod validate;
+pub mod watch;
 mod yaml;
 
 pub use compile::{NodeIdentity, compile};

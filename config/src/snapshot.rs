@@ -22,10 +22,11 @@ pub struct Snapshot {
     pub inbound_services: Vec<String>,
 }
 
+/// What of the proxy's identity shapes its snapshot. Only the namespace and labels do, so that
+/// proxies of one kind share one snapshot (and one compilation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
-    pub workload: String,
     pub namespace: String,
 }
 
@@ -51,6 +52,9 @@ pub struct PortEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub protocol: AppProtocol,
+    /// Where an endpoint's sidecar delivers this port on the app: a number, or a port name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<TargetPort>,
     /// Route rules in precedence order: the first that matches wins.
     pub routes: Vec<RouteRule>,
     /// Set when an HTTPRoute is attached: a request that matches no rule gets 404.
@@ -194,4 +198,11 @@ pub struct Endpoint {
     pub workload: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetPort {
+    Number(u16),
+    Name(String),
 }

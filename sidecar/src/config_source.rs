@@ -4,10 +4,9 @@
 use crate::Shared;
 use crate::runtime::{Runtime, StateRegistry};
 use arc_swap::{ArcSwapOption, Guard};
-use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use trellis_config::{ConfigErrors, NodeIdentity, Snapshot};
 
 /// The config the request path reads. Requests load the current `Arc` once and keep it, so a
@@ -95,66 +94,9 @@ pub fn reload(shared: &Shared, path: &Path) {
     }
 }
 
-/// Watches the mesh file's folder and reloads on any change there. The folder, not the file:
-/// editors replace files by rename and Kubernetes swaps ConfigMaps through a symlink, and a
-/// watch on the old inode would go quiet.
-pub fn watch(shared: Arc<Shared>, path: PathBuf) -> notify::Result<()> {
-    let dir = if path.is_dir() {
-        path.clone()
-    } else {
-        path.parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let target = path.clone();
-    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(e) = ev
-            && !e.kind.is_access()
-            && e.paths.iter().any(|p| is_config_path(&target, p))
-        {
-            let _ = tx.send(());
-        }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    tokio::spawn(async move {
-        let _watcher = watcher; // lives as long as this task
-        while rx.recv().await.is_some() {
-            // Coalesce the burst of events one save makes (truncate, write, rename).
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            while rx.try_recv().is_ok() {}
-            let (shared, path) = (shared.clone(), path.clone());
-            // Parsing and compiling are CPU work; keep them off the request-serving threads.
-            let _ = tokio::task::spawn_blocking(move || reload(&shared, &path)).await;
-        }
-    });
-    Ok(())
-}
-
-/// Whether a change to `changed` can change the config at `target` (a file or a folder).
-/// Other files in the folder, such as a log file, must not trigger reloads.
-fn is_config_path(target: &Path, changed: &Path) -> bool {
-    let name = changed.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    // Kubernetes ConfigMap volumes publish new files by swapping the `..data` symlink.
-    if name.starts_with("..data") {
-        return true;
-    }
-    if target.is_dir() {
-        name.ends_with(".yaml") || name.ends_with(".yml")
-    } else {
-        changed.file_name() == target.file_name()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_config_files_trigger_reloads() {
-        let mesh = Path::new("/etc/trellis/mesh.yaml");
-        assert!(is_config_path(mesh, Path::new("/etc/trellis/mesh.yaml")));
-        assert!(is_config_path(mesh, Path::new("/etc/trellis/..data")));
-        assert!(!is_config_path(mesh, Path::new("/etc/trellis/proxy.log")));
-        assert!(!is_config_path(mesh, Path::new("/etc/trellis/other.yaml")));
-    }
+/// Reloads the mesh file whenever it changes, until the returned watcher is dropped.
+pub fn watch(shared: Arc<Shared>, path: PathBuf) -> notify::Result<trellis_config::watch::Watcher> {
+    // The watcher's own thread parses and compiles: CPU work kept off the serving threads.
+    let watched = path.clone();
+    trellis_config::watch::watch(&watched, move || reload(&shared, &path))
 }

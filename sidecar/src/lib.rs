@@ -87,6 +87,7 @@ pub struct Running {
     pub tcp: Vec<SocketAddr>,
     pub shared: Arc<Shared>,
     serving: JoinSet<()>,
+    _watcher: Option<trellis_config::watch::Watcher>,
 }
 
 impl Running {
@@ -153,9 +154,10 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
             .unwrap_or_default(),
         bootstrap,
     });
+    let mut watcher = None;
     if let Some(path) = mesh_file {
         config_source::reload(&shared, &path);
-        config_source::watch(shared.clone(), path)?;
+        watcher = Some(config_source::watch(shared.clone(), path)?);
     }
 
     let addr = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
@@ -180,5 +182,6 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         tcp: tcp_addrs,
         shared,
         serving,
+        _watcher: watcher,
     })
 }

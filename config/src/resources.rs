@@ -1,0 +1,151 @@
+//! A snapshot as a set of typed resources, the unit the discovery protocol sends: one
+//! `Mesh` resource, one per `Service`, one per `Cluster`. Each carries a hash of its body,
+//! so a delta holds only what changed.
+
+use crate::compile::content_version;
+use crate::snapshot::{Cluster, MeshInfo, NodeInfo, ServiceEntry, Snapshot};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const MESH: &str = "Mesh";
+pub const SERVICE: &str = "Service";
+pub const CLUSTER: &str = "Cluster";
+
+/// `(kind, name)`.
+pub type Key = (String, String);
+
+/// One resource's JSON body and its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub body: Vec<u8>,
+    pub hash: String,
+}
+
+/// The snapshot-wide part: everything that is not a Service or a Cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshResource {
+    pub node: NodeInfo,
+    pub mesh: MeshInfo,
+    pub inbound_services: Vec<String>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Encoded {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let hash = crate::compile::fnv_hex(&body);
+    Encoded { body, hash }
+}
+
+/// Splits a snapshot into its resources.
+pub fn split(s: &Snapshot) -> BTreeMap<Key, Encoded> {
+    let mut out = BTreeMap::new();
+    let mesh = MeshResource {
+        node: s.node.clone(),
+        mesh: s.mesh.clone(),
+        inbound_services: s.inbound_services.clone(),
+    };
+    out.insert((MESH.to_string(), "mesh".to_string()), encode(&mesh));
+    for (name, svc) in &s.services {
+        out.insert((SERVICE.to_string(), name.clone()), encode(svc));
+    }
+    for (name, c) in &s.clusters {
+        out.insert((CLUSTER.to_string(), name.clone()), encode(c));
+    }
+    out
+}
+
+/// Rebuilds a snapshot from a complete resource set and checks it against `version`.
+/// Any error means the set cannot be served: a missing Mesh resource, a body that does not
+/// parse, a route to a cluster that is absent, or content that does not hash to `version`.
+pub fn assemble(set: &BTreeMap<Key, Vec<u8>>, version: &str) -> Result<Snapshot, String> {
+    let mut mesh: Option<MeshResource> = None;
+    let mut services = BTreeMap::new();
+    let mut clusters = BTreeMap::new();
+    for ((kind, name), body) in set {
+        let bad = |e: serde_json::Error| format!("{kind} {name}: {e}");
+        match kind.as_str() {
+            MESH => mesh = Some(serde_json::from_slice(body).map_err(bad)?),
+            SERVICE => {
+                services.insert(
+                    name.clone(),
+                    serde_json::from_slice::<ServiceEntry>(body).map_err(bad)?,
+                );
+            }
+            CLUSTER => {
+                clusters.insert(
+                    name.clone(),
+                    serde_json::from_slice::<Cluster>(body).map_err(bad)?,
+                );
+            }
+            other => {
+                return Err(format!(
+                    "unknown resource kind {other:?}; this proxy knows Mesh, Service, Cluster"
+                ));
+            }
+        }
+    }
+    let mesh = mesh.ok_or("the update leaves no Mesh resource")?;
+    for svc in services.values() {
+        for port in &svc.ports {
+            for rule in &port.routes {
+                for b in &rule.backends {
+                    if !clusters.contains_key(&b.cluster) {
+                        return Err(format!(
+                            "route {} sends to cluster {:?}, which the update does not hold",
+                            rule.route, b.cluster
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let mut snap = Snapshot {
+        version: String::new(),
+        node: mesh.node,
+        mesh: mesh.mesh,
+        services,
+        clusters,
+        inbound_services: mesh.inbound_services,
+    };
+    let actual = content_version(&snap);
+    if actual != version {
+        return Err(format!(
+            "the resources hash to {actual}, not to the announced version {version}"
+        ));
+    }
+    snap.version = actual;
+    Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_then_assemble_round_trips() {
+        let yaml = include_str!("../tests/design_example.yaml");
+        let cfg = crate::load_str("mesh.yaml", yaml).unwrap();
+        let snap = crate::compile(
+            &cfg,
+            &crate::NodeIdentity {
+                namespace: "rides".into(),
+                ..Default::default()
+            },
+        );
+        let set: BTreeMap<Key, Vec<u8>> =
+            split(&snap).into_iter().map(|(k, v)| (k, v.body)).collect();
+        assert_eq!(assemble(&set, &snap.version).unwrap(), snap);
+        let mut missing = set.clone();
+        missing.retain(|(kind, _), _| kind != CLUSTER);
+        assert!(
+            assemble(&missing, &snap.version)
+                .unwrap_err()
+                .contains("does not hold")
+        );
+        assert!(
+            assemble(&set, "0000")
+                .unwrap_err()
+                .contains("announced version")
+        );
+    }
+}
