@@ -401,6 +401,11 @@ fn ensure_cluster(
         ),
         _ => (base, Resilience::default()),
     };
+    // The policy's own reference is not part of the cluster's settings.
+    let resilience = Resilience {
+        target_ref: None,
+        ..resilience
+    };
     if !clusters.contains_key(&name) {
         let endpoints = endpoints(cfg, svc, sp);
         clusters.insert(
@@ -430,6 +435,7 @@ fn endpoints(cfg: &MeshConfig, svc: &Doc<ServiceSpec>, sp: &ServicePort) -> Vec<
             continue;
         };
         let port = match sp.target_port.as_ref().map(|t| &t.value) {
+            _ if w.object.spec.sidecar_inbound.is_some() => w.object.spec.sidecar_inbound,
             None => Some(sp.port),
             Some(IntOrString::Int(n)) => Some(*n),
             // A named targetPort is looked up on each endpoint; one without that port is skipped.

@@ -16,4 +16,4 @@ pub use compile::{NodeIdentity, compile};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{MeshConfig, load_dir_or_file, load_str};
 pub use snapshot::Snapshot;
-pub use yaml::parse_document;
+pub use yaml::{parse_document, rewrite_document};

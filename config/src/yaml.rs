@@ -80,6 +80,41 @@ pub(crate) fn abs_line(first_line: u64, loc: &serde_saphyr::Location) -> u64 {
     }
 }
 
+/// Rewrites the one document of `path` that starts at `first_line`, leaving every other
+/// document byte-for-byte. `edit` changes the document as a JSON value; the document is then
+/// written back as YAML (its own comments and layout are not kept). The file is replaced
+/// atomically, by writing a sibling and renaming it over the original.
+pub fn rewrite_document(
+    path: &std::path::Path,
+    first_line: u64,
+    edit: impl FnOnce(&mut serde_json::Value) -> Result<(), String>,
+) -> Result<(), String> {
+    let file = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let doc = split_documents(&src)
+        .into_iter()
+        .find(|d| d.first_line == first_line)
+        .ok_or_else(|| {
+            format!("{file}:{first_line}: the document moved since it was loaded; retry")
+        })?;
+    let mut value: serde_json::Value =
+        parse_document(&file, doc.text, doc.first_line).map_err(|e| e.to_string())?;
+    edit(&mut value)?;
+    let yaml = serde_saphyr::to_string(&value).map_err(|e| format!("cannot write YAML: {e}"))?;
+    // The document's text is a slice of `src`; splice the new text in its place.
+    let start = doc.text.as_ptr() as usize - src.as_ptr() as usize;
+    let mut out = String::with_capacity(src.len() + yaml.len());
+    out.push_str(&src[..start]);
+    out.push_str(&yaml);
+    if !yaml.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&src[start + doc.text.len()..]);
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, out).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {file}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +127,32 @@ mod tests {
         assert_eq!(docs[0].first_line, 3);
         assert_eq!(docs[0].text, "a: 1\n");
         assert_eq!(docs[1].first_line, 7);
+    }
+}
+
+#[cfg(test)]
+mod rewrite_tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_one_document_and_keeps_the_others_byte_for_byte() {
+        let dir = std::env::temp_dir().join(format!("trellis-rewrite-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mesh.yaml");
+        let first = "# keep me\na: 1   # odd spacing\n";
+        let last = "c: [1,2]\n";
+        std::fs::write(&path, format!("{first}---\nb: {{w: 1}}\n---\n{last}")).unwrap();
+        rewrite_document(&path, 4, |v| {
+            v["b"]["w"] = serde_json::json!(5);
+            Ok(())
+        })
+        .unwrap();
+        let out = std::fs::read_to_string(&path).unwrap();
+        assert!(out.starts_with(&format!("{first}---\n")), "{out}");
+        assert!(out.ends_with(&format!("---\n{last}")), "{out}");
+        let docs = split_documents(&out);
+        let b: serde_json::Value = parse_document("x", docs[1].text, 1).unwrap();
+        assert_eq!(b["b"]["w"], 5);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,1 +1,275 @@
-//! x
+//! trellis-control: the Trellis control plane. It loads mesh YAML, compiles one snapshot per
+//! kind of proxy, streams deltas to every proxy, records their ACKs and NACKs, and serves the
+//! admin API that the `trellis` CLI uses.
+
+pub mod admin;
+pub mod discovery;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod shift;
+pub mod world;
+
+use metrics::{Metrics, ResultLabel};
+use registry::Registry;
+use serde_saphyr::{Location, Spanned};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use trellis_config::load::Doc;
+use trellis_config::model::{Metadata, Object, WorkloadSpec};
+use trellis_config::{ConfigErrors, MeshConfig};
+use world::World;
+
+/// How to run the control plane.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A mesh YAML file, or a folder of them.
+    pub config: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// How long a proxy stays an endpoint after its stream ends (it may be reconnecting).
+    pub registration_grace: Duration,
+}
+
+pub struct ControlPlane {
+    pub opts: Options,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    state: Mutex<ConfigState>,
+    world: watch::Sender<Option<Arc<World>>>,
+    rebuild: Notify,
+    generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct ConfigState {
+    valid: Option<MeshConfig>,
+    errors: Option<ConfigErrors>,
+}
+
+impl ControlPlane {
+    pub fn new(opts: Options) -> ControlPlane {
+        ControlPlane {
+            opts,
+            registry: Registry::default(),
+            metrics: Metrics::default(),
+            state: Mutex::default(),
+            world: watch::channel(None).0,
+            rebuild: Notify::new(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ConfigState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the config source. A valid config replaces the served one at once; an invalid
+    /// one is refused, recorded for `trellis status`, and the previous one keeps serving.
+    pub fn reload(&self) -> Result<(), ConfigErrors> {
+        match trellis_config::load_dir_or_file(&self.opts.config) {
+            Ok(cfg) => {
+                {
+                    let mut st = self.state();
+                    st.valid = Some(cfg);
+                    st.errors = None;
+                }
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabel { result: "applied" })
+                    .inc();
+                self.rebuild_now();
+                Ok(())
+            }
+            Err(errors) => {
+                tracing::error!(source = %self.opts.config.display(), "config refused; the previous config keeps serving:\n{errors}");
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabel { result: "rejected" })
+                    .inc();
+                self.state().errors = Some(errors.clone());
+                Err(errors)
+            }
+        }
+    }
+
+    /// The last refused change, if the latest change was refused.
+    pub fn config_errors(&self) -> Option<ConfigErrors> {
+        self.state().errors.clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.world.borrow().is_some()
+    }
+
+    pub fn world(&self) -> Option<Arc<World>> {
+        self.world.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<World>>> {
+        self.world.subscribe()
+    }
+
+    /// Asks for a rebuild soon; bursts of registrations are coalesced into one.
+    pub fn request_rebuild(&self) {
+        self.rebuild.notify_one();
+    }
+
+    /// Builds and publishes a new generation: the valid config plus registered proxies.
+    pub fn rebuild_now(&self) {
+        let Some(mut cfg) = self.state().valid.clone() else {
+            return;
+        };
+        for e in self.registry.snapshot() {
+            let Ok(ip) = e.node.inbound.parse::<SocketAddr>() else {
+                continue;
+            };
+            let key = (e.node.namespace.clone(), e.node.workload.clone());
+            if cfg.workloads.iter().any(|w| {
+                (&w.object.metadata.namespace, &w.object.metadata.name) == (&key.0, &key.1)
+            }) {
+                continue; // a static Workload of that name wins
+            }
+            cfg.workloads.push(registered_workload(&e.node, ip));
+        }
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.world
+            .send_replace(Some(Arc::new(World::new(generation, cfg))));
+    }
+}
+
+/// A self-registered proxy as a Workload: its labels, and its inbound listener as the address.
+fn registered_workload(node: &trellis_proto::v1::Node, inbound: SocketAddr) -> Doc<WorkloadSpec> {
+    let spanned = |v: String| Spanned::new(v, Location::UNKNOWN, Location::UNKNOWN);
+    Doc {
+        file: Arc::from("<registered proxy>"),
+        line: 0,
+        object: Object {
+            api_version: "trellis.dev/v1alpha1".into(),
+            kind: "Workload".into(),
+            metadata: Metadata {
+                name: node.workload.clone(),
+                namespace: node.namespace.clone(),
+                labels: node.labels.clone().into_iter().collect(),
+                annotations: Default::default(),
+            },
+            spec: WorkloadSpec {
+                address: spanned(inbound.ip().to_string()),
+                ports: node
+                    .app_ports
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), u16::try_from(*v).ok()?)))
+                    .collect(),
+                service_account: Some(node.service_account.clone()).filter(|s| !s.is_empty()),
+                sidecar_inbound: Some(inbound.port()),
+            },
+        },
+    }
+}
+
+/// A started control plane.
+pub struct Running {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub cp: Arc<ControlPlane>,
+    _watcher: Option<trellis_config::watch::Watcher>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "cannot listen on {addr} for {what}: {source}; is another trellis-control running? set {flag}"
+    )]
+    Bind {
+        what: &'static str,
+        flag: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}: {source}")]
+    Watch { path: String, source: notify::Error },
+}
+
+/// Binds both ports, loads the config, and serves until the process ends.
+pub async fn start(opts: Options) -> Result<Running, StartError> {
+    let grpc = TcpListener::bind(opts.grpc_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "gRPC",
+            flag: "--grpc-addr",
+            addr: opts.grpc_addr,
+            source,
+        })?;
+    let http = TcpListener::bind(opts.http_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "HTTP",
+            flag: "--http-addr",
+            addr: opts.http_addr,
+            source,
+        })?;
+    let (grpc_addr, http_addr) = (
+        grpc.local_addr().expect("bound"),
+        http.local_addr().expect("bound"),
+    );
+    let cp = Arc::new(ControlPlane::new(opts));
+    let _ = cp.reload();
+    let watcher = {
+        let cp = cp.clone();
+        let path = cp.opts.config.clone();
+        trellis_config::watch::watch(&path, move || {
+            let _ = cp.reload();
+        })
+        .map_err(|source| StartError::Watch {
+            path: path.display().to_string(),
+            source,
+        })?
+    };
+
+    // Coalesce registration churn: one rebuild per burst.
+    let rebuilder = cp.clone();
+    tokio::spawn(async move {
+        loop {
+            rebuilder.rebuild.notified().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            rebuilder.rebuild_now();
+        }
+    });
+    // Proxies whose stream ended stop being endpoints after the grace period.
+    let expirer = cp.clone();
+    tokio::spawn(async move {
+        let tick = (expirer.opts.registration_grace / 4).max(Duration::from_millis(50));
+        loop {
+            tokio::time::sleep(tick).await;
+            if expirer.registry.expire(expirer.opts.registration_grace) {
+                expirer.request_rebuild();
+            }
+        }
+    });
+    tokio::spawn(http::serve(http, cp.clone()));
+    let server = tonic::transport::Server::builder()
+        .add_service(trellis_proto::v1::discovery_server::DiscoveryServer::new(
+            discovery::DiscoveryService(cp.clone()),
+        ))
+        .add_service(trellis_proto::v1::admin_server::AdminServer::new(
+            admin::AdminService(cp.clone()),
+        ))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc));
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    });
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, config = %cp.opts.config.display(), "trellis-control listening");
+    Ok(Running {
+        grpc: grpc_addr,
+        http: http_addr,
+        cp,
+        _watcher: Some(watcher),
+    })
+}

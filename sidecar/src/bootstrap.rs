@@ -16,7 +16,7 @@ pub struct Bootstrap {
     /// Standalone mode: compile this mesh YAML locally and watch it. Relative to the bootstrap file.
     #[serde(default)]
     pub mesh_file: Option<PathBuf>,
-    /// Control-plane mode (see the control plane docs).
+    /// Control-plane mode: subscribe to trellis-control at this address (docs/protocol.md).
     #[serde(default)]
     pub control_plane: Option<ControlPlane>,
     #[serde(default)]
@@ -161,10 +161,10 @@ impl Bootstrap {
                     "set only one of meshFile and controlPlane",
                 ));
             }
-            (None, Some(_)) => {
+            (None, Some(cp)) if !cp.address.starts_with("http://") => {
                 return Err(err(
-                    "controlPlane",
-                    "this build of trellis-proxy runs standalone only; use meshFile until trellis-control lands",
+                    "controlPlane.address",
+                    "use http://HOST:PORT; TLS to the control plane arrives with the mesh CA",
                 ));
             }
             _ => {}

@@ -34,20 +34,22 @@ impl ConfigStore {
         self.last_error.load_full()
     }
 
-    /// Swaps in `snap` unless it equals what is served. Returns whether anything changed.
-    pub fn apply(&self, snap: Snapshot) -> bool {
-        self.last_error.store(None);
+    /// Swaps in `snap` unless it equals what is served. Returns whether anything changed, or
+    /// why the snapshot cannot be served (the current one then stays).
+    pub fn apply(&self, snap: Snapshot) -> Result<bool, String> {
         if self
             .current
             .load()
             .as_ref()
             .is_some_and(|rt| rt.snapshot.version == snap.version)
         {
-            return false;
+            self.last_error.store(None);
+            return Ok(false);
         }
-        let rt = self.registry.build(Arc::new(snap));
+        let rt = self.registry.build(Arc::new(snap))?;
         self.current.store(Some(Arc::new(rt)));
-        true
+        self.last_error.store(None);
+        Ok(true)
     }
 
     pub fn reject(&self, errors: ConfigErrors) {
@@ -72,9 +74,24 @@ pub fn reload(shared: &Shared, path: &Path) {
     match compile_mesh_file(path, &shared.node) {
         Ok(snap) => {
             let version = snap.version.clone();
-            if shared.config.apply(snap) {
-                shared.metrics.config_applied(&version);
-                tracing::info!(%version, file = %path.display(), "config applied");
+            match shared.config.apply(snap) {
+                Ok(true) => {
+                    shared.metrics.config_applied(&version);
+                    tracing::info!(%version, file = %path.display(), "config applied");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    shared.metrics.config_rejected();
+                    tracing::error!(file = %path.display(), "config refused: {e}");
+                    shared
+                        .config
+                        .reject(ConfigErrors::from(trellis_config::ConfigError {
+                            file: path.display().to_string(),
+                            line: 0,
+                            field: String::new(),
+                            message: e,
+                        }));
+                }
             }
         }
         Err(errors) => {

@@ -11,13 +11,14 @@ use crate::respond::is_grpc;
 use crate::runtime::RtCluster;
 use crate::upstream::Call;
 use crate::{Shared, trace};
+use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use trellis_config::model::{LbPolicy, Resilience};
-use trellis_config::snapshot::Cluster;
+use trellis_config::snapshot::{Cluster, TargetPort};
 
 /// One single-endpoint cluster per app port.
 pub struct AppClusters {
@@ -82,6 +83,33 @@ impl AppClusters {
     }
 }
 
+/// Where on the app a request goes. When the Host names a Service this proxy serves, that
+/// Service port's targetPort decides (a number, or a name looked up in the bootstrap's app
+/// ports); otherwise the Host's port if the app listens there, else the app's default port.
+fn app_cluster<'a>(
+    shared: &'a Shared,
+    authority: Option<&Authority>,
+) -> Option<&'a Arc<RtCluster>> {
+    let target = authority.and_then(|a| {
+        let rt = shared.config.current_full()?;
+        let port = rt.service(a.host())?.port(a.port_u16())?;
+        match port.target_port.as_ref()? {
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Name(name) => shared.bootstrap.app.ports.get(name).copied(),
+        }
+    });
+    target
+        .and_then(|n| {
+            shared
+                .app
+                .by_port
+                .iter()
+                .find(|(p, _)| *p == n)
+                .map(|(_, c)| c)
+        })
+        .or_else(|| shared.app.for_port(authority.and_then(Authority::port_u16)))
+}
+
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
@@ -96,20 +124,12 @@ pub async fn handle(
         if size > limit {
             return Err(ProxyError::HeadersTooLarge { size, limit });
         }
-        let port = req
-            .uri()
-            .authority()
-            .and_then(|a| a.port_u16())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .and_then(|h| h.rsplit_once(':'))
-                    .and_then(|(_, p)| p.parse().ok())
-            });
-        let cluster = shared
-            .app
-            .for_port(port)
+        let authority = req.uri().authority().cloned().or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        });
+        let cluster = app_cluster(&shared, authority.as_ref())
             .ok_or(ProxyError::NotReady)?
             .clone();
         obs.cluster = Some(cluster.name.clone());

@@ -6,6 +6,7 @@ pub mod balance;
 pub mod body;
 pub mod bootstrap;
 pub mod config_source;
+pub mod discovery;
 pub mod errors;
 pub mod filters;
 pub mod forward;
@@ -148,12 +149,18 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         drain: Drain::default(),
         app: inbound::AppClusters::new(&bootstrap),
         labels,
-        source: mesh_file
-            .as_ref()
-            .map(|p| format!("meshFile: {}", p.display()))
-            .unwrap_or_default(),
+        source: match (&mesh_file, &bootstrap.control_plane) {
+            (Some(p), _) => format!("meshFile: {}", p.display()),
+            (None, Some(cp)) => format!("controlPlane: {}", cp.address),
+            (None, None) => String::new(),
+        },
         bootstrap,
     });
+    let control_plane = shared
+        .bootstrap
+        .control_plane
+        .as_ref()
+        .map(|c| c.address.clone());
     let mut watcher = None;
     if let Some(path) = mesh_file {
         config_source::reload(&shared, &path);
@@ -173,6 +180,10 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     for (listener, service) in tcp {
         serving.spawn(tcp::serve(listener, shared.clone(), service));
     }
+    if let Some(address) = control_plane {
+        let node = node(&shared.bootstrap, out_addr, in_addr, admin_addr);
+        tokio::spawn(discovery::run(shared.clone(), address, node));
+    }
     tokio::spawn(admin::serve(admin, shared.clone()));
     tracing::info!(outbound = %out_addr, inbound = %in_addr, admin = %admin_addr, "trellis-proxy listening");
     Ok(Running {
@@ -184,4 +195,30 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         serving,
         _watcher: watcher,
     })
+}
+
+/// This proxy as the control plane sees it: identity, labels, app and bound listeners.
+fn node(
+    b: &Bootstrap,
+    outbound: SocketAddr,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+) -> trellis_proto::v1::Node {
+    let w = &b.workload;
+    trellis_proto::v1::Node {
+        workload: w.name.clone(),
+        namespace: w.namespace.clone(),
+        service_account: w.service_account.clone().unwrap_or_default(),
+        labels: w.labels.clone().into_iter().collect(),
+        app_address: b.app.address.to_string(),
+        app_ports: b
+            .app
+            .ports
+            .iter()
+            .map(|(k, v)| (k.clone(), u32::from(*v)))
+            .collect(),
+        outbound: outbound.to_string(),
+        inbound: inbound.to_string(),
+        admin: admin.to_string(),
+    }
 }

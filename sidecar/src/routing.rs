@@ -19,65 +19,69 @@ enum PathMatch {
     Exact(String),
     /// Stored without its trailing `/`; empty matches every path.
     Prefix(String),
-    Regex(Option<Regex>),
+    Regex(Regex),
 }
 
 enum ValueMatch {
     Exact(String),
-    Regex(Option<Regex>),
+    Regex(Regex),
 }
 
 /// Gateway API regular expressions must match the whole value.
-fn full_regex(pattern: &str) -> Option<Regex> {
-    Regex::new(&format!("^(?:{pattern})$")).ok()
+fn full_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))
 }
 
 impl ValueMatch {
-    fn new(kind: ValueMatchType, v: &str) -> ValueMatch {
-        match kind {
+    fn new(kind: ValueMatchType, v: &str) -> Result<ValueMatch, String> {
+        Ok(match kind {
             ValueMatchType::Exact => ValueMatch::Exact(v.to_string()),
-            ValueMatchType::RegularExpression => ValueMatch::Regex(full_regex(v)),
-        }
+            ValueMatchType::RegularExpression => ValueMatch::Regex(full_regex(v)?),
+        })
     }
 
     fn is_match(&self, v: &str) -> bool {
         match self {
             ValueMatch::Exact(e) => e == v,
-            ValueMatch::Regex(r) => r.as_ref().is_some_and(|r| r.is_match(v)),
+            ValueMatch::Regex(r) => r.is_match(v),
         }
     }
 }
 
 impl Matcher {
-    pub fn new(m: &RouteMatch) -> Matcher {
+    /// Compiles a match; a pattern that does not compile is an error, never a silent miss.
+    pub fn new(m: &RouteMatch) -> Result<Matcher, String> {
         let path = match m.path_type {
             PathMatchType::Exact => PathMatch::Exact(m.path.clone()),
             PathMatchType::PathPrefix => {
                 PathMatch::Prefix(m.path.trim_end_matches('/').to_string())
             }
-            PathMatchType::RegularExpression => PathMatch::Regex(full_regex(&m.path)),
+            PathMatchType::RegularExpression => PathMatch::Regex(full_regex(&m.path)?),
         };
-        Matcher {
-            path,
-            headers: m
-                .headers
-                .iter()
-                .filter_map(|h| {
-                    Some((
-                        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
-                        ValueMatch::new(h.kind, &h.value),
-                    ))
-                })
-                .collect(),
-            query: m
-                .query_params
-                .iter()
-                .map(|q| (q.name.clone(), ValueMatch::new(q.kind, &q.value)))
-                .collect(),
-            method: m
-                .method
-                .and_then(|m| Method::from_bytes(m.as_str().as_bytes()).ok()),
+        let mut headers = Vec::with_capacity(m.headers.len());
+        for h in &m.headers {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("invalid header name {:?}", h.name))?;
+            headers.push((name, ValueMatch::new(h.kind, &h.value)?));
         }
+        let mut query = Vec::with_capacity(m.query_params.len());
+        for q in &m.query_params {
+            query.push((q.name.clone(), ValueMatch::new(q.kind, &q.value)?));
+        }
+        let method = match m.method {
+            Some(x) => Some(
+                Method::from_bytes(x.as_str().as_bytes())
+                    .map_err(|_| format!("invalid method {x:?}"))?,
+            ),
+            None => None,
+        };
+        Ok(Matcher {
+            path,
+            headers,
+            query,
+            method,
+        })
     }
 
     pub fn matches(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
@@ -90,7 +94,7 @@ impl Matcher {
                     || (path.starts_with(p.as_str())
                         && matches!(path.as_bytes().get(p.len()), None | Some(b'/')))
             }
-            PathMatch::Regex(r) => r.as_ref().is_some_and(|r| r.is_match(path)),
+            PathMatch::Regex(r) => r.is_match(path),
         };
         path_ok
             && self.method.as_ref().is_none_or(|m| m == method)
@@ -176,21 +180,27 @@ mod tests {
 
     #[test]
     fn prefix_matches_whole_segments() {
-        let p = Matcher::new(&m(PathMatchType::PathPrefix, "/foo/"));
+        let p = Matcher::new(&m(PathMatchType::PathPrefix, "/foo/")).unwrap();
         assert!(hit(&p, "/foo"));
         assert!(hit(&p, "/foo/bar"));
         assert!(!hit(&p, "/foobar"));
         assert!(hit(
-            &Matcher::new(&m(PathMatchType::PathPrefix, "/")),
+            &Matcher::new(&m(PathMatchType::PathPrefix, "/")).unwrap(),
             "/anything"
         ));
     }
 
     #[test]
     fn exact_regex_query_and_headers() {
-        assert!(hit(&Matcher::new(&m(PathMatchType::Exact, "/a")), "/a?x=1"));
-        assert!(!hit(&Matcher::new(&m(PathMatchType::Exact, "/a")), "/a/"));
-        let r = Matcher::new(&m(PathMatchType::RegularExpression, "/users/[0-9]+"));
+        assert!(hit(
+            &Matcher::new(&m(PathMatchType::Exact, "/a")).unwrap(),
+            "/a?x=1"
+        ));
+        assert!(!hit(
+            &Matcher::new(&m(PathMatchType::Exact, "/a")).unwrap(),
+            "/a/"
+        ));
+        let r = Matcher::new(&m(PathMatchType::RegularExpression, "/users/[0-9]+")).unwrap();
         assert!(hit(&r, "/users/42"));
         assert!(!hit(&r, "/users/42/x"));
         let mut q = m(PathMatchType::PathPrefix, "/");
@@ -204,7 +214,7 @@ mod tests {
             kind: ValueMatchType::RegularExpression,
             value: "y.*".into(),
         });
-        let q = Matcher::new(&q);
+        let q = Matcher::new(&q).unwrap();
         let mut h = HeaderMap::new();
         h.insert("x-canary", "yes".parse().unwrap());
         assert!(q.matches(&Method::GET, &"/x?a=2&debug=1".parse().unwrap(), &h));

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use trellis_config::model::{AppProtocol, HashKey, LbPolicy};
-use trellis_config::snapshot::{Cluster, Filter, Snapshot, Timeouts};
+use trellis_config::snapshot::{Cluster, Filter, Snapshot, TargetPort, Timeouts};
 
 pub struct Runtime {
     pub snapshot: Arc<Snapshot>,
@@ -26,6 +26,8 @@ pub struct RtService {
 pub struct RtPort {
     pub port: u16,
     pub protocol: AppProtocol,
+    /// Where the app listens for this port, for requests arriving inbound.
+    pub target_port: Option<TargetPort>,
     pub has_http_route: bool,
     pub rules: Vec<RtRule>,
 }
@@ -67,7 +69,7 @@ struct ClusterShared {
 
 impl StateRegistry {
     /// Builds the runtime for `snapshot`, reusing the state of unchanged clusters and endpoints.
-    pub fn build(&self, snapshot: Arc<Snapshot>) -> Runtime {
+    pub fn build(&self, snapshot: Arc<Snapshot>) -> Result<Runtime, String> {
         // Build-time only; the request path never touches this lock.
         let mut shared = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
         shared.retain(|name, _| snapshot.clusters.contains_key(name));
@@ -124,57 +126,61 @@ impl StateRegistry {
             ] {
                 hosts.insert(form, idx);
             }
-            let ports = svc
-                .ports
-                .iter()
-                .map(|p| RtPort {
+            let mut ports = Vec::with_capacity(svc.ports.len());
+            for p in &svc.ports {
+                let rules = p
+                    .routes
+                    .iter()
+                    .map(|r| compile_rule(r, &clusters))
+                    .collect::<Result<_, _>>()?;
+                ports.push(RtPort {
                     port: p.port,
                     protocol: p.protocol,
+                    target_port: p.target_port.clone(),
                     has_http_route: p.has_http_route,
-                    rules: p
-                        .routes
-                        .iter()
-                        .map(|r| compile_rule(r, &clusters))
-                        .collect(),
-                })
-                .collect();
+                    rules,
+                });
+            }
             services.push(RtService {
                 label: Arc::new(format!("{n}.{ns}")),
                 ports,
             });
         }
-        Runtime {
+        Ok(Runtime {
             snapshot,
             hosts,
             services,
             clusters,
-        }
+        })
     }
 }
 
 fn compile_rule(
     r: &trellis_config::snapshot::RouteRule,
     clusters: &HashMap<String, Arc<RtCluster>>,
-) -> RtRule {
-    let backends: Vec<RtBackend> = r
-        .backends
-        .iter()
-        .filter_map(|b| {
-            Some(RtBackend {
-                cluster: clusters.get(&b.cluster)?.clone(),
-                weight: b.weight,
-                filters: b.filters.clone(),
-            })
-        })
-        .collect();
-    RtRule {
+) -> Result<RtRule, String> {
+    let mut backends = Vec::with_capacity(r.backends.len());
+    for b in &r.backends {
+        let cluster = clusters.get(&b.cluster).ok_or_else(|| {
+            format!(
+                "route {} sends to cluster {:?}, which the snapshot lacks",
+                r.route, b.cluster
+            )
+        })?;
+        backends.push(RtBackend {
+            cluster: cluster.clone(),
+            weight: b.weight,
+            filters: b.filters.clone(),
+        });
+    }
+    Ok(RtRule {
         route: Arc::new(r.route.clone()),
-        matcher: Matcher::new(&r.matches),
+        matcher: Matcher::new(&r.matches).map_err(|e| format!("route {}: {e}", r.route))?,
         filters: r.filters.clone(),
         total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
         backends,
         timeouts: r.timeouts.clone(),
-    }
+    })
 }
 
 impl Runtime {

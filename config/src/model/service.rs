@@ -58,4 +58,8 @@ pub struct WorkloadSpec {
     pub ports: BTreeMap<String, u16>,
     #[serde(default)]
     pub service_account: Option<String>,
+    /// Set for proxies that registered themselves: traffic goes to their inbound listener at
+    /// this port, whatever the Service's targetPort; the sidecar delivers it to the app.
+    #[serde(skip)]
+    pub sidecar_inbound: Option<u16>,
 }

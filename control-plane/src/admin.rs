@@ -1,0 +1,161 @@
+//! The admin gRPC API behind the `trellis` CLI: status, proxy config, routes and shift.
+
+use crate::ControlPlane;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use tonic::{Request, Response, Status};
+use trellis_config::NodeIdentity;
+use trellis_config::snapshot::{RouteMatch, Snapshot};
+use trellis_proto::v1::admin_server::Admin;
+use trellis_proto::v1::*;
+
+pub struct AdminService(pub Arc<ControlPlane>);
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let cp = &self.0;
+        let proxies = cp
+            .registry
+            .snapshot()
+            .into_iter()
+            .map(|e| {
+                let (nack_version, nack_error) = e.last_nack.unwrap_or_default();
+                ProxyStatus {
+                    workload: e.node.workload,
+                    namespace: e.node.namespace,
+                    connected: e.connected,
+                    connected_since_unix: e
+                        .connected_since
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64),
+                    latest_version: e.latest_version,
+                    acked_version: e.acked_version,
+                    last_nack_version: nack_version,
+                    last_nack_error: nack_error,
+                    inbound: e.node.inbound,
+                }
+            })
+            .collect();
+        Ok(Response::new(StatusResponse {
+            proxies,
+            config_errors: cp
+                .config_errors()
+                .map(|e| e.0.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            config_source: cp.opts.config.display().to_string(),
+        }))
+    }
+
+    async fn proxy_config(
+        &self,
+        req: Request<ProxyConfigRequest>,
+    ) -> Result<Response<ProxyConfigResponse>, Status> {
+        let cp = &self.0;
+        let want = req.into_inner().workload;
+        let (ns, name) = match want.split_once('/') {
+            Some((ns, n)) => (Some(ns.to_string()), n.to_string()),
+            None => (None, want.clone()),
+        };
+        let entry = cp
+            .registry
+            .snapshot()
+            .into_iter()
+            .filter(|e| {
+                e.node.workload == name && ns.as_ref().is_none_or(|ns| *ns == e.node.namespace)
+            })
+            .max_by_key(|e| e.connected)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no proxy named {want:?} is registered; see trellis status"
+                ))
+            })?;
+        let world = cp
+            .world()
+            .ok_or_else(|| Status::unavailable("no valid config is loaded yet"))?;
+        let c = world.compiled_for(&entry.identity, &cp.metrics.compilations);
+        Ok(Response::new(ProxyConfigResponse {
+            version: c.snapshot.version.clone(),
+            snapshot_json: serde_json::to_string(c.snapshot.as_ref()).unwrap_or_default(),
+        }))
+    }
+
+    async fn routes(
+        &self,
+        req: Request<RoutesRequest>,
+    ) -> Result<Response<RoutesResponse>, Status> {
+        let cp = &self.0;
+        let filter = req.into_inner().service;
+        let world = cp
+            .world()
+            .ok_or_else(|| Status::unavailable("no valid config is loaded yet"))?;
+        // Routes do not depend on who asks; any node's view lists them all.
+        let c = world.compiled_for(
+            &NodeIdentity {
+                namespace: "default".into(),
+                ..Default::default()
+            },
+            &cp.metrics.compilations,
+        );
+        let routes = route_lines(&c.snapshot, &filter);
+        if routes.is_empty() && !filter.is_empty() {
+            return Err(Status::not_found(format!(
+                "no Service matches {filter:?}; use name, name.namespace or namespace/name"
+            )));
+        }
+        Ok(Response::new(RoutesResponse { routes }))
+    }
+
+    async fn shift(&self, req: Request<ShiftRequest>) -> Result<Response<ShiftResponse>, Status> {
+        let r = req.into_inner();
+        let timeout = if r.timeout_ms == 0 {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_millis(r.timeout_ms)
+        };
+        let weights = r.weights.into_iter().collect();
+        crate::shift::shift(&self.0, &r.route, &weights, timeout)
+            .await
+            .map(Response::new)
+    }
+}
+
+fn route_lines(snap: &Snapshot, filter: &str) -> Vec<RouteLine> {
+    let mut out = Vec::new();
+    for (key, svc) in &snap.services {
+        let dotted = format!("{}.{}", svc.name, svc.namespace);
+        if !filter.is_empty() && filter != key && filter != dotted && filter != svc.name {
+            continue;
+        }
+        for port in &svc.ports {
+            for rule in &port.routes {
+                out.push(RouteLine {
+                    service: key.clone(),
+                    port: u32::from(port.port),
+                    route: rule.route.clone(),
+                    r#match: describe(&rule.matches),
+                    backends: rule
+                        .backends
+                        .iter()
+                        .map(|b| format!("{}={}", b.cluster, b.weight))
+                        .collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn describe(m: &RouteMatch) -> String {
+    let mut s = format!("{:?} {}", m.path_type, m.path);
+    if let Some(method) = m.method {
+        s.push_str(&format!(" method={}", method.as_str()));
+    }
+    for h in &m.headers {
+        s.push_str(&format!(" header:{}={}", h.name, h.value));
+    }
+    for q in &m.query_params {
+        s.push_str(&format!(" query:{}={}", q.name, q.value));
+    }
+    s
+}

@@ -1,0 +1,253 @@
+//! The discovery stream: one per proxy. The proxy subscribes with its node; the control plane
+//! pushes the delta between what it last sent and the proxy's current snapshot, and records
+//! the ACK or NACK that answers each push.
+
+use crate::ControlPlane;
+use crate::world::{Compiled, World};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use trellis_config::NodeIdentity;
+use trellis_config::resources::Key;
+use trellis_proto::v1::discovery_request::Kind;
+use trellis_proto::v1::discovery_server::Discovery;
+use trellis_proto::v1::{DiscoveryRequest, DiscoveryResponse, Node, Resource, ResourceKey};
+
+pub struct DiscoveryService(pub Arc<ControlPlane>);
+
+type Outbox = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+#[tonic::async_trait]
+impl Discovery for DiscoveryService {
+    type StreamStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = req.remote_addr();
+        let mut inbound = req.into_inner();
+        let refuse = |why: String| {
+            tracing::warn!(?peer, "discovery stream refused: {why}");
+            Status::invalid_argument(why)
+        };
+        let subscribe = match inbound.message().await {
+            Ok(Some(DiscoveryRequest {
+                kind: Some(Kind::Subscribe(s)),
+            })) => s,
+            Ok(Some(_)) => {
+                return Err(refuse(
+                    "the first message must be Subscribe, carrying the proxy's node".into(),
+                ));
+            }
+            Ok(None) => return Err(Status::cancelled("the stream closed before Subscribe")),
+            Err(e) => return Err(refuse(format!("cannot read the first message: {e}"))),
+        };
+        let node = subscribe
+            .node
+            .ok_or_else(|| refuse("Subscribe has no node".into()))?;
+        let identity = check_node(&node).map_err(refuse)?;
+        let cp = self.0.clone();
+        let id = cp.registry.connect(node.clone(), identity.clone());
+        cp.metrics.connected_proxies.inc();
+        cp.request_rebuild();
+        tracing::info!(workload = %node.workload, namespace = %node.namespace, ?peer, "proxy connected");
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut s = Session {
+                cp: cp.clone(),
+                id,
+                identity,
+                tx,
+                sent: None,
+                sent_version: String::new(),
+                nonce: 0,
+            };
+            s.run(subscribe.version, inbound).await;
+            cp.registry.disconnect(id);
+            cp.metrics.connected_proxies.dec();
+            tracing::info!(workload = %node.workload, namespace = %node.namespace, "proxy disconnected");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A node must name itself and say where its inbound listener is.
+fn check_node(n: &Node) -> Result<NodeIdentity, String> {
+    let dns = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    };
+    if !dns(&n.workload) {
+        return Err(format!("node.workload {:?} must be a DNS name", n.workload));
+    }
+    if !dns(&n.namespace) {
+        return Err(format!(
+            "node.namespace {:?} must be a DNS name",
+            n.namespace
+        ));
+    }
+    if n.inbound.parse::<SocketAddr>().is_err() {
+        return Err(format!("node.inbound {:?} must be ip:port", n.inbound));
+    }
+    Ok(NodeIdentity {
+        name: n.workload.clone(),
+        namespace: n.namespace.clone(),
+        labels: n.labels.clone().into_iter().collect(),
+        service_account: Some(n.service_account.clone()).filter(|s| !s.is_empty()),
+    })
+}
+
+struct Session {
+    cp: Arc<ControlPlane>,
+    id: u64,
+    identity: NodeIdentity,
+    tx: Outbox,
+    /// Resource hashes the proxy holds, as far as we know; `None` forces a full replace.
+    sent: Option<BTreeMap<Key, String>>,
+    sent_version: String,
+    nonce: u64,
+}
+
+impl Session {
+    async fn run(&mut self, held_version: String, mut inbound: Streaming<DiscoveryRequest>) {
+        let mut worlds = self.cp.subscribe();
+        let first = worlds.borrow_and_update().clone();
+        if let Some(w) = first {
+            let c = w.compiled_for(&self.identity, &self.cp.metrics.compilations);
+            if !held_version.is_empty() && c.snapshot.version == held_version {
+                // Resume: the proxy already serves this snapshot, so nothing is resent.
+                self.sent = Some(hashes(&c));
+                self.sent_version = held_version.clone();
+                self.cp.registry.update(self.id, |e| {
+                    e.latest_version = held_version.clone();
+                    e.acked_version = held_version;
+                });
+            } else if !self.push(&w).await {
+                return;
+            }
+        }
+        loop {
+            tokio::select! {
+                changed = worlds.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let w = worlds.borrow_and_update().clone();
+                    if let Some(w) = w
+                        && !self.push(&w).await
+                    {
+                        return;
+                    }
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(req)) => self.answer(req),
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(id = self.id, error = %e, "discovery stream ended");
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Sends what changed for this proxy in `w`. Returns false when the proxy has gone.
+    async fn push(&mut self, w: &World) -> bool {
+        let c = w.compiled_for(&self.identity, &self.cp.metrics.compilations);
+        if c.snapshot.version == self.sent_version {
+            return true;
+        }
+        let (upserted, removed, replace) = match &self.sent {
+            Some(prev) => {
+                let up = c
+                    .resources
+                    .iter()
+                    .filter(|(k, v)| prev.get(*k) != Some(&v.hash))
+                    .map(|(k, v)| resource(k, v))
+                    .collect();
+                let rm = prev
+                    .keys()
+                    .filter(|k| !c.resources.contains_key(*k))
+                    .map(key)
+                    .collect();
+                (up, rm, false)
+            }
+            None => (
+                c.resources.iter().map(|(k, v)| resource(k, v)).collect(),
+                Vec::new(),
+                true,
+            ),
+        };
+        self.nonce += 1;
+        let version = c.snapshot.version.clone();
+        let res = DiscoveryResponse {
+            version: version.clone(),
+            nonce: self.nonce.to_string(),
+            upserted,
+            removed,
+            replace,
+        };
+        if self.tx.send(Ok(res)).await.is_err() {
+            return false;
+        }
+        self.cp.metrics.pushes.inc();
+        self.sent = Some(hashes(&c));
+        self.sent_version = version.clone();
+        self.cp
+            .registry
+            .update(self.id, |e| e.latest_version = version);
+        true
+    }
+
+    fn answer(&mut self, req: DiscoveryRequest) {
+        match req.kind {
+            Some(Kind::Ack(a)) => {
+                self.cp.metrics.acks.inc();
+                self.cp.registry.update(self.id, |e| {
+                    e.acked_version = a.version;
+                    e.last_nack = None;
+                });
+            }
+            Some(Kind::Nack(n)) => {
+                self.cp.metrics.nacks.inc();
+                tracing::warn!(id = self.id, version = %n.version, error = %n.error, "proxy refused an update");
+                // What the proxy holds is no longer known: the next push replaces it whole.
+                self.sent = None;
+                self.sent_version.clear();
+                self.cp
+                    .registry
+                    .update(self.id, |e| e.last_nack = Some((n.version, n.error)));
+            }
+            Some(Kind::Subscribe(_)) | None => {
+                tracing::warn!(id = self.id, "ignored a second Subscribe on one stream");
+            }
+        }
+    }
+}
+
+fn key(k: &Key) -> ResourceKey {
+    ResourceKey {
+        kind: k.0.clone(),
+        name: k.1.clone(),
+    }
+}
+
+fn resource(k: &Key, v: &trellis_config::resources::Encoded) -> Resource {
+    Resource {
+        key: Some(key(k)),
+        body: v.body.clone(),
+        hash: v.hash.clone(),
+    }
+}
+
+fn hashes(c: &Compiled) -> BTreeMap<Key, String> {
+    c.resources
+        .iter()
+        .map(|(k, v)| (k.clone(), v.hash.clone()))
+        .collect()
+}

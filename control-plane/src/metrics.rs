@@ -1,0 +1,76 @@
+//! Control-plane metrics, on the HTTP port's `/metrics`.
+
+use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connected_proxies: Gauge,
+    pub pushes: Counter,
+    pub acks: Counter,
+    pub nacks: Counter,
+    pub compilations: Counter,
+    pub reloads: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            registry: Registry::default(),
+            connected_proxies: Gauge::default(),
+            pushes: Counter::default(),
+            acks: Counter::default(),
+            nacks: Counter::default(),
+            compilations: Counter::default(),
+            reloads: Family::default(),
+        };
+        registry.register(
+            "trellis_control_connected_proxies",
+            "Proxies with an open discovery stream",
+            m.connected_proxies.clone(),
+        );
+        registry.register(
+            "trellis_control_pushes",
+            "Updates sent to proxies",
+            m.pushes.clone(),
+        );
+        registry.register(
+            "trellis_control_acks",
+            "Updates proxies applied",
+            m.acks.clone(),
+        );
+        registry.register(
+            "trellis_control_nacks",
+            "Updates proxies refused",
+            m.nacks.clone(),
+        );
+        registry.register(
+            "trellis_control_compilations",
+            "Snapshot compilations (one per proxy kind and config generation)",
+            m.compilations.clone(),
+        );
+        registry.register(
+            "trellis_config_reloads",
+            "Config loads, by result (applied or rejected)",
+            m.reloads.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,122 @@
+//! The proxy's side of the discovery protocol: subscribe, apply each update whole or not at
+//! all, answer ACK or NACK, and keep serving the last good snapshot while the control plane
+//! is away, reconnecting with jittered backoff.
+
+use crate::Shared;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use trellis_config::resources::{Key, assemble};
+use trellis_proto::v1::discovery_client::DiscoveryClient;
+use trellis_proto::v1::discovery_request::Kind;
+use trellis_proto::v1::{Ack, DiscoveryRequest, DiscoveryResponse, Nack, Node, Subscribe};
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Runs until the proxy drains.
+pub async fn run(shared: Arc<Shared>, address: String, node: Node) {
+    // The resources behind the served snapshot; deltas apply on top of them.
+    let mut held: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
+    let mut backoff = BACKOFF_START;
+    loop {
+        let started = Instant::now();
+        tokio::select! {
+            res = session(&shared, &address, &node, &mut held) => match res {
+                Ok(()) => tracing::warn!(%address, "the control plane closed the stream; reconnecting"),
+                Err(e) => tracing::warn!(%address, error = %e, "control plane unavailable; serving the last good config and retrying"),
+            },
+            _ = shared.drain.wait() => return,
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = BACKOFF_START;
+        }
+        // Full jitter around the backoff, so a restarted control plane is not stampeded.
+        let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.5));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.drain.wait() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn session(
+    shared: &Shared,
+    address: &str,
+    node: &Node,
+    held: &mut BTreeMap<Key, Vec<u8>>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let channel = tonic::transport::Endpoint::from_shared(address.to_string())?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut client = DiscoveryClient::new(channel);
+    let (tx, rx) = mpsc::channel(8);
+    let version = shared
+        .config
+        .current_full()
+        .map(|rt| rt.snapshot.version.clone())
+        .unwrap_or_default();
+    tx.send(request(Kind::Subscribe(Subscribe {
+        node: Some(node.clone()),
+        version,
+    })))
+    .await?;
+    let mut updates = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(%address, "subscribed to the control plane");
+    while let Some(update) = updates.message().await? {
+        let answer = match apply(shared, held, &update) {
+            Ok(()) => Kind::Ack(Ack {
+                version: update.version.clone(),
+                nonce: update.nonce.clone(),
+            }),
+            Err(error) => {
+                tracing::error!(version = %update.version, %error, "refused an update; still serving the previous config");
+                shared.metrics.config_rejected();
+                Kind::Nack(Nack {
+                    version: update.version.clone(),
+                    nonce: update.nonce.clone(),
+                    error,
+                })
+            }
+        };
+        tx.send(request(answer)).await?;
+    }
+    Ok(())
+}
+
+fn request(kind: Kind) -> DiscoveryRequest {
+    DiscoveryRequest { kind: Some(kind) }
+}
+
+/// Applies one update atomically: the new set is built aside, checked, and only then swapped in.
+fn apply(
+    shared: &Shared,
+    held: &mut BTreeMap<Key, Vec<u8>>,
+    update: &DiscoveryResponse,
+) -> Result<(), String> {
+    let mut next = if update.replace {
+        BTreeMap::new()
+    } else {
+        held.clone()
+    };
+    for key in &update.removed {
+        next.remove(&(key.kind.clone(), key.name.clone()));
+    }
+    for r in &update.upserted {
+        let key = r.key.as_ref().ok_or("a resource without a key")?;
+        next.insert((key.kind.clone(), key.name.clone()), r.body.clone());
+    }
+    let snapshot = assemble(&next, &update.version)?;
+    if shared.config.apply(snapshot)? {
+        shared.metrics.config_applied(&update.version);
+        tracing::info!(version = %update.version, "config applied");
+    }
+    *held = next;
+    Ok(())
+}
