@@ -43,7 +43,7 @@ pub fn watch(path: &Path, on_change: impl Fn() + Send + 'static) -> notify::Resu
                 on_change();
             }
         })
-        .map_err(|e| notify::Error::io(e))?;
+        .map_err(notify::Error::io)?;
     Ok(Watcher { _inner: inner })
 }
 

@@ -39,13 +39,27 @@ fn push_doc<'a>(docs: &mut Vec<RawDoc<'a>>, text: &'a str, first_line: u64) {
     }
 }
 
-/// Parses one document into `T`, reporting errors at `file:line` of the whole stream.
+/// Parses one document into `T`, reporting errors at `file:line` of the whole stream, with
+/// the dotted path of the field when serde knows it.
 pub fn parse_document<T: DeserializeOwned>(
     file: &str,
     text: &str,
     first_line: u64,
 ) -> Result<T, ConfigError> {
-    serde_saphyr::from_str::<T>(text).map_err(|e| to_config_error(file, first_line, &e))
+    let mut path = String::new();
+    serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let mut err = to_config_error(file, first_line, &e);
+        if path != "." && !path.is_empty() {
+            err.field = path;
+        }
+        err
+    })
 }
 
 pub(crate) fn to_config_error(file: &str, first_line: u64, e: &serde_saphyr::Error) -> ConfigError {

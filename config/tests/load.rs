@@ -104,7 +104,10 @@ fn missing_backend_is_an_error_at_its_line() {
 fn bad_enum_lists_allowed_values() {
     let bad = EXAMPLE.replace("policy: LEAST_REQUEST", "policy: FASTEST");
     let e = first_error(&bad);
-    assert!(e.starts_with("mesh.yaml:56:"), "{e}");
+    assert!(
+        e.starts_with("mesh.yaml:56: spec.loadBalancer.policy:"),
+        "{e}"
+    );
     assert!(e.contains("LEAST_REQUEST") && e.contains("FASTEST"), "{e}");
 }
 
@@ -122,7 +125,10 @@ fn bad_values_are_refused_with_their_field() {
         .replace("timeouts: {request: 2s}", "timeouts: {request: soon}");
     let errs = load_str("mesh.yaml", &bad).expect_err("refused");
     let all = errs.to_string();
-    assert!(all.contains("invalid duration \"soon\""), "{all}");
+    assert!(
+        all.contains("spec.rules[0].timeouts.request: invalid duration \"soon\""),
+        "{all}"
+    );
 }
 
 #[test]

@@ -70,9 +70,11 @@ impl Admin for AdminService {
                     "no proxy named {want:?} is registered; see trellis status"
                 ))
             })?;
-        let world = cp
-            .world()
-            .ok_or_else(|| Status::unavailable("no valid config is loaded yet"))?;
+        let world = cp.world().ok_or_else(|| {
+            Status::failed_precondition(
+                "no valid config is loaded yet; see trellis status for the errors",
+            )
+        })?;
         let c = world.compiled_for(&entry.identity, &cp.metrics.compilations);
         Ok(Response::new(ProxyConfigResponse {
             version: c.snapshot.version.clone(),
@@ -86,9 +88,11 @@ impl Admin for AdminService {
     ) -> Result<Response<RoutesResponse>, Status> {
         let cp = &self.0;
         let filter = req.into_inner().service;
-        let world = cp
-            .world()
-            .ok_or_else(|| Status::unavailable("no valid config is loaded yet"))?;
+        let world = cp.world().ok_or_else(|| {
+            Status::failed_precondition(
+                "no valid config is loaded yet; see trellis status for the errors",
+            )
+        })?;
         // Routes do not depend on who asks; any node's view lists them all.
         let c = world.compiled_for(
             &NodeIdentity {

@@ -64,6 +64,7 @@ impl Discovery for DiscoveryService {
                 tx,
                 sent: None,
                 sent_version: String::new(),
+                held_version: String::new(),
                 nonce: 0,
             };
             s.run(subscribe.version, inbound).await;
@@ -110,26 +111,20 @@ struct Session {
     /// Resource hashes the proxy holds, as far as we know; `None` forces a full replace.
     sent: Option<BTreeMap<Key, String>>,
     sent_version: String,
+    /// The version the proxy said it serves when it subscribed.
+    held_version: String,
     nonce: u64,
 }
 
 impl Session {
     async fn run(&mut self, held_version: String, mut inbound: Streaming<DiscoveryRequest>) {
+        self.held_version = held_version;
         let mut worlds = self.cp.subscribe();
         let first = worlds.borrow_and_update().clone();
-        if let Some(w) = first {
-            let c = w.compiled_for(&self.identity, &self.cp.metrics.compilations);
-            if !held_version.is_empty() && c.snapshot.version == held_version {
-                // Resume: the proxy already serves this snapshot, so nothing is resent.
-                self.sent = Some(hashes(&c));
-                self.sent_version = held_version.clone();
-                self.cp.registry.update(self.id, |e| {
-                    e.latest_version = held_version.clone();
-                    e.acked_version = held_version;
-                });
-            } else if !self.push(&w).await {
-                return;
-            }
+        if let Some(w) = first
+            && !self.push(&w).await
+        {
+            return;
         }
         loop {
             tokio::select! {
@@ -160,6 +155,20 @@ impl Session {
     async fn push(&mut self, w: &World) -> bool {
         let c = w.compiled_for(&self.identity, &self.cp.metrics.compilations);
         if c.snapshot.version == self.sent_version {
+            return true;
+        }
+        if self.sent.is_none()
+            && !self.held_version.is_empty()
+            && c.snapshot.version == self.held_version
+        {
+            // Resume: the proxy already serves this snapshot, so nothing is resent.
+            let version = std::mem::take(&mut self.held_version);
+            self.sent = Some(hashes(&c));
+            self.sent_version = version.clone();
+            self.cp.registry.update(self.id, |e| {
+                e.latest_version = version.clone();
+                e.acked_version = version;
+            });
             return true;
         }
         let (upserted, removed, replace) = match &self.sent {

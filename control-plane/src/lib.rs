@@ -15,7 +15,7 @@ use registry::Registry;
 use serde_saphyr::{Location, Spanned};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -44,6 +44,8 @@ pub struct ControlPlane {
     world: watch::Sender<Option<Arc<World>>>,
     rebuild: Notify,
     generation: AtomicU64,
+    /// False until the warm-up after start has passed; see `start`.
+    warm: AtomicBool,
 }
 
 #[derive(Default)]
@@ -62,6 +64,7 @@ impl ControlPlane {
             world: watch::channel(None).0,
             rebuild: Notify::new(),
             generation: AtomicU64::new(0),
+            warm: AtomicBool::new(false),
         }
     }
 
@@ -122,6 +125,9 @@ impl ControlPlane {
 
     /// Builds and publishes a new generation: the valid config plus registered proxies.
     pub fn rebuild_now(&self) {
+        if !self.warm.load(Ordering::Acquire) {
+            return;
+        }
         let Some(mut cfg) = self.state().valid.clone() else {
             return;
         };
@@ -231,6 +237,19 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         })?
     };
 
+    // Warm-up: a restarted control plane knows no registered proxy yet. Pushing now would
+    // strip every self-registered endpoint from every proxy until each re-registers, so the
+    // first generation waits one grace period for the proxies to reconnect.
+    let warming = cp.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(warming.opts.registration_grace).await;
+        warming.warm.store(true, Ordering::Release);
+        warming.rebuild_now();
+        tracing::info!(
+            proxies = warming.registry.lock().len(),
+            "warm-up over; pushing config"
+        );
+    });
     // Coalesce registration churn: one rebuild per burst.
     let rebuilder = cp.clone();
     tokio::spawn(async move {

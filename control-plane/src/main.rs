@@ -18,7 +18,8 @@ struct Args {
     /// `/ready` and `/metrics`.
     #[arg(long, default_value = "127.0.0.1:15014")]
     http_addr: SocketAddr,
-    /// How long a proxy whose stream ended stays an endpoint, e.g. 10s.
+    /// How long a proxy whose stream ended stays an endpoint. Also the warm-up after start,
+    /// during which reconnecting proxies re-register before any config is pushed.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     registration_grace: std::time::Duration,
 }

@@ -27,9 +27,11 @@ pub async fn shift(
             "weight {w} for {b} is out of range 0-1000000"
         )));
     }
-    let world = cp
-        .world()
-        .ok_or_else(|| Status::unavailable("no valid config is loaded yet"))?;
+    let world = cp.world().ok_or_else(|| {
+        Status::failed_precondition(
+            "no valid config is loaded yet; see trellis status for the errors",
+        )
+    })?;
     let doc = world
         .config
         .http_routes

@@ -15,7 +15,9 @@ use trellis_proto::v1::discovery_request::Kind;
 use trellis_proto::v1::{Ack, DiscoveryRequest, DiscoveryResponse, Nack, Node, Subscribe};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// With jitter a retry comes at most 1.5 × this apart, which must stay under the control
+/// plane's registration grace (default 10s) for a restart to lose no endpoints.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Runs until the proxy drains.
 pub async fn run(shared: Arc<Shared>, address: String, node: Node) {

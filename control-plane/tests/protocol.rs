@@ -1,0 +1,229 @@
+//! The discovery protocol from a proxy's side, spoken by a bare gRPC client: deltas, resume,
+//! NACKs shown in status, and garbage refused without touching anyone else.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use support::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use trellis_proto::v1::discovery_client::DiscoveryClient;
+use trellis_proto::v1::discovery_request::Kind;
+use trellis_proto::v1::*;
+
+fn node(name: &str) -> Node {
+    Node {
+        workload: name.into(),
+        namespace: "rides".into(),
+        labels: [("app".to_string(), "trip".to_string())].into(),
+        inbound: "127.0.0.1:1".into(),
+        ..Default::default()
+    }
+}
+
+struct FakeProxy {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    rx: tonic::Streaming<DiscoveryResponse>,
+    held: BTreeMap<(String, String), Vec<u8>>,
+}
+
+impl FakeProxy {
+    async fn connect(cp: &ControlPlane, name: &str, version: &str) -> FakeProxy {
+        let mut client = DiscoveryClient::connect(cp.url()).await.unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(DiscoveryRequest {
+            kind: Some(Kind::Subscribe(Subscribe {
+                node: Some(node(name)),
+                version: version.into(),
+            })),
+        })
+        .await
+        .unwrap();
+        let rx = client
+            .stream(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        FakeProxy {
+            tx,
+            rx,
+            held: BTreeMap::new(),
+        }
+    }
+
+    async fn next(&mut self) -> DiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+            .await
+            .expect("an update in time")
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Applies an update as a real proxy would and returns the assembled snapshot's version.
+    fn apply(&mut self, u: &DiscoveryResponse) -> String {
+        if u.replace {
+            self.held.clear();
+        }
+        for k in &u.removed {
+            self.held.remove(&(k.kind.clone(), k.name.clone()));
+        }
+        for r in &u.upserted {
+            let k = r.key.clone().unwrap();
+            self.held.insert((k.kind, k.name), r.body.clone());
+        }
+        trellis_config::resources::assemble(&self.held, &u.version)
+            .expect("the update assembles")
+            .version
+    }
+
+    async fn send(&self, kind: Kind) {
+        self.tx
+            .send(DiscoveryRequest { kind: Some(kind) })
+            .await
+            .unwrap();
+    }
+}
+
+async fn cp_with(mesh: &str) -> (ControlPlane, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mesh.yaml");
+    std::fs::write(&path, mesh).unwrap();
+    (ControlPlane::start(&path).await, dir, path)
+}
+
+#[tokio::test]
+async fn first_update_replaces_then_deltas_carry_only_what_changed() {
+    let (cp, _dir, path) = cp_with(&billing_mesh(90, 10)).await;
+    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let first = p.next().await;
+    assert!(first.replace);
+    assert_eq!(p.apply(&first), first.version);
+    p.send(Kind::Ack(Ack {
+        version: first.version.clone(),
+        nonce: first.nonce.clone(),
+    }))
+    .await;
+
+    write_atomically(&path, &billing_mesh(50, 50));
+    let delta = p.next().await;
+    assert!(!delta.replace);
+    let names: Vec<String> = delta
+        .upserted
+        .iter()
+        .map(|r| r.key.clone().unwrap().name)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["rides/billing".to_string()],
+        "only the billing Service's routes changed"
+    );
+    assert!(delta.removed.is_empty());
+    assert_eq!(p.apply(&delta), delta.version);
+    assert_ne!(delta.version, first.version);
+}
+
+#[tokio::test]
+async fn a_proxy_resuming_with_the_current_version_is_sent_nothing() {
+    let (cp, _dir, path) = cp_with(&billing_mesh(90, 10)).await;
+    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let first = p.next().await;
+    drop(p);
+    let mut again = FakeProxy::connect(&cp, "fake-0", &first.version).await;
+    again.held = BTreeMap::new();
+    let quiet = tokio::time::timeout(Duration::from_millis(300), again.rx.message()).await;
+    assert!(
+        quiet.is_err(),
+        "nothing is resent to a proxy that holds the current version"
+    );
+    // The control plane still knows what it holds: the next change is a delta.
+    write_atomically(&path, &billing_mesh(50, 50));
+    let delta = again.next().await;
+    assert!(!delta.replace);
+}
+
+#[tokio::test]
+async fn a_nack_shows_in_status_with_its_error() {
+    let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
+    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let u = p.next().await;
+    p.send(Kind::Nack(Nack {
+        version: u.version.clone(),
+        nonce: u.nonce.clone(),
+        error: "cluster limit exceeded".into(),
+    }))
+    .await;
+    let s = eventually(Duration::from_secs(5), "the NACK in status", || async {
+        let s = cp.status().await;
+        s.proxies
+            .iter()
+            .any(|x| x.last_nack_error == "cluster limit exceeded")
+            .then_some(s)
+    })
+    .await;
+    let fake = s.proxies.iter().find(|x| x.workload == "fake-0").unwrap();
+    assert_eq!(fake.last_nack_version, u.version);
+    assert_eq!(fake.latest_version, u.version);
+    assert_ne!(fake.acked_version, u.version);
+}
+
+#[tokio::test]
+async fn garbage_and_unknown_identities_are_refused_without_harming_others() {
+    let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
+    let mut good = FakeProxy::connect(&cp, "fake-0", "").await;
+    let u = good.next().await;
+    good.send(Kind::Ack(Ack {
+        version: u.version.clone(),
+        nonce: u.nonce,
+    }))
+    .await;
+
+    // An ACK before any Subscribe.
+    let mut client = DiscoveryClient::connect(cp.url()).await.unwrap();
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(DiscoveryRequest {
+        kind: Some(Kind::Ack(Ack::default())),
+    })
+    .await
+    .unwrap();
+    let err = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("must be Subscribe"),
+        "{}",
+        err.message()
+    );
+
+    // A node with no name.
+    let (tx, rx) = mpsc::channel(1);
+    let mut nameless = node("");
+    nameless.workload.clear();
+    tx.send(DiscoveryRequest {
+        kind: Some(Kind::Subscribe(Subscribe {
+            node: Some(nameless),
+            version: String::new(),
+        })),
+    })
+    .await
+    .unwrap();
+    let err = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("node.workload"), "{}", err.message());
+
+    // Raw bytes that are not gRPC at all.
+    let mut raw = tokio::net::TcpStream::connect(cp.grpc).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut raw, b"\x16\x03\x01 hello, not http/2")
+        .await
+        .unwrap();
+    drop(raw);
+
+    let s = cp.status().await;
+    assert_eq!(s.proxies.len(), 1, "only the good proxy is registered");
+    assert!(s.proxies[0].connected && s.proxies[0].acked_version == u.version);
+}

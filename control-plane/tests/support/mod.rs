@@ -1,0 +1,230 @@
+//! A real mesh on loopback: trellis-control as a child process, trellis-proxy instances
+//! in-process (real listeners), and testkit upstreams as apps.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use trellis_proto::v1::admin_client::AdminClient;
+use trellis_proto::v1::{StatusRequest, StatusResponse};
+
+#[allow(unused_imports)]
+pub use testkit::{Upstream, eventually};
+
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// trellis-control as a child process; killed when dropped.
+pub struct ControlPlane {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    config: PathBuf,
+    grace: &'static str,
+    child: Option<Child>,
+}
+
+impl ControlPlane {
+    /// Starts with a 500ms registration grace (and warm-up).
+    pub async fn start(config: &Path) -> ControlPlane {
+        Self::start_with_grace(config, "500ms").await
+    }
+
+    pub async fn start_with_grace(config: &Path, grace: &'static str) -> ControlPlane {
+        let mut cp = ControlPlane {
+            grpc: free_addr(),
+            http: free_addr(),
+            config: config.to_path_buf(),
+            grace,
+            child: None,
+        };
+        cp.restart().await;
+        cp
+    }
+
+    /// Starts the process again on the same ports and waits until it is ready.
+    pub async fn restart(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_trellis-control"))
+            .args(["--config", self.config.to_str().unwrap()])
+            .args([
+                "--grpc-addr",
+                &self.grpc.to_string(),
+                "--http-addr",
+                &self.http.to_string(),
+            ])
+            .args(["--registration-grace", self.grace])
+            .env("TRELLIS_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn trellis-control");
+        self.child = Some(child);
+        let http = self.http;
+        eventually(
+            Duration::from_secs(15),
+            "trellis-control to be ready",
+            || async move {
+                let r = get(http, "/ready").await?;
+                (r.0 == 200).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// SIGKILL: no goodbye to the proxies.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub async fn admin(&self) -> AdminClient<tonic::transport::Channel> {
+        AdminClient::connect(self.url())
+            .await
+            .expect("admin client")
+    }
+
+    pub async fn status(&self) -> StatusResponse {
+        self.admin()
+            .await
+            .status(StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+    }
+
+    /// Waits until `n` proxies are connected and each has ACKed its latest version.
+    pub async fn wait_converged(&self, n: usize) -> StatusResponse {
+        eventually(
+            Duration::from_secs(15),
+            &format!("{n} proxies to ACK their latest version"),
+            || async {
+                let s = self.status().await;
+                let ok = s
+                    .proxies
+                    .iter()
+                    .filter(|p| {
+                        p.connected
+                            && !p.latest_version.is_empty()
+                            && p.acked_version == p.latest_version
+                    })
+                    .count();
+                (ok == n && s.proxies.len() == n).then_some(s)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A proxy in control-plane mode for workload `name` labelled `labels` (YAML flow map),
+/// delivering inbound traffic to `app_port`.
+pub async fn proxy(
+    cp: &ControlPlane,
+    name: &str,
+    labels: &str,
+    app_port: u16,
+) -> trellis_proxy::Running {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("bootstrap.yaml");
+    std::fs::write(
+        &boot,
+        format!(
+            "workload: {{name: {name}, namespace: rides, serviceAccount: {name}, labels: {labels}}}\n\
+             listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
+             app: {{address: 127.0.0.1, ports: {{http: {app_port}}}}}\n\
+             controlPlane: {{address: {}}}\nlimits: {{drainTimeout: 2s}}\n",
+            cp.url()
+        ),
+    )
+    .unwrap();
+    let b = trellis_proxy::bootstrap::Bootstrap::load(&boot).unwrap_or_else(|e| panic!("{e}"));
+    let running = trellis_proxy::start(b).await.expect("proxy starts");
+    let admin = running.admin;
+    eventually(
+        Duration::from_secs(15),
+        &format!("{name} to be ready"),
+        || async move {
+            let r = get(admin, "/ready").await?;
+            (r.0 == 200).then_some(())
+        },
+    )
+    .await;
+    running
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `path` from `addr`; `None` when the connection fails.
+pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    request(addr, "localhost", path)
+        .await
+        .map(|(s, _, b)| (s, b))
+}
+
+/// GET with a Host header; returns status, the `x-upstream` header and the body.
+pub async fn request(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String, String)> {
+    let req = http::Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), client().request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = res.status().as_u16();
+    let upstream = res
+        .headers()
+        .get("x-upstream")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = res.into_body().collect().await.ok()?.to_bytes();
+    Some((
+        status,
+        upstream,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+/// Services `billing` (app: billing), `billing-v1` and `billing-v2` (by version), and a
+/// route splitting billing `w1`/`w2` between the versions.
+pub fn billing_mesh(w1: u32, w2: u32) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: billing, namespace: rides}}\n\
+         spec:\n  selector: {{app: billing}}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: billing-v1, namespace: rides}}\n\
+         spec:\n  selector: {{app: billing, version: v1}}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: billing-v2, namespace: rides}}\n\
+         spec:\n  selector: {{app: billing, version: v2}}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n---\n\
+         # the canary split\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: billing, namespace: rides}}\n\
+         spec:\n  parentRefs: [{{name: billing}}]\n  rules:\n  - backendRefs: [{{name: billing-v1, port: 80, weight: {w1}}}, {{name: billing-v2, port: 80, weight: {w2}}}]\n"
+    )
+}
+
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}

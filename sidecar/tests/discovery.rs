@@ -1,0 +1,190 @@
+//! The proxy as a discovery client, against a scripted control plane (a real tonic server):
+//! it applies good updates, NACKs bad ones while serving the last good snapshot, and keeps
+//! serving when the control plane goes away.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+use trellis_proto::v1::discovery_request::Kind;
+use trellis_proto::v1::discovery_server::{Discovery, DiscoveryServer};
+use trellis_proto::v1::*;
+
+/// A control plane that sends a fixed script of updates and records every answer.
+#[derive(Clone, Default)]
+struct Scripted {
+    script: Arc<Mutex<Vec<DiscoveryResponse>>>,
+    answers: Arc<Mutex<Vec<Kind>>>,
+}
+
+#[tonic::async_trait]
+impl Discovery for Scripted {
+    type StreamStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    async fn stream(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = inbound.message().await?.and_then(|m| m.kind);
+        assert!(
+            matches!(first, Some(Kind::Subscribe(_))),
+            "the proxy subscribes first"
+        );
+        let (tx, rx) = mpsc::channel(8);
+        let script: Vec<DiscoveryResponse> = self.script.lock().unwrap().drain(..).collect();
+        let answers = self.answers.clone();
+        tokio::spawn(async move {
+            for u in script {
+                tx.send(Ok(u)).await.unwrap();
+                let answer = inbound.message().await.unwrap().unwrap().kind.unwrap();
+                answers.lock().unwrap().push(answer);
+            }
+            // End of script: the stream closes and the proxy reconnects to an empty script.
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn full_update(mesh: &str) -> DiscoveryResponse {
+    let cfg = trellis_config::load_str("mesh.yaml", mesh).unwrap();
+    let snap = trellis_config::compile(
+        &cfg,
+        &trellis_config::NodeIdentity {
+            namespace: "rides".into(),
+            ..Default::default()
+        },
+    );
+    let upserted = trellis_config::resources::split(&snap)
+        .into_iter()
+        .map(|((kind, name), e)| Resource {
+            key: Some(ResourceKey { kind, name }),
+            body: e.body,
+            hash: e.hash,
+        })
+        .collect();
+    DiscoveryResponse {
+        version: snap.version,
+        nonce: "1".into(),
+        upserted,
+        removed: vec![],
+        replace: true,
+    }
+}
+
+#[tokio::test]
+async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
+    let up = Upstream::start("billing-v1").await;
+    let good = full_update(&(service("billing-v1", "") + &workload("billing-v1", &up)));
+    // Claims a version its resources do not hash to.
+    let mut bad = full_update(
+        &(service("billing-v1", "") + &workload("billing-v1", &up) + &service("billing-v2", "")),
+    );
+    bad.version = "deadbeefdeadbeef".into();
+    bad.nonce = "2".into();
+    // A delta that removes the cluster a route still uses.
+    let mut broken = DiscoveryResponse {
+        version: good.version.clone(),
+        nonce: "3".into(),
+        ..Default::default()
+    };
+    broken.removed.push(ResourceKey {
+        kind: "Cluster".into(),
+        name: "billing-v1.rides:80".into(),
+    });
+
+    let cp = Scripted::default();
+    cp.script
+        .lock()
+        .unwrap()
+        .extend([good.clone(), bad, broken]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DiscoveryServer::new(cp.clone()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("bootstrap.yaml");
+    std::fs::write(
+        &boot,
+        format!(
+            "workload: {{name: trip-0, namespace: rides}}\n\
+             listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
+             app: {{address: 127.0.0.1, ports: {{http: 1}}}}\ncontrolPlane: {{address: http://{addr}}}\n"
+        ),
+    )
+    .unwrap();
+    let p = trellis_proxy::start(trellis_proxy::bootstrap::Bootstrap::load(&boot).unwrap())
+        .await
+        .unwrap();
+    let answers = eventually(Duration::from_secs(10), "three answers", || async {
+        let a = cp.answers.lock().unwrap().clone();
+        (a.len() == 3).then_some(a)
+    })
+    .await;
+    match &answers[0] {
+        Kind::Ack(a) => assert_eq!(a.version, good.version),
+        other => panic!("expected an ACK, got {other:?}"),
+    }
+    match &answers[1] {
+        Kind::Nack(n) => assert!(
+            n.error.contains("announced version deadbeefdeadbeef"),
+            "{}",
+            n.error
+        ),
+        other => panic!("expected a NACK, got {other:?}"),
+    }
+    match &answers[2] {
+        Kind::Nack(n) => assert!(n.error.contains("billing-v1.rides:80"), "{}", n.error),
+        other => panic!("expected a NACK, got {other:?}"),
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let get = |path: &'static str, host: &'static str| {
+        let client = client.clone();
+        let addr = if host == "admin" { p.admin } else { p.outbound };
+        async move {
+            client
+                .request(req(addr, host, path))
+                .await
+                .map(|r| r.status().as_u16())
+                .ok()
+        }
+    };
+    assert_eq!(get("/ready", "admin").await, Some(200));
+    assert_eq!(
+        get("/", "billing-v1").await,
+        Some(200),
+        "the good snapshot serves"
+    );
+
+    // The control plane goes away: the proxy keeps serving what it has.
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the scripted control plane stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the control plane is gone"
+    );
+    for _ in 0..20 {
+        assert_eq!(get("/", "billing-v1").await, Some(200));
+    }
+    assert_eq!(get("/ready", "admin").await, Some(200));
+    let metrics = p.shared.metrics.render();
+    assert!(
+        metrics.contains("trellis_config_reloads_total{result=\"rejected\"} 2"),
+        "{metrics}"
+    );
+}
