@@ -1,1 +1,51 @@
-fn main() {}
+//! `trellis`: the operator's command-line tool. `check` validates mesh YAML offline; the
+//! other commands call trellis-control's Admin gRPC API (port 15010).
+
+mod admin;
+mod args;
+mod check;
+mod output;
+mod proxy_config;
+mod routes;
+mod shift;
+mod status;
+
+use args::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2 inside `parse`; everything after it exits with 0 or 1.
+    let cli = args::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Cli {
+        control_plane,
+        output,
+        command,
+    } = cli;
+    if let Command::Check(args) = &command {
+        return check::run(args, output);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut admin = admin::Admin::connect(&control_plane).await?;
+        match &command {
+            Command::Check(_) => unreachable!("check runs offline, above"),
+            Command::Status => status::run(&mut admin, output).await,
+            Command::Routes(args) => routes::run(&mut admin, args, output).await,
+            Command::ProxyConfig(args) => proxy_config::run(&mut admin, args, output).await,
+            Command::Shift(args) => shift::run(&mut admin, args, output).await,
+        }
+    })
+}
