@@ -13,6 +13,8 @@ fn main() {
         .expect("protoc-bin-vendored has a protoc for this platform");
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
+    // Resource bodies are shared between every proxy they go to: Bytes, not Vec<u8>.
+    config.bytes(["."]);
     tonic_prost_build::configure()
         .compile_with_config(config, &files, &["."])
         .expect("compile the trellis/v1 protos");

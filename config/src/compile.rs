@@ -5,7 +5,7 @@
 use crate::load::{Doc, MeshConfig};
 use crate::model::*;
 use crate::snapshot::{self, *};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 /// Who the snapshot is for.
@@ -19,48 +19,125 @@ pub struct NodeIdentity {
 
 /// Builds the snapshot for `node`. Deterministic: equal inputs give equal versions.
 pub fn compile(cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
-    let mut clusters = BTreeMap::new();
-    let mut services = BTreeMap::new();
-    for svc in &cfg.services {
-        let entry = compile_service(cfg, svc, &mut clusters);
-        services.insert(svc.key(), entry);
-    }
-    let inbound_services = cfg
-        .services
-        .iter()
-        .filter(|s| {
-            s.object.metadata.namespace == node.namespace
-                && selects(&s.object.spec.selector, &node.labels)
-        })
-        .map(|s| s.key())
-        .collect();
-    let mesh = cfg
-        .mesh
-        .as_ref()
-        .map(|m| m.object.spec.clone())
-        .unwrap_or_default();
-    let mut snap = Snapshot {
-        version: String::new(),
-        node: NodeInfo {
-            namespace: node.namespace.clone(),
-        },
-        mesh: MeshInfo {
-            trust_domain: mesh.trust_domain,
-            mtls_mode: mesh.mtls.mode,
-        },
-        services,
-        clusters,
-        inbound_services,
-    };
-    snap.version = content_version(&snap);
-    snap
+    let common = Common::new(cfg);
+    common.snapshot(cfg, node)
 }
 
-/// A stable hash of the snapshot's JSON form (with an empty version), as 16 hex digits.
+/// What every proxy's snapshot shares: all Services with their routes, and all clusters.
+/// Compiled once per config; only the node-specific part differs between proxies.
+pub struct Common {
+    pub services: BTreeMap<String, ServiceEntry>,
+    pub clusters: BTreeMap<String, Cluster>,
+}
+
+/// Indexes built once per compile, so endpoint selection is not services × workloads.
+pub(crate) struct Ctx<'a> {
+    cfg: &'a MeshConfig,
+    /// `(namespace, label key, label value)` to the workloads carrying that label.
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(cfg: &'a MeshConfig) -> Ctx<'a> {
+        let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        for (i, w) in cfg.workloads.iter().enumerate() {
+            let ns = w.object.metadata.namespace.as_str();
+            for (k, v) in &w.object.metadata.labels {
+                by_label
+                    .entry((ns, k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        Ctx { cfg, by_label }
+    }
+
+    /// Workloads in `ns` whose labels satisfy `selector`, found through its rarest label.
+    fn selected(
+        &self,
+        ns: &str,
+        selector: &BTreeMap<String, String>,
+    ) -> Vec<&'a Doc<WorkloadSpec>> {
+        let rarest = selector
+            .iter()
+            .map(|(k, v)| {
+                self.by_label
+                    .get(&(ns, k.as_str(), v.as_str()))
+                    .map_or(&[][..], Vec::as_slice)
+            })
+            .min_by_key(|c| c.len())
+            .unwrap_or(&[]);
+        let cfg = self.cfg;
+        rarest
+            .iter()
+            .map(|&i| &cfg.workloads[i])
+            .filter(|w| selects(selector, &w.object.metadata.labels))
+            .collect()
+    }
+}
+
+impl Common {
+    pub fn new(cfg: &MeshConfig) -> Common {
+        let cx = &Ctx::new(cfg);
+        let mut clusters = BTreeMap::new();
+        let mut services = BTreeMap::new();
+        for svc in &cfg.services {
+            let entry = compile_service(cx, svc, &mut clusters);
+            services.insert(svc.key(), entry);
+        }
+        Common { services, clusters }
+    }
+
+    /// The node-specific part of a snapshot: its namespace, the mesh settings, and the
+    /// Services it serves.
+    pub fn mesh_resource(cfg: &MeshConfig, node: &NodeIdentity) -> crate::resources::MeshResource {
+        let inbound_services = cfg
+            .services
+            .iter()
+            .filter(|s| {
+                s.object.metadata.namespace == node.namespace
+                    && selects(&s.object.spec.selector, &node.labels)
+            })
+            .map(|s| s.key())
+            .collect();
+        let mesh = cfg
+            .mesh
+            .as_ref()
+            .map(|m| m.object.spec.clone())
+            .unwrap_or_default();
+        crate::resources::MeshResource {
+            node: NodeInfo {
+                namespace: node.namespace.clone(),
+            },
+            mesh: MeshInfo {
+                trust_domain: mesh.trust_domain,
+                mtls_mode: mesh.mtls.mode,
+            },
+            inbound_services,
+        }
+    }
+
+    /// The whole snapshot for `node`.
+    pub fn snapshot(&self, cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
+        let m = Self::mesh_resource(cfg, node);
+        let mut snap = Snapshot {
+            version: String::new(),
+            node: m.node,
+            mesh: m.mesh,
+            services: self.services.clone(),
+            clusters: self.clusters.clone(),
+            inbound_services: m.inbound_services,
+        };
+        snap.version = content_version(&snap);
+        snap
+    }
+}
+
+/// The snapshot's version: a hash over its resources' keys and content hashes, so the
+/// control plane can version a snapshot from shared, already-hashed parts.
 pub fn content_version(snap: &Snapshot) -> String {
-    let mut s = snap.clone();
-    s.version.clear();
-    fnv_hex(&serde_json::to_vec(&s).unwrap_or_default())
+    let split = crate::resources::split(snap);
+    crate::resources::version_of(split.iter().map(|(k, e)| (k, e.hash.as_str())))
 }
 
 /// FNV-1a over `bytes`: stable across builds and platforms, unlike std's SipHash keys.
@@ -78,10 +155,11 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 }
 
 fn compile_service(
-    cfg: &MeshConfig,
+    cx: &Ctx<'_>,
     svc: &Doc<ServiceSpec>,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> ServiceEntry {
+    let cfg = cx.cfg;
     let meta = &svc.object.metadata;
     let mut ports = Vec::new();
     for p in &svc.object.spec.ports {
@@ -104,7 +182,7 @@ fn compile_service(
         let mut routes = Vec::new();
         if attached.is_empty() || protocol == AppProtocol::Tcp {
             // A Service with no HTTPRoute routes to itself.
-            let cluster = ensure_cluster(cfg, svc, p.port, None, clusters);
+            let cluster = ensure_cluster(cx, svc, p.port, None, clusters);
             routes.push(RouteRule {
                 route: format!("{}/{}", meta.namespace, meta.name),
                 rule_index: 0,
@@ -132,7 +210,7 @@ fn compile_service(
             // creation time, so namespace/name decides.
             sorted.sort_by_key(|r| r.key());
             for r in sorted {
-                compile_route(cfg, svc, p.port, r, clusters, &mut routes);
+                compile_route(cx, svc, p.port, r, clusters, &mut routes);
             }
             routes.sort_by_key(|r| std::cmp::Reverse(precedence(&r.matches)));
         }
@@ -174,13 +252,14 @@ fn precedence(m: &RouteMatch) -> (u8, usize, bool, usize, usize) {
 }
 
 fn compile_route(
-    cfg: &MeshConfig,
+    cx: &Ctx<'_>,
     parent: &Doc<ServiceSpec>,
     parent_port: u16,
     route: &Doc<HttpRouteSpec>,
     clusters: &mut BTreeMap<String, Cluster>,
     out: &mut Vec<RouteRule>,
 ) {
+    let cfg = cx.cfg;
     let ns = &route.object.metadata.namespace;
     for (i, rule) in route.object.spec.rules.iter().enumerate() {
         let backends = rule
@@ -189,11 +268,11 @@ fn compile_route(
             .filter_map(|b| {
                 let svc = find_service(cfg, b.namespace.as_deref().unwrap_or(ns), &b.name.value)?;
                 let port = backend_port(svc, b.port, parent_port)?;
-                let cluster = ensure_cluster(cfg, svc, port, Some(parent), clusters)?;
+                let cluster = ensure_cluster(cx, svc, port, Some(parent), clusters)?;
                 let filters = b
                     .filters
                     .iter()
-                    .filter_map(|f| compile_filter(cfg, ns, parent_port, parent, f, clusters))
+                    .filter_map(|f| compile_filter(cx, ns, parent_port, parent, f, clusters))
                     .collect();
                 Some(WeightedBackend {
                     cluster,
@@ -205,7 +284,7 @@ fn compile_route(
         let filters: Vec<Filter> = rule
             .filters
             .iter()
-            .filter_map(|f| compile_filter(cfg, ns, parent_port, parent, f, clusters))
+            .filter_map(|f| compile_filter(cx, ns, parent_port, parent, f, clusters))
             .collect();
         let timeouts = rule
             .timeouts
@@ -263,13 +342,14 @@ fn compile_match(m: &HttpRouteMatch) -> RouteMatch {
 }
 
 fn compile_filter(
-    cfg: &MeshConfig,
+    cx: &Ctx<'_>,
     ns: &str,
     parent_port: u16,
     parent: &Doc<ServiceSpec>,
     f: &HttpRouteFilter,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> Option<Filter> {
+    let cfg = cx.cfg;
     let modifier = |m: &crate::model::HeaderModifier| snapshot::HeaderModifier {
         set: m
             .set
@@ -320,7 +400,7 @@ fn compile_filter(
             let b = &m.backend_ref;
             let svc = find_service(cfg, b.namespace.as_deref().unwrap_or(ns), &b.name.value)?;
             let port = backend_port(svc, b.port, parent_port)?;
-            let cluster = ensure_cluster(cfg, svc, port, Some(parent), clusters)?;
+            let cluster = ensure_cluster(cx, svc, port, Some(parent), clusters)?;
             Filter::RequestMirror {
                 cluster,
                 percent: m.percent.unwrap_or(100),
@@ -355,7 +435,8 @@ pub(crate) fn backend_port(
     }
 }
 
-fn find_policy<'a>(cfg: &'a MeshConfig, svc: &Doc<ServiceSpec>) -> Option<&'a Resilience> {
+fn find_policy<'a>(cx: &'a Ctx<'a>, svc: &Doc<ServiceSpec>) -> Option<&'a Resilience> {
+    let cfg = cx.cfg;
     let meta = &svc.object.metadata;
     cfg.resilience_policies
         .iter()
@@ -378,7 +459,7 @@ fn find_policy<'a>(cfg: &'a MeshConfig, svc: &Doc<ServiceSpec>) -> Option<&'a Re
 /// Service it is reached through, so a canary split of `billing` into `billing-v1` and
 /// `billing-v2` runs under billing's policy; that cluster's name says `via` the parent.
 fn ensure_cluster(
-    cfg: &MeshConfig,
+    cx: &Ctx<'_>,
     svc: &Doc<ServiceSpec>,
     port: u16,
     parent: Option<&Doc<ServiceSpec>>,
@@ -388,8 +469,8 @@ fn ensure_cluster(
     let sp = svc.object.spec.ports.iter().find(|p| p.port == port)?;
     let base = format!("{}.{}:{}", meta.name, meta.namespace, port);
     let (name, resilience) = match (
-        find_policy(cfg, svc),
-        parent.and_then(|p| find_policy(cfg, p).map(|r| (p, r))),
+        find_policy(cx, svc),
+        parent.and_then(|p| find_policy(cx, p).map(|r| (p, r))),
     ) {
         (Some(own), _) => (base, own.clone()),
         (None, Some((p, inherited))) if p.key() != svc.key() => (
@@ -407,7 +488,7 @@ fn ensure_cluster(
         ..resilience
     };
     if !clusters.contains_key(&name) {
-        let endpoints = endpoints(cfg, svc, sp);
+        let endpoints = endpoints(cx, svc, sp);
         clusters.insert(
             name.clone(),
             Cluster {
@@ -423,14 +504,10 @@ fn ensure_cluster(
     Some(name)
 }
 
-fn endpoints(cfg: &MeshConfig, svc: &Doc<ServiceSpec>, sp: &ServicePort) -> Vec<Endpoint> {
+fn endpoints(cx: &Ctx<'_>, svc: &Doc<ServiceSpec>, sp: &ServicePort) -> Vec<Endpoint> {
     let meta = &svc.object.metadata;
     let mut out = BTreeSet::new();
-    for w in &cfg.workloads {
-        let wm = &w.object.metadata;
-        if wm.namespace != meta.namespace || !selects(&svc.object.spec.selector, &wm.labels) {
-            continue;
-        }
+    for w in cx.selected(&meta.namespace, &svc.object.spec.selector) {
         let Ok(ip) = w.object.spec.address.value.parse::<IpAddr>() else {
             continue;
         };

@@ -14,6 +14,6 @@ mod yaml;
 
 pub use compile::{NodeIdentity, compile};
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{MeshConfig, load_dir_or_file, load_str};
+pub use load::{Loader, MeshConfig, load_dir_or_file, load_str};
 pub use snapshot::Snapshot;
 pub use yaml::{parse_document, rewrite_document};

@@ -4,8 +4,10 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::model::*;
 use crate::yaml::{RawDoc, parse_document, split_documents};
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A typed document and where it came from.
 #[derive(Debug, Clone)]
@@ -13,7 +15,8 @@ pub struct Doc<S> {
     pub file: Arc<str>,
     /// 1-based line where the document starts.
     pub line: u64,
-    pub object: Object<S>,
+    /// Shared between config generations and the loader's cache; never copied on reload.
+    pub object: Arc<Object<S>>,
 }
 
 impl<S> Doc<S> {
@@ -58,105 +61,122 @@ struct Head {
 
 /// Loads one file, or every `*.yaml`/`*.yml` file of a directory (sorted by name), and validates.
 pub fn load_dir_or_file(path: &Path) -> Result<MeshConfig, ConfigErrors> {
-    let io_err = |p: &Path, e: std::io::Error| {
-        ConfigErrors::from(ConfigError {
-            file: p.display().to_string(),
-            line: 0,
-            field: String::new(),
-            message: format!("cannot read: {e}"),
-        })
-    };
-    let mut files = Vec::new();
-    if path.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|e| io_err(path, e))?;
-        for entry in entries {
-            let p = entry.map_err(|e| io_err(path, e))?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            // Kubernetes ConfigMap volumes keep the real files in `..data/`; skip hidden entries.
-            if !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) {
-                files.push(p);
-            }
-        }
-        files.sort();
-    } else {
-        files.push(path.to_path_buf());
-    }
-    let mut sources = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| io_err(f, e))?;
-        sources.push((f.display().to_string(), text));
-    }
-    load_sources(sources.iter().map(|(f, t)| (f.as_str(), t.as_str())))
+    Loader::default().load_dir_or_file(path)
 }
 
 /// Loads and validates one YAML stream held in memory.
 pub fn load_str(file: &str, text: &str) -> Result<MeshConfig, ConfigErrors> {
-    load_sources(std::iter::once((file, text)))
+    Loader::default().load_sources(std::iter::once((file, text)))
 }
 
-fn load_sources<'a>(
-    sources: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Result<MeshConfig, ConfigErrors> {
-    let mut cfg = MeshConfig::default();
-    let mut errors = ConfigErrors::default();
-    for (file, text) in sources {
-        let file: Arc<str> = Arc::from(file);
-        for doc in split_documents(text) {
-            if let Err(e) = add_document(&mut cfg, &file, &doc) {
-                errors.0.push(e);
+/// A loader that remembers the documents it parsed, keyed by their text. Reloading a large
+/// mesh after a one-document change parses one document, not all of them.
+#[derive(Default)]
+pub struct Loader {
+    cache: Mutex<HashMap<u64, Parsed>>,
+}
+
+/// One parsed document of any kind. Its spans are relative to its own text, so it stays
+/// valid when edits above it move it to another line.
+#[derive(Clone)]
+enum Parsed {
+    Mesh(Arc<Object<MeshSpec>>),
+    Service(Arc<Object<ServiceSpec>>),
+    Workload(Arc<Object<WorkloadSpec>>),
+    HttpRoute(Arc<Object<HttpRouteSpec>>),
+    Resilience(Arc<Object<ResiliencePolicySpec>>),
+    Authorization(Arc<Object<AuthorizationPolicySpec>>),
+}
+
+impl Loader {
+    /// Like [`load_dir_or_file`], reusing every document whose text is unchanged.
+    pub fn load_dir_or_file(&self, path: &Path) -> Result<MeshConfig, ConfigErrors> {
+        let io_err = |p: &Path, e: std::io::Error| {
+            ConfigErrors::from(ConfigError {
+                file: p.display().to_string(),
+                line: 0,
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+            })
+        };
+        let mut files = Vec::new();
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|e| io_err(path, e))?;
+            for entry in entries {
+                let p = entry.map_err(|e| io_err(path, e))?.path();
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                // Kubernetes ConfigMap volumes keep the real files in `..data/`; skip hidden entries.
+                if !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+                    files.push(p);
+                }
+            }
+            files.sort();
+        } else {
+            files.push(path.to_path_buf());
+        }
+        let mut sources = Vec::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).map_err(|e| io_err(f, e))?;
+            sources.push((f.display().to_string(), text));
+        }
+        self.load_sources(sources.iter().map(|(f, t)| (f.as_str(), t.as_str())))
+    }
+
+    fn load_sources<'a>(
+        &self,
+        sources: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Result<MeshConfig, ConfigErrors> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen: HashMap<u64, Parsed> = HashMap::with_capacity(cache.len());
+        let mut cfg = MeshConfig::default();
+        let mut errors = ConfigErrors::default();
+        for (file, text) in sources {
+            let file: Arc<str> = Arc::from(file);
+            for raw in split_documents(text) {
+                let mut h = DefaultHasher::new();
+                raw.text.hash(&mut h);
+                let key = h.finish();
+                let parsed = match cache.remove(&key).or_else(|| seen.get(&key).cloned()) {
+                    Some(p) => Ok(p),
+                    None => parse(&file, &raw),
+                };
+                match parsed
+                    .and_then(|p| add(&mut cfg, &file, raw.first_line, p.clone()).map(|()| p))
+                {
+                    Ok(p) => {
+                        seen.insert(key, p);
+                    }
+                    Err(e) => errors.0.push(e),
+                }
             }
         }
+        // Keep only what this load saw, so the cache never outgrows the config.
+        *cache = seen;
+        drop(cache);
+        errors.into_result()?;
+        crate::validate::validate(&cfg)?;
+        Ok(cfg)
     }
-    errors.into_result()?;
-    crate::validate::validate(&cfg)?;
-    Ok(cfg)
 }
 
-fn typed<S: serde::de::DeserializeOwned>(
-    file: &Arc<str>,
-    raw: &RawDoc<'_>,
-) -> Result<Doc<S>, ConfigError> {
-    Ok(Doc {
-        object: parse_document(file, raw.text, raw.first_line)?,
-        file: file.clone(),
-        line: raw.first_line,
-    })
-}
-
-fn add_document(
-    cfg: &mut MeshConfig,
-    file: &Arc<str>,
-    raw: &RawDoc<'_>,
-) -> Result<(), ConfigError> {
+fn parse(file: &Arc<str>, raw: &RawDoc<'_>) -> Result<Parsed, ConfigError> {
     let head: Head = parse_document(file, raw.text, raw.first_line)?;
     let api = head.api_version.as_deref().unwrap_or("");
     let kind = head.kind.as_deref().unwrap_or("");
-    match (api, kind) {
-        ("trellis.dev/v1alpha1", "Mesh") => {
-            if let Some(prev) = &cfg.mesh {
-                return Err(ConfigError {
-                    file: file.to_string(),
-                    line: raw.first_line,
-                    field: "kind".into(),
-                    message: format!(
-                        "a second Mesh document; the first is at {}:{}, keep one",
-                        prev.file, prev.line
-                    ),
-                });
-            }
-            cfg.mesh = Some(typed(file, raw)?);
-        }
-        ("v1", "Service") => cfg.services.push(typed(file, raw)?),
-        ("trellis.dev/v1alpha1", "Workload") => cfg.workloads.push(typed(file, raw)?),
+    macro_rules! typed {
+        () => {
+            Arc::new(parse_document(file, raw.text, raw.first_line)?)
+        };
+    }
+    Ok(match (api, kind) {
+        ("trellis.dev/v1alpha1", "Mesh") => Parsed::Mesh(typed!()),
+        ("v1", "Service") => Parsed::Service(typed!()),
+        ("trellis.dev/v1alpha1", "Workload") => Parsed::Workload(typed!()),
         ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
-            cfg.http_routes.push(typed(file, raw)?)
+            Parsed::HttpRoute(typed!())
         }
-        ("trellis.dev/v1alpha1", "ResiliencePolicy") => {
-            cfg.resilience_policies.push(typed(file, raw)?)
-        }
-        ("trellis.dev/v1alpha1", "AuthorizationPolicy") => {
-            cfg.authorization_policies.push(typed(file, raw)?)
-        }
+        ("trellis.dev/v1alpha1", "ResiliencePolicy") => Parsed::Resilience(typed!()),
+        ("trellis.dev/v1alpha1", "AuthorizationPolicy") => Parsed::Authorization(typed!()),
         _ => {
             let allowed: Vec<String> = KINDS.iter().map(|(a, k)| format!("{a} {k}")).collect();
             return Err(ConfigError {
@@ -169,6 +189,42 @@ fn add_document(
                 ),
             });
         }
+    })
+}
+
+fn add(
+    cfg: &mut MeshConfig,
+    file: &Arc<str>,
+    line: u64,
+    parsed: Parsed,
+) -> Result<(), ConfigError> {
+    fn doc<S>(file: &Arc<str>, line: u64, object: Arc<Object<S>>) -> Doc<S> {
+        Doc {
+            file: file.clone(),
+            line,
+            object,
+        }
+    }
+    match parsed {
+        Parsed::Mesh(o) => {
+            if let Some(prev) = &cfg.mesh {
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    line,
+                    field: "kind".into(),
+                    message: format!(
+                        "a second Mesh document; the first is at {}:{}, keep one",
+                        prev.file, prev.line
+                    ),
+                });
+            }
+            cfg.mesh = Some(doc(file, line, o));
+        }
+        Parsed::Service(o) => cfg.services.push(doc(file, line, o)),
+        Parsed::Workload(o) => cfg.workloads.push(doc(file, line, o)),
+        Parsed::HttpRoute(o) => cfg.http_routes.push(doc(file, line, o)),
+        Parsed::Resilience(o) => cfg.resilience_policies.push(doc(file, line, o)),
+        Parsed::Authorization(o) => cfg.authorization_policies.push(doc(file, line, o)),
     }
     Ok(())
 }

@@ -2,7 +2,6 @@
 //! `Mesh` resource, one per `Service`, one per `Cluster`. Each carries a hash of its body,
 //! so a delta holds only what changed.
 
-use crate::compile::content_version;
 use crate::snapshot::{Cluster, MeshInfo, NodeInfo, ServiceEntry, Snapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,7 +16,8 @@ pub type Key = (String, String);
 /// One resource's JSON body and its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
-    pub body: Vec<u8>,
+    /// Shared, not copied, by every proxy a resource is sent to.
+    pub body: bytes::Bytes,
     pub hash: String,
 }
 
@@ -30,10 +30,32 @@ pub struct MeshResource {
     pub inbound_services: Vec<String>,
 }
 
-fn encode<T: Serialize>(v: &T) -> Encoded {
+/// A snapshot version from its resources' keys and content hashes, in key order.
+pub fn version_of<'a>(resources: impl Iterator<Item = (&'a Key, &'a str)>) -> String {
+    let mut buf = Vec::with_capacity(4096);
+    for ((kind, name), hash) in resources {
+        for part in [
+            kind.as_bytes(),
+            b"\0",
+            name.as_bytes(),
+            b"\0",
+            hash.as_bytes(),
+            b"\n",
+        ] {
+            buf.extend_from_slice(part);
+        }
+    }
+    crate::compile::fnv_hex(&buf)
+}
+
+/// Encodes one resource body; its hash is what versions are made of.
+pub fn encode<T: Serialize>(v: &T) -> Encoded {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let hash = crate::compile::fnv_hex(&body);
-    Encoded { body, hash }
+    Encoded {
+        body: body.into(),
+        hash,
+    }
 }
 
 /// Splits a snapshot into its resources.
@@ -57,24 +79,24 @@ pub fn split(s: &Snapshot) -> BTreeMap<Key, Encoded> {
 /// Rebuilds a snapshot from a complete resource set and checks it against `version`.
 /// Any error means the set cannot be served: a missing Mesh resource, a body that does not
 /// parse, a route to a cluster that is absent, or content that does not hash to `version`.
-pub fn assemble(set: &BTreeMap<Key, Vec<u8>>, version: &str) -> Result<Snapshot, String> {
+pub fn assemble<B: AsRef<[u8]>>(set: &BTreeMap<Key, B>, version: &str) -> Result<Snapshot, String> {
     let mut mesh: Option<MeshResource> = None;
     let mut services = BTreeMap::new();
     let mut clusters = BTreeMap::new();
     for ((kind, name), body) in set {
         let bad = |e: serde_json::Error| format!("{kind} {name}: {e}");
         match kind.as_str() {
-            MESH => mesh = Some(serde_json::from_slice(body).map_err(bad)?),
+            MESH => mesh = Some(serde_json::from_slice(body.as_ref()).map_err(bad)?),
             SERVICE => {
                 services.insert(
                     name.clone(),
-                    serde_json::from_slice::<ServiceEntry>(body).map_err(bad)?,
+                    serde_json::from_slice::<ServiceEntry>(body.as_ref()).map_err(bad)?,
                 );
             }
             CLUSTER => {
                 clusters.insert(
                     name.clone(),
-                    serde_json::from_slice::<Cluster>(body).map_err(bad)?,
+                    serde_json::from_slice::<Cluster>(body.as_ref()).map_err(bad)?,
                 );
             }
             other => {
@@ -99,22 +121,24 @@ pub fn assemble(set: &BTreeMap<Key, Vec<u8>>, version: &str) -> Result<Snapshot,
             }
         }
     }
-    let mut snap = Snapshot {
-        version: String::new(),
-        node: mesh.node,
-        mesh: mesh.mesh,
-        services,
-        clusters,
-        inbound_services: mesh.inbound_services,
-    };
-    let actual = content_version(&snap);
+    let hashes: Vec<(&Key, String)> = set
+        .iter()
+        .map(|(k, body)| (k, crate::compile::fnv_hex(body.as_ref())))
+        .collect();
+    let actual = version_of(hashes.iter().map(|(k, h)| (*k, h.as_str())));
     if actual != version {
         return Err(format!(
             "the resources hash to {actual}, not to the announced version {version}"
         ));
     }
-    snap.version = actual;
-    Ok(snap)
+    Ok(Snapshot {
+        version: actual,
+        node: mesh.node,
+        mesh: mesh.mesh,
+        services,
+        clusters,
+        inbound_services: mesh.inbound_services,
+    })
 }
 
 #[cfg(test)]
@@ -132,7 +156,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let set: BTreeMap<Key, Vec<u8>> =
+        let set: BTreeMap<Key, bytes::Bytes> =
             split(&snap).into_iter().map(|(k, v)| (k, v.body)).collect();
         assert_eq!(assemble(&set, &snap.version).unwrap(), snap);
         let mut missing = set.clone();

@@ -38,7 +38,7 @@ pub fn watch(path: &Path, on_change: impl Fn() + Send + 'static) -> notify::Resu
         .spawn(move || {
             while rx.recv().is_ok() {
                 // One save is several events (truncate, write, rename): let them settle.
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(25));
                 while rx.try_recv().is_ok() {}
                 on_change();
             }

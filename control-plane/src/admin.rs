@@ -77,8 +77,8 @@ impl Admin for AdminService {
         })?;
         let c = world.compiled_for(&entry.identity, &cp.metrics.compilations);
         Ok(Response::new(ProxyConfigResponse {
-            version: c.snapshot.version.clone(),
-            snapshot_json: serde_json::to_string(c.snapshot.as_ref()).unwrap_or_default(),
+            version: c.version.clone(),
+            snapshot_json: serde_json::to_string(&world.snapshot(&c)).unwrap_or_default(),
         }))
     }
 
@@ -101,7 +101,7 @@ impl Admin for AdminService {
             },
             &cp.metrics.compilations,
         );
-        let routes = route_lines(&c.snapshot, &filter);
+        let routes = route_lines(&world.snapshot(&c), &filter);
         if routes.is_empty() && !filter.is_empty() {
             return Err(Status::not_found(format!(
                 "no Service matches {filter:?}; use name, name.namespace or namespace/name"

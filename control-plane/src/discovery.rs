@@ -4,7 +4,6 @@
 
 use crate::ControlPlane;
 use crate::world::{Compiled, World};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -65,6 +64,7 @@ impl Discovery for DiscoveryService {
                 sent: None,
                 sent_version: String::new(),
                 held_version: String::new(),
+                full_push: None,
                 nonce: 0,
             };
             s.run(subscribe.version, inbound).await;
@@ -108,11 +108,13 @@ struct Session {
     id: u64,
     identity: NodeIdentity,
     tx: Outbox,
-    /// Resource hashes the proxy holds, as far as we know; `None` forces a full replace.
-    sent: Option<BTreeMap<Key, String>>,
+    /// The resources the proxy holds, as far as we know; `None` forces a full replace.
+    sent: Option<Arc<Compiled>>,
     sent_version: String,
     /// The version the proxy said it serves when it subscribed.
     held_version: String,
+    /// Held while a full snapshot to this proxy awaits its answer.
+    full_push: Option<tokio::sync::OwnedSemaphorePermit>,
     nonce: u64,
 }
 
@@ -154,16 +156,13 @@ impl Session {
     /// Sends what changed for this proxy in `w`. Returns false when the proxy has gone.
     async fn push(&mut self, w: &World) -> bool {
         let c = w.compiled_for(&self.identity, &self.cp.metrics.compilations);
-        if c.snapshot.version == self.sent_version {
+        if c.version == self.sent_version {
             return true;
         }
-        if self.sent.is_none()
-            && !self.held_version.is_empty()
-            && c.snapshot.version == self.held_version
-        {
+        if self.sent.is_none() && !self.held_version.is_empty() && c.version == self.held_version {
             // Resume: the proxy already serves this snapshot, so nothing is resent.
             let version = std::mem::take(&mut self.held_version);
-            self.sent = Some(hashes(&c));
+            self.sent = Some(c.clone());
             self.sent_version = version.clone();
             self.cp.registry.update(self.id, |e| {
                 e.latest_version = version.clone();
@@ -176,10 +175,15 @@ impl Session {
                 let up = c
                     .resources
                     .iter()
-                    .filter(|(k, v)| prev.get(*k) != Some(&v.hash))
+                    .filter(|(k, v)| {
+                        prev.resources
+                            .get(*k)
+                            .is_none_or(|p| !Arc::ptr_eq(p, v) && p.hash != v.hash)
+                    })
                     .map(|(k, v)| resource(k, v))
                     .collect();
                 let rm = prev
+                    .resources
                     .keys()
                     .filter(|k| !c.resources.contains_key(*k))
                     .map(key)
@@ -192,20 +196,31 @@ impl Session {
                 true,
             ),
         };
+        if replace && self.full_push.is_none() {
+            // A full snapshot is megabytes once encoded: bound how many are in flight at once
+            // so a fleet reconnecting together does not balloon the control plane's memory.
+            // The permit is held until the proxy answers this push.
+            self.full_push = self.cp.full_pushes.clone().acquire_owned().await.ok();
+        }
         self.nonce += 1;
-        let version = c.snapshot.version.clone();
-        let res = DiscoveryResponse {
-            version: version.clone(),
-            nonce: self.nonce.to_string(),
-            upserted,
-            removed,
-            replace,
-        };
-        if self.tx.send(Ok(res)).await.is_err() {
-            return false;
+        let version = c.version.clone();
+        let nonce = self.nonce.to_string();
+        for part in chunks(upserted, removed) {
+            let (upserted, removed, more) = part;
+            let res = DiscoveryResponse {
+                version: version.clone(),
+                nonce: nonce.clone(),
+                upserted,
+                removed,
+                replace,
+                more,
+            };
+            if self.tx.send(Ok(res)).await.is_err() {
+                return false;
+            }
         }
         self.cp.metrics.pushes.inc();
-        self.sent = Some(hashes(&c));
+        self.sent = Some(c.clone());
         self.sent_version = version.clone();
         self.cp
             .registry
@@ -214,6 +229,7 @@ impl Session {
     }
 
     fn answer(&mut self, req: DiscoveryRequest) {
+        self.full_push = None;
         match req.kind {
             Some(Kind::Ack(a)) => {
                 self.cp.metrics.acks.inc();
@@ -254,9 +270,26 @@ fn resource(k: &Key, v: &trellis_config::resources::Encoded) -> Resource {
     }
 }
 
-fn hashes(c: &Compiled) -> BTreeMap<Key, String> {
-    c.resources
-        .iter()
-        .map(|(k, v)| (k.clone(), v.hash.clone()))
-        .collect()
+/// Bodies per message before an update is split: small enough that no stream's encode
+/// buffer grows large, big enough that a typical delta is one message.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Splits an update into messages of about `CHUNK_BYTES`; every part but the last says `more`.
+fn chunks(
+    upserted: Vec<Resource>,
+    removed: Vec<ResourceKey>,
+) -> Vec<(Vec<Resource>, Vec<ResourceKey>, bool)> {
+    let mut parts = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for r in upserted {
+        size += r.body.len();
+        current.push(r);
+        if size >= CHUNK_BYTES {
+            parts.push((std::mem::take(&mut current), Vec::new(), true));
+            size = 0;
+        }
+    }
+    parts.push((current, removed, false));
+    parts
 }

@@ -46,6 +46,10 @@ pub struct ControlPlane {
     generation: AtomicU64,
     /// False until the warm-up after start has passed; see `start`.
     warm: AtomicBool,
+    /// Reparses only the documents that changed since the last load.
+    loader: trellis_config::Loader,
+    /// Full snapshots in flight at once (see `discovery::Session::push`).
+    pub full_pushes: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Default)]
@@ -65,6 +69,8 @@ impl ControlPlane {
             rebuild: Notify::new(),
             generation: AtomicU64::new(0),
             warm: AtomicBool::new(false),
+            loader: trellis_config::Loader::default(),
+            full_pushes: Arc::new(tokio::sync::Semaphore::new(32)),
         }
     }
 
@@ -75,7 +81,7 @@ impl ControlPlane {
     /// Loads the config source. A valid config replaces the served one at once; an invalid
     /// one is refused, recorded for `trellis status`, and the previous one keeps serving.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
-        match trellis_config::load_dir_or_file(&self.opts.config) {
+        match self.loader.load_dir_or_file(&self.opts.config) {
             Ok(cfg) => {
                 {
                     let mut st = self.state();
@@ -155,7 +161,7 @@ fn registered_workload(node: &trellis_proto::v1::Node, inbound: SocketAddr) -> D
     Doc {
         file: Arc::from("<registered proxy>"),
         line: 0,
-        object: Object {
+        object: Arc::new(Object {
             api_version: "trellis.dev/v1alpha1".into(),
             kind: "Workload".into(),
             metadata: Metadata {
@@ -174,7 +180,7 @@ fn registered_workload(node: &trellis_proto::v1::Node, inbound: SocketAddr) -> D
                 service_account: Some(node.service_account.clone()).filter(|s| !s.is_empty()),
                 sidecar_inbound: Some(inbound.port()),
             },
-        },
+        }),
     }
 }
 

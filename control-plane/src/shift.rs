@@ -92,7 +92,6 @@ pub async fn shift(
         .filter_map(|(id, e)| {
             let target = world
                 .compiled_for(&e.identity, &cp.metrics.compilations)
-                .snapshot
                 .version
                 .clone();
             let changed = before.get(&id).is_some_and(|v| *v != target);

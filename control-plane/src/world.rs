@@ -1,21 +1,26 @@
 //! One generation of the mesh as proxies see it: the valid config plus the proxies that
-//! registered themselves, and a cache of compiled snapshots keyed by what shapes them.
-//! Proxies of one kind (namespace and labels) share one compilation.
+//! registered themselves. What every proxy shares (Services, routes, clusters) is compiled
+//! and encoded once per generation; each kind of proxy (namespace and labels) adds only its
+//! small Mesh resource, so 1,000 proxies of 10 kinds cost one compilation and 10 small ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use trellis_config::resources::{self, Encoded, Key};
+use trellis_config::compile::Common;
+use trellis_config::resources::{self, CLUSTER, Encoded, Key, MESH, MeshResource, SERVICE};
 use trellis_config::{MeshConfig, NodeIdentity, Snapshot};
 
-/// A compiled snapshot and its resources, ready to diff and send.
+/// The resources of one kind of proxy, ready to diff and send.
 pub struct Compiled {
-    pub snapshot: Arc<Snapshot>,
-    pub resources: BTreeMap<Key, Encoded>,
+    pub version: String,
+    pub resources: BTreeMap<Key, Arc<Encoded>>,
+    mesh: MeshResource,
 }
 
 pub struct World {
     pub generation: u64,
     pub config: MeshConfig,
+    common: Common,
+    shared: BTreeMap<Key, Arc<Encoded>>,
     cache: Mutex<HashMap<KindKey, Arc<Compiled>>>,
 }
 
@@ -28,14 +33,30 @@ struct KindKey {
 
 impl World {
     pub fn new(generation: u64, config: MeshConfig) -> World {
+        let common = Common::new(&config);
+        let mut shared = BTreeMap::new();
+        for (name, svc) in &common.services {
+            shared.insert(
+                (SERVICE.to_string(), name.clone()),
+                Arc::new(resources::encode(svc)),
+            );
+        }
+        for (name, c) in &common.clusters {
+            shared.insert(
+                (CLUSTER.to_string(), name.clone()),
+                Arc::new(resources::encode(c)),
+            );
+        }
         World {
             generation,
             config,
+            common,
+            shared,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The snapshot for `node`, compiled at most once per kind and generation.
+    /// The resources for `node`, built at most once per kind and generation.
     pub fn compiled_for(
         &self,
         node: &NodeIdentity,
@@ -48,14 +69,32 @@ impl World {
         if let Some(c) = self.lock().get(&key) {
             return c.clone();
         }
-        // Compile outside the lock; a racing compile of the same kind gives an equal result.
         compilations.inc();
-        let snapshot = trellis_config::compile(&self.config, node);
+        let mesh = Common::mesh_resource(&self.config, node);
+        let mut resources = self.shared.clone();
+        resources.insert(
+            (MESH.to_string(), "mesh".to_string()),
+            Arc::new(resources::encode(&mesh)),
+        );
+        let version = resources::version_of(resources.iter().map(|(k, e)| (k, e.hash.as_str())));
         let compiled = Arc::new(Compiled {
-            resources: resources::split(&snapshot),
-            snapshot: Arc::new(snapshot),
+            version,
+            resources,
+            mesh,
         });
         self.lock().entry(key).or_insert(compiled).clone()
+    }
+
+    /// The whole snapshot behind `c`, for the admin API.
+    pub fn snapshot(&self, c: &Compiled) -> Snapshot {
+        Snapshot {
+            version: c.version.clone(),
+            node: c.mesh.node.clone(),
+            mesh: c.mesh.mesh.clone(),
+            services: self.common.services.clone(),
+            clusters: self.common.clusters.clone(),
+            inbound_services: c.mesh.inbound_services.clone(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KindKey, Arc<Compiled>>> {

@@ -25,7 +25,7 @@ fn node(name: &str) -> Node {
 struct FakeProxy {
     tx: mpsc::Sender<DiscoveryRequest>,
     rx: tonic::Streaming<DiscoveryResponse>,
-    held: BTreeMap<(String, String), Vec<u8>>,
+    held: BTreeMap<(String, String), bytes::Bytes>,
 }
 
 impl FakeProxy {
@@ -52,12 +52,30 @@ impl FakeProxy {
         }
     }
 
+    /// The next whole update, its parts gathered.
     async fn next(&mut self) -> DiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
-            .await
-            .expect("an update in time")
-            .unwrap()
-            .unwrap()
+        let mut update: Option<DiscoveryResponse> = None;
+        loop {
+            let part = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+                .await
+                .expect("an update in time")
+                .unwrap()
+                .unwrap();
+            let acc = match update.take() {
+                Some(mut acc) => {
+                    assert_eq!(acc.nonce, part.nonce, "parts of one update share a nonce");
+                    acc.upserted.extend(part.upserted);
+                    acc.removed.extend(part.removed);
+                    acc.more = part.more;
+                    acc
+                }
+                None => part,
+            };
+            if !acc.more {
+                return acc;
+            }
+            update = Some(acc);
+        }
     }
 
     /// Applies an update as a real proxy would and returns the assembled snapshot's version.
@@ -226,4 +244,61 @@ async fn garbage_and_unknown_identities_are_refused_without_harming_others() {
     let s = cp.status().await;
     assert_eq!(s.proxies.len(), 1, "only the good proxy is registered");
     assert!(s.proxies[0].connected && s.proxies[0].acked_version == u.version);
+}
+
+#[tokio::test]
+async fn a_large_update_arrives_in_parts_and_applies_whole() {
+    // 400 Services: well over one 64 KiB message.
+    let mut mesh = String::new();
+    for i in 0..400 {
+        mesh += &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: rides}}\n\
+             spec: {{selector: {{app: svc-{i}}}, ports: [{{port: 80}}]}}\n---\n"
+        );
+    }
+    let (cp, _dir, _path) = cp_with(&mesh).await;
+    let mut client = DiscoveryClient::connect(cp.url()).await.unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(DiscoveryRequest {
+        kind: Some(Kind::Subscribe(Subscribe {
+            node: Some(node("fake-0")),
+            version: String::new(),
+        })),
+    })
+    .await
+    .unwrap();
+    let mut stream = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut parts = Vec::new();
+    loop {
+        let part = stream.message().await.unwrap().unwrap();
+        let more = part.more;
+        parts.push(part);
+        if !more {
+            break;
+        }
+    }
+    assert!(
+        parts.len() > 1,
+        "one message of {} resources",
+        parts[0].upserted.len()
+    );
+    assert!(
+        parts
+            .iter()
+            .all(|p| p.nonce == parts[0].nonce && p.version == parts[0].version)
+    );
+    let mut held = BTreeMap::new();
+    for p in &parts {
+        for r in &p.upserted {
+            let k = r.key.clone().unwrap();
+            held.insert((k.kind, k.name), r.body.clone());
+        }
+    }
+    let snap =
+        trellis_config::resources::assemble(&held, &parts[0].version).expect("the parts assemble");
+    assert_eq!(snap.services.len(), 400);
 }

@@ -16,6 +16,8 @@ pub struct ConfigStore {
     current: ArcSwapOption<Runtime>,
     last_error: ArcSwapOption<LoadError>,
     registry: StateRegistry,
+    /// Reparses only the mesh documents that changed since the last load.
+    pub loader: trellis_config::Loader,
 }
 
 /// A refused config: what was wrong and when.
@@ -64,14 +66,18 @@ impl ConfigStore {
 }
 
 /// Loads, validates and compiles a mesh file for `node`.
-pub fn compile_mesh_file(path: &Path, node: &NodeIdentity) -> Result<Snapshot, ConfigErrors> {
-    let cfg = trellis_config::load_dir_or_file(path)?;
+pub fn compile_mesh_file(
+    loader: &trellis_config::Loader,
+    path: &Path,
+    node: &NodeIdentity,
+) -> Result<Snapshot, ConfigErrors> {
+    let cfg = loader.load_dir_or_file(path)?;
     Ok(trellis_config::compile(&cfg, node))
 }
 
 /// Loads the mesh file now and records the outcome (applied, or refused with its errors).
 pub fn reload(shared: &Shared, path: &Path) {
-    match compile_mesh_file(path, &shared.node) {
+    match compile_mesh_file(&shared.config.loader, path, &shared.node) {
         Ok(snap) => {
             let version = snap.version.clone();
             match shared.config.apply(snap) {

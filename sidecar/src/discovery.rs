@@ -22,7 +22,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Runs until the proxy drains.
 pub async fn run(shared: Arc<Shared>, address: String, node: Node) {
     // The resources behind the served snapshot; deltas apply on top of them.
-    let mut held: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
+    let mut held: BTreeMap<Key, bytes::Bytes> = BTreeMap::new();
     let mut backoff = BACKOFF_START;
     loop {
         let started = Instant::now();
@@ -50,7 +50,7 @@ async fn session(
     shared: &Shared,
     address: &str,
     node: &Node,
-    held: &mut BTreeMap<Key, Vec<u8>>,
+    held: &mut BTreeMap<Key, bytes::Bytes>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let channel = tonic::transport::Endpoint::from_shared(address.to_string())?
         .connect_timeout(Duration::from_secs(3))
@@ -71,7 +71,22 @@ async fn session(
     .await?;
     let mut updates = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     tracing::info!(%address, "subscribed to the control plane");
-    while let Some(update) = updates.message().await? {
+    // Parts of a split update, gathered until the last one arrives.
+    let mut pending: Option<DiscoveryResponse> = None;
+    while let Some(part) = updates.message().await? {
+        let update = match pending.take() {
+            Some(mut acc) if acc.nonce == part.nonce => {
+                acc.upserted.extend(part.upserted);
+                acc.removed.extend(part.removed);
+                acc.more = part.more;
+                acc
+            }
+            _ => part,
+        };
+        if update.more {
+            pending = Some(update);
+            continue;
+        }
         let answer = match apply(shared, held, &update) {
             Ok(()) => Kind::Ack(Ack {
                 version: update.version.clone(),
@@ -99,7 +114,7 @@ fn request(kind: Kind) -> DiscoveryRequest {
 /// Applies one update atomically: the new set is built aside, checked, and only then swapped in.
 fn apply(
     shared: &Shared,
-    held: &mut BTreeMap<Key, Vec<u8>>,
+    held: &mut BTreeMap<Key, bytes::Bytes>,
     update: &DiscoveryResponse,
 ) -> Result<(), String> {
     let mut next = if update.replace {

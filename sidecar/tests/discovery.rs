@@ -72,6 +72,7 @@ fn full_update(mesh: &str) -> DiscoveryResponse {
         upserted,
         removed: vec![],
         replace: true,
+        more: false,
     }
 }
 
