@@ -11,6 +11,10 @@ struct Args {
     /// The bootstrap YAML: workload identity, listeners, app address, config source.
     #[arg(long)]
     bootstrap: PathBuf,
+    /// Worker threads for the proxy's runtime (default: one per core). A sidecar that should
+    /// not compete with its app takes 1 or 2.
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 fn main() -> ExitCode {
