@@ -5,8 +5,8 @@
 //! What may be sent again: a request whose body is empty, or known to be at most
 //! `REPLAY_CAP` (read in full before the first try), or of unknown length and sent in full
 //! within the cap by the first try. A non-idempotent request (POST, PATCH) is retried only when
-//! it provably never reached the upstream (connect failure, refused stream), unless the policy
-//! sets `allowNonIdempotent`.
+//! it provably never reached the upstream (connect failure, refused stream), or for a gRPC
+//! status that `retryOn` names, unless the policy sets `allowNonIdempotent`.
 
 use super::budget::Budget;
 use super::future::LayerFuture;
@@ -71,32 +71,48 @@ impl RetryOn {
         on
     }
 
-    /// Whether `out` may be retried, and if so whether the upstream saw the request (`true`)
-    /// or provably did not (`false`).
-    fn retryable(&self, out: &Outcome) -> Option<bool> {
+    /// Whether `out` may be retried, and why.
+    fn retryable(&self, out: &Outcome) -> Option<Why> {
         // Like Envoy's, 5xx and gateway-error include failures to get any answer at all.
         let no_answer = self.any_5xx || self.gateway_error;
         match out {
             Ok(r) => {
                 let s = r.response.status().as_u16();
                 let grpc = grpc_status(r.response.headers());
+                if (self.unavailable && grpc == Some(14)) || (self.cancelled && grpc == Some(1)) {
+                    return Some(Why::GrpcStatus);
+                }
                 let hit = (self.any_5xx && (500..600).contains(&s))
                     || (self.gateway_error && (502..=504).contains(&s))
-                    || self.codes.contains(&s)
-                    || (self.unavailable && grpc == Some(14))
-                    || (self.cancelled && grpc == Some(1));
-                hit.then_some(true)
+                    || self.codes.contains(&s);
+                hit.then_some(Why::Answered)
             }
-            Err(ProxyError::Connect { .. }) => (self.connect_failure || no_answer).then_some(false),
+            Err(ProxyError::Connect { .. }) => {
+                (self.connect_failure || no_answer).then_some(Why::NotSent)
+            }
             Err(ProxyError::RefusedStream { .. }) => {
-                (self.refused_stream || no_answer).then_some(false)
+                (self.refused_stream || no_answer).then_some(Why::NotSent)
             }
             Err(ProxyError::UpstreamReset { .. } | ProxyError::Timeout { .. }) => {
-                (self.reset || no_answer).then_some(true)
+                (self.reset || no_answer).then_some(Why::Answered)
             }
             Err(_) => None,
         }
     }
+}
+
+/// Why a try may be retried, which decides whether a non-idempotent request may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// The upstream provably never saw the request: anything may be resent.
+    NotSent,
+    /// The upstream saw the request (or may have): only idempotent methods are resent, unless
+    /// the policy allows the others.
+    Answered,
+    /// A gRPC call answered UNAVAILABLE or CANCELLED. Every gRPC call is a POST, and gRPC
+    /// defines these codes as safe to retry (gRFC A6), so naming them in `retryOn` is the
+    /// opt-in.
+    GrpcStatus,
 }
 
 /// How a request's body can be sent again.
@@ -212,11 +228,11 @@ impl RetryPolicy {
         let mut retry = 0;
         loop {
             let out = inner.call(ex).await;
-            let Some(sent) = self.on.retryable(&out) else {
+            let Some(why) = self.on.retryable(&out) else {
                 return out;
             };
             retry += 1;
-            if retry > self.cfg.attempts || (sent && !may_resend) {
+            if retry > self.cfg.attempts || (why == Why::Answered && !may_resend) {
                 return out;
             }
             let Some(body) = replay.body() else {
@@ -350,12 +366,13 @@ mod tests {
 
     #[test]
     fn retry_on_names_which_failures_retry_and_whether_they_were_sent() {
-        assert_eq!(on(&["connect-failure"]).retryable(&connect()), Some(false));
-        assert_eq!(on(&["connect-failure"]).retryable(&reset()), None);
-        assert_eq!(on(&["reset"]).retryable(&reset()), Some(true));
-        assert_eq!(on(&["5xx"]).retryable(&connect()), Some(false));
-        assert_eq!(on(&["gateway-error"]).retryable(&reset()), Some(true));
-        assert_eq!(on(&["503"]).retryable(&connect()), None);
+        let on_ = |l: &[&str], o: Outcome| on(l).retryable(&o);
+        assert_eq!(on_(&["connect-failure"], connect()), Some(Why::NotSent));
+        assert_eq!(on_(&["connect-failure"], reset()), None);
+        assert_eq!(on_(&["reset"], reset()), Some(Why::Answered));
+        assert_eq!(on_(&["5xx"], connect()), Some(Why::NotSent));
+        assert_eq!(on_(&["gateway-error"], reset()), Some(Why::Answered));
+        assert_eq!(on_(&["503"], connect()), None);
     }
 
     #[test]
