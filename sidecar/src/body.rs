@@ -96,6 +96,11 @@ impl Body {
         )
     }
 
+    /// Whether the body is in memory, so that `try_clone` succeeds.
+    pub fn in_memory(&self) -> bool {
+        matches!(self, Body::Full(_))
+    }
+
     /// A copy of the body, when it is in memory.
     pub fn try_clone(&self) -> Option<Body> {
         match self {

@@ -94,8 +94,7 @@ impl<'a> Call<'a> {
             || deadline.map(|d| d.at.saturating_duration_since(tokio::time::Instant::now()));
         let hash = self.hash(&req);
         let idempotent = req.method().is_idempotent();
-        let resendable =
-            http_body::Body::is_end_stream(req.body()) || req.body().try_clone().is_some();
+        let resendable = http_body::Body::is_end_stream(req.body()) || req.body().in_memory();
         let replay = (resendable && (idempotent || cluster.balancer.endpoints.len() > 1))
             .then(|| (clone_head(&req), req.body().try_clone()));
         let mut stale_retried = false;

@@ -66,12 +66,6 @@ impl Exchange {
             avoid: Vec::new(),
         }
     }
-
-    /// How long the request has left, if it has a deadline.
-    pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.at.saturating_duration_since(Instant::now()))
-    }
 }
 
 /// The upstream's answer (response headers; the body streams on) and who gave it.
