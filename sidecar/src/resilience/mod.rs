@@ -14,6 +14,7 @@ pub mod future;
 pub mod outlier;
 pub mod policy;
 pub mod rate_limit;
+pub mod replay;
 pub mod retry;
 pub mod stack;
 pub mod timeout;

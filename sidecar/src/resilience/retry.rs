@@ -2,32 +2,24 @@
 //! after an exponential backoff with full jitter, on a different endpoint where there is one,
 //! within the request's deadline and the cluster's retry budget.
 //!
-//! What may be sent again: a request whose body is empty, or known to be at most
-//! `REPLAY_CAP` (read in full before the first try), or of unknown length and sent in full
-//! within the cap by the first try. A non-idempotent request (POST, PATCH) is retried only when
-//! it provably never reached the upstream (connect failure, refused stream), or for a gRPC
-//! status that `retryOn` names, unless the policy sets `allowNonIdempotent`.
+//! Which bodies can be sent again is `replay.rs`'s business. A non-idempotent request (POST,
+//! PATCH) is sent again only when the upstream provably never saw it (connect failure,
+//! refused stream) or for a gRPC status that `retryOn` names; `allowNonIdempotent` lifts
+//! the rule.
 
 use super::budget::Budget;
 use super::future::LayerFuture;
+use super::replay::{Head, Replay};
 use super::{Exchange, Outcome, Reply, clock, grpc_status};
-use crate::body::Body;
 use crate::errors::ProxyError;
-use bytes::Bytes;
-use http::Request;
-use http_body::Body as _;
-use http_body_util::BodyExt;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tower::{Layer, Service};
 use trellis_config::model::Retry;
 
-/// The largest request body kept for replay: 64 KiB. Larger bodies are sent once.
-pub const REPLAY_CAP: usize = 64 * 1024;
 const DEFAULT_BASE: Duration = Duration::from_millis(25);
 const DEFAULT_MAX: Duration = Duration::from_millis(250);
 
@@ -115,76 +107,6 @@ enum Why {
     GrpcStatus,
 }
 
-/// How a request's body can be sent again.
-enum Replay {
-    Empty,
-    Buffered(Bytes),
-    /// Recording during the first try; ready if that try sent it all within the cap.
-    Recording(oneshot::Receiver<Bytes>),
-    Never,
-}
-
-impl Replay {
-    /// Arranges for the body of `req` to be replayable, if it can be.
-    async fn prepare(ex: &mut Exchange) -> Result<Replay, ProxyError> {
-        let body = ex.request.body_mut();
-        if body.is_end_stream() {
-            return Ok(Replay::Empty);
-        }
-        if let Some(b) = body.try_clone() {
-            let Body::Full(b) = b else {
-                return Ok(Replay::Never);
-            };
-            return Ok(b.map_or(Replay::Empty, Replay::Buffered));
-        }
-        let hint = body.size_hint();
-        let known_small = hint.upper().is_some_and(|n| n <= REPLAY_CAP as u64);
-        let unknown = hint.upper().is_none();
-        let taken = std::mem::replace(body, Body::empty());
-        match taken {
-            // The client promised a small body: read it now, so every try, the first included,
-            // can be sent on another endpoint after a failed connect.
-            incoming @ Body::Incoming(_) if known_small => {
-                let read = incoming.collect();
-                let collected = match ex.deadline {
-                    Some(d) => tokio::time::timeout_at(d.at, read).await.map_err(|_| {
-                        ProxyError::BadRequest("request body did not arrive in time")
-                    })?,
-                    None => read.await,
-                };
-                let bytes = collected
-                    .map_err(|_| ProxyError::BadRequest("request body could not be read"))?
-                    .to_bytes();
-                *ex.request.body_mut() = Body::full(bytes.clone());
-                Ok(Replay::Buffered(bytes))
-            }
-            // Length unknown (chunked, or HTTP/2 such as gRPC): record while streaming, never
-            // wait for the whole body first, which could deadlock a streaming client.
-            Body::Incoming(inner) if unknown => {
-                let (recording, rx) = Body::recording(inner, REPLAY_CAP);
-                *ex.request.body_mut() = recording;
-                Ok(Replay::Recording(rx))
-            }
-            other => {
-                *ex.request.body_mut() = other;
-                Ok(Replay::Never)
-            }
-        }
-    }
-
-    /// The body for another try, if there can be one.
-    fn body(&mut self) -> Option<Body> {
-        if let Replay::Recording(rx) = self {
-            *self = rx.try_recv().map_or(Replay::Never, Replay::Buffered);
-        }
-        match self {
-            Replay::Empty => Some(Body::empty()),
-            Replay::Buffered(b) => Some(Body::full(b.clone())),
-            Replay::Recording(_) | Replay::Never => None,
-        }
-    }
-}
-
 impl RetryPolicy {
     pub fn new(cluster: Arc<String>, cfg: Retry, retries: Counter) -> RetryPolicy {
         RetryPolicy {
@@ -222,7 +144,7 @@ impl RetryPolicy {
         }
         let may_resend = ex.request.method().is_idempotent() || self.cfg.allow_non_idempotent;
         let mut replay = Replay::prepare(&mut ex).await?;
-        let head = head_of(&ex.request);
+        let head = Head::of(&ex.request);
         let (deadline, per_try) = (ex.deadline, ex.per_try);
         let mut avoid = Vec::new();
         let mut retry = 0;
@@ -256,35 +178,14 @@ impl RetryPolicy {
             drop(out);
             tokio::time::sleep(wait).await;
             self.retries.inc();
-            let mut request = clone_head(&head);
-            *request.body_mut() = body;
             ex = Exchange {
-                request,
+                request: head.with(body),
                 deadline,
                 per_try,
                 avoid: avoid.clone(),
             };
         }
     }
-}
-
-/// The request line and headers, kept to build the next try.
-fn head_of(req: &Request<Body>) -> Request<()> {
-    let mut r = Request::new(());
-    *r.method_mut() = req.method().clone();
-    *r.uri_mut() = req.uri().clone();
-    *r.version_mut() = req.version();
-    *r.headers_mut() = req.headers().clone();
-    r
-}
-
-fn clone_head(head: &Request<()>) -> Request<Body> {
-    let mut r = Request::new(Body::empty());
-    *r.method_mut() = head.method().clone();
-    *r.uri_mut() = head.uri().clone();
-    *r.version_mut() = head.version();
-    *r.headers_mut() = head.headers().clone();
-    r
 }
 
 #[derive(Clone, Copy)]
