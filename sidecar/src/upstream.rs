@@ -146,21 +146,24 @@ impl<'a> Call<'a> {
             *attempt.uri_mut() = Uri::from_parts(parts)
                 .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
 
-            // This try ends at the per-try timeout or the request's deadline, whichever is first.
-            let limit = match (per_try, remaining()) {
-                (Some(p), Some(r)) => Some((p.min(r), r <= p)),
-                (Some(p), None) => Some((p, false)),
-                (None, Some(r)) => Some((r, true)),
-                (None, None) => None,
+            // This try ends at the per-try timeout or the request's deadline, whichever is
+            // first; running out of the deadline reports the request's whole budget.
+            let limit = match (per_try, remaining(), deadline) {
+                (Some(p), Some(r), Some(d)) if r <= p => Some((r, d.budget)),
+                (Some(p), _, _) => Some((p, p)),
+                (None, Some(r), Some(d)) => Some((r, d.budget)),
+                _ => None,
             };
-            let timed_out = |overall: bool, after: Duration| ProxyError::Timeout {
+            let timed_out = |after| ProxyError::Timeout {
                 cluster: name(),
-                after: match (overall, deadline) {
-                    (true, Some(d)) => d.budget,
-                    _ => after,
-                },
+                after,
                 endpoint: Some(ep.addr),
             };
+            if let Some((t, after)) = limit
+                && t.is_zero()
+            {
+                return Err(timed_out(after));
+            }
             let _in_flight = InFlight::new(ep.clone());
             let started = Instant::now();
             let client = if http2 {
@@ -170,19 +173,14 @@ impl<'a> Call<'a> {
             };
             let fut = client.request(attempt);
             let res = match limit {
-                Some((t, _)) if t.is_zero() => Err(None),
-                Some((t, overall)) => tokio::time::timeout(t, fut)
-                    .await
-                    .map_err(|_| Some((overall, t))),
-                None => Ok(fut.await),
-            };
-            let res = match res {
-                Ok(r) => r,
-                Err(why) => {
-                    self.observe(&ep, true);
-                    let (overall, t) = why.unwrap_or((true, Duration::ZERO));
-                    return Err(timed_out(overall, t));
-                }
+                None => fut.await,
+                Some((t, after)) => match tokio::time::timeout(t, fut).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.observe(&ep, true);
+                        return Err(timed_out(after));
+                    }
+                },
             };
             match res {
                 Ok(resp) => {
