@@ -83,7 +83,9 @@ impl Outlier {
             return;
         }
         let n = h.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
-        if n >= self.cfg.consecutive5xx.max(1) {
+        // Every `consecutive5xx` failures in a row, not every failure past it: an endpoint
+        // that max ejection percent keeps in service must not take the lock per request.
+        if n % self.cfg.consecutive5xx.max(1) == 0 {
             self.eject(ep, endpoints, n, now);
         }
     }
