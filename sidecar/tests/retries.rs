@@ -240,3 +240,19 @@ async fn a_grpc_unavailable_answer_is_retried_with_its_streamed_body() {
         .expect("ok");
     assert_eq!(ok.into_inner().text, "hi");
 }
+
+#[tokio::test]
+async fn a_grpc_caller_that_times_out_gets_deadline_exceeded() {
+    let up = Upstream::start("billing-0").await;
+    let mesh =
+        service("billing", "") + &workload("billing", &up) + &policy("billing", "  timeout: 100ms");
+    let h = start(&mesh, "").await;
+    up.set_mode(Mode::Sleep(Duration::from_secs(2)));
+    let mut r = req(h.outbound, "billing", "/pkg.Billing/Charge");
+    r.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    let r = h.send(r).await;
+    assert_eq!(r.status, 200, "gRPC errors travel in grpc-status");
+    assert_eq!(r.header("grpc-status"), "4");
+    assert_eq!(r.header("trellis-error"), "timeout");
+}
