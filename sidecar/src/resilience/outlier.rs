@@ -85,7 +85,7 @@ impl Outlier {
         let n = h.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
         // Every `consecutive5xx` failures in a row, not every failure past it: an endpoint
         // that max ejection percent keeps in service must not take the lock per request.
-        if n % self.cfg.consecutive5xx.max(1) == 0 {
+        if n.is_multiple_of(self.cfg.consecutive5xx.max(1)) {
             self.eject(ep, endpoints, n, now);
         }
     }
