@@ -1,6 +1,10 @@
-//! The admin port: `/ready`, `/live`, `/metrics`, `/config_dump`, `/clusters`, `POST /drain`.
+//! The admin port: `/ready`, `/live`, `/metrics`, `/config_dump`, `/clusters`, `POST /drain`,
+//! and `POST /breaker` to force a cluster's circuit breaker.
 
 use crate::Shared;
+use crate::resilience::breaker::State;
+use crate::resilience::clock;
+use crate::runtime::{RtCluster, Runtime};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -84,26 +88,20 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "snapshot": rt.as_ref().map(|r| r.snapshot.as_ref()),
         })),
         (&Method::GET, "/clusters") => {
+            let now = clock::now();
             let clusters: Vec<serde_json::Value> = rt
                 .iter()
                 .flat_map(|rt| rt.clusters.values())
-                .map(|c| {
-                    serde_json::json!({
-                        "name": c.name.as_str(),
-                        "service": c.config.service,
-                        "policy": c.balancer.policy,
-                        "endpoints": c.balancer.endpoints.iter().map(|e| serde_json::json!({
-                            "address": e.addr.to_string(),
-                            "workload": e.workload,
-                            "health": "healthy",
-                            "activeRequests": e.active.load(Ordering::Relaxed),
-                            "ewmaMillis": e.ewma.rtt().as_secs_f64() * 1000.0,
-                        })).collect::<Vec<_>>(),
-                    })
-                })
+                .map(|c| cluster_json(c, now))
                 .collect();
             json(&serde_json::json!({ "clusters": clusters }))
         }
+        (&Method::POST, "/breaker") => force_breaker(rt.as_deref(), req.uri().query()),
+        (_, "/breaker") => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use POST /breaker?cluster=NAME&state=CLOSED|DISABLED|FORCED_OPEN\n",
+        ),
         (&Method::POST, "/drain") => {
             tracing::info!("drain requested on the admin port");
             shared.drain.start();
@@ -117,7 +115,112 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /ready, /live, /metrics, /config_dump, /clusters or POST /drain\n",
+            "not found; try /ready, /live, /metrics, /config_dump, /clusters, POST /breaker or POST /drain\n",
         ),
     }
+}
+
+/// A cluster as `/clusters` shows it: balancer, resilience state, and each endpoint's health.
+fn cluster_json(c: &RtCluster, now: std::time::Duration) -> serde_json::Value {
+    let r = &c.resilience;
+    let breaker = r.breaker.as_ref().map(|b| {
+        let s = b.status(now);
+        serde_json::json!({
+            "state": s.state.name(),
+            "calls": s.window.calls,
+            "failureRate": s.window.failure_rate(),
+            "slowCallRate": s.window.slow_rate(),
+            "openUntilUnixMs": s.open_until.map(clock::unix_millis),
+        })
+    });
+    let bulkhead = r.bulkhead.as_ref().map(|b| {
+        serde_json::json!({
+            "active": b.active(),
+            "pending": b.pending(),
+        })
+    });
+    let endpoints: Vec<serde_json::Value> = c
+        .balancer
+        .endpoints
+        .iter()
+        .map(|e| {
+            let until = e.health.ejected_until(now);
+            serde_json::json!({
+                "address": e.addr.to_string(),
+                "workload": e.workload,
+                "health": if until.is_some() { "ejected" } else { "healthy" },
+                "ejectedUntilUnixMs": until.map(clock::unix_millis),
+                "ejections": e.health.ejections(),
+                "activeRequests": e.active.load(Ordering::Relaxed),
+                "ewmaMillis": e.ewma.rtt().as_secs_f64() * 1000.0,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": c.name.as_str(),
+        "service": c.config.service,
+        "policy": c.balancer.policy,
+        "circuitBreaker": breaker,
+        "bulkhead": bulkhead,
+        "endpoints": endpoints,
+    })
+}
+
+/// `POST /breaker?cluster=NAME&state=CLOSED|DISABLED|FORCED_OPEN`: an operator's override,
+/// as resilience4j's `transitionToForcedOpenState`, `transitionToDisabledState` and
+/// `transitionToClosedState`.
+fn force_breaker(rt: Option<&Runtime>, query: Option<&str>) -> Response<Full<Bytes>> {
+    let usage = "use POST /breaker?cluster=NAME&state=CLOSED|DISABLED|FORCED_OPEN";
+    let bad = |msg: String| reply(StatusCode::BAD_REQUEST, "text/plain", msg + "\n");
+    let (mut cluster, mut state) = (None, None);
+    for (k, v) in query_pairs(query.unwrap_or("")) {
+        match k.as_str() {
+            "cluster" => cluster = Some(v),
+            "state" => state = Some(v),
+            _ => {}
+        }
+    }
+    let (Some(cluster), Some(state)) = (cluster, state) else {
+        return bad(format!("cluster and state are required; {usage}"));
+    };
+    let to = match State::parse(&state) {
+        Some(s @ (State::Closed | State::Disabled | State::ForcedOpen)) => s,
+        _ => return bad(format!("state {state:?} cannot be set; {usage}")),
+    };
+    let Some(c) = rt.and_then(|rt| rt.clusters.get(&cluster)) else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("no cluster {cluster:?}; GET /clusters lists them\n"),
+        );
+    };
+    let Some(b) = &c.resilience.breaker else {
+        return reply(
+            StatusCode::CONFLICT,
+            "text/plain",
+            format!(
+                "cluster {cluster:?} has no circuit breaker; add spec.circuitBreaker to the ResiliencePolicy of its Service\n"
+            ),
+        );
+    };
+    let from = b.force(to, clock::now());
+    json(&serde_json::json!({
+        "cluster": cluster,
+        "from": from.name(),
+        "state": to.name(),
+    }))
+}
+
+/// `application/x-www-form-urlencoded` pairs of a query string: `+` is a space, and `%XX`
+/// escapes are decoded (cluster names hold `:` and, when inherited, spaces).
+fn query_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    q.split('&').filter(|p| !p.is_empty()).map(move |p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (decode(k), decode(v))
+    })
 }

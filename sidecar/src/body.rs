@@ -1,5 +1,6 @@
 //! The one body type the proxy moves: a streamed hyper body, a small in-memory body for
-//! answers the proxy makes itself, or either side of a mirror's tee. No boxing per request.
+//! answers the proxy makes itself or for replaying a retried request, either side of a
+//! mirror's tee, or a streamed body recorded for a retry. No boxing per request.
 
 use crate::errors::BoxError;
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Frames a mirror may lag behind the main request before its copy is abandoned.
 const MIRROR_BUFFER: usize = 16;
@@ -28,6 +29,39 @@ pub enum Body {
         rx: mpsc::Receiver<Frame<Bytes>>,
         abandoned: Arc<AtomicBool>,
     },
+    /// A streamed body that keeps a copy of what it sends, up to a cap, so that a retry can
+    /// send it again. Streaming is never held up: the copy is a by-product.
+    Recording {
+        inner: Incoming,
+        recorder: Option<Recorder>,
+    },
+}
+
+/// The copy a `Body::Recording` keeps. It hands the whole body over when the stream ends
+/// within the cap; past the cap, on trailers or on an error it gives up, and the receiver
+/// learns that the body cannot be replayed.
+pub struct Recorder {
+    chunks: Vec<Bytes>,
+    size: usize,
+    cap: usize,
+    done: oneshot::Sender<Bytes>,
+}
+
+impl Recorder {
+    fn finish(self) {
+        let body = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut all = Vec::with_capacity(self.size);
+                for c in &self.chunks {
+                    all.extend_from_slice(c);
+                }
+                Bytes::from(all)
+            }
+        };
+        let _ = self.done.send(body);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +75,38 @@ impl Body {
 
     pub fn full(b: impl Into<Bytes>) -> Body {
         Body::Full(Some(b.into()))
+    }
+
+    /// Wraps `inner` to record up to `cap` bytes of it; the receiver gets the whole body if
+    /// it ends within the cap.
+    pub fn recording(inner: Incoming, cap: usize) -> (Body, oneshot::Receiver<Bytes>) {
+        let (done, rx) = oneshot::channel();
+        let recorder = Recorder {
+            chunks: Vec::new(),
+            size: 0,
+            cap,
+            done,
+        };
+        (
+            Body::Recording {
+                inner,
+                recorder: Some(recorder),
+            },
+            rx,
+        )
+    }
+
+    /// Whether the body is in memory, so that `try_clone` succeeds.
+    pub fn in_memory(&self) -> bool {
+        matches!(self, Body::Full(_))
+    }
+
+    /// A copy of the body, when it is in memory.
+    pub fn try_clone(&self) -> Option<Body> {
+        match self {
+            Body::Full(b) => Some(Body::Full(b.clone())),
+            _ => None,
+        }
     }
 
     /// Splits an incoming body into the one that goes upstream and a copy for a mirror.
@@ -97,6 +163,27 @@ impl http_body::Body for Body {
                 }
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }
+            Body::Recording { inner, recorder } => {
+                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+                match &frame {
+                    Some(Ok(f)) => match (f.data_ref(), recorder.as_mut()) {
+                        (Some(d), Some(r)) if r.size + d.len() <= r.cap => {
+                            r.size += d.len();
+                            r.chunks.push(d.clone());
+                        }
+                        // Over the cap, or trailers (which a replay could not carry).
+                        (_, Some(_)) => *recorder = None,
+                        (_, None) => {}
+                    },
+                    None => {}
+                    Some(Err(_)) => *recorder = None,
+                }
+                let ended = frame.is_none() || inner.is_end_stream();
+                if ended && let Some(r) = recorder.take() {
+                    r.finish();
+                }
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
             Body::Mirror { rx, abandoned } => match ready!(rx.poll_recv(cx)) {
                 Some(f) => Poll::Ready(Some(Ok(f))),
                 None if abandoned.load(Ordering::Relaxed) => {
@@ -109,7 +196,9 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Incoming(b) | Body::Tee { inner: b, .. } => b.is_end_stream(),
+            Body::Incoming(b) | Body::Tee { inner: b, .. } | Body::Recording { inner: b, .. } => {
+                b.is_end_stream()
+            }
             Body::Full(b) => b.is_none(),
             Body::Mirror { .. } => false,
         }
@@ -117,7 +206,9 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Incoming(b) | Body::Tee { inner: b, .. } => b.size_hint(),
+            Body::Incoming(b) | Body::Tee { inner: b, .. } | Body::Recording { inner: b, .. } => {
+                b.size_hint()
+            }
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Mirror { .. } => SizeHint::default(),

@@ -2,6 +2,7 @@
 //! last load error, and the mesh-file watcher that hot-reloads it.
 
 use crate::Shared;
+use crate::metrics::Metrics;
 use crate::runtime::{Runtime, StateRegistry};
 use arc_swap::{ArcSwapOption, Guard};
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ impl ConfigStore {
 
     /// Swaps in `snap` unless it equals what is served. Returns whether anything changed, or
     /// why the snapshot cannot be served (the current one then stays).
-    pub fn apply(&self, snap: Snapshot) -> Result<bool, String> {
+    pub fn apply(&self, snap: Snapshot, metrics: &Metrics) -> Result<bool, String> {
         if self
             .current
             .load()
@@ -48,7 +49,7 @@ impl ConfigStore {
             self.last_error.store(None);
             return Ok(false);
         }
-        let rt = self.registry.build(Arc::new(snap))?;
+        let rt = self.registry.build(Arc::new(snap), metrics)?;
         self.current.store(Some(Arc::new(rt)));
         self.last_error.store(None);
         Ok(true)
@@ -80,7 +81,7 @@ pub fn reload(shared: &Shared, path: &Path) {
     match compile_mesh_file(&shared.config.loader, path, &shared.node) {
         Ok(snap) => {
             let version = snap.version.clone();
-            match shared.config.apply(snap) {
+            match shared.config.apply(snap, &shared.metrics) {
                 Ok(true) => {
                     shared.metrics.config_applied(&version);
                     tracing::info!(%version, file = %path.display(), "config applied");

@@ -130,7 +130,7 @@ fn apply(
         next.insert((key.kind.clone(), key.name.clone()), r.body.clone());
     }
     let snapshot = assemble(&next, &update.version)?;
-    if shared.config.apply(snapshot)? {
+    if shared.config.apply(snapshot, &shared.metrics)? {
         shared.metrics.config_applied(&update.version);
         tracing::info!(version = %update.version, "config applied");
     }

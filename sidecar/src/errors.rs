@@ -22,8 +22,8 @@ pub enum ProxyError {
     },
     #[error("route {route} has no backend with a non-zero weight")]
     NoBackend { route: String },
-    #[error("cluster {cluster} has no healthy endpoints")]
-    NoHealthyEndpoints { cluster: String },
+    #[error("cluster {cluster} has no healthy endpoints{}", ejected_note(*ejected))]
+    NoHealthyEndpoints { cluster: String, ejected: usize },
     #[error("cannot connect to {endpoint} of cluster {cluster}: {source}")]
     Connect {
         cluster: String,
@@ -36,8 +36,44 @@ pub enum ProxyError {
         endpoint: SocketAddr,
         source: BoxError,
     },
+    #[error(
+        "upstream {endpoint} of cluster {cluster} refused the HTTP/2 stream without processing it"
+    )]
+    RefusedStream {
+        cluster: String,
+        endpoint: SocketAddr,
+    },
     #[error("cluster {cluster} did not answer within {after:?}")]
-    Timeout { cluster: String, after: Duration },
+    Timeout {
+        cluster: String,
+        after: Duration,
+        /// The endpoint that was too slow, when one attempt timed out.
+        endpoint: Option<SocketAddr>,
+    },
+    #[error(
+        "the circuit breaker of cluster {cluster} is {state}, so the proxy fails fast without calling it; see /clusters on the admin port"
+    )]
+    CircuitOpen {
+        cluster: String,
+        state: &'static str,
+    },
+    #[error(
+        "cluster {cluster} is over its rate limit of {per_second} requests per second; retry after {retry_after:?}"
+    )]
+    RateLimited {
+        cluster: String,
+        per_second: f64,
+        retry_after: Duration,
+    },
+    #[error(
+        "cluster {cluster} has {limit} requests in flight and no room to wait for one to finish (bulkhead)"
+    )]
+    Overloaded { cluster: String, limit: u32 },
+    #[error("the ResiliencePolicy of cluster {cluster} injected a fault: abort with {status}")]
+    FaultInjected {
+        cluster: String,
+        status: http::StatusCode,
+    },
     #[error("request headers are {size} bytes; the limit is {limit}")]
     HeadersTooLarge { size: usize, limit: usize },
     #[error("bad request: {0}")]
@@ -57,6 +93,15 @@ pub struct Answer {
     pub grpc: u8,
     /// Whether the downstream connection should be closed after answering.
     pub close: bool,
+    /// The `retry-after` header value, in whole seconds.
+    pub retry_after: Option<u64>,
+}
+
+fn ejected_note(ejected: usize) -> String {
+    match ejected {
+        0 => String::new(),
+        n => format!(" ({n} ejected by outlier detection until they serve again; see /clusters)"),
+    }
 }
 
 impl ProxyError {
@@ -72,8 +117,16 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoints { .. } | ProxyError::Connect { .. } => {
                 (S::SERVICE_UNAVAILABLE, "no-healthy-endpoints", 14, false)
             }
-            ProxyError::UpstreamReset { .. } => (S::BAD_GATEWAY, "upstream-reset", 14, false),
+            ProxyError::UpstreamReset { .. } | ProxyError::RefusedStream { .. } => {
+                (S::BAD_GATEWAY, "upstream-reset", 14, false)
+            }
             ProxyError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout", 4, false),
+            ProxyError::CircuitOpen { .. } => (S::SERVICE_UNAVAILABLE, "circuit-open", 14, false),
+            ProxyError::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate-limited", 8, false),
+            ProxyError::Overloaded { .. } => (S::SERVICE_UNAVAILABLE, "overloaded", 14, false),
+            ProxyError::FaultInjected { status, .. } => {
+                (*status, "fault-injected", grpc_code_for(*status), false)
+            }
             ProxyError::HeadersTooLarge { .. } => (
                 S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers-too-large",
@@ -86,11 +139,57 @@ impl ProxyError {
                 (S::SERVICE_UNAVAILABLE, "app-unavailable", 14, false)
             }
         };
+        let retry_after = match self {
+            // Whole seconds, rounded up: retrying earlier would be refused again.
+            ProxyError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
+            _ => None,
+        };
         Answer {
             status,
             code,
             grpc,
             close,
+            retry_after,
         }
+    }
+
+    /// The endpoint this failure happened on, if it got that far.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        match self {
+            ProxyError::Connect { endpoint, .. }
+            | ProxyError::UpstreamReset { endpoint, .. }
+            | ProxyError::RefusedStream { endpoint, .. } => Some(*endpoint),
+            ProxyError::Timeout { endpoint, .. } => *endpoint,
+            _ => None,
+        }
+    }
+
+    /// Whether this error says the cluster is unwell, as a circuit breaker counts failures:
+    /// it could not be reached, it dropped the request, or it did not answer in time.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::NoHealthyEndpoints { .. }
+                | ProxyError::Connect { .. }
+                | ProxyError::UpstreamReset { .. }
+                | ProxyError::RefusedStream { .. }
+                | ProxyError::Timeout { .. }
+        )
+    }
+}
+
+/// The gRPC code for an HTTP status, as gRPC's "HTTP to gRPC Status Code Mapping" table has
+/// it, for answers (such as injected faults) that are chosen as HTTP statuses.
+fn grpc_code_for(status: http::StatusCode) -> u8 {
+    match status.as_u16() {
+        200 => 0,
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
     }
 }

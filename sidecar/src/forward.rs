@@ -4,11 +4,12 @@
 use crate::body::Body;
 use crate::errors::ProxyError;
 use crate::headers::{is_upgrade, strip_hop_by_hop};
-use crate::upstream::Call;
-use http::{Request, Response, StatusCode, Version};
+use crate::resilience::{Exchange, Reply};
+use http::{Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use tower::{Service, ServiceExt};
 
 /// What came back, and from where.
 pub struct Forwarded {
@@ -16,17 +17,25 @@ pub struct Forwarded {
     pub endpoint: SocketAddr,
 }
 
-/// Sends `req` through `call`. For an HTTP/1.1 Upgrade that the upstream accepts with 101,
-/// the two upgraded connections are joined and bytes copied both ways until either closes.
-pub async fn forward(
-    call: &Call<'_>,
-    mut req: Request<Body>,
+/// Sends `ex` through `svc`: a cluster's resilience stack, or a bare endpoint call. For an
+/// HTTP/1.1 Upgrade that the upstream accepts with 101, the two upgraded connections are
+/// joined and bytes copied both ways until either closes.
+pub async fn forward<S>(
+    svc: S,
+    mut ex: Exchange,
     downstream: Option<OnUpgrade>,
-) -> Result<Forwarded, ProxyError> {
+) -> Result<Forwarded, ProxyError>
+where
+    S: Service<Exchange, Response = Reply, Error = ProxyError>,
+{
+    let req = &mut ex.request;
     let upgrade =
         req.version() == Version::HTTP_11 && is_upgrade(req.headers()) && downstream.is_some();
     strip_hop_by_hop(req.headers_mut(), upgrade);
-    let (mut res, endpoint) = call.send(req).await?;
+    let Reply {
+        response: mut res,
+        endpoint,
+    } = svc.oneshot(ex).await?;
     let switching = upgrade && res.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(res.headers_mut(), switching);
     if switching && let Some(down) = downstream {

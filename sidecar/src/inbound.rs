@@ -7,6 +7,7 @@ use crate::errors::ProxyError;
 use crate::forward::forward;
 use crate::headers::header_bytes;
 use crate::observe::Observation;
+use crate::resilience::{ClusterResilience, Exchange};
 use crate::respond::is_grpc;
 use crate::runtime::RtCluster;
 use crate::upstream::Call;
@@ -61,6 +62,7 @@ impl AppClusters {
                         config,
                         balancer,
                         hash_key: None,
+                        resilience: ClusterResilience::default(),
                     }),
                 )
             })
@@ -140,10 +142,10 @@ pub async fn handle(
             upstreams: &shared.upstreams,
             cluster: &cluster,
             downstream_version: version,
-            timeout: None,
             peer: peer.ip(),
         };
-        let fwd = forward(&call, req.map(Body::Incoming), Some(upgrade))
+        let ex = Exchange::new(req.map(Body::Incoming));
+        let fwd = forward(call, ex, Some(upgrade))
             .await
             .map_err(|e| match e {
                 ProxyError::Connect {

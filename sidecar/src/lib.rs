@@ -15,6 +15,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod observe;
 pub mod outbound;
+pub mod resilience;
 pub mod respond;
 pub mod routing;
 pub mod runtime;

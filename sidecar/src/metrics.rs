@@ -1,6 +1,8 @@
 //! Prometheus metrics with the names and labels of DESIGN.md's observability contract.
-//! Label values are `Arc`s prepared at config build time, so recording allocates nothing.
+//! Label values are `Arc`s prepared at config build time, so recording allocates nothing;
+//! per-cluster resilience metrics hand out their series once, when a cluster's state is built.
 
+use crate::resilience::breaker::State;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -34,6 +36,30 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: Arc<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerStateLabels {
+    cluster: Arc<String>,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    cluster: Arc<String>,
+    from: &'static str,
+    to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaultLabels {
+    cluster: Arc<String>,
+    fault: &'static str,
+}
+
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -42,6 +68,56 @@ pub struct Metrics {
     durations: HistogramFamily,
     config_version: Family<VersionLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
+    breaker_state: Family<BreakerStateLabels, Gauge>,
+    breaker_transitions: Family<TransitionLabels, Counter>,
+    breaker_rejected: Family<ClusterLabels, Counter>,
+    retries: Family<ClusterLabels, Counter>,
+    ejections: Family<ClusterLabels, Counter>,
+    rate_limited: Family<ClusterLabels, Counter>,
+    bulkhead_rejected: Family<ClusterLabels, Counter>,
+    faults: Family<FaultLabels, Counter>,
+}
+
+/// The series one circuit breaker writes.
+#[derive(Clone)]
+pub struct BreakerMetrics {
+    cluster: Arc<String>,
+    /// Indexed by `State as usize`.
+    states: [Gauge; 5],
+    transitions: Family<TransitionLabels, Counter>,
+    /// Calls refused because the breaker was OPEN, HALF_OPEN and out of probes, or FORCED_OPEN.
+    pub rejected: Counter,
+}
+
+impl BreakerMetrics {
+    /// Sets the state gauge: 1 for `state`, 0 for the others.
+    pub fn show(&self, state: State) {
+        for s in State::ALL {
+            self.states[s as usize].set(i64::from(s == state));
+        }
+    }
+
+    pub fn transition(&self, from: State, to: State) {
+        self.show(to);
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                cluster: self.cluster.clone(),
+                from: from.label(),
+                to: to.label(),
+            })
+            .inc();
+    }
+}
+
+/// A per-cluster resilience counter.
+#[derive(Clone, Copy, Debug)]
+pub enum Count {
+    Retries,
+    Ejections,
+    RateLimited,
+    BulkheadRejected,
+    FaultDelays,
+    FaultAborts,
 }
 
 impl Default for Metrics {
@@ -71,13 +147,22 @@ impl Default for Metrics {
             "Config loads, by result (applied or rejected)",
             reloads.clone(),
         );
-        Metrics {
+        let m = Metrics {
             registry,
             requests,
             durations,
             config_version,
             reloads,
-        }
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            breaker_rejected: Family::default(),
+            retries: Family::default(),
+            ejections: Family::default(),
+            rate_limited: Family::default(),
+            bulkhead_rejected: Family::default(),
+            faults: Family::default(),
+        };
+        m.register_resilience()
     }
 }
 
@@ -105,6 +190,140 @@ impl Metrics {
         self.reloads
             .get_or_create(&ReloadLabels { result: "rejected" })
             .inc();
+    }
+
+    fn register_resilience(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "trellis_circuit_breaker_state",
+            "Circuit breaker state of a cluster: 1 for the current state, 0 for the others",
+            self.breaker_state.clone(),
+        );
+        r.register(
+            "trellis_circuit_breaker_transitions",
+            "Circuit breaker state changes",
+            self.breaker_transitions.clone(),
+        );
+        r.register(
+            "trellis_circuit_breaker_rejected",
+            "Requests answered circuit-open without calling the cluster",
+            self.breaker_rejected.clone(),
+        );
+        r.register(
+            "trellis_upstream_retries",
+            "Retries sent to a cluster (not counting first attempts)",
+            self.retries.clone(),
+        );
+        r.register(
+            "trellis_outlier_ejections",
+            "Endpoints ejected by outlier detection",
+            self.ejections.clone(),
+        );
+        r.register(
+            "trellis_rate_limited",
+            "Requests answered rate-limited",
+            self.rate_limited.clone(),
+        );
+        r.register(
+            "trellis_bulkhead_rejected",
+            "Requests answered overloaded by a cluster's bulkhead",
+            self.bulkhead_rejected.clone(),
+        );
+        r.register(
+            "trellis_faults_injected",
+            "Faults injected by a ResiliencePolicy, by kind (delay or abort)",
+            self.faults.clone(),
+        );
+        self
+    }
+
+    /// The series of the circuit breaker of `cluster`.
+    pub fn breaker(&self, cluster: &Arc<String>) -> BreakerMetrics {
+        let states = State::ALL.map(|s| {
+            self.breaker_state
+                .get_or_create(&BreakerStateLabels {
+                    cluster: cluster.clone(),
+                    state: s.label(),
+                })
+                .clone()
+        });
+        BreakerMetrics {
+            cluster: cluster.clone(),
+            states,
+            transitions: self.breaker_transitions.clone(),
+            rejected: self
+                .breaker_rejected
+                .get_or_create(&ClusterLabels {
+                    cluster: cluster.clone(),
+                })
+                .clone(),
+        }
+    }
+
+    /// A counter of `cluster`, created when the cluster's policy turns its feature on, so
+    /// that clusters without the feature have no series.
+    pub fn counter(&self, kind: Count, cluster: &Arc<String>) -> Counter {
+        let l = ClusterLabels {
+            cluster: cluster.clone(),
+        };
+        let fault = |fault| {
+            self.faults
+                .get_or_create(&FaultLabels {
+                    cluster: cluster.clone(),
+                    fault,
+                })
+                .clone()
+        };
+        match kind {
+            Count::Retries => self.retries.get_or_create(&l).clone(),
+            Count::Ejections => self.ejections.get_or_create(&l).clone(),
+            Count::RateLimited => self.rate_limited.get_or_create(&l).clone(),
+            Count::BulkheadRejected => self.bulkhead_rejected.get_or_create(&l).clone(),
+            Count::FaultDelays => fault("delay"),
+            Count::FaultAborts => fault("abort"),
+        }
+    }
+
+    /// Drops the breaker series of a cluster that lost its breaker.
+    pub fn forget_breaker(&self, cluster: &Arc<String>) {
+        for s in State::ALL {
+            self.breaker_state.remove(&BreakerStateLabels {
+                cluster: cluster.clone(),
+                state: s.label(),
+            });
+            for t in State::ALL {
+                self.breaker_transitions.remove(&TransitionLabels {
+                    cluster: cluster.clone(),
+                    from: s.label(),
+                    to: t.label(),
+                });
+            }
+        }
+        self.breaker_rejected.remove(&ClusterLabels {
+            cluster: cluster.clone(),
+        });
+    }
+
+    /// Drops every per-cluster series of a cluster that left the config.
+    pub fn forget_cluster(&self, cluster: &Arc<String>) {
+        self.forget_breaker(cluster);
+        let l = ClusterLabels {
+            cluster: cluster.clone(),
+        };
+        for f in [
+            &self.retries,
+            &self.ejections,
+            &self.rate_limited,
+            &self.bulkhead_rejected,
+        ] {
+            f.remove(&l);
+        }
+        for fault in ["delay", "abort"] {
+            self.faults.remove(&FaultLabels {
+                cluster: cluster.clone(),
+                fault,
+            });
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -7,6 +7,7 @@ use crate::filters::{Redirect, modify_headers, rewrite_path, with_path};
 use crate::forward::forward;
 use crate::headers::header_bytes;
 use crate::observe::Observation;
+use crate::resilience::{self, Exchange};
 use crate::respond::is_grpc;
 use crate::routing::{pick_backend, select};
 use crate::runtime::{RtRule, Runtime};
@@ -20,6 +21,7 @@ use rand::Rng;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tower::ServiceExt;
 use trellis_config::snapshot::Filter;
 
 pub async fn handle(
@@ -118,24 +120,20 @@ async fn route(
         }
     }
 
-    // Phase 6: forward, then response filters.
-    let timeout = match (rule.timeouts.request, rule.timeouts.backend_request) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    // Phase 6: forward through the cluster's resilience stack, then response filters.
     let call = Call {
         upstreams: &shared.upstreams,
         cluster: &backend.cluster,
         downstream_version: parts.version,
-        timeout,
         peer: peer.ip(),
     };
-    let fwd = forward(
-        &call,
+    let ex = resilience::stack::exchange(
+        &backend.cluster,
+        &rule.timeouts,
         Request::from_parts(parts, body),
-        Some(downstream_upgrade),
-    )
-    .await?;
+    );
+    let stack = resilience::stack(&backend.cluster, call);
+    let fwd = forward(stack, ex, Some(downstream_upgrade)).await?;
     obs.endpoint = Some(fwd.endpoint);
     let mut res = fwd.response;
     for f in rule.filters.iter().chain(&backend.filters) {
@@ -183,7 +181,8 @@ fn redirect<B>(rule: &RtRule, req: &Request<B>, authority: &Authority) -> Option
 }
 
 /// Starts a copy of the request to `target` and returns the body for the original.
-/// The mirror's answer is read and dropped; its failures never touch the original.
+/// The mirror's answer is read and dropped; its failures never touch the original. The copy
+/// goes straight to the balancer: fire and forget, without the target's resilience layers.
 fn mirror(
     shared: &Shared,
     target: Arc<crate::runtime::RtCluster>,
@@ -207,12 +206,11 @@ fn mirror(
             upstreams: &upstreams,
             cluster: &target,
             downstream_version: req.version(),
-            timeout: None,
             peer: peer.ip(),
         };
-        match call.send(req).await {
-            Ok((res, _)) => {
-                let _ = http_body_util::BodyExt::collect(res.into_body()).await;
+        match call.oneshot(Exchange::new(req)).await {
+            Ok(reply) => {
+                let _ = http_body_util::BodyExt::collect(reply.response.into_body()).await;
             }
             Err(e) => tracing::debug!(cluster = %target.name, error = %e, "mirror request failed"),
         }

@@ -36,6 +36,10 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
     };
     res.headers_mut()
         .insert(TRELLIS_ERROR, HeaderValue::from_static(a.code));
+    if let Some(secs) = a.retry_after {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     if a.close {
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -2,6 +2,8 @@
 //! live balancer state. Built off the request path, then swapped in whole.
 
 use crate::balance::{Balancer, EndpointState, Ring};
+use crate::metrics::Metrics;
+use crate::resilience::ClusterResilience;
 use crate::routing::Matcher;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,32 +55,57 @@ pub struct RtCluster {
     pub config: Cluster,
     pub balancer: Balancer,
     pub hash_key: Option<HashKey>,
+    pub resilience: ClusterResilience,
 }
 
-/// Stateful parts keyed by cluster name and endpoint address, so they survive swaps.
+/// Stateful parts keyed by cluster name and endpoint address, so they survive swaps:
+/// balancer position, endpoint stats and ejections, and the resilience state of each
+/// feature whose settings did not change.
 #[derive(Default)]
 pub struct StateRegistry {
     clusters: Mutex<HashMap<String, ClusterShared>>,
 }
 
-#[derive(Default)]
 struct ClusterShared {
+    name: Arc<String>,
     cursor: Arc<AtomicUsize>,
     endpoints: HashMap<SocketAddr, Arc<EndpointState>>,
+    resilience: ClusterResilience,
 }
 
 impl StateRegistry {
     /// Builds the runtime for `snapshot`, reusing the state of unchanged clusters and endpoints.
-    pub fn build(&self, snapshot: Arc<Snapshot>) -> Result<Runtime, String> {
+    pub fn build(&self, snapshot: Arc<Snapshot>, metrics: &Metrics) -> Result<Runtime, String> {
         // Build-time only; the request path never touches this lock.
         let mut shared = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
-        shared.retain(|name, _| snapshot.clusters.contains_key(name));
+        shared.retain(|name, state| {
+            let keep = snapshot.clusters.contains_key(name);
+            if !keep {
+                state.resilience.retire();
+                metrics.forget_cluster(&state.name);
+            }
+            keep
+        });
         let mut clusters = HashMap::new();
         for (name, c) in &snapshot.clusters {
-            let state = shared.entry(name.clone()).or_default();
+            let state = shared.entry(name.clone()).or_insert_with(|| ClusterShared {
+                name: Arc::new(name.clone()),
+                cursor: Arc::default(),
+                endpoints: HashMap::new(),
+                resilience: ClusterResilience::default(),
+            });
             state
                 .endpoints
                 .retain(|addr, _| c.endpoints.iter().any(|e| e.address == *addr));
+            let resilience =
+                ClusterResilience::build(&state.name, &c.resilience, &state.resilience, metrics);
+            if !resilience.same_outlier(&state.resilience) {
+                // New or changed outlier settings judge every endpoint afresh.
+                for ep in state.endpoints.values() {
+                    ep.health.reset();
+                }
+            }
+            state.resilience = resilience.clone();
             let endpoints: Vec<Arc<EndpointState>> = c
                 .endpoints
                 .iter()
@@ -102,10 +129,11 @@ impl StateRegistry {
                 ring,
             };
             let rt = RtCluster {
-                name: Arc::new(name.clone()),
+                name: state.name.clone(),
                 config: c.clone(),
                 balancer,
                 hash_key: lb.hash_key.clone(),
+                resilience,
             };
             clusters.insert(name.clone(), Arc::new(rt));
         }

@@ -61,6 +61,7 @@ async fn forward(
             .pick(hash, &tried)
             .ok_or_else(|| ProxyError::NoHealthyEndpoints {
                 cluster: cluster.name.to_string(),
+                ejected: cluster.balancer.ejected(),
             })?
             .clone();
         let connect = tokio::time::timeout(

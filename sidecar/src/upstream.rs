@@ -1,18 +1,21 @@
 //! Pooled upstream clients and one request to one cluster: pick an endpoint, send, and
 //! classify the failure. Pools are keyed by endpoint address, so they outlive config swaps.
 
-use crate::balance::{InFlight, ring::hash_key};
+use crate::balance::{EndpointState, InFlight, ring::hash_key};
 use crate::body::Body;
 use crate::errors::ProxyError;
+use crate::resilience::future::BoxOutcome;
+use crate::resilience::{Exchange, Outcome, Reply, clock, is_server_error};
 use crate::runtime::RtCluster;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use http::{Request, Uri, Version};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tower::Service;
 use trellis_config::model::AppProtocol;
 
 #[derive(Clone)]
@@ -44,45 +47,83 @@ impl Upstreams {
     }
 }
 
-/// The request-independent part of a request to a cluster.
+/// The request-independent part of a request to a cluster. As a tower `Service` it is the
+/// bottom of the cluster's stack: one try of a request, on an endpoint the balancer picks.
+#[derive(Clone, Copy)]
 pub struct Call<'a> {
     pub upstreams: &'a Upstreams,
     pub cluster: &'a Arc<RtCluster>,
     pub downstream_version: Version,
-    /// Applies to each attempt, until response headers arrive.
-    pub timeout: Option<Duration>,
     pub peer: IpAddr,
 }
 
-impl Call<'_> {
-    /// Sends `req` to an endpoint of the cluster. A request without a body that cannot
-    /// connect is tried once on each other endpoint: nothing of it reached any upstream.
-    /// An idempotent request without a body that dies on a pooled connection the upstream
-    /// had already closed (reset, or closed before any answer) is sent once more on a fresh
-    /// connection: this is the keep-alive race, and RFC 9110 §9.2.2 allows the retry.
-    pub async fn send(
-        &self,
-        req: Request<Body>,
-    ) -> Result<(Response<Incoming>, SocketAddr), ProxyError> {
+impl<'a> Service<Exchange> for Call<'a> {
+    type Response = Reply;
+    type Error = ProxyError;
+    type Future = BoxOutcome<'a>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ex: Exchange) -> Self::Future {
+        Box::pin(self.send(ex))
+    }
+}
+
+impl<'a> Call<'a> {
+    /// Sends the request to an endpoint of the cluster, preferring one that `ex.avoid` does
+    /// not name, within `ex.per_try` and what is left of `ex.deadline`. Every answer is
+    /// reported to outlier detection.
+    ///
+    /// A request whose body is empty or in memory and that cannot connect is tried once on
+    /// each other endpoint: nothing of it reached any upstream. An idempotent one that dies on
+    /// a pooled connection the upstream had already closed (reset, or closed before any
+    /// answer) is sent once more on a fresh connection: this is the keep-alive race, and RFC
+    /// 9110 §9.2.2 allows the retry.
+    async fn send(self, ex: Exchange) -> Outcome {
         let cluster = self.cluster;
         let name = || cluster.name.to_string();
+        let Exchange {
+            request: req,
+            deadline,
+            per_try,
+            avoid,
+        } = ex;
+        let remaining =
+            || deadline.map(|d| d.at.saturating_duration_since(tokio::time::Instant::now()));
         let hash = self.hash(&req);
         let idempotent = req.method().is_idempotent();
-        let replay = (http_body::Body::is_end_stream(req.body())
-            && (idempotent || cluster.balancer.endpoints.len() > 1))
-            .then(|| clone_head(&req));
+        let resendable = http_body::Body::is_end_stream(req.body()) || req.body().in_memory();
+        let replay = (resendable && (idempotent || cluster.balancer.endpoints.len() > 1))
+            .then(|| (clone_head(&req), req.body().try_clone()));
         let mut stale_retried = false;
         let mut req = Some(req);
         let mut tried: Vec<SocketAddr> = Vec::new();
         loop {
-            let Some(ep) = cluster.balancer.pick(hash, &tried) else {
-                return Err(ProxyError::NoHealthyEndpoints { cluster: name() });
+            let Some(ep) = self.pick(hash, &tried, &avoid) else {
+                return Err(ProxyError::NoHealthyEndpoints {
+                    cluster: name(),
+                    ejected: cluster.balancer.ejected(),
+                });
             };
             let ep = ep.clone();
             let mut attempt = match (req.take(), &replay) {
                 (Some(r), _) => r,
-                (None, Some(head)) => clone_head(head),
-                (None, None) => return Err(ProxyError::NoHealthyEndpoints { cluster: name() }),
+                (None, Some((head, body))) => {
+                    let mut r = clone_head(head);
+                    *r.body_mut() = body
+                        .as_ref()
+                        .and_then(Body::try_clone)
+                        .unwrap_or_else(Body::empty);
+                    r
+                }
+                (None, None) => {
+                    return Err(ProxyError::NoHealthyEndpoints {
+                        cluster: name(),
+                        ejected: cluster.balancer.ejected(),
+                    });
+                }
             };
             let http2 = match cluster.config.protocol {
                 AppProtocol::Http2 | AppProtocol::Grpc => true,
@@ -105,6 +146,24 @@ impl Call<'_> {
             *attempt.uri_mut() = Uri::from_parts(parts)
                 .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
 
+            // This try ends at the per-try timeout or the request's deadline, whichever is
+            // first; running out of the deadline reports the request's whole budget.
+            let limit = match (per_try, remaining(), deadline) {
+                (Some(p), Some(r), Some(d)) if r <= p => Some((r, d.budget)),
+                (Some(p), _, _) => Some((p, p)),
+                (None, Some(r), Some(d)) => Some((r, d.budget)),
+                _ => None,
+            };
+            let timed_out = |after| ProxyError::Timeout {
+                cluster: name(),
+                after,
+                endpoint: Some(ep.addr),
+            };
+            if let Some((t, after)) = limit
+                && t.is_zero()
+            {
+                return Err(timed_out(after));
+            }
             let _in_flight = InFlight::new(ep.clone());
             let started = Instant::now();
             let client = if http2 {
@@ -113,25 +172,28 @@ impl Call<'_> {
                 &self.upstreams.http1
             };
             let fut = client.request(attempt);
-            let res = match self.timeout {
-                Some(t) => match tokio::time::timeout(t, fut).await {
+            let res = match limit {
+                None => fut.await,
+                Some((t, after)) => match tokio::time::timeout(t, fut).await {
                     Ok(r) => r,
                     Err(_) => {
-                        return Err(ProxyError::Timeout {
-                            cluster: name(),
-                            after: t,
-                        });
+                        self.observe(&ep, true);
+                        return Err(timed_out(after));
                     }
                 },
-                None => fut.await,
             };
             match res {
                 Ok(resp) => {
                     ep.ewma.observe(started.elapsed());
-                    return Ok((resp, ep.addr));
+                    self.observe(&ep, is_server_error(&resp));
+                    return Ok(Reply {
+                        response: resp,
+                        endpoint: ep.addr,
+                    });
                 }
                 Err(e) if e.is_connect() => {
                     tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "connect failed");
+                    self.observe(&ep, true);
                     tried.push(ep.addr);
                     if replay.is_none() || tried.len() >= cluster.balancer.endpoints.len() {
                         return Err(ProxyError::Connect {
@@ -151,6 +213,13 @@ impl Call<'_> {
                     stale_retried = true;
                 }
                 Err(e) => {
+                    self.observe(&ep, true);
+                    if is_refused_stream(&e) {
+                        return Err(ProxyError::RefusedStream {
+                            cluster: name(),
+                            endpoint: ep.addr,
+                        });
+                    }
                     let source: crate::errors::BoxError = match std::error::Error::source(&e) {
                         Some(s) => s.to_string().into(),
                         None => e.to_string().into(),
@@ -162,6 +231,29 @@ impl Call<'_> {
                     });
                 }
             }
+        }
+    }
+
+    /// An endpoint neither ejected nor tried by this call, and preferably not one an earlier
+    /// try of the request used; with a single healthy endpoint, retries go back to it.
+    fn pick(
+        &self,
+        hash: Option<u64>,
+        tried: &[SocketAddr],
+        avoid: &[SocketAddr],
+    ) -> Option<&'a Arc<EndpointState>> {
+        let b = &self.cluster.balancer;
+        if avoid.is_empty() {
+            return b.pick(hash, tried);
+        }
+        let both: Vec<SocketAddr> = tried.iter().chain(avoid).copied().collect();
+        b.pick(hash, &both).or_else(|| b.pick(hash, tried))
+    }
+
+    /// Tells outlier detection how an endpoint answered.
+    fn observe(&self, ep: &EndpointState, failed: bool) {
+        if let Some(o) = &self.cluster.resilience.outlier {
+            o.record(ep, &self.cluster.balancer.endpoints, failed, clock::now());
         }
     }
 
@@ -190,6 +282,19 @@ impl Call<'_> {
         }
         key.source_ip.then(|| hash_key(self.peer))
     }
+}
+
+/// The upstream refused an HTTP/2 stream (RST_STREAM with REFUSED_STREAM): RFC 9113 §8.7
+/// guarantees it did not process the request.
+fn is_refused_stream(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The upstream closed a connection under a request without answering any of it.

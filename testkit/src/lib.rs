@@ -4,7 +4,7 @@
 pub mod grpc;
 pub mod upstream;
 
-pub use upstream::Upstream;
+pub use upstream::{Mode, Upstream};
 
 use std::future::Future;
 use std::time::{Duration, Instant};

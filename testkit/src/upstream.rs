@@ -4,6 +4,9 @@
 //! `/reset` drops the connection without answering; `/ws` is a WebSocket echo; `/bytes/N`
 //! streams N bytes; anything else answers 200. Every answer carries `x-upstream: NAME`,
 //! `x-seen-path`, `x-seen-host`, and a JSON body of the request headers.
+//!
+//! `Upstream::set_mode` makes every path fail, hang or reset on command, for tests of how
+//! callers cope with a sick upstream; `Mode::Normal` heals it.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -16,6 +19,7 @@ use hyper_util::server::conn::auto;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -30,6 +34,21 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
     hits: Arc<AtomicUsize>,
+    mode: Arc<Mutex<Mode>>,
+}
+
+/// How an upstream answers every request, whatever its path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Answer by path, as the module docs describe.
+    #[default]
+    Normal,
+    /// Answer this status to everything.
+    Status(u16),
+    /// Wait this long, then answer by path.
+    Sleep(Duration),
+    /// Drop the connection without answering.
+    Reset,
 }
 
 impl Upstream {
@@ -43,6 +62,7 @@ impl Upstream {
             addr: listener.local_addr().expect("addr"),
             name: name.to_string(),
             hits: Default::default(),
+            mode: Default::default(),
         };
         let state = up.clone();
         tokio::spawn(async move {
@@ -66,6 +86,15 @@ impl Upstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::Relaxed)
     }
+
+    /// Changes how every later request is answered.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    fn mode(&self) -> Mode {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -74,6 +103,17 @@ fn full(b: impl Into<Bytes>) -> Body {
 
 async fn handle(up: Upstream, req: Request<Incoming>) -> Result<Response<Body>, BoxError> {
     up.hits.fetch_add(1, Ordering::Relaxed);
+    match up.mode() {
+        Mode::Normal => {}
+        Mode::Status(code) => {
+            let mut res = Response::new(full(format!("{} answers {code} on command", up.name)));
+            *res.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+            res.headers_mut().insert("x-upstream", up.name.parse()?);
+            return Ok(res);
+        }
+        Mode::Sleep(d) => tokio::time::sleep(d).await,
+        Mode::Reset => return Err("reset on command".into()),
+    }
     if req.uri().path() == "/ws" {
         return Ok(websocket(req));
     }

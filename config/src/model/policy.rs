@@ -147,6 +147,10 @@ pub struct Retry {
     pub backoff: Option<Backoff>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<RetryBudget>,
+    /// Retry non-idempotent methods (POST, PATCH, ...) even after the request was sent.
+    /// Off by default: the upstream may have acted on the first attempt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_non_idempotent: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -181,6 +185,9 @@ pub struct Bulkhead {
     pub max_concurrent_requests: u32,
     #[serde(default)]
     pub max_pending_requests: u32,
+    /// How long a pending request may wait for a slot.
+    #[serde(default = "d1s", with = "crate::duration::serde_opt")]
+    pub max_wait: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -284,6 +291,9 @@ fn d25ms() -> Option<Duration> {
 }
 fn d250ms() -> Option<Duration> {
     Some(Duration::from_millis(250))
+}
+fn d1s() -> Option<Duration> {
+    Some(Duration::from_secs(1))
 }
 fn d10s() -> Option<Duration> {
     Some(Duration::from_secs(10))

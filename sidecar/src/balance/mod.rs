@@ -1,5 +1,6 @@
 //! Load balancing over a cluster's endpoints. Every policy reads lock-free per-endpoint
-//! state (atomics), so picking an endpoint never takes a lock.
+//! state (atomics), so picking an endpoint never takes a lock. Endpoints that outlier
+//! detection ejected are skipped.
 
 mod ewma;
 pub mod ring;
@@ -7,6 +8,8 @@ pub mod ring;
 pub use ewma::Ewma;
 pub use ring::Ring;
 
+use crate::resilience::clock;
+use crate::resilience::outlier::EndpointHealth;
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ pub struct EndpointState {
     pub workload: String,
     pub active: AtomicUsize,
     pub ewma: Ewma,
+    pub health: EndpointHealth,
 }
 
 impl EndpointState {
@@ -36,6 +40,7 @@ impl EndpointState {
             workload,
             active: AtomicUsize::new(0),
             ewma: Ewma::default(),
+            health: EndpointHealth::default(),
         }
     }
 }
@@ -67,10 +72,13 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// Picks an endpoint not in `exclude`. `hash` is the request's ring-hash key, if any.
+    /// Picks an endpoint that is neither ejected nor in `exclude`. `hash` is the request's
+    /// ring-hash key, if any.
     pub fn pick(&self, hash: Option<u64>, exclude: &[SocketAddr]) -> Option<&Arc<EndpointState>> {
         let eps = &self.endpoints;
-        let usable = |e: &&Arc<EndpointState>| !exclude.contains(&e.addr);
+        let now = clock::nanos(clock::now());
+        let usable =
+            |e: &&Arc<EndpointState>| !exclude.contains(&e.addr) && !e.health.is_ejected(now);
         match eps.len() {
             0 => return None,
             1 => return eps.first().filter(usable),
@@ -95,6 +103,15 @@ impl Balancer {
         (1..eps.len())
             .map(|i| &eps[(start + i) % eps.len()])
             .find(usable)
+    }
+
+    /// How many endpoints outlier detection holds ejected now.
+    pub fn ejected(&self) -> usize {
+        let now = clock::nanos(clock::now());
+        self.endpoints
+            .iter()
+            .filter(|e| e.health.is_ejected(now))
+            .count()
     }
 
     /// Power of two choices: sample two distinct endpoints, keep the cheaper.

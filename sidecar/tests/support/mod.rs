@@ -153,3 +153,71 @@ pub fn workload(app: &str, up: &Upstream) -> String {
         up.addr.port()
     )
 }
+
+/// A Workload named `name` at `addr`, labelled `app: app` (e.g. an address nothing listens on).
+pub fn workload_at(app: &str, name: &str, addr: SocketAddr) -> String {
+    format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {name}, namespace: rides, labels: {{app: {app}}}}}\n\
+         spec: {{address: {}, ports: {{http: {}}}}}\n---\n",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+/// An address that refuses connections: bound once, then closed.
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A ResiliencePolicy for Service `service`; `spec` holds the fields under `spec:`, each line
+/// indented by two spaces.
+pub fn policy(service: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: {service}, namespace: rides}}\n\
+         spec:\n  targetRef: {{kind: Service, name: {service}}}\n{spec}\n---\n"
+    )
+}
+
+impl Harness {
+    pub async fn post_admin(&self, path: &str) -> Resp {
+        let mut r = req(self.admin, "admin", path);
+        *r.method_mut() = http::Method::POST;
+        self.send(r).await
+    }
+
+    /// The value of metric `name` on the series whose labels include all of `labels`, or 0
+    /// when there is no such series.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.admin("/metrics").await.body;
+        let prefix = format!("{name}{{");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .find(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The `/clusters` entry of cluster `name`.
+    pub async fn cluster(&self, name: &str) -> serde_json::Value {
+        let body = self.admin("/clusters").await.body;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("/clusters is JSON");
+        v["clusters"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no cluster {name} in /clusters: {body}"))
+    }
+
+    /// The breaker state of cluster `name`, as `/clusters` shows it.
+    pub async fn breaker_state(&self, name: &str) -> String {
+        self.cluster(name).await["circuitBreaker"]["state"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string()
+    }
+}

@@ -1,0 +1,98 @@
+//! The retry budget of a cluster, after Finagle's and Linkerd's: every request deposits
+//! `percent`/100 of a retry, every retry withdraws one, deposits expire after 10 s, and a
+//! reserve of `minPerSecond` retries per second is always there for clusters with little
+//! traffic. Under a failing upstream, retries therefore add at most `percent`% (plus the
+//! reserve) to the load, instead of multiplying it by the number of attempts.
+//!
+//! Lock-free: one counter word per second. Two retries racing for the last token may both
+//! get it; the overdraft is at most the number of concurrent retries.
+
+use super::window::SecondBuckets;
+use std::time::Duration;
+use trellis_config::model::RetryBudget;
+
+/// How long a deposit counts (Finagle's and Linkerd's default TTL).
+pub const TTL_SECS: u64 = 10;
+/// One retry, in budget units: 1/10000 of a retry is the smallest deposit.
+const RETRY: u64 = 10_000;
+/// Deposits in the low half of a bucket word, withdrawals in the high half.
+const HALF: u32 = 32;
+
+pub struct Budget {
+    pub cfg: RetryBudget,
+    deposit: u64,
+    reserve: u64,
+    seconds: SecondBuckets,
+}
+
+impl Budget {
+    pub fn new(cfg: RetryBudget) -> Budget {
+        Budget {
+            deposit: (cfg.percent.clamp(0.0, 100.0) * RETRY as f64 / 100.0).round() as u64,
+            reserve: u64::from(cfg.min_per_second) * TTL_SECS * RETRY,
+            seconds: SecondBuckets::new(TTL_SECS as usize),
+            cfg,
+        }
+    }
+
+    /// Called once for each request that could be retried.
+    pub fn deposit(&self, now: Duration) {
+        if self.deposit > 0 {
+            self.seconds.add(now.as_secs(), self.deposit);
+        }
+    }
+
+    /// Takes one retry from the budget, if there is one left.
+    pub fn withdraw(&self, now: Duration) -> bool {
+        let sec = now.as_secs();
+        let (mut deposits, mut withdrawals) = (0u64, 0u64);
+        for w in self.seconds.words(sec) {
+            deposits += w & u64::from(u32::MAX);
+            withdrawals += w >> HALF;
+        }
+        if self.reserve + deposits < withdrawals + RETRY {
+            return false;
+        }
+        self.seconds.add(sec, RETRY << HALF);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(percent: f64, min_per_second: u32) -> Budget {
+        Budget::new(RetryBudget {
+            percent,
+            min_per_second,
+        })
+    }
+
+    #[test]
+    fn allows_percent_of_requests_plus_the_reserve() {
+        let b = budget(20.0, 1);
+        let t = Duration::from_secs(100);
+        for _ in 0..100 {
+            b.deposit(t);
+        }
+        // 20% of 100 requests, plus 1/s over the 10 s TTL.
+        let allowed = (0..100).filter(|_| b.withdraw(t)).count();
+        assert_eq!(allowed, 30);
+    }
+
+    #[test]
+    fn deposits_and_withdrawals_expire_after_the_ttl() {
+        let b = budget(50.0, 0);
+        let t = Duration::from_secs(100);
+        for _ in 0..10 {
+            b.deposit(t);
+        }
+        assert_eq!((0..10).filter(|_| b.withdraw(t)).count(), 5);
+        let later = t + Duration::from_secs(TTL_SECS);
+        assert!(!b.withdraw(later), "old deposits no longer count");
+        b.deposit(later);
+        b.deposit(later);
+        assert!(b.withdraw(later), "new ones do");
+    }
+}
