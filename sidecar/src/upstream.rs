@@ -130,6 +130,10 @@ impl<'a> Call<'a> {
                 _ => self.downstream_version == Version::HTTP_2,
             };
             *attempt.version_mut() = if http2 {
+                // RFC 9113 §8.3.1: a Host that differs from :authority makes the request
+                // malformed (nginx answers 400). :authority names the endpoint, since the
+                // pool is keyed by it, so no Host goes upstream over HTTP/2.
+                attempt.headers_mut().remove(http::header::HOST);
                 Version::HTTP_2
             } else {
                 Version::HTTP_11

@@ -131,7 +131,18 @@ async fn h2c_prior_knowledge_is_proxied_as_http2() {
     assert_eq!(res.version(), http::Version::HTTP_2);
     // appProtocol http keeps the downstream's version upstream.
     assert_eq!(res.headers()["x-seen-version"], "HTTP/2.0");
+    // No Host that contradicts :authority (RFC 9113 §8.3.1; nginx refuses such requests).
+    assert_eq!(res.headers()["x-seen-host"], up.addr.to_string());
     assert_eq!(res.headers()["x-seen-path"], "/h2");
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        !String::from_utf8_lossy(&body).contains("\"host\""),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 }
 
 #[tokio::test]
