@@ -61,12 +61,20 @@ def describe(t, mode, args, repo):
         },
         "versions": {
             "trellis": f"{commit}{' (modified)' if dirty else ''}",
-            "envoy": version([t["envoy"], "--version"]) if t["envoy"] else None,
+            "envoy": _envoy_version(version([t["envoy"], "--version"])) if t["envoy"] else None,
             "h2load": version(["h2load", "--version"]),
             "nginx": version([t["nginx"], "-v"]),
             "nghttpd": version([t["nghttpd"], "--version"]),
         },
     }
+
+
+def _envoy_version(line):
+    # "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL" -> "envoy 1.40.0 (<sha>, BoringSSL)"
+    if not line or "version:" not in line:
+        return line
+    parts = line.split("version:", 1)[1].strip().split("/")
+    return f"envoy {parts[1]} ({parts[0][:12]}, {parts[-1]})" if len(parts) >= 3 else line
 
 
 def start_upstream(t, root, children):

@@ -13,6 +13,8 @@ SATURATION = {"h1": {"clients": 32, "streams": 1}, "h2": {"clients": 4, "streams
 # back behind a slow one; the correction below accounts for the rare times it is.
 FIXED_RATE = {"h1": {"clients": 50, "streams": 1}, "h2": {"clients": 4, "streams": 100}}
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+# h2load processes not yet waited for, so that an interrupted run can stop them too.
+RUNNING = set()
 
 
 def _base_argv(proto, clients, streams, host):
@@ -52,9 +54,11 @@ def start_closed(proto, url, host, seconds):
     argv = _base_argv(proto, cfg["clients"], cfg["streams"], host) + ["-D", f"{round(seconds * 1000)}ms", url]
     out = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    RUNNING.add(proc)
 
     def collect():
         proc.wait(seconds + 60)
+        RUNNING.discard(proc)
         out.seek(0)
         s = _summary(out.read())
         out.close()
@@ -87,11 +91,13 @@ def start_open(proto, url, host, rate, seconds, log_path):
     ]
     out = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    RUNNING.add(proc)
     return {"proc": proc, "out": out, "log": log_path, "proto": proto, "rate": per_client * clients, "per_client": per_client}
 
 
 def finish_open(run):
     run["proc"].wait(60)
+    RUNNING.discard(run["proc"])
     run["out"].seek(0)
     s = _summary(run["out"].read())
     run["out"].close()
@@ -154,3 +160,12 @@ def _pct(sorted_values, p):
     # Nearest rank: the smallest value with at least p% of the samples at or below it.
     k = max(0, min(len(sorted_values) - 1, int(-(-len(sorted_values) * p // 100)) - 1))
     return sorted_values[k]
+
+
+def stop_running():
+    """Stops, by PID, any h2load still running (only after an error or a signal)."""
+    for proc in list(RUNNING):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        RUNNING.discard(proc)

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from . import arms as armsmod
-from . import configs, extras, measure, report, summarize
+from . import extras, load, measure, report, summarize
 from .procs import Children
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,11 +63,14 @@ def main(argv):
     os.sched_setaffinity(0, {1})
 
     children = Children()
-    # A SIGTERM or SIGINT unwinds through `finally`, which stops every child by PID.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGINT, SIGTERM and SIGHUP unwind through `finally`, which stops every child by PID.
+    # Set explicitly: a shell starts background jobs with SIGINT ignored.
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)):
+        signal.signal(sig, lambda *_, code=code: sys.exit(code))
     try:
         results = run(args, mode, t, scratch, children)
     finally:
+        load.stop_running()
         children.stop_all()
     path = os.path.join(out_dir, "results.json")
     with open(path, "w") as f:
