@@ -13,8 +13,8 @@ struct Args {
     bootstrap: PathBuf,
     /// Worker threads for the proxy's runtime (default: one per core). A sidecar that should
     /// not compete with its app takes 1 or 2.
-    #[arg(long)]
-    workers: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -33,10 +33,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = args.workers {
+        builder.worker_threads(usize::from(n));
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("trellis-proxy: cannot start the runtime: {e}");
