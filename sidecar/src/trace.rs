@@ -2,7 +2,7 @@
 //! `x-request-id`. The trace id is kept, each hop gets a new span id, and whatever is
 //! missing is generated.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 
 /// The ids of this hop, for logs.
@@ -59,39 +59,86 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceIds {
     ids
 }
 
-fn write(headers: &mut HeaderMap, ids: &TraceIds) {
-    let flag = if ids.sampled { "1" } else { "0" };
-    let set = |h: &mut HeaderMap, name: &'static str, v: String| {
-        if let Ok(v) = HeaderValue::try_from(v) {
-            h.insert(name, v);
-        }
-    };
-    set(
-        headers,
-        "traceparent",
-        format!("00-{:032x}-{:016x}-0{flag}", ids.trace_id, ids.span_id),
-    );
-    if headers.contains_key("b3") {
-        let parent = ids
-            .parent_id
-            .map(|p| format!("-{p:016x}"))
-            .unwrap_or_default();
-        set(
-            headers,
-            "b3",
-            format!("{:032x}-{:016x}-{flag}{parent}", ids.trace_id, ids.span_id),
-        );
+// Header names as constants: inserting by `&str` would parse and validate the name on
+// every request.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const B3: HeaderName = HeaderName::from_static("b3");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+
+/// Writes `v` as lowercase hex into the `N` bytes of `out`, zero-padded.
+fn hex_into(out: &mut [u8], mut v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
     }
-    set(headers, "x-b3-traceid", format!("{:032x}", ids.trace_id));
-    set(headers, "x-b3-spanid", format!("{:016x}", ids.span_id));
+}
+
+fn value(bytes: &[u8]) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(bytes).ok()
+}
+
+fn write(headers: &mut HeaderMap, ids: &TraceIds) {
+    let flag = if ids.sampled { b'1' } else { b'0' };
+    // Every value is built in a stack buffer: no format machinery on the request path.
+    let mut trace = [0u8; 32];
+    let mut span = [0u8; 16];
+    hex_into(&mut trace, ids.trace_id);
+    hex_into(&mut span, u128::from(ids.span_id));
+    let mut tp = [0u8; 55];
+    tp[..3].copy_from_slice(b"00-");
+    tp[3..35].copy_from_slice(&trace);
+    tp[35] = b'-';
+    tp[36..52].copy_from_slice(&span);
+    tp[52..54].copy_from_slice(b"-0");
+    tp[54] = flag;
+    if let Some(v) = value(&tp) {
+        headers.insert(TRACEPARENT, v);
+    }
+    let mut parent = [0u8; 16];
+    if let Some(p) = ids.parent_id {
+        hex_into(&mut parent, u128::from(p));
+    }
+    if headers.contains_key(B3) {
+        // <trace>-<span>-<sampled>[-<parent>]
+        let mut b3 = [0u8; 68];
+        b3[..32].copy_from_slice(&trace);
+        b3[32] = b'-';
+        b3[33..49].copy_from_slice(&span);
+        b3[49] = b'-';
+        b3[50] = flag;
+        let len = if ids.parent_id.is_some() {
+            b3[51] = b'-';
+            b3[52..68].copy_from_slice(&parent);
+            68
+        } else {
+            51
+        };
+        if let Some(v) = value(&b3[..len]) {
+            headers.insert(B3, v);
+        }
+    }
+    if let Some(v) = value(&trace) {
+        headers.insert(B3_TRACE_ID, v);
+    }
+    if let Some(v) = value(&span) {
+        headers.insert(B3_SPAN_ID, v);
+    }
     match ids.parent_id {
-        Some(p) => set(headers, "x-b3-parentspanid", format!("{p:016x}")),
+        Some(_) => {
+            if let Some(v) = value(&parent) {
+                headers.insert(B3_PARENT, v);
+            }
+        }
         None => {
-            headers.remove("x-b3-parentspanid");
+            headers.remove(B3_PARENT);
         }
     }
     headers.insert(
-        "x-b3-sampled",
+        B3_SAMPLED,
         HeaderValue::from_static(if ids.sampled { "1" } else { "0" }),
     );
 }
