@@ -79,9 +79,10 @@ def _envoy_version(line):
 
 def start_upstream(t, root, children):
     """The upstream, one process per protocol on the load tool's core, each with one worker:
-    nginx for HTTP/1.1 and nghttpd (nghttp2's server) for h2c. nginx 1.22 answers 400 to
-    Trellis' HTTP/2 requests, which carry a `host` that differs from `:authority` (RFC 9113
-    §8.3.1); nghttpd accepts them. Every arm of a protocol uses the same upstream."""
+    nginx for HTTP/1.1 and nghttpd (nghttp2's server) for h2c. nghttpd was chosen while
+    Trellis still sent a `host` differing from `:authority` over HTTP/2 (RFC 9113 §8.3.1),
+    which nginx refuses; it stays so runs remain comparable. Every arm of a protocol uses
+    the same upstream."""
     www = os.path.join(root, "www")
     os.makedirs(www, exist_ok=True)
     with open(os.path.join(www, configs.PATH.lstrip("/")), "wb") as f:

@@ -71,8 +71,9 @@ def markdown(res):
         "streams each; latencies corrected for coordinated omission from h2load's per-request log.",
         "",
         "Upstream: nginx (one worker) for HTTP/1.1 and nghttpd (one worker) for h2c, the same for "
-        "every arm of a protocol: nginx 1.22 answers 400 to Trellis' HTTP/2 requests, which carry a "
-        "`host` header that differs from `:authority`. Envoy runs without a tracer, so it writes only "
+        "every arm of a protocol (nghttpd was chosen when Trellis still sent a `host` that differed "
+        "from `:authority` over HTTP/2, which nginx refuses; kept so runs stay comparable). "
+        "Envoy runs without a tracer, so it writes only "
         "`x-request-id`; Trellis always writes W3C and B3 trace headers. The machine is shared: other "
         "processes may run on either core during a run, which shows up as spread between runs.",
         "",
