@@ -19,8 +19,7 @@ pub struct NodeIdentity {
 
 /// Builds the snapshot for `node`. Deterministic: equal inputs give equal versions.
 pub fn compile(cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
-    let common = Common::new(cfg);
-    common.snapshot(cfg, node)
+    Common::new(cfg).into_snapshot(cfg, node)
 }
 
 /// What every proxy's snapshot shares: all Services with their routes, and all clusters.
@@ -117,15 +116,15 @@ impl Common {
         }
     }
 
-    /// The whole snapshot for `node`.
-    pub fn snapshot(&self, cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
+    /// The whole snapshot for `node`, taking the shared parts rather than copying them.
+    pub fn into_snapshot(self, cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
         let m = Self::mesh_resource(cfg, node);
         let mut snap = Snapshot {
             version: String::new(),
             node: m.node,
             mesh: m.mesh,
-            services: self.services.clone(),
-            clusters: self.clusters.clone(),
+            services: self.services,
+            clusters: self.clusters,
             inbound_services: m.inbound_services,
         };
         snap.version = content_version(&snap);

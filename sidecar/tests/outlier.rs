@@ -11,19 +11,7 @@ const CLUSTER: &str = "billing.rides:80";
 
 #[tokio::test]
 async fn a_failing_endpoint_is_ejected_and_comes_back_after_its_time() {
-    let (a, b) = (
-        Upstream::start("billing-a").await,
-        Upstream::start("billing-b").await,
-    );
-    let mesh = service("billing", "")
-        + &workload("billing", &a)
-        + &workload("billing", &b)
-        + &policy(
-            "billing",
-            "  loadBalancer: {policy: ROUND_ROBIN}\n  \
-             outlierDetection: {consecutive5xx: 3, interval: 10s, baseEjectionTime: 400ms, maxEjectionPercent: 50}",
-        );
-    let h = start(&mesh, "").await;
+    let (a, b, h) = pair("outlierDetection: {consecutive5xx: 3, interval: 10s, baseEjectionTime: 400ms, maxEjectionPercent: 50}").await;
     a.set_mode(Mode::Status(503));
 
     // Round robin alternates, so a's third failure in a row comes with the fifth request;

@@ -25,23 +25,6 @@ fn post(h: &Harness, path: &str, body: &'static str) -> http::Request<Full<Bytes
         .unwrap()
 }
 
-/// Two endpoints, a and b, balanced round robin, under `spec`.
-async fn pair(spec: &str) -> (Upstream, Upstream, Harness) {
-    let (a, b) = (
-        Upstream::start("billing-a").await,
-        Upstream::start("billing-b").await,
-    );
-    let mesh = service("billing", "")
-        + &workload("billing", &a)
-        + &workload("billing", &b)
-        + &policy(
-            "billing",
-            &format!("  loadBalancer: {{policy: ROUND_ROBIN}}\n  {spec}"),
-        );
-    let h = start(&mesh, "").await;
-    (a, b, h)
-}
-
 #[tokio::test]
 async fn a_retry_lands_on_the_healthy_endpoint() {
     let (a, b, h) =

@@ -221,3 +221,21 @@ impl Harness {
             .to_string()
     }
 }
+
+/// Two endpoints, `billing-a` and `billing-b`, of Service `billing`, balanced round robin,
+/// under the ResiliencePolicy lines in `spec`.
+pub async fn pair(spec: &str) -> (Upstream, Upstream, Harness) {
+    let (a, b) = (
+        Upstream::start("billing-a").await,
+        Upstream::start("billing-b").await,
+    );
+    let mesh = service("billing", "")
+        + &workload("billing", &a)
+        + &workload("billing", &b)
+        + &policy(
+            "billing",
+            &format!("  loadBalancer: {{policy: ROUND_ROBIN}}\n  {spec}"),
+        );
+    let h = start(&mesh, "").await;
+    (a, b, h)
+}
