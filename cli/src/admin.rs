@@ -4,7 +4,7 @@
 use anyhow::anyhow;
 use std::future::Future;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use trellis_proto::v1::admin_client::AdminClient;
 use trellis_proto::v1::{
     ProxyConfigRequest, ProxyConfigResponse, RoutesRequest, RoutesResponse, ShiftRequest,
@@ -26,10 +26,17 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Connects to `addr` (already normalised to a URL), failing fast when nobody listens.
-    pub async fn connect(addr: &str) -> anyhow::Result<Admin> {
-        let channel = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| anyhow!("invalid --control-plane address {addr}: {e}"))?
+    /// Connects to `addr` (already normalised to a URL) over TLS, trusting `ca_bundle`,
+    /// failing fast when nobody listens.
+    pub async fn connect(addr: &str, ca_bundle: &std::path::Path) -> anyhow::Result<Admin> {
+        let pem = std::fs::read(ca_bundle).map_err(|e| {
+            anyhow!(
+                "cannot read the mesh CA bundle {}: {e}; pass --ca-bundle (the ca.pem in trellis-control's --state-dir)",
+                ca_bundle.display()
+            )
+        })?;
+        let channel = trellis_proto::connect::endpoint(addr, &pem)
+            .map_err(|e| anyhow!("invalid --control-plane address: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .connect()
             .await
@@ -139,8 +146,16 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let addr = format!("http://127.0.0.1:{port}");
-        let e = Admin::connect(&addr).await.err().unwrap().to_string();
+        let addr = format!("https://127.0.0.1:{port}");
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("ca.pem");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_string()]).unwrap();
+        std::fs::write(&bundle, ca.cert.pem()).unwrap();
+        let e = Admin::connect(&addr, &bundle)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             e.starts_with(&format!("cannot reach the control plane at {addr}: ")),
             "{e}"
@@ -149,6 +164,19 @@ mod tests {
             e.ends_with("is trellis-control running? set --control-plane"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_missing_ca_bundle_says_which_flag_to_set() {
+        let e = Admin::connect(
+            "https://127.0.0.1:1",
+            std::path::Path::new("/nonexistent/ca.pem"),
+        )
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("pass --ca-bundle"), "{e}");
     }
 
     #[test]

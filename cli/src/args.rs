@@ -13,15 +13,27 @@ pub const MAX_WEIGHT: u32 = 1_000_000;
 #[derive(Debug, Parser)]
 #[command(name = "trellis", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Address of trellis-control's admin gRPC API (host:port, or http://host:port).
+    /// Address of trellis-control's admin gRPC API (host:port, or https://host:port).
     #[arg(
         long,
         global = true,
         value_name = "ADDR",
-        default_value = "http://127.0.0.1:15010",
+        env = "TRELLIS_CONTROL_PLANE",
+        default_value = "https://127.0.0.1:15010",
         value_parser = control_plane_address
     )]
     pub control_plane: String,
+
+    /// The mesh CA bundle (PEM) that the control plane's certificate chains to: the
+    /// `ca.pem` in trellis-control's state directory, or the `--ca-cert` it was given.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TRELLIS_CA_BUNDLE",
+        default_value = ".trellis/ca.pem"
+    )]
+    pub ca_bundle: PathBuf,
 
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
@@ -135,26 +147,9 @@ fn check(cli: &Cli) -> Result<(), String> {
 // Each returns a message that names the bad argument; clap prints it after
 // "invalid value '...' for '<ARG>'" and exits with status 2.
 
-/// Normalises `--control-plane`: a bare `host:port` gets `http://` in front.
+/// Normalises `--control-plane`: a bare `host:port` gets `https://` in front.
 pub fn control_plane_address(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("the address is empty: use host:port, e.g. 127.0.0.1:15010".into());
-    }
-    let url = if s.contains("://") {
-        s.to_string()
-    } else {
-        format!("http://{s}")
-    };
-    // This build has no TLS client, and trellis-control serves the admin API in plaintext.
-    if !url.starts_with("http://") {
-        return Err(format!(
-            "{s:?}: only http:// is supported; trellis-control serves its admin API in plaintext"
-        ));
-    }
-    tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| format!("{s:?} is not an address ({e}): use host:port or http://host:port"))?;
-    Ok(url)
+    trellis_proto::connect::normalize(s)
 }
 
 /// Checks a `namespace/name` HTTPRoute reference.
@@ -200,22 +195,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bare_host_port_gets_http() {
+    fn a_bare_host_port_gets_https() {
         assert_eq!(
             control_plane_address("127.0.0.1:15010").unwrap(),
-            "http://127.0.0.1:15010"
+            "https://127.0.0.1:15010"
         );
         assert_eq!(
             control_plane_address("control.rides:15010").unwrap(),
-            "http://control.rides:15010"
+            "https://control.rides:15010"
         );
     }
 
     #[test]
     fn an_address_with_a_scheme_is_kept() {
         assert_eq!(
-            control_plane_address("http://127.0.0.1:15010").unwrap(),
-            "http://127.0.0.1:15010"
+            control_plane_address("https://127.0.0.1:15010").unwrap(),
+            "https://127.0.0.1:15010"
         );
     }
 
@@ -223,9 +218,9 @@ mod tests {
     fn a_bad_address_is_refused() {
         assert!(control_plane_address("").unwrap_err().contains("empty"));
         assert!(
-            control_plane_address("https://control:15010")
+            control_plane_address("http://control:15010")
                 .unwrap_err()
-                .contains("only http://")
+                .contains("use https://control:15010")
         );
         assert!(
             control_plane_address("127.0.0.1:15010 x")

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Cli {
         control_plane,
+        ca_bundle,
         output,
         command,
     } = cli;
@@ -39,7 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut admin = admin::Admin::connect(&control_plane).await?;
+        let mut admin = admin::Admin::connect(&control_plane, &ca_bundle).await?;
         match &command {
             Command::Check(_) => unreachable!("check runs offline, above"),
             Command::Status => status::run(&mut admin, output).await,

@@ -15,9 +15,18 @@ spec:\n  selector: {app: billing, version: v2}\n  ports: [{name: http, port: 80,
 apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: billing, namespace: rides}\n\
 spec:\n  parentRefs: [{name: billing}]\n  rules:\n  - backendRefs: [{name: billing-v1, port: 80, weight: 90}, {name: billing-v2, port: 80, weight: 10}]\n";
 
-fn trellis(cp: &str, args: &[&str]) -> (i32, String, String) {
+/// A control plane's address and the mesh CA bundle its certificate chains to.
+#[derive(Clone)]
+struct Cp {
+    url: String,
+    ca: std::path::PathBuf,
+}
+
+fn trellis(cp: &Cp, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["--control-plane", cp])
+        .args(["--control-plane", &cp.url])
+        .arg("--ca-bundle")
+        .arg(&cp.ca)
         .args(args)
         .output()
         .unwrap();
@@ -28,14 +37,16 @@ fn trellis(cp: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-async fn proxy(cp: &str, dir: &Path, name: &str, labels: &str) -> trellis_proxy::Running {
+async fn proxy(cp: &Cp, dir: &Path, name: &str, labels: &str) -> trellis_proxy::Running {
     let boot = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &boot,
         format!(
             "workload: {{name: {name}, namespace: rides, labels: {labels}}}\n\
              listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
-             app: {{address: 127.0.0.1, ports: {{http: 1}}}}\ncontrolPlane: {{address: {cp}}}\n"
+             app: {{address: 127.0.0.1, ports: {{http: 1}}}}\ncontrolPlane: {{address: {}, caBundle: {}}}\n",
+            cp.url,
+            cp.ca.display()
         ),
     )
     .unwrap();
@@ -49,15 +60,17 @@ async fn status_routes_proxy_config_and_shift_as_an_operator_sees_them() {
     let dir = tempfile::tempdir().unwrap();
     let mesh = dir.path().join("mesh.yaml");
     std::fs::write(&mesh, MESH).unwrap();
+    let state = dir.path().join("state");
     let running = trellis_control::start(trellis_control::Options {
-        config: mesh.clone(),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
         registration_grace: Duration::from_millis(300),
+        ..trellis_control::Options::local(mesh.clone(), state.clone())
     })
     .await
     .unwrap();
-    let cp = format!("http://{}", running.grpc);
+    let cp = Cp {
+        url: format!("https://{}", running.grpc),
+        ca: state.join("ca.pem"),
+    };
     let _trip = proxy(&cp, dir.path(), "trip-0", "{app: trip}").await;
     let _billing = proxy(
         &cp,
@@ -126,7 +139,11 @@ async fn status_routes_proxy_config_and_shift_as_an_operator_sees_them() {
     let (code, _, err) = trellis(&cp, &["proxy-config", "nobody"]);
     assert_eq!(code, 1);
     assert!(err.contains("no proxy named"), "{err}");
-    let (code, _, err) = trellis("http://127.0.0.1:1", &["status"]);
+    let nobody = Cp {
+        url: "https://127.0.0.1:1".into(),
+        ..cp.clone()
+    };
+    let (code, _, err) = trellis(&nobody, &["status"]);
     assert_eq!(code, 1);
     assert!(err.contains("is trellis-control running?"), "{err}");
 }

@@ -51,6 +51,13 @@ impl<'a> Ctx<'a> {
         Ctx { cfg, by_label }
     }
 
+    fn trust_domain(&self) -> &'a str {
+        self.cfg
+            .mesh
+            .as_ref()
+            .map_or("trellis.local", |m| m.object.spec.trust_domain.as_str())
+    }
+
     /// Workloads in `ns` whose labels satisfy `selector`, found through its rarest label.
     fn selected(
         &self,
@@ -90,20 +97,41 @@ impl Common {
     /// The node-specific part of a snapshot: its namespace, the mesh settings, and the
     /// Services it serves.
     pub fn mesh_resource(cfg: &MeshConfig, node: &NodeIdentity) -> crate::resources::MeshResource {
-        let inbound_services = cfg
+        let serving: Vec<&Doc<ServiceSpec>> = cfg
             .services
             .iter()
             .filter(|s| {
                 s.object.metadata.namespace == node.namespace
                     && selects(&s.object.spec.selector, &node.labels)
             })
-            .map(|s| s.key())
             .collect();
+        let inbound_services: Vec<String> = serving.iter().map(|s| s.key()).collect();
         let mesh = cfg
             .mesh
             .as_ref()
             .map(|m| m.object.spec.clone())
             .unwrap_or_default();
+        let inbound_mtls_mode = match serving.as_slice() {
+            [] => mesh.mtls.mode,
+            some => some
+                .iter()
+                .map(|s| service_mtls_mode(cfg, s))
+                .fold(MtlsMode::Disabled, MtlsMode::strictest),
+        };
+        let authorization = cfg
+            .authorization_policies
+            .iter()
+            .filter_map(|p| {
+                let ns = &p.object.metadata.namespace;
+                let service = format!("{ns}/{}", p.object.spec.target_ref.name.value);
+                inbound_services.contains(&service).then(|| InboundPolicy {
+                    name: p.key(),
+                    service,
+                    action: p.object.spec.action,
+                    rules: p.object.spec.rules.clone(),
+                })
+            })
+            .collect();
         crate::resources::MeshResource {
             node: NodeInfo {
                 namespace: node.namespace.clone(),
@@ -111,6 +139,8 @@ impl Common {
             mesh: MeshInfo {
                 trust_domain: mesh.trust_domain,
                 mtls_mode: mesh.mtls.mode,
+                inbound_mtls_mode,
+                authorization,
             },
             inbound_services,
         }
@@ -147,6 +177,21 @@ pub fn fnv_hex(bytes: &[u8]) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// A Service's `trellis.dev/mtls-mode` annotation (checked by validation), else the Mesh's mode.
+fn service_mtls_mode(cfg: &MeshConfig, svc: &Doc<ServiceSpec>) -> MtlsMode {
+    svc.object
+        .metadata
+        .annotations
+        .get(MTLS_MODE_ANNOTATION)
+        .and_then(|v| MtlsMode::parse(v))
+        .unwrap_or_else(|| {
+            cfg.mesh
+                .as_ref()
+                .map(|m| m.object.spec.mtls.mode)
+                .unwrap_or_default()
+        })
 }
 
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -228,6 +273,7 @@ fn compile_service(
     ServiceEntry {
         name: meta.name.clone(),
         namespace: meta.namespace.clone(),
+        mtls_mode: service_mtls_mode(cfg, svc),
         ports,
     }
 }
@@ -518,10 +564,19 @@ fn endpoints(cx: &Ctx<'_>, svc: &Doc<ServiceSpec>, sp: &ServicePort) -> Vec<Endp
             Some(IntOrString::Str(name)) => w.object.spec.ports.get(name).copied(),
         };
         if let Some(port) = port {
+            let identity = match &w.object.spec.service_account {
+                Some(sa) if w.object.spec.sidecar_mtls => Some(format!(
+                    "spiffe://{}/ns/{}/sa/{sa}",
+                    cx.trust_domain(),
+                    w.object.metadata.namespace
+                )),
+                _ => None,
+            };
             out.insert(Endpoint {
                 address: SocketAddr::new(ip, port),
                 workload: w.key(),
                 service_account: w.object.spec.service_account.clone(),
+                identity,
             });
         }
     }

@@ -1,7 +1,10 @@
 //! The compiled, immutable config of one proxy. It is what `/config_dump` shows and what
 //! the control plane streams; its `version` is a hash of its content.
 
-use crate::model::{AppProtocol, HttpMethod, MtlsMode, PathMatchType, Resilience, ValueMatchType};
+use crate::model::{
+    AppProtocol, AuthzAction, AuthzRule, HttpMethod, MtlsMode, PathMatchType, Resilience,
+    ValueMatchType,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,6 +38,23 @@ pub struct NodeInfo {
 pub struct MeshInfo {
     pub trust_domain: String,
     pub mtls_mode: MtlsMode,
+    /// What inbound accepts: the strictest mode among the Services this workload serves.
+    pub inbound_mtls_mode: MtlsMode,
+    /// AuthorizationPolicies that target a Service this workload serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorization: Vec<InboundPolicy>,
+}
+
+/// One AuthorizationPolicy, as inbound enforces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundPolicy {
+    /// `namespace/name` of the policy.
+    pub name: String,
+    /// `namespace/name` of the Service it targets.
+    pub service: String,
+    pub action: AuthzAction,
+    pub rules: Vec<AuthzRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +62,9 @@ pub struct MeshInfo {
 pub struct ServiceEntry {
     pub name: String,
     pub namespace: String,
+    /// Whether callers originate mTLS to this Service's sidecars: the Service's
+    /// `trellis.dev/mtls-mode` annotation, else the Mesh's mode.
+    pub mtls_mode: MtlsMode,
     pub ports: Vec<PortEntry>,
 }
 
@@ -198,6 +221,10 @@ pub struct Endpoint {
     pub workload: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// The SPIFFE ID of the endpoint's sidecar, when it accepts mTLS; callers check the
+    /// server certificate against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

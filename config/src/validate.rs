@@ -76,6 +76,26 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
             &mut errs,
         );
         for (i, rule) in p.object.spec.rules.iter().enumerate() {
+            for (j, to) in rule.to.iter().enumerate() {
+                let patterns = to
+                    .paths
+                    .iter()
+                    .map(|p| (format!("spec.rules[{i}].to[{j}].paths"), p))
+                    .chain(to.headers.iter().enumerate().flat_map(|(k, h)| {
+                        h.values.iter().map(move |v| {
+                            (format!("spec.rules[{i}].to[{j}].headers[{k}].values"), v)
+                        })
+                    }));
+                for (field, pat) in patterns {
+                    if pat.len() > 1 && pat[1..pat.len() - 1].contains('*') {
+                        c.doc(
+                            &mut errs,
+                            field,
+                            format!("{pat:?}: '*' may only start or end a pattern (\"/charge*\", \"*.json\")"),
+                        );
+                    }
+                }
+            }
             for (j, from) in rule.from.iter().enumerate() {
                 for sa in &from.service_accounts {
                     if sa.split('/').count() != 2 || sa.starts_with('/') || sa.ends_with('/') {
@@ -182,6 +202,15 @@ fn check_service(s: &Doc<ServiceSpec>, errs: &mut ConfigErrors) {
         if p.port == 0 {
             c.doc(errs, format!("spec.ports[{i}].port"), "must be 1-65535");
         }
+    }
+    if let Some(mode) = s.object.metadata.annotations.get(MTLS_MODE_ANNOTATION)
+        && MtlsMode::parse(mode).is_none()
+    {
+        c.doc(
+            errs,
+            format!("metadata.annotations.{MTLS_MODE_ANNOTATION}"),
+            format!("{mode:?} is not an mTLS mode; allowed: STRICT, PERMISSIVE, DISABLED"),
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod discovery;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod registry;
 pub mod shift;
@@ -34,6 +35,43 @@ pub struct Options {
     pub http_addr: SocketAddr,
     /// How long a proxy stays an endpoint after its stream ends (it may be reconnecting).
     pub registration_grace: Duration,
+    /// The CA: operator files, or a root generated into a state directory.
+    pub ca: identity::ca::CaSource,
+    /// Lifetime of proxies' certificates.
+    pub cert_ttl: Duration,
+    /// Names (DNS or IP) in the control plane's own serving certificate.
+    pub server_names: Vec<String>,
+}
+
+impl Options {
+    /// Loopback ports, a generated CA under `state_dir`, 24 h certificates: what tests and
+    /// local runs want.
+    pub fn local(config: PathBuf, state_dir: PathBuf) -> Options {
+        Options {
+            config,
+            grpc_addr: ([127, 0, 0, 1], 0).into(),
+            http_addr: ([127, 0, 0, 1], 0).into(),
+            registration_grace: Duration::from_secs(10),
+            ca: identity::ca::CaSource::StateDir(state_dir),
+            cert_ttl: Duration::from_secs(24 * 3600),
+            server_names: default_server_names(),
+        }
+    }
+}
+
+/// `localhost` and the loopback addresses, plus the in-cluster names of the Service.
+pub fn default_server_names() -> Vec<String> {
+    [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "trellis-control",
+        "trellis-control.trellis-system",
+        "trellis-control.trellis-system.svc",
+        "trellis-control.trellis-system.svc.cluster.local",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 pub struct ControlPlane {
@@ -50,6 +88,8 @@ pub struct ControlPlane {
     loader: trellis_config::Loader,
     /// Full snapshots in flight at once (see `discovery::Session::push`).
     pub full_pushes: Arc<tokio::sync::Semaphore>,
+    /// The CA and the identity proofs it accepts.
+    pub authority: Arc<identity::Authority>,
 }
 
 #[derive(Default)]
@@ -59,8 +99,9 @@ struct ConfigState {
 }
 
 impl ControlPlane {
-    pub fn new(opts: Options) -> ControlPlane {
+    pub fn new(opts: Options, authority: identity::Authority) -> ControlPlane {
         ControlPlane {
+            authority: Arc::new(authority),
             opts,
             registry: Registry::default(),
             metrics: Metrics::default(),
@@ -105,6 +146,17 @@ impl ControlPlane {
                 Err(errors)
             }
         }
+    }
+
+    /// The trust domain identities are issued in: the Mesh's, or the default before a Mesh
+    /// document is loaded.
+    pub fn trust_domain(&self) -> String {
+        self.state()
+            .valid
+            .as_ref()
+            .and_then(|c| c.mesh.as_ref())
+            .map(|m| m.object.spec.trust_domain.clone())
+            .unwrap_or_else(trellis_config::model::default_trust_domain)
     }
 
     /// The last refused change, if the latest change was refused.
@@ -179,6 +231,7 @@ fn registered_workload(node: &trellis_proto::v1::Node, inbound: SocketAddr) -> D
                     .collect(),
                 service_account: Some(node.service_account.clone()).filter(|s| !s.is_empty()),
                 sidecar_inbound: Some(inbound.port()),
+                sidecar_mtls: node.mtls,
             },
         }),
     }
@@ -203,6 +256,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("mesh CA: {0}")]
+    Ca(#[from] identity::ca::CaError),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot watch {path}: {source}")]
     Watch { path: String, source: notify::Error },
 }
@@ -229,7 +286,18 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         grpc.local_addr().expect("bound"),
         http.local_addr().expect("bound"),
     );
-    let cp = Arc::new(ControlPlane::new(opts));
+    let authority = identity::Authority::new(identity::ca::Ca::load(&opts.ca)?, opts.cert_ttl);
+    let serving = Arc::new(trellis_identity::CurrentCert::default());
+    identity::serving::issue(&authority.ca, &opts.server_names, &serving)
+        .map_err(StartError::Tls)?;
+    let tls = identity::serving::server_config(serving.clone())
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    let cp = Arc::new(ControlPlane::new(opts, authority));
+    identity::serving::renew_in_background(
+        cp.authority.clone(),
+        cp.opts.server_names.clone(),
+        serving,
+    );
     let _ = cp.reload();
     let watcher = {
         let cp = cp.clone();
@@ -284,7 +352,10 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         .add_service(trellis_proto::v1::admin_server::AdminServer::new(
             admin::AdminService(cp.clone()),
         ))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc));
+        .add_service(trellis_proto::v1::identity_server::IdentityServer::new(
+            identity::IdentityService(cp.clone()),
+        ))
+        .serve_with_incoming(identity::serving::incoming(grpc, tls));
     tokio::spawn(async move {
         if let Err(e) = server.await {
             tracing::error!(error = %e, "gRPC server stopped");

@@ -1,18 +1,75 @@
 //! `trellis-control --config PATH`: parse arguments, set up logging, run the control plane.
+//! `trellis-control token create --service-account NS/SA`: mint a join token for a proxy.
 
-use clap::Parser;
+use clap::{Args as ClapArgs, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+use trellis_control::identity::ca::{Ca, CaSource};
 
 /// The Trellis control plane.
 #[derive(Parser)]
-#[command(version, about)]
-struct Args {
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join tokens: the proof a proxy in file mode shows to get its certificate.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a join token for one service account (`namespace/name`).
+    Create {
+        #[arg(long, value_name = "NAMESPACE/NAME")]
+        service_account: String,
+        /// How long the token may be used to get (and renew) certificates.
+        #[arg(long, default_value = "720h", value_parser = parse_duration)]
+        ttl: Duration,
+        #[command(flatten)]
+        ca: CaArgs,
+    },
+}
+
+#[derive(ClapArgs)]
+struct CaArgs {
+    /// The CA certificate (an intermediate may be followed by its chain up to the root).
+    #[arg(long, requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// The CA's PKCS#8 private key (PEM).
+    #[arg(long, requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// Without --ca-cert/--ca-key: where the generated root CA is kept (created 0700, keys 0600).
+    #[arg(long, env = "TRELLIS_STATE_DIR", default_value = ".trellis")]
+    state_dir: PathBuf,
+}
+
+impl CaArgs {
+    fn source(&self) -> CaSource {
+        match (&self.ca_cert, &self.ca_key) {
+            (Some(cert), Some(key)) => CaSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => CaSource::StateDir(self.state_dir.clone()),
+        }
+    }
+}
+
+#[derive(ClapArgs)]
+struct Serve {
     /// A mesh YAML file, or a folder of them; watched for changes.
     #[arg(long)]
-    config: PathBuf,
-    /// Where proxies and the CLI connect (discovery and admin gRPC).
+    config: Option<PathBuf>,
+    /// Where proxies and the CLI connect (discovery, identity and admin gRPC, over TLS).
     #[arg(long, default_value = "127.0.0.1:15010")]
     grpc_addr: SocketAddr,
     /// `/ready` and `/metrics`.
@@ -21,15 +78,24 @@ struct Args {
     /// How long a proxy whose stream ended stays an endpoint. Also the warm-up after start,
     /// during which reconnecting proxies re-register before any config is pushed.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    registration_grace: std::time::Duration,
+    registration_grace: Duration,
+    /// Lifetime of proxies' certificates; proxies renew at about half of it.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    cert_ttl: Duration,
+    /// Another DNS name or IP for the control plane's serving certificate (repeatable);
+    /// localhost, the loopback IPs and the in-cluster Service names are always included.
+    #[arg(long = "server-name")]
+    server_names: Vec<String>,
+    #[command(flatten)]
+    ca: CaArgs,
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, String> {
     trellis_config::duration::parse(s)
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
@@ -37,10 +103,52 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if !args.config.exists() {
+    match cli.command {
+        Some(Command::Token(TokenCommand::Create {
+            service_account,
+            ttl,
+            ca,
+        })) => token_create(&service_account, ttl, &ca),
+        None => serve(cli.serve),
+    }
+}
+
+fn token_create(sa: &str, ttl: Duration, ca: &CaArgs) -> ExitCode {
+    let Some((namespace, name)) = sa.split_once('/') else {
+        eprintln!(
+            "trellis-control: --service-account {sa:?}: expected NAMESPACE/NAME, e.g. rides/trip"
+        );
+        return ExitCode::from(2);
+    };
+    if let Err(e) = trellis_identity::SpiffeId::new("x", namespace, name) {
+        eprintln!("trellis-control: --service-account {sa:?}: {e}");
+        return ExitCode::from(2);
+    }
+    let ca = match Ca::load(&ca.source()) {
+        Ok(ca) => ca,
+        Err(e) => {
+            eprintln!("trellis-control: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tokens = trellis_control::identity::token::JoinTokens::new(ca.token_key_material());
+    let sa = trellis_control::identity::proof::ServiceAccount {
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    println!("{}", tokens.mint(&sa, ttl));
+    ExitCode::SUCCESS
+}
+
+fn serve(args: Serve) -> ExitCode {
+    let Some(config) = args.config else {
+        eprintln!("trellis-control: pass a mesh YAML file or folder with --config");
+        return ExitCode::from(2);
+    };
+    if !config.exists() {
         eprintln!(
             "trellis-control: {} does not exist; pass a mesh YAML file or folder with --config",
-            args.config.display()
+            config.display()
         );
         return ExitCode::from(2);
     }
@@ -55,11 +163,16 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async {
+        let mut server_names = trellis_control::default_server_names();
+        server_names.extend(args.server_names);
         let opts = trellis_control::Options {
-            config: args.config,
+            config,
             grpc_addr: args.grpc_addr,
             http_addr: args.http_addr,
             registration_grace: args.registration_grace,
+            ca: args.ca.source(),
+            cert_ttl: args.cert_ttl,
+            server_names,
         };
         let _running = match trellis_control::start(opts).await {
             Ok(r) => r,

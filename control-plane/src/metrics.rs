@@ -19,6 +19,7 @@ pub struct Metrics {
     pub nacks: Counter,
     pub compilations: Counter,
     pub reloads: Family<ResultLabel, Counter>,
+    pub certificates: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -32,6 +33,7 @@ impl Default for Metrics {
             nacks: Counter::default(),
             compilations: Counter::default(),
             reloads: Family::default(),
+            certificates: Family::default(),
         };
         registry.register(
             "trellis_control_connected_proxies",
@@ -62,6 +64,11 @@ impl Default for Metrics {
             "trellis_config_reloads",
             "Config loads, by result (applied or rejected)",
             m.reloads.clone(),
+        );
+        registry.register(
+            "trellis_control_certificates",
+            "Certify calls, by result (issued, bad_proof, wrong_identity, error)",
+            m.certificates.clone(),
         );
         Metrics { registry, ..m }
     }

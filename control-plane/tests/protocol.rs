@@ -30,7 +30,7 @@ struct FakeProxy {
 
 impl FakeProxy {
     async fn connect(cp: &ControlPlane, name: &str, version: &str) -> FakeProxy {
-        let mut client = DiscoveryClient::connect(cp.url()).await.unwrap();
+        let mut client = DiscoveryClient::new(cp.channel().await);
         let (tx, rx) = mpsc::channel(8);
         tx.send(DiscoveryRequest {
             kind: Some(Kind::Subscribe(Subscribe {
@@ -197,7 +197,7 @@ async fn garbage_and_unknown_identities_are_refused_without_harming_others() {
     .await;
 
     // An ACK before any Subscribe.
-    let mut client = DiscoveryClient::connect(cp.url()).await.unwrap();
+    let mut client = DiscoveryClient::new(cp.channel().await);
     let (tx, rx) = mpsc::channel(1);
     tx.send(DiscoveryRequest {
         kind: Some(Kind::Ack(Ack::default())),
@@ -257,7 +257,7 @@ async fn a_large_update_arrives_in_parts_and_applies_whole() {
         );
     }
     let (cp, _dir, _path) = cp_with(&mesh).await;
-    let mut client = DiscoveryClient::connect(cp.url()).await.unwrap();
+    let mut client = DiscoveryClient::new(cp.channel().await);
     let (tx, rx) = mpsc::channel(8);
     tx.send(DiscoveryRequest {
         kind: Some(Kind::Subscribe(Subscribe {

@@ -67,6 +67,11 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "text/plain",
                 "no config loaded yet; see /config_dump\n",
             ),
+            (Some(_), _) if shared.tls.as_ref().is_some_and(|t| !t.is_ready()) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "no mesh certificate yet; see the proxy's log for the Certify error\n",
+            ),
             (Some(rt), _) => reply(
                 StatusCode::OK,
                 "text/plain",
@@ -86,6 +91,13 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "errors": e.errors.0.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
             })),
             "snapshot": rt.as_ref().map(|r| r.snapshot.as_ref()),
+            // Public facts about the certificate only: never key material.
+            "identity": shared.tls.as_ref().and_then(|t| t.info.load_full()).map(|i| serde_json::json!({
+                "spiffeId": i.id.to_string(),
+                "serial": i.serial,
+                "notBefore": i.not_before,
+                "notAfter": i.not_after,
+            })),
         })),
         (&Method::GET, "/clusters") => {
             let now = clock::now();

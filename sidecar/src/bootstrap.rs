@@ -61,8 +61,11 @@ pub struct App {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ControlPlane {
     pub address: String,
+    /// PEM roots the control plane's serving certificate chains to. Required.
     #[serde(default)]
     pub ca_bundle: Option<PathBuf>,
+    /// A join token (`trellis-control token create`): with it the proxy gets a mesh
+    /// certificate and speaks mTLS; without it, it stays plaintext.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
 }
@@ -142,6 +145,16 @@ impl Bootstrap {
         {
             b.mesh_file = Some(base.join(m));
         }
+        if let Some(cp) = &mut b.control_plane {
+            for p in [&mut cp.ca_bundle, &mut cp.token_file]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
         let err = |field: &str, message: &str| ConfigError {
             file: file.clone(),
             line: 1,
@@ -161,11 +174,22 @@ impl Bootstrap {
                     "set only one of meshFile and controlPlane",
                 ));
             }
-            (None, Some(cp)) if !cp.address.starts_with("http://") => {
-                return Err(err(
-                    "controlPlane.address",
-                    "use http://HOST:PORT; TLS to the control plane arrives with the mesh CA",
-                ));
+            (None, Some(cp)) => {
+                if let Err(e) = trellis_proto::connect::normalize(&cp.address) {
+                    return Err(err("controlPlane.address", &e));
+                }
+                if cp.ca_bundle.is_none() {
+                    return Err(err(
+                        "controlPlane.caBundle",
+                        "required: the mesh CA bundle (ca.pem in trellis-control's --state-dir) that the control plane's certificate chains to",
+                    ));
+                }
+                if cp.token_file.is_some() && b.workload.service_account.is_none() {
+                    return Err(err(
+                        "workload.serviceAccount",
+                        "required with controlPlane.tokenFile: the identity the join token proves",
+                    ));
+                }
             }
             _ => {}
         }

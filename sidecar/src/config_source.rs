@@ -21,6 +21,22 @@ pub struct ConfigStore {
     pub loader: trellis_config::Loader,
 }
 
+impl ConfigStore {
+    /// Endpoint addresses to the TLS server names they must prove, kept current by each build.
+    pub fn tls_names(&self) -> crate::runtime::TlsNames {
+        self.registry.tls_names.clone()
+    }
+
+    /// A store for a proxy with a mesh identity: its endpoints originate mTLS.
+    pub fn with_mtls() -> ConfigStore {
+        let s = ConfigStore::default();
+        s.registry
+            .originate_mtls
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        s
+    }
+}
+
 /// A refused config: what was wrong and when.
 #[derive(Debug, serde::Serialize)]
 pub struct LoadError {

@@ -20,14 +20,15 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Runs until the proxy drains.
-pub async fn run(shared: Arc<Shared>, address: String, node: Node) {
+pub async fn run(shared: Arc<Shared>, endpoint: tonic::transport::Endpoint, node: Node) {
+    let address = endpoint.uri().to_string();
     // The resources behind the served snapshot; deltas apply on top of them.
     let mut held: BTreeMap<Key, bytes::Bytes> = BTreeMap::new();
     let mut backoff = BACKOFF_START;
     loop {
         let started = Instant::now();
         tokio::select! {
-            res = session(&shared, &address, &node, &mut held) => match res {
+            res = session(&shared, &endpoint, &address, &node, &mut held) => match res {
                 Ok(()) => tracing::warn!(%address, "the control plane closed the stream; reconnecting"),
                 Err(e) => tracing::warn!(%address, error = %e, "control plane unavailable; serving the last good config and retrying"),
             },
@@ -48,15 +49,12 @@ pub async fn run(shared: Arc<Shared>, address: String, node: Node) {
 
 async fn session(
     shared: &Shared,
+    endpoint: &tonic::transport::Endpoint,
     address: &str,
     node: &Node,
     held: &mut BTreeMap<Key, bytes::Bytes>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let channel = tonic::transport::Endpoint::from_shared(address.to_string())?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+    let channel = endpoint.connect().await?;
     let mut client = DiscoveryClient::new(channel);
     let (tx, rx) = mpsc::channel(8);
     let version = shared

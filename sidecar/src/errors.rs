@@ -82,6 +82,12 @@ pub enum ProxyError {
     NotReady,
     #[error("the local app at {addr} refused the connection: {source}")]
     AppUnavailable { addr: SocketAddr, source: BoxError },
+    #[error("{source_identity} may not call {service}: {reason}")]
+    Unauthorized {
+        source_identity: String,
+        service: String,
+        reason: String,
+    },
 }
 
 /// What a failure looks like on the wire.
@@ -138,6 +144,8 @@ impl ProxyError {
             ProxyError::AppUnavailable { .. } => {
                 (S::SERVICE_UNAVAILABLE, "app-unavailable", 14, false)
             }
+            // gRPC 7 PERMISSION_DENIED.
+            ProxyError::Unauthorized { .. } => (S::FORBIDDEN, "unauthorized", 7, false),
         };
         let retry_after = match self {
             // Whole seconds, rounded up: retrying earlier would be refused again.

@@ -1,6 +1,8 @@
-//! The inbound listener: requests from other sidecars to this workload, delivered to the
-//! local app. (mTLS termination and authorization join this path with the security work.)
+//! The inbound listener: requests from other sidecars to this workload, authorized against
+//! the workload's AuthorizationPolicies and delivered to the local app. (mTLS is terminated
+//! before this, in `server::serve_inbound`.)
 
+use crate::authz::{self, PeerIdentity};
 use crate::balance::{Balancer, EndpointState};
 use crate::body::Body;
 use crate::errors::ProxyError;
@@ -46,6 +48,7 @@ impl AppClusters {
                         address: addr,
                         workload: b.workload.name.clone(),
                         service_account: b.workload.service_account.clone(),
+                        identity: None,
                     }],
                     resilience: Resilience::default(),
                 };
@@ -76,6 +79,11 @@ impl AppClusters {
             .or(by_port.first())
             .map(|(_, c)| c.clone());
         AppClusters { by_port, default }
+    }
+
+    /// Where opaque TCP and Host-less requests go: the app port named `http`, else the first.
+    pub fn default_cluster(&self) -> Option<&Arc<RtCluster>> {
+        self.default.as_ref()
     }
 
     /// The app port a request is for: the Host's port if the app listens there, else the default.
@@ -112,6 +120,91 @@ fn app_cluster<'a>(
         .or_else(|| shared.app.for_port(authority.and_then(Authority::port_u16)))
 }
 
+/// Applies the workload's AuthorizationPolicies; a denial is counted and logged with the
+/// caller's identity and the policy, and the app never sees the request.
+fn authorize(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    authority: Option<&Authority>,
+) -> Result<(), ProxyError> {
+    let Some(rt) = shared.config.current_full() else {
+        return Ok(());
+    };
+    let policies = &rt.snapshot.mesh.authorization;
+    if policies.is_empty() {
+        return Ok(());
+    }
+    let peer = req
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.0.as_deref());
+    // The Service the Host names, when this workload serves it; otherwise every policy of
+    // the workload applies.
+    let service = authority
+        .and_then(|a| rt.service(a.host()))
+        .and_then(|s| s.label.split_once('.'))
+        .map(|(name, ns)| format!("{ns}/{name}"))
+        .filter(|key| rt.snapshot.inbound_services.contains(key));
+    let call = authz::Call::Http {
+        method: req.method(),
+        path: req.uri().path(),
+        headers: req.headers(),
+    };
+    authz::check(policies, service.as_deref(), peer, &call)
+        .map_err(|denied| denial(shared, service.as_deref(), peer, &denied))
+}
+
+/// Counts and logs a denial, and builds the error the caller sees.
+pub fn denial(
+    shared: &Shared,
+    service: Option<&str>,
+    peer: Option<&trellis_identity::SpiffeId>,
+    denied: &authz::Denied,
+) -> ProxyError {
+    let source_identity = peer.map_or_else(|| "a plaintext caller".to_string(), |p| p.to_string());
+    let service = service
+        .unwrap_or(shared.labels.inbound_service.as_str())
+        .to_string();
+    shared
+        .metrics
+        .security
+        .denied
+        .get_or_create(&crate::tls::metrics::DenyLabels {
+            destination_service: shared.labels.inbound_service.clone(),
+            policy: Arc::new(denied.policy_label().to_string()),
+        })
+        .inc();
+    tracing::warn!(source = %source_identity, %service, policy = denied.policy_label(), "request denied by authorization");
+    ProxyError::Unauthorized {
+        source_identity,
+        service,
+        reason: denied.reason(),
+    }
+}
+
+/// `x-forwarded-client-cert` for the app, as Envoy writes it: who terminated mTLS (`By`) and
+/// who the caller proved to be (`URI`). A value the caller sent is never passed on.
+fn forwarded_client_cert(shared: &Shared, req: &mut Request<Incoming>) {
+    const XFCC: &str = "x-forwarded-client-cert";
+    req.headers_mut().remove(XFCC);
+    let Some(peer) = req
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.0.clone())
+    else {
+        return;
+    };
+    let by = shared
+        .tls
+        .as_ref()
+        .and_then(|t| t.info.load_full())
+        .map(|i| format!("By={};", i.id))
+        .unwrap_or_default();
+    if let Ok(v) = http::HeaderValue::try_from(format!("{by}URI={peer}")) {
+        req.headers_mut().insert(XFCC, v);
+    }
+}
+
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
@@ -131,6 +224,8 @@ pub async fn handle(
                 .get(http::header::HOST)
                 .and_then(|h| Authority::try_from(h.as_bytes()).ok())
         });
+        authorize(&shared, &req, authority.as_ref())?;
+        forwarded_client_cert(&shared, &mut req);
         let cluster = app_cluster(&shared, authority.as_ref())
             .ok_or(ProxyError::NotReady)?
             .clone();

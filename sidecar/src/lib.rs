@@ -2,6 +2,7 @@
 //! gRPC, WebSocket and TCP traffic under a config snapshot it can swap without dropping requests.
 
 pub mod admin;
+pub mod authz;
 pub mod balance;
 pub mod body;
 pub mod bootstrap;
@@ -21,6 +22,7 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod tcp;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 
@@ -49,6 +51,8 @@ pub struct Shared {
     pub labels: Labels,
     /// Where config comes from, for `/config_dump`.
     pub source: String,
+    /// The mesh identity, when the proxy has a join token (control-plane mode).
+    pub tls: Option<Arc<tls::MeshTls>>,
 }
 
 /// Metric label values that never change, made once.
@@ -78,6 +82,8 @@ pub enum StartError {
     },
     #[error("cannot watch the mesh file: {0}")]
     Watch(#[from] notify::Error),
+    #[error("controlPlane: {0}")]
+    ControlPlane(String),
 }
 
 /// A started proxy: its bound addresses, and the tasks that serve them.
@@ -142,11 +148,30 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         )),
     };
     let mesh_file = bootstrap.mesh_file.clone();
+    let control_plane = match &bootstrap.control_plane {
+        Some(cp) => Some(control_plane_endpoint(cp)?),
+        None => None,
+    };
+    let mesh_tls = bootstrap
+        .control_plane
+        .as_ref()
+        .and_then(|cp| cp.token_file.as_ref())
+        .map(|_| tls::MeshTls::new());
+    let config = if mesh_tls.is_some() {
+        ConfigStore::with_mtls()
+    } else {
+        ConfigStore::default()
+    };
+    let tls_names = config.tls_names();
     let shared = Arc::new(Shared {
         node: bootstrap.node(),
-        config: ConfigStore::default(),
+        config,
         metrics: Metrics::default(),
-        upstreams: Upstreams::new(bootstrap.limits.connect_timeout),
+        upstreams: Upstreams::new(
+            bootstrap.limits.connect_timeout,
+            mesh_tls.as_deref(),
+            tls_names,
+        ),
         drain: Drain::default(),
         app: inbound::AppClusters::new(&bootstrap),
         labels,
@@ -155,13 +180,9 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
             (None, Some(cp)) => format!("controlPlane: {}", cp.address),
             (None, None) => String::new(),
         },
+        tls: mesh_tls,
         bootstrap,
     });
-    let control_plane = shared
-        .bootstrap
-        .control_plane
-        .as_ref()
-        .map(|c| c.address.clone());
     let mut watcher = None;
     if let Some(path) = mesh_file {
         config_source::reload(&shared, &path);
@@ -175,15 +196,29 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     serving.spawn(server::serve(outbound, shared.clone(), |s, p, r| {
         outbound::handle(s, p, r)
     }));
-    serving.spawn(server::serve(inbound, shared.clone(), |s, p, r| {
-        inbound::handle(s, p, r)
-    }));
+    serving.spawn(server::serve_inbound(inbound, shared.clone()));
     for (listener, service) in tcp {
         serving.spawn(tcp::serve(listener, shared.clone(), service));
     }
-    if let Some(address) = control_plane {
-        let node = node(&shared.bootstrap, out_addr, in_addr, admin_addr);
-        tokio::spawn(discovery::run(shared.clone(), address, node));
+    if let Some(endpoint) = control_plane {
+        let mut node = node(&shared.bootstrap, out_addr, in_addr, admin_addr);
+        node.mtls = shared.tls.is_some();
+        if let (Some(tls), Some(token)) = (
+            &shared.tls,
+            shared
+                .bootstrap
+                .control_plane
+                .as_ref()
+                .and_then(|c| c.token_file.clone()),
+        ) {
+            tokio::spawn(tls::certify::run(
+                shared.clone(),
+                tls.clone(),
+                endpoint.connect_lazy(),
+                token,
+            ));
+        }
+        tokio::spawn(discovery::run(shared.clone(), endpoint, node));
     }
     tokio::spawn(admin::serve(admin, shared.clone()));
     tracing::info!(outbound = %out_addr, inbound = %in_addr, admin = %admin_addr, "trellis-proxy listening");
@@ -196,6 +231,32 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         serving,
         _watcher: watcher,
     })
+}
+
+/// The control plane's gRPC endpoint: TLS, trusting only the bootstrap's CA bundle.
+fn control_plane_endpoint(
+    cp: &bootstrap::ControlPlane,
+) -> Result<tonic::transport::Endpoint, StartError> {
+    let path = cp.ca_bundle.as_ref().ok_or_else(|| {
+        StartError::ControlPlane("caBundle is required: the mesh CA's ca.pem".into())
+    })?;
+    let pem = std::fs::read(path).map_err(|e| {
+        StartError::ControlPlane(format!(
+            "cannot read caBundle {}: {e}; copy the ca.pem from trellis-control's --state-dir",
+            path.display()
+        ))
+    })?;
+    trellis_control_endpoint(&cp.address, &pem)
+}
+
+fn trellis_control_endpoint(
+    address: &str,
+    pem: &[u8],
+) -> Result<tonic::transport::Endpoint, StartError> {
+    Ok(trellis_proto::connect::endpoint(address, pem)
+        .map_err(StartError::ControlPlane)?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .tcp_nodelay(true))
 }
 
 /// This proxy as the control plane sees it: identity, labels, app and bound listeners.
@@ -221,5 +282,6 @@ fn node(
         outbound: outbound.to_string(),
         inbound: inbound.to_string(),
         admin: admin.to_string(),
+        mtls: false,
     }
 }

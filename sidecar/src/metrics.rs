@@ -76,6 +76,7 @@ pub struct Metrics {
     rate_limited: Family<ClusterLabels, Counter>,
     bulkhead_rejected: Family<ClusterLabels, Counter>,
     faults: Family<FaultLabels, Counter>,
+    pub security: crate::tls::metrics::SecurityMetrics,
 }
 
 /// The series one circuit breaker writes.
@@ -147,7 +148,9 @@ impl Default for Metrics {
             "Config loads, by result (applied or rejected)",
             reloads.clone(),
         );
+        let security = crate::tls::metrics::SecurityMetrics::register(&mut registry);
         let m = Metrics {
+            security,
             registry,
             requests,
             durations,

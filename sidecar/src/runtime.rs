@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
-use trellis_config::model::{AppProtocol, HashKey, LbPolicy};
+use trellis_config::model::{AppProtocol, HashKey, LbPolicy, MtlsMode};
 use trellis_config::snapshot::{Cluster, Filter, Snapshot, TargetPort, Timeouts};
+use trellis_identity::SpiffeId;
 
 pub struct Runtime {
     pub snapshot: Arc<Snapshot>,
@@ -64,7 +65,16 @@ pub struct RtCluster {
 #[derive(Default)]
 pub struct StateRegistry {
     clusters: Mutex<HashMap<String, ClusterShared>>,
+    /// Whether this proxy has a mesh identity, and so originates mTLS to sidecars that have
+    /// one too.
+    pub originate_mtls: std::sync::atomic::AtomicBool,
+    /// The TLS server name of every mTLS endpoint, by address, for the upstream connector
+    /// (hyper's pool hands it only the URI).
+    pub tls_names: TlsNames,
 }
+
+pub type TlsNames =
+    Arc<arc_swap::ArcSwap<HashMap<SocketAddr, rustls_pki_types::ServerName<'static>>>>;
 
 struct ClusterShared {
     name: Arc<String>,
@@ -86,8 +96,16 @@ impl StateRegistry {
             }
             keep
         });
+        let originate = self
+            .originate_mtls
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut clusters = HashMap::new();
         for (name, c) in &snapshot.clusters {
+            let mtls = originate
+                && snapshot
+                    .services
+                    .get(&c.service)
+                    .is_some_and(|s| s.mtls_mode != MtlsMode::Disabled);
             let state = shared.entry(name.clone()).or_insert_with(|| ClusterShared {
                 name: Arc::new(name.clone()),
                 cursor: Arc::default(),
@@ -110,13 +128,22 @@ impl StateRegistry {
                 .endpoints
                 .iter()
                 .map(|e| {
-                    state
-                        .endpoints
-                        .entry(e.address)
-                        .or_insert_with(|| {
-                            Arc::new(EndpointState::new(e.address, e.workload.clone()))
-                        })
-                        .clone()
+                    let tls = e
+                        .identity
+                        .as_deref()
+                        .filter(|_| mtls)
+                        .and_then(|id| SpiffeId::parse(id).ok())
+                        .map(|id| id.server_name());
+                    let slot = state.endpoints.entry(e.address).or_insert_with(|| {
+                        Arc::new(EndpointState::new(e.address, e.workload.clone()))
+                    });
+                    // Another identity at the same address is another endpoint: fresh state.
+                    if slot.tls != tls {
+                        let mut fresh = EndpointState::new(e.address, e.workload.clone());
+                        fresh.tls = tls;
+                        *slot = Arc::new(fresh);
+                    }
+                    slot.clone()
                 })
                 .collect();
             let lb = &c.resilience.load_balancer;
@@ -137,6 +164,12 @@ impl StateRegistry {
             };
             clusters.insert(name.clone(), Arc::new(rt));
         }
+        let names = shared
+            .values()
+            .flat_map(|c| c.endpoints.values())
+            .filter_map(|e| Some((e.addr, e.tls.clone()?)))
+            .collect();
+        self.tls_names.store(Arc::new(names));
         drop(shared);
 
         let mut hosts = HashMap::new();

@@ -9,13 +9,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// Set once, on SIGTERM or `POST /drain`; every listener watches it.
@@ -73,8 +73,118 @@ where
     H: Fn(Arc<Shared>, SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
+    accept_loop(listener, shared, move |conn| {
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let Conn {
+                stream,
+                peer,
+                shared,
+                builder,
+                watcher,
+            } = conn;
+            let svc = service_fn(move |req| handler(shared.clone(), peer, req));
+            let c = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned();
+            if let Err(e) = watcher.watch(c).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    })
+    .await
+}
+
+/// The inbound listener: mTLS or plaintext by the workload's mode (see `tls::accept`), the
+/// peer's identity attached to each request, opaque TCP for the `trellis-tcp` ALPN.
+pub async fn serve_inbound(listener: TcpListener, shared: Arc<Shared>) {
+    accept_loop(listener, shared, |conn| {
+        tokio::spawn(inbound_connection(conn));
+    })
+    .await
+}
+
+async fn inbound_connection(conn: Conn) {
+    use crate::tls::accept::{Accepted, accept};
+    let Conn {
+        stream,
+        peer,
+        shared,
+        builder,
+        watcher,
+    } = conn;
+    let accepted = match &shared.tls {
+        None => Accepted::Plain(stream),
+        Some(tls) => {
+            let mode = shared
+                .config
+                .current_full()
+                .map(|rt| rt.snapshot.mesh.inbound_mtls_mode)
+                .unwrap_or_default();
+            match accept(
+                tls,
+                mode,
+                stream,
+                peer,
+                shared.bootstrap.limits.header_read_timeout,
+            )
+            .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    let reason = crate::tls::accept::reason(&e);
+                    shared
+                        .metrics
+                        .security
+                        .handshake_errors
+                        .get_or_create(&crate::tls::metrics::HandshakeLabels {
+                            direction: "inbound",
+                            reason,
+                        })
+                        .inc();
+                    tracing::info!(%peer, error = %e, "inbound connection refused");
+                    return;
+                }
+            }
+        }
+    };
+    let (io, id): (Box<dyn crate::tls::accept::Io>, _) = match accepted {
+        Accepted::Plain(s) => (Box::new(s), None),
+        Accepted::Tls(s, id) => {
+            if s.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_TCP) {
+                crate::tcp::inbound(&shared, *s, peer, id).await;
+                return;
+            }
+            (Box::new(*s) as Box<dyn crate::tls::accept::Io>, Some(id))
+        }
+    };
+    let peer_id = crate::authz::PeerIdentity(id);
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(peer_id.clone());
+        crate::inbound::handle(shared.clone(), peer, req)
+    });
+    let c = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .into_owned();
+    if let Err(e) = watcher.watch(c).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+}
+
+/// Accepts until the drain starts, hands each connection to `on_conn`, then waits up to the
+/// drain timeout for open connections to finish their requests.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, on_conn: impl Fn(Conn)) {
     let graceful = GracefulShutdown::new();
-    let builder = builder(&shared.bootstrap.limits);
+    let builder = Arc::new(builder(&shared.bootstrap.limits));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -88,14 +198,7 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (shared, handler) = (shared.clone(), handler.clone());
-                let svc = service_fn(move |req| handler(shared.clone(), peer, req));
-                let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                on_conn(Conn { stream, peer, shared: shared.clone(), builder: builder.clone(), watcher: graceful.watcher() });
             }
             _ = shared.drain.wait() => break,
         }

@@ -6,7 +6,8 @@ use crate::body::Body;
 use crate::errors::ProxyError;
 use crate::resilience::future::BoxOutcome;
 use crate::resilience::{Exchange, Outcome, Reply, clock, is_server_error};
-use crate::runtime::RtCluster;
+use crate::runtime::{RtCluster, TlsNames};
+use crate::tls::MeshTls;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Uri, Version};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
@@ -20,16 +21,57 @@ use trellis_config::model::AppProtocol;
 
 #[derive(Clone)]
 pub struct Upstreams {
-    http1: Client<HttpConnector, Body>,
-    http2: Client<HttpConnector, Body>,
+    http1: Client<Connector, Body>,
+    http2: Client<Connector, Body>,
 }
 
+/// Plain TCP for `http://` endpoints; mTLS for `https://` ones, which are sidecars with a mesh
+/// identity (see `EndpointState::tls`).
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 impl Upstreams {
-    pub fn new(connect_timeout: Duration) -> Upstreams {
+    /// `tls` is the proxy's identity, if it has one; `names` maps each mTLS endpoint to the
+    /// server name encoding the identity it must prove.
+    pub fn new(connect_timeout: Duration, tls: Option<&MeshTls>, names: TlsNames) -> Upstreams {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(connect_timeout));
-        conn.enforce_http(true);
+        conn.enforce_http(false);
+        let placeholder;
+        let tls = match tls {
+            Some(t) => t,
+            None => {
+                // Never used: without an identity no endpoint is https.
+                placeholder = MeshTls::new();
+                &placeholder
+            }
+        };
+        let connector = |config: &Arc<rustls::ClientConfig>, h2: bool| {
+            let names = names.clone();
+            let resolve = move |uri: &Uri| {
+                let addr: SocketAddr = uri
+                    .authority()
+                    .and_then(|a| a.as_str().parse().ok())
+                    .ok_or("an mTLS endpoint URI names an IP address and port")?;
+                names
+                    .load()
+                    .get(&addr)
+                    .cloned()
+                    .ok_or("no mesh identity is known for this endpoint any more")
+            };
+            // hyper-rustls sets the ALPN itself from the protocols enabled below.
+            let mut config = (**config).clone();
+            config.alpn_protocols.clear();
+            let b = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http()
+                .with_server_name_resolver(resolve);
+            if h2 {
+                b.enable_http2().wrap_connector(conn.clone())
+            } else {
+                b.enable_http1().wrap_connector(conn.clone())
+            }
+        };
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -38,11 +80,11 @@ impl Upstreams {
             // any of it was written, is sent again on a fresh connection (the keep-alive race).
             .retry_canceled_requests(true)
             .set_host(false);
-        let http1 = b.build(conn.clone());
+        let http1 = b.build(connector(&tls.client_http1, false));
         b.http2_only(true)
             .http2_adaptive_window(true)
             .http2_keep_alive_interval(Some(Duration::from_secs(30)));
-        let http2 = b.build(conn);
+        let http2 = b.build(connector(&tls.client_http2, true));
         Upstreams { http1, http2 }
     }
 }
@@ -144,7 +186,11 @@ impl<'a> Call<'a> {
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/"));
             let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(Scheme::HTTP);
+            parts.scheme = Some(if ep.tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            });
             parts.authority = Some(ep.authority.clone());
             parts.path_and_query = Some(pq);
             *attempt.uri_mut() = Uri::from_parts(parts)

@@ -105,8 +105,16 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The proxy only talks to a control plane over TLS that chains to its caBundle.
+    let ca = testkit::pki::TestCa::new("scripted control plane CA");
+    let serving = ca.server(&["127.0.0.1"]);
+    let tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(&serving.cert_pem, &serving.key_pem),
+    );
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
             .add_service(DiscoveryServer::new(cp.clone()))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stop_rx.await;
@@ -115,12 +123,13 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
 
     let dir = tempfile::tempdir().unwrap();
     let boot = dir.path().join("bootstrap.yaml");
+    std::fs::write(dir.path().join("ca.pem"), &ca.root_pem).unwrap();
     std::fs::write(
         &boot,
         format!(
             "workload: {{name: trip-0, namespace: rides}}\n\
              listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
-             app: {{address: 127.0.0.1, ports: {{http: 1}}}}\ncontrolPlane: {{address: http://{addr}}}\n"
+             app: {{address: 127.0.0.1, ports: {{http: 1}}}}\ncontrolPlane: {{address: https://{addr}, caBundle: ca.pem}}\n"
         ),
     )
     .unwrap();

@@ -2,6 +2,7 @@
 //! on 127.0.0.1:0, and deadline-bound waiting.
 
 pub mod grpc;
+pub mod pki;
 pub mod upstream;
 
 pub use upstream::{Mode, Upstream};

@@ -91,3 +91,33 @@ pub enum MtlsMode {
     Permissive,
     Disabled,
 }
+
+/// The Service annotation that overrides the Mesh's mTLS mode for that Service.
+pub const MTLS_MODE_ANNOTATION: &str = "trellis.dev/mtls-mode";
+
+impl MtlsMode {
+    /// `STRICT`, `PERMISSIVE` or `DISABLED`.
+    pub fn parse(s: &str) -> Option<MtlsMode> {
+        match s {
+            "STRICT" => Some(MtlsMode::Strict),
+            "PERMISSIVE" => Some(MtlsMode::Permissive),
+            "DISABLED" => Some(MtlsMode::Disabled),
+            _ => None,
+        }
+    }
+
+    /// The stricter of two modes, for a workload that serves Services with different modes:
+    /// STRICT over PERMISSIVE over DISABLED.
+    pub fn strictest(self, other: MtlsMode) -> MtlsMode {
+        let rank = |m: MtlsMode| match m {
+            MtlsMode::Disabled => 0,
+            MtlsMode::Permissive => 1,
+            MtlsMode::Strict => 2,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}

@@ -256,9 +256,19 @@ pub struct AuthzSource {
 pub struct AuthzOperation {
     #[serde(default)]
     pub methods: Vec<String>,
-    /// Exact paths, or prefixes ending in `*`.
+    /// Exact paths, prefixes ending in `*`, or suffixes starting with `*`.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// Every listed header must be present with one of its values (same `*` forms as paths).
+    #[serde(default)]
+    pub headers: Vec<AuthzHeader>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthzHeader {
+    pub name: String,
+    pub values: Vec<String>,
 }
 
 // Defaults, from resilience4j (breaker) and Envoy (outlier detection) where DESIGN.md is silent.

@@ -62,4 +62,8 @@ pub struct WorkloadSpec {
     /// this port, whatever the Service's targetPort; the sidecar delivers it to the app.
     #[serde(skip)]
     pub sidecar_inbound: Option<u16>,
+    /// Set for registered proxies that hold a mesh certificate: they accept mTLS as
+    /// `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`.
+    #[serde(skip)]
+    pub sidecar_mtls: bool,
 }

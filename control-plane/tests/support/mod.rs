@@ -30,6 +30,9 @@ pub struct ControlPlane {
     config: PathBuf,
     grace: &'static str,
     child: Option<Child>,
+    /// The generated mesh CA lives here; it survives restarts, as on a real host.
+    pub state: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl ControlPlane {
@@ -39,12 +42,23 @@ impl ControlPlane {
     }
 
     pub async fn start_with_grace(config: &Path, grace: &'static str) -> ControlPlane {
+        Self::start_with_args(config, grace, &[]).await
+    }
+
+    /// Starts with extra `trellis-control` flags, e.g. `--cert-ttl 10s`.
+    pub async fn start_with_args(
+        config: &Path,
+        grace: &'static str,
+        extra: &[&str],
+    ) -> ControlPlane {
         let mut cp = ControlPlane {
             grpc: free_addr(),
             http: free_addr(),
             config: config.to_path_buf(),
             grace,
             child: None,
+            state: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         cp.restart().await;
         cp
@@ -61,6 +75,9 @@ impl ControlPlane {
                 &self.http.to_string(),
             ])
             .args(["--registration-grace", self.grace])
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .args(&self.extra)
             .env("TRELLIS_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -87,13 +104,49 @@ impl ControlPlane {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.grpc)
+        format!("https://{}", self.grpc)
+    }
+
+    /// The mesh CA's root, which the control plane's certificate chains to.
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.state.path().join("ca.pem")
+    }
+
+    /// A TLS channel to the gRPC port, trusting the mesh CA.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        let pem = std::fs::read(self.ca_bundle()).expect("the control plane wrote its CA");
+        trellis_proto::connect::endpoint(&self.url(), &pem)
+            .unwrap()
+            .connect()
+            .await
+            .expect("TLS connection to trellis-control")
     }
 
     pub async fn admin(&self) -> AdminClient<tonic::transport::Channel> {
-        AdminClient::connect(self.url())
-            .await
-            .expect("admin client")
+        AdminClient::new(self.channel().await)
+    }
+
+    /// A join token for `namespace/name`, minted by the real `trellis-control token create`.
+    pub fn token(&self, service_account: &str, ttl: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_trellis-control"))
+            .args([
+                "token",
+                "create",
+                "--service-account",
+                service_account,
+                "--ttl",
+                ttl,
+            ])
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .output()
+            .expect("run trellis-control token create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     pub async fn status(&self) -> StatusResponse {
@@ -144,14 +197,19 @@ pub async fn proxy(
 ) -> trellis_proxy::Running {
     let dir = tempfile::tempdir().unwrap();
     let boot = dir.path().join("bootstrap.yaml");
+    // Beside the CA, so it outlives this function: renewals read it again.
+    let token = cp.state.path().join(format!("{name}.token"));
+    std::fs::write(&token, cp.token(&format!("rides/{name}"), "1h")).unwrap();
     std::fs::write(
         &boot,
         format!(
             "workload: {{name: {name}, namespace: rides, serviceAccount: {name}, labels: {labels}}}\n\
              listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
              app: {{address: 127.0.0.1, ports: {{http: {app_port}}}}}\n\
-             controlPlane: {{address: {}}}\nlimits: {{drainTimeout: 2s}}\n",
-            cp.url()
+             controlPlane: {{address: {}, caBundle: {}, tokenFile: {}}}\nlimits: {{drainTimeout: 2s}}\n",
+            cp.url(),
+            cp.ca_bundle().display(),
+            token.display(),
         ),
     )
     .unwrap();

@@ -23,6 +23,9 @@ pub struct EndpointState {
     /// Precomputed so that building the upstream URI does not allocate.
     pub authority: http::uri::Authority,
     pub workload: String,
+    /// The TLS server name encoding the SPIFFE ID this endpoint's sidecar must prove, when
+    /// calls to it originate mTLS (see `SpiffeId::server_name`).
+    pub tls: Option<rustls_pki_types::ServerName<'static>>,
     pub active: AtomicUsize,
     pub ewma: Ewma,
     pub health: EndpointHealth,
@@ -38,6 +41,7 @@ impl EndpointState {
             addr,
             authority,
             workload,
+            tls: None,
             active: AtomicUsize::new(0),
             ewma: Ewma::default(),
             health: EndpointHealth::default(),

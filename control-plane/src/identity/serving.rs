@@ -1,0 +1,94 @@
+//! The control plane's own TLS: a serving certificate from its CA, renewed in the background
+//! at half its lifetime, and the acceptor that puts the gRPC port behind it. Proxies check it
+//! against the bootstrap's `caBundle`.
+
+use super::ca::Ca;
+use rustls::ServerConfig;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use trellis_identity::cert::parse_pem_chain;
+use trellis_identity::{CurrentCert, certified_key, provider};
+
+/// Lifetime of the control plane's serving certificate.
+const SERVING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub fn issue(ca: &Ca, names: &[String], current: &CurrentCert) -> Result<(), String> {
+    let (chain, key) = ca
+        .sign_server(names, SERVING_TTL)
+        .map_err(|e| e.to_string())?;
+    let chain = parse_pem_chain(chain.join("").as_bytes(), "serving certificate")
+        .map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    current.set(certified_key(chain, key).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+/// TLS 1.3 preferred, 1.2 the floor; ALPN h2 for gRPC.
+pub fn server_config(current: Arc<CurrentCert>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(current);
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Accepts on `listener` and yields finished TLS connections; handshakes run concurrently so
+/// one slow client cannot hold up the others.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gRPC accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            if tx.is_closed() {
+                return;
+            }
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake on the gRPC port failed; is the client using https:// and the mesh CA bundle?");
+                    }
+                    Err(_) => tracing::debug!(%peer, "TLS handshake on the gRPC port timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Keeps the serving certificate fresh: renews at half its lifetime.
+pub fn renew_in_background(
+    ca: Arc<super::Authority>,
+    names: Vec<String>,
+    current: Arc<CurrentCert>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SERVING_TTL / 2).await;
+            if let Err(e) = issue(&ca.ca, &names, &current) {
+                tracing::error!(error = %e, "cannot renew the control plane's serving certificate");
+            }
+        }
+    });
+}

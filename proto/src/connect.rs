@@ -1,0 +1,40 @@
+//! Reaching trellis-control: its gRPC port speaks TLS only, with a serving certificate from
+//! the mesh CA, so every client (proxy or CLI) brings that CA's bundle.
+
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+/// An endpoint for `address` (`https://host:port`, or a bare `host:port`) that trusts only
+/// `ca_bundle_pem`.
+pub fn endpoint(address: &str, ca_bundle_pem: &[u8]) -> Result<Endpoint, String> {
+    let url = normalize(address)?;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_bundle_pem));
+    Endpoint::from_shared(url.clone())
+        .and_then(|e| e.tls_config(tls))
+        .map_err(|e| format!("{address:?} is not a usable control-plane address: {e}"))
+}
+
+/// `host:port` becomes `https://host:port`; `http://` is refused with what to use instead.
+pub fn normalize(address: &str) -> Result<String, String> {
+    let s = address.trim();
+    if s.is_empty() {
+        return Err("the control-plane address is empty: use https://host:port, e.g. https://127.0.0.1:15010".into());
+    }
+    if s.starts_with("http://") {
+        return Err(format!(
+            "{s:?}: trellis-control serves gRPC over TLS only; use https://{}",
+            &s["http://".len()..]
+        ));
+    }
+    let url = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("https://{s}")
+    };
+    if !url.starts_with("https://") {
+        return Err(format!("{s:?}: use https://host:port"));
+    }
+    Endpoint::from_shared(url.clone()).map_err(|e| {
+        format!("{s:?} is not an address ({e}): use host:port or https://host:port")
+    })?;
+    Ok(url)
+}

@@ -1,0 +1,99 @@
+//! Inbound: plaintext or TLS? A TLS connection starts with a handshake record (content type
+//! 22); anything else is plaintext. STRICT refuses plaintext; PERMISSIVE takes both;
+//! DISABLED takes plaintext (and still TLS from a caller that chose it).
+
+use super::MeshTls;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use trellis_config::model::MtlsMode;
+use trellis_identity::SpiffeId;
+
+/// The first byte of a TLS record carrying a handshake message (RFC 8446 §5.1).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+pub enum Accepted {
+    Plain(TcpStream),
+    /// A mutually authenticated connection and the peer's SPIFFE ID.
+    Tls(Box<TlsStream<TcpStream>>, Arc<SpiffeId>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error(
+        "plaintext connection refused: mTLS is STRICT for this workload; call it through a sidecar"
+    )]
+    PlaintextRefused,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("TLS handshake timed out")]
+    Timeout,
+    #[error("the client closed the connection before sending anything")]
+    Closed,
+    #[error("the peer certificate has no usable SPIFFE ID")]
+    NoIdentity,
+}
+
+/// Classifies a new inbound connection and, for TLS, completes the handshake.
+pub async fn accept(
+    tls: &MeshTls,
+    mode: MtlsMode,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handshake_timeout: Duration,
+) -> Result<Accepted, AcceptError> {
+    let mut first = [0u8; 1];
+    // A plaintext HTTP client speaks first too, so waiting for one byte never stalls a
+    // protocol this listener serves.
+    let n = match tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return Err(AcceptError::Handshake(e)),
+        Err(_) => return Err(AcceptError::Timeout),
+    };
+    if n == 0 {
+        return Err(AcceptError::Closed);
+    }
+    if first[0] != TLS_HANDSHAKE || !tls.is_ready() {
+        return match mode {
+            MtlsMode::Strict => Err(AcceptError::PlaintextRefused),
+            _ => Ok(Accepted::Plain(stream)),
+        };
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(AcceptError::Handshake(e)),
+        Err(_) => return Err(AcceptError::Timeout),
+    };
+    let id = {
+        let (_, conn) = tls_stream.get_ref();
+        conn.peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|leaf| trellis_identity::cert::inspect(leaf).ok())
+            .map(|info| Arc::new(info.id))
+    };
+    match id {
+        Some(id) => {
+            tracing::trace!(%peer, identity = %id, "mTLS peer");
+            Ok(Accepted::Tls(Box::new(tls_stream), id))
+        }
+        None => Err(AcceptError::NoIdentity),
+    }
+}
+
+/// A connection's byte stream, plaintext or TLS, behind one type for hyper.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The metric label for a refused connection.
+pub fn reason(e: &AcceptError) -> &'static str {
+    match e {
+        AcceptError::PlaintextRefused => "plaintext-refused",
+        AcceptError::Handshake(_) => "handshake-failed",
+        AcceptError::Timeout => "timeout",
+        AcceptError::Closed => "closed",
+        AcceptError::NoIdentity => "no-identity",
+    }
+}

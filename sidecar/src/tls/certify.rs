@@ -1,0 +1,174 @@
+//! Getting and keeping a certificate: generate a key (it never leaves this process), send a
+//! CSR with the join token to `Identity.Certify`, install what comes back, and do it again at
+//! about half of the certificate's lifetime. A failed renewal retries with backoff while the
+//! current certificate keeps serving.
+
+use super::MeshTls;
+use crate::Shared;
+use crate::tls::metrics::ResultLabel;
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tonic::transport::Channel;
+use trellis_identity::cert::{inspect, parse_pem_chain};
+use trellis_identity::{CertInfo, SpiffeId, TrustBundle, certified_key};
+use trellis_proto::v1::CertifyRequest;
+use trellis_proto::v1::identity_client::IdentityClient;
+
+const RETRY_START: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertifyError {
+    #[error(
+        "cannot read the join token {path}: {source}; mint one with `trellis-control token create --service-account {sa}`"
+    )]
+    Token {
+        path: String,
+        sa: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the bootstrap's workload has no serviceAccount; set workload.serviceAccount to the account the join token was minted for"
+    )]
+    NoServiceAccount,
+    #[error("{0}")]
+    Identity(String),
+    #[error("the control plane refused the certificate: {0}")]
+    Refused(String),
+    #[error("the control plane's answer is unusable: {0}")]
+    Answer(String),
+}
+
+/// Runs until the proxy drains.
+pub async fn run(shared: Arc<Shared>, tls: Arc<MeshTls>, channel: Channel, token_file: PathBuf) {
+    let mut client = IdentityClient::new(channel);
+    let mut retry = RETRY_START;
+    loop {
+        // The trust domain comes with the config: wait for the first one.
+        let Some(td) = trust_domain(&shared).await else {
+            return;
+        };
+        let wait = match certify_once(&shared, &tls, &mut client, &token_file, &td).await {
+            Ok(info) => {
+                retry = RETRY_START;
+                shared
+                    .metrics
+                    .security
+                    .renewals
+                    .get_or_create(&ResultLabel { result: "issued" })
+                    .inc();
+                shared.metrics.security.cert_expiry.set(info.not_after);
+                let left =
+                    Duration::from_secs(u64::try_from(info.not_after - unix_now()).unwrap_or(0));
+                tracing::info!(identity = %info.id, serial = %info.serial, expires_unix = info.not_after, "installed a mesh certificate");
+                // Renew at about half of what is left, with a little jitter so that proxies
+                // started together do not renew together.
+                left.mul_f64(rand::random_range(0.45..0.55))
+            }
+            Err(e) => {
+                shared
+                    .metrics
+                    .security
+                    .renewals
+                    .get_or_create(&ResultLabel { result: "failed" })
+                    .inc();
+                tracing::warn!(error = %e, retry_in = ?retry, "cannot get a mesh certificate; the current one (if any) keeps serving");
+                let w = retry;
+                retry = (retry * 2).min(RETRY_MAX);
+                w
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.drain.wait() => return,
+        }
+    }
+}
+
+async fn trust_domain(shared: &Shared) -> Option<String> {
+    loop {
+        if let Some(rt) = shared.config.current_full() {
+            return Some(rt.snapshot.mesh.trust_domain.clone());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = shared.drain.wait() => return None,
+        }
+    }
+}
+
+async fn certify_once(
+    shared: &Shared,
+    tls: &MeshTls,
+    client: &mut IdentityClient<Channel>,
+    token_file: &PathBuf,
+    trust_domain: &str,
+) -> Result<CertInfo, CertifyError> {
+    let w = &shared.bootstrap.workload;
+    let sa = w
+        .service_account
+        .as_deref()
+        .ok_or(CertifyError::NoServiceAccount)?;
+    let id = SpiffeId::new(trust_domain, &w.namespace, sa)
+        .map_err(|e| CertifyError::Identity(e.to_string()))?;
+    let token = std::fs::read_to_string(token_file).map_err(|source| CertifyError::Token {
+        path: token_file.display().to_string(),
+        sa: format!("{}/{sa}", w.namespace),
+        source,
+    })?;
+    let (key, csr) = csr_for(&id).map_err(|e| CertifyError::Identity(e.to_string()))?;
+    let answer = client
+        .certify(CertifyRequest {
+            csr,
+            token: token.trim().to_string(),
+        })
+        .await
+        .map_err(|s| CertifyError::Refused(format!("{:?}: {}", s.code(), s.message())))?
+        .into_inner();
+    let bad = |e: &dyn std::fmt::Display| CertifyError::Answer(e.to_string());
+    let chain = parse_pem_chain(
+        answer.certificate_chain.join("").as_bytes(),
+        "the certificate chain",
+    )
+    .map_err(|e| bad(&e))?;
+    let info = inspect(&chain[0]).map_err(|e| bad(&e))?;
+    if info.id != id {
+        return Err(CertifyError::Answer(format!(
+            "the certificate is for {}, not {id}",
+            info.id
+        )));
+    }
+    let roots = parse_pem_chain(answer.trust_bundle.join("").as_bytes(), "the trust bundle")
+        .map_err(|e| bad(&e))?;
+    let bundle = TrustBundle::new(trust_domain, roots).map_err(|e| bad(&e))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let certified = certified_key(chain, key).map_err(|e| bad(&e))?;
+    certified.keys_match().map_err(|e| {
+        CertifyError::Answer(format!("the certificate does not match the key: {e}"))
+    })?;
+    // Bundle first: a peer with a new certificate from a rotated root must already verify.
+    tls.bundle.store(Arc::new(bundle));
+    tls.cert.set(certified);
+    tls.info.store(Some(Arc::new(info.clone())));
+    Ok(info)
+}
+
+/// A fresh P-256 key and a CSR asking for exactly `id`.
+fn csr_for(id: &SpiffeId) -> Result<(KeyPair, String), rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(id.to_string().try_into()?)];
+    let csr = params.serialize_request(&key)?.pem()?;
+    Ok((key, csr))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
