@@ -19,10 +19,9 @@ pub fn normalize(address: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("the control-plane address is empty: use https://host:port, e.g. https://127.0.0.1:15010".into());
     }
-    if s.starts_with("http://") {
+    if let Some(rest) = s.strip_prefix("http://") {
         return Err(format!(
-            "{s:?}: trellis-control serves gRPC over TLS only; use https://{}",
-            &s["http://".len()..]
+            "{s:?}: trellis-control serves gRPC over TLS only; use https://{rest}"
         ));
     }
     let url = if s.contains("://") {

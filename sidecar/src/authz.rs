@@ -124,7 +124,7 @@ fn source_matches(s: &AuthzSource, peer: Option<&SpiffeId>) -> bool {
             sa.split_once('/')
                 .is_some_and(|(ns, name)| ns == peer.namespace && name == peer.service_account)
         });
-    let ns_ok = s.namespaces.is_empty() || s.namespaces.iter().any(|ns| *ns == peer.namespace);
+    let ns_ok = s.namespaces.is_empty() || s.namespaces.contains(&peer.namespace);
     sa_ok && ns_ok
 }
 

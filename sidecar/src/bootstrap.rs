@@ -11,6 +11,7 @@ use trellis_config::{ConfigError, NodeIdentity};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Bootstrap {
     pub workload: WorkloadInfo,
+    #[serde(default)]
     pub listeners: Listeners,
     pub app: App,
     /// Standalone mode: compile this mesh YAML locally and watch it. Relative to the bootstrap file.
@@ -41,12 +42,37 @@ pub struct WorkloadInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Where the proxy listens. The defaults are DESIGN.md's ports; the admin port binds to
+/// localhost unless told otherwise, since it can drain the proxy and force breakers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Listeners {
+    #[serde(default = "default_outbound")]
     pub outbound: SocketAddr,
+    #[serde(default = "default_inbound")]
     pub inbound: SocketAddr,
+    #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            outbound: default_outbound(),
+            inbound: default_inbound(),
+            admin: default_admin(),
+        }
+    }
+}
+
+fn default_outbound() -> SocketAddr {
+    ([127, 0, 0, 1], 15001).into()
+}
+fn default_inbound() -> SocketAddr {
+    ([0, 0, 0, 0], 15006).into()
+}
+fn default_admin() -> SocketAddr {
+    ([127, 0, 0, 1], 15000).into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -246,14 +246,7 @@ fn control_plane_endpoint(
             path.display()
         ))
     })?;
-    trellis_control_endpoint(&cp.address, &pem)
-}
-
-fn trellis_control_endpoint(
-    address: &str,
-    pem: &[u8],
-) -> Result<tonic::transport::Endpoint, StartError> {
-    Ok(trellis_proto::connect::endpoint(address, pem)
+    Ok(trellis_proto::connect::endpoint(&cp.address, &pem)
         .map_err(StartError::ControlPlane)?
         .connect_timeout(std::time::Duration::from_secs(3))
         .tcp_nodelay(true))

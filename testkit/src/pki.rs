@@ -36,6 +36,15 @@ impl TestCa {
         }
     }
 
+    /// An existing CA (e.g. the mesh CA from trellis-control's state directory).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> TestCa {
+        let key = KeyPair::from_pem(key_pem).unwrap();
+        TestCa {
+            root_pem: cert_pem.to_string(),
+            issuer: Issuer::from_ca_cert_pem(cert_pem, key).unwrap(),
+        }
+    }
+
     /// A serving certificate for DNS names or IPs, valid for a day.
     pub fn server(&self, names: &[&str]) -> Leaf {
         let sans = names

@@ -195,18 +195,31 @@ pub async fn proxy(
     labels: &str,
     app_port: u16,
 ) -> trellis_proxy::Running {
+    proxy_as(cp, name, name, labels, app_port, "").await
+}
+
+/// A proxy running as service account `rides/<sa>` (with a join token for it), with `extra`
+/// bootstrap lines (e.g. `tcp:` forwards).
+pub async fn proxy_as(
+    cp: &ControlPlane,
+    name: &str,
+    sa: &str,
+    labels: &str,
+    app_port: u16,
+    extra: &str,
+) -> trellis_proxy::Running {
     let dir = tempfile::tempdir().unwrap();
     let boot = dir.path().join("bootstrap.yaml");
     // Beside the CA, so it outlives this function: renewals read it again.
     let token = cp.state.path().join(format!("{name}.token"));
-    std::fs::write(&token, cp.token(&format!("rides/{name}"), "1h")).unwrap();
+    std::fs::write(&token, cp.token(&format!("rides/{sa}"), "1h")).unwrap();
     std::fs::write(
         &boot,
         format!(
-            "workload: {{name: {name}, namespace: rides, serviceAccount: {name}, labels: {labels}}}\n\
+            "workload: {{name: {name}, namespace: rides, serviceAccount: {sa}, labels: {labels}}}\n\
              listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
              app: {{address: 127.0.0.1, ports: {{http: {app_port}}}}}\n\
-             controlPlane: {{address: {}, caBundle: {}, tokenFile: {}}}\nlimits: {{drainTimeout: 2s}}\n",
+             controlPlane: {{address: {}, caBundle: {}, tokenFile: {}}}\nlimits: {{drainTimeout: 2s}}\n{extra}",
             cp.url(),
             cp.ca_bundle().display(),
             token.display(),
