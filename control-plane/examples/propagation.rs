@@ -136,7 +136,8 @@ async fn subscribe(
     kinds: usize,
     arrivals: &Arrivals,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())?
+    let pem = CA_BUNDLE.get().ok_or("the CA bundle is not read yet")?;
+    let channel = trellis_proto::connect::endpoint(addr, pem)?
         .connect()
         .await?;
     let mut client = DiscoveryClient::new(channel);
@@ -184,6 +185,9 @@ impl Drop for Cp {
     }
 }
 
+/// The mesh CA that trellis-control's gRPC certificate chains to.
+static CA_BUNDLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -202,6 +206,8 @@ async fn main() {
             &format!("127.0.0.1:{http}"),
         ])
         .args(["--registration-grace", "1s"])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
         .env("TRELLIS_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -213,7 +219,7 @@ async fn main() {
         });
     let cp = Cp(child);
     let pid = cp.0.id();
-    let addr = format!("http://127.0.0.1:{grpc}");
+    let addr = format!("https://127.0.0.1:{grpc}");
     // Wait for the port, then connect every proxy.
     let t = Instant::now();
     while tokio::net::TcpStream::connect(("127.0.0.1", grpc))
@@ -226,6 +232,16 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The control plane generates its CA at first start, as it binds its ports.
+    let ca = dir.join("state/ca.pem");
+    while !ca.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "trellis-control wrote no CA"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = CA_BUNDLE.set(std::fs::read(&ca).expect("trellis-control's CA"));
     let arrivals: Arrivals = Arc::new(Mutex::new(vec![Vec::new(); a.proxies]));
     for i in 0..a.proxies {
         tokio::spawn(proxy(addr.clone(), i, a.kinds, arrivals.clone()));

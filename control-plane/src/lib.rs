@@ -266,6 +266,8 @@ pub enum StartError {
 
 /// Binds both ports, loads the config, and serves until the process ends.
 pub async fn start(opts: Options) -> Result<Running, StartError> {
+    // The CA first: a client that finds the port open can rely on the CA being on disk.
+    let authority = identity::Authority::new(identity::ca::Ca::load(&opts.ca)?, opts.cert_ttl);
     let grpc = TcpListener::bind(opts.grpc_addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -286,7 +288,6 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         grpc.local_addr().expect("bound"),
         http.local_addr().expect("bound"),
     );
-    let authority = identity::Authority::new(identity::ca::Ca::load(&opts.ca)?, opts.cert_ttl);
     let serving = Arc::new(trellis_identity::CurrentCert::default());
     identity::serving::issue(&authority.ca, &opts.server_names, &serving)
         .map_err(StartError::Tls)?;
