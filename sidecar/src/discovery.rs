@@ -20,18 +20,31 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Runs until the proxy drains.
-pub async fn run(shared: Arc<Shared>, endpoint: tonic::transport::Endpoint, node: Node) {
+pub async fn run(shared: Arc<Shared>, endpoint: tonic::transport::Endpoint, mut node: Node) {
     let address = endpoint.uri().to_string();
     // The resources behind the served snapshot; deltas apply on top of them.
     let mut held: BTreeMap<Key, bytes::Bytes> = BTreeMap::new();
     let mut backoff = BACKOFF_START;
     loop {
         let started = Instant::now();
+        // Callers send mTLS to endpoints registered with `mtls`, so a proxy claims it only once
+        // its certificate is installed; it then subscribes again to say so.
+        node.mtls = shared.tls.as_ref().is_some_and(|t| t.is_ready());
+        let certified = async {
+            match &shared.tls {
+                Some(t) if !node.mtls => t.installed.notified().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             res = session(&shared, &endpoint, &address, &node, &mut held) => match res {
                 Ok(()) => tracing::warn!(%address, "the control plane closed the stream; reconnecting"),
                 Err(e) => tracing::warn!(%address, error = %e, "control plane unavailable; serving the last good config and retrying"),
             },
+            _ = certified => {
+                tracing::info!("mesh certificate installed; registering as an mTLS endpoint");
+                continue;
+            }
             _ = shared.drain.wait() => return,
         }
         if started.elapsed() > Duration::from_secs(10) {

@@ -201,8 +201,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         serving.spawn(tcp::serve(listener, shared.clone(), service));
     }
     if let Some(endpoint) = control_plane {
-        let mut node = node(&shared.bootstrap, out_addr, in_addr, admin_addr);
-        node.mtls = shared.tls.is_some();
+        let node = node(&shared.bootstrap, out_addr, in_addr, admin_addr);
         if let (Some(tls), Some(token)) = (
             &shared.tls,
             shared

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use trellis_config::model::MtlsMode;
 
 /// Set once, on SIGTERM or `POST /drain`; every listener watches it.
 pub struct Drain {
@@ -113,14 +114,28 @@ async fn inbound_connection(conn: Conn) {
         builder,
         watcher,
     } = conn;
+    let mode = shared
+        .config
+        .current_full()
+        .map(|rt| rt.snapshot.mesh.inbound_mtls_mode)
+        .unwrap_or_default();
     let accepted = match &shared.tls {
+        // Without an identity this proxy cannot do mTLS, so STRICT fails closed.
+        None if mode == MtlsMode::Strict => {
+            shared
+                .metrics
+                .security
+                .handshake_errors
+                .get_or_create(&crate::tls::metrics::HandshakeLabels {
+                    direction: "inbound",
+                    reason: "plaintext-refused",
+                })
+                .inc();
+            tracing::warn!(%peer, "inbound connection refused: mTLS is STRICT but this proxy has no mesh identity (set controlPlane.tokenFile)");
+            return;
+        }
         None => Accepted::Plain(stream),
         Some(tls) => {
-            let mode = shared
-                .config
-                .current_full()
-                .map(|rt| rt.snapshot.mesh.inbound_mtls_mode)
-                .unwrap_or_default();
             match accept(
                 tls,
                 mode,

@@ -153,6 +153,7 @@ async fn certify_once(
     tls.bundle.store(Arc::new(bundle));
     tls.cert.set(certified);
     tls.info.store(Some(Arc::new(info.clone())));
+    tls.installed.notify_one();
     Ok(info)
 }
 

@@ -30,6 +30,8 @@ pub struct MeshTls {
     pub client_http1: Arc<ClientConfig>,
     pub client_http2: Arc<ClientConfig>,
     pub client_tcp: Arc<ClientConfig>,
+    /// Signalled whenever a certificate is installed.
+    pub installed: tokio::sync::Notify,
 }
 
 impl MeshTls {
@@ -67,6 +69,7 @@ impl MeshTls {
             cert,
             bundle,
             info: ArcSwapOption::empty(),
+            installed: tokio::sync::Notify::new(),
         })
     }
 
