@@ -141,6 +141,7 @@ impl Common {
                 mtls_mode: mesh.mtls.mode,
                 inbound_mtls_mode,
                 authorization,
+                outbound_traffic_policy: mesh.outbound_traffic_policy.mode,
             },
             inbound_services,
         }
@@ -275,6 +276,7 @@ fn compile_service(
         namespace: meta.namespace.clone(),
         mtls_mode: service_mtls_mode(cfg, svc),
         ports,
+        cluster_ip: svc.object.spec.cluster_ip(),
     }
 }
 
@@ -533,7 +535,22 @@ fn ensure_cluster(
         ..resilience
     };
     if !clusters.contains_key(&name) {
-        let endpoints = endpoints(cx, svc, sp);
+        let spec = &svc.object.spec;
+        let dns = match (&spec.kind, &spec.external_name) {
+            (ServiceType::ExternalName, Some(n)) => Some(DnsTarget {
+                name: n.value.trim_end_matches('.').to_ascii_lowercase(),
+                port: match sp.target_port.as_ref().map(|t| &t.value) {
+                    Some(IntOrString::Int(n)) => *n,
+                    _ => port,
+                },
+            }),
+            _ => None,
+        };
+        let endpoints = if dns.is_some() {
+            Vec::new()
+        } else {
+            endpoints(cx, svc, sp)
+        };
         clusters.insert(
             name.clone(),
             Cluster {
@@ -543,6 +560,7 @@ fn ensure_cluster(
                 protocol: sp.app_protocol.unwrap_or_default(),
                 endpoints,
                 resilience,
+                dns,
             },
         );
     }
@@ -577,6 +595,7 @@ fn endpoints(cx: &Ctx<'_>, svc: &Doc<ServiceSpec>, sp: &ServicePort) -> Vec<Endp
                 workload: w.key(),
                 service_account: w.object.spec.service_account.clone(),
                 identity,
+                sidecar: w.object.spec.sidecar_inbound.is_some(),
             });
         }
     }

@@ -2,12 +2,12 @@
 //! the control plane streams; its `version` is a hash of its content.
 
 use crate::model::{
-    AppProtocol, AuthzAction, AuthzRule, HttpMethod, MtlsMode, PathMatchType, Resilience,
-    ValueMatchType,
+    AppProtocol, AuthzAction, AuthzRule, HttpMethod, MtlsMode, OutboundMode, PathMatchType,
+    Resilience, ValueMatchType,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +38,9 @@ pub struct NodeInfo {
 pub struct MeshInfo {
     pub trust_domain: String,
     pub mtls_mode: MtlsMode,
+    /// Intercepted traffic to an address no Service's `clusterIP` names.
+    #[serde(default)]
+    pub outbound_traffic_policy: OutboundMode,
     /// What inbound accepts: the strictest mode among the Services this workload serves.
     pub inbound_mtls_mode: MtlsMode,
     /// AuthorizationPolicies that target a Service this workload serves.
@@ -66,6 +69,8 @@ pub struct ServiceEntry {
     /// `trellis.dev/mtls-mode` annotation, else the Mesh's mode.
     pub mtls_mode: MtlsMode,
     pub ports: Vec<PortEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +216,17 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     #[serde(default)]
     pub resilience: Resilience,
+    /// An ExternalName Service's cluster: the proxy resolves this name and port itself, and
+    /// its addresses replace `endpoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsTarget {
+    pub name: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -225,6 +241,10 @@ pub struct Endpoint {
     /// server certificate against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The endpoint is a Trellis sidecar's inbound listener, so opaque TCP to it starts with
+    /// the transport preface naming the Service port (sidecar/src/preface.rs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sidecar: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,8 +23,24 @@ const RETRY_ON: &[&str] = &[
 pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
     let mut errs = ConfigErrors::default();
     check_unique(cfg, &mut errs);
+    let mut cluster_ips = std::collections::HashMap::new();
     for s in &cfg.services {
         check_service(s, &mut errs);
+        if let (Some(ip), Some(span)) = (s.object.spec.cluster_ip(), &s.object.spec.cluster_ip)
+            && let Some(first) = cluster_ips.insert(ip, s)
+        {
+            Ctx::new(s).at(
+                &mut errs,
+                span,
+                "spec.clusterIP",
+                format!(
+                    "{ip} is already the clusterIP of Service {} ({}:{}); each Service needs its own",
+                    first.key(),
+                    first.file,
+                    first.line
+                ),
+            );
+        }
     }
     for w in &cfg.workloads {
         if w.object
@@ -211,6 +227,65 @@ fn check_service(s: &Doc<ServiceSpec>, errs: &mut ConfigErrors) {
             format!("metadata.annotations.{MTLS_MODE_ANNOTATION}"),
             format!("{mode:?} is not an mTLS mode; allowed: STRICT, PERMISSIVE, DISABLED"),
         );
+    }
+    check_service_addressing(&c, &s.object.spec, errs);
+}
+
+/// `clusterIP`, `type` and `externalName` agree with each other.
+fn check_service_addressing(c: &Ctx<'_>, spec: &ServiceSpec, errs: &mut ConfigErrors) {
+    if let Some(ip) = &spec.cluster_ip
+        && ip.value != "None"
+        && ip.value.parse::<std::net::IpAddr>().is_err()
+    {
+        c.at(
+            errs,
+            ip,
+            "spec.clusterIP",
+            format!(
+                "{:?} is not an IP address; use e.g. 10.96.0.10, or None",
+                ip.value
+            ),
+        );
+    }
+    match (spec.kind, &spec.external_name) {
+        (ServiceType::ExternalName, None) => c.doc(
+            errs,
+            "spec.externalName",
+            "required for type: ExternalName: the DNS name to resolve, e.g. db.example.com",
+        ),
+        (ServiceType::ExternalName, Some(n)) => {
+            let name = n.value.trim_end_matches('.');
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            };
+            if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+                c.at(
+                    errs,
+                    n,
+                    "spec.externalName",
+                    format!(
+                        "{:?} is not a DNS name: letters, digits, '-' and '.'",
+                        n.value
+                    ),
+                );
+            }
+            if !spec.selector.is_empty() {
+                c.doc(
+                    errs,
+                    "spec.selector",
+                    "an ExternalName Service has no selector: its endpoints come from DNS",
+                );
+            }
+        }
+        (ServiceType::ClusterIP, Some(n)) => c.at(
+            errs,
+            n,
+            "spec.externalName",
+            "set only with type: ExternalName",
+        ),
+        (ServiceType::ClusterIP, None) => {}
     }
 }
 

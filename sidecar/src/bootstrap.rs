@@ -28,6 +28,42 @@ pub struct Bootstrap {
     /// One JSON line per request on stdout.
     #[serde(default)]
     pub access_log: bool,
+    #[serde(default)]
+    pub protocol_detection: ProtocolDetection,
+}
+
+/// How the outbound and inbound listeners tell HTTP from opaque TCP (docs/interception.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProtocolDetection {
+    /// How long to wait for a client's first bytes. A client that sends too little by then
+    /// (server-speaks-first: MySQL, SMTP, a banner) is opaque TCP.
+    #[serde(default = "default_detect_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Destination ports that are opaque TCP without detection, as if their Service port said
+    /// `appProtocol: tcp`.
+    #[serde(default = "default_opaque_ports")]
+    pub opaque_ports: Vec<u16>,
+}
+
+impl Default for ProtocolDetection {
+    fn default() -> Self {
+        ProtocolDetection {
+            timeout: default_detect_timeout(),
+            opaque_ports: default_opaque_ports(),
+        }
+    }
+}
+
+fn default_detect_timeout() -> Duration {
+    Duration::from_millis(200)
+}
+
+/// Server-speaks-first and binary protocols on their well-known ports: SMTP (25, 587), MySQL
+/// (3306), Galera (4444), PostgreSQL (5432), Redis (6379), Elasticsearch transport (9300),
+/// memcached (11211).
+fn default_opaque_ports() -> Vec<u16> {
+    vec![25, 587, 3306, 4444, 5432, 6379, 9300, 11211]
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +254,12 @@ impl Bootstrap {
                 }
             }
             _ => {}
+        }
+        if b.protocol_detection.timeout.is_zero() {
+            return Err(err(
+                "protocolDetection.timeout",
+                "must be above 0, e.g. 200ms; list ports in opaquePorts to skip detection",
+            ));
         }
         if b.limits.max_header_bytes < 1024 {
             return Err(err("limits.maxHeaderBytes", "must be at least 1024"));

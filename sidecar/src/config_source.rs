@@ -17,6 +17,12 @@ pub struct ConfigStore {
     current: ArcSwapOption<Runtime>,
     last_error: ArcSwapOption<LoadError>,
     registry: StateRegistry,
+    /// Serialises building and swapping runtimes: a config update and a DNS refresh must not
+    /// race each other into storing an older snapshot. Never taken on the request path.
+    applying: std::sync::Mutex<()>,
+    changed: tokio::sync::Notify,
+    /// The last good addresses of ExternalName Services.
+    pub dns: crate::dns::Resolved,
     /// Reparses only the mesh documents that changed since the last load.
     pub loader: trellis_config::Loader,
 }
@@ -55,7 +61,8 @@ impl ConfigStore {
 
     /// Swaps in `snap` unless it equals what is served. Returns whether anything changed, or
     /// why the snapshot cannot be served (the current one then stays).
-    pub fn apply(&self, snap: Snapshot, metrics: &Metrics) -> Result<bool, String> {
+    pub fn apply(&self, mut snap: Snapshot, metrics: &Metrics) -> Result<bool, String> {
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         if self
             .current
             .load()
@@ -65,10 +72,31 @@ impl ConfigStore {
             self.last_error.store(None);
             return Ok(false);
         }
+        self.dns.fill(&mut snap);
         let rt = self.registry.build(Arc::new(snap), metrics)?;
         self.current.store(Some(Arc::new(rt)));
         self.last_error.store(None);
+        self.changed.notify_one();
         Ok(true)
+    }
+
+    /// Rebuilds the served runtime with the latest ExternalName addresses; same version.
+    pub fn refresh_dns(&self, metrics: &Metrics) {
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(rt) = self.current.load_full() else {
+            return;
+        };
+        let mut snap = (*rt.snapshot).clone();
+        self.dns.fill(&mut snap);
+        match self.registry.build(Arc::new(snap), metrics) {
+            Ok(rt) => self.current.store(Some(Arc::new(rt))),
+            Err(e) => tracing::error!("cannot apply new ExternalName addresses: {e}"),
+        }
+    }
+
+    /// Resolves after the next config change (at once if one happened since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     pub fn reject(&self, errors: ConfigErrors) {

@@ -49,8 +49,10 @@ impl AppClusters {
                         workload: b.workload.name.clone(),
                         service_account: b.workload.service_account.clone(),
                         identity: None,
+                        sidecar: false,
                     }],
                     resilience: Resilience::default(),
+                    dns: None,
                 };
                 let balancer = Balancer {
                     policy: LbPolicy::RoundRobin,
@@ -86,6 +88,14 @@ impl AppClusters {
         self.default.as_ref()
     }
 
+    /// The cluster of app port `port`, if the app listens there.
+    pub fn for_exact_port(&self, port: u16) -> Option<&Arc<RtCluster>> {
+        self.by_port
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, c)| c)
+    }
+
     /// The app port a request is for: the Host's port if the app listens there, else the default.
     fn for_port(&self, port: Option<u16>) -> Option<&Arc<RtCluster>> {
         port.and_then(|p| self.by_port.iter().find(|(q, _)| *q == p).map(|(_, c)| c))
@@ -96,7 +106,7 @@ impl AppClusters {
 /// Where on the app a request goes. When the Host names a Service this proxy serves, that
 /// Service port's targetPort decides (a number, or a name looked up in the bootstrap's app
 /// ports); otherwise the Host's port if the app listens there, else the app's default port.
-fn app_cluster<'a>(
+pub(crate) fn app_cluster<'a>(
     shared: &'a Shared,
     authority: Option<&Authority>,
 ) -> Option<&'a Arc<RtCluster>> {

@@ -1,21 +1,28 @@
 //! trellis-proxy: the Trellis sidecar. It proxies a workload's inbound and outbound HTTP,
 //! gRPC, WebSocket and TCP traffic under a config snapshot it can swap without dropping requests.
 
+pub mod accept;
 pub mod admin;
 pub mod authz;
 pub mod balance;
 pub mod body;
 pub mod bootstrap;
 pub mod config_source;
+pub mod detect;
 pub mod discovery;
+pub mod dns;
 pub mod errors;
 pub mod filters;
 pub mod forward;
 pub mod headers;
 pub mod inbound;
+pub mod init;
 pub mod metrics;
 pub mod observe;
+pub mod original_dst;
 pub mod outbound;
+pub mod peeked;
+pub mod preface;
 pub mod resilience;
 pub mod respond;
 pub mod routing;
@@ -61,6 +68,8 @@ pub struct Labels {
     pub namespace: Arc<String>,
     pub unknown: Arc<String>,
     pub inbound_service: Arc<String>,
+    /// `destination_service` of intercepted traffic passed through under `ALLOW_ANY`.
+    pub passthrough: Arc<String>,
 }
 
 impl ConfigStore {
@@ -141,6 +150,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         workload: Arc::new(w.name.clone()),
         namespace: Arc::new(w.namespace.clone()),
         unknown: Arc::new("unknown".to_string()),
+        passthrough: Arc::new("passthrough".to_string()),
         inbound_service: Arc::new(format!(
             "{}.{}",
             w.labels.get("app").unwrap_or(&w.name),
@@ -193,9 +203,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     let (out_addr, in_addr, admin_addr) = (addr(&outbound), addr(&inbound), addr(&admin));
     let tcp_addrs = tcp.iter().map(|(l, _)| addr(l)).collect();
     let mut serving = JoinSet::new();
-    serving.spawn(server::serve(outbound, shared.clone(), |s, p, r| {
-        outbound::handle(s, p, r)
-    }));
+    serving.spawn(accept::serve_outbound(outbound, shared.clone()));
     serving.spawn(server::serve_inbound(inbound, shared.clone()));
     for (listener, service) in tcp {
         serving.spawn(tcp::serve(listener, shared.clone(), service));
@@ -220,6 +228,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         tokio::spawn(discovery::run(shared.clone(), endpoint, node));
     }
     tokio::spawn(admin::serve(admin, shared.clone()));
+    tokio::spawn(dns::run(shared.clone()));
     tracing::info!(outbound = %out_addr, inbound = %in_addr, admin = %admin_addr, "trellis-proxy listening");
     Ok(Running {
         outbound: out_addr,

@@ -1,4 +1,5 @@
 //! `trellis-proxy --bootstrap FILE`: parse arguments, set up logging, run the proxy.
+//! `trellis-proxy init`: install the iptables rules of transparent interception.
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -8,17 +9,46 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The bootstrap YAML: workload identity, listeners, app address, config source.
     #[arg(long)]
-    bootstrap: PathBuf,
+    bootstrap: Option<PathBuf>,
     /// Worker threads for the proxy's runtime (default: one per core). A sidecar that should
     /// not compete with its app takes 1 or 2.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Install the iptables nat rules that redirect the workload's TCP through the proxy
+    /// (the init container's job; needs CAP_NET_ADMIN). See docs/interception.md.
+    Init(trellis_proxy::init::InitArgs),
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Init(init)) = &args.command {
+        return match trellis_proxy::init::run(init) {
+            Ok(report) => {
+                for line in report {
+                    println!("trellis-proxy init: {line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("trellis-proxy init: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(bootstrap) = args.bootstrap else {
+        eprintln!(
+            "trellis-proxy: give --bootstrap FILE to run the proxy, or run `trellis-proxy init`"
+        );
+        return ExitCode::from(2);
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
@@ -26,7 +56,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let bootstrap = match trellis_proxy::bootstrap::Bootstrap::load(&args.bootstrap) {
+    let bootstrap = match trellis_proxy::bootstrap::Bootstrap::load(&bootstrap) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("trellis-proxy: {e}");

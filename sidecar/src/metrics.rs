@@ -60,6 +60,33 @@ struct FaultLabels {
     fault: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub direction: &'static str,
+    pub destination_service: Arc<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: &'static str,
+}
+
+/// The counters of one opaque TCP connection's destination, fetched once per connection.
+#[derive(Clone)]
+pub struct TcpSeries {
+    pub opened: Counter,
+    pub closed: Counter,
+    /// Bytes from the downstream (the connecting side) to the upstream.
+    pub sent: Counter,
+    /// Bytes from the upstream back to the downstream.
+    pub received: Counter,
+}
+
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -77,6 +104,12 @@ pub struct Metrics {
     bulkhead_rejected: Family<ClusterLabels, Counter>,
     faults: Family<FaultLabels, Counter>,
     pub security: crate::tls::metrics::SecurityMetrics,
+    tcp_opened: Family<TcpLabels, Counter>,
+    tcp_closed: Family<TcpLabels, Counter>,
+    tcp_sent: Family<TcpLabels, Counter>,
+    tcp_received: Family<TcpLabels, Counter>,
+    detect_timeouts: Family<DirectionLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
 }
 
 /// The series one circuit breaker writes.
@@ -164,8 +197,14 @@ impl Default for Metrics {
             rate_limited: Family::default(),
             bulkhead_rejected: Family::default(),
             faults: Family::default(),
+            tcp_opened: Family::default(),
+            tcp_closed: Family::default(),
+            tcp_sent: Family::default(),
+            tcp_received: Family::default(),
+            detect_timeouts: Family::default(),
+            refused: Family::default(),
         };
-        m.register_resilience()
+        m.register_resilience().register_tcp()
     }
 }
 
@@ -238,6 +277,65 @@ impl Metrics {
             self.faults.clone(),
         );
         self
+    }
+
+    fn register_tcp(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "trellis_tcp_connections_opened",
+            "Opaque TCP connections opened to an upstream",
+            self.tcp_opened.clone(),
+        );
+        r.register(
+            "trellis_tcp_connections_closed",
+            "Opaque TCP connections closed (both directions done, or failed)",
+            self.tcp_closed.clone(),
+        );
+        r.register(
+            "trellis_tcp_sent_bytes",
+            "Opaque TCP bytes from the downstream to the upstream",
+            self.tcp_sent.clone(),
+        );
+        r.register(
+            "trellis_tcp_received_bytes",
+            "Opaque TCP bytes from the upstream to the downstream",
+            self.tcp_received.clone(),
+        );
+        r.register(
+            "trellis_protocol_detect_timeouts",
+            "Connections whose client sent too little to detect a protocol in time; they fell back to opaque TCP",
+            self.detect_timeouts.clone(),
+        );
+        r.register(
+            "trellis_outbound_refused",
+            "Intercepted outbound connections refused, by reason (registry-only: no Service has that clusterIP and port)",
+            self.refused.clone(),
+        );
+        self
+    }
+
+    /// The counters of TCP connections in `direction` to `destination`.
+    pub fn tcp(&self, direction: &'static str, destination: &Arc<String>) -> TcpSeries {
+        let l = TcpLabels {
+            direction,
+            destination_service: destination.clone(),
+        };
+        TcpSeries {
+            opened: self.tcp_opened.get_or_create(&l).clone(),
+            closed: self.tcp_closed.get_or_create(&l).clone(),
+            sent: self.tcp_sent.get_or_create(&l).clone(),
+            received: self.tcp_received.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn detect_timeout(&self, direction: &'static str) {
+        self.detect_timeouts
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
     }
 
     /// The series of the circuit breaker of `cluster`.

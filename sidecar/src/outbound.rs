@@ -24,16 +24,20 @@ use std::sync::Arc;
 use tower::ServiceExt;
 use trellis_config::snapshot::Filter;
 
+/// Handles one request. `original_dst` is the connection's destination before iptables
+/// redirected it; when it is a Service's `clusterIP:port`, that Service port takes the
+/// request whatever its `Host` says.
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    original_dst: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let mut obs = Observation::start(&shared, "outbound", &req);
     let grpc = is_grpc(&req);
     let res = match shared.config.current_full() {
         None => Err(ProxyError::NotReady),
-        Some(rt) => route(&shared, &rt, peer, req, &mut obs).await,
+        Some(rt) => route(&shared, &rt, peer, original_dst, req, &mut obs).await,
     };
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
     Ok(obs.finish(&shared, res))
@@ -43,6 +47,7 @@ async fn route(
     shared: &Shared,
     rt: &Runtime,
     peer: SocketAddr,
+    original_dst: Option<SocketAddr>,
     mut req: Request<Incoming>,
     obs: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
@@ -53,19 +58,26 @@ async fn route(
         return Err(ProxyError::HeadersTooLarge { size, limit });
     }
 
-    // Phase 2: which Service, which port.
+    // Phase 2: which Service, which port: the original destination under interception,
+    // else the Host.
     let authority = destination(&req)?;
-    let host = authority.host();
-    let svc = rt.service(host).ok_or_else(|| ProxyError::NoService {
-        host: host.to_string(),
-    })?;
+    let (svc, port) = match original_dst.and_then(|d| rt.by_original_dst(d)) {
+        Some(found) => found,
+        None => {
+            let host = authority.host();
+            let svc = rt.service(host).ok_or_else(|| ProxyError::NoService {
+                host: host.to_string(),
+            })?;
+            let port = svc
+                .port(authority.port_u16())
+                .ok_or_else(|| ProxyError::NoServicePort {
+                    service: svc.label.to_string(),
+                    port: authority.port_u16().unwrap_or(80),
+                })?;
+            (svc, port)
+        }
+    };
     obs.destination = svc.label.clone();
-    let port = svc
-        .port(authority.port_u16())
-        .ok_or_else(|| ProxyError::NoServicePort {
-            service: svc.label.to_string(),
-            port: authority.port_u16().unwrap_or(80),
-        })?;
 
     // Phase 3: the route rule and the backend.
     let rule = select(port, req.method(), req.uri(), req.headers()).ok_or_else(|| {

@@ -16,6 +16,8 @@ use trellis_identity::SpiffeId;
 pub struct Runtime {
     pub snapshot: Arc<Snapshot>,
     hosts: HashMap<String, usize>,
+    /// `clusterIP:port` to (service, port) indexes, for intercepted connections.
+    by_addr: HashMap<SocketAddr, (usize, usize)>,
     pub services: Vec<RtService>,
     pub clusters: HashMap<String, Arc<RtCluster>>,
 }
@@ -173,6 +175,7 @@ impl StateRegistry {
         drop(shared);
 
         let mut hosts = HashMap::new();
+        let mut by_addr = HashMap::new();
         let mut services = Vec::new();
         for svc in snapshot.services.values() {
             let idx = services.len();
@@ -188,7 +191,10 @@ impl StateRegistry {
                 hosts.insert(form, idx);
             }
             let mut ports = Vec::with_capacity(svc.ports.len());
-            for p in &svc.ports {
+            for (i, p) in svc.ports.iter().enumerate() {
+                if let Some(ip) = svc.cluster_ip {
+                    by_addr.insert(SocketAddr::new(ip, p.port), (idx, i));
+                }
                 let rules = p
                     .routes
                     .iter()
@@ -210,6 +216,7 @@ impl StateRegistry {
         Ok(Runtime {
             snapshot,
             hosts,
+            by_addr,
             services,
             clusters,
         })
@@ -255,6 +262,16 @@ impl Runtime {
             self.hosts.get(host)
         };
         idx.map(|&i| &self.services[i])
+    }
+}
+
+impl Runtime {
+    /// The Service port whose `clusterIP:port` is `dst`, an intercepted connection's original
+    /// destination.
+    pub fn by_original_dst(&self, dst: SocketAddr) -> Option<(&RtService, &RtPort)> {
+        let &(s, p) = self.by_addr.get(&dst)?;
+        let svc = &self.services[s];
+        Some((svc, &svc.ports[p]))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Accepting downstream connections: hyper's HTTP/1.1 and h2c server with the proxy's limits,
-//! and the drain that stops accepting and lets in-flight requests finish.
+//! the inbound listener's mTLS, and the drain that stops accepting and lets in-flight requests
+//! finish. Protocol detection and opaque TCP dispatch live in `accept.rs`.
 
 use crate::Shared;
 use crate::body::Body;
@@ -48,7 +49,8 @@ impl Drain {
     }
 }
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+/// hyper's server for downstream HTTP/1.1 and h2c, with the proxy's limits.
+pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 itself past its read buffer; below that the handlers check the exact
     // limit and answer 431 with a trellis-error header.
@@ -114,11 +116,24 @@ async fn inbound_connection(conn: Conn) {
         builder,
         watcher,
     } = conn;
+    // A connection iptables redirected carries the app port it was sent to. It comes from a
+    // client outside the mesh (sidecars call this listener's port, which is not redirected),
+    // so a silent client (server speaks first) waits only the detection timeout, and an
+    // opaque port is not read at all unless STRICT must refuse plaintext.
+    let orig = crate::original_dst::original_dst(&stream);
     let mode = shared
         .config
         .current_full()
         .map(|rt| rt.snapshot.mesh.inbound_mtls_mode)
         .unwrap_or_default();
+    let opaque = orig.is_some_and(|dst| {
+        crate::accept::is_opaque(&shared, None, dst)
+            && mode != MtlsMode::Strict
+    });
+    let first_byte = match orig {
+        Some(_) => Some(shared.bootstrap.protocol_detection.timeout),
+        None => None,
+    };
     let accepted = match &shared.tls {
         // Without an identity this proxy cannot do mTLS, so STRICT fails closed.
         None if mode == MtlsMode::Strict => {
@@ -135,6 +150,7 @@ async fn inbound_connection(conn: Conn) {
             return;
         }
         None => Accepted::Plain(stream),
+        Some(_) if opaque => Accepted::Plain(stream),
         Some(tls) => {
             match accept(
                 tls,
@@ -142,6 +158,7 @@ async fn inbound_connection(conn: Conn) {
                 stream,
                 peer,
                 shared.bootstrap.limits.header_read_timeout,
+                first_byte,
             )
             .await
             {
@@ -164,7 +181,17 @@ async fn inbound_connection(conn: Conn) {
         }
     };
     let (io, id): (Box<dyn crate::tls::accept::Io>, _) = match accepted {
-        Accepted::Plain(s) => (Box::new(s), None),
+        Accepted::Plain(stream) => {
+            let conn = Conn {
+                stream,
+                peer,
+                shared,
+                builder,
+                watcher,
+            };
+            crate::accept::connection(conn, crate::accept::Side::Inbound, orig).await;
+            return;
+        }
         Accepted::Tls(s, id) => {
             if s.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_TCP) {
                 crate::tcp::inbound(&shared, *s, peer, id).await;
@@ -187,17 +214,21 @@ async fn inbound_connection(conn: Conn) {
 }
 
 /// One accepted connection and what serving it needs.
-struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub watcher: Watcher,
 }
 
 /// Accepts until the drain starts, hands each connection to `on_conn`, then waits up to the
 /// drain timeout for open connections to finish their requests.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, on_conn: impl Fn(Conn)) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    on_conn: impl Fn(Conn),
+) {
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(builder(&shared.bootstrap.limits));
     loop {

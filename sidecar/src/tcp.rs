@@ -1,16 +1,28 @@
-//! Opaque TCP: a Service port with `appProtocol: tcp` is proxied as bytes, balanced like HTTP.
-//! In local mode each such Service gets a listener from the bootstrap's `tcp` list.
+//! Opaque TCP: bytes in, bytes out, balanced over a cluster's endpoints with a connect
+//! timeout, outlier ejection on connect failures, byte counts and half-close both ways.
+//! Reached from intercepted connections (`accept.rs`) and, in local mode, from the
+//! bootstrap's `tcp` forwards, which `serve` accepts. Between sidecars it runs over mTLS
+//! (ALPN `trellis-tcp`) when both hold a mesh identity, with the transport preface inside.
 
 use crate::balance::{InFlight, ring::hash_key};
 use crate::errors::ProxyError;
+use crate::metrics::TcpSeries;
+use crate::resilience::clock;
 use crate::routing::pick_backend;
+use crate::runtime::{RtCluster, RtPort, RtService};
 use crate::{Shared, authz};
+use prometheus_client::metrics::counter::Counter;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use trellis_identity::SpiffeId;
 
-/// Accepts on `listener` and forwards each connection to the Service named `service`.
+/// Accepts on `listener` and forwards each connection to the Service named `service`
+/// (`name[.namespace][:port]`).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, service: String) {
     loop {
         tokio::select! {
@@ -18,7 +30,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, service: String) 
                 let Ok((stream, peer)) = accepted else { continue };
                 let (shared, service) = (shared.clone(), service.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = forward(&shared, &service, stream, peer).await {
+                    if let Err(e) = forward_named(&shared, &service, stream, peer).await {
                         tracing::warn!(%peer, %service, error = %e, "tcp connection refused");
                     }
                 });
@@ -28,10 +40,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, service: String) 
     }
 }
 
-async fn forward(
+async fn forward_named(
     shared: &Shared,
     service: &str,
-    mut down: TcpStream,
+    down: TcpStream,
     peer: SocketAddr,
 ) -> Result<(), ProxyError> {
     let rt = shared.config.current_full().ok_or(ProxyError::NotReady)?;
@@ -46,16 +58,41 @@ async fn forward(
         service: svc.label.to_string(),
         port: port.unwrap_or(0),
     })?;
+    let cluster = cluster_for(svc, port)?;
+    to_cluster(shared, &cluster, &svc.label, down, peer, "outbound").await
+}
+
+/// The cluster opaque TCP to `port` of `svc` goes to: the backend of its first rule, by
+/// weight (HTTPRoutes do not apply to bytes).
+pub fn cluster_for(svc: &RtService, port: &RtPort) -> Result<Arc<RtCluster>, ProxyError> {
     let rule = port.rules.first().ok_or_else(|| ProxyError::NoBackend {
         route: svc.label.to_string(),
     })?;
     let backend = pick_backend(rule).ok_or_else(|| ProxyError::NoBackend {
         route: rule.route.to_string(),
     })?;
-    let cluster = &backend.cluster;
+    Ok(backend.cluster.clone())
+}
+
+/// Connects to an endpoint of `cluster` and copies bytes both ways until both directions
+/// are done. A refused or timed-out connect moves on to the next endpoint (nothing was sent
+/// yet) and counts as a failure for outlier detection. An endpoint that is another sidecar
+/// first gets the transport preface naming the Service port (`preface.rs`).
+pub async fn to_cluster<D>(
+    shared: &Shared,
+    cluster: &Arc<RtCluster>,
+    destination: &Arc<String>,
+    down: D,
+    peer: SocketAddr,
+    direction: &'static str,
+) -> Result<(), ProxyError>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let hash = Some(hash_key(peer.ip()));
     let mut tried = Vec::new();
-    // Nothing has been sent yet, so a refused connect may move on to the next endpoint.
+    let timeout = shared.bootstrap.limits.connect_timeout;
+    let outlier = cluster.resilience.outlier.as_ref();
     let (mut up, ep) = loop {
         let ep = cluster
             .balancer
@@ -65,69 +102,212 @@ async fn forward(
                 ejected: cluster.balancer.ejected(),
             })?
             .clone();
-        let connect = tokio::time::timeout(
-            shared.bootstrap.limits.connect_timeout,
-            TcpStream::connect(ep.addr),
-        )
-        .await;
-        match connect {
-            Ok(Ok(s)) => break (s, ep),
-            Ok(Err(e)) => {
-                tracing::debug!(endpoint = %ep.addr, error = %e, "tcp connect failed");
+        let result = match tokio::time::timeout(timeout, TcpStream::connect(ep.addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {timeout:?}"),
+            )),
+        };
+        if let Some(o) = outlier {
+            o.record(
+                &ep,
+                &cluster.balancer.endpoints,
+                result.is_err(),
+                clock::now(),
+            );
+        }
+        match result {
+            Ok(s) => break (s, ep),
+            Err(e) => {
+                tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "tcp connect failed");
                 tried.push(ep.addr);
             }
-            Err(_) => tried.push(ep.addr),
         }
     };
     let _ = up.set_nodelay(true);
     let _in_flight = InFlight::new(ep.clone());
+    let failed = |source: crate::errors::BoxError| ProxyError::Connect {
+        cluster: cluster.name.to_string(),
+        endpoint: ep.addr,
+        source,
+    };
+    let sidecar = cluster
+        .config
+        .endpoints
+        .iter()
+        .any(|e| e.address == ep.addr && e.sidecar);
+    let preface = sidecar.then(|| {
+        let c = &cluster.config;
+        let (ns, name) = c.service.split_once('/').unwrap_or(("", &c.service));
+        format!("{name}.{ns}:{}", c.port)
+    });
+    let series = shared.metrics.tcp(direction, destination);
     match (&ep.tls, &shared.tls) {
         (Some(name), Some(tls)) => {
             // The peer sidecar learns from the ALPN that opaque bytes follow the handshake.
             let connector = tokio_rustls::TlsConnector::from(tls.client_tcp.clone());
-            let mut up =
-                connector
-                    .connect(name.clone(), up)
+            let mut up = connector
+                .connect(name.clone(), up)
+                .await
+                .map_err(|e| failed(Box::new(e)))?;
+            if let Some(a) = &preface {
+                crate::preface::write(&mut up, a)
                     .await
-                    .map_err(|e| ProxyError::Connect {
-                        cluster: cluster.name.to_string(),
-                        endpoint: ep.addr,
-                        source: Box::new(e),
-                    })?;
-            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    .map_err(|e| failed(e.into()))?;
+            }
+            splice(down, up, series).await;
         }
         _ => {
-            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            if let Some(a) = &preface {
+                crate::preface::write(&mut up, a)
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+            }
+            splice(down, up, series).await;
         }
     }
     Ok(())
 }
 
 /// Inbound opaque TCP that arrived over mTLS: authorized by the caller's identity alone,
-/// then carried to the app's port as bytes. A denied connection is closed unanswered.
-pub async fn inbound<S>(shared: &Shared, mut down: S, peer: SocketAddr, id: Arc<SpiffeId>)
+/// then carried to the app port its preface names. A denied connection is closed unanswered.
+pub async fn inbound<S>(shared: &Shared, down: S, peer: SocketAddr, id: Arc<SpiffeId>)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
+    if let Err(e) = from_sidecar(shared, down, peer, Some(&id)).await {
+        tracing::warn!(%peer, identity = %id, error = %e, "inbound opaque TCP refused");
+    }
+}
+
+/// Whether AuthorizationPolicy lets opaque TCP from `id` (`None`: plaintext) in. A denial is
+/// recorded the way inbound HTTP records it.
+pub fn authorize(shared: &Shared, id: Option<&Arc<SpiffeId>>) -> Result<(), ProxyError> {
     if let Some(rt) = shared.config.current_full() {
         let policies = &rt.snapshot.mesh.authorization;
-        if let Err(denied) = authz::check(policies, None, Some(&id), &authz::Call::Tcp) {
-            let _ = crate::inbound::denial(shared, None, Some(&id), &denied);
-            return;
+        let id = id.map(|i| &**i);
+        if let Err(denied) = authz::check(policies, None, id, &authz::Call::Tcp) {
+            return Err(crate::inbound::denial(shared, None, id, &denied));
         }
     }
-    let Some(app) = shared.app.default_cluster() else {
-        tracing::warn!(%peer, "opaque TCP arrived but the bootstrap lists no app port");
-        return;
+    Ok(())
+}
+
+/// Another sidecar's opaque TCP: authorize, read the transport preface, and deliver the rest
+/// to the app port the preface's Service port maps to (its `targetPort`).
+pub async fn from_sidecar<S>(
+    shared: &Shared,
+    mut down: S,
+    peer: SocketAddr,
+    id: Option<&Arc<SpiffeId>>,
+) -> Result<(), ProxyError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    authorize(shared, id)?;
+    let wait = shared
+        .bootstrap
+        .protocol_detection
+        .timeout
+        .max(std::time::Duration::from_secs(1));
+    let authority = match tokio::time::timeout(wait, crate::preface::read(&mut down)).await {
+        Ok(Ok(a)) => a,
+        _ => return Err(ProxyError::BadRequest("invalid trellis transport preface")),
     };
-    let Some(ep) = app.balancer.endpoints.first() else {
-        return;
+    let authority = http::uri::Authority::try_from(authority.as_str()).map_err(|_| {
+        ProxyError::BadRequest("invalid authority in the trellis transport preface")
+    })?;
+    let cluster = crate::inbound::app_cluster(shared, Some(&authority))
+        .ok_or(ProxyError::NotReady)?
+        .clone();
+    let label = &shared.labels.inbound_service;
+    to_cluster(shared, &cluster, label, down, peer, "inbound").await
+}
+
+/// Passes `down` through to `dst` unchanged: an intercepted destination outside the mesh
+/// under `ALLOW_ANY`.
+pub async fn passthrough<D>(shared: &Shared, dst: SocketAddr, down: D) -> Result<(), ProxyError>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = shared.bootstrap.limits.connect_timeout;
+    let connect_err = |source: crate::errors::BoxError| ProxyError::Connect {
+        cluster: "passthrough".to_string(),
+        endpoint: dst,
+        source,
     };
-    match TcpStream::connect(ep.addr).await {
-        Ok(mut up) => {
-            let _ = up.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+    let up = tokio::time::timeout(timeout, TcpStream::connect(dst))
+        .await
+        .map_err(|e| connect_err(e.into()))?
+        .map_err(|e| connect_err(e.into()))?;
+    let _ = up.set_nodelay(true);
+    let series = shared.metrics.tcp("outbound", &shared.labels.passthrough);
+    splice(down, up, series).await;
+    Ok(())
+}
+
+/// Copies both ways. When one side finishes sending, the other side's write half is shut
+/// down (a TCP half-close) and the other direction carries on until it finishes too.
+async fn splice<D, U>(down: D, mut up: U, series: TcpSeries)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    series.opened.inc();
+    let mut down = Counted {
+        inner: down,
+        read: series.sent.clone(),
+        written: series.received.clone(),
+    };
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "tcp connection ended with an error");
+    }
+    series.closed.inc();
+}
+
+/// Counts the bytes of the downstream side as they pass, so long-lived connections show
+/// up in the byte counters before they close.
+struct Counted<S> {
+    inner: S,
+    read: Counter,
+    written: Counter,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.inc_by(n as u64);
         }
-        Err(e) => tracing::warn!(app = %ep.addr, error = %e, "cannot reach the app for opaque TCP"),
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            self.written.inc_by(n as u64);
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

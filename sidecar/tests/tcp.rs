@@ -51,3 +51,47 @@ async fn tcp_service_is_proxied_as_bytes_across_endpoints() {
     }
     assert_eq!(seen.len(), 2, "both endpoints served connections: {seen:?}");
 }
+
+#[tokio::test]
+async fn tcp_connect_failures_eject_the_endpoint() {
+    let live = echo_server().await;
+    let dead = dead_addr();
+    let mut mesh = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: rides}\n\
+                    spec:\n  selector: {app: db}\n  ports: [{name: pg, port: 5432, targetPort: pg, appProtocol: tcp}]\n---\n"
+        .to_string();
+    for (i, addr) in [live, dead].iter().enumerate() {
+        mesh += &format!(
+            "apiVersion: trellis.dev/v1alpha1\nkind: Workload\nmetadata: {{name: db-{i}, namespace: rides, labels: {{app: db}}}}\n\
+             spec: {{address: 127.0.0.1, ports: {{pg: {}}}}}\n---\n",
+            addr.port()
+        );
+    }
+    mesh += "apiVersion: trellis.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: db, namespace: rides}\n\
+             spec: {targetRef: {kind: Service, name: db}, loadBalancer: {policy: ROUND_ROBIN}, \
+             outlierDetection: {consecutive5xx: 1, baseEjectionTime: 60s, maxEjectionPercent: 50}}\n";
+    let h = start(&mesh, "tcp: [{listen: 127.0.0.1:0, service: db:5432}]\n").await;
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(h.tcp[0]).await.unwrap();
+        let mut hello = vec![0u8; 64];
+        let n = s.read(&mut hello).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&hello[..n]),
+            format!("hello from {live}\n"),
+            "a refused connect moves on to the live endpoint"
+        );
+    }
+    let cluster = [("cluster", "db.rides:5432")];
+    assert_eq!(
+        h.metric("trellis_outlier_ejections_total", &cluster).await,
+        1.0
+    );
+    let c = h.cluster("db.rides:5432").await;
+    let health = |addr: std::net::SocketAddr| {
+        c["endpoints"]
+            .as_array()
+            .and_then(|es| es.iter().find(|e| e["address"] == addr.to_string()))
+            .map(|e| e["health"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(health(dead).as_deref(), Some("ejected"), "{c}");
+    assert_eq!(health(live).as_deref(), Some("healthy"), "{c}");
+}

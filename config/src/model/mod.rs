@@ -59,6 +59,26 @@ pub struct MeshSpec {
     pub trust_domain: String,
     #[serde(default)]
     pub mtls: MtlsSettings,
+    /// What the proxy does with intercepted traffic to a destination outside the mesh.
+    #[serde(default)]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+}
+
+/// `outboundTrafficPolicy: {mode: ALLOW_ANY | REGISTRY_ONLY}`, as in Istio.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    #[serde(default)]
+    pub mode: OutboundMode,
+}
+
+/// `ALLOW_ANY` passes an unknown destination through; `REGISTRY_ONLY` refuses it.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundMode {
+    #[default]
+    AllowAny,
+    RegistryOnly,
 }
 
 impl Default for MeshSpec {
@@ -67,6 +87,7 @@ impl Default for MeshSpec {
         MeshSpec {
             trust_domain: default_trust_domain(),
             mtls: MtlsSettings::default(),
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
         }
     }
 }

@@ -10,6 +10,33 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
     pub ports: Vec<ServicePort>,
+    /// `ClusterIP` (the default) or `ExternalName`.
+    #[serde(default, rename = "type")]
+    pub kind: ServiceType,
+    /// The virtual address an intercepted app connects to, as in Kubernetes. Under transparent
+    /// interception the original destination `clusterIP:port` names this Service. `None`
+    /// (Kubernetes' headless form) means no address.
+    #[serde(default, rename = "clusterIP")]
+    pub cluster_ip: Option<Spanned<String>>,
+    /// For `type: ExternalName`: the DNS name the proxy resolves to reach this Service.
+    #[serde(default)]
+    pub external_name: Option<Spanned<String>>,
+}
+
+/// Kubernetes' Service types that the mesh supports.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    /// The endpoints are the addresses a DNS name resolves to, refreshed as its TTL expires.
+    ExternalName,
+}
+
+impl ServiceSpec {
+    /// The parsed `clusterIP`, if it is an address (validation refuses anything else).
+    pub fn cluster_ip(&self) -> Option<std::net::IpAddr> {
+        self.cluster_ip.as_ref().and_then(|s| s.value.parse().ok())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,9 +85,11 @@ pub struct WorkloadSpec {
     pub ports: BTreeMap<String, u16>,
     #[serde(default)]
     pub service_account: Option<String>,
-    /// Set for proxies that registered themselves: traffic goes to their inbound listener at
-    /// this port, whatever the Service's targetPort; the sidecar delivers it to the app.
-    #[serde(skip)]
+    /// The endpoint runs a Trellis sidecar whose inbound listener is on this port: traffic
+    /// goes there, whatever the Service's targetPort, and the sidecar delivers it to the app.
+    /// Registered proxies get it set; in local mode, where proxies do not register, the
+    /// mesh file sets it.
+    #[serde(default)]
     pub sidecar_inbound: Option<u16>,
     /// Set for registered proxies that hold a mesh certificate: they accept mTLS as
     /// `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`.

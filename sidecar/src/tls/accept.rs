@@ -37,19 +37,27 @@ pub enum AcceptError {
 }
 
 /// Classifies a new inbound connection and, for TLS, completes the handshake.
+/// `first_byte`: for a connection iptables redirected, how long to wait for the client's
+/// first byte before taking it as plaintext from a server-speaks-first protocol (unless
+/// STRICT, which refuses it).
 pub async fn accept(
     tls: &MeshTls,
     mode: MtlsMode,
     stream: TcpStream,
     peer: SocketAddr,
     handshake_timeout: Duration,
+    first_byte: Option<Duration>,
 ) -> Result<Accepted, AcceptError> {
     let mut first = [0u8; 1];
     // A plaintext HTTP client speaks first too, so waiting for one byte never stalls a
     // protocol this listener serves.
-    let n = match tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await {
+    let wait = first_byte.unwrap_or(handshake_timeout);
+    let n = match tokio::time::timeout(wait, stream.peek(&mut first)).await {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => return Err(AcceptError::Handshake(e)),
+        Err(_) if first_byte.is_some() && mode != MtlsMode::Strict => {
+            return Ok(Accepted::Plain(stream));
+        }
         Err(_) => return Err(AcceptError::Timeout),
     };
     if n == 0 {
