@@ -130,10 +130,7 @@ async fn inbound_connection(conn: Conn) {
         crate::accept::is_opaque(&shared, None, dst)
             && mode != MtlsMode::Strict
     });
-    let first_byte = match orig {
-        Some(_) => Some(shared.bootstrap.protocol_detection.timeout),
-        None => None,
-    };
+    let first_byte = orig.map(|_| shared.bootstrap.protocol_detection.timeout);
     let accepted = match &shared.tls {
         // Without an identity this proxy cannot do mTLS, so STRICT fails closed.
         None if mode == MtlsMode::Strict => {

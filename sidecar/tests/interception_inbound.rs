@@ -1,0 +1,152 @@
+//! Inbound transparent interception: a peer namespace reaches a pod namespace over a veth
+//! pair; `trellis-proxy init`'s PREROUTING rules send its connections to the pod's inbound
+//! listener, which delivers them to the app port they were sent to. Needs root and
+//! iptables, like interception.rs.
+
+mod netns;
+
+use netns::*;
+use std::process::Stdio;
+use std::time::Duration;
+
+const APP: &str = r#"
+import http.server, socket, threading
+class App(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("app-inbound " + self.path).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+def banner(addr, port, text):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(16)
+    while True:
+        c, _ = s.accept()
+        c.sendall(text)
+        c.close()
+threading.Thread(target=banner, args=("127.0.0.1", 7000, b"220 app banner\r\n"), daemon=True).start()
+threading.Thread(target=banner, args=("0.0.0.0", 9100, b"excluded\r\n"), daemon=True).start()
+http.server.ThreadingHTTPServer(("127.0.0.1", 8080), App).serve_forever()
+"#;
+
+/// Inbound redirection needs traffic that arrives on an interface, so a second namespace,
+/// the peer, reaches the pod over a veth pair. Its addresses (10.200.0.1 and .2) exist only
+/// on that pair, inside the two namespaces this test creates: they never leave the machine.
+#[tokio::test]
+async fn inbound_traffic_is_redirected_to_the_app_port_it_was_sent_to() {
+    if !can_run() {
+        return;
+    }
+    let pod = Netns::create("pod").await;
+    let peer = Netns::create("peer").await;
+    let id = std::process::id() % 100_000;
+    let (a, b) = (format!("tpod{id}"), format!("tpeer{id}"));
+    let link = std::process::Command::new("ip")
+        .args([
+            "link", "add", &a, "netns", &pod.0, "type", "veth", "peer", "name", &b, "netns",
+            &peer.0,
+        ])
+        .status()
+        .expect("ip runs");
+    assert!(link.success(), "cannot create the veth pair");
+    pod.ok("ip", &["addr", "add", "10.200.0.1/24", "dev", &a])
+        .await;
+    pod.ok("ip", &["link", "set", &a, "up"]).await;
+    peer.ok("ip", &["addr", "add", "10.200.0.2/24", "dev", &b])
+        .await;
+    peer.ok("ip", &["link", "set", &b, "up"]).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let bin = proxy_copy(dir.path());
+    let bin = bin.to_str().unwrap();
+    pod.ok(bin, &["init", "--exclude-inbound-ports", "9100"])
+        .await;
+    let _app = pod
+        .cmd("python3")
+        .args(["-c", APP])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    std::fs::write(dir.path().join("mesh.yaml"), "").unwrap();
+    let boot = dir.path().join("bootstrap.yaml");
+    std::fs::write(
+        &boot,
+        "workload: {name: billing-0, namespace: rides, labels: {app: billing}}\n\
+         listeners: {outbound: 127.0.0.1:15001, inbound: 0.0.0.0:15006, admin: 127.0.0.1:15000}\n\
+         app: {address: 127.0.0.1, ports: {http: 8080, greet: 7000}}\nmeshFile: mesh.yaml\n\
+         protocolDetection: {timeout: 150ms}\n",
+    )
+    .unwrap();
+    let proxy = Proxy::start(&pod, dir.path(), bin, &boot);
+    testkit::eventually(
+        Duration::from_secs(20),
+        "the proxy and the app to be ready",
+        || async {
+            let ready = pod
+                .run("curl", &["-sf", "-m", "2", "http://127.0.0.1:15000/ready"])
+                .await;
+            let app = pod
+                .run("curl", &["-sf", "-m", "2", "http://127.0.0.1:8080/"])
+                .await;
+            (ready.status.success() && app.status.success()).then_some(())
+        },
+    )
+    .await;
+
+    // HTTP from the peer to the pod's port 8080 passes through the inbound listener to the
+    // app, which listens on the pod's localhost only.
+    let body = peer
+        .ok("curl", &["-s", "-m", "10", "http://10.200.0.1:8080/pay"])
+        .await;
+    assert_eq!(body, "app-inbound /pay", "proxy log:\n{}", proxy.log());
+    let m = pod.metrics().await;
+    let inbound = [
+        "direction=\"inbound\"",
+        "destination_service=\"billing.rides\"",
+        "response_code=\"200\"",
+    ];
+    assert_eq!(metric(&m, "trellis_requests_total", &inbound), 1.0, "{m}");
+
+    // A server-speaks-first app port: detection falls back to TCP, delivered to port 7000.
+    let r = peer.app_connect("10.200.0.1", 7000).await;
+    assert_eq!(
+        r["data"],
+        "220 app banner\r\n",
+        "proxy log:\n{}",
+        proxy.log()
+    );
+    assert!(r["elapsed"].as_f64().unwrap() < 1.0, "{r}");
+    let m = pod.metrics().await;
+    assert_eq!(
+        metric(&m, "trellis_protocol_detect_timeouts_total", &["inbound"]),
+        1.0,
+        "{m}"
+    );
+    let opened = ["direction=\"inbound\""];
+    assert_eq!(
+        metric(&m, "trellis_tcp_connections_opened_total", &opened),
+        1.0,
+        "{m}"
+    );
+
+    // An excluded inbound port reaches the app directly: the proxy sees nothing of it.
+    let r = peer.app_connect("10.200.0.1", 9100).await;
+    assert_eq!(r["data"], "excluded\r\n");
+    let m = pod.metrics().await;
+    assert_eq!(
+        metric(&m, "trellis_tcp_connections_opened_total", &opened),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "trellis_protocol_detect_timeouts_total", &["inbound"]),
+        1.0,
+        "{m}"
+    );
+}
