@@ -127,8 +127,7 @@ async fn inbound_connection(conn: Conn) {
         .map(|rt| rt.snapshot.mesh.inbound_mtls_mode)
         .unwrap_or_default();
     let opaque = orig.is_some_and(|dst| {
-        crate::accept::is_opaque(&shared, None, dst)
-            && mode != MtlsMode::Strict
+        crate::accept::is_opaque(&shared, None, dst) && mode != MtlsMode::Strict
     });
     let first_byte = orig.map(|_| shared.bootstrap.protocol_detection.timeout);
     let accepted = match &shared.tls {
