@@ -70,7 +70,7 @@ def check(res, c):
             if proxied:
                 c.stat(a, "saturation_cpu_s_per_1k", path, runs)
                 c.number(a, "idle_rss_mib", path, positive=True)
-                want = 2 if name.endswith("2hop") else 1
+                want = 2 if "2hop" in name else 1
                 if len(a["proxies"]) != want:
                     c.fail(f"{path}.proxies", f"expected {want} proxies, found {len(a['proxies'])}")
                 for i, p in enumerate(a["proxies"]):
@@ -102,6 +102,23 @@ def check(res, c):
             c.number(v, "per_1000_mib", f"endpoints_rss.{kind}")
     if any(a.startswith("trellis") for a in meta.get("arms", [])) and "trellis" not in res.get("endpoints_rss", {}):
         c.fail("endpoints_rss", "no trellis figures although a trellis arm ran")
+    ran = meta.get("arms", [])
+    if "trellis-2hop-mtls" in ran:
+        hs = res.get("handshakes")
+        if c.keys(hs, ("mtls_handshake", "mtls_handshake_get", "plaintext_get", "runs"), "handshakes"):
+            for kind in ("mtls_handshake", "mtls_handshake_get", "plaintext_get"):
+                c.stat(hs[kind], "per_s", f"handshakes.{kind}", runs, positive=True)
+                c.stat(hs[kind], "cpu_ms_per_conn", f"handshakes.{kind}", runs)
+        if "trellis-2hop-cp" in ran:
+            m = res.get("mtls")
+            for proto in protos:
+                mp = f"mtls.{proto}"
+                if c.keys((m or {}).get(proto), ("throughput", "saturation_cpu_per_1k", "rates"), mp):
+                    c.number(m[proto], "throughput", mp, positive=True)
+                    for rate in rates:
+                        if c.keys(m[proto]["rates"].get(rate), ("added_p50_ms", "added_p99_ms"), f"{mp}.rates.{rate}"):
+                            for k in ("added_p50_ms", "added_p99_ms"):
+                                c.stat(m[proto]["rates"][rate], k, f"{mp}.rates.{rate}", runs)
     prop = res.get("propagation", {})
     if meta.get("mode") == "full" and "skipped" not in prop:
         if c.keys(prop, ("runs",), "propagation"):

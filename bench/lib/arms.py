@@ -1,13 +1,19 @@
 # Used by bench/run (run: bench/run [--quick] [--arms direct,trellis,...]); not run alone.
 """The arms: how each one's proxies are configured and started, and where the load goes."""
 
+import http.client
+import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 
-from . import configs
+from . import configs, controlplane
 from .procs import free_port, rss_mib, wait_http
 
-ARMS = ("direct", "trellis", "envoy", "trellis-2hop", "envoy-2hop")
+ARMS = ("direct", "trellis", "envoy", "trellis-2hop", "envoy-2hop", "trellis-2hop-cp", "trellis-2hop-mtls")
+# The control-plane arms: the Mesh's mTLS mode between their two sidecars.
+CP_ARMS = {"trellis-2hop-cp": "DISABLED", "trellis-2hop-mtls": "STRICT"}
 PROTOCOLS = ("h1", "h2")
 PROXY_CORE = 0
 
@@ -18,6 +24,8 @@ ROLES = {
     "envoy": ["sidecar"],
     "trellis-2hop": ["client-sidecar", "server-sidecar"],
     "envoy-2hop": ["client-sidecar", "server-sidecar"],
+    "trellis-2hop-cp": ["client-sidecar", "server-sidecar"],
+    "trellis-2hop-mtls": ["client-sidecar", "server-sidecar"],
 }
 
 
@@ -29,6 +37,8 @@ class Arm:
         self.url = None
         self.host = configs.SERVICE
         self.proxies = []  # dicts: role, proc, pid, idle_rss_mib
+        # Other processes of the arm, not measured (the control plane), stopped with it.
+        self.others = []
 
     @property
     def key(self):
@@ -54,6 +64,8 @@ def start_arm(name, proto, tools, upstream_ports, work, children):
         a = _start_trellis(arm, "client-sidecar", tools, wdir, target_port=b["inbound"], app_port=app_port, children=children)
         arm.url = f"http://127.0.0.1:{a['outbound']}{configs.PATH}"
         arm.proxies.reverse()  # client first, as the request meets them
+    elif name in CP_ARMS:
+        _start_cp_2hop(arm, CP_ARMS[name], tools, wdir, app_port, children)
     elif name == "envoy":
         p = _start_envoy(arm, "sidecar", tools, wdir, app_port, children)
         arm.url = f"http://127.0.0.1:{p['listen']}{configs.PATH}"
@@ -86,6 +98,83 @@ def _start_trellis(arm, role, tools, wdir, target_port, app_port, children):
     wait_http(f"http://127.0.0.1:{ports['admin']}/ready", 20, proc)
     _record(arm, role, proc)
     return ports
+
+
+def _start_cp_2hop(arm, mode, tools, wdir, app_port, children):
+    """trellis-control (mesh mTLS `mode`), then the server sidecar (label `app: up`, so it
+    registers itself as Service `up`'s endpoint; inbound delivers to the upstream), then the
+    client sidecar, whose outbound the load uses. Each has a join token for `bench/<role>`
+    and certifies itself. Waits until a request through the path answers 200."""
+    cp = controlplane.start(tools, wdir, mode, children, arm.key)
+    arm.others.append(cp.proc)
+    b = _start_trellis_cp(arm, "server-sidecar", configs.SERVICE, tools, wdir, cp, app_port, children)
+    a = _start_trellis_cp(arm, "client-sidecar", "bench-client", tools, wdir, cp, app_port, children)
+    arm.url = f"http://127.0.0.1:{a['outbound']}{configs.PATH}"
+    arm.proxies.reverse()
+    # The client is ready once it has config and a certificate; the server's registration
+    # reaches it a moment later.
+    wait_http(arm.url, 20, arm.proxies[0]["proc"], host=configs.SERVICE)
+    _check_mode(arm, mode, a, b)
+
+
+def _start_trellis_cp(arm, role, app_label, tools, wdir, cp, app_port, children):
+    proc, ports = start_cp_sidecar(f"{arm.key} {role}", role, app_label, tools, wdir, cp, app_port, children)
+    _record(arm, role, proc)
+    return ports
+
+
+def start_cp_sidecar(label, role, app_label, tools, wdir, cp, app_port, children):
+    """A trellis-proxy in control-plane mode as service account `bench/<role>`, pinned to
+    PROXY_CORE with one worker; returns once /ready says it has config and a certificate."""
+    ports = {"outbound": free_port(), "inbound": free_port(), "admin": free_port()}
+    d = os.path.join(wdir, role)
+    os.makedirs(d, exist_ok=True)
+    token = controlplane.token_file(tools, cp, f"{configs.NAMESPACE}/{role}", os.path.join(d, "join.token"))
+    boot = os.path.join(d, "bootstrap.yaml")
+    with open(boot, "w") as f:
+        f.write(configs.trellis_cp_bootstrap(role, app_label, ports, app_port, cp.url, cp.ca_pem, token))
+    proc = children.start(
+        f"trellis-proxy ({label})",
+        [tools["trellis"], "--bootstrap", boot, "--workers", "1"],
+        PROXY_CORE,
+        os.path.join(d, "proxy.log"),
+    )
+    wait_http(f"http://127.0.0.1:{ports['admin']}/ready", 20, proc)
+    return proc, ports
+
+
+def _check_mode(arm, mode, client_ports, server_ports):
+    """The client sidecar's config must give Service `up` the arm's mode (it decides whether
+    the client originates mTLS), and the server sidecar's inbound must refuse plaintext
+    under STRICT (so the path that answered spoke mTLS) and answer it under DISABLED (on h2c
+    the upstream, nghttpd, may answer an HTTP/1.1 request with an error status; any answer
+    shows plaintext is taken)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{client_ports['admin']}/config_dump", timeout=5) as r:
+        dump = json.load(r)
+    seen = [s.get("mtlsMode") for s in _dicts(dump.get("snapshot")) if s.get("name") == configs.SERVICE and "mtlsMode" in s]
+    if seen != [mode]:
+        raise RuntimeError(f"{arm.key}: the client sidecar's config gives Service {configs.SERVICE} mtlsMode {seen}, expected [{mode!r}]")
+    url = f"http://127.0.0.1:{server_ports['inbound']}{configs.PATH}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"host": configs.SERVICE}), timeout=5) as r:
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+        status = f"refused ({e})"
+    if (mode == "STRICT") != isinstance(status, str):
+        raise RuntimeError(f"{arm.key}: a plaintext request to the server sidecar's inbound under {mode} got {status}")
+
+
+def _dicts(v):
+    """Every JSON object inside `v`, depth first."""
+    if isinstance(v, dict):
+        yield v
+        for x in v.values():
+            yield from _dicts(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from _dicts(x)
 
 
 def _start_envoy(arm, role, tools, wdir, target_port, children):

@@ -13,6 +13,7 @@ SERVICE = "up"
 PATH = "/payload"
 NAMESPACE = "bench"
 PAYLOAD_BYTES = 1024
+TRUST_DOMAIN = "trellis.local"
 
 
 def nginx_conf(root, h1_port):
@@ -49,6 +50,35 @@ workload: {{name: {name}, namespace: {NAMESPACE}, serviceAccount: {name}, labels
 listeners: {{outbound: 127.0.0.1:{ports['outbound']}, inbound: 127.0.0.1:{ports['inbound']}, admin: 127.0.0.1:{ports['admin']}}}
 app: {{address: 127.0.0.1, ports: {{http: {app_port}}}}}
 meshFile: mesh.yaml
+"""
+
+
+def trellis_cp_bootstrap(name, app_label, ports, app_port, cp_url, ca_bundle, token_file):
+    """Control-plane mode: the proxy certifies itself with the join token in `token_file`
+    (service account `bench/<name>`) and registers itself under the label `app: app_label`."""
+    return f"""# bench/run writes this; the proxy runs as: trellis-proxy --bootstrap THIS --workers 1
+workload: {{name: {name}, namespace: {NAMESPACE}, serviceAccount: {name}, labels: {{app: {app_label}}}}}
+listeners: {{outbound: 127.0.0.1:{ports['outbound']}, inbound: 127.0.0.1:{ports['inbound']}, admin: 127.0.0.1:{ports['admin']}}}
+app: {{address: 127.0.0.1, ports: {{http: {app_port}}}}}
+controlPlane: {{address: {cp_url}, caBundle: {ca_bundle}, tokenFile: {token_file}}}
+"""
+
+
+def trellis_cp_mesh(mode):
+    """For trellis-control: the Mesh with mTLS `mode` and Service `up`, whose endpoints are
+    the sidecars labelled `app: up` that register themselves (no static Workload)."""
+    return f"""# bench/run writes this for trellis-control: mTLS mode {mode}, one Service.
+apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: {{name: default}}
+spec: {{trustDomain: {TRUST_DOMAIN}, mtls: {{mode: {mode}}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {SERVICE}, namespace: {NAMESPACE}}}
+spec:
+  selector: {{app: {SERVICE}}}
+  ports: [{{name: http, port: 80, targetPort: http, appProtocol: http}}]
 """
 
 

