@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -113,7 +114,18 @@ def _start_cp_2hop(arm, mode, tools, wdir, app_port, children):
     arm.proxies.reverse()
     # The client is ready once it has config and a certificate; the server's registration
     # reaches it a moment later.
-    wait_http(arm.url, 20, arm.proxies[0]["proc"], host=configs.SERVICE)
+    end = time.monotonic() + 20
+    while True:
+        try:
+            _check_path(arm)
+            break
+        except RuntimeError:
+            for p in arm.proxies:
+                if p["proc"].poll() is not None:
+                    raise RuntimeError(f"{arm.key} {p['role']} exited with status {p['proc'].returncode}; see its log") from None
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.1)
     _check_mode(arm, mode, a, b)
 
 

@@ -175,6 +175,12 @@ def _mtls(res):
         for kind, name in names.items():
             v = h[kind]
             out.append(f"| {name} | {_s(v['per_s'], 0)} | {_s(v['cpu_ms_per_conn'], 3)} | {v['handshake_errors']} |")
+        out += ["", "\"refused\" is the sidecar's `trellis_tls_handshake_errors_total` over the runs. `s_time` without "
+                "`-www` closes each connection as soon as its side of the handshake is done, leaving the sidecar's "
+                "TLS 1.3 session tickets unread, so the kernel resets the connection while the sidecar writes them "
+                "(it sends them only after processing the client's last flight: certificate, its signature and Finished); "
+                "the sidecar counts every one as a failed handshake. The runs with a GET must have none (the harness fails "
+                "otherwise)."]
     else:
         out.append(f"Not measured: {h.get('skipped', 'no figures')}.")
     return out
