@@ -72,6 +72,18 @@ pub async fn accept(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
     let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
+        // A client that hangs up mid-handshake (or right after it, before reading the session
+        // tickets) is not a refused peer.
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            return Err(AcceptError::Closed);
+        }
         Ok(Err(e)) => return Err(AcceptError::Handshake(e)),
         Err(_) => return Err(AcceptError::Timeout),
     };
