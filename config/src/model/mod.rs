@@ -41,11 +41,13 @@ pub struct Object<S> {
 
 /// A reference to another object by name, as in Gateway API `targetRef`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(serde::Serialize, schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetRef {
     #[serde(default)]
     pub group: Option<String>,
     pub kind: String,
+    #[cfg_attr(feature = "kube", schemars(with = "String"))]
     pub name: Spanned<String>,
     #[serde(default)]
     pub namespace: Option<String>,
@@ -53,6 +55,11 @@ pub struct TargetRef {
 
 /// The mesh-wide settings: at most one `Mesh` document.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(
+    feature = "kube",
+    derive(serde::Serialize, schemars::JsonSchema, kube::CustomResource),
+    kube(group = "trellis.dev", version = "v1alpha1", kind = "Mesh")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshSpec {
     #[serde(default = "default_trust_domain")]
@@ -97,6 +104,7 @@ pub fn default_trust_domain() -> String {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
+#[cfg_attr(feature = "kube", derive(serde::Serialize, schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MtlsSettings {
     #[serde(default)]
@@ -105,6 +113,7 @@ pub struct MtlsSettings {
 
 /// `STRICT` refuses plaintext, `PERMISSIVE` accepts both, `DISABLED` never uses mTLS.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MtlsMode {
     Strict,
