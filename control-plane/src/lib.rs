@@ -311,8 +311,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
 /// Like [`start`], reading the mesh from `source`.
 pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartError> {
     // The CA first: a client that finds the port open can rely on the CA being on disk.
-    let mut authority =
-        identity::Authority::new(identity::ca::Ca::load(&opts.ca)?, opts.cert_ttl);
+    let mut authority = identity::Authority::new(identity::ca::Ca::load(&opts.ca)?, opts.cert_ttl);
     if let Source::Kubernetes(client) = &source {
         // Pods prove who they are with their projected token, beside join tokens.
         authority.add_proof(Arc::new(kubernetes::token_review::TokenReviewProof::new(

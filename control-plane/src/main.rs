@@ -188,7 +188,7 @@ fn serve(args: Serve) -> ExitCode {
     };
     rt.block_on(async {
         let mut server_names = trellis_control::default_server_names();
-        server_names.extend(args.server_names);
+        server_names.extend(args.server_names.iter().cloned());
         let mut opts = trellis_control::Options {
             config,
             grpc_addr: args.grpc_addr,

@@ -81,3 +81,23 @@ async fn a_client_without_the_ca_refuses_the_webhooks_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_ca_kept_in_the_secret_is_one_the_identity_module_loads_and_signs_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = ca::generate_ca().unwrap();
+    let source = ca::write_files(&authority, dir.path()).unwrap();
+    let loaded = trellis_control::identity::ca::Ca::load(&source).unwrap();
+    let names = vec![HOST.to_string()];
+    assert!(
+        loaded
+            .sign_server(&names, std::time::Duration::from_secs(3600))
+            .is_ok()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("cluster-ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

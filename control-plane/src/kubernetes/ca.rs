@@ -150,7 +150,10 @@ pub fn write_files(
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let fail = |p: &std::path::Path, e: std::io::Error| {
-        format!("cannot write {}: {e}; set TRELLIS_STATE_DIR to a writable directory", p.display())
+        format!(
+            "cannot write {}: {e}; set TRELLIS_STATE_DIR to a writable directory",
+            p.display()
+        )
     };
     std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
     let cert = dir.join("cluster-ca.crt");

@@ -49,13 +49,18 @@ impl IdentityProof for TokenReviewProof {
         parts.len() == 3
             && parts[0].starts_with("eyJ")
             && parts.iter().all(|p| {
-                !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             })
     }
 
     async fn prove(&self, token: &str) -> Result<ServiceAccount, ProofError> {
         let token = token.trim();
-        let payload = token.split('.').nth(1).ok_or_else(|| malformed("not a JWT"))?;
+        let payload = token
+            .split('.')
+            .nth(1)
+            .ok_or_else(|| malformed("not a JWT"))?;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|e| malformed(format!("the payload is not base64url: {e}")))?;
@@ -72,7 +77,11 @@ impl IdentityProof for TokenReviewProof {
                 });
             }
             Some(_) => {}
-            None => return Err(malformed("no exp claim; mount a projected token, not a legacy Secret token")),
+            None => {
+                return Err(malformed(
+                    "no exp claim; mount a projected token, not a legacy Secret token",
+                ));
+            }
         }
 
         let review = TokenReview {
@@ -100,10 +109,17 @@ impl IdentityProof for TokenReviewProof {
             });
         }
         // An API server that ignores spec.audiences answers with its own; insist on ours.
-        if !status.audiences.unwrap_or_default().iter().any(|a| a == AUDIENCE) {
+        if !status
+            .audiences
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a == AUDIENCE)
+        {
             return Err(ProofError::Refused {
                 kind: KIND,
-                message: format!("the token is not for audience {AUDIENCE:?}; mount a projected token with audience {AUDIENCE}"),
+                message: format!(
+                    "the token is not for audience {AUDIENCE:?}; mount a projected token with audience {AUDIENCE}"
+                ),
             });
         }
         let username = status.user.and_then(|u| u.username).unwrap_or_default();
