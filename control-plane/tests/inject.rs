@@ -255,7 +255,7 @@ fn pods_the_injector_cannot_handle_are_denied_with_what_to_do() {
     });
     assert_eq!(
         msg,
-        "trellis injector: annotation trellis.dev/exclude-inbound-ports: \"80,admin\" is not valid; use comma-separated ports 1-65535 or ranges such as 8000-8099, or remove the annotation"
+        "trellis injector: annotation trellis.dev/exclude-inbound-ports: \"80,admin\" is not valid; use comma-separated port numbers 1-65535, e.g. 5432,6379, or remove the annotation"
     );
     let msg = deny(|pod| {
         pod["metadata"]["annotations"]["trellis.dev/proxy-memory-limit"] = json!("lots")

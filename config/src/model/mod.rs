@@ -73,6 +73,7 @@ pub struct MeshSpec {
 
 /// `outboundTrafficPolicy: {mode: ALLOW_ANY | REGISTRY_ONLY}`, as in Istio.
 #[derive(Debug, Clone, Deserialize, Default)]
+#[cfg_attr(feature = "kube", derive(serde::Serialize, schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
     #[serde(default)]
@@ -81,6 +82,7 @@ pub struct OutboundTrafficPolicy {
 
 /// `ALLOW_ANY` passes an unknown destination through; `REGISTRY_ONLY` refuses it.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundMode {
     #[default]

@@ -74,14 +74,15 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> Result<Overrides
     let ports = |k: &str| -> Result<Option<String>, InjectError> {
         get(k)
             .map(|v| {
-                let ok = v.split(',').all(|p| is_port_or_range(p.trim()));
+                // `trellis-proxy init` takes single ports (a comma list), not ranges.
+                let ok = v.split(',').all(|p| is_port(p.trim()));
                 if ok {
                     Ok(strip_spaces(&v))
                 } else {
                     Err(bad(
                         k,
                         &v,
-                        "comma-separated ports 1-65535 or ranges such as 8000-8099",
+                        "comma-separated port numbers 1-65535, e.g. 5432,6379",
                     ))
                 }
             })
@@ -136,15 +137,6 @@ fn strip_spaces(v: &str) -> String {
 
 fn is_port(s: &str) -> bool {
     s.parse::<u16>().is_ok_and(|p| p > 0)
-}
-
-fn is_port_or_range(s: &str) -> bool {
-    match s.split_once('-') {
-        Some((lo, hi)) => {
-            is_port(lo) && is_port(hi) && lo.parse::<u16>().ok() <= hi.parse::<u16>().ok()
-        }
-        None => is_port(s),
-    }
 }
 
 fn is_cidr(s: &str) -> bool {
@@ -213,13 +205,13 @@ mod tests {
             (PROXY_CPU_REQUEST, "50m"),
             (EXCLUDE_OUTBOUND_PORTS, "5432, 6379"),
             (EXCLUDE_OUTBOUND_CIDRS, "10.0.0.0/8,fd00::/8"),
-            (OPAQUE_PORTS, "9000-9010"),
+            (OPAQUE_PORTS, "9000, 9001"),
             (LOG_LEVEL, "debug"),
         ]);
         let o = parse(Some(&a)).unwrap();
         assert_eq!(o.cpu_request.as_deref(), Some("50m"));
         assert_eq!(o.exclude_outbound_ports.as_deref(), Some("5432,6379"));
-        assert_eq!(o.opaque_ports.as_deref(), Some("9000-9010"));
+        assert_eq!(o.opaque_ports.as_deref(), Some("9000,9001"));
         assert_eq!(o.log_level.as_deref(), Some("debug"));
     }
 
@@ -229,7 +221,12 @@ mod tests {
         let msg = parse(Some(&a)).unwrap_err().to_string();
         assert!(msg.contains("trellis.dev/exclude-inbound-ports"), "{msg}");
         assert!(msg.contains("\"80,http\""), "{msg}");
-        assert!(msg.contains("ports 1-65535"), "{msg}");
+        assert!(msg.contains("port numbers 1-65535"), "{msg}");
+        let a = ann(&[(OPAQUE_PORTS, "9000-9010")]);
+        assert!(
+            parse(Some(&a)).is_err(),
+            "trellis-proxy init takes no ranges"
+        );
         let a = ann(&[(EXCLUDE_OUTBOUND_CIDRS, "10.0.0.0/33")]);
         assert!(parse(Some(&a)).is_err());
         let a = ann(&[(LOG_LEVEL, "loud")]);
