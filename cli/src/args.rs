@@ -64,6 +64,21 @@ pub enum Command {
     ProxyConfig(ProxyConfigArgs),
     /// Set an HTTPRoute's backend weights and wait until every affected proxy has ACKed.
     Shift(ShiftArgs),
+    /// Add the Trellis sidecar to the Pods, Deployments, StatefulSets, DaemonSets, Jobs and
+    /// CronJobs of a YAML stream, offline; prints the result (`kubectl apply -f -` it).
+    Inject(InjectArgs),
+    /// Print the trellis.dev CustomResourceDefinitions, offline.
+    Crds,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// The YAML stream to rewrite; `-` reads stdin.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+    /// The image injected pods run trellis-proxy from [default: this release's image].
+    #[arg(long, value_name = "IMAGE")]
+    pub proxy_image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +139,8 @@ impl Command {
             Command::Routes(_) => "routes",
             Command::ProxyConfig(_) => "proxy-config",
             Command::Shift(_) => "shift",
+            Command::Inject(_) => "inject",
+            Command::Crds => "crds",
         }
     }
 }

@@ -2,6 +2,8 @@
 //! file:line errors, and compile them into the immutable snapshot a proxy serves.
 
 pub mod compile;
+#[cfg(feature = "kube")]
+pub mod crd;
 pub mod duration;
 pub mod error;
 pub mod load;

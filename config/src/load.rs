@@ -122,6 +122,15 @@ impl Loader {
         self.load_sources(sources.iter().map(|(f, t)| (f.as_str(), t.as_str())))
     }
 
+    /// Loads and validates named YAML texts, as if each were a file: the Kubernetes source
+    /// feeds every object it watches through here, so both sources share one path.
+    pub fn load_texts<'a>(
+        &self,
+        sources: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Result<MeshConfig, ConfigErrors> {
+        self.load_sources(sources)
+    }
+
     fn load_sources<'a>(
         &self,
         sources: impl Iterator<Item = (&'a str, &'a str)>,

@@ -41,10 +41,12 @@ fn handle(cp: &ControlPlane, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 format!("not ready: {why}\n"),
             )
         }
+        // Liveness: the process answers. Readiness (a valid config) is `/ready`.
+        "/live" => (StatusCode::OK, "live\n".to_string()),
         "/metrics" => (StatusCode::OK, cp.metrics.render()),
         _ => (
             StatusCode::NOT_FOUND,
-            "not found; try /ready or /metrics\n".to_string(),
+            "not found; try /ready, /live or /metrics\n".to_string(),
         ),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));

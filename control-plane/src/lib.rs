@@ -6,6 +6,8 @@ pub mod admin;
 pub mod discovery;
 pub mod http;
 pub mod identity;
+pub mod inject;
+pub mod kubernetes;
 pub mod metrics;
 pub mod registry;
 pub mod shift;
@@ -90,6 +92,8 @@ pub struct ControlPlane {
     pub full_pushes: Arc<tokio::sync::Semaphore>,
     /// The CA and the identity proofs it accepts.
     pub authority: Arc<identity::Authority>,
+    /// Set in Kubernetes mode: `trellis shift` patches HTTPRoutes through it.
+    pub kube: std::sync::OnceLock<kube::Client>,
 }
 
 #[derive(Default)]
@@ -112,6 +116,7 @@ impl ControlPlane {
             warm: AtomicBool::new(false),
             loader: trellis_config::Loader::default(),
             full_pushes: Arc::new(tokio::sync::Semaphore::new(32)),
+            kube: std::sync::OnceLock::new(),
         }
     }
 
@@ -122,7 +127,23 @@ impl ControlPlane {
     /// Loads the config source. A valid config replaces the served one at once; an invalid
     /// one is refused, recorded for `trellis status`, and the previous one keeps serving.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
-        match self.loader.load_dir_or_file(&self.opts.config) {
+        let source = self.opts.config.display().to_string();
+        self.apply(&source, self.loader.load_dir_or_file(&self.opts.config))
+    }
+
+    /// The loader every source parses with; it caches documents by their text.
+    pub fn loader(&self) -> &trellis_config::Loader {
+        &self.loader
+    }
+
+    /// Applies one load of a config source (files, or the cluster): a valid config replaces
+    /// the served one at once; an invalid one is recorded and the previous one keeps serving.
+    pub fn apply(
+        &self,
+        source: &str,
+        loaded: Result<MeshConfig, ConfigErrors>,
+    ) -> Result<(), ConfigErrors> {
+        match loaded {
             Ok(cfg) => {
                 {
                     let mut st = self.state();
@@ -137,7 +158,7 @@ impl ControlPlane {
                 Ok(())
             }
             Err(errors) => {
-                tracing::error!(source = %self.opts.config.display(), "config refused; the previous config keeps serving:\n{errors}");
+                tracing::error!(%source, "config refused; the previous config keeps serving:\n{errors}");
                 self.metrics
                     .reloads
                     .get_or_create(&ResultLabel { result: "rejected" })
@@ -243,6 +264,24 @@ pub struct Running {
     pub http: SocketAddr,
     pub cp: Arc<ControlPlane>,
     _watcher: Option<trellis_config::watch::Watcher>,
+    _kubernetes: Option<AbortOnDrop>,
+}
+
+/// Where the control plane reads the mesh from.
+pub enum Source {
+    /// `Options::config`: a file or folder, watched.
+    Files,
+    /// The cluster, through this client (`--kubernetes`).
+    Kubernetes(kube::Client),
+}
+
+/// Stops a background task when the `Running` that owns it is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,10 +303,21 @@ pub enum StartError {
     Watch { path: String, source: notify::Error },
 }
 
-/// Binds both ports, loads the config, and serves until the process ends.
+/// Binds both ports, loads the config files, and serves until the process ends.
 pub async fn start(opts: Options) -> Result<Running, StartError> {
+    start_with(opts, Source::Files).await
+}
+
+/// Like [`start`], reading the mesh from `source`.
+pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartError> {
     // The CA first: a client that finds the port open can rely on the CA being on disk.
-    let authority = identity::Authority::new(identity::ca::Ca::load(&opts.ca)?, opts.cert_ttl);
+    let mut authority = identity::Authority::new(identity::ca::Ca::load(&opts.ca)?, opts.cert_ttl);
+    if let Source::Kubernetes(client) = &source {
+        // Pods prove who they are with their projected token, beside join tokens.
+        authority.add_proof(Arc::new(kubernetes::token_review::TokenReviewProof::new(
+            client.clone(),
+        )));
+    }
     let grpc = TcpListener::bind(opts.grpc_addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -299,17 +349,26 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         cp.opts.server_names.clone(),
         serving,
     );
-    let _ = cp.reload();
-    let watcher = {
-        let cp = cp.clone();
-        let path = cp.opts.config.clone();
-        trellis_config::watch::watch(&path, move || {
+    let (watcher, kubernetes) = match source {
+        Source::Files => {
             let _ = cp.reload();
-        })
-        .map_err(|source| StartError::Watch {
-            path: path.display().to_string(),
-            source,
-        })?
+            let cp = cp.clone();
+            let path = cp.opts.config.clone();
+            let watcher = trellis_config::watch::watch(&path, move || {
+                let _ = cp.reload();
+            })
+            .map_err(|source| StartError::Watch {
+                path: path.display().to_string(),
+                source,
+            })?;
+            (Some(watcher), None)
+        }
+        Source::Kubernetes(client) => {
+            let watches = kubernetes::watch_all(&client);
+            let _ = cp.kube.set(client);
+            let task = tokio::spawn(kubernetes::run(cp.clone(), watches));
+            (None, Some(AbortOnDrop(task)))
+        }
     };
 
     // Warm-up: a restarted control plane knows no registered proxy yet. Pushing now would
@@ -367,6 +426,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         grpc: grpc_addr,
         http: http_addr,
         cp,
-        _watcher: Some(watcher),
+        _watcher: watcher,
+        _kubernetes: kubernetes,
     })
 }

@@ -1,12 +1,16 @@
-//! `trellis-control --config PATH`: parse arguments, set up logging, run the control plane.
+//! `trellis-control --config PATH` or `trellis-control --kubernetes`: parse arguments, set up
+//! logging, run the control plane (and, in a cluster, the injector webhook).
 //! `trellis-control token create --service-account NS/SA`: mint a join token for a proxy.
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use trellis_control::identity::ca::{Ca, CaSource};
+use trellis_control::inject::{InjectConfig, webhook};
+use trellis_control::kubernetes::ca as cluster_ca;
 
 /// The Trellis control plane.
 #[derive(Parser)]
@@ -67,8 +71,22 @@ impl CaArgs {
 #[derive(ClapArgs)]
 struct Serve {
     /// A mesh YAML file, or a folder of them; watched for changes.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kubernetes")]
     config: Option<PathBuf>,
+    /// Read the mesh from the cluster (Services, EndpointSlices, Pods, HTTPRoutes and the
+    /// trellis.dev resources), keep the CA in a Secret, accept service-account tokens
+    /// (TokenReview) and serve the sidecar injector webhook.
+    #[arg(long)]
+    kubernetes: bool,
+    /// The injector's HTTPS endpoint (with --kubernetes).
+    #[arg(long, default_value = "0.0.0.0:15017")]
+    webhook_addr: SocketAddr,
+    /// The namespace trellis-control runs in: it holds the CA Secret and the Service.
+    #[arg(long, env = "TRELLIS_NAMESPACE", default_value = "trellis-system")]
+    namespace: String,
+    /// The image injected pods run trellis-proxy from [default: this release's image].
+    #[arg(long)]
+    proxy_image: Option<String>,
     /// Where proxies and the CLI connect (discovery, identity and admin gRPC, over TLS).
     #[arg(long, default_value = "127.0.0.1:15010")]
     grpc_addr: SocketAddr,
@@ -141,11 +159,17 @@ fn token_create(sa: &str, ttl: Duration, ca: &CaArgs) -> ExitCode {
 }
 
 fn serve(args: Serve) -> ExitCode {
-    let Some(config) = args.config else {
-        eprintln!("trellis-control: pass a mesh YAML file or folder with --config");
-        return ExitCode::from(2);
+    let config = match (&args.config, args.kubernetes) {
+        (_, true) => PathBuf::new(),
+        (Some(c), false) => c.clone(),
+        (None, false) => {
+            eprintln!(
+                "trellis-control: pass a mesh YAML file or folder with --config, or --kubernetes"
+            );
+            return ExitCode::from(2);
+        }
     };
-    if !config.exists() {
+    if !args.kubernetes && !config.exists() {
         eprintln!(
             "trellis-control: {} does not exist; pass a mesh YAML file or folder with --config",
             config.display()
@@ -164,8 +188,8 @@ fn serve(args: Serve) -> ExitCode {
     };
     rt.block_on(async {
         let mut server_names = trellis_control::default_server_names();
-        server_names.extend(args.server_names);
-        let opts = trellis_control::Options {
+        server_names.extend(args.server_names.iter().cloned());
+        let mut opts = trellis_control::Options {
             config,
             grpc_addr: args.grpc_addr,
             http_addr: args.http_addr,
@@ -174,7 +198,22 @@ fn serve(args: Serve) -> ExitCode {
             cert_ttl: args.cert_ttl,
             server_names,
         };
-        let _running = match trellis_control::start(opts).await {
+        let mut _webhook = None;
+        let source = if args.kubernetes {
+            match in_cluster(&args, &mut opts).await {
+                Ok((client, webhook)) => {
+                    _webhook = Some(webhook);
+                    trellis_control::Source::Kubernetes(client)
+                }
+                Err(e) => {
+                    eprintln!("trellis-control: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            trellis_control::Source::Files
+        };
+        let _running = match trellis_control::start_with(opts, source).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("trellis-control: {e}");
@@ -196,4 +235,43 @@ fn serve(args: Serve) -> ExitCode {
         tracing::info!("stopping");
         ExitCode::SUCCESS
     })
+}
+
+/// Kubernetes mode: the CA from the shared Secret (written to the state dir for the
+/// identity module), the webhook's certificate from it, the caBundle published, and the
+/// webhook listening.
+async fn in_cluster(
+    args: &Serve,
+    opts: &mut trellis_control::Options,
+) -> Result<(kube::Client, tokio::task::JoinHandle<()>), String> {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        format!("cannot reach the Kubernetes API: {e}; --kubernetes runs in a cluster or with a kubeconfig")
+    })?;
+    let ca = cluster_ca::load_or_create(client.clone(), &args.namespace).await?;
+    opts.ca = cluster_ca::write_files(&ca, &args.ca.state_dir)?;
+    let service = format!("trellis-control.{}.svc", args.namespace);
+    let names = vec![service.clone(), format!("{service}.cluster.local")];
+    let (chain, key) = cluster_ca::issue_serving_cert(&ca, &names)
+        .map_err(|e| format!("cannot issue the webhook certificate: {e}"))?;
+    if let Err(e) = cluster_ca::publish_ca_bundle(client.clone(), &ca.cert).await {
+        // Injection fails until this succeeds; say so, but keep serving the mesh.
+        tracing::error!("{e}; pods in injected namespaces cannot be created until it is set");
+    }
+    let tls = webhook::acceptor(chain.as_bytes(), key.as_bytes()).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(args.webhook_addr)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} for the webhook: {e}; set --webhook-addr",
+                args.webhook_addr
+            )
+        })?;
+    let mut cfg = InjectConfig::default();
+    if let Some(image) = &args.proxy_image {
+        cfg.proxy_image = image.clone();
+    }
+    cfg.control_plane = format!("https://{service}:15010");
+    tracing::info!(addr = %args.webhook_addr, "injector webhook listening");
+    let task = tokio::spawn(webhook::serve(listener, tls, Arc::new(cfg)));
+    Ok((client, task))
 }

@@ -61,26 +61,11 @@ pub async fn shift(
         .collect();
 
     let started = Instant::now();
-    trellis_config::rewrite_document(Path::new(&file), doc.line, |v| {
-        let rules = v["spec"]["rules"]
-            .as_array_mut()
-            .ok_or("the document has no spec.rules")?;
-        for rule in rules {
-            for b in rule["backendRefs"].as_array_mut().into_iter().flatten() {
-                if let Some(w) = b["name"].as_str().and_then(|n| weights.get(n)) {
-                    b["weight"] = serde_json::json!(w);
-                }
-            }
-        }
-        Ok(())
-    })
-    .map_err(Status::failed_precondition)?;
-    // Apply now rather than wait for the file watcher; it will find nothing new.
-    cp.reload().map_err(|e| {
-        Status::failed_precondition(format!(
-            "{file} was written but the result is refused:\n{e}"
-        ))
-    })?;
+    if file.starts_with("kubernetes:") {
+        shift_in_cluster(cp, route, weights, started + timeout).await?;
+    } else {
+        shift_in_file(cp, &file, doc.line, weights)?;
+    }
 
     let world = cp
         .world()
@@ -146,4 +131,77 @@ pub async fn shift(
         converged_ms,
         failures,
     })
+}
+
+/// File mode: rewrite the route's document in place and reload at once.
+fn shift_in_file(
+    cp: &ControlPlane,
+    file: &str,
+    line: u64,
+    weights: &HashMap<String, u32>,
+) -> Result<(), Status> {
+    trellis_config::rewrite_document(Path::new(file), line, |v| {
+        let rules = v["spec"]["rules"]
+            .as_array_mut()
+            .ok_or("the document has no spec.rules")?;
+        for rule in rules {
+            for b in rule["backendRefs"].as_array_mut().into_iter().flatten() {
+                if let Some(w) = b["name"].as_str().and_then(|n| weights.get(n)) {
+                    b["weight"] = serde_json::json!(w);
+                }
+            }
+        }
+        Ok(())
+    })
+    .map_err(Status::failed_precondition)?;
+    // Apply now rather than wait for the file watcher; it will find nothing new.
+    cp.reload().map_err(|e| {
+        Status::failed_precondition(format!(
+            "{file} was written but the result is refused:\n{e}"
+        ))
+    })?;
+    Ok(())
+}
+
+/// Kubernetes mode: patch the HTTPRoute, then wait until the watch has brought the new
+/// weights into the served config.
+async fn shift_in_cluster(
+    cp: &ControlPlane,
+    route: &str,
+    weights: &HashMap<String, u32>,
+    deadline: Instant,
+) -> Result<(), Status> {
+    let client = cp.kube.get().cloned().ok_or_else(|| {
+        Status::failed_precondition("the route came from Kubernetes but no client is set")
+    })?;
+    let (ns, name) = route.split_once('/').unwrap_or(("default", route));
+    crate::kubernetes::shift::shift(client, ns, name, weights)
+        .await
+        .map_err(Status::failed_precondition)?;
+    loop {
+        let applied = cp.world().is_some_and(|w| {
+            w.config.http_routes.iter().any(|r| {
+                r.key() == route
+                    && r.object
+                        .spec
+                        .rules
+                        .iter()
+                        .flat_map(|r| &r.backend_refs)
+                        .all(|b| {
+                            weights
+                                .get(&b.name.value)
+                                .is_none_or(|w| b.weight == Some(*w))
+                        })
+            })
+        });
+        if applied {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Status::deadline_exceeded(format!(
+                "HTTPRoute {route} was patched but the watch did not bring the change back in time; see trellis status"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -41,11 +41,13 @@ pub struct Object<S> {
 
 /// A reference to another object by name, as in Gateway API `targetRef`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(serde::Serialize, schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetRef {
     #[serde(default)]
     pub group: Option<String>,
     pub kind: String,
+    #[cfg_attr(feature = "kube", schemars(with = "String"))]
     pub name: Spanned<String>,
     #[serde(default)]
     pub namespace: Option<String>,
@@ -53,6 +55,11 @@ pub struct TargetRef {
 
 /// The mesh-wide settings: at most one `Mesh` document.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(
+    feature = "kube",
+    derive(serde::Serialize, schemars::JsonSchema, kube::CustomResource),
+    kube(group = "trellis.dev", version = "v1alpha1", kind = "Mesh")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshSpec {
     #[serde(default = "default_trust_domain")]
@@ -66,6 +73,7 @@ pub struct MeshSpec {
 
 /// `outboundTrafficPolicy: {mode: ALLOW_ANY | REGISTRY_ONLY}`, as in Istio.
 #[derive(Debug, Clone, Deserialize, Default)]
+#[cfg_attr(feature = "kube", derive(serde::Serialize, schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
     #[serde(default)]
@@ -74,6 +82,7 @@ pub struct OutboundTrafficPolicy {
 
 /// `ALLOW_ANY` passes an unknown destination through; `REGISTRY_ONLY` refuses it.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundMode {
     #[default]
@@ -97,6 +106,7 @@ pub fn default_trust_domain() -> String {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
+#[cfg_attr(feature = "kube", derive(serde::Serialize, schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MtlsSettings {
     #[serde(default)]
@@ -105,6 +115,7 @@ pub struct MtlsSettings {
 
 /// `STRICT` refuses plaintext, `PERMISSIVE` accepts both, `DISABLED` never uses mTLS.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MtlsMode {
     Strict,

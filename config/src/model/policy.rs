@@ -11,6 +11,16 @@ pub type ResiliencePolicySpec = Resilience;
 
 /// Everything a `ResiliencePolicy` sets on a cluster; absent parts are off.
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+#[cfg_attr(
+    feature = "kube",
+    derive(schemars::JsonSchema, kube::CustomResource),
+    kube(
+        group = "trellis.dev",
+        version = "v1alpha1",
+        kind = "ResiliencePolicy",
+        namespaced
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resilience {
     /// Required in a policy document; not carried into snapshots.
@@ -29,6 +39,7 @@ pub struct Resilience {
         with = "crate::duration::serde_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
@@ -39,6 +50,7 @@ pub struct Resilience {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancer {
     #[serde(default)]
@@ -49,6 +61,7 @@ pub struct LoadBalancer {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LbPolicy {
     RoundRobin,
@@ -61,6 +74,7 @@ pub enum LbPolicy {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HashKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +86,7 @@ pub struct HashKey {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreaker {
     #[serde(default = "d50")]
@@ -79,18 +94,21 @@ pub struct CircuitBreaker {
     #[serde(default = "d100")]
     pub slow_call_rate_threshold: f64,
     #[serde(default = "d60s", with = "crate::duration::serde_opt")]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub slow_call_duration_threshold: Option<Duration>,
     #[serde(default)]
     pub sliding_window: SlidingWindow,
     #[serde(default = "d100u")]
     pub minimum_calls: u32,
     #[serde(default = "d60s", with = "crate::duration::serde_opt")]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub wait_in_open: Option<Duration>,
     #[serde(default = "d10u")]
     pub permitted_calls_in_half_open: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlidingWindow {
     #[serde(rename = "type")]
@@ -109,6 +127,7 @@ impl Default for SlidingWindow {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SlidingWindowType {
     Count,
@@ -116,21 +135,26 @@ pub enum SlidingWindowType {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     #[serde(default = "d5u")]
     pub consecutive5xx: u32,
     #[serde(default = "d10s", with = "crate::duration::serde_opt")]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub interval: Option<Duration>,
     #[serde(default = "d30s", with = "crate::duration::serde_opt")]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub base_ejection_time: Option<Duration>,
     #[serde(default = "d300s", with = "crate::duration::serde_opt")]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub max_ejection_time: Option<Duration>,
     #[serde(default = "d10")]
     pub max_ejection_percent: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Retry {
     #[serde(default = "d2u")]
@@ -140,6 +164,7 @@ pub struct Retry {
         with = "crate::duration::serde_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub per_try_timeout: Option<Duration>,
     #[serde(default)]
     pub retry_on: Vec<String>,
@@ -154,15 +179,19 @@ pub struct Retry {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Backoff {
     #[serde(default = "d25ms", with = "crate::duration::serde_opt")]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub base: Option<Duration>,
     #[serde(default = "d250ms", with = "crate::duration::serde_opt")]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub max: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
     #[serde(default = "d20")]
@@ -172,6 +201,7 @@ pub struct RetryBudget {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimit {
     pub requests_per_second: f64,
@@ -180,6 +210,7 @@ pub struct RateLimit {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Bulkhead {
     pub max_concurrent_requests: u32,
@@ -187,10 +218,12 @@ pub struct Bulkhead {
     pub max_pending_requests: u32,
     /// How long a pending request may wait for a slot.
     #[serde(default = "d1s", with = "crate::duration::serde_opt")]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub max_wait: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultInjection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,14 +233,17 @@ pub struct FaultInjection {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultDelay {
     pub percent: f64,
     #[serde(with = "crate::duration::serde_opt")]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
     pub duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultAbort {
     pub percent: f64,
@@ -215,6 +251,16 @@ pub struct FaultAbort {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(
+    feature = "kube",
+    derive(serde::Serialize, schemars::JsonSchema, kube::CustomResource),
+    kube(
+        group = "trellis.dev",
+        version = "v1alpha1",
+        kind = "AuthorizationPolicy",
+        namespaced
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicySpec {
     pub target_ref: TargetRef,
@@ -225,6 +271,7 @@ pub struct AuthorizationPolicySpec {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AuthzAction {
     #[default]
@@ -233,6 +280,7 @@ pub enum AuthzAction {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthzRule {
     #[serde(default)]
@@ -242,6 +290,7 @@ pub struct AuthzRule {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthzSource {
     /// `namespace/serviceAccount` pairs.
@@ -252,6 +301,7 @@ pub struct AuthzSource {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthzOperation {
     #[serde(default)]
@@ -265,6 +315,7 @@ pub struct AuthzOperation {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthzHeader {
     pub name: String,

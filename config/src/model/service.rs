@@ -78,8 +78,19 @@ pub enum AppProtocol {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(
+    feature = "kube",
+    derive(serde::Serialize, schemars::JsonSchema, kube::CustomResource),
+    kube(
+        group = "trellis.dev",
+        version = "v1alpha1",
+        kind = "Workload",
+        namespaced
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSpec {
+    #[cfg_attr(feature = "kube", schemars(with = "String"))]
     pub address: Spanned<String>,
     #[serde(default)]
     pub ports: BTreeMap<String, u16>,

@@ -1,0 +1,171 @@
+//! The CA in the cluster: one Secret (`trellis-system/trellis-ca`, type kubernetes.io/tls)
+//! that every replica shares. The first replica to start creates it; the others read it.
+//! Each replica issues itself the injector's serving certificate from it and publishes the
+//! CA certificate as the MutatingWebhookConfiguration's caBundle.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+pub const CA_SECRET: &str = "trellis-ca";
+pub const WEBHOOK_CONFIGURATION: &str = "trellis-injector";
+
+/// A CA certificate and its private key, PEM.
+#[derive(Clone)]
+pub struct CaPem {
+    pub cert: String,
+    pub key: String,
+}
+
+/// A new self-signed CA for the mesh; ten years, since rotating it is an operator's act.
+pub fn generate_ca() -> Result<CaPem, rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "trellis");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "trellis mesh CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_after = time_from_now(10 * 365);
+    let cert = params.self_signed(&key)?;
+    Ok(CaPem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
+/// A serving certificate for `dns_names`, signed by `ca`: `(chain PEM, key PEM)`.
+pub fn issue_serving_cert(
+    ca: &CaPem,
+    dns_names: &[String],
+) -> Result<(String, String), rcgen::Error> {
+    let ca_key = KeyPair::from_pem(&ca.key)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(dns_names.to_vec())?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        dns_names.first().cloned().unwrap_or_default(),
+    );
+    params.not_after = time_from_now(365);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((format!("{}{}", cert.pem(), ca.cert), key.serialize_pem()))
+}
+
+fn time_from_now(days: u64) -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(days * 86_400)
+}
+
+/// Reads the CA Secret, creating it if no replica has yet.
+pub async fn load_or_create(client: Client, namespace: &str) -> Result<CaPem, String> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let read = |s: Secret| -> Result<CaPem, String> {
+        let data = s.data.unwrap_or_default();
+        let field = |k: &str| {
+            data.get(k)
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "secret {namespace}/{CA_SECRET} has no {k}; delete it to have a new CA made"
+                    )
+                })
+        };
+        Ok(CaPem {
+            cert: field("tls.crt")?,
+            key: field("tls.key")?,
+        })
+    };
+    match api.get_opt(CA_SECRET).await {
+        Ok(Some(s)) => return read(s),
+        Ok(None) => {}
+        Err(e) => return Err(format!("cannot read secret {namespace}/{CA_SECRET}: {e}")),
+    }
+    let ca = generate_ca().map_err(|e| format!("cannot generate the CA: {e}"))?;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(CA_SECRET.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            (
+                "tls.crt".to_string(),
+                ByteString(ca.cert.clone().into_bytes()),
+            ),
+            (
+                "tls.key".to_string(),
+                ByteString(ca.key.clone().into_bytes()),
+            ),
+        ])),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(ca),
+        // Another replica won the race: use its CA, so that every replica shares one.
+        Err(kube::Error::Api(s)) if s.code == 409 => match api.get(CA_SECRET).await {
+            Ok(s) => read(s),
+            Err(e) => Err(format!("cannot read secret {namespace}/{CA_SECRET}: {e}")),
+        },
+        Err(e) => Err(format!("cannot create secret {namespace}/{CA_SECRET}: {e}")),
+    }
+}
+
+/// Sets every webhook's `clientConfig.caBundle` of the injector's configuration to the CA.
+pub async fn publish_ca_bundle(client: Client, ca_pem: &str) -> Result<(), String> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let current = api.get(WEBHOOK_CONFIGURATION).await.map_err(|e| {
+        format!("cannot read MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}: {e}")
+    })?;
+    let bundle = serde_json::to_value(ByteString(ca_pem.as_bytes().to_vec())).unwrap_or_default();
+    let ops: Vec<serde_json::Value> = (0..current.webhooks.map_or(0, |w| w.len()))
+        .map(|i| json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}))
+        .collect();
+    let patch: json_patch::Patch =
+        serde_json::from_value(json!(ops)).map_err(|e| format!("caBundle patch: {e}"))?;
+    api.patch(
+        WEBHOOK_CONFIGURATION,
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("cannot set the caBundle of {WEBHOOK_CONFIGURATION}: {e}"))
+}
+
+/// Writes the CA where the identity module loads it from (`DIR/cluster-ca.{crt,key}`, the key
+/// 0600), so that the mesh CA and the webhook's CA are the one from the Secret.
+pub fn write_files(
+    ca: &CaPem,
+    dir: &std::path::Path,
+) -> Result<crate::identity::ca::CaSource, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |p: &std::path::Path, e: std::io::Error| {
+        format!(
+            "cannot write {}: {e}; set TRELLIS_STATE_DIR to a writable directory",
+            p.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
+    let cert = dir.join("cluster-ca.crt");
+    let key = dir.join("cluster-ca.key");
+    std::fs::write(&cert, &ca.cert).map_err(|e| fail(&cert, e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key)
+        .map_err(|e| fail(&key, e))?;
+    f.write_all(ca.key.as_bytes()).map_err(|e| fail(&key, e))?;
+    Ok(crate::identity::ca::CaSource::Files { cert, key })
+}

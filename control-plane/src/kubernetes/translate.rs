@@ -1,0 +1,234 @@
+//! Cluster objects → mesh documents. Each object becomes one document in the form file mode
+//! reads, named `kubernetes:<Kind>/<namespace>/<name>`, and all of them go through the same
+//! loader and validation as files: one model, one set of errors.
+
+use crate::inject::overrides::INJECTED;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use trellis_config::{ConfigErrors, Loader, MeshConfig};
+
+/// Everything the watchers hold at one instant.
+#[derive(Default, Clone)]
+pub struct ClusterState {
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub pods: Vec<Arc<Pod>>,
+    pub http_routes: Vec<Arc<DynamicObject>>,
+    /// The trellis.dev kinds, by kind (`Mesh`, `Workload`, ...). They are read untyped so
+    /// that one bad object is one file:line error from the loader, not a failed watch.
+    pub trellis: BTreeMap<&'static str, Vec<Arc<DynamicObject>>>,
+}
+
+/// The trellis.dev kinds the control plane watches, with their plural names.
+pub const TRELLIS_KINDS: [(&str, &str); 4] = [
+    ("Mesh", "meshes"),
+    ("Workload", "workloads"),
+    ("ResiliencePolicy", "resiliencepolicies"),
+    ("AuthorizationPolicy", "authorizationpolicies"),
+];
+
+/// Translates and loads the cluster state: the same `MeshConfig` the file loader makes.
+pub fn mesh_config(state: &ClusterState, loader: &Loader) -> Result<MeshConfig, ConfigErrors> {
+    let docs = documents(state);
+    loader.load_texts(docs.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+}
+
+/// Every document as `(source name, text)`, sorted by name so the result is stable.
+pub fn documents(state: &ClusterState) -> Vec<(String, String)> {
+    let mut docs: BTreeMap<String, Value> = BTreeMap::new();
+    let mut put = |kind: &str,
+                   api: &str,
+                   ns: Option<String>,
+                   name: String,
+                   labels: &BTreeMap<String, String>,
+                   spec: Value| {
+        let ns_part = ns.clone().unwrap_or_default();
+        let mut meta = Map::new();
+        meta.insert("name".into(), Value::from(name.clone()));
+        if let Some(ns) = ns {
+            meta.insert("namespace".into(), Value::from(ns));
+        }
+        if !labels.is_empty() {
+            meta.insert("labels".into(), json!(labels));
+        }
+        docs.insert(
+            format!("kubernetes:{kind}/{ns_part}/{name}"),
+            json!({"apiVersion": api, "kind": kind, "metadata": meta, "spec": spec}),
+        );
+    };
+
+    for s in &state.services {
+        if let Some(spec) = service_spec(s) {
+            put(
+                "Service",
+                "v1",
+                s.namespace(),
+                s.name_any(),
+                s.labels(),
+                spec,
+            );
+        }
+    }
+    for r in &state.http_routes {
+        if let Some(spec) = mesh_route_spec(&r.data["spec"]) {
+            let api = "gateway.networking.k8s.io/v1";
+            put(
+                "HTTPRoute",
+                api,
+                r.namespace(),
+                r.name_any(),
+                r.labels(),
+                spec,
+            );
+        }
+    }
+    let api = "trellis.dev/v1alpha1";
+    // Pods first: a Workload resource of the same name replaces the one from its Pod.
+    for ((ns, name), (labels, spec)) in pod_workloads(state) {
+        put("Workload", api, Some(ns), name, &labels, spec);
+    }
+    for (kind, objects) in &state.trellis {
+        for o in objects {
+            let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
+            put(kind, api, o.namespace(), o.name_any(), o.labels(), spec);
+        }
+    }
+    docs.into_iter()
+        .map(|(name, doc)| {
+            // JSON is YAML; pretty-printed, errors still point at a useful line.
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            (name, text)
+        })
+        .collect()
+}
+
+/// The mesh's view of a Service: selector and TCP ports. Services without a selector
+/// (ExternalName, manual endpoints) are not mesh Services.
+fn service_spec(s: &Service) -> Option<Value> {
+    let spec = s.spec.as_ref()?;
+    let selector = spec.selector.clone().filter(|s| !s.is_empty())?;
+    let ports: Vec<Value> = spec
+        .ports
+        .iter()
+        .flatten()
+        // The mesh carries TCP only; UDP and SCTP ports are left to kube-proxy.
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .map(|p| {
+            let mut port = json!({"port": p.port});
+            if let Some(n) = &p.name {
+                port["name"] = json!(n);
+            }
+            match &p.target_port {
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i)) => {
+                    port["targetPort"] = json!(i)
+                }
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(n)) => {
+                    port["targetPort"] = json!(n)
+                }
+                None => {}
+            }
+            if let Some(proto) = p.app_protocol.as_deref().and_then(app_protocol) {
+                port["appProtocol"] = json!(proto);
+            }
+            port
+        })
+        .collect();
+    if ports.is_empty() {
+        return None;
+    }
+    Some(json!({"selector": selector, "ports": ports}))
+}
+
+/// Kubernetes `appProtocol` values the mesh understands; others are treated as HTTP's default.
+fn app_protocol(p: &str) -> Option<&'static str> {
+    match p {
+        "http" => Some("http"),
+        "http2" | "kubernetes.io/h2c" => Some("http2"),
+        "grpc" => Some("grpc"),
+        "tcp" => Some("tcp"),
+        _ => None,
+    }
+}
+
+/// A mesh (GAMMA) route: keep only the `parentRefs` that name a Service. A route attached
+/// only to Gateways is not a mesh route.
+fn mesh_route_spec(spec: &Value) -> Option<Value> {
+    let mut spec = spec.clone();
+    let parents = spec.get_mut("parentRefs")?.as_array_mut()?;
+    parents.retain(|p| {
+        p["kind"].as_str() == Some("Service") && p["group"].as_str().unwrap_or("").is_empty()
+    });
+    if parents.is_empty() {
+        return None;
+    }
+    Some(spec)
+}
+
+/// One Workload per ready Pod endpoint of an EndpointSlice, with the Pod's labels, service
+/// account and named ports. Pods with a sidecar are left out: their proxy registers itself.
+fn pod_workloads(
+    state: &ClusterState,
+) -> BTreeMap<(String, String), (BTreeMap<String, String>, Value)> {
+    let pods: BTreeMap<(String, String), &Pod> = state
+        .pods
+        .iter()
+        .map(|p| {
+            (
+                (p.namespace().unwrap_or_default(), p.name_any()),
+                p.as_ref(),
+            )
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for slice in &state.endpoint_slices {
+        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            continue;
+        }
+        for ep in &slice.endpoints {
+            // Ready unless the API says otherwise (absent means ready, per discovery/v1).
+            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            let Some(target) = ep
+                .target_ref
+                .as_ref()
+                .filter(|t| t.kind.as_deref() == Some("Pod"))
+            else {
+                continue;
+            };
+            let key = (
+                target
+                    .namespace
+                    .clone()
+                    .or_else(|| slice.namespace())
+                    .unwrap_or_default(),
+                target.name.clone().unwrap_or_default(),
+            );
+            let (Some(pod), Some(address)) = (pods.get(&key), ep.addresses.first()) else {
+                continue; // the Pod watch has not seen it yet; the next event fills it in
+            };
+            if pod.annotations().contains_key(INJECTED) || !seen.insert(key.clone()) {
+                continue;
+            }
+            let spec = pod.spec.as_ref();
+            let ports: BTreeMap<String, i32> = spec
+                .into_iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.ports.iter().flatten())
+                .filter_map(|p| Some((p.name.clone()?, p.container_port)))
+                .collect();
+            let mut w = json!({"address": address, "ports": ports});
+            if let Some(sa) = spec.and_then(|s| s.service_account_name.clone()) {
+                w["serviceAccount"] = json!(sa);
+            }
+            out.insert(key, (pod.labels().clone(), w));
+        }
+    }
+    out
+}

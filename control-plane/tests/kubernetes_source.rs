@@ -1,0 +1,396 @@
+//! `trellis-control --kubernetes` against a mock API server serving real API JSON (lists from
+//! tests/fixtures/cluster, watch events from the tests): the cluster becomes the same config
+//! as file mode, and adds, updates, deletes, watch restarts and relists flow into it.
+
+mod k8s;
+
+use k8s::mock_api::{MockApi, client};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use testkit::eventually;
+use trellis_config::compile::NodeIdentity;
+use trellis_control::world::World;
+
+const SERVICES: &str = "/api/v1/services";
+const PODS: &str = "/api/v1/pods";
+const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+const ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
+const POLICIES: &str = "/apis/trellis.dev/v1alpha1/resiliencepolicies";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn fixture(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(k8s::fixture(&format!("cluster/{name}"))).unwrap())
+        .unwrap()
+}
+
+fn item(list: &str, name: &str) -> Value {
+    let list = fixture(list);
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+struct Cluster {
+    api: MockApi,
+    running: trellis_control::Running,
+    _state: tempfile::TempDir,
+}
+
+async fn cluster() -> Cluster {
+    let api = MockApi::default();
+    api.serve(SERVICES, fixture("services.json"));
+    api.serve(PODS, fixture("pods.json"));
+    api.serve(SLICES, fixture("endpointslices.json"));
+    api.serve(ROUTES, fixture("httproutes.json"));
+    api.serve(POLICIES, fixture("resiliencepolicies.json"));
+    api.serve("/apis/trellis.dev/v1alpha1/meshes", fixture("meshes.json"));
+    api.serve(
+        "/apis/trellis.dev/v1alpha1/workloads",
+        fixture("workloads.json"),
+    );
+    api.serve(
+        "/apis/trellis.dev/v1alpha1/authorizationpolicies",
+        fixture("authorizationpolicies.json"),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let opts = trellis_control::Options {
+        registration_grace: Duration::from_millis(20),
+        ..trellis_control::Options::local(Default::default(), state.path().to_path_buf())
+    };
+    let running =
+        trellis_control::start_with(opts, trellis_control::Source::Kubernetes(client(&api)))
+            .await
+            .unwrap();
+    Cluster {
+        api,
+        running,
+        _state: state,
+    }
+}
+
+impl Cluster {
+    /// Waits until the served config satisfies `check`.
+    async fn until(&self, what: &str, check: impl Fn(&World) -> bool) -> Arc<World> {
+        let cp = self.running.cp.clone();
+        eventually(WAIT, what, || {
+            let w = cp.world().filter(|w| check(w));
+            async move { w }
+        })
+        .await
+    }
+}
+
+fn services(w: &World) -> Vec<String> {
+    w.config.services.iter().map(|s| s.key()).collect()
+}
+
+fn workloads(w: &World) -> BTreeMap<String, String> {
+    w.config
+        .workloads
+        .iter()
+        .map(|d| (d.key(), d.object.spec.address.value.clone()))
+        .collect()
+}
+
+fn weights(w: &World, route: &str) -> Vec<(String, Option<u32>)> {
+    w.config
+        .http_routes
+        .iter()
+        .filter(|r| r.key() == route)
+        .flat_map(|r| r.object.spec.rules.iter().flat_map(|r| &r.backend_refs))
+        .map(|b| (b.name.value.clone(), b.weight))
+        .collect()
+}
+
+fn node(name: &str, app: &str, sa: &str) -> NodeIdentity {
+    NodeIdentity {
+        name: name.into(),
+        namespace: "rides".into(),
+        labels: BTreeMap::from([("app".into(), app.into()), ("version".into(), "v1".into())]),
+        service_account: Some(sa.into()),
+    }
+}
+
+#[tokio::test]
+async fn the_cluster_compiles_to_the_same_snapshots_as_the_equivalent_file() {
+    let c = cluster().await;
+    let w = c
+        .until("the first config", |w| w.config.services.len() == 4)
+        .await;
+    assert_eq!(
+        services(&w),
+        [
+            "rides/billing",
+            "rides/billing-v1",
+            "rides/billing-v2",
+            "rides/trip"
+        ]
+    );
+    // Pods behind ready endpoints are Workloads; the injected trip pod is not (its proxy
+    // registers itself), and the selector-less `kubernetes` Service is no mesh Service.
+    assert_eq!(
+        workloads(&w),
+        BTreeMap::from([
+            (
+                "rides/billing-v1-6c9f7-abcde".to_string(),
+                "10.244.1.11".to_string()
+            ),
+            (
+                "rides/billing-v2-58d4b-fghij".to_string(),
+                "10.244.1.12".to_string()
+            ),
+            (
+                "rides/trip-7d9f8-klmno".to_string(),
+                "10.244.2.21".to_string()
+            ),
+        ])
+    );
+    assert_eq!(
+        w.config.http_routes.len(),
+        1,
+        "the Gateway-only route is not a mesh route"
+    );
+    assert_eq!(
+        w.config.mesh.as_ref().unwrap().object.spec.trust_domain,
+        "rides.example"
+    );
+
+    let text = std::fs::read_to_string(k8s::fixture("cluster/equivalent-mesh.yaml")).unwrap();
+    let file = trellis_config::load_str("equivalent-mesh.yaml", &text).unwrap();
+    for n in [
+        node("trip-0", "trip", "trip"),
+        node("billing-v1-0", "billing", "billing"),
+    ] {
+        let from_cluster = trellis_config::compile(&w.config, &n);
+        let from_file = trellis_config::compile(&file, &n);
+        assert_eq!(
+            from_cluster.version, from_file.version,
+            "{}: the snapshots differ",
+            n.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn adds_updates_and_deletes_reach_the_served_config() {
+    let c = cluster().await;
+    c.until("the first config", |w| w.config.services.len() == 4)
+        .await;
+
+    // A Service is added...
+    let mut driver = item("services.json", "trip");
+    driver["metadata"]["name"] = json!("driver");
+    driver["spec"]["selector"] = json!({"app": "driver"});
+    c.api.event(SERVICES, "ADDED", driver.clone());
+    c.until("driver added", |w| {
+        services(w).contains(&"rides/driver".to_string())
+    })
+    .await;
+    // ...changed: its port moves...
+    driver["spec"]["ports"] =
+        json!([{"name": "http", "protocol": "TCP", "port": 8080, "targetPort": 9009}]);
+    c.api.event(SERVICES, "MODIFIED", driver.clone());
+    c.until("driver on 8080", |w| {
+        w.config
+            .services
+            .iter()
+            .any(|s| s.key() == "rides/driver" && s.object.spec.ports[0].port == 8080)
+    })
+    .await;
+    // ...and deleted.
+    c.api.event(SERVICES, "DELETED", driver);
+    c.until("driver deleted", |w| {
+        !services(w).contains(&"rides/driver".to_string())
+    })
+    .await;
+
+    // An HTTPRoute's weights change.
+    let mut route = item("httproutes.json", "billing");
+    route["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(50);
+    route["spec"]["rules"][0]["backendRefs"][1]["weight"] = json!(50);
+    c.api.event(ROUTES, "MODIFIED", route.clone());
+    c.until("weights 50/50", |w| {
+        weights(w, "rides/billing")
+            == [
+                ("billing-v1".into(), Some(50)),
+                ("billing-v2".into(), Some(50)),
+            ]
+    })
+    .await;
+
+    // An endpoint turns unready: its pod stops being a Workload; ready again, it comes back.
+    let mut slice = item("endpointslices.json", "billing-v2-b1b2b");
+    slice["endpoints"][0]["conditions"]["ready"] = json!(false);
+    let mut all_billing = item("endpointslices.json", "billing-x1x2x");
+    all_billing["endpoints"][1]["conditions"]["ready"] = json!(false);
+    c.api.event(SLICES, "MODIFIED", slice.clone());
+    c.api.event(SLICES, "MODIFIED", all_billing.clone());
+    c.until("billing-v2 unready", |w| {
+        !workloads(w).contains_key("rides/billing-v2-58d4b-fghij")
+    })
+    .await;
+    slice["endpoints"][0]["conditions"]["ready"] = json!(true);
+    c.api.event(SLICES, "MODIFIED", slice);
+    c.until("billing-v2 ready", |w| {
+        workloads(w).contains_key("rides/billing-v2-58d4b-fghij")
+    })
+    .await;
+
+    // A Pod's labels change: the Workload follows.
+    let mut pod = item("pods.json", "trip-7d9f8-klmno");
+    pod["metadata"]["labels"]["version"] = json!("v2");
+    c.api.event(PODS, "MODIFIED", pod.clone());
+    c.until("trip pod relabelled", |w| {
+        w.config.workloads.iter().any(|d| {
+            d.key() == "rides/trip-7d9f8-klmno"
+                && d.object.metadata.labels.get("version").map(String::as_str) == Some("v2")
+        })
+    })
+    .await;
+    // The Pod is deleted: no Workload, even though a stale slice still names it.
+    c.api.event(PODS, "DELETED", pod);
+    c.until("trip pod gone", |w| {
+        !workloads(w).contains_key("rides/trip-7d9f8-klmno")
+    })
+    .await;
+
+    // The route is deleted.
+    c.api.event(ROUTES, "DELETED", route);
+    c.until("route deleted", |w| w.config.http_routes.is_empty())
+        .await;
+}
+
+#[tokio::test]
+async fn watches_that_end_resume_and_expired_watches_relist() {
+    let c = cluster().await;
+    c.until("the first config", |w| w.config.services.len() == 4)
+        .await;
+    let opened = c.api.watches_opened(SERVICES);
+    assert!(opened >= 1);
+
+    // The API server ends the watch (its timeout): the client watches again and sees events.
+    c.api.end_watches(SERVICES);
+    eventually(WAIT, "a new Service watch", || {
+        let n = c.api.watches_opened(SERVICES);
+        async move { (n > opened).then_some(()) }
+    })
+    .await;
+    let mut driver = item("services.json", "trip");
+    driver["metadata"]["name"] = json!("driver");
+    driver["spec"]["selector"] = json!({"app": "driver"});
+    c.api.event(SERVICES, "ADDED", driver);
+    c.until("driver after the re-watch", |w| {
+        services(w).contains(&"rides/driver".to_string())
+    })
+    .await;
+
+    // 410 Gone: the client lists again; what the new list lacks is deleted, though no
+    // DELETED event was ever sent for it.
+    let mut list = fixture("services.json");
+    list["items"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|s| s["metadata"]["name"] != "trip");
+    list["metadata"]["resourceVersion"] = json!("20000");
+    c.api.expire(SERVICES, list);
+    c.until("trip and driver gone after the relist", |w| {
+        services(w) == ["rides/billing", "rides/billing-v1", "rides/billing-v2"]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_resource_is_refused_with_its_name_and_the_last_good_config_keeps_serving() {
+    let c = cluster().await;
+    let first = c
+        .until("the first config", |w| w.config.services.len() == 4)
+        .await;
+    let mut bad = item("resiliencepolicies.json", "billing");
+    bad["metadata"]["name"] = json!("billing-typo");
+    // One policy per Service: this one is for billing-v2.
+    bad["spec"]["targetRef"]["name"] = json!("billing-v2");
+    bad["spec"]["timeout"] = json!("2 seconds");
+    c.api.event(POLICIES, "ADDED", bad.clone());
+    let cp = c.running.cp.clone();
+    let errors = eventually(WAIT, "the refusal", || {
+        let e = cp.config_errors();
+        async move { e }
+    })
+    .await
+    .to_string();
+    assert!(
+        errors.contains("kubernetes:ResiliencePolicy/rides/billing-typo"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("timeout") && errors.contains("2 seconds"),
+        "{errors}"
+    );
+    assert_eq!(
+        cp.world().unwrap().generation,
+        first.generation,
+        "the last good config serves"
+    );
+    // Fixing it applies.
+    bad["spec"]["timeout"] = json!("2s");
+    c.api.event(POLICIES, "MODIFIED", bad);
+    let fixed = eventually(WAIT, "the fixed policy", || {
+        let (w, e) = (cp.world(), cp.config_errors());
+        async move {
+            if let Some(e) = &e {
+                eprintln!("still refused: {e}");
+            }
+            w.filter(|w| w.config.resilience_policies.len() == 2)
+        }
+    })
+    .await;
+    assert!(fixed.generation > first.generation);
+    assert!(cp.config_errors().is_none());
+}
+
+#[tokio::test]
+async fn shift_patches_the_httproute_and_waits_for_the_watch() {
+    let c = cluster().await;
+    c.until("the first config", |w| w.config.http_routes.len() == 1)
+        .await;
+    let wanted = HashMap::from([
+        ("billing-v1".to_string(), 0),
+        ("billing-v2".to_string(), 100),
+    ]);
+    let resp = trellis_control::shift::shift(&c.running.cp, "rides/billing", &wanted, WAIT)
+        .await
+        .unwrap();
+    assert!(resp.failures.is_empty(), "{resp:?}");
+    assert_eq!(resp.file, "kubernetes:HTTPRoute/rides/billing");
+    let patches = c.api.patches.lock().unwrap().clone();
+    assert_eq!(patches.len(), 1);
+    let (path, content_type, body) = &patches[0];
+    assert_eq!(
+        path,
+        "/apis/gateway.networking.k8s.io/v1/namespaces/rides/httproutes/billing"
+    );
+    assert_eq!(content_type, "application/json-patch+json");
+    assert_eq!(
+        body,
+        &json!([
+            {"op": "test", "path": "/spec/rules/0/backendRefs/0/name", "value": "billing-v1"},
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 0},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/1/name", "value": "billing-v2"},
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 100},
+        ])
+    );
+    let w = c.running.cp.world().unwrap();
+    assert_eq!(
+        weights(&w, "rides/billing"),
+        [
+            ("billing-v1".into(), Some(0)),
+            ("billing-v2".into(), Some(100))
+        ]
+    );
+}
