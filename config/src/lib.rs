@@ -4,6 +4,7 @@
 pub mod compile;
 pub mod duration;
 pub mod error;
+mod gateway;
 pub mod load;
 pub mod model;
 pub mod resources;
