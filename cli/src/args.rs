@@ -64,6 +64,13 @@ pub enum Command {
     ProxyConfig(ProxyConfigArgs),
     /// Set an HTTPRoute's backend weights and wait until every affected proxy has ACKed.
     Shift(ShiftArgs),
+    /// Run the ride-hailing demo on this machine: control plane, services, sidecars, gateway,
+    /// traffic and failure scenarios (docs/demo.md).
+    Demo(crate::demo::DemoArgs),
+    /// A process the demo starts: the control plane, a proxy or a demo service. It exits
+    /// when its stdin closes, so it never outlives the demo.
+    #[command(name = "__child", hide = true)]
+    Child(crate::child::ChildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +131,8 @@ impl Command {
             Command::Routes(_) => "routes",
             Command::ProxyConfig(_) => "proxy-config",
             Command::Shift(_) => "shift",
+            Command::Demo(_) => "demo",
+            Command::Child(_) => "__child",
         }
     }
 }
@@ -327,6 +336,7 @@ mod tests {
             vec!["trellis", "routes"],
             vec!["trellis", "proxy-config", "trip-0"],
             vec!["trellis", "shift", "rides/billing", "v1=1"],
+            vec!["trellis", "demo", "--no-tui", "--scenario", "canary"],
         ] {
             let cli = Cli::try_parse_from(&line).unwrap();
             assert!(

@@ -4,6 +4,8 @@
 mod admin;
 mod args;
 mod check;
+mod child;
+mod demo;
 mod output;
 mod proxy_config;
 mod routes;
@@ -33,8 +35,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         output,
         command,
     } = cli;
-    if let Command::Check(args) = &command {
-        return check::run(args, output);
+    match &command {
+        Command::Check(args) => return check::run(args, output),
+        Command::Child(args) => return Ok(child::run(args)),
+        Command::Demo(args) => return demo::run(args),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -42,7 +47,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let mut admin = admin::Admin::connect(&control_plane, &ca_bundle).await?;
         match &command {
-            Command::Check(_) => unreachable!("check runs offline, above"),
+            Command::Check(_) | Command::Demo(_) | Command::Child(_) => {
+                unreachable!("these run without an admin connection, above")
+            }
             Command::Status => status::run(&mut admin, output).await,
             Command::Routes(args) => routes::run(&mut admin, args, output).await,
             Command::ProxyConfig(args) => proxy_config::run(&mut admin, args, output).await,
