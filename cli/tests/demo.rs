@@ -65,7 +65,7 @@ fn every_scenario_does_what_the_report_says_and_nothing_outlives_the_demo() {
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["demo", "--no-tui", "--duration", "60s", "--report"])
+        .args(["demo", "--no-tui", "--duration", "50s", "--report"])
         .arg(&report_path)
         .output()
         .unwrap();

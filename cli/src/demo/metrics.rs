@@ -35,8 +35,11 @@ pub struct ProxyScrape {
     pub retries: f64,
 }
 
+/// `(name, labels, value)` of one line of Prometheus text.
+type Series<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
+
 /// Splits `name{a="x",b="y"} value` into its parts; `None` for comments and other shapes.
-fn sample(line: &str) -> Option<(&str, Vec<(&str, &str)>, f64)> {
+fn sample(line: &str) -> Option<Series<'_>> {
     if line.starts_with('#') {
         return None;
     }

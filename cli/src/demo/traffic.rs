@@ -55,7 +55,7 @@ impl Traffic {
         loop {
             tick.tick().await;
             n += 1;
-            let (method, path) = if n % 5 == 0 {
+            let (method, path) = if n.is_multiple_of(5) {
                 (Method::GET, "/api/drivers")
             } else {
                 (Method::POST, "/api/rides")
