@@ -45,6 +45,9 @@ impl Procs {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)
+            // Its own process group, so a terminal's Ctrl-C reaches only the demo, which then
+            // reads the final figures before it stops the children itself.
+            .process_group(0)
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
         let pid = child.id().context("a just-started child has a pid")?;
