@@ -27,6 +27,9 @@ pub enum ChildKind {
         http_addr: SocketAddr,
         #[arg(long, value_parser = trellis_config::duration::parse)]
         registration_grace: Duration,
+        /// Where the mesh CA is (generated there by the demo before it starts).
+        #[arg(long)]
+        state_dir: PathBuf,
     },
     /// trellis-proxy with a bootstrap file.
     Proxy {
@@ -88,12 +91,16 @@ pub fn run(args: &ChildArgs) -> ExitCode {
                 grpc_addr,
                 http_addr,
                 registration_grace,
+                state_dir,
             } => {
                 let opts = trellis_control::Options {
                     config: config.clone(),
                     grpc_addr: *grpc_addr,
                     http_addr: *http_addr,
                     registration_grace: *registration_grace,
+                    ca: trellis_control::identity::ca::CaSource::StateDir(state_dir.clone()),
+                    cert_ttl: Duration::from_secs(3600),
+                    server_names: trellis_control::default_server_names(),
                 };
                 let _running = trellis_control::start(opts)
                     .await

@@ -137,6 +137,7 @@ fn every_scenario_does_what_the_report_says_and_nothing_outlives_the_demo() {
         d["forbidden"], d["calls"],
         "every direct passenger -> billing call gets 403\n{ctx}"
     );
+    assert_eq!(d["trellisErrors"]["unauthorized"], d["calls"], "{ctx}");
 }
 
 #[test]

@@ -113,7 +113,8 @@ pub async fn steady(cx: &Ctx, secs: u64) -> Steady {
 
 /// Billing 90/10 -> 50/50 -> 0/100 through the Admin API's Shift, as `trellis shift` does.
 pub async fn canary(cx: &Ctx, step_secs: u64) -> anyhow::Result<Canary> {
-    let mut admin = crate::admin::Admin::connect(&format!("http://{}", cx.topo.grpc)).await?;
+    let addr = format!("https://{}", cx.topo.grpc);
+    let mut admin = crate::admin::Admin::connect(&addr, &cx.topo.ca_bundle()).await?;
     let mut steps = Vec::new();
     for (v1, v2) in [(90u32, 10u32), (50, 50), (0, 100)] {
         let weights = [

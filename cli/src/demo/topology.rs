@@ -21,6 +21,8 @@ pub struct Instance {
 
 pub struct Topology {
     pub dir: PathBuf,
+    /// The mesh CA's state directory: `ca.pem` is the trust bundle every proxy gets.
+    pub state: PathBuf,
     pub mesh: PathBuf,
     pub grpc: SocketAddr,
     pub cp_http: SocketAddr,
@@ -79,6 +81,7 @@ impl Topology {
             .collect();
         Ok(Topology {
             dir: dir.to_path_buf(),
+            state: dir.join("state"),
             mesh,
             grpc,
             cp_http,
@@ -96,8 +99,42 @@ impl Topology {
             .expect("a demo instance name")
     }
 
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.state.join("ca.pem")
+    }
+
+    /// Generates the mesh CA and writes a join token for each service account, as
+    /// `trellis-control token create --service-account rides/SA` would.
+    fn issue_tokens(&self) -> anyhow::Result<()> {
+        use trellis_control::identity::{ca, proof::ServiceAccount, token::JoinTokens};
+        let ca = ca::Ca::load(&ca::CaSource::StateDir(self.state.clone()))
+            .context("cannot create the demo's mesh CA")?;
+        let tokens = JoinTokens::new(ca.token_key_material());
+        let accounts = self
+            .instances
+            .iter()
+            .map(|i| i.role)
+            .chain(["ride-gateway"]);
+        for sa in accounts {
+            let token = tokens.mint(
+                &ServiceAccount {
+                    namespace: "rides".into(),
+                    name: sa.into(),
+                },
+                Duration::from_secs(24 * 3600),
+            );
+            std::fs::write(self.token_file(sa), token)?;
+        }
+        Ok(())
+    }
+
+    fn token_file(&self, service_account: &str) -> PathBuf {
+        self.dir.join(format!("{service_account}.token"))
+    }
+
     /// Starts the control plane, then every app, sidecar and the gateway.
     pub fn start(&self, procs: &mut Procs) -> anyhow::Result<()> {
+        self.issue_tokens()?;
         procs.spawn(
             "control-plane",
             &[
@@ -111,6 +148,8 @@ impl Topology {
                 // Short, so a restarted instance's old registration does not linger.
                 "--registration-grace".into(),
                 "1s".into(),
+                "--state-dir".into(),
+                self.state.display().to_string(),
             ],
         )?;
         for i in &self.instances {
@@ -122,7 +161,7 @@ impl Topology {
                     "workload: {{name: {n}, namespace: rides, serviceAccount: {r}, labels: {{app: {r}, version: {v}}}}}\n\
                      listeners: {{outbound: {o}, inbound: {inb}, admin: {a}}}\n\
                      app: {{address: 127.0.0.1, ports: {{http: {p}}}}}\n\
-                     controlPlane: {{address: http://{cp}}}\n",
+                     controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n",
                     n = i.name,
                     r = i.role,
                     v = i.version,
@@ -131,6 +170,8 @@ impl Topology {
                     a = i.admin,
                     p = i.app.port(),
                     cp = self.grpc,
+                    ca = self.ca_bundle().display(),
+                    t = self.token_file(i.role).display(),
                 ),
             )?;
             procs.spawn(
@@ -150,10 +191,12 @@ impl Topology {
                 "workload: {{name: ride-gateway-0, namespace: rides, serviceAccount: ride-gateway, labels: {{app: ride-gateway}}}}\n\
                  listeners: {{outbound: {o}, inbound: {inb}, admin: {a}}}\n\
                  app: {{address: 127.0.0.1}}\n\
-                 controlPlane: {{address: http://{cp}}}\n\
+                 controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n\
                  gateway: {{name: ride-gateway, listen: {{http: {g}}}}}\n",
                 a = self.gateway_admin,
                 cp = self.grpc,
+                ca = self.ca_bundle().display(),
+                t = self.token_file("ride-gateway").display(),
                 g = self.gateway,
             ),
         )?;
