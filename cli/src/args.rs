@@ -69,6 +69,13 @@ pub enum Command {
     Inject(InjectArgs),
     /// Print the trellis.dev CustomResourceDefinitions, offline.
     Crds,
+    /// Run the ride-hailing demo on this machine: control plane, services, sidecars, gateway,
+    /// traffic and failure scenarios (docs/demo.md).
+    Demo(crate::demo::DemoArgs),
+    /// A process the demo starts: the control plane, a proxy or a demo service. It exits
+    /// when its stdin closes, so it never outlives the demo.
+    #[command(name = "__child", hide = true)]
+    Child(crate::child::ChildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +148,8 @@ impl Command {
             Command::Shift(_) => "shift",
             Command::Inject(_) => "inject",
             Command::Crds => "crds",
+            Command::Demo(_) => "demo",
+            Command::Child(_) => "__child",
         }
     }
 }
@@ -344,6 +353,7 @@ mod tests {
             vec!["trellis", "routes"],
             vec!["trellis", "proxy-config", "trip-0"],
             vec!["trellis", "shift", "rides/billing", "v1=1"],
+            vec!["trellis", "demo", "--no-tui", "--scenario", "canary"],
         ] {
             let cli = Cli::try_parse_from(&line).unwrap();
             assert!(

@@ -5,6 +5,8 @@ mod admin;
 mod args;
 mod check;
 mod inject;
+mod child;
+mod demo;
 mod output;
 mod proxy_config;
 mod routes;
@@ -38,6 +40,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => return check::run(args, output),
         Command::Inject(args) => return inject::run(args),
         Command::Crds => return inject::print_crds(),
+        Command::Child(args) => return Ok(child::run(args)),
+        Command::Demo(args) => return demo::run(args),
         _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -46,8 +50,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let mut admin = admin::Admin::connect(&control_plane, &ca_bundle).await?;
         match &command {
-            Command::Check(_) | Command::Inject(_) | Command::Crds => {
-                unreachable!("offline commands run above")
+            Command::Check(_)
+            | Command::Inject(_)
+            | Command::Crds
+            | Command::Demo(_)
+            | Command::Child(_) => {
+                unreachable!("these run without an admin connection, above")
             }
             Command::Status => status::run(&mut admin, output).await,
             Command::Routes(args) => routes::run(&mut admin, args, output).await,

@@ -27,11 +27,12 @@ pub fn compile(cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
 pub struct Common {
     pub services: BTreeMap<String, ServiceEntry>,
     pub clusters: BTreeMap<String, Cluster>,
+    pub gateways: BTreeMap<String, GatewayEntry>,
 }
 
 /// Indexes built once per compile, so endpoint selection is not services × workloads.
 pub(crate) struct Ctx<'a> {
-    cfg: &'a MeshConfig,
+    pub(crate) cfg: &'a MeshConfig,
     /// `(namespace, label key, label value)` to the workloads carrying that label.
     by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
 }
@@ -91,7 +92,12 @@ impl Common {
             let entry = compile_service(cx, svc, &mut clusters);
             services.insert(svc.key(), entry);
         }
-        Common { services, clusters }
+        let gateways = crate::gateway::compile_all(cx, &mut clusters);
+        Common {
+            services,
+            clusters,
+            gateways,
+        }
     }
 
     /// The node-specific part of a snapshot: its namespace, the mesh settings, and the
@@ -157,6 +163,7 @@ impl Common {
             services: self.services,
             clusters: self.clusters,
             inbound_services: m.inbound_services,
+            gateways: self.gateways,
         };
         snap.version = content_version(&snap);
         snap
@@ -255,7 +262,7 @@ fn compile_service(
             // creation time, so namespace/name decides.
             sorted.sort_by_key(|r| r.key());
             for r in sorted {
-                compile_route(cx, svc, p.port, r, clusters, &mut routes);
+                compile_route(cx, Some(svc), p.port, r, clusters, &mut routes);
             }
             routes.sort_by_key(|r| std::cmp::Reverse(precedence(&r.matches)));
         }
@@ -283,7 +290,7 @@ fn compile_service(
 /// The Gateway API order of precedence, as a key that sorts the winner last.
 /// Exact paths beat regular expressions, which beat prefixes; a longer value beats a shorter
 /// one; then a method match; then more header matches; then more query matches.
-fn precedence(m: &RouteMatch) -> (u8, usize, bool, usize, usize) {
+pub(crate) fn precedence(m: &RouteMatch) -> (u8, usize, bool, usize, usize) {
     let kind = match m.path_type {
         PathMatchType::Exact => 2,
         PathMatchType::RegularExpression => 1,
@@ -298,9 +305,11 @@ fn precedence(m: &RouteMatch) -> (u8, usize, bool, usize, usize) {
     )
 }
 
-fn compile_route(
+/// Appends one `RouteRule` per (rule, match) of `route`. `parent` is the Service the route
+/// attaches to, or `None` for a Gateway, whose backends keep their own policies.
+pub(crate) fn compile_route(
     cx: &Ctx<'_>,
-    parent: &Doc<ServiceSpec>,
+    parent: Option<&Doc<ServiceSpec>>,
     parent_port: u16,
     route: &Doc<HttpRouteSpec>,
     clusters: &mut BTreeMap<String, Cluster>,
@@ -315,7 +324,7 @@ fn compile_route(
             .filter_map(|b| {
                 let svc = find_service(cfg, b.namespace.as_deref().unwrap_or(ns), &b.name.value)?;
                 let port = backend_port(svc, b.port, parent_port)?;
-                let cluster = ensure_cluster(cx, svc, port, Some(parent), clusters)?;
+                let cluster = ensure_cluster(cx, svc, port, parent, clusters)?;
                 let filters = b
                     .filters
                     .iter()
@@ -392,7 +401,7 @@ fn compile_filter(
     cx: &Ctx<'_>,
     ns: &str,
     parent_port: u16,
-    parent: &Doc<ServiceSpec>,
+    parent: Option<&Doc<ServiceSpec>>,
     f: &HttpRouteFilter,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> Option<Filter> {
@@ -447,7 +456,7 @@ fn compile_filter(
             let b = &m.backend_ref;
             let svc = find_service(cfg, b.namespace.as_deref().unwrap_or(ns), &b.name.value)?;
             let port = backend_port(svc, b.port, parent_port)?;
-            let cluster = ensure_cluster(cx, svc, port, Some(parent), clusters)?;
+            let cluster = ensure_cluster(cx, svc, port, parent, clusters)?;
             Filter::RequestMirror {
                 cluster,
                 percent: m.percent.unwrap_or(100),

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod crd;
 pub mod duration;
 pub mod error;
+mod gateway;
 pub mod load;
 pub mod model;
 pub mod resources;

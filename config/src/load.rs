@@ -38,6 +38,7 @@ pub struct MeshConfig {
     pub http_routes: Vec<Doc<HttpRouteSpec>>,
     pub resilience_policies: Vec<Doc<ResiliencePolicySpec>>,
     pub authorization_policies: Vec<Doc<AuthorizationPolicySpec>>,
+    pub gateways: Vec<Doc<GatewaySpec>>,
 }
 
 /// The kinds Trellis reads, as `(apiVersion, kind)`.
@@ -48,6 +49,7 @@ const KINDS: &[(&str, &str)] = &[
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("trellis.dev/v1alpha1", "ResiliencePolicy"),
     ("trellis.dev/v1alpha1", "AuthorizationPolicy"),
+    ("gateway.networking.k8s.io/v1", "Gateway"),
 ];
 
 #[derive(Deserialize)]
@@ -86,6 +88,7 @@ enum Parsed {
     HttpRoute(Arc<Object<HttpRouteSpec>>),
     Resilience(Arc<Object<ResiliencePolicySpec>>),
     Authorization(Arc<Object<AuthorizationPolicySpec>>),
+    Gateway(Arc<Object<GatewaySpec>>),
 }
 
 impl Loader {
@@ -186,6 +189,9 @@ fn parse(file: &Arc<str>, raw: &RawDoc<'_>) -> Result<Parsed, ConfigError> {
         }
         ("trellis.dev/v1alpha1", "ResiliencePolicy") => Parsed::Resilience(typed!()),
         ("trellis.dev/v1alpha1", "AuthorizationPolicy") => Parsed::Authorization(typed!()),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => {
+            Parsed::Gateway(typed!())
+        }
         _ => {
             let allowed: Vec<String> = KINDS.iter().map(|(a, k)| format!("{a} {k}")).collect();
             return Err(ConfigError {
@@ -234,6 +240,7 @@ fn add(
         Parsed::HttpRoute(o) => cfg.http_routes.push(doc(file, line, o)),
         Parsed::Resilience(o) => cfg.resilience_policies.push(doc(file, line, o)),
         Parsed::Authorization(o) => cfg.authorization_policies.push(doc(file, line, o)),
+        Parsed::Gateway(o) => cfg.gateways.push(doc(file, line, o)),
     }
     Ok(())
 }

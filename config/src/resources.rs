@@ -2,13 +2,14 @@
 //! `Mesh` resource, one per `Service`, one per `Cluster`. Each carries a hash of its body,
 //! so a delta holds only what changed.
 
-use crate::snapshot::{Cluster, MeshInfo, NodeInfo, ServiceEntry, Snapshot};
+use crate::snapshot::{Cluster, GatewayEntry, MeshInfo, NodeInfo, ServiceEntry, Snapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const MESH: &str = "Mesh";
 pub const SERVICE: &str = "Service";
 pub const CLUSTER: &str = "Cluster";
+pub const GATEWAY: &str = "Gateway";
 
 /// `(kind, name)`.
 pub type Key = (String, String);
@@ -73,6 +74,9 @@ pub fn split(s: &Snapshot) -> BTreeMap<Key, Encoded> {
     for (name, c) in &s.clusters {
         out.insert((CLUSTER.to_string(), name.clone()), encode(c));
     }
+    for (name, g) in &s.gateways {
+        out.insert((GATEWAY.to_string(), name.clone()), encode(g));
+    }
     out
 }
 
@@ -83,6 +87,7 @@ pub fn assemble<B: AsRef<[u8]>>(set: &BTreeMap<Key, B>, version: &str) -> Result
     let mut mesh: Option<MeshResource> = None;
     let mut services = BTreeMap::new();
     let mut clusters = BTreeMap::new();
+    let mut gateways = BTreeMap::new();
     for ((kind, name), body) in set {
         let bad = |e: serde_json::Error| format!("{kind} {name}: {e}");
         match kind.as_str() {
@@ -99,25 +104,35 @@ pub fn assemble<B: AsRef<[u8]>>(set: &BTreeMap<Key, B>, version: &str) -> Result
                     serde_json::from_slice::<Cluster>(body.as_ref()).map_err(bad)?,
                 );
             }
+            GATEWAY => {
+                gateways.insert(
+                    name.clone(),
+                    serde_json::from_slice::<GatewayEntry>(body.as_ref()).map_err(bad)?,
+                );
+            }
             other => {
                 return Err(format!(
-                    "unknown resource kind {other:?}; this proxy knows Mesh, Service, Cluster"
+                    "unknown resource kind {other:?}; this proxy knows Mesh, Service, Cluster, Gateway"
                 ));
             }
         }
     }
     let mesh = mesh.ok_or("the update leaves no Mesh resource")?;
-    for svc in services.values() {
-        for port in &svc.ports {
-            for rule in &port.routes {
-                for b in &rule.backends {
-                    if !clusters.contains_key(&b.cluster) {
-                        return Err(format!(
-                            "route {} sends to cluster {:?}, which the update does not hold",
-                            rule.route, b.cluster
-                        ));
-                    }
-                }
+    let service_rules = services
+        .values()
+        .flat_map(|s| &s.ports)
+        .flat_map(|p| &p.routes);
+    let gateway_rules = gateways
+        .values()
+        .flat_map(|g: &GatewayEntry| &g.listeners)
+        .flat_map(|l| l.routes.iter().map(|r| &r.rule));
+    for rule in service_rules.chain(gateway_rules) {
+        for b in &rule.backends {
+            if !clusters.contains_key(&b.cluster) {
+                return Err(format!(
+                    "route {} sends to cluster {:?}, which the update does not hold",
+                    rule.route, b.cluster
+                ));
             }
         }
     }
@@ -138,6 +153,7 @@ pub fn assemble<B: AsRef<[u8]>>(set: &BTreeMap<Key, B>, version: &str) -> Result
         services,
         clusters,
         inbound_services: mesh.inbound_services,
+        gateways,
     })
 }
 

@@ -23,6 +23,39 @@ pub struct Snapshot {
     pub clusters: BTreeMap<String, Cluster>,
     /// The Services this workload serves (`namespace/name`), for inbound policy and metrics.
     pub inbound_services: Vec<String>,
+    /// Every Gateway with the routes attached to it, by `namespace/name`; a proxy in gateway
+    /// mode serves one of them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gateways: BTreeMap<String, GatewayEntry>,
+}
+
+/// A Gateway: its listeners, each with the HTTPRoute rules attached to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayEntry {
+    pub name: String,
+    pub namespace: String,
+    pub listeners: Vec<GatewayListenerEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayListenerEntry {
+    pub name: String,
+    pub port: u16,
+    /// In precedence order (most specific hostname first, then Gateway API match
+    /// precedence): the first whose hostname and match both fit wins.
+    pub routes: Vec<GatewayRoute>,
+}
+
+/// One route rule as a gateway listener serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRoute {
+    /// The `Host` this rule requires: exact, or `*.suffix`; `None` takes any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    pub rule: RouteRule,
 }
 
 /// What of the proxy's identity shapes its snapshot. Only the namespace and labels do, so that

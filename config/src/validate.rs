@@ -125,6 +125,7 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
             }
         }
     }
+    crate::gateway::validate(cfg, &mut errs);
     errs.into_result()
 }
 
@@ -190,6 +191,7 @@ fn check_unique(cfg: &MeshConfig, errs: &mut ConfigErrors) {
     dupes("HTTPRoute", &cfg.http_routes, errs);
     dupes("ResiliencePolicy", &cfg.resilience_policies, errs);
     dupes("AuthorizationPolicy", &cfg.authorization_policies, errs);
+    dupes("Gateway", &cfg.gateways, errs);
 }
 
 fn check_service(s: &Doc<ServiceSpec>, errs: &mut ConfigErrors) {
@@ -328,12 +330,16 @@ fn check_route(cfg: &MeshConfig, r: &Doc<HttpRouteSpec>, errs: &mut ConfigErrors
         c.doc(
             errs,
             "spec.parentRefs",
-            "a mesh HTTPRoute needs a parent Service, e.g. [{kind: Service, name: billing}]",
+            "an HTTPRoute needs a parent: a Service, e.g. [{kind: Service, name: billing}], or a Gateway, e.g. [{kind: Gateway, name: ride-gateway}]",
         );
     }
     let mut parent_port = 80;
     for (i, p) in r.object.spec.parent_refs.iter().enumerate() {
         let f = format!("spec.parentRefs[{i}]");
+        if crate::gateway::is_gateway_ref(p) {
+            // Checked with the Gateways (gateway.rs).
+            continue;
+        }
         if p.kind.as_deref().unwrap_or("Service") != "Service"
             || !p.group.as_deref().unwrap_or("").is_empty()
         {
@@ -341,7 +347,7 @@ fn check_route(cfg: &MeshConfig, r: &Doc<HttpRouteSpec>, errs: &mut ConfigErrors
                 errs,
                 &p.name,
                 format!("{f}.kind"),
-                "mesh routes attach to Services; allowed: {group: \"\", kind: Service}",
+                "allowed: {group: \"\", kind: Service} or {group: gateway.networking.k8s.io, kind: Gateway}",
             );
             continue;
         }

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use trellis_config::compile::Common;
-use trellis_config::resources::{self, CLUSTER, Encoded, Key, MESH, MeshResource, SERVICE};
+use trellis_config::resources::{
+    self, CLUSTER, Encoded, GATEWAY, Key, MESH, MeshResource, SERVICE,
+};
 use trellis_config::{MeshConfig, NodeIdentity, Snapshot};
 
 /// The resources of one kind of proxy, ready to diff and send.
@@ -45,6 +47,12 @@ impl World {
             shared.insert(
                 (CLUSTER.to_string(), name.clone()),
                 Arc::new(resources::encode(c)),
+            );
+        }
+        for (name, g) in &common.gateways {
+            shared.insert(
+                (GATEWAY.to_string(), name.clone()),
+                Arc::new(resources::encode(g)),
             );
         }
         World {
@@ -94,6 +102,7 @@ impl World {
             services: self.common.services.clone(),
             clusters: self.common.clusters.clone(),
             inbound_services: c.mesh.inbound_services.clone(),
+            gateways: self.common.gateways.clone(),
         }
     }
 

@@ -30,6 +30,9 @@ pub struct Bootstrap {
     pub access_log: bool,
     #[serde(default)]
     pub protocol_detection: ProtocolDetection,
+    /// Gateway mode: also serve this Gateway's listeners to clients outside the mesh.
+    #[serde(default)]
+    pub gateway: Option<GatewayMode>,
 }
 
 /// How the outbound and inbound listeners tell HTTP from opaque TCP (docs/interception.md).
@@ -64,6 +67,27 @@ fn default_detect_timeout() -> Duration {
 /// memcached (11211).
 fn default_opaque_ports() -> Vec<u16> {
     vec![25, 587, 3306, 4444, 5432, 6379, 9300, 11211]
+}
+
+/// Which Gateway this proxy serves, and where each of its listeners binds locally.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayMode {
+    /// `name` (in the workload's namespace) or `namespace/name` of a `Gateway` document.
+    pub name: String,
+    /// Gateway listener name (its `spec.listeners[].name`) to the local address it binds.
+    pub listen: BTreeMap<String, SocketAddr>,
+}
+
+impl GatewayMode {
+    /// `namespace/name` of the Gateway, the key of `Snapshot::gateways`.
+    pub fn key(&self, workload_namespace: &str) -> String {
+        if self.name.contains('/') {
+            self.name.clone()
+        } else {
+            format!("{workload_namespace}/{}", self.name)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +283,14 @@ impl Bootstrap {
             return Err(err(
                 "protocolDetection.timeout",
                 "must be above 0, e.g. 200ms; list ports in opaquePorts to skip detection",
+            ));
+        }
+        if let Some(g) = &b.gateway
+            && g.listen.is_empty()
+        {
+            return Err(err(
+                "gateway.listen",
+                "name at least one Gateway listener and its address, e.g. {http: 127.0.0.1:8080}",
             ));
         }
         if b.limits.max_header_bytes < 1024 {

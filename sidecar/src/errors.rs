@@ -20,6 +20,10 @@ pub enum ProxyError {
         method: String,
         path: String,
     },
+    #[error(
+        "the config has no Gateway {gateway}; add it to the mesh YAML or fix gateway.name in the bootstrap"
+    )]
+    NoGateway { gateway: String },
     #[error("route {route} has no backend with a non-zero weight")]
     NoBackend { route: String },
     #[error("cluster {cluster} has no healthy endpoints{}", ejected_note(*ejected))]
@@ -119,6 +123,7 @@ impl ProxyError {
             ProxyError::NoService { .. }
             | ProxyError::NoServicePort { .. }
             | ProxyError::NoMatchingRule { .. } => (S::NOT_FOUND, "no-route", 12, false),
+            ProxyError::NoGateway { .. } => (S::SERVICE_UNAVAILABLE, "no-route", 14, false),
             ProxyError::NoBackend { .. } => (S::INTERNAL_SERVER_ERROR, "no-backend", 13, false),
             ProxyError::NoHealthyEndpoints { .. } | ProxyError::Connect { .. } => {
                 (S::SERVICE_UNAVAILABLE, "no-healthy-endpoints", 14, false)

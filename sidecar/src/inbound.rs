@@ -64,6 +64,10 @@ impl AppClusters {
                     port,
                     Arc::new(RtCluster {
                         name: Arc::new(name),
+                        service_label: Arc::new(format!(
+                            "{}.{}",
+                            b.workload.name, b.workload.namespace
+                        )),
                         config,
                         balancer,
                         hash_key: None,

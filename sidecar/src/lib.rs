@@ -14,6 +14,7 @@ pub mod dns;
 pub mod errors;
 pub mod filters;
 pub mod forward;
+pub mod gateway;
 pub mod headers;
 pub mod inbound;
 pub mod init;
@@ -102,6 +103,8 @@ pub struct Running {
     pub admin: SocketAddr,
     /// The bound address of each `tcp` forward, in bootstrap order.
     pub tcp: Vec<SocketAddr>,
+    /// Gateway mode: the bound address of each Gateway listener, by listener name.
+    pub gateway: std::collections::BTreeMap<String, SocketAddr>,
     pub shared: Arc<Shared>,
     serving: JoinSet<()>,
     _watcher: Option<trellis_config::watch::Watcher>,
@@ -144,6 +147,17 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
             bind(&format!("tcp[{i}]"), f.listen).await?,
             f.service.clone(),
         ));
+    }
+    let mut gateway = Vec::new();
+    if let Some(g) = &bootstrap.gateway {
+        let key: Arc<str> = Arc::from(g.key(&bootstrap.workload.namespace));
+        for (name, addr) in &g.listen {
+            let id = gateway::ListenerId {
+                gateway: key.clone(),
+                listener: Arc::from(name.as_str()),
+            };
+            gateway.push((bind(&format!("gateway.listen.{name}"), *addr).await?, id));
+        }
     }
     let w = &bootstrap.workload;
     let labels = Labels {
@@ -202,9 +216,18 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     let addr = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
     let (out_addr, in_addr, admin_addr) = (addr(&outbound), addr(&inbound), addr(&admin));
     let tcp_addrs = tcp.iter().map(|(l, _)| addr(l)).collect();
+    let gateway_addrs = gateway
+        .iter()
+        .map(|(l, id)| (id.listener.to_string(), addr(l)))
+        .collect();
     let mut serving = JoinSet::new();
     serving.spawn(accept::serve_outbound(outbound, shared.clone()));
     serving.spawn(server::serve_inbound(inbound, shared.clone()));
+    for (listener, id) in gateway {
+        serving.spawn(server::serve(listener, shared.clone(), move |s, p, r| {
+            gateway::handle(s, id.clone(), p, r)
+        }));
+    }
     for (listener, service) in tcp {
         serving.spawn(tcp::serve(listener, shared.clone(), service));
     }
@@ -235,6 +258,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         inbound: in_addr,
         admin: admin_addr,
         tcp: tcp_addrs,
+        gateway: gateway_addrs,
         shared,
         serving,
         _watcher: watcher,

@@ -48,7 +48,7 @@ async fn route(
     rt: &Runtime,
     peer: SocketAddr,
     original_dst: Option<SocketAddr>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     obs: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
     // Phase 1: limits the hyper codec does not enforce itself.
@@ -88,7 +88,33 @@ async fn route(
         }
     })?;
     obs.route = rule.route.clone();
-    if let Some(res) = redirect(rule, &req, &authority) {
+    dispatch(shared, rt, peer, req, rule, &authority, obs, Upstream::Mesh).await
+}
+
+/// Who is sending, which decides the `Host` the backend sees.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upstream {
+    /// A mesh app named the Service in `Host`; it goes upstream unchanged.
+    Mesh,
+    /// A client outside the mesh named the gateway's host; upstream sees the backend Service
+    /// (`name.namespace`) and the original host in `x-forwarded-host`.
+    Gateway,
+}
+
+/// From a chosen rule to the response: redirect or pick a backend, apply request filters,
+/// mirror, forward through the cluster's resilience stack, apply response filters.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn dispatch(
+    shared: &Shared,
+    rt: &Runtime,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+    rule: &RtRule,
+    authority: &Authority,
+    obs: &mut Observation,
+    upstream: Upstream,
+) -> Result<Response<Body>, ProxyError> {
+    if let Some(res) = redirect(rule, &req, authority) {
         return Ok(res);
     }
     let backend = pick_backend(rule).ok_or_else(|| ProxyError::NoBackend {
@@ -97,8 +123,17 @@ async fn route(
     obs.cluster = Some(backend.cluster.name.clone());
 
     // Phase 4: request filters, rule first, then the backend's own.
-    let mut host_header = HeaderValue::from_str(authority.as_str())
-        .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+    let mut host_header = match upstream {
+        Upstream::Mesh => HeaderValue::from_str(authority.as_str()),
+        Upstream::Gateway => {
+            obs.destination = backend.cluster.service_label.clone();
+            if let Some(h) = req.headers_mut().remove(header::HOST) {
+                req.headers_mut().insert("x-forwarded-host", h);
+            }
+            HeaderValue::from_str(&backend.cluster.service_label)
+        }
+    }
+    .map_err(|_| ProxyError::BadRequest("invalid host"))?;
     for f in rule.filters.iter().chain(&backend.filters) {
         match f {
             Filter::RequestHeaderModifier(m) => modify_headers(req.headers_mut(), m),
@@ -157,7 +192,7 @@ async fn route(
 }
 
 /// The Service a request names: the URI's authority (HTTP/2, absolute-form), else `Host`.
-fn destination<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
+pub(crate) fn destination<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
     if let Some(a) = req.uri().authority() {
         return Ok(a.clone());
     }

@@ -20,6 +20,15 @@ pub struct Runtime {
     by_addr: HashMap<SocketAddr, (usize, usize)>,
     pub services: Vec<RtService>,
     pub clusters: HashMap<String, Arc<RtCluster>>,
+    /// Every Gateway's listeners by `namespace/name`, then by listener name.
+    pub gateways: HashMap<String, HashMap<String, Vec<RtGatewayRoute>>>,
+}
+
+/// A route rule as a gateway listener serves it: a `Host` requirement, then the rule.
+pub struct RtGatewayRoute {
+    /// Lowercase; `*.suffix` is a wildcard. `None` takes any host.
+    pub hostname: Option<String>,
+    pub rule: RtRule,
 }
 
 pub struct RtService {
@@ -55,6 +64,8 @@ pub struct RtBackend {
 
 pub struct RtCluster {
     pub name: Arc<String>,
+    /// `name.namespace` of the cluster's Service, the `destination_service` label at a gateway.
+    pub service_label: Arc<String>,
     pub config: Cluster,
     pub balancer: Balancer,
     pub hash_key: Option<HashKey>,
@@ -159,6 +170,10 @@ impl StateRegistry {
             };
             let rt = RtCluster {
                 name: state.name.clone(),
+                service_label: Arc::new(match c.service.split_once('/') {
+                    Some((ns, n)) => format!("{n}.{ns}"),
+                    None => c.service.clone(),
+                }),
                 config: c.clone(),
                 balancer,
                 hash_key: lb.hash_key.clone(),
@@ -213,12 +228,31 @@ impl StateRegistry {
                 ports,
             });
         }
+        let mut gateways = HashMap::new();
+        for (key, g) in &snapshot.gateways {
+            let mut listeners = HashMap::new();
+            for l in &g.listeners {
+                let routes = l
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        Ok(RtGatewayRoute {
+                            hostname: r.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
+                            rule: compile_rule(&r.rule, &clusters)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                listeners.insert(l.name.clone(), routes);
+            }
+            gateways.insert(key.clone(), listeners);
+        }
         Ok(Runtime {
             snapshot,
             hosts,
             by_addr,
             services,
             clusters,
+            gateways,
         })
     }
 }

@@ -1,9 +1,11 @@
 //! Typed mesh resources, one struct per YAML kind. Unknown fields are refused by serde.
 
+mod gateway;
 mod policy;
 mod route;
 mod service;
 
+pub use gateway::*;
 pub use policy::*;
 pub use route::*;
 pub use service::*;

@@ -1,0 +1,272 @@
+//! The demo's processes and where they listen: the control plane, one app and one sidecar
+//! per service instance, and the gateway, all on free loopback ports.
+
+use super::client::Http;
+use super::procs::Procs;
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// One service instance: its app and its sidecar.
+pub struct Instance {
+    pub name: String,
+    pub role: &'static str,
+    pub version: &'static str,
+    pub app: SocketAddr,
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+pub struct Topology {
+    pub dir: PathBuf,
+    /// The mesh CA's state directory: `ca.pem` is the trust bundle every proxy gets.
+    pub state: PathBuf,
+    pub mesh: PathBuf,
+    pub grpc: SocketAddr,
+    pub cp_http: SocketAddr,
+    pub instances: Vec<Instance>,
+    /// The gateway proxy: its listener for clients, and its admin port.
+    pub gateway: SocketAddr,
+    pub gateway_admin: SocketAddr,
+    /// The gateway proxy's outbound and inbound listeners, which the demo does not use.
+    gateway_spare: [SocketAddr; 2],
+}
+
+/// `(name, role, version)` of every instance; driver runs three, billing two versions.
+const INSTANCES: &[(&str, &str, &str)] = &[
+    ("passenger-0", "passenger", "v1"),
+    ("trip-0", "trip", "v1"),
+    ("driver-0", "driver", "v1"),
+    ("driver-1", "driver", "v1"),
+    ("driver-2", "driver", "v1"),
+    ("billing-v1-0", "billing", "v1"),
+    ("billing-v2-0", "billing", "v2"),
+    ("notification-0", "notification", "v1"),
+];
+
+/// Free loopback ports, all held until every one is chosen so that none repeats.
+fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .context("cannot bind a loopback port")?;
+    Ok(held
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()?)
+}
+
+impl Topology {
+    /// Chooses ports and writes the mesh file into `dir`.
+    pub fn plan(dir: &Path) -> anyhow::Result<Topology> {
+        let mut ports = free_ports(6 + INSTANCES.len() * 4)?.into_iter();
+        let mut next = || ports.next().expect("enough ports were bound");
+        let mesh = dir.join("mesh.yaml");
+        std::fs::write(&mesh, trellis_demo_app::MESH_YAML)?;
+        let (grpc, cp_http, gateway, gateway_admin) = (next(), next(), next(), next());
+        let gateway_spare = [next(), next()];
+        let instances = INSTANCES
+            .iter()
+            .map(|&(name, role, version)| Instance {
+                name: name.to_string(),
+                role,
+                version,
+                app: next(),
+                outbound: next(),
+                inbound: next(),
+                admin: next(),
+            })
+            .collect();
+        Ok(Topology {
+            dir: dir.to_path_buf(),
+            state: dir.join("state"),
+            mesh,
+            grpc,
+            cp_http,
+            instances,
+            gateway,
+            gateway_admin,
+            gateway_spare,
+        })
+    }
+
+    pub fn instance(&self, name: &str) -> &Instance {
+        self.instances
+            .iter()
+            .find(|i| i.name == name)
+            .expect("a demo instance name")
+    }
+
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.state.join("ca.pem")
+    }
+
+    /// Generates the mesh CA and writes a join token for each service account, as
+    /// `trellis-control token create --service-account rides/SA` would.
+    fn issue_tokens(&self) -> anyhow::Result<()> {
+        use trellis_control::identity::{ca, proof::ServiceAccount, token::JoinTokens};
+        let ca = ca::Ca::load(&ca::CaSource::StateDir(self.state.clone()))
+            .context("cannot create the demo's mesh CA")?;
+        let tokens = JoinTokens::new(ca.token_key_material());
+        let accounts = self
+            .instances
+            .iter()
+            .map(|i| i.role)
+            .chain(["ride-gateway"]);
+        for sa in accounts {
+            let token = tokens.mint(
+                &ServiceAccount {
+                    namespace: "rides".into(),
+                    name: sa.into(),
+                },
+                Duration::from_secs(24 * 3600),
+            );
+            std::fs::write(self.token_file(sa), token)?;
+        }
+        Ok(())
+    }
+
+    fn token_file(&self, service_account: &str) -> PathBuf {
+        self.dir.join(format!("{service_account}.token"))
+    }
+
+    /// Starts the control plane, then every app, sidecar and the gateway.
+    pub fn start(&self, procs: &mut Procs) -> anyhow::Result<()> {
+        self.issue_tokens()?;
+        procs.spawn(
+            "control-plane",
+            &[
+                "control".into(),
+                "--config".into(),
+                self.mesh.display().to_string(),
+                "--grpc-addr".into(),
+                self.grpc.to_string(),
+                "--http-addr".into(),
+                self.cp_http.to_string(),
+                // Short, so a restarted instance's old registration does not linger.
+                "--registration-grace".into(),
+                "1s".into(),
+                "--state-dir".into(),
+                self.state.display().to_string(),
+            ],
+        )?;
+        for i in &self.instances {
+            self.start_app(procs, i)?;
+            let boot = self.dir.join(format!("{}.bootstrap.yaml", i.name));
+            std::fs::write(
+                &boot,
+                format!(
+                    "workload: {{name: {n}, namespace: rides, serviceAccount: {r}, labels: {{app: {r}, version: {v}}}}}\n\
+                     listeners: {{outbound: {o}, inbound: {inb}, admin: {a}}}\n\
+                     app: {{address: 127.0.0.1, ports: {{http: {p}}}}}\n\
+                     controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n",
+                    n = i.name,
+                    r = i.role,
+                    v = i.version,
+                    o = i.outbound,
+                    inb = i.inbound,
+                    a = i.admin,
+                    p = i.app.port(),
+                    cp = self.grpc,
+                    ca = self.ca_bundle().display(),
+                    t = self.token_file(i.role).display(),
+                ),
+            )?;
+            procs.spawn(
+                &format!("{}.sidecar", i.name),
+                &[
+                    "proxy".into(),
+                    "--bootstrap".into(),
+                    boot.display().to_string(),
+                ],
+            )?;
+        }
+        let [o, inb] = self.gateway_spare;
+        let boot = self.dir.join("ride-gateway.bootstrap.yaml");
+        std::fs::write(
+            &boot,
+            format!(
+                "workload: {{name: ride-gateway-0, namespace: rides, serviceAccount: ride-gateway, labels: {{app: ride-gateway}}}}\n\
+                 listeners: {{outbound: {o}, inbound: {inb}, admin: {a}}}\n\
+                 app: {{address: 127.0.0.1}}\n\
+                 controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n\
+                 gateway: {{name: ride-gateway, listen: {{http: {g}}}}}\n",
+                a = self.gateway_admin,
+                cp = self.grpc,
+                ca = self.ca_bundle().display(),
+                t = self.token_file("ride-gateway").display(),
+                g = self.gateway,
+            ),
+        )?;
+        procs.spawn(
+            "ride-gateway",
+            &[
+                "proxy".into(),
+                "--bootstrap".into(),
+                boot.display().to_string(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Starts (or restarts) one instance's app.
+    pub fn start_app(&self, procs: &mut Procs, i: &Instance) -> anyhow::Result<u32> {
+        procs.spawn(
+            &i.name,
+            &[
+                "app".into(),
+                "--role".into(),
+                i.role.into(),
+                "--name".into(),
+                i.name.clone(),
+                "--app-version".into(),
+                i.version.into(),
+                "--listen".into(),
+                i.app.to_string(),
+                "--sidecar".into(),
+                i.outbound.to_string(),
+            ],
+        )
+    }
+
+    /// Waits until every sidecar is ready and a ride booked through the gateway succeeds.
+    pub async fn wait_ready(&self, http: &Http, procs: &mut Procs) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let admins: Vec<SocketAddr> = self
+            .instances
+            .iter()
+            .map(|i| i.admin)
+            .chain([self.gateway_admin])
+            .collect();
+        loop {
+            let exited = procs.exited();
+            if !exited.is_empty() {
+                bail!("{} exited during start-up", exited.join(", "));
+            }
+            let mut ready = true;
+            for a in &admins {
+                ready &= http.get(*a, "/ready").await.is_ok_and(|r| r.status == 200);
+            }
+            if ready {
+                let ride = http
+                    .send(
+                        http::Method::POST,
+                        self.gateway,
+                        "rides.example.com",
+                        "/api/rides",
+                        Duration::from_secs(3),
+                    )
+                    .await;
+                if ride.is_ok_and(|r| r.status == 200) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the mesh did not become ready within 60s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The Gateway kind and the HTTPRoutes attached to it: validation errors that name the line,
+//! and what a gateway proxy's snapshot holds.
+
+use trellis_config::{NodeIdentity, compile, load_str};
+
+const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: passenger, namespace: rides}\n\
+spec:\n  selector: {app: passenger}\n  ports: [{name: http, port: 80}]\n---\n\
+apiVersion: v1\nkind: Service\nmetadata: {name: driver, namespace: rides}\n\
+spec:\n  selector: {app: driver}\n  ports: [{name: http, port: 80}]\n---\n";
+
+fn gateway(listeners: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: rides}}\n\
+         spec:\n  listeners:\n{listeners}---\n"
+    )
+}
+
+fn route(parent: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: api, namespace: rides}}\n\
+         spec:\n  parentRefs: [{parent}]\n{extra}  rules:\n\
+         \x20 - matches: [{{path: {{value: /api/rides}}}}]\n    backendRefs: [{{name: passenger}}]\n\
+         \x20 - matches: [{{path: {{type: Exact, value: /api/rides/health}}}}]\n    backendRefs: [{{name: driver}}]\n---\n"
+    )
+}
+
+fn errors(yaml: &str) -> String {
+    load_str("mesh.yaml", yaml)
+        .map(|_| String::new())
+        .unwrap_or_else(|e| e.to_string())
+}
+
+#[test]
+fn routes_compile_into_the_gateway_listener_in_precedence_order() {
+    let yaml = [
+        SERVICES,
+        &gateway("  - {name: http, port: 80, protocol: HTTP, hostname: \"*.example.com\"}\n  - {name: admin, port: 9000, protocol: HTTP}\n"),
+        &route("{kind: Gateway, name: edge, sectionName: http}", "  hostnames: [rides.example.com]\n"),
+    ]
+    .concat();
+    let cfg = load_str("mesh.yaml", &yaml).expect("valid");
+    let snap = compile(
+        &cfg,
+        &NodeIdentity {
+            namespace: "rides".into(),
+            ..Default::default()
+        },
+    );
+    let g = &snap.gateways["rides/edge"];
+    let http = g.listeners.iter().find(|l| l.name == "http").unwrap();
+    let got: Vec<_> = http
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.hostname.as_deref(),
+                r.rule.matches.path.as_str(),
+                r.rule.backends[0].cluster.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                Some("rides.example.com"),
+                "/api/rides/health",
+                "driver.rides:80"
+            ),
+            (
+                Some("rides.example.com"),
+                "/api/rides",
+                "passenger.rides:80"
+            ),
+        ]
+    );
+    // sectionName: http attaches to that listener only.
+    let admin = g.listeners.iter().find(|l| l.name == "admin").unwrap();
+    assert!(admin.routes.is_empty());
+    // A gateway route is not a mesh route of the Service it sends to.
+    assert!(!snap.services["rides/passenger"].ports[0].has_http_route);
+}
+
+#[test]
+fn a_route_naming_a_missing_gateway_or_listener_is_an_error_with_its_line() {
+    let yaml = [SERVICES, &route("{kind: Gateway, name: nowhere}", "")].concat();
+    let e = errors(&yaml);
+    assert!(e.contains("mesh.yaml:19"), "{e}");
+    assert!(e.contains("spec.parentRefs[0].name"), "{e}");
+    assert!(
+        e.contains("no Gateway \"nowhere\" in namespace \"rides\""),
+        "{e}"
+    );
+
+    let yaml = [
+        SERVICES,
+        &gateway("  - {name: http, port: 80, protocol: HTTP}\n"),
+        &route("{kind: Gateway, name: edge, sectionName: https}", ""),
+    ]
+    .concat();
+    let e = errors(&yaml);
+    assert!(e.contains("spec.parentRefs[0].sectionName"), "{e}");
+    assert!(e.contains("[\"http\"]"), "{e}");
+}
+
+#[test]
+fn listener_protocol_hostname_and_duplicates_are_checked() {
+    let yaml = [
+        SERVICES,
+        &gateway(
+            "  - {name: http, port: 80, protocol: HTTPS}\n  - {name: http, port: 81, protocol: HTTP, hostname: \"rides.example.com:80\"}\n",
+        ),
+    ]
+    .concat();
+    let e = errors(&yaml);
+    assert!(
+        e.contains("mesh.yaml:20: spec.listeners[0].protocol"),
+        "{e}"
+    );
+    assert!(e.contains("allowed: HTTP"), "{e}");
+    assert!(e.contains("mesh.yaml:21: spec.listeners[1].name"), "{e}");
+    assert!(e.contains("spec.listeners[1].hostname"), "{e}");
+
+    let yaml = [
+        SERVICES,
+        &gateway("  - {name: http, port: 80, protocol: HTTP, hostname: rides.example.com}\n"),
+        &route(
+            "{kind: Gateway, name: edge}",
+            "  hostnames: [maps.example.org]\n",
+        ),
+    ]
+    .concat();
+    let e = errors(&yaml);
+    assert!(e.contains("spec.hostnames"), "{e}");
+
+    let e = errors(
+        &[
+            SERVICES,
+            &gateway("  - {name: http, port: 80, protocol: HTTP, tls: {}}\n"),
+        ]
+        .concat(),
+    );
+    assert!(e.contains("tls"), "{e}");
+}

@@ -1,0 +1,246 @@
+//! What each role answers, and how it calls the next service through its sidecar.
+//!
+//! passenger `/rides` → trip `/trips` → driver `/assign`, then billing `/charge` and
+//! notification `/notify` together. A trip without a driver fails; a trip whose charge fails
+//! is still booked, with the charge deferred, so a sick billing service degrades rides
+//! instead of failing them. passenger `/call?service=S&path=P` calls any service directly,
+//! which is how the demo shows the mesh refusing passenger → billing.
+
+use crate::AppConfig;
+use crate::fault::Fault;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The five services of the ride-hailing app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Passenger,
+    Trip,
+    Driver,
+    Billing,
+    Notification,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        Ok(match s {
+            "passenger" => Role::Passenger,
+            "trip" => Role::Trip,
+            "driver" => Role::Driver,
+            "billing" => Role::Billing,
+            "notification" => Role::Notification,
+            _ => {
+                return Err(format!(
+                    "unknown role {s:?}; allowed: passenger, trip, driver, billing, notification"
+                ));
+            }
+        })
+    }
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct App {
+    cfg: AppConfig,
+    fault: Fault,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// What a call through the sidecar came back with.
+struct Reply {
+    status: StatusCode,
+    trellis_error: Option<String>,
+    served_by: String,
+}
+
+/// Serves `cfg.role` on `cfg.listen` until the process ends.
+pub async fn serve(cfg: AppConfig) -> std::io::Result<()> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let app = Arc::new(App {
+        cfg,
+        fault: Fault::default(),
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    });
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(a) => a,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn answer(status: StatusCode, name: &str, body: String) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    if let Ok(v) = name.parse() {
+        res.headers_mut().insert("x-served-by", v);
+    }
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+impl App {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let name = &self.cfg.name;
+        let path = req.uri().path().to_string();
+        if path == "/fault" && req.method() == Method::POST {
+            let set = self.fault.set(req.uri().query().unwrap_or(""));
+            return answer(StatusCode::OK, name, set);
+        }
+        if path == "/health" {
+            return answer(StatusCode::OK, name, "{\"ok\":true}\n".into());
+        }
+        if self.fault.apply().await {
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                name,
+                format!("{{\"error\":\"{name} fails on command (/fault)\"}}\n"),
+            );
+        }
+        let ok = |body: String| answer(StatusCode::OK, name, body);
+        match (self.cfg.role, path.as_str()) {
+            (Role::Passenger, p) if p.starts_with("/rides") => {
+                let trip = self.call("trip", Method::POST, "/trips").await;
+                if trip.status.is_success() {
+                    ok(format!(
+                        "{{\"ride\":\"booked\",\"trip\":\"{}\"}}\n",
+                        trip.served_by
+                    ))
+                } else {
+                    answer(
+                        StatusCode::BAD_GATEWAY,
+                        name,
+                        format!("{{\"error\":\"trip answered {}\"}}\n", trip.status.as_u16()),
+                    )
+                }
+            }
+            (Role::Passenger, "/call") => {
+                let q = req.uri().query().unwrap_or("");
+                let get = |k: &str| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let r = self.call(&get("service"), Method::POST, &get("path")).await;
+                let mut res = answer(
+                    r.status,
+                    name,
+                    format!(
+                        "{{\"calledFrom\":\"{name}\",\"status\":{}}}\n",
+                        r.status.as_u16()
+                    ),
+                );
+                if let Some(e) = r.trellis_error.and_then(|e| e.parse().ok()) {
+                    res.headers_mut().insert("trellis-error", e);
+                }
+                res
+            }
+            (Role::Trip, p) if p.starts_with("/trips") => self.trip().await,
+            (Role::Driver, "/assign" | "/drivers") => ok(format!("{{\"driver\":\"{name}\"}}\n")),
+            (Role::Billing, "/charge") => ok(format!(
+                "{{\"chargedBy\":\"{name}\",\"version\":\"{}\"}}\n",
+                self.cfg.version
+            )),
+            (Role::Notification, "/notify") => ok("{\"sent\":true}\n".into()),
+            _ => answer(
+                StatusCode::NOT_FOUND,
+                name,
+                format!("{{\"error\":\"{name} has no {path}\"}}\n"),
+            ),
+        }
+    }
+
+    /// Books a trip: a driver first, then the charge and the notifications together.
+    async fn trip(&self) -> Response<Full<Bytes>> {
+        let name = &self.cfg.name;
+        // GET, so that the mesh may retry it on another driver instance.
+        let driver = self.call("driver", Method::GET, "/assign").await;
+        if !driver.status.is_success() {
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                name,
+                format!("{{\"error\":\"no driver: {}\"}}\n", driver.status.as_u16()),
+            );
+        }
+        let (bill, _notified) = tokio::join!(
+            self.call("billing", Method::POST, "/charge"),
+            self.call("notification", Method::POST, "/notify"),
+        );
+        let charge = if bill.status.is_success() {
+            format!("charged by {}", bill.served_by)
+        } else {
+            "deferred".to_string()
+        };
+        answer(
+            StatusCode::OK,
+            name,
+            format!(
+                "{{\"driver\":\"{}\",\"billing\":\"{charge}\"}}\n",
+                driver.served_by
+            ),
+        )
+    }
+
+    /// Calls `service` through this instance's sidecar, naming it in `Host`.
+    async fn call(&self, service: &str, method: Method, path: &str) -> Reply {
+        let failed = |status| Reply {
+            status,
+            trellis_error: None,
+            served_by: String::new(),
+        };
+        let Ok(req) = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.cfg.sidecar))
+            .header(http::header::HOST, service)
+            .body(Full::new(Bytes::new()))
+        else {
+            return failed(StatusCode::BAD_REQUEST);
+        };
+        let res = match tokio::time::timeout(CALL_TIMEOUT, self.client.request(req)).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => return failed(StatusCode::BAD_GATEWAY),
+            Err(_) => return failed(StatusCode::GATEWAY_TIMEOUT),
+        };
+        let header = |n: &str| {
+            res.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let reply = Reply {
+            status: res.status(),
+            trellis_error: header("trellis-error"),
+            served_by: header("x-served-by").unwrap_or_default(),
+        };
+        // Read the body so the pooled connection can be reused.
+        let _ = res.into_body().collect().await;
+        reply
+    }
+}

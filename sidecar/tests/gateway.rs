@@ -1,0 +1,141 @@
+//! Gateway mode: a proxy serving a Gateway's listener to clients outside the mesh, routing by
+//! host and path to mesh Services, with the same metrics as every other request.
+
+mod support;
+
+use support::*;
+
+const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+metadata: {name: edge, namespace: rides}\n\
+spec:\n  gatewayClassName: trellis\n  listeners:\n  - {name: http, port: 80, protocol: HTTP, hostname: \"*.example.com\"}\n---\n";
+
+fn routes() -> String {
+    r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: rides}
+spec:
+  parentRefs: [{kind: Gateway, name: edge, sectionName: http}]
+  hostnames: [rides.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api/rides}}]
+    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /rides}}}]
+    backendRefs: [{name: passenger, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /api/drivers}, method: GET}]
+    backendRefs: [{name: driver, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: fallback, namespace: rides}
+spec:
+  parentRefs: [{kind: Gateway, name: edge}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: driver, port: 80}]
+---
+"#
+    .to_string()
+}
+
+async fn gateway_proxy() -> (Upstream, Upstream, Harness, std::net::SocketAddr) {
+    let passenger = Upstream::start("passenger-0").await;
+    let driver = Upstream::start("driver-0").await;
+    let mesh = [
+        service("passenger", ""),
+        service("driver", ""),
+        workload("passenger", &passenger),
+        workload("driver", &driver),
+        GATEWAY.to_string(),
+        routes(),
+    ]
+    .concat();
+    let h = start(
+        &mesh,
+        "gateway: {name: edge, listen: {http: 127.0.0.1:0}}\n",
+    )
+    .await;
+    let addr = h.running.as_ref().unwrap().gateway["http"];
+    (passenger, driver, h, addr)
+}
+
+#[tokio::test]
+async fn routes_by_host_and_path_and_rewrites_the_prefix() {
+    let (passenger, driver, h, gw) = gateway_proxy().await;
+
+    let r = h
+        .send(req(gw, "rides.example.com", "/api/rides/42?x=1"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-upstream"), "passenger-0");
+    assert_eq!(r.header("x-seen-path"), "/rides/42?x=1");
+    // Upstream sees the mesh Service as its host; the client's host travels on.
+    assert_eq!(r.header("x-seen-host"), "passenger.rides");
+    assert!(r.body.contains("rides.example.com"), "{}", r.body);
+
+    let r = h
+        .send(req(gw, "RIDES.example.com:8080", "/api/drivers"))
+        .await;
+    assert_eq!(r.header("x-upstream"), "driver-0");
+    assert_eq!(r.header("x-seen-path"), "/api/drivers");
+
+    // The method match: POST /api/drivers falls through to the catch-all route, which also
+    // goes to driver but under the other route's name.
+    let mut post = req(gw, "rides.example.com", "/api/drivers");
+    *post.method_mut() = http::Method::POST;
+    assert_eq!(h.send(post).await.status, 200);
+
+    // The hostname-specific route wins over the catch-all for its host only.
+    let r = h.send(req(gw, "maps.example.com", "/api/rides/1")).await;
+    assert_eq!(r.header("x-upstream"), "driver-0");
+    assert_eq!(r.header("x-seen-path"), "/api/rides/1");
+    assert_eq!(passenger.hits(), 1);
+    assert_eq!(driver.hits(), 3);
+
+    let metric = |route: &'static str, svc: &'static str| {
+        let h = &h;
+        async move {
+            h.metric(
+                "trellis_requests_total",
+                &[
+                    ("direction", "gateway"),
+                    ("route", route),
+                    ("destination_service", svc),
+                    ("response_code", "200"),
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(metric("rides/api", "passenger.rides").await, 1.0);
+    assert_eq!(metric("rides/api", "driver.rides").await, 1.0);
+    assert_eq!(metric("rides/fallback", "driver.rides").await, 2.0);
+}
+
+#[tokio::test]
+async fn hosts_outside_the_listener_hostname_get_a_mesh_404() {
+    let (passenger, driver, h, gw) = gateway_proxy().await;
+    let r = h.send(req(gw, "rides.example.org", "/api/rides/1")).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("trellis-error"), "no-route");
+    assert!(r.body.contains("Gateway rides/edge"), "{}", r.body);
+    assert_eq!(passenger.hits() + driver.hits(), 0);
+    // The gateway's routes are not mesh routes: on the outbound listener, passenger is
+    // reached by its Service name and its own default route, without the rewrite.
+    let r = h.get("passenger", "/api/rides/1").await;
+    assert_eq!(r.header("x-seen-path"), "/api/rides/1");
+}
+
+#[tokio::test]
+async fn a_gateway_missing_from_the_config_is_a_503_that_says_so() {
+    let up = Upstream::start("driver-0").await;
+    let mesh = service("driver", "") + &workload("driver", &up);
+    let h = start(
+        &mesh,
+        "gateway: {name: rides/edge, listen: {http: 127.0.0.1:0}}\n",
+    )
+    .await;
+    let gw = h.running.as_ref().unwrap().gateway["http"];
+    let r = h.send(req(gw, "x.example.com", "/")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("trellis-error"), "no-route");
+    assert!(r.body.contains("no Gateway rides/edge"), "{}", r.body);
+}
