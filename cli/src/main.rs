@@ -4,9 +4,9 @@
 mod admin;
 mod args;
 mod check;
-mod inject;
 mod child;
 mod demo;
+mod inject;
 mod output;
 mod proxy_config;
 mod routes;
