@@ -86,6 +86,20 @@ async fn env(mode: &str, policies: bool, cp_args: &[&str]) -> Env {
     .await;
     let db = proxy_as(&cp, "db-0", "db", "{app: db}", db_app.addr.port(), "").await;
     cp.wait_converged(4).await;
+    // Each proxy registers as an mTLS endpoint once certified; wait until the callers' configs
+    // say so, or their first calls would (correctly) go out in plaintext.
+    for caller in [&trip, &passenger] {
+        let admin = caller.admin;
+        eventually(
+            Duration::from_secs(15),
+            "callers to see their peers' identities",
+            || async move {
+                let (_, dump) = get(admin, "/config_dump").await?;
+                (dump.matches("\"identity\": \"spiffe://").count() >= 2).then_some(())
+            },
+        )
+        .await;
+    }
     Env {
         trip,
         passenger,

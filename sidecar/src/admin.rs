@@ -67,10 +67,10 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "text/plain",
                 "no config loaded yet; see /config_dump\n",
             ),
-            (Some(_), _) if shared.tls.as_ref().is_some_and(|t| !t.is_ready()) => reply(
+            (Some(_), _) if shared.tls.as_ref().is_some_and(|t| !t.is_serving()) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
-                "no mesh certificate yet; see the proxy's log for the Certify error\n",
+                "no mesh certificate yet, or not yet registered as an mTLS endpoint; see the proxy's log\n",
             ),
             (Some(rt), _) => reply(
                 StatusCode::OK,

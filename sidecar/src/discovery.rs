@@ -82,6 +82,12 @@ async fn session(
     .await?;
     let mut updates = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     tracing::info!(%address, "subscribed to the control plane");
+    if node.mtls
+        && let Some(tls) = &shared.tls
+    {
+        tls.registered
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
     // Parts of a split update, gathered until the last one arrives.
     let mut pending: Option<DiscoveryResponse> = None;
     while let Some(part) = updates.message().await? {

@@ -32,6 +32,9 @@ pub struct MeshTls {
     pub client_tcp: Arc<ClientConfig>,
     /// Signalled whenever a certificate is installed.
     pub installed: tokio::sync::Notify,
+    /// Set once the proxy has told the control plane it accepts mTLS; until then callers
+    /// would still send it plaintext, so it is not ready.
+    pub registered: std::sync::atomic::AtomicBool,
 }
 
 impl MeshTls {
@@ -70,11 +73,17 @@ impl MeshTls {
             bundle,
             info: ArcSwapOption::empty(),
             installed: tokio::sync::Notify::new(),
+            registered: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// True once a certificate is installed.
     pub fn is_ready(&self) -> bool {
         self.cert.is_set()
+    }
+
+    /// True once certified and registered with the control plane as an mTLS endpoint.
+    pub fn is_serving(&self) -> bool {
+        self.is_ready() && self.registered.load(std::sync::atomic::Ordering::Acquire)
     }
 }
