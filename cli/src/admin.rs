@@ -149,8 +149,7 @@ mod tests {
         let addr = format!("https://127.0.0.1:{port}");
         let dir = tempfile::tempdir().unwrap();
         let bundle = dir.path().join("ca.pem");
-        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_string()]).unwrap();
-        std::fs::write(&bundle, ca.cert.pem()).unwrap();
+        std::fs::write(&bundle, testkit::pki::TestCa::new("ca").root_pem).unwrap();
         let e = Admin::connect(&addr, &bundle)
             .await
             .err()

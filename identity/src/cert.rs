@@ -35,6 +35,14 @@ pub struct CertInfo {
     pub serial: String,
 }
 
+/// Seconds since the Unix epoch, the unit of certificate and token validity.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Every certificate in a PEM text, in order. `what` names the source for errors.
 pub fn parse_pem_chain(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let certs = CertificateDer::pem_slice_iter(pem)

@@ -130,24 +130,9 @@ async fn inbound_connection(conn: Conn) {
         crate::accept::is_opaque(&shared, None, dst) && mode != MtlsMode::Strict
     });
     let first_byte = orig.map(|_| shared.bootstrap.protocol_detection.timeout);
-    let accepted = match &shared.tls {
-        // Without an identity this proxy cannot do mTLS, so STRICT fails closed.
-        None if mode == MtlsMode::Strict => {
-            shared
-                .metrics
-                .security
-                .handshake_errors
-                .get_or_create(&crate::tls::metrics::HandshakeLabels {
-                    direction: "inbound",
-                    reason: "plaintext-refused",
-                })
-                .inc();
-            tracing::warn!(%peer, "inbound connection refused: mTLS is STRICT but this proxy has no mesh identity (set controlPlane.tokenFile)");
-            return;
-        }
-        None => Accepted::Plain(stream),
+    let accepted = match shared.tls.as_deref() {
         Some(_) if opaque => Accepted::Plain(stream),
-        Some(tls) => {
+        tls => {
             match accept(
                 tls,
                 mode,

@@ -9,7 +9,8 @@ use aws_lc_rs::{digest, hmac};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use trellis_identity::cert::unix_now;
 
 const PREFIX: &str = "trellis1.";
 const KIND: &str = "join token";
@@ -106,13 +107,6 @@ impl IdentityProof for JoinTokens {
     async fn prove(&self, token: &str) -> Result<ServiceAccount, ProofError> {
         self.check(token)
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

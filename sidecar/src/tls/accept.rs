@@ -26,6 +26,10 @@ pub enum AcceptError {
         "plaintext connection refused: mTLS is STRICT for this workload; call it through a sidecar"
     )]
     PlaintextRefused,
+    #[error(
+        "inbound connection refused: mTLS is STRICT but this proxy has no mesh identity (set controlPlane.tokenFile)"
+    )]
+    NoLocalIdentity,
     #[error("TLS handshake failed: {0}")]
     Handshake(std::io::Error),
     #[error("TLS handshake timed out")]
@@ -36,18 +40,26 @@ pub enum AcceptError {
     NoIdentity,
 }
 
-/// Classifies a new inbound connection and, for TLS, completes the handshake.
+/// Classifies a new inbound connection and, for TLS, completes the handshake. Without a mesh
+/// identity (`tls` is `None`) nothing is read: plaintext, or refused under STRICT.
 /// `first_byte`: for a connection iptables redirected, how long to wait for the client's
 /// first byte before taking it as plaintext from a server-speaks-first protocol (unless
 /// STRICT, which refuses it).
 pub async fn accept(
-    tls: &MeshTls,
+    tls: Option<&MeshTls>,
     mode: MtlsMode,
     stream: TcpStream,
     peer: SocketAddr,
     handshake_timeout: Duration,
     first_byte: Option<Duration>,
 ) -> Result<Accepted, AcceptError> {
+    let Some(tls) = tls else {
+        // This proxy cannot do mTLS, so STRICT fails closed.
+        return match mode {
+            MtlsMode::Strict => Err(AcceptError::NoLocalIdentity),
+            _ => Ok(Accepted::Plain(stream)),
+        };
+    };
     let mut first = [0u8; 1];
     // A plaintext HTTP client speaks first too, so waiting for one byte never stalls a
     // protocol this listener serves.
@@ -110,7 +122,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> I
 /// The metric label for a refused connection.
 pub fn reason(e: &AcceptError) -> &'static str {
     match e {
-        AcceptError::PlaintextRefused => "plaintext-refused",
+        AcceptError::PlaintextRefused | AcceptError::NoLocalIdentity => "plaintext-refused",
         AcceptError::Handshake(_) => "handshake-failed",
         AcceptError::Timeout => "timeout",
         AcceptError::Closed => "closed",

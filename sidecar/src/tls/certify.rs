@@ -10,9 +10,9 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tonic::transport::Channel;
-use trellis_identity::cert::{inspect, parse_pem_chain};
+use trellis_identity::cert::{inspect, parse_pem_chain, unix_now};
 use trellis_identity::{CertInfo, SpiffeId, TrustBundle, certified_key};
 use trellis_proto::v1::CertifyRequest;
 use trellis_proto::v1::identity_client::IdentityClient;
@@ -165,11 +165,4 @@ fn csr_for(id: &SpiffeId) -> Result<(KeyPair, String), rcgen::Error> {
     params.subject_alt_names = vec![SanType::URI(id.to_string().try_into()?)];
     let csr = params.serialize_request(&key)?.pem()?;
     Ok((key, csr))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
