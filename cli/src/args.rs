@@ -66,6 +66,7 @@ pub enum Command {
     Shift(ShiftArgs),
     /// Add the Trellis sidecar to the Pods, Deployments, StatefulSets, DaemonSets, Jobs and
     /// CronJobs of a YAML stream, offline; prints the result (`kubectl apply -f -` it).
+    /// `--ca-bundle` must be the cluster's mesh CA (the trellis-ca Secret's tls.crt).
     Inject(InjectArgs),
     /// Print the trellis.dev CustomResourceDefinitions, offline.
     Crds,

@@ -38,7 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } = cli;
     match &command {
         Command::Check(args) => return check::run(args, output),
-        Command::Inject(args) => return inject::run(args),
+        Command::Inject(args) => return inject::run(args, &ca_bundle),
         Command::Crds => return inject::print_crds(),
         Command::Child(args) => return Ok(child::run(args)),
         Command::Demo(args) => return demo::run(args),

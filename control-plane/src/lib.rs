@@ -210,7 +210,14 @@ impl ControlPlane {
         let Some(mut cfg) = self.state().valid.clone() else {
             return;
         };
-        for e in self.registry.snapshot() {
+        // In Kubernetes mode the EndpointSlices say which pods serve; a proxy registered
+        // with this replica is not an endpoint until its pod is ready in the cluster.
+        let registered = if self.kube.get().is_some() {
+            Vec::new()
+        } else {
+            self.registry.snapshot()
+        };
+        for e in registered {
             let Ok(ip) = e.node.inbound.parse::<SocketAddr>() else {
                 continue;
             };

@@ -271,6 +271,7 @@ async fn in_cluster(
         cfg.proxy_image = image.clone();
     }
     cfg.control_plane = format!("https://{service}:15010");
+    cfg.ca_bundle = Some(ca.cert.clone());
     tracing::info!(addr = %args.webhook_addr, "injector webhook listening");
     let task = tokio::spawn(webhook::serve(listener, tls, Arc::new(cfg)));
     Ok((client, task))

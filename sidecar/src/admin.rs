@@ -1,7 +1,9 @@
 //! The admin port: `/ready`, `/live`, `/metrics`, `/config_dump`, `/clusters`, `POST /drain`,
-//! and `POST /breaker` to force a cluster's circuit breaker.
+//! `POST /breaker` to force a cluster's circuit breaker, and `/app-health/...`: kubelet's
+//! rewritten probes (app_health.rs).
 
 use crate::Shared;
+use crate::app_health;
 use crate::resilience::breaker::State;
 use crate::resilience::clock;
 use crate::runtime::{RtCluster, Runtime};
@@ -15,17 +17,42 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 
+/// What a peer outside the pod may ask: kubelet's probes and Prometheus. The rest shows the
+/// mesh's config or changes the proxy (drain, breakers), so it answers loopback only — the
+/// admin port listens on the pod IP in Kubernetes, where kubelet must reach it.
+const REMOTE_PATHS: [&str; 3] = ["/live", "/ready", "/metrics"];
+
 /// Serves the admin API until the process exits (it stays up during a drain, for `/ready`).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&shared, req)) }
+                async move {
+                    let path = req.uri().path();
+                    let response = if let Some(key) = path.strip_prefix(app_health::PREFIX) {
+                        if req.method() == Method::GET {
+                            app_health::check(&shared, key).await
+                        } else {
+                            reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n")
+                        }
+                    } else if !peer.ip().to_canonical().is_loopback()
+                        && !REMOTE_PATHS.contains(&path)
+                    {
+                        reply(
+                            StatusCode::FORBIDDEN,
+                            "text/plain",
+                            "only /live, /ready, /metrics and /app-health/ answer from outside the pod; use kubectl port-forward for the rest\n",
+                        )
+                    } else {
+                        handle(&shared, req)
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

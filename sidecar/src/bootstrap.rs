@@ -33,6 +33,44 @@ pub struct Bootstrap {
     /// Gateway mode: also serve this Gateway's listeners to clients outside the mesh.
     #[serde(default)]
     pub gateway: Option<GatewayMode>,
+    /// The address other proxies reach this one's inbound listener at, announced to the
+    /// control plane. Needed when the inbound listener binds a wildcard (0.0.0.0): in
+    /// Kubernetes it is the pod IP.
+    #[serde(default)]
+    pub advertise_address: Option<std::net::IpAddr>,
+    /// The app's own HTTP probes, keyed `<container>/<liveness|readiness|startup>`, that the
+    /// admin port replays at `/app-health/<container>/<kind>` (docs/kubernetes.md). The
+    /// injector moves kubelet's probes there, since under STRICT mTLS kubelet cannot reach
+    /// the app port.
+    #[serde(default)]
+    pub app_probes: BTreeMap<String, AppProbe>,
+}
+
+/// One of the app's HTTP probes, as the pod spec had it before injection.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppProbe {
+    pub port: u16,
+    #[serde(default = "default_probe_path")]
+    pub path: String,
+    /// `HTTP` or `HTTPS`; HTTPS is not verified, as kubelet does not verify it.
+    #[serde(default = "default_probe_scheme")]
+    pub scheme: String,
+    #[serde(default)]
+    pub http_headers: Vec<ProbeHeader>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ProbeHeader {
+    pub name: String,
+    pub value: String,
+}
+
+fn default_probe_path() -> String {
+    "/".into()
+}
+fn default_probe_scheme() -> String {
+    "HTTP".into()
 }
 
 /// How the outbound and inbound listeners tell HTTP from opaque TCP (docs/interception.md).
@@ -150,6 +188,10 @@ pub struct ControlPlane {
     /// PEM roots the control plane's serving certificate chains to. Required.
     #[serde(default)]
     pub ca_bundle: Option<PathBuf>,
+    /// The same roots given inline (Kubernetes mode takes them from `TRELLIS_CA_BUNDLE`);
+    /// used instead of reading `ca_bundle`.
+    #[serde(skip)]
+    pub ca_bundle_pem: Option<String>,
     /// A join token (`trellis-control token create`): with it the proxy gets a mesh
     /// certificate and speaks mTLS; without it, it stays plaintext.
     #[serde(default)]
@@ -292,6 +334,14 @@ impl Bootstrap {
                 "gateway.listen",
                 "name at least one Gateway listener and its address, e.g. {http: 127.0.0.1:8080}",
             ));
+        }
+        for (key, probe) in &b.app_probes {
+            if !matches!(probe.scheme.as_str(), "HTTP" | "HTTPS") || !probe.path.starts_with('/') {
+                return Err(err(
+                    &format!("appProbes.{key}"),
+                    "scheme must be HTTP or HTTPS and path must start with /",
+                ));
+            }
         }
         if b.limits.max_header_bytes < 1024 {
             return Err(err("limits.maxHeaderBytes", "must be at least 1024"));

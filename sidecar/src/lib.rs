@@ -3,6 +3,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod app_health;
 pub mod authz;
 pub mod balance;
 pub mod body;
@@ -18,6 +19,7 @@ pub mod gateway;
 pub mod headers;
 pub mod inbound;
 pub mod init;
+pub mod kubernetes;
 pub mod metrics;
 pub mod observe;
 pub mod original_dst;
@@ -269,15 +271,20 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
 fn control_plane_endpoint(
     cp: &bootstrap::ControlPlane,
 ) -> Result<tonic::transport::Endpoint, StartError> {
-    let path = cp.ca_bundle.as_ref().ok_or_else(|| {
-        StartError::ControlPlane("caBundle is required: the mesh CA's ca.pem".into())
-    })?;
-    let pem = std::fs::read(path).map_err(|e| {
-        StartError::ControlPlane(format!(
-            "cannot read caBundle {}: {e}; copy the ca.pem from trellis-control's --state-dir",
-            path.display()
-        ))
-    })?;
+    let pem = match (&cp.ca_bundle_pem, &cp.ca_bundle) {
+        (Some(pem), _) => pem.clone().into_bytes(),
+        (None, Some(path)) => std::fs::read(path).map_err(|e| {
+            StartError::ControlPlane(format!(
+                "cannot read caBundle {}: {e}; copy the ca.pem from trellis-control's --state-dir",
+                path.display()
+            ))
+        })?,
+        (None, None) => {
+            return Err(StartError::ControlPlane(
+                "caBundle is required: the mesh CA's ca.pem".into(),
+            ));
+        }
+    };
     Ok(trellis_proto::connect::endpoint(&cp.address, &pem)
         .map_err(StartError::ControlPlane)?
         .connect_timeout(std::time::Duration::from_secs(3))
@@ -305,7 +312,10 @@ fn node(
             .map(|(k, v)| (k.clone(), u32::from(*v)))
             .collect(),
         outbound: outbound.to_string(),
-        inbound: inbound.to_string(),
+        inbound: match b.advertise_address {
+            Some(ip) => SocketAddr::new(ip, inbound.port()).to_string(),
+            None => inbound.to_string(),
+        },
         admin: admin.to_string(),
         mtls: false,
     }

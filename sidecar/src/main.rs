@@ -12,8 +12,12 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     /// The bootstrap YAML: workload identity, listeners, app address, config source.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kubernetes")]
     bootstrap: Option<PathBuf>,
+    /// Take the bootstrap from the pod the injector set up (environment variables, downward
+    /// API files, the projected token) instead of a file. See docs/kubernetes.md.
+    #[arg(long)]
+    kubernetes: bool,
     /// Worker threads for the proxy's runtime (default: one per core). A sidecar that should
     /// not compete with its app takes 1 or 2.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
@@ -43,12 +47,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    let Some(bootstrap) = args.bootstrap else {
+    if args.bootstrap.is_none() && !args.kubernetes {
         eprintln!(
-            "trellis-proxy: give --bootstrap FILE to run the proxy, or run `trellis-proxy init`"
+            "trellis-proxy: give --bootstrap FILE (or --kubernetes in an injected pod) to run the proxy, or run `trellis-proxy init`"
         );
         return ExitCode::from(2);
-    };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
@@ -56,7 +60,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let bootstrap = match trellis_proxy::bootstrap::Bootstrap::load(&bootstrap) {
+    let loaded = match &args.bootstrap {
+        Some(path) => trellis_proxy::bootstrap::Bootstrap::load(path).map_err(|e| e.to_string()),
+        None => trellis_proxy::kubernetes::bootstrap_from_env(|k| std::env::var(k).ok())
+            .map_err(|e| e.to_string()),
+    };
+    let bootstrap = match loaded {
         Ok(b) => b,
         Err(e) => {
             eprintln!("trellis-proxy: {e}");

@@ -11,7 +11,7 @@ pub mod webhook;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-pub use sidecar::TOKEN_AUDIENCE;
+pub use sidecar::{INBOUND_PORT, TOKEN_AUDIENCE};
 
 /// The container names the injector adds; a pod that already has one is already injected.
 pub const INIT_CONTAINER: &str = "trellis-init";
@@ -30,6 +30,10 @@ pub struct InjectConfig {
     pub memory_request: String,
     pub memory_limit: String,
     pub log_level: String,
+    /// The mesh CA certificate (PEM), given to the proxy as `TRELLIS_CA_BUNDLE` so it can
+    /// verify the control plane. The webhook sets it from the CA Secret; `trellis inject`
+    /// from `--ca-bundle`.
+    pub ca_bundle: Option<String>,
 }
 
 impl Default for InjectConfig {
@@ -42,6 +46,7 @@ impl Default for InjectConfig {
             memory_request: "64Mi".into(),
             memory_limit: "256Mi".into(),
             log_level: "info".into(),
+            ca_bundle: None,
         }
     }
 }

@@ -125,6 +125,9 @@ pub fn proxy_container(cfg: &InjectConfig, over: &Overrides, spec: &PodSpec) -> 
     if let Some(p) = &over.opaque_ports {
         env.push(value("TRELLIS_OPAQUE_PORTS", p.clone()));
     }
+    if let Some(pem) = &cfg.ca_bundle {
+        env.push(value("TRELLIS_CA_BUNDLE", pem.clone()));
+    }
     let admin_probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),

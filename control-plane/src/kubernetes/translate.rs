@@ -2,6 +2,7 @@
 //! reads, named `kubernetes:<Kind>/<namespace>/<name>`, and all of them go through the same
 //! loader and validation as files: one model, one set of errors.
 
+use crate::inject::INBOUND_PORT;
 use crate::inject::overrides::INJECTED;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -34,12 +35,25 @@ pub const TRELLIS_KINDS: [(&str, &str); 4] = [
 
 /// Translates and loads the cluster state: the same `MeshConfig` the file loader makes.
 pub fn mesh_config(state: &ClusterState, loader: &Loader) -> Result<MeshConfig, ConfigErrors> {
-    let docs = documents(state);
-    loader.load_texts(docs.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+    let (docs, sidecars) = documents_and_sidecars(state);
+    let mut cfg = loader.load_texts(docs.iter().map(|(n, t)| (n.as_str(), t.as_str())))?;
+    // An injected pod's proxy holds a mesh certificate: it is in the EndpointSlice only once
+    // ready, and its readiness waits for the certificate. Callers may use mTLS to it.
+    for w in &mut cfg.workloads {
+        if sidecars.contains(&*w.file) {
+            std::sync::Arc::make_mut(&mut w.object).spec.sidecar_mtls = true;
+        }
+    }
+    Ok(cfg)
 }
 
 /// Every document as `(source name, text)`, sorted by name so the result is stable.
 pub fn documents(state: &ClusterState) -> Vec<(String, String)> {
+    documents_and_sidecars(state).0
+}
+
+/// The documents, and the names of the Workload documents made from injected pods.
+fn documents_and_sidecars(state: &ClusterState) -> (Vec<(String, String)>, BTreeSet<String>) {
     let mut docs: BTreeMap<String, Value> = BTreeMap::new();
     let mut put = |kind: &str,
                    api: &str,
@@ -89,22 +103,32 @@ pub fn documents(state: &ClusterState) -> Vec<(String, String)> {
     }
     let api = "trellis.dev/v1alpha1";
     // Pods first: a Workload resource of the same name replaces the one from its Pod.
+    let mut sidecars = BTreeSet::new();
     for ((ns, name), (labels, spec)) in pod_workloads(state) {
+        if spec.get("sidecarInbound").is_some() {
+            sidecars.insert(format!("kubernetes:Workload/{ns}/{name}"));
+        }
         put("Workload", api, Some(ns), name, &labels, spec);
     }
     for (kind, objects) in &state.trellis {
         for o in objects {
             let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
+            if *kind == "Workload" {
+                let ns = o.namespace().unwrap_or_default();
+                sidecars.remove(&format!("kubernetes:Workload/{ns}/{}", o.name_any()));
+            }
             put(kind, api, o.namespace(), o.name_any(), o.labels(), spec);
         }
     }
-    docs.into_iter()
+    let docs = docs
+        .into_iter()
         .map(|(name, doc)| {
             // JSON is YAML; pretty-printed, errors still point at a useful line.
             let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
             (name, text)
         })
-        .collect()
+        .collect();
+    (docs, sidecars)
 }
 
 /// The mesh's view of a Service: selector and TCP ports. Services without a selector
@@ -170,7 +194,9 @@ fn mesh_route_spec(spec: &Value) -> Option<Value> {
 }
 
 /// One Workload per ready Pod endpoint of an EndpointSlice, with the Pod's labels, service
-/// account and named ports. Pods with a sidecar are left out: their proxy registers itself.
+/// account and named ports. For a pod with a sidecar, traffic goes to the sidecar's inbound
+/// port. The cluster, not the proxies' registrations, says which endpoints exist, so every
+/// replica of the control plane serves the same endpoints whichever replica a proxy uses.
 fn pod_workloads(
     state: &ClusterState,
 ) -> BTreeMap<(String, String), (BTreeMap<String, String>, Value)> {
@@ -213,7 +239,7 @@ fn pod_workloads(
             let (Some(pod), Some(address)) = (pods.get(&key), ep.addresses.first()) else {
                 continue; // the Pod watch has not seen it yet; the next event fills it in
             };
-            if pod.annotations().contains_key(INJECTED) || !seen.insert(key.clone()) {
+            if !seen.insert(key.clone()) {
                 continue;
             }
             let spec = pod.spec.as_ref();
@@ -226,6 +252,9 @@ fn pod_workloads(
             let mut w = json!({"address": address, "ports": ports});
             if let Some(sa) = spec.and_then(|s| s.service_account_name.clone()) {
                 w["serviceAccount"] = json!(sa);
+            }
+            if pod.annotations().contains_key(INJECTED) {
+                w["sidecarInbound"] = json!(INBOUND_PORT);
             }
             out.insert(key, (pod.labels().clone(), w));
         }

@@ -1,0 +1,197 @@
+//! `/app-health/<container>/<kind>` on the admin port: kubelet's HTTP probes, which the
+//! injector moved here because under STRICT mTLS kubelet (plaintext, no mesh identity)
+//! cannot reach the app port. The proxy replays the original probe to the app over loopback
+//! and answers with the app's status, so kubelet's 200–399 rule applies unchanged.
+
+use crate::Shared;
+use crate::bootstrap::AppProbe;
+use crate::respond::TRELLIS_ERROR;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// The prefix of the admin paths the injector rewrites probes to.
+pub const PREFIX: &str = "/app-health/";
+/// kubelet gives up sooner (its `timeoutSeconds`, 1 s by default); this only bounds the work
+/// a probe can leave behind.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Answers one rewritten probe. `key` is `<container>/<kind>`.
+pub async fn check(shared: &Shared, key: &str) -> Response<Full<Bytes>> {
+    let Some(probe) = shared.bootstrap.app_probes.get(key) else {
+        let known: Vec<&str> = shared
+            .bootstrap
+            .app_probes
+            .keys()
+            .map(String::as_str)
+            .collect();
+        return answer(
+            StatusCode::NOT_FOUND,
+            Some("unknown-probe"),
+            format!(
+                "no app probe {key:?}; this pod's trellis.dev/app-probes annotation has {known:?}\n"
+            ),
+        );
+    };
+    let addr = SocketAddr::new(shared.bootstrap.app.address, probe.port);
+    match tokio::time::timeout(PROBE_TIMEOUT, probe_once(addr, probe)).await {
+        Ok(Ok(status)) => answer(status, None, format!("app answered {}\n", status.as_u16())),
+        Ok(Err(e)) => {
+            tracing::debug!(probe = key, %addr, "app probe failed: {e}");
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("app-probe-failed"),
+                format!("probe {key} to {addr}: {e}\n"),
+            )
+        }
+        Err(_) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("app-probe-failed"),
+            format!("probe {key} to {addr}: no answer in {PROBE_TIMEOUT:?}\n"),
+        ),
+    }
+}
+
+fn answer(status: StatusCode, error: Option<&'static str>, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if let Some(code) = error {
+        r.headers_mut()
+            .insert(TRELLIS_ERROR, HeaderValue::from_static(code));
+    }
+    r
+}
+
+async fn probe_once(addr: SocketAddr, probe: &AppProbe) -> Result<StatusCode, String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let req = request(addr, probe)?;
+    if probe.scheme == "HTTPS" {
+        let name = ServerName::IpAddress(addr.ip().into());
+        let tls = tokio_rustls::TlsConnector::from(unverified_client()?)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        send(tls, req).await
+    } else {
+        send(tcp, req).await
+    }
+}
+
+/// The request kubelet would have sent: its User-Agent and Accept, then the probe's headers.
+fn request(addr: SocketAddr, probe: &AppProbe) -> Result<Request<Empty<Bytes>>, String> {
+    let mut req = Request::get(probe.path.as_str())
+        .header(header::HOST, addr.to_string())
+        .header(header::USER_AGENT, "kube-probe/trellis")
+        .header(header::ACCEPT, "*/*")
+        .body(Empty::new())
+        .map_err(|e| format!("probe path {:?}: {e}", probe.path))?;
+    for h in &probe.http_headers {
+        let name = HeaderName::try_from(h.name.as_str())
+            .map_err(|e| format!("probe header {:?}: {e}", h.name))?;
+        let value = HeaderValue::try_from(h.value.as_str())
+            .map_err(|e| format!("probe header {:?} value: {e}", h.name))?;
+        req.headers_mut().insert(name, value);
+    }
+    Ok(req)
+}
+
+async fn send<S>(io: S, req: Request<Empty<Bytes>>) -> Result<StatusCode, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    let status = resp.status();
+    // Read (and drop) the body so the app sees a complete exchange; bounded by the timeout.
+    let _ = resp.into_body().collect().await;
+    Ok(status)
+}
+
+/// kubelet does not verify the certificate of an HTTPS probe, so neither does the replay.
+fn unverified_client() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = trellis_identity::provider();
+            let verifier = Arc::new(AnyCertificate(provider.clone()));
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    Arc::new(
+                        b.dangerous()
+                            .with_custom_certificate_verifier(verifier)
+                            .with_no_client_auth(),
+                    )
+                })
+                .map_err(|e| format!("TLS client: {e}"))
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
