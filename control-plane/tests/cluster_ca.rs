@@ -49,7 +49,11 @@ fn client(server: Arc<Mutex<Server>>) -> kube::Client {
         let server = server.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let path = parts.uri.path().to_string();
             let ctype = parts
                 .headers
@@ -77,7 +81,11 @@ fn client(server: Arc<Mutex<Server>>) -> kube::Client {
                         s.conflicts += 1;
                         respond(
                             StatusCode::CONFLICT,
-                            &status(409, "AlreadyExists", "secrets \"trellis-ca\" already exists"),
+                            &status(
+                                409,
+                                "AlreadyExists",
+                                "secrets \"trellis-ca\" already exists",
+                            ),
                         )
                     } else {
                         s.creates += 1;
@@ -156,9 +164,11 @@ async fn two_replicas_starting_at_once_share_one_ca() {
 #[tokio::test]
 async fn a_secret_without_its_key_is_an_error_that_says_what_to_do() {
     let server = Arc::new(Mutex::new(Server {
-        secret: Some(json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        secret: Some(
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
             "metadata": {"name": CA_SECRET, "namespace": "trellis-system"},
-            "data": {"tls.crt": "LS0tLS1CRUdJTg=="}})),
+            "data": {"tls.crt": "LS0tLS1CRUdJTg=="}}),
+        ),
         ..Default::default()
     }));
     let e = ca::load_or_create(client(server.clone()), "trellis-system")
@@ -195,7 +205,10 @@ async fn the_ca_bundle_goes_into_every_webhook_of_the_configuration() {
     let b64 = base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
     let w = s.webhook.as_ref().unwrap();
     for i in 0..2 {
-        assert_eq!(w["webhooks"][i]["clientConfig"]["caBundle"], b64, "webhook {i}");
+        assert_eq!(
+            w["webhooks"][i]["clientConfig"]["caBundle"], b64,
+            "webhook {i}"
+        );
     }
     // Publishing again (a restarted replica) leaves the same result.
     drop(s);

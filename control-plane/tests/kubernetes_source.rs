@@ -17,6 +17,7 @@ const SERVICES: &str = "/api/v1/services";
 const PODS: &str = "/api/v1/pods";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
+const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
 const POLICIES: &str = "/apis/trellis.dev/v1alpha1/resiliencepolicies";
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -48,6 +49,7 @@ async fn cluster() -> Cluster {
     api.serve(PODS, fixture("pods.json"));
     api.serve(SLICES, fixture("endpointslices.json"));
     api.serve(ROUTES, fixture("httproutes.json"));
+    api.serve(GRPC_ROUTES, fixture("grpcroutes.json"));
     api.serve(POLICIES, fixture("resiliencepolicies.json"));
     api.serve("/apis/trellis.dev/v1alpha1/meshes", fixture("meshes.json"));
     api.serve(
@@ -174,9 +176,13 @@ async fn the_cluster_compiles_to_the_same_snapshots_as_the_equivalent_file() {
     let plain = spec("trip-7d9f8-klmno");
     assert_eq!((plain.sidecar_inbound, plain.sidecar_mtls), (None, false));
     assert_eq!(
-        w.config.http_routes.len(),
-        1,
-        "the Gateway-only route is not a mesh route"
+        w.config
+            .http_routes
+            .iter()
+            .map(|r| r.key())
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["rides/billing".to_string(), "rides/trip-grpc".to_string()].into(),
+        "the Gateway-only route is not a mesh route; the GRPCRoute is one"
     );
     assert_eq!(
         w.config.mesh.as_ref().unwrap().object.spec.trust_domain,
@@ -291,7 +297,50 @@ async fn adds_updates_and_deletes_reach_the_served_config() {
 
     // The route is deleted.
     c.api.event(ROUTES, "DELETED", route);
-    c.until("route deleted", |w| w.config.http_routes.is_empty())
+    c.until("route deleted", |w| {
+        w.config
+            .http_routes
+            .iter()
+            .all(|r| r.key() != "rides/billing")
+    })
+    .await;
+
+    // A GRPCRoute's method match changes: the mesh route's path follows.
+    let mut grpc = item("grpcroutes.json", "trip-grpc");
+    grpc["spec"]["rules"][0]["matches"][0]["method"] = json!({"service": "rides.v1.Trip"});
+    c.api.event(GRPC_ROUTES, "MODIFIED", grpc.clone());
+    c.until("the GRPCRoute matches the whole service", |w| {
+        w.config.http_routes.iter().any(|r| {
+            r.key() == "rides/trip-grpc"
+                && r.object.spec.rules[0].matches.as_ref().is_some_and(|m| {
+                    m[0].path.as_ref().map(|p| p.value.value.as_str())
+                        == Some("/rides\\.v1\\.Trip/[^/]+")
+                })
+        })
+    })
+    .await;
+    // A GRPCRoute whose regular expression does not compile is refused with its name, and
+    // the last good config keeps serving.
+    let mut bad = grpc.clone();
+    bad["spec"]["rules"][0]["matches"][0]["method"] =
+        json!({"type": "RegularExpression", "service": "rides(", "method": "Start"});
+    c.api.event(GRPC_ROUTES, "MODIFIED", bad);
+    let cp = c.running.cp.clone();
+    eventually(WAIT, "the bad GRPCRoute to be refused", || {
+        let e = cp.config_errors().map(|e| e.to_string());
+        async move { e.filter(|e| e.contains("kubernetes:GRPCRoute/rides/trip-grpc")) }
+    })
+    .await;
+    assert!(
+        cp.world()
+            .unwrap()
+            .config
+            .http_routes
+            .iter()
+            .any(|r| r.key() == "rides/trip-grpc")
+    );
+    c.api.event(GRPC_ROUTES, "DELETED", grpc);
+    c.until("GRPCRoute deleted", |w| w.config.http_routes.is_empty())
         .await;
 }
 
@@ -320,7 +369,10 @@ async fn watches_that_end_resume_and_expired_watches_relist() {
     .await;
 
     // 410 Gone: the client lists again; what the new list lacks is deleted, though no
-    // DELETED event was ever sent for it.
+    // DELETED event was ever sent for it. (The GRPCRoute on trip goes first: a route whose
+    // parent Service is gone is refused, rightly.)
+    c.api
+        .event(GRPC_ROUTES, "DELETED", item("grpcroutes.json", "trip-grpc"));
     let mut list = fixture("services.json");
     list["items"]
         .as_array_mut()
@@ -386,7 +438,7 @@ async fn a_bad_resource_is_refused_with_its_name_and_the_last_good_config_keeps_
 #[tokio::test]
 async fn shift_patches_the_httproute_and_waits_for_the_watch() {
     let c = cluster().await;
-    c.until("the first config", |w| w.config.http_routes.len() == 1)
+    c.until("the first config", |w| w.config.http_routes.len() == 2)
         .await;
     let wanted = HashMap::from([
         ("billing-v1".to_string(), 0),

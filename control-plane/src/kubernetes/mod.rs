@@ -37,6 +37,7 @@ pub struct Watches {
     endpoint_slices: Store<EndpointSlice>,
     pods: Store<Pod>,
     http_routes: Store<DynamicObject>,
+    grpc_routes: Store<DynamicObject>,
     trellis: Vec<(&'static str, Store<DynamicObject>)>,
     pub changed: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
@@ -56,6 +57,12 @@ pub fn http_route_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&gvk, "httproutes")
 }
 
+/// The Gateway API `GRPCRoute` (v1 since Gateway API v1.1), read untyped and translated.
+pub fn grpc_route_resource() -> ApiResource {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "GRPCRoute");
+    ApiResource::from_gvk_with_plural(&gvk, "grpcroutes")
+}
+
 fn trellis_resource(kind: &str, plural: &str) -> ApiResource {
     let gvk = GroupVersionKind::gvk("trellis.dev", "v1alpha1", kind);
     ApiResource::from_gvk_with_plural(&gvk, plural)
@@ -70,6 +77,7 @@ pub fn watch_all(client: &Client) -> Watches {
     let pods = spawn_typed(Api::all(client.clone()), &changed, &mut tasks);
     let routes_ar = http_route_resource();
     let http_routes = spawn_dynamic(client, routes_ar, &changed, &mut tasks);
+    let grpc_routes = spawn_dynamic(client, grpc_route_resource(), &changed, &mut tasks);
     let trellis = TRELLIS_KINDS
         .iter()
         .map(|(kind, plural)| {
@@ -82,6 +90,7 @@ pub fn watch_all(client: &Client) -> Watches {
         endpoint_slices,
         pods,
         http_routes,
+        grpc_routes,
         trellis,
         changed,
         tasks,
@@ -153,6 +162,7 @@ impl Watches {
         wait!(self.endpoint_slices, "EndpointSlice");
         wait!(self.pods, "Pod");
         wait!(self.http_routes, "HTTPRoute");
+        wait!(self.grpc_routes, "GRPCRoute");
         for (kind, store) in &self.trellis {
             wait!(store, *kind);
         }
@@ -165,6 +175,7 @@ impl Watches {
             endpoint_slices: self.endpoint_slices.state(),
             pods: self.pods.state(),
             http_routes: self.http_routes.state(),
+            grpc_routes: self.grpc_routes.state(),
             trellis: self
                 .trellis
                 .iter()

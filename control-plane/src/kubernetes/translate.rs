@@ -20,6 +20,7 @@ pub struct ClusterState {
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub pods: Vec<Arc<Pod>>,
     pub http_routes: Vec<Arc<DynamicObject>>,
+    pub grpc_routes: Vec<Arc<DynamicObject>>,
     /// The trellis.dev kinds, by kind (`Mesh`, `Workload`, ...). They are read untyped so
     /// that one bad object is one file:line error from the loader, not a failed watch.
     pub trellis: BTreeMap<&'static str, Vec<Arc<DynamicObject>>>,
@@ -55,6 +56,7 @@ pub fn documents(state: &ClusterState) -> Vec<(String, String)> {
 /// The documents, and the names of the Workload documents made from injected pods.
 fn documents_and_sidecars(state: &ClusterState) -> (Vec<(String, String)>, BTreeSet<String>) {
     let mut docs: BTreeMap<String, Value> = BTreeMap::new();
+    let mut grpc_docs: Vec<(String, Value)> = Vec::new();
     let mut put = |kind: &str,
                    api: &str,
                    ns: Option<String>,
@@ -101,6 +103,27 @@ fn documents_and_sidecars(state: &ClusterState) -> (Vec<(String, String)>, BTree
             );
         }
     }
+    // A GRPCRoute is an HTTPRoute whose matches name gRPC methods: it becomes one, under its
+    // own source name, so it compiles, validates and reports errors as HTTPRoutes do.
+    for r in &state.grpc_routes {
+        if let Some(spec) = mesh_route_spec(&r.data["spec"]).map(grpc_to_http) {
+            let api = "gateway.networking.k8s.io/v1";
+            let (ns, name) = (r.namespace(), r.name_any());
+            let key = format!(
+                "kubernetes:GRPCRoute/{}/{name}",
+                ns.clone().unwrap_or_default()
+            );
+            let mut meta = Map::new();
+            meta.insert("name".into(), Value::from(name));
+            if let Some(ns) = ns {
+                meta.insert("namespace".into(), Value::from(ns));
+            }
+            grpc_docs.push((
+                key,
+                json!({"apiVersion": api, "kind": "HTTPRoute", "metadata": meta, "spec": spec}),
+            ));
+        }
+    }
     let api = "trellis.dev/v1alpha1";
     // Pods first: a Workload resource of the same name replaces the one from its Pod.
     let mut sidecars = BTreeSet::new();
@@ -120,6 +143,7 @@ fn documents_and_sidecars(state: &ClusterState) -> (Vec<(String, String)>, BTree
             put(kind, api, o.namespace(), o.name_any(), o.labels(), spec);
         }
     }
+    docs.extend(grpc_docs);
     let docs = docs
         .into_iter()
         .map(|(name, doc)| {
@@ -193,6 +217,59 @@ fn mesh_route_spec(spec: &Value) -> Option<Value> {
     Some(spec)
 }
 
+/// A GRPCRoute spec as an HTTPRoute spec. gRPC calls are `POST /<service>/<method>`, so a
+/// method match becomes a path match: both names exact → `Exact /S/M`; one of them, or
+/// `type: RegularExpression` → a full-match regular expression where a missing name is any
+/// one path segment. Header matches, filters and backendRefs have the same shape in both.
+fn grpc_to_http(mut spec: Value) -> Value {
+    let Some(rules) = spec.get_mut("rules").and_then(Value::as_array_mut) else {
+        return spec;
+    };
+    for rule in rules {
+        let Some(matches) = rule.get_mut("matches").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for m in matches {
+            let Some(obj) = m.as_object_mut() else {
+                continue;
+            };
+            let Some(method) = obj.remove("method") else {
+                continue;
+            };
+            let service = method["service"].as_str();
+            let name = method["method"].as_str();
+            let path = match (method["type"].as_str().unwrap_or("Exact"), service, name) {
+                ("Exact", Some(s), Some(n)) => {
+                    json!({"type": "Exact", "value": format!("/{s}/{n}")})
+                }
+                ("Exact", s, n) => {
+                    let part = |v: Option<&str>| v.map_or_else(|| "[^/]+".to_string(), escape);
+                    json!({"type": "RegularExpression", "value": format!("/{}/{}", part(s), part(n))})
+                }
+                (_, s, n) => {
+                    let part =
+                        |v: Option<&str>| v.map_or("[^/]+".to_string(), |v| format!("(?:{v})"));
+                    json!({"type": "RegularExpression", "value": format!("/{}/{}", part(s), part(n))})
+                }
+            };
+            obj.insert("path".into(), path);
+        }
+    }
+    spec
+}
+
+/// A literal for a regular expression.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// One Workload per ready Pod endpoint of an EndpointSlice, with the Pod's labels, service
 /// account and named ports. For a pod with a sidecar, traffic goes to the sidecar's inbound
 /// port. The cluster, not the proxies' registrations, says which endpoints exist, so every
@@ -260,4 +337,41 @@ fn pod_workloads(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path_of(method: Value) -> Value {
+        let spec = json!({"parentRefs": [{"kind": "Service", "name": "trip"}],
+                          "rules": [{"matches": [{"method": method, "headers": [{"name": "x-a", "value": "1"}]}]}]});
+        let out = grpc_to_http(spec);
+        let m = &out["rules"][0]["matches"][0];
+        assert!(m.get("method").is_none(), "no GRPCRoute field is left: {m}");
+        assert_eq!(m["headers"][0]["name"], "x-a", "header matches are kept");
+        m["path"].clone()
+    }
+
+    #[test]
+    fn grpc_method_matches_become_path_matches() {
+        assert_eq!(
+            path_of(json!({"service": "rides.v1.Trip", "method": "Start"})),
+            json!({"type": "Exact", "value": "/rides.v1.Trip/Start"})
+        );
+        assert_eq!(
+            path_of(json!({"type": "Exact", "service": "rides.v1.Trip"})),
+            json!({"type": "RegularExpression", "value": "/rides\\.v1\\.Trip/[^/]+"})
+        );
+        assert_eq!(
+            path_of(json!({"method": "Check"})),
+            json!({"type": "RegularExpression", "value": "/[^/]+/Check"})
+        );
+        assert_eq!(
+            path_of(
+                json!({"type": "RegularExpression", "service": "rides\\..*", "method": "St.*"})
+            ),
+            json!({"type": "RegularExpression", "value": "/(?:rides\\..*)/(?:St.*)"})
+        );
+    }
 }
