@@ -136,24 +136,25 @@ async fn two_replicas_starting_at_once_share_one_ca() {
         ca::load_or_create(client(server.clone()), "trellis-system"),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    let s = server.lock().unwrap();
-    assert_eq!(
-        (s.creates, s.conflicts),
-        (1, 1),
-        "both tried to create; one lost"
-    );
+    {
+        let s = server.lock().unwrap();
+        assert_eq!(
+            (s.creates, s.conflicts),
+            (1, 1),
+            "both tried to create; one lost"
+        );
+        let secret = s.secret.as_ref().unwrap();
+        assert_eq!(secret["type"], "kubernetes.io/tls");
+        assert_eq!(secret["metadata"]["name"], CA_SECRET);
+    }
     assert_eq!(a.cert, b.cert, "the loser took the winner's CA");
     assert_eq!(a.key, b.key);
-    let secret = s.secret.as_ref().unwrap();
-    assert_eq!(secret["type"], "kubernetes.io/tls");
-    assert_eq!(secret["metadata"]["name"], CA_SECRET);
 
     // The shared CA is one the identity module signs with, and a replica that starts later
     // reads it rather than making another.
     let dir = tempfile::tempdir().unwrap();
     let source = ca::write_files(&a, dir.path()).unwrap();
     trellis_control::identity::ca::Ca::load(&source).expect("the identity module loads it");
-    drop(s);
     let c = ca::load_or_create(client(server.clone()), "trellis-system")
         .await
         .unwrap();
@@ -198,20 +199,21 @@ async fn the_ca_bundle_goes_into_every_webhook_of_the_configuration() {
     ca::publish_ca_bundle(client(server.clone()), &pem)
         .await
         .unwrap();
-    let s = server.lock().unwrap();
-    assert_eq!(s.patches.len(), 1);
-    assert_eq!(s.patches[0].0, "application/json-patch+json");
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
-    let w = s.webhook.as_ref().unwrap();
-    for i in 0..2 {
-        assert_eq!(
-            w["webhooks"][i]["clientConfig"]["caBundle"], b64,
-            "webhook {i}"
-        );
+    {
+        let s = server.lock().unwrap();
+        assert_eq!(s.patches.len(), 1);
+        assert_eq!(s.patches[0].0, "application/json-patch+json");
+        let w = s.webhook.as_ref().unwrap();
+        for i in 0..2 {
+            assert_eq!(
+                w["webhooks"][i]["clientConfig"]["caBundle"], b64,
+                "webhook {i}"
+            );
+        }
     }
     // Publishing again (a restarted replica) leaves the same result.
-    drop(s);
     ca::publish_ca_bundle(client(server.clone()), &pem)
         .await
         .unwrap();
