@@ -257,6 +257,9 @@ async fn in_cluster(
         // Injection fails until this succeeds; say so, but keep serving the mesh.
         tracing::error!("{e}; pods in injected namespaces cannot be created until it is set");
     }
+    if let Err(e) = cluster_ca::publish_ca_root(client.clone(), &args.namespace, &ca.cert).await {
+        tracing::error!("{e}; the trellis gateway cannot start until it exists");
+    }
     let tls = webhook::acceptor(chain.as_bytes(), key.as_bytes()).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(args.webhook_addr)
         .await

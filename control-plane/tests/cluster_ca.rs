@@ -13,6 +13,7 @@ use trellis_control::kubernetes::ca::{self, CA_SECRET, WEBHOOK_CONFIGURATION};
 type Body = BoxBody<Bytes, Infallible>;
 
 const SECRET_PATH: &str = "/api/v1/namespaces/trellis-system/secrets";
+const CONFIGMAPS: &str = "/api/v1/namespaces/trellis-system/configmaps";
 const WEBHOOK_PATH: &str =
     "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/trellis-injector";
 
@@ -27,6 +28,8 @@ struct Server {
     conflicts: usize,
     webhook: Option<Value>,
     patches: Vec<(String, Value)>,
+    configmap: Option<Value>,
+    configmap_writes: Vec<(Method, String)>,
 }
 
 fn respond(status: StatusCode, v: &Value) -> Response<Body> {
@@ -93,6 +96,28 @@ fn client(server: Arc<Mutex<Server>>) -> kube::Client {
                         s.secret = Some(secret.clone());
                         respond(StatusCode::CREATED, &secret)
                     }
+                }
+                (&Method::GET, p) if p == format!("{CONFIGMAPS}/trellis-ca-root") => {
+                    match &s.configmap {
+                        Some(cm) => respond(StatusCode::OK, cm),
+                        None => {
+                            respond(StatusCode::NOT_FOUND, &status(404, "NotFound", "not found"))
+                        }
+                    }
+                }
+                (&Method::POST, CONFIGMAPS) => {
+                    let cm: Value = serde_json::from_slice(&body).unwrap();
+                    s.configmap_writes.push((Method::POST, ctype));
+                    s.configmap = Some(cm.clone());
+                    respond(StatusCode::CREATED, &cm)
+                }
+                (&Method::PATCH, p) if p == format!("{CONFIGMAPS}/trellis-ca-root") => {
+                    let patch: Value = serde_json::from_slice(&body).unwrap();
+                    s.configmap_writes.push((Method::PATCH, ctype));
+                    let mut cm = s.configmap.clone().unwrap();
+                    json_patch::merge(&mut cm, &patch);
+                    s.configmap = Some(cm.clone());
+                    respond(StatusCode::OK, &cm)
                 }
                 (&Method::GET, WEBHOOK_PATH) => match &s.webhook {
                     Some(w) => respond(StatusCode::OK, w),
@@ -221,5 +246,38 @@ async fn the_ca_bundle_goes_into_every_webhook_of_the_configuration() {
     assert_eq!(
         s.webhook.as_ref().unwrap()["webhooks"][1]["clientConfig"]["caBundle"],
         b64
+    );
+}
+
+#[tokio::test]
+async fn the_ca_certificate_is_published_for_the_gateway_and_kept_current() {
+    let server = Arc::new(Mutex::new(Server::default()));
+    let first = ca::generate_ca().unwrap().cert;
+    let publish = |pem: String| {
+        let server = server.clone();
+        async move { ca::publish_ca_root(client(server), "trellis-system", &pem).await }
+    };
+    publish(first.clone()).await.unwrap();
+    let cm = |s: &Server| s.configmap.as_ref().unwrap()["data"]["ca.crt"].clone();
+    {
+        let s = server.lock().unwrap();
+        assert_eq!(cm(&s), json!(first));
+        assert_eq!(
+            s.configmap.as_ref().unwrap()["metadata"]["name"],
+            ca::CA_ROOT_CONFIGMAP
+        );
+        assert_eq!(s.configmap_writes.len(), 1);
+    }
+    // Unchanged: nothing is written.
+    publish(first.clone()).await.unwrap();
+    assert_eq!(server.lock().unwrap().configmap_writes.len(), 1);
+    // A rotated CA replaces the certificate with a merge patch.
+    let second = ca::generate_ca().unwrap().cert;
+    publish(second.clone()).await.unwrap();
+    let s = server.lock().unwrap();
+    assert_eq!(cm(&s), json!(second));
+    assert_eq!(
+        s.configmap_writes.last().unwrap(),
+        &(Method::PATCH, "application/merge-patch+json".to_string())
     );
 }

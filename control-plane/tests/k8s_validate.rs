@@ -96,17 +96,22 @@ fn trellis_inject_output_validates() {
 #[test]
 fn every_manifest_in_k8s_validates() {
     let mut files = Vec::new();
-    for dir in ["k8s/install", "k8s/crds"] {
+    for dir in ["k8s/install", "k8s/crds", "k8s/gateway"] {
         for entry in std::fs::read_dir(repo(dir)).unwrap() {
             let p = entry.unwrap().path();
-            // kustomization.yaml is kustomize's input, not a Kubernetes object.
-            if p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml") {
+            // kustomization.yaml is kustomize's input, not a Kubernetes object. The Gateway
+            // API kinds have no bundled schema (the tool only warns); the Kubernetes source
+            // test loads gatewayclass.yaml through the translator and the loader instead.
+            if p.extension().is_some_and(|e| e == "yaml")
+                && !p.ends_with("kustomization.yaml")
+                && !p.ends_with("gatewayclass.yaml")
+            {
                 files.push(p);
             }
         }
     }
     files.sort();
-    assert!(files.len() >= 9, "{files:?}");
+    assert!(files.len() >= 10, "{files:?}");
     check_all("every_manifest_in_k8s_validates", &files);
 }
 

@@ -1,10 +1,12 @@
 //! `trellis-proxy --kubernetes`: the bootstrap made from what the injector puts into the pod
 //! (control-plane/src/inject/sidecar.rs) instead of a file: downward-API environment
 //! variables, the pod's labels and annotations as downward-API files, the projected
-//! service-account token (audience `trellis`) and the mesh CA inline.
+//! service-account token (audience `trellis`) and the mesh CA inline. The trellis gateway's
+//! Deployment (k8s/gateway/) sets the same variables by hand, plus `TRELLIS_GATEWAY`.
 
 use crate::bootstrap::{
-    App, AppProbe, Bootstrap, ControlPlane, Limits, Listeners, ProtocolDetection, WorkloadInfo,
+    App, AppProbe, Bootstrap, ControlPlane, GatewayMode, Limits, Listeners, ProtocolDetection,
+    WorkloadInfo,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -96,6 +98,26 @@ pub fn bootstrap_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Bootst
         }
     }
 
+    let gateway = match env("TRELLIS_GATEWAY").filter(|g| !g.is_empty()) {
+        None => None,
+        Some(name) => {
+            let list = required("TRELLIS_GATEWAY_LISTEN")?;
+            let mut listen = BTreeMap::new();
+            for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let parsed = item
+                    .split_once('=')
+                    .and_then(|(l, a)| Some((l.to_string(), a.parse::<SocketAddr>().ok()?)));
+                let Some((listener, addr)) = parsed else {
+                    return Err(EnvError(format!(
+                        "TRELLIS_GATEWAY_LISTEN: {item:?} is not LISTENER=ADDRESS, e.g. http=0.0.0.0:8080"
+                    )));
+                };
+                listen.insert(listener, addr);
+            }
+            Some(GatewayMode { name, listen })
+        }
+    };
+
     let defaults = Listeners::default();
     Ok(Bootstrap {
         workload: WorkloadInfo {
@@ -129,7 +151,7 @@ pub fn bootstrap_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Bootst
         tcp: Vec::new(),
         access_log: env("TRELLIS_ACCESS_LOG").is_some_and(|v| v == "true"),
         protocol_detection,
-        gateway: None,
+        gateway,
         advertise_address: Some(pod_ip),
         app_probes,
     })
@@ -309,6 +331,26 @@ mod tests {
         assert_eq!(opaque.iter().filter(|p| **p == 6379).count(), 1);
         let cp = b.control_plane.unwrap();
         assert!(cp.ca_bundle_pem.unwrap().contains("BEGIN CERTIFICATE"));
+    }
+
+    #[test]
+    fn the_gateway_deployment_makes_a_gateway_bootstrap() {
+        let mut pairs = FULL.to_vec();
+        pairs.push(("TRELLIS_GATEWAY", "ride-gateway"));
+        let e = bootstrap_from_env(env_of(&pairs)).unwrap_err().to_string();
+        assert!(e.contains("TRELLIS_GATEWAY_LISTEN"), "{e}");
+        pairs.push((
+            "TRELLIS_GATEWAY_LISTEN",
+            "http=0.0.0.0:8080, admin-http=0.0.0.0:8081",
+        ));
+        let b = bootstrap_from_env(env_of(&pairs)).unwrap();
+        let g = b.gateway.unwrap();
+        assert_eq!(g.key("trellis-system"), "trellis-system/ride-gateway");
+        assert_eq!(g.listen["http"], "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(g.listen.len(), 2);
+        pairs.push(("TRELLIS_GATEWAY_LISTEN", "http:8080"));
+        let e = bootstrap_from_env(env_of(&pairs)).unwrap_err().to_string();
+        assert!(e.contains("LISTENER=ADDRESS"), "{e}");
     }
 
     #[test]

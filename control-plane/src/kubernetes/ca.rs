@@ -1,11 +1,12 @@
 //! The CA in the cluster: one Secret (`trellis-system/trellis-ca`, type kubernetes.io/tls)
 //! that every replica shares. The first replica to start creates it; the others read it.
 //! Each replica issues itself the injector's serving certificate from it and publishes the
-//! CA certificate as the MutatingWebhookConfiguration's caBundle.
+//! CA certificate as the MutatingWebhookConfiguration's caBundle and in the ConfigMap
+//! `trellis-ca-root`, for the gateway.
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -13,6 +14,9 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 pub const CA_SECRET: &str = "trellis-ca";
+/// The CA certificate (public) for pods that are not injected but need to trust the control
+/// plane, such as the trellis gateway: a ConfigMap in the control plane's namespace.
+pub const CA_ROOT_CONFIGMAP: &str = "trellis-ca-root";
 pub const WEBHOOK_CONFIGURATION: &str = "trellis-injector";
 
 /// A CA certificate and its private key, PEM.
@@ -139,6 +143,54 @@ pub async fn publish_ca_bundle(client: Client, ca_pem: &str) -> Result<(), Strin
     .await
     .map(|_| ())
     .map_err(|e| format!("cannot set the caBundle of {WEBHOOK_CONFIGURATION}: {e}"))
+}
+
+/// Creates or updates the ConfigMap `CA_ROOT_CONFIGMAP` (key `ca.crt`) in `namespace`.
+pub async fn publish_ca_root(client: Client, namespace: &str, ca_pem: &str) -> Result<(), String> {
+    let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+    let what = format!("ConfigMap {namespace}/{CA_ROOT_CONFIGMAP}");
+    let current = api
+        .get_opt(CA_ROOT_CONFIGMAP)
+        .await
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+    match current {
+        Some(cm)
+            if cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get("ca.crt"))
+                .map(String::as_str)
+                == Some(ca_pem) =>
+        {
+            Ok(())
+        }
+        Some(_) => api
+            .patch(
+                CA_ROOT_CONFIGMAP,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"ca.crt": ca_pem}})),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("cannot update {what}: {e}")),
+        None => {
+            let cm = ConfigMap {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(CA_ROOT_CONFIGMAP.into()),
+                    namespace: Some(namespace.into()),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([("ca.crt".to_string(), ca_pem.to_string())])),
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &cm).await {
+                // Another replica made it at the same moment, from the same CA.
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                Err(e) => Err(format!("cannot create {what}: {e}")),
+            }
+        }
+    }
 }
 
 /// Writes the CA where the identity module loads it from (`DIR/cluster-ca.{crt,key}`, the key

@@ -1,6 +1,6 @@
 //! `trellis-control --kubernetes`: kube runtime reflectors over Services, EndpointSlices,
-//! Pods, HTTPRoutes and the trellis.dev kinds, translated into the same `MeshConfig` as file
-//! mode and applied through the same path.
+//! Pods, HTTPRoutes, GRPCRoutes, Gateways and the trellis.dev kinds, translated into the same
+//! `MeshConfig` as file mode and applied through the same path.
 
 pub mod ca;
 pub mod shift;
@@ -38,6 +38,7 @@ pub struct Watches {
     pods: Store<Pod>,
     http_routes: Store<DynamicObject>,
     grpc_routes: Store<DynamicObject>,
+    gateways: Store<DynamicObject>,
     trellis: Vec<(&'static str, Store<DynamicObject>)>,
     pub changed: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
@@ -63,6 +64,12 @@ pub fn grpc_route_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&gvk, "grpcroutes")
 }
 
+/// The Gateway API `Gateway`; those of class `trellis` are served by the trellis gateway.
+pub fn gateway_resource() -> ApiResource {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway");
+    ApiResource::from_gvk_with_plural(&gvk, "gateways")
+}
+
 fn trellis_resource(kind: &str, plural: &str) -> ApiResource {
     let gvk = GroupVersionKind::gvk("trellis.dev", "v1alpha1", kind);
     ApiResource::from_gvk_with_plural(&gvk, plural)
@@ -78,6 +85,7 @@ pub fn watch_all(client: &Client) -> Watches {
     let routes_ar = http_route_resource();
     let http_routes = spawn_dynamic(client, routes_ar, &changed, &mut tasks);
     let grpc_routes = spawn_dynamic(client, grpc_route_resource(), &changed, &mut tasks);
+    let gateways = spawn_dynamic(client, gateway_resource(), &changed, &mut tasks);
     let trellis = TRELLIS_KINDS
         .iter()
         .map(|(kind, plural)| {
@@ -91,6 +99,7 @@ pub fn watch_all(client: &Client) -> Watches {
         pods,
         http_routes,
         grpc_routes,
+        gateways,
         trellis,
         changed,
         tasks,
@@ -163,6 +172,7 @@ impl Watches {
         wait!(self.pods, "Pod");
         wait!(self.http_routes, "HTTPRoute");
         wait!(self.grpc_routes, "GRPCRoute");
+        wait!(self.gateways, "Gateway");
         for (kind, store) in &self.trellis {
             wait!(store, *kind);
         }
@@ -176,6 +186,7 @@ impl Watches {
             pods: self.pods.state(),
             http_routes: self.http_routes.state(),
             grpc_routes: self.grpc_routes.state(),
+            gateways: self.gateways.state(),
             trellis: self
                 .trellis
                 .iter()

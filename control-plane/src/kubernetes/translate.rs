@@ -21,9 +21,54 @@ pub struct ClusterState {
     pub pods: Vec<Arc<Pod>>,
     pub http_routes: Vec<Arc<DynamicObject>>,
     pub grpc_routes: Vec<Arc<DynamicObject>>,
+    pub gateways: Vec<Arc<DynamicObject>>,
     /// The trellis.dev kinds, by kind (`Mesh`, `Workload`, ...). They are read untyped so
     /// that one bad object is one file:line error from the loader, not a failed watch.
     pub trellis: BTreeMap<&'static str, Vec<Arc<DynamicObject>>>,
+}
+
+/// The `gatewayClassName` of the Gateways Trellis serves (with the `trellis-gateway`
+/// Deployment, k8s/gateway/). Gateways of other classes belong to other controllers.
+pub const GATEWAY_CLASS: &str = "trellis";
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
+
+/// The trellis-class Gateways, by `(namespace, name)`, and whether any of their listeners
+/// admits routes from every namespace (`allowedRoutes.namespaces.from: All`); the Gateway
+/// API's default is `Same`. `Selector` is not supported and counts as `Same`.
+fn trellis_gateways(state: &ClusterState) -> BTreeMap<(String, String), bool> {
+    state
+        .gateways
+        .iter()
+        .filter(|g| g.data["spec"]["gatewayClassName"].as_str() == Some(GATEWAY_CLASS))
+        .map(|g| {
+            let all = g.data["spec"]["listeners"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|l| l["allowedRoutes"]["namespaces"]["from"].as_str() == Some("All"));
+            ((g.namespace().unwrap_or_default(), g.name_any()), all)
+        })
+        .collect()
+}
+
+/// A Gateway in the model's form: name, port, protocol and hostname of each listener.
+/// `allowedRoutes` is applied when routes are translated; `tls` is dropped, and an HTTPS
+/// listener keeps its protocol so that the loader refuses it with its reason.
+fn gateway_spec(spec: &Value) -> Value {
+    let listeners: Vec<Value> = spec["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let mut out = json!({"name": l["name"], "port": l["port"], "protocol": l["protocol"]});
+            if let Some(h) = l.get("hostname").filter(|h| h.is_string()) {
+                out["hostname"] = h.clone();
+            }
+            out
+        })
+        .collect();
+    json!({"gatewayClassName": GATEWAY_CLASS, "listeners": listeners})
 }
 
 /// The trellis.dev kinds the control plane watches, with their plural names.
@@ -90,12 +135,27 @@ fn documents_and_sidecars(state: &ClusterState) -> (Vec<(String, String)>, BTree
             );
         }
     }
+    let gateways = trellis_gateways(state);
+    for g in &state.gateways {
+        let key = (g.namespace().unwrap_or_default(), g.name_any());
+        if gateways.contains_key(&key) {
+            let spec = gateway_spec(&g.data["spec"]);
+            put(
+                "Gateway",
+                GATEWAY_API,
+                g.namespace(),
+                key.1,
+                g.labels(),
+                spec,
+            );
+        }
+    }
     for r in &state.http_routes {
-        if let Some(spec) = mesh_route_spec(&r.data["spec"]) {
-            let api = "gateway.networking.k8s.io/v1";
+        let ns = r.namespace().unwrap_or_default();
+        if let Some(spec) = mesh_route_spec(&r.data["spec"], &ns, &gateways) {
             put(
                 "HTTPRoute",
-                api,
+                GATEWAY_API,
                 r.namespace(),
                 r.name_any(),
                 r.labels(),
@@ -106,21 +166,13 @@ fn documents_and_sidecars(state: &ClusterState) -> (Vec<(String, String)>, BTree
     // A GRPCRoute is an HTTPRoute whose matches name gRPC methods: it becomes one, under its
     // own source name, so it compiles, validates and reports errors as HTTPRoutes do.
     for r in &state.grpc_routes {
-        if let Some(spec) = mesh_route_spec(&r.data["spec"]).map(grpc_to_http) {
-            let api = "gateway.networking.k8s.io/v1";
-            let (ns, name) = (r.namespace(), r.name_any());
-            let key = format!(
-                "kubernetes:GRPCRoute/{}/{name}",
-                ns.clone().unwrap_or_default()
-            );
-            let mut meta = Map::new();
-            meta.insert("name".into(), Value::from(name));
-            if let Some(ns) = ns {
-                meta.insert("namespace".into(), Value::from(ns));
-            }
+        let ns = r.namespace().unwrap_or_default();
+        if let Some(spec) = mesh_route_spec(&r.data["spec"], &ns, &gateways).map(grpc_to_http) {
+            let name = r.name_any();
             grpc_docs.push((
-                key,
-                json!({"apiVersion": api, "kind": "HTTPRoute", "metadata": meta, "spec": spec}),
+                format!("kubernetes:GRPCRoute/{ns}/{name}"),
+                json!({"apiVersion": GATEWAY_API, "kind": "HTTPRoute",
+                       "metadata": {"name": name, "namespace": ns}, "spec": spec}),
             ));
         }
     }
@@ -203,13 +255,39 @@ fn app_protocol(p: &str) -> Option<&'static str> {
     }
 }
 
-/// A mesh (GAMMA) route: keep only the `parentRefs` that name a Service. A route attached
-/// only to Gateways is not a mesh route.
-fn mesh_route_spec(spec: &Value) -> Option<Value> {
+/// A route Trellis serves: keep the `parentRefs` that name a Service (a mesh, GAMMA route)
+/// or a trellis-class Gateway that admits the route's namespace. A route attached only to
+/// other controllers' Gateways is none of Trellis' business.
+fn mesh_route_spec(
+    spec: &Value,
+    route_ns: &str,
+    gateways: &BTreeMap<(String, String), bool>,
+) -> Option<Value> {
     let mut spec = spec.clone();
     let parents = spec.get_mut("parentRefs")?.as_array_mut()?;
-    parents.retain(|p| {
-        p["kind"].as_str() == Some("Service") && p["group"].as_str().unwrap_or("").is_empty()
+    parents.retain_mut(|p| {
+        // Gateway API defaults: group gateway.networking.k8s.io, kind Gateway.
+        let group = p["group"].as_str().unwrap_or(GATEWAY_GROUP);
+        let kind = p["kind"].as_str().unwrap_or("Gateway");
+        if kind == "Service" && group.is_empty() {
+            return true;
+        }
+        if kind != "Gateway" || group != GATEWAY_GROUP {
+            return false;
+        }
+        let ns = p["namespace"].as_str().unwrap_or(route_ns).to_string();
+        let Some(name) = p["name"].as_str() else {
+            return false;
+        };
+        let admitted = match gateways.get(&(ns.clone(), name.to_string())) {
+            Some(all) => *all || ns == route_ns,
+            None => false,
+        };
+        if admitted {
+            p["group"] = json!(GATEWAY_GROUP);
+            p["kind"] = json!("Gateway");
+        }
+        admitted
     });
     if parents.is_empty() {
         return None;
