@@ -41,6 +41,11 @@ struct Pod {
 /// The trip pod: its app, and its proxy started from the injected environment. `admin` is
 /// where the admin listener binds (`TRELLIS_ADMIN_ADDRESS`).
 async fn trip_pod(cp: &ControlPlane, admin: SocketAddr) -> Pod {
+    trip_pod_with(cp, admin, serde_json::json!({})).await
+}
+
+/// The trip pod with `extra` probes (`{"<container>/<kind>": {...}}`) in its annotation.
+async fn trip_pod_with(cp: &ControlPlane, admin: SocketAddr, extra: serde_json::Value) -> Pod {
     let app = Upstream::start("trip").await;
     let dir = tempfile::tempdir().unwrap();
     let info = dir.path().join("podinfo");
@@ -51,12 +56,15 @@ async fn trip_pod(cp: &ControlPlane, admin: SocketAddr) -> Pod {
     )
     .unwrap();
     // What the injector's probe rewrite records (control-plane/src/inject/probes.rs).
-    let probes = serde_json::json!({
+    let mut probes = serde_json::json!({
         "trip/readiness": {"port": app.addr.port(), "path": "/ready-check", "scheme": "HTTP",
                            "httpHeaders": [{"name": "x-probe", "value": "kubelet"}]},
         "trip/liveness": {"port": app.addr.port(), "path": "/status/204", "scheme": "HTTP", "httpHeaders": []},
         "trip/startup": {"port": 1, "path": "/", "scheme": "HTTP", "httpHeaders": []},
     });
+    for (k, v) in extra.as_object().unwrap() {
+        probes[k] = v.clone();
+    }
     std::fs::write(
         info.join("annotations"),
         format!(
@@ -236,4 +244,84 @@ async fn from_outside_the_pod_the_admin_port_answers_probes_and_metrics_only() {
         .await
         .unwrap();
     assert_eq!(r.0, 200);
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_probe_is_replayed_over_tls_without_verification_as_kubelet_does() {
+    // The app: openssl's own HTTPS server (`-www` answers GET with 200), with a certificate
+    // from a CA nobody trusts, for a name that is not 127.0.0.1 — kubelet would not care.
+    let have_openssl = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_openssl {
+        assert!(
+            std::env::var_os("TRELLIS_REQUIRE_SYSTEM_TESTS").is_none(),
+            "openssl is missing but TRELLIS_REQUIRE_SYSTEM_TESTS is set"
+        );
+        println!("skipped: openssl is not installed (Debian: apt-get install openssl)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = testkit::pki::TestCa::new("app's own CA").server(&["app.internal"]);
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let port = free_port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl is installed");
+    eventually(
+        Duration::from_secs(10),
+        "openssl s_server to listen",
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    let (cp, _dir) = start_cp().await;
+    let probes = serde_json::json!({
+        "tls-app/readiness": {"port": port, "path": "/", "scheme": "HTTPS", "httpHeaders": []},
+    });
+    let pod = trip_pod_with(&cp, "127.0.0.1:0".parse().unwrap(), probes).await;
+    let r = request(
+        pod.proxy.admin,
+        "localhost",
+        "/app-health/tls-app/readiness",
+    )
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let r = r.unwrap();
+    assert_eq!(r.0, 200, "{r:?}");
+    // With the server gone the same probe fails, and says why.
+    let r = request(
+        pod.proxy.admin,
+        "localhost",
+        "/app-health/tls-app/readiness",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.0, 503, "{r:?}");
 }
