@@ -199,8 +199,9 @@ impl Watches {
 /// Applies the cluster to the control plane now and after every change, until dropped.
 pub async fn run(cp: Arc<ControlPlane>, watches: Watches) {
     watches.first_sync().await;
+    let mut translator = translate::Translator::default();
     loop {
-        let result = translate::mesh_config(&watches.state(), cp.loader());
+        let result = translator.mesh_config(&watches.state(), cp.loader());
         let _ = cp.apply("kubernetes", result);
         watches.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;

@@ -6,10 +6,10 @@ use crate::inject::INBOUND_PORT;
 use crate::inject::overrides::INJECTED;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::ResourceExt;
 use kube::api::DynamicObject;
+use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use trellis_config::{ConfigErrors, Loader, MeshConfig};
 
@@ -81,130 +81,193 @@ pub const TRELLIS_KINDS: [(&str, &str); 4] = [
 
 /// Translates and loads the cluster state: the same `MeshConfig` the file loader makes.
 pub fn mesh_config(state: &ClusterState, loader: &Loader) -> Result<MeshConfig, ConfigErrors> {
-    let (docs, sidecars) = documents_and_sidecars(state);
-    let mut cfg = loader.load_texts(docs.iter().map(|(n, t)| (n.as_str(), t.as_str())))?;
-    // An injected pod's proxy holds a mesh certificate: it is in the EndpointSlice only once
-    // ready, and its readiness waits for the certificate. Callers may use mTLS to it.
-    for w in &mut cfg.workloads {
-        if sidecars.contains(&*w.file) {
-            std::sync::Arc::make_mut(&mut w.object).spec.sidecar_mtls = true;
-        }
-    }
-    Ok(cfg)
+    Translator::default().mesh_config(state, loader)
 }
 
 /// Every document as `(source name, text)`, sorted by name so the result is stable.
 pub fn documents(state: &ClusterState) -> Vec<(String, String)> {
-    documents_and_sidecars(state).0
+    Translator::default()
+        .documents(state)
+        .0
+        .into_iter()
+        .map(|(n, t)| (n, t.to_string()))
+        .collect()
 }
 
-/// The documents, and the names of the Workload documents made from injected pods.
-fn documents_and_sidecars(state: &ClusterState) -> (Vec<(String, String)>, BTreeSet<String>) {
-    let mut docs: BTreeMap<String, Value> = BTreeMap::new();
-    let mut grpc_docs: Vec<(String, Value)> = Vec::new();
-    let mut put = |kind: &str,
-                   api: &str,
-                   ns: Option<String>,
-                   name: String,
-                   labels: &BTreeMap<String, String>,
-                   spec: Value| {
-        let ns_part = ns.clone().unwrap_or_default();
-        let mut meta = Map::new();
-        meta.insert("name".into(), Value::from(name.clone()));
-        if let Some(ns) = ns {
-            meta.insert("namespace".into(), Value::from(ns));
-        }
-        if !labels.is_empty() {
-            meta.insert("labels".into(), json!(labels));
-        }
-        docs.insert(
-            format!("kubernetes:{kind}/{ns_part}/{name}"),
-            json!({"apiVersion": api, "kind": kind, "metadata": meta, "spec": spec}),
-        );
-    };
+/// A rendered document (`None`: the object makes no document) and what it was made from.
+type Rendered = (String, Option<Arc<str>>);
 
-    for s in &state.services {
-        if let Some(spec) = service_spec(s) {
-            put(
-                "Service",
-                "v1",
-                s.namespace(),
-                s.name_any(),
-                s.labels(),
-                spec,
-            );
-        }
-    }
-    let gateways = trellis_gateways(state);
-    for g in &state.gateways {
-        let key = (g.namespace().unwrap_or_default(), g.name_any());
-        if gateways.contains_key(&key) {
-            let spec = gateway_spec(&g.data["spec"]);
-            put(
-                "Gateway",
-                GATEWAY_API,
-                g.namespace(),
-                key.1,
-                g.labels(),
-                spec,
-            );
-        }
-    }
-    for r in &state.http_routes {
-        let ns = r.namespace().unwrap_or_default();
-        if let Some(spec) = mesh_route_spec(&r.data["spec"], &ns, &gateways) {
-            put(
-                "HTTPRoute",
-                GATEWAY_API,
-                r.namespace(),
-                r.name_any(),
-                r.labels(),
-                spec,
-            );
-        }
-    }
-    // A GRPCRoute is an HTTPRoute whose matches name gRPC methods: it becomes one, under its
-    // own source name, so it compiles, validates and reports errors as HTTPRoutes do.
-    for r in &state.grpc_routes {
-        let ns = r.namespace().unwrap_or_default();
-        if let Some(spec) = mesh_route_spec(&r.data["spec"], &ns, &gateways).map(grpc_to_http) {
-            let name = r.name_any();
-            grpc_docs.push((
-                format!("kubernetes:GRPCRoute/{ns}/{name}"),
-                json!({"apiVersion": GATEWAY_API, "kind": "HTTPRoute",
-                       "metadata": {"name": name, "namespace": ns}, "spec": spec}),
-            ));
-        }
-    }
-    let api = "trellis.dev/v1alpha1";
-    // Pods first: a Workload resource of the same name replaces the one from its Pod.
-    let mut sidecars = BTreeSet::new();
-    for ((ns, name), (labels, spec)) in pod_workloads(state) {
-        if spec.get("sidecarInbound").is_some() {
-            sidecars.insert(format!("kubernetes:Workload/{ns}/{name}"));
-        }
-        put("Workload", api, Some(ns), name, &labels, spec);
-    }
-    for (kind, objects) in &state.trellis {
-        for o in objects {
-            let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
-            if *kind == "Workload" {
-                let ns = o.namespace().unwrap_or_default();
-                sidecars.remove(&format!("kubernetes:Workload/{ns}/{}", o.name_any()));
+/// Translates the cluster again after each change, re-rendering only the documents whose
+/// objects changed: each document remembers the resourceVersions it was made from. In a
+/// cluster of 10,000 pods one EndpointSlice change would otherwise pretty-print 11,000
+/// documents (bench/kubernetes.sh).
+#[derive(Default)]
+pub struct Translator {
+    cache: HashMap<String, Rendered>,
+}
+
+impl Translator {
+    pub fn mesh_config(
+        &mut self,
+        state: &ClusterState,
+        loader: &Loader,
+    ) -> Result<MeshConfig, ConfigErrors> {
+        let (docs, sidecars) = self.documents(state);
+        let mut cfg = loader.load_texts(docs.iter().map(|(n, t)| (n.as_str(), &**t)))?;
+        // An injected pod's proxy holds a mesh certificate: it is in the EndpointSlice only
+        // once ready, and its readiness waits for the certificate. Callers may use mTLS to it.
+        for w in &mut cfg.workloads {
+            if sidecars.contains(&*w.file) {
+                Arc::make_mut(&mut w.object).spec.sidecar_mtls = true;
             }
-            put(kind, api, o.namespace(), o.name_any(), o.labels(), spec);
+        }
+        Ok(cfg)
+    }
+
+    /// The documents, and the names of the Workload documents made from injected pods.
+    fn documents(&mut self, state: &ClusterState) -> (Vec<(String, Arc<str>)>, BTreeSet<String>) {
+        let mut b = Builder {
+            old: std::mem::take(&mut self.cache),
+            new: HashMap::new(),
+            docs: BTreeMap::new(),
+        };
+        for s in &state.services {
+            b.put("Service", s.as_ref(), version(s.as_ref()), || {
+                Some(doc("Service", "v1", s.as_ref(), service_spec(s)?))
+            });
+        }
+        let gateways = trellis_gateways(state);
+        // Which parents a route keeps depends on the Gateways too.
+        let gateways_version = format!("{gateways:?}");
+        for g in &state.gateways {
+            if gateways.contains_key(&(g.namespace().unwrap_or_default(), g.name_any())) {
+                b.put("Gateway", g.as_ref(), version(g.as_ref()), || {
+                    let spec = gateway_spec(&g.data["spec"]);
+                    Some(doc("Gateway", GATEWAY_API, g.as_ref(), spec))
+                });
+            }
+        }
+        for (kind, routes) in [
+            ("HTTPRoute", &state.http_routes),
+            ("GRPCRoute", &state.grpc_routes),
+        ] {
+            for r in routes {
+                let v = version(r.as_ref()).map(|v| format!("{v} {gateways_version}"));
+                // A GRPCRoute is an HTTPRoute whose matches name gRPC methods: it becomes one,
+                // under its own source name, so it compiles, validates and reports errors as
+                // HTTPRoutes do.
+                b.put(kind, r.as_ref(), v, || {
+                    let ns = r.namespace().unwrap_or_default();
+                    let spec = mesh_route_spec(&r.data["spec"], &ns, &gateways)?;
+                    let spec = if kind == "GRPCRoute" {
+                        grpc_to_http(spec)
+                    } else {
+                        spec
+                    };
+                    Some(doc("HTTPRoute", GATEWAY_API, r.as_ref(), spec))
+                });
+            }
+        }
+        // Pods first: a Workload resource of the same name replaces the one from its Pod.
+        let mut sidecars = BTreeSet::new();
+        for (pod, address) in pod_endpoints(state) {
+            let name = doc_name("Workload", pod);
+            if pod.annotations().contains_key(INJECTED) {
+                sidecars.insert(name);
+            }
+            let v = version(pod).map(|v| format!("pod {v} {address}"));
+            b.put("Workload", pod, v, || Some(pod_workload(pod, address)));
+        }
+        for (kind, objects) in &state.trellis {
+            for o in objects {
+                if *kind == "Workload" {
+                    sidecars.remove(&doc_name("Workload", o.as_ref()));
+                }
+                b.put(kind, o.as_ref(), version(o.as_ref()), || {
+                    let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
+                    Some(doc(kind, TRELLIS_API, o.as_ref(), spec))
+                });
+            }
+        }
+        self.cache = b.new;
+        (b.docs.into_iter().collect(), sidecars)
+    }
+}
+
+const TRELLIS_API: &str = "trellis.dev/v1alpha1";
+
+/// Collects the documents of one pass, reusing the previous pass's text where the objects
+/// a document is made from are unchanged.
+struct Builder {
+    old: HashMap<String, Rendered>,
+    new: HashMap<String, Rendered>,
+    docs: BTreeMap<String, Arc<str>>,
+}
+
+impl Builder {
+    /// The document for `object` as `kind`, made by `make` unless `version` equals the one
+    /// it was last made from. `version: None` (an object without a resourceVersion) is
+    /// always made afresh.
+    fn put<K: Resource>(
+        &mut self,
+        kind: &str,
+        object: &K,
+        version: Option<String>,
+        make: impl FnOnce() -> Option<Value>,
+    ) {
+        let name = doc_name(kind, object);
+        // JSON is YAML; pretty-printed, errors still point at a useful line.
+        let render = |d: Option<Value>| {
+            d.map(|d| Arc::from(serde_json::to_string_pretty(&d).unwrap_or_default()))
+        };
+        let text = match version {
+            Some(v) => {
+                let text = match self.old.remove(&name) {
+                    Some((old, text)) if old == v => text,
+                    _ => render(make()),
+                };
+                self.new.insert(name.clone(), (v, text.clone()));
+                text
+            }
+            None => render(make()),
+        };
+        match text {
+            Some(t) => {
+                self.docs.insert(name, t);
+            }
+            None => {
+                self.docs.remove(&name);
+            }
         }
     }
-    docs.extend(grpc_docs);
-    let docs = docs
-        .into_iter()
-        .map(|(name, doc)| {
-            // JSON is YAML; pretty-printed, errors still point at a useful line.
-            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-            (name, text)
-        })
-        .collect();
-    (docs, sidecars)
+}
+
+fn version<K: Resource>(o: &K) -> Option<String> {
+    o.meta().resource_version.clone()
+}
+
+/// `kubernetes:<Kind>/<namespace>/<name>`: the source name errors cite.
+fn doc_name<K: Resource>(kind: &str, o: &K) -> String {
+    let m = o.meta();
+    format!(
+        "kubernetes:{kind}/{}/{}",
+        m.namespace.as_deref().unwrap_or(""),
+        m.name.as_deref().unwrap_or("")
+    )
+}
+
+/// One document in the form file mode reads: the object's name, namespace and labels.
+fn doc<K: Resource>(kind: &str, api: &str, o: &K, spec: Value) -> Value {
+    let m = o.meta();
+    let mut meta = Map::new();
+    meta.insert("name".into(), json!(m.name.as_deref().unwrap_or("")));
+    if let Some(ns) = &m.namespace {
+        meta.insert("namespace".into(), json!(ns));
+    }
+    if let Some(labels) = m.labels.as_ref().filter(|l| !l.is_empty()) {
+        meta.insert("labels".into(), json!(labels));
+    }
+    json!({"apiVersion": api, "kind": kind, "metadata": meta, "spec": spec})
 }
 
 /// The mesh's view of a Service: selector and TCP ports. Services without a selector
@@ -348,29 +411,33 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// One Workload per ready Pod endpoint of an EndpointSlice, with the Pod's labels, service
-/// account and named ports. For a pod with a sidecar, traffic goes to the sidecar's inbound
-/// port. The cluster, not the proxies' registrations, says which endpoints exist, so every
-/// replica of the control plane serves the same endpoints whichever replica a proxy uses.
-fn pod_workloads(
-    state: &ClusterState,
-) -> BTreeMap<(String, String), (BTreeMap<String, String>, Value)> {
-    let pods: BTreeMap<(String, String), &Pod> = state
+/// Every ready Pod endpoint of the EndpointSlices, once per pod, with its address. Each
+/// becomes a Workload with the Pod's labels, service account and named ports. For a pod with
+/// a sidecar, traffic goes to the sidecar's inbound port. The cluster, not the proxies'
+/// registrations, says which endpoints exist, so every replica of the control plane serves
+/// the same endpoints whichever replica a proxy uses.
+fn pod_endpoints(state: &ClusterState) -> Vec<(&Pod, &str)> {
+    let pods: HashMap<(&str, &str), &Pod> = state
         .pods
         .iter()
         .map(|p| {
+            let m = &p.metadata;
             (
-                (p.namespace().unwrap_or_default(), p.name_any()),
+                (
+                    m.namespace.as_deref().unwrap_or(""),
+                    m.name.as_deref().unwrap_or(""),
+                ),
                 p.as_ref(),
             )
         })
         .collect();
-    let mut out = BTreeMap::new();
-    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
     for slice in &state.endpoint_slices {
         if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
             continue;
         }
+        let slice_ns = slice.metadata.namespace.as_deref().unwrap_or("");
         for ep in &slice.endpoints {
             // Ready unless the API says otherwise (absent means ready, per discovery/v1).
             if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
@@ -384,42 +451,77 @@ fn pod_workloads(
                 continue;
             };
             let key = (
-                target
-                    .namespace
-                    .clone()
-                    .or_else(|| slice.namespace())
-                    .unwrap_or_default(),
-                target.name.clone().unwrap_or_default(),
+                target.namespace.as_deref().unwrap_or(slice_ns),
+                target.name.as_deref().unwrap_or(""),
             );
             let (Some(pod), Some(address)) = (pods.get(&key), ep.addresses.first()) else {
                 continue; // the Pod watch has not seen it yet; the next event fills it in
             };
-            if !seen.insert(key.clone()) {
-                continue;
+            if seen.insert(key) {
+                out.push((*pod, address.as_str()));
             }
-            let spec = pod.spec.as_ref();
-            let ports: BTreeMap<String, i32> = spec
-                .into_iter()
-                .flat_map(|s| &s.containers)
-                .flat_map(|c| c.ports.iter().flatten())
-                .filter_map(|p| Some((p.name.clone()?, p.container_port)))
-                .collect();
-            let mut w = json!({"address": address, "ports": ports});
-            if let Some(sa) = spec.and_then(|s| s.service_account_name.clone()) {
-                w["serviceAccount"] = json!(sa);
-            }
-            if pod.annotations().contains_key(INJECTED) {
-                w["sidecarInbound"] = json!(INBOUND_PORT);
-            }
-            out.insert(key, (pod.labels().clone(), w));
         }
     }
     out
 }
 
+/// The Workload document of one pod endpoint.
+fn pod_workload(pod: &Pod, address: &str) -> Value {
+    let spec = pod.spec.as_ref();
+    let ports: BTreeMap<String, i32> = spec
+        .into_iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| Some((p.name.clone()?, p.container_port)))
+        .collect();
+    let mut w = json!({"address": address, "ports": ports});
+    if let Some(sa) = spec.and_then(|s| s.service_account_name.clone()) {
+        w["serviceAccount"] = json!(sa);
+    }
+    if pod.annotations().contains_key(INJECTED) {
+        w["sidecarInbound"] = json!(INBOUND_PORT);
+    }
+    doc("Workload", TRELLIS_API, pod, w)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service(name: &str, rv: &str, port: u16) -> Arc<Service> {
+        Arc::new(
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "rides", "resourceVersion": rv},
+                "spec": {"selector": {"app": name}, "ports": [{"port": port}]}}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn only_objects_whose_resource_version_changed_are_rendered_again() {
+        let mut state = ClusterState {
+            services: vec![service("trip", "1", 80), service("billing", "1", 80)],
+            ..Default::default()
+        };
+        let mut t = Translator::default();
+        let first: BTreeMap<String, Arc<str>> = t.documents(&state).0.into_iter().collect();
+        state.services[1] = service("billing", "2", 8080);
+        let second: BTreeMap<String, Arc<str>> = t.documents(&state).0.into_iter().collect();
+        let (trip, billing) = (
+            "kubernetes:Service/rides/trip",
+            "kubernetes:Service/rides/billing",
+        );
+        assert!(
+            Arc::ptr_eq(&first[trip], &second[trip]),
+            "unchanged: reused"
+        );
+        assert!(second[billing].contains("8080"), "changed: rendered again");
+        // A deleted object leaves nothing behind, in the documents or the cache.
+        state.services.truncate(1);
+        let third = t.documents(&state).0;
+        assert_eq!(third.len(), 1);
+        assert_eq!(t.cache.len(), 1);
+    }
 
     fn path_of(method: Value) -> Value {
         let spec = json!({"parentRefs": [{"kind": "Service", "name": "trip"}],
