@@ -11,6 +11,26 @@ use trellis_proto::v1::*;
 
 pub struct AdminService(pub Arc<ControlPlane>);
 
+/// The admin API's gate: with `loopback_only`, calls from other addresses are refused. In
+/// Kubernetes the gRPC Service is reachable from every pod (proxies need discovery and
+/// Certify), but only operators may read the mesh's config or shift traffic, and
+/// `kubectl port-forward` (which the cluster's RBAC guards) arrives on loopback.
+pub fn admit(
+    loopback_only: bool,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        let local = req
+            .remote_addr()
+            .is_some_and(|a| a.ip().to_canonical().is_loopback());
+        if loopback_only && !local {
+            return Err(Status::permission_denied(
+                "the admin API answers only on loopback in Kubernetes mode: run `kubectl -n trellis-system port-forward deploy/trellis-control 15010` and use --control-plane https://127.0.0.1:15010",
+            ));
+        }
+        Ok(req)
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {

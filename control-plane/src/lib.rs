@@ -412,13 +412,19 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
         }
     });
     tokio::spawn(http::serve(http, cp.clone()));
+    // In a cluster the gRPC port is a Service every pod can reach; the admin API (status,
+    // config, shift) is for operators, who reach it through `kubectl port-forward`.
+    let admin_loopback_only = cp.kube.get().is_some();
     let server = tonic::transport::Server::builder()
         .add_service(trellis_proto::v1::discovery_server::DiscoveryServer::new(
             discovery::DiscoveryService(cp.clone()),
         ))
-        .add_service(trellis_proto::v1::admin_server::AdminServer::new(
-            admin::AdminService(cp.clone()),
-        ))
+        .add_service(
+            trellis_proto::v1::admin_server::AdminServer::with_interceptor(
+                admin::AdminService(cp.clone()),
+                admin::admit(admin_loopback_only),
+            ),
+        )
         .add_service(trellis_proto::v1::identity_server::IdentityServer::new(
             identity::IdentityService(cp.clone()),
         ))

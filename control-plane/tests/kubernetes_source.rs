@@ -45,6 +45,10 @@ struct Cluster {
 }
 
 async fn cluster() -> Cluster {
+    cluster_with(|_| {}).await
+}
+
+async fn cluster_with(tweak: impl FnOnce(&mut trellis_control::Options)) -> Cluster {
     let api = MockApi::default();
     api.serve(SERVICES, fixture("services.json"));
     api.serve(PODS, fixture("pods.json"));
@@ -63,10 +67,11 @@ async fn cluster() -> Cluster {
         fixture("authorizationpolicies.json"),
     );
     let state = tempfile::tempdir().unwrap();
-    let opts = trellis_control::Options {
+    let mut opts = trellis_control::Options {
         registration_grace: Duration::from_millis(20),
         ..trellis_control::Options::local(Default::default(), state.path().to_path_buf())
     };
+    tweak(&mut opts);
     let running =
         trellis_control::start_with(opts, trellis_control::Source::Kubernetes(client(&api)))
             .await
@@ -615,4 +620,62 @@ fn the_shipped_gateway_manifests_agree_with_each_other() {
         b.workload.service_account.as_deref(),
         Some("trellis-gateway")
     );
+}
+
+/// A non-loopback address of this machine (no packet is sent: connecting a UDP socket only
+/// picks a route).
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("10.255.255.254:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn in_a_cluster_the_admin_api_answers_only_on_loopback() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("skipped: this machine has no non-loopback address to call from");
+        return;
+    };
+    let c = cluster_with(|o| {
+        o.grpc_addr = ([0, 0, 0, 0], 0).into();
+        o.server_names.push(ip.to_string());
+    })
+    .await;
+    c.until("the first config", |w| w.config.services.len() == 4)
+        .await;
+    let pem = std::fs::read(c._state.path().join("ca.pem")).unwrap();
+    let port = c.running.grpc.port();
+    let admin = |host: String| {
+        let pem = pem.clone();
+        async move {
+            let ep =
+                trellis_proto::connect::endpoint(&format!("https://{host}:{port}"), &pem).unwrap();
+            trellis_proto::v1::admin_client::AdminClient::new(ep.connect().await.unwrap())
+        }
+    };
+    // From another address (any pod, through the Service): refused, saying what to do.
+    let e = admin(ip.to_string())
+        .await
+        .status(trellis_proto::v1::StatusRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("port-forward"), "{e}");
+    // Through port-forward, which arrives on loopback: served.
+    admin("127.0.0.1".into())
+        .await
+        .status(trellis_proto::v1::StatusRequest::default())
+        .await
+        .expect("loopback is served");
+    // Discovery and Certify stay open to every address: a handshake from the non-loopback
+    // address reaches the identity service (and is refused for its bad proof, not its origin).
+    let ep = trellis_proto::connect::endpoint(&format!("https://{ip}:{port}"), &pem).unwrap();
+    let mut id =
+        trellis_proto::v1::identity_client::IdentityClient::new(ep.connect().await.unwrap());
+    let e = id
+        .certify(trellis_proto::v1::CertifyRequest::default())
+        .await
+        .unwrap_err();
+    assert_ne!(e.code(), tonic::Code::PermissionDenied, "{e}");
 }
