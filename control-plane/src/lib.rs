@@ -380,10 +380,16 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
 
     // Warm-up: a restarted control plane knows no registered proxy yet. Pushing now would
     // strip every self-registered endpoint from every proxy until each re-registers, so the
-    // first generation waits one grace period for the proxies to reconnect.
+    // first generation waits one grace period for the proxies to reconnect. In Kubernetes
+    // mode endpoints come from the cluster, so there is nothing to wait for.
+    let grace = if cp.kube.get().is_some() {
+        Duration::ZERO
+    } else {
+        cp.opts.registration_grace
+    };
     let warming = cp.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(warming.opts.registration_grace).await;
+        tokio::time::sleep(grace).await;
         warming.warm.store(true, Ordering::Release);
         warming.rebuild_now();
         tracing::info!(
