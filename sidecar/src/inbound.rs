@@ -107,6 +107,10 @@ impl AppClusters {
     }
 }
 
+/// The original destination of a redirected inbound connection, as a request extension.
+#[derive(Clone, Copy, Debug)]
+pub struct RedirectedTo(pub SocketAddr);
+
 /// Where on the app a request goes. When the Host names a Service this proxy serves, that
 /// Service port's targetPort decides (a number, or a name looked up in the bootstrap's app
 /// ports); otherwise the Host's port if the app listens there, else the app's default port.
@@ -240,7 +244,14 @@ pub async fn handle(
         });
         authorize(&shared, &req, authority.as_ref())?;
         forwarded_client_cert(&shared, &mut req);
-        let cluster = app_cluster(&shared, authority.as_ref())
+        // A connection iptables redirected was sent to an app port: that port, when the app
+        // listens there, whatever the Host says (a client outside the mesh may send any).
+        let redirected = req
+            .extensions()
+            .get::<RedirectedTo>()
+            .and_then(|r| shared.app.for_exact_port(r.0.port()));
+        let cluster = redirected
+            .or_else(|| app_cluster(&shared, authority.as_ref()))
             .ok_or(ProxyError::NotReady)?
             .clone();
         obs.cluster = Some(cluster.name.clone());

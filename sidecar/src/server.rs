@@ -184,6 +184,9 @@ async fn inbound_connection(conn: Conn) {
     let peer_id = crate::authz::PeerIdentity(id);
     let svc = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(peer_id.clone());
+        if let Some(d) = orig {
+            req.extensions_mut().insert(crate::inbound::RedirectedTo(d));
+        }
         crate::inbound::handle(shared.clone(), peer, req)
     });
     let c = builder

@@ -20,6 +20,13 @@ class App(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
+class Admin(App):
+    def do_GET(self):
+        body = ("admin-port " + self.path).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 def banner(addr, port, text):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -31,6 +38,7 @@ def banner(addr, port, text):
         c.close()
 threading.Thread(target=banner, args=("127.0.0.1", 7000, b"220 app banner\r\n"), daemon=True).start()
 threading.Thread(target=banner, args=("0.0.0.0", 9100, b"excluded\r\n"), daemon=True).start()
+threading.Thread(target=http.server.ThreadingHTTPServer(("127.0.0.1", 8081), Admin).serve_forever, daemon=True).start()
 http.server.ThreadingHTTPServer(("127.0.0.1", 8080), App).serve_forever()
 "#;
 
@@ -79,7 +87,7 @@ async fn inbound_traffic_is_redirected_to_the_app_port_it_was_sent_to() {
         &boot,
         "workload: {name: billing-0, namespace: rides, labels: {app: billing}}\n\
          listeners: {outbound: 127.0.0.1:15001, inbound: 0.0.0.0:15006, admin: 127.0.0.1:15000}\n\
-         app: {address: 127.0.0.1, ports: {http: 8080, greet: 7000}}\nmeshFile: mesh.yaml\n\
+         app: {address: 127.0.0.1, ports: {http: 8080, admin: 8081, greet: 7000}}\nmeshFile: mesh.yaml\n\
          protocolDetection: {timeout: 150ms}\n",
     )
     .unwrap();
@@ -112,6 +120,23 @@ async fn inbound_traffic_is_redirected_to_the_app_port_it_was_sent_to() {
         "response_code=\"200\"",
     ];
     assert_eq!(metric(&m, "trellis_requests_total", &inbound), 1.0, "{m}");
+
+    // A second HTTP port, called with a Host that names no port (a client outside the mesh
+    // may send anything): the request goes to the port it was sent to, not the default.
+    let body = peer
+        .ok(
+            "curl",
+            &[
+                "-s",
+                "-m",
+                "10",
+                "-H",
+                "Host: billing",
+                "http://10.200.0.1:8081/stats",
+            ],
+        )
+        .await;
+    assert_eq!(body, "admin-port /stats", "proxy log:\n{}", proxy.log());
 
     // A server-speaks-first app port: detection falls back to TCP, delivered to port 7000.
     let r = peer.app_connect("10.200.0.1", 7000).await;
