@@ -211,18 +211,9 @@ async fn rewritten_probes_replay_the_apps_own_probes() {
     assert!(r.2.contains("trip/readiness"), "{r:?}");
 }
 
-/// A non-loopback address of this machine, to call the admin port as kubelet would (from
-/// outside the pod). No packet is sent: connecting a UDP socket only picks a route.
-fn non_loopback_ip() -> Option<IpAddr> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("10.255.255.254:9").ok()?;
-    let ip = s.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_outside_the_pod_the_admin_port_answers_probes_and_metrics_only() {
-    let Some(ip) = non_loopback_ip() else {
+    let Some(ip) = testkit::non_loopback_ip() else {
         eprintln!("skipped: this machine has no non-loopback address to call from");
         return;
     };
@@ -246,15 +237,6 @@ async fn from_outside_the_pod_the_admin_port_answers_probes_and_metrics_only() {
     assert_eq!(r.0, 200);
 }
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_probe_is_replayed_over_tls_without_verification_as_kubelet_does() {
     // The app: openssl's own HTTPS server (`-www` answers GET with 200), with a certificate
@@ -276,7 +258,7 @@ async fn an_https_probe_is_replayed_over_tls_without_verification_as_kubelet_doe
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, &leaf.cert_pem).unwrap();
     std::fs::write(&key, &leaf.key_pem).unwrap();
-    let port = free_port();
+    let port = free_addr().port();
     let mut server = std::process::Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept"])
         .arg(format!("127.0.0.1:{port}"))

@@ -622,18 +622,9 @@ fn the_shipped_gateway_manifests_agree_with_each_other() {
     );
 }
 
-/// A non-loopback address of this machine (no packet is sent: connecting a UDP socket only
-/// picks a route).
-fn non_loopback_ip() -> Option<std::net::IpAddr> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("10.255.255.254:9").ok()?;
-    let ip = s.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
-
 #[tokio::test]
 async fn in_a_cluster_the_admin_api_answers_only_on_loopback() {
-    let Some(ip) = non_loopback_ip() else {
+    let Some(ip) = testkit::non_loopback_ip() else {
         eprintln!("skipped: this machine has no non-loopback address to call from");
         return;
     };

@@ -28,3 +28,13 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A non-loopback address of this machine, to call a listener as another host would (its
+/// peer address is then not loopback). No packet is sent: connecting a UDP socket only picks
+/// a route. `None` on a machine with only loopback.
+pub fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("10.255.255.254:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
