@@ -204,6 +204,32 @@ async fn outside_mesh(
         OutboundMode::RegistryOnly => {
             shared.metrics.refused("registry-only");
             tracing::info!(peer = %conn.peer, destination = %dst, "connection refused: no Service has this clusterIP and port and outboundTrafficPolicy is REGISTRY_ONLY");
+            // An HTTP client gets an answer that says why (502, `trellis-error:
+            // registry-only`); anything else, or an opaque port, is closed unread.
+            if is_opaque(shared, Some(rt), dst) {
+                return Ok(());
+            }
+            let timeout = shared.bootstrap.protocol_detection.timeout;
+            let Ok(Some(d)) = detect(conn.stream, timeout).await else {
+                return Ok(());
+            };
+            if !matches!(d.protocol, Protocol::Http1 | Protocol::Http2) {
+                return Ok(());
+            }
+            let svc = service_fn(move |req: Request<Incoming>| async move {
+                let err = ProxyError::RegistryOnly { destination: dst };
+                Ok::<_, std::convert::Infallible>(crate::respond::error_response(
+                    &err,
+                    crate::respond::is_grpc(&req),
+                ))
+            });
+            let c = conn
+                .builder
+                .serve_connection_with_upgrades(TokioIo::new(d.io), svc)
+                .into_owned();
+            if let Err(e) = conn.watcher.watch(c).await {
+                tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+            }
             Ok(())
         }
     }

@@ -92,6 +92,10 @@ pub enum ProxyError {
         service: String,
         reason: String,
     },
+    #[error(
+        "{destination} is not a Service of the mesh and outboundTrafficPolicy is REGISTRY_ONLY; add a Service for it (an ExternalName Service for a name outside the mesh) or set mode ALLOW_ANY"
+    )]
+    RegistryOnly { destination: SocketAddr },
 }
 
 /// What a failure looks like on the wire.
@@ -151,6 +155,8 @@ impl ProxyError {
             }
             // gRPC 7 PERMISSION_DENIED.
             ProxyError::Unauthorized { .. } => (S::FORBIDDEN, "unauthorized", 7, false),
+            // As Istio's BlackHoleCluster answers: 502. gRPC 14 UNAVAILABLE.
+            ProxyError::RegistryOnly { .. } => (S::BAD_GATEWAY, "registry-only", 14, true),
         };
         let retry_after = match self {
             // Whole seconds, rounded up: retrying earlier would be refused again.

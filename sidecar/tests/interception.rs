@@ -244,10 +244,32 @@ async fn intercepted_traffic_is_routed_counted_and_cleaned_up() {
     .await;
     let r = ns.app_connect("127.0.0.4", 9999).await;
     assert_eq!(r["data"], "", "refused without a byte");
+    // An HTTP client is told why: 502 and `trellis-error: registry-only`.
+    let head = ns
+        .ok(
+            "curl",
+            &[
+                "-s",
+                "-m",
+                "10",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "http://127.0.0.4:9999/out",
+            ],
+        )
+        .await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("trellis-error: registry-only"),
+        "{head}"
+    );
     let m = ns.metrics().await;
     assert_eq!(
         metric(&m, "trellis_outbound_refused_total", &["registry-only"]),
-        1.0,
+        2.0,
         "{m}"
     );
     assert_eq!(
