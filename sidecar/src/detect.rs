@@ -76,13 +76,40 @@ fn classify(buf: &[u8]) -> Verdict {
     if METHODS.iter().any(|m| buf.starts_with(m)) {
         return Known(Protocol::Http1);
     }
-    if prefix_of(H2_PREFACE)
-        || prefix_of(crate::preface::MAGIC)
-        || METHODS.iter().any(|m| prefix_of(m))
-    {
+    if prefix_of(H2_PREFACE) || prefix_of(crate::preface::MAGIC) {
         return NeedMore;
     }
-    Known(Protocol::Tcp)
+    extension_method(buf)
+}
+
+/// The longest method token taken for HTTP. WebDAV's longest is 16 (`VERSION-CONTROL`).
+const MAX_METHOD: usize = 20;
+
+/// Other methods (WebDAV's PROPFIND, MKCOL, SSDP's M-SEARCH, ...): a token of capital
+/// letters, `-` and `_`, a space, then the start of a request target (`/` or `*`). A client
+/// protocol whose first word is followed by anything else (Redis' inline `PING`, `AUTH x`)
+/// stays TCP.
+fn extension_method(buf: &[u8]) -> Verdict {
+    use Verdict::*;
+    let token = buf
+        .iter()
+        .take_while(|b| b.is_ascii_uppercase() || **b == b'-' || **b == b'_')
+        .count();
+    if token == buf.len() {
+        return if token <= MAX_METHOD {
+            NeedMore
+        } else {
+            Known(Protocol::Tcp)
+        };
+    }
+    if token == 0 || token > MAX_METHOD || buf[token] != b' ' {
+        return Known(Protocol::Tcp);
+    }
+    match buf.get(token + 1) {
+        None => NeedMore,
+        Some(b'/' | b'*') => Known(Protocol::Http1),
+        Some(_) => Known(Protocol::Tcp),
+    }
 }
 
 /// A TLS record header (RFC 8446 §5.1): content type 22 (handshake), legacy version 3.x,
@@ -154,7 +181,24 @@ mod tests {
             "half an h2 preface waits"
         );
         assert_eq!(verdict(b"GE"), None);
-        assert_eq!(verdict(b"GETX"), Some(Protocol::Tcp));
+        assert_eq!(verdict(b"GETX"), None, "an extension method may follow");
+        assert_eq!(verdict(b"GETX\r\n"), Some(Protocol::Tcp));
+        assert_eq!(verdict(b"PROPFIND /dav/ HTTP/1.1"), Some(Protocol::Http1));
+        assert_eq!(verdict(b"MKCOL /dav/x"), Some(Protocol::Http1));
+        assert_eq!(verdict(b"M-SEARCH * HTTP/1.1"), Some(Protocol::Http1));
+        assert_eq!(verdict(b"PROPFIND "), None);
+        assert_eq!(verdict(b"PING\r\n"), Some(Protocol::Tcp), "redis inline");
+        assert_eq!(verdict(b"AUTH secret\r\n"), Some(Protocol::Tcp));
+        assert_eq!(
+            verdict(b"get / HTTP/1.1"),
+            Some(Protocol::Tcp),
+            "methods are case-sensitive"
+        );
+        assert_eq!(
+            verdict(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+            Some(Protocol::Tcp),
+            "no method is that long"
+        );
         assert_eq!(
             verdict(b"*1\r\n$4\r\nPING\r\n"),
             Some(Protocol::Tcp),
