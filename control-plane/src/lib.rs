@@ -348,7 +348,7 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
     let serving = Arc::new(trellis_identity::CurrentCert::default());
     identity::serving::issue(&authority.ca, &opts.server_names, &serving)
         .map_err(StartError::Tls)?;
-    let tls = identity::serving::server_config(serving.clone())
+    let tls = identity::serving::server_config(serving.clone(), &authority.ca.roots)
         .map_err(|e| StartError::Tls(e.to_string()))?;
     let cp = Arc::new(ControlPlane::new(opts, authority));
     identity::serving::renew_in_background(

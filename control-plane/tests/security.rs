@@ -478,3 +478,147 @@ async fn opaque_tcp_is_authorized_by_source_identity() {
         "the app never saw the denied connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_join_token_expires_a_proxy_renews_with_its_certificate() {
+    let env = env("STRICT", false, &["--cert-ttl", "4s"]).await;
+    let serial = |admin: SocketAddr| async move {
+        let (_, dump) = get(admin, "/config_dump").await.expect("config dump");
+        let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+        v["identity"]["serial"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // billing's join token is replaced by one that expires in a second: from then on only the
+    // certificate billing holds can prove who it is.
+    let token = env.cp.state.path().join("billing-0.token");
+    std::fs::write(&token, env.cp.token("rides/billing", "1s")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let at_expiry = serial(env.billing.admin).await;
+    let mut serials = std::collections::BTreeSet::new();
+    let mut failed = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(9);
+    while tokio::time::Instant::now() < until {
+        let (status, error, body) = call(env.trip.outbound, "GET", "billing", "/").await;
+        if status != 200 || !body.contains(&format!("URI={}", trip_id())) {
+            failed.push(format!("{status} {error}"));
+        }
+        serials.insert(serial(env.billing.admin).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serials.remove(&at_expiry);
+    assert!(
+        serials.len() >= 2,
+        "billing's 4s certificate should have been renewed at least twice with an expired token: {serials:?}"
+    );
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+    // The token attempts were refused, and the certificate ones issued.
+    let (_, m) = get(env.cp.http, "/metrics").await.unwrap();
+    let count = |result: &str| -> f64 {
+        m.lines()
+            .find(|l| {
+                l.starts_with("trellis_control_certificates")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("bad_proof") >= 2.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presented_certificate_proves_only_its_own_identity_and_only_from_the_mesh_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mesh.yaml");
+    std::fs::write(&path, mesh_yaml("STRICT", false)).unwrap();
+    let cp = ControlPlane::start(&path).await;
+    let bundle = std::fs::read(cp.ca_bundle()).unwrap();
+    let csr = |sa: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.subject_alt_names = vec![rcgen::SanType::URI(
+            format!("spiffe://{TD}/ns/rides/sa/{sa}")
+                .try_into()
+                .unwrap(),
+        )];
+        p.serialize_request(&key).unwrap().pem().unwrap()
+    };
+    let presenting = |leaf: &testkit::pki::Leaf| {
+        let ep = trellis_proto::connect::endpoint_with_identity(
+            &cp.url(),
+            &bundle,
+            &leaf.cert_pem,
+            &leaf.key_pem,
+        )
+        .unwrap();
+        async move { ep.connect().await.map(IdentityClient::new) }
+    };
+    let mesh = testkit::pki::TestCa::from_pem(
+        &std::fs::read_to_string(cp.state.path().join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(cp.state.path().join("ca-key.pem")).unwrap(),
+    );
+    let an_hour = Duration::from_secs(3600);
+    let trip = mesh.spiffe(
+        &trip_id(),
+        SystemTime::now() - Duration::from_secs(60),
+        an_hour,
+    );
+    let mut client = presenting(&trip)
+        .await
+        .expect("a mesh certificate is accepted");
+    // No token: the certificate proves rides/trip, and only that.
+    let ok = client
+        .certify(CertifyRequest {
+            csr: csr("trip"),
+            token: String::new(),
+        })
+        .await
+        .expect("trip's certificate renews trip")
+        .into_inner();
+    assert!(!ok.certificate_chain.is_empty());
+    let err = client
+        .certify(CertifyRequest {
+            csr: csr("billing"),
+            token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("current certificate"), "{err:?}");
+
+    // A certificate from another CA fails the handshake; so does an expired mesh one.
+    let foreign = testkit::pki::TestCa::new("not the mesh").spiffe(
+        &trip_id(),
+        SystemTime::now() - Duration::from_secs(60),
+        an_hour,
+    );
+    let expired = mesh.spiffe(
+        &trip_id(),
+        SystemTime::now() - Duration::from_secs(7200),
+        an_hour,
+    );
+    for (what, leaf) in [("foreign", &foreign), ("expired", &expired)] {
+        let refused = match presenting(leaf).await {
+            Err(_) => true,
+            Ok(mut c) => c
+                .certify(CertifyRequest {
+                    csr: csr("trip"),
+                    token: String::new(),
+                })
+                .await
+                .is_err(),
+        };
+        assert!(refused, "a {what} certificate was accepted");
+    }
+    // Neither a certificate nor a token: nothing is proven.
+    let mut anonymous = IdentityClient::new(cp.channel().await);
+    let err = anonymous
+        .certify(CertifyRequest {
+            csr: csr("trip"),
+            token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+}

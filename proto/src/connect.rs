@@ -1,7 +1,7 @@
 //! Reaching trellis-control: its gRPC port speaks TLS only, with a serving certificate from
 //! the mesh CA, so every client (proxy or CLI) brings that CA's bundle.
 
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// An endpoint for `address` (`https://host:port`, or a bare `host:port`) that trusts only
 /// `ca_bundle_pem`.
@@ -9,6 +9,23 @@ pub fn endpoint(address: &str, ca_bundle_pem: &[u8]) -> Result<Endpoint, String>
     let url = normalize(address)?;
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_bundle_pem));
     Endpoint::from_shared(url.clone())
+        .and_then(|e| e.tls_config(tls))
+        .map_err(|e| format!("{address:?} is not a usable control-plane address: {e}"))
+}
+
+/// The same endpoint, presenting a client certificate: a proxy renewing with the mesh
+/// certificate it holds (`cert_pem`, the chain, and its `key_pem`).
+pub fn endpoint_with_identity(
+    address: &str,
+    ca_bundle_pem: &[u8],
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Endpoint, String> {
+    let url = normalize(address)?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_bundle_pem))
+        .identity(Identity::from_pem(cert_pem, key_pem));
+    Endpoint::from_shared(url)
         .and_then(|e| e.tls_config(tls))
         .map_err(|e| format!("{address:?} is not a usable control-plane address: {e}"))
 }

@@ -271,24 +271,26 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
 fn control_plane_endpoint(
     cp: &bootstrap::ControlPlane,
 ) -> Result<tonic::transport::Endpoint, StartError> {
-    let pem = match (&cp.ca_bundle_pem, &cp.ca_bundle) {
-        (Some(pem), _) => pem.clone().into_bytes(),
-        (None, Some(path)) => std::fs::read(path).map_err(|e| {
-            StartError::ControlPlane(format!(
-                "cannot read caBundle {}: {e}; copy the ca.pem from trellis-control's --state-dir",
-                path.display()
-            ))
-        })?,
-        (None, None) => {
-            return Err(StartError::ControlPlane(
-                "caBundle is required: the mesh CA's ca.pem".into(),
-            ));
-        }
-    };
+    let pem = control_plane_ca(cp).map_err(StartError::ControlPlane)?;
     Ok(trellis_proto::connect::endpoint(&cp.address, &pem)
         .map_err(StartError::ControlPlane)?
         .connect_timeout(std::time::Duration::from_secs(3))
         .tcp_nodelay(true))
+}
+
+/// The PEM roots the control plane's certificate must chain to: inline, or read from the
+/// bootstrap's `caBundle` file.
+pub(crate) fn control_plane_ca(cp: &bootstrap::ControlPlane) -> Result<Vec<u8>, String> {
+    match (&cp.ca_bundle_pem, &cp.ca_bundle) {
+        (Some(pem), _) => Ok(pem.clone().into_bytes()),
+        (None, Some(path)) => std::fs::read(path).map_err(|e| {
+            format!(
+                "cannot read caBundle {}: {e}; copy the ca.pem from trellis-control's --state-dir",
+                path.display()
+            )
+        }),
+        (None, None) => Err("caBundle is required: the mesh CA's ca.pem".into()),
+    }
 }
 
 /// This proxy as the control plane sees it: identity, labels, app and bound listeners.

@@ -43,26 +43,40 @@ impl Authority {
 
     /// Checks the proof, then that the CSR asks for exactly the identity the proof vouches
     /// for, and signs it.
+    /// Signs `csr_pem` for the identity proven by `token`, or, with no token, by `peer`: the
+    /// mesh certificate the caller presented on this connection (a proxy renewing with the
+    /// certificate it holds; the TLS layer has already checked that it chains to the mesh CA
+    /// and is within its validity).
     pub async fn certify(
         &self,
         trust_domain: &str,
         csr_pem: &str,
         token: &str,
+        peer: Option<&rustls_pki_types::CertificateDer<'_>>,
     ) -> Result<CertifyResponse, Status> {
-        let proof = self.proofs.iter().find(|p| p.accepts(token)).ok_or_else(|| {
-            Status::unauthenticated(
-                "the token is not a Trellis join token (or any other proof this control plane accepts); mint one with `trellis-control token create --service-account NS/SA` and set the proxy's controlPlane.tokenFile",
-            )
-        })?;
-        let sa = proof.prove(token).await.map_err(|e| match e {
-            ProofError::Unavailable { .. } => Status::unavailable(e.to_string()),
-            _ => Status::unauthenticated(e.to_string()),
-        })?;
-        let proven = SpiffeId::new(trust_domain, &sa.namespace, &sa.name).map_err(|e| {
-            Status::invalid_argument(format!(
-                "the proven service account {sa} cannot be an identity: {e}"
-            ))
-        })?;
+        let (proven, kind) = match (token.is_empty(), peer) {
+            (true, Some(leaf)) => (
+                Self::prove_by_certificate(trust_domain, leaf)?,
+                "current certificate",
+            ),
+            _ => {
+                let proof = self.proofs.iter().find(|p| p.accepts(token)).ok_or_else(|| {
+                    Status::unauthenticated(
+                        "the token is not a Trellis join token (or any other proof this control plane accepts); mint one with `trellis-control token create --service-account NS/SA` and set the proxy's controlPlane.tokenFile",
+                    )
+                })?;
+                let sa = proof.prove(token).await.map_err(|e| match e {
+                    ProofError::Unavailable { .. } => Status::unavailable(e.to_string()),
+                    _ => Status::unauthenticated(e.to_string()),
+                })?;
+                let proven = SpiffeId::new(trust_domain, &sa.namespace, &sa.name).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "the proven service account {sa} cannot be an identity: {e}"
+                    ))
+                })?;
+                (proven, proof.kind())
+            }
+        };
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
             Status::invalid_argument(format!(
                 "the CSR does not parse or its signature is wrong: {e}"
@@ -79,20 +93,41 @@ impl Authority {
             .collect();
         if asked != [proven.to_string()] {
             return Err(Status::permission_denied(format!(
-                "the CSR asks for {asked:?} but the {} proves only {proven}; a proxy may get a certificate only for its own service account",
-                proof.kind()
+                "the CSR asks for {asked:?} but the {kind} proves only {proven}; a proxy may get a certificate only for its own service account"
             )));
         }
         let (chain, expires) = self
             .ca
             .sign_csr(&csr, &proven, self.leaf_ttl)
             .map_err(|e| Status::internal(e.to_string()))?;
-        tracing::info!(identity = %proven, expires_unix = expires, proof = proof.kind(), "issued a certificate");
+        tracing::info!(identity = %proven, expires_unix = expires, proof = kind, "issued a certificate");
         Ok(CertifyResponse {
             certificate_chain: chain,
             trust_bundle: self.ca.roots.clone(),
             expires_at_unix: expires,
         })
+    }
+}
+
+impl Authority {
+    /// The identity in a mesh certificate the caller presented: its one SPIFFE ID, in this
+    /// mesh's trust domain.
+    fn prove_by_certificate(
+        trust_domain: &str,
+        leaf: &rustls_pki_types::CertificateDer<'_>,
+    ) -> Result<SpiffeId, Status> {
+        let info = trellis_identity::cert::inspect(leaf).map_err(|e| {
+            Status::unauthenticated(format!(
+                "the client certificate is not a mesh certificate: {e}; certify with a join token"
+            ))
+        })?;
+        if info.id.trust_domain != trust_domain {
+            return Err(Status::unauthenticated(format!(
+                "the client certificate is for trust domain {:?}, not this mesh's {trust_domain:?}; certify with a join token",
+                info.id.trust_domain
+            )));
+        }
+        Ok(info.id)
     }
 }
 
@@ -105,9 +140,11 @@ impl trellis_proto::v1::identity_server::Identity for IdentityService {
         &self,
         req: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
+        let peer = req.peer_certs();
         let r = req.into_inner();
         let td = self.0.trust_domain();
-        let result = self.0.authority.certify(&td, &r.csr, &r.token).await;
+        let leaf = peer.as_ref().and_then(|c| c.first());
+        let result = self.0.authority.certify(&td, &r.csr, &r.token, leaf).await;
         let label = match &result {
             Ok(_) => "issued",
             Err(s) if s.code() == tonic::Code::PermissionDenied => "wrong_identity",

@@ -27,11 +27,28 @@ pub fn issue(ca: &Ca, names: &[String], current: &CurrentCert) -> Result<(), Str
     Ok(())
 }
 
-/// TLS 1.3 preferred, 1.2 the floor; ALPN h2 for gRPC.
-pub fn server_config(current: Arc<CurrentCert>) -> Result<Arc<ServerConfig>, rustls::Error> {
+/// TLS 1.3 preferred, 1.2 the floor; ALPN h2 for gRPC. A client may present a certificate
+/// from the mesh CA (`roots`, PEM): a proxy renewing with the certificate it holds. Clients
+/// without one (a first Certify with a token, discovery, the CLI) are served as before; one
+/// that presents a certificate from elsewhere fails the handshake.
+pub fn server_config(
+    current: Arc<CurrentCert>,
+    roots: &[String],
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut store = rustls::RootCertStore::empty();
+    let ders = parse_pem_chain(roots.join("").as_bytes(), "the mesh CA bundle")
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    for der in ders {
+        store.add(der)?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(current);
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))

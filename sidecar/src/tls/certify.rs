@@ -1,7 +1,10 @@
 //! Getting and keeping a certificate: generate a key (it never leaves this process), send a
 //! CSR with the join token to `Identity.Certify`, install what comes back, and do it again at
-//! about half of the certificate's lifetime. A failed renewal retries with backoff while the
-//! current certificate keeps serving.
+//! about half of the certificate's lifetime. When the token no longer proves anything (a
+//! join token past its `--ttl`), the proxy renews with the certificate it holds instead,
+//! presenting it on the connection, so a join token only has to outlive the first
+//! certification. A failed renewal retries with backoff while the current certificate keeps
+//! serving.
 
 use super::MeshTls;
 use crate::Shared;
@@ -36,23 +39,44 @@ pub enum CertifyError {
     NoServiceAccount,
     #[error("{0}")]
     Identity(String),
-    #[error("the control plane refused the certificate: {0}")]
-    Refused(String),
+    #[error("the control plane refused the certificate: {0:?}: {1}")]
+    Refused(tonic::Code, String),
     #[error("the control plane's answer is unusable: {0}")]
     Answer(String),
+}
+
+/// The certificate this proxy holds, as PEM, to renew with when the token cannot.
+struct Held {
+    chain_pem: String,
+    key_pem: String,
+    not_after: i64,
 }
 
 /// Runs until the proxy drains.
 pub async fn run(shared: Arc<Shared>, tls: Arc<MeshTls>, channel: Channel, token_file: PathBuf) {
     let mut client = IdentityClient::new(channel);
     let mut retry = RETRY_START;
+    let mut held: Option<Held> = None;
     loop {
         // The trust domain comes with the config: wait for the first one.
         let Some(td) = trust_domain(&shared).await else {
             return;
         };
-        let wait = match certify_once(&shared, &tls, &mut client, &token_file, &td).await {
-            Ok(info) => {
+        let mut result =
+            certify_once(&shared, &tls, &mut client, Proof::Token(&token_file), &td).await;
+        if let (Err(e), Some(h)) = (&result, &held)
+            && token_unusable(e)
+            && h.not_after > unix_now()
+        {
+            tracing::info!(error = %e, "the token proves nothing now; renewing with the current certificate");
+            result = match renewal_client(&shared, h).await {
+                Ok(mut c) => certify_once(&shared, &tls, &mut c, Proof::Certificate, &td).await,
+                Err(e) => Err(e),
+            };
+        }
+        let wait = match result {
+            Ok((info, h)) => {
+                held = Some(h);
                 retry = RETRY_START;
                 shared
                     .metrics
@@ -100,13 +124,55 @@ async fn trust_domain(shared: &Shared) -> Option<String> {
     }
 }
 
+/// What proves the identity to Certify.
+enum Proof<'a> {
+    /// The join token (or projected service-account token) in this file.
+    Token(&'a PathBuf),
+    /// The certificate the connection presented; the request carries no token.
+    Certificate,
+}
+
+/// Whether the token cannot prove the identity (gone, unreadable, expired or refused), so
+/// that the certificate the proxy holds should.
+fn token_unusable(e: &CertifyError) -> bool {
+    matches!(
+        e,
+        CertifyError::Token { .. } | CertifyError::Refused(tonic::Code::Unauthenticated, _)
+    )
+}
+
+/// A connection to Identity that presents the held certificate.
+async fn renewal_client(
+    shared: &Shared,
+    held: &Held,
+) -> Result<IdentityClient<Channel>, CertifyError> {
+    let cp = shared
+        .bootstrap
+        .control_plane
+        .as_ref()
+        .ok_or_else(|| CertifyError::Identity("no control plane to renew with".into()))?;
+    let ca = crate::control_plane_ca(cp).map_err(CertifyError::Identity)?;
+    let endpoint = trellis_proto::connect::endpoint_with_identity(
+        &cp.address,
+        &ca,
+        &held.chain_pem,
+        &held.key_pem,
+    )
+    .map_err(CertifyError::Identity)?
+    .connect_timeout(Duration::from_secs(3));
+    let channel = endpoint.connect().await.map_err(|e| {
+        CertifyError::Refused(tonic::Code::Unavailable, format!("cannot connect: {e}"))
+    })?;
+    Ok(IdentityClient::new(channel))
+}
+
 async fn certify_once(
     shared: &Shared,
     tls: &MeshTls,
     client: &mut IdentityClient<Channel>,
-    token_file: &PathBuf,
+    proof: Proof<'_>,
     trust_domain: &str,
-) -> Result<CertInfo, CertifyError> {
+) -> Result<(CertInfo, Held), CertifyError> {
     let w = &shared.bootstrap.workload;
     let sa = w
         .service_account
@@ -114,19 +180,22 @@ async fn certify_once(
         .ok_or(CertifyError::NoServiceAccount)?;
     let id = SpiffeId::new(trust_domain, &w.namespace, sa)
         .map_err(|e| CertifyError::Identity(e.to_string()))?;
-    let token = std::fs::read_to_string(token_file).map_err(|source| CertifyError::Token {
-        path: token_file.display().to_string(),
-        sa: format!("{}/{sa}", w.namespace),
-        source,
-    })?;
+    let token = match proof {
+        Proof::Token(file) => std::fs::read_to_string(file)
+            .map_err(|source| CertifyError::Token {
+                path: file.display().to_string(),
+                sa: format!("{}/{sa}", w.namespace),
+                source,
+            })?
+            .trim()
+            .to_string(),
+        Proof::Certificate => String::new(),
+    };
     let (key, csr) = csr_for(&id).map_err(|e| CertifyError::Identity(e.to_string()))?;
     let answer = client
-        .certify(CertifyRequest {
-            csr,
-            token: token.trim().to_string(),
-        })
+        .certify(CertifyRequest { csr, token })
         .await
-        .map_err(|s| CertifyError::Refused(format!("{:?}: {}", s.code(), s.message())))?
+        .map_err(|s| CertifyError::Refused(s.code(), s.message().to_string()))?
         .into_inner();
     let bad = |e: &dyn std::fmt::Display| CertifyError::Answer(e.to_string());
     let chain = parse_pem_chain(
@@ -144,6 +213,11 @@ async fn certify_once(
     let roots = parse_pem_chain(answer.trust_bundle.join("").as_bytes(), "the trust bundle")
         .map_err(|e| bad(&e))?;
     let bundle = TrustBundle::new(trust_domain, roots).map_err(|e| bad(&e))?;
+    let held = Held {
+        chain_pem: answer.certificate_chain.join(""),
+        key_pem: key.serialize_pem(),
+        not_after: info.not_after,
+    };
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let certified = certified_key(chain, key).map_err(|e| bad(&e))?;
     certified.keys_match().map_err(|e| {
@@ -154,7 +228,7 @@ async fn certify_once(
     tls.cert.set(certified);
     tls.info.store(Some(Arc::new(info.clone())));
     tls.installed.notify_one();
-    Ok(info)
+    Ok((info, held))
 }
 
 /// A fresh P-256 key and a CSR asking for exactly `id`.
