@@ -144,17 +144,12 @@ async fn dispatch(conn: Conn, side: Side, orig: Option<SocketAddr>) -> Result<()
         (Protocol::Http1 | Protocol::Http2, _, _)
         | (Protocol::Tcp | Protocol::Tls, _, None)
         | (_, Side::Outbound, None) => {
-            let svc = service_fn(move |mut req: Request<Incoming>| {
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
                 async move {
                     match side {
                         Side::Outbound => crate::outbound::handle(shared, peer, dst, req).await,
-                        Side::Inbound => {
-                            if let Some(d) = dst {
-                                req.extensions_mut().insert(crate::inbound::RedirectedTo(d));
-                            }
-                            crate::inbound::handle(shared, peer, req).await
-                        }
+                        Side::Inbound => crate::inbound::handle(shared, peer, dst, req).await,
                     }
                 }
             });

@@ -107,10 +107,6 @@ impl AppClusters {
     }
 }
 
-/// The original destination of a redirected inbound connection, as a request extension.
-#[derive(Clone, Copy, Debug)]
-pub struct RedirectedTo(pub SocketAddr);
-
 /// Where on the app a request goes. When the Host names a Service this proxy serves, that
 /// Service port's targetPort decides (a number, or a name looked up in the bootstrap's app
 /// ports); otherwise the Host's port if the app listens there, else the app's default port.
@@ -223,9 +219,12 @@ fn forwarded_client_cert(shared: &Shared, req: &mut Request<Incoming>) {
     }
 }
 
+/// Serves one inbound request. `redirected` is the original destination of a connection
+/// iptables redirected here (an app port), `None` for one made to the listener itself.
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    redirected: Option<SocketAddr>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let mut obs = Observation::start(&shared, "inbound", &req);
@@ -246,11 +245,8 @@ pub async fn handle(
         forwarded_client_cert(&shared, &mut req);
         // A connection iptables redirected was sent to an app port: that port, when the app
         // listens there, whatever the Host says (a client outside the mesh may send any).
-        let redirected = req
-            .extensions()
-            .get::<RedirectedTo>()
-            .and_then(|r| shared.app.for_exact_port(r.0.port()));
         let cluster = redirected
+            .and_then(|d| shared.app.for_exact_port(d.port()))
             .or_else(|| app_cluster(&shared, authority.as_ref()))
             .ok_or(ProxyError::NotReady)?
             .clone();

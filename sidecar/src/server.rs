@@ -184,10 +184,7 @@ async fn inbound_connection(conn: Conn) {
     let peer_id = crate::authz::PeerIdentity(id);
     let svc = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(peer_id.clone());
-        if let Some(d) = orig {
-            req.extensions_mut().insert(crate::inbound::RedirectedTo(d));
-        }
-        crate::inbound::handle(shared.clone(), peer, req)
+        crate::inbound::handle(shared.clone(), peer, orig, req)
     });
     let c = builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
