@@ -1,0 +1,160 @@
+//! ExternalName against a real DNS server: dnsmasq (Debian's `dnsmasq-base`) serves the name
+//! inside a network namespace, whose resolv.conf points at it (`ip netns exec` mounts
+//! /etc/netns/NAME/resolv.conf). When the answer changes the proxy follows within a TTL or
+//! two; when the server dies the proxy keeps the last good addresses. Needs root, like the
+//! other namespace tests; under .ci/run a missing dnsmasq fails the test.
+
+mod netns;
+
+use netns::*;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Two backends on two loopback addresses of the namespace, each saying which it is.
+const BACKENDS: &str = r#"
+import http.server, threading
+def serve(addr, name):
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = name.encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    http.server.ThreadingHTTPServer((addr, 8080), H).serve_forever()
+threading.Thread(target=serve, args=("127.0.0.20", "first"), daemon=True).start()
+serve("127.0.0.21", "second")
+"#;
+
+fn have_dnsmasq() -> bool {
+    let ok = std::process::Command::new("dnsmasq")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("TRELLIS_REQUIRE_SYSTEM_TESTS").is_none(),
+            "dnsmasq is missing but TRELLIS_REQUIRE_SYSTEM_TESTS is set"
+        );
+        println!("skipped: dnsmasq is not installed (Debian: apt-get install dnsmasq-base)");
+    }
+    ok
+}
+
+/// /etc/netns/NAME, removed on drop.
+struct NetnsEtc(std::path::PathBuf);
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn external_names_follow_dns_answers_and_keep_the_last_good_ones() {
+    if !can_run() || !have_dnsmasq() {
+        return;
+    }
+    let ns = Netns::create("dns").await;
+    let etc = NetnsEtc(std::path::PathBuf::from(format!("/etc/netns/{}", ns.0)));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    std::fs::write(etc.0.join("resolv.conf"), "nameserver 127.0.0.53\n").unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.20 api.payments.test\n").unwrap();
+    let mut dnsmasq = ns
+        .cmd("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--listen-address=127.0.0.53",
+            "--bind-interfaces",
+            "--local-ttl=1",
+            "--user=root",
+            "--pid-file=",
+        ])
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq runs");
+    let _backends = ns
+        .cmd("python3")
+        .args(["-c", BACKENDS])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+
+    let bin = proxy_copy(dir.path());
+    let bin = bin.to_str().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: payments, namespace: rides}\n\
+         spec:\n  type: ExternalName\n  externalName: api.payments.test\n  ports: [{name: http, port: 8080}]\n",
+    )
+    .unwrap();
+    let boot = dir.path().join("bootstrap.yaml");
+    std::fs::write(
+        &boot,
+        "workload: {name: trip-0, namespace: rides, labels: {app: trip}}\n\
+         listeners: {outbound: 127.0.0.1:15001, inbound: 127.0.0.1:15006, admin: 127.0.0.1:15000}\n\
+         app: {address: 127.0.0.1}\nmeshFile: mesh.yaml\n",
+    )
+    .unwrap();
+    let proxy = Proxy::start(&ns, dir.path(), bin, &boot);
+    let call = || async {
+        let out = ns
+            .run(
+                "curl",
+                &[
+                    "-s",
+                    "-m",
+                    "3",
+                    "-H",
+                    "Host: payments.rides:8080",
+                    "http://127.0.0.1:15001/",
+                ],
+            )
+            .await;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    testkit::eventually(Duration::from_secs(20), "the first answer", || async {
+        (call().await == "first").then_some(())
+    })
+    .await;
+
+    // The name moves: dnsmasq re-reads its hosts file on SIGHUP, and with a 1 s TTL the
+    // proxy asks again within about a second.
+    std::fs::write(&hosts, "127.0.0.21 api.payments.test\n").unwrap();
+    let pid = dnsmasq.id().expect("dnsmasq is running").to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    // (The proxy would look again after at most an hour without the TTL; 10 s is its TTL.)
+    testkit::eventually(Duration::from_secs(10), "the new address", || async {
+        (call().await == "second").then_some(())
+    })
+    .await;
+
+    // DNS goes away: the last good address keeps serving, and the failure is logged.
+    dnsmasq.kill().await.unwrap();
+    let _ = dnsmasq.wait().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for _ in 0..5 {
+        assert_eq!(call().await, "second", "proxy log:\n{}", proxy.log());
+    }
+    assert!(
+        proxy.log().contains("api.payments.test"),
+        "the failed lookups are logged:\n{}",
+        proxy.log()
+    );
+}
