@@ -171,16 +171,16 @@ def _mtls(res):
         }
         out += [f"One connection at a time, client certificate for `{h['client_id']}` made with openssl from the "
                 f"generated mesh CA; {h['tool_versions']['openssl']}; {h['tool_versions']['ab']}.", "",
-                "| connection | per second | sidecar CPU ms per connection | refused |", "|---|---|---|---|"]
+                "| connection | per second | sidecar CPU ms per connection | refused | closed by the client |", "|---|---|---|---|---|"]
         for kind, name in names.items():
             v = h[kind]
-            out.append(f"| {name} | {_s(v['per_s'], 0)} | {_s(v['cpu_ms_per_conn'], 3)} | {v['handshake_errors']} |")
-        out += ["", "\"refused\" is the sidecar's `trellis_tls_handshake_errors_total` over the runs. `s_time` without "
-                "`-www` closes each connection as soon as its side of the handshake is done, leaving the sidecar's "
-                "TLS 1.3 session tickets unread, so the kernel resets the connection while the sidecar writes them "
-                "(it sends them only after processing the client's last flight: certificate, its signature and Finished); "
-                "the sidecar counts every one as a failed handshake. The runs with a GET must have none (the harness fails "
-                "otherwise)."]
+            out.append(f"| {name} | {_s(v['per_s'], 0)} | {_s(v['cpu_ms_per_conn'], 3)} | {v['handshake_errors']} | {v.get('client_closed', '–')} |")
+        out += ["", "\"refused\" and \"closed by the client\" are the sidecar's `trellis_tls_handshake_errors_total` over "
+                "the runs, apart and with `reason=\"closed\"`. `s_time` without `-www` closes each connection as soon as "
+                "its side of the handshake is done, leaving the sidecar's TLS 1.3 session tickets unread, so the kernel "
+                "resets the connection while the sidecar writes them (it sends them only after processing the client's "
+                "last flight: certificate, its signature and Finished); the sidecar files those as closed by the client. "
+                "No run may have refusals (the harness fails otherwise)."]
     else:
         out.append(f"Not measured: {h.get('skipped', 'no figures')}.")
     return out

@@ -169,5 +169,6 @@ def handshake_stats(h):
             "per_s": stats([r["per_s"] for r in runs]),
             "cpu_ms_per_conn": stats([r["cpu_ms_per_conn"] for r in runs]),
             "handshake_errors": sum(r["handshake_errors"] for r in runs),
+            "client_closed": sum(r.get("client_closed", 0) for r in runs),
         }
     return out
