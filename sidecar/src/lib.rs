@@ -134,6 +134,36 @@ async fn bind(which: &str, addr: SocketAddr) -> Result<TcpListener, StartError> 
         })
 }
 
+/// The IPv6 twin of an IPv4 listener on loopback or every address (`[::1]` or `[::]`, same
+/// port, IPv6 only), so that connections ip6tables redirects have somewhere to go. `None`
+/// for other addresses, or where IPv6 is off.
+fn ipv6_twin(l: &TcpListener) -> Option<TcpListener> {
+    let v4 = l.local_addr().ok()?;
+    let ip = match v4.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() => std::net::Ipv6Addr::LOCALHOST,
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv6Addr::UNSPECIFIED,
+        _ => return None,
+    };
+    let addr = SocketAddr::new(ip.into(), v4.port());
+    let bound = (|| {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+        s.set_only_v6(true)?;
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        TcpListener::from_std(s.into())
+    })();
+    match bound {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "no IPv6 twin listener");
+            None
+        }
+    }
+}
+
 /// Binds every listener, loads the config, and starts serving. Port 0 binds any free port;
 /// `Running` tells which.
 pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
@@ -223,8 +253,16 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         .map(|(l, id)| (id.listener.to_string(), addr(l)))
         .collect();
     let mut serving = JoinSet::new();
+    // IPv6 twins: `trellis-proxy init` redirects IPv6 too, to the same ports.
+    let (outbound6, inbound6) = (ipv6_twin(&outbound), ipv6_twin(&inbound));
     serving.spawn(accept::serve_outbound(outbound, shared.clone()));
     serving.spawn(server::serve_inbound(inbound, shared.clone()));
+    if let Some(l) = outbound6 {
+        serving.spawn(accept::serve_outbound(l, shared.clone()));
+    }
+    if let Some(l) = inbound6 {
+        serving.spawn(server::serve_inbound(l, shared.clone()));
+    }
     for (listener, id) in gateway {
         serving.spawn(server::serve(listener, shared.clone(), move |s, p, r| {
             gateway::handle(s, id.clone(), p, r)
