@@ -208,6 +208,28 @@ async fn mtls_request(env: &Env, leaf: &testkit::pki::Leaf, path: &str) -> Optio
 }
 
 /// The mesh CA itself, read from trellis-control's state directory, to sign test leaves.
+/// The serial of the certificate a proxy serves, from its `/config_dump`.
+async fn serial(admin: SocketAddr) -> String {
+    let (_, dump) = get(admin, "/config_dump").await.expect("config dump");
+    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    v["identity"]["serial"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A CSR (PEM) asking for `rides/<sa>`'s SPIFFE ID, with a fresh key.
+fn csr(sa: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.subject_alt_names = vec![rcgen::SanType::URI(
+        format!("spiffe://{TD}/ns/rides/sa/{sa}")
+            .try_into()
+            .unwrap(),
+    )];
+    p.serialize_request(&key).unwrap().pem().unwrap()
+}
+
 fn mesh_ca(env: &Env) -> testkit::pki::TestCa {
     let dir = env.cp.state.path();
     testkit::pki::TestCa::from_pem(
@@ -306,16 +328,6 @@ async fn a_join_token_proves_only_its_own_service_account() {
     std::fs::write(&path, mesh_yaml("STRICT", false)).unwrap();
     let cp = ControlPlane::start(&path).await;
     let mut client = IdentityClient::new(cp.channel().await);
-    let csr = |sa: &str| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::default();
-        p.subject_alt_names = vec![rcgen::SanType::URI(
-            format!("spiffe://{TD}/ns/rides/sa/{sa}")
-                .try_into()
-                .unwrap(),
-        )];
-        p.serialize_request(&key).unwrap().pem().unwrap()
-    };
     let trip_token = cp.token("rides/trip", "1h");
 
     let ok = client
@@ -385,14 +397,6 @@ async fn a_join_token_proves_only_its_own_service_account() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_every_few_seconds_fails_no_request() {
     let env = env("STRICT", false, &["--cert-ttl", "10s"]).await;
-    let serial = |admin: SocketAddr| async move {
-        let (_, dump) = get(admin, "/config_dump").await.expect("config dump");
-        let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
-        v["identity"]["serial"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
     let mut serials = std::collections::BTreeSet::new();
     let (mut ok, mut failed) = (0, Vec::new());
     let until = tokio::time::Instant::now() + Duration::from_secs(22);
@@ -482,14 +486,6 @@ async fn opaque_tcp_is_authorized_by_source_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_its_join_token_expires_a_proxy_renews_with_its_certificate() {
     let env = env("STRICT", false, &["--cert-ttl", "4s"]).await;
-    let serial = |admin: SocketAddr| async move {
-        let (_, dump) = get(admin, "/config_dump").await.expect("config dump");
-        let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
-        v["identity"]["serial"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
     // billing's join token is replaced by one that expires in a second: from then on only the
     // certificate billing holds can prove who it is.
     let token = env.cp.state.path().join("billing-0.token");
@@ -534,16 +530,6 @@ async fn a_presented_certificate_proves_only_its_own_identity_and_only_from_the_
     std::fs::write(&path, mesh_yaml("STRICT", false)).unwrap();
     let cp = ControlPlane::start(&path).await;
     let bundle = std::fs::read(cp.ca_bundle()).unwrap();
-    let csr = |sa: &str| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::default();
-        p.subject_alt_names = vec![rcgen::SanType::URI(
-            format!("spiffe://{TD}/ns/rides/sa/{sa}")
-                .try_into()
-                .unwrap(),
-        )];
-        p.serialize_request(&key).unwrap().pem().unwrap()
-    };
     let presenting = |leaf: &testkit::pki::Leaf| {
         let ep = trellis_proto::connect::endpoint_with_identity(
             &cp.url(),

@@ -11,22 +11,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// Two backends on two loopback addresses of the namespace, each saying which it is.
-const BACKENDS: &str = r#"
-import http.server, threading
-def serve(addr, name):
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = name.encode()
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer((addr, 8080), H).serve_forever()
-threading.Thread(target=serve, args=("127.0.0.20", "first"), daemon=True).start()
-serve("127.0.0.21", "second")
-"#;
+fn backends() -> String {
+    format!(
+        "{PY_HTTP}\nbackground('127.0.0.20', 8080, 'first')\nserve('127.0.0.21', 8080, 'second')\n"
+    )
+}
 
 fn have_dnsmasq() -> bool {
     let ok = std::process::Command::new("dnsmasq")
@@ -87,27 +76,19 @@ async fn external_names_follow_dns_answers_and_keep_the_last_good_ones() {
         .expect("dnsmasq runs");
     let _backends = ns
         .cmd("python3")
-        .args(["-c", BACKENDS])
+        .args(["-c", &backends()])
         .stdout(Stdio::null())
         .spawn()
         .expect("python3 runs");
 
     let bin = proxy_copy(dir.path());
     let bin = bin.to_str().unwrap();
-    std::fs::write(
-        dir.path().join("mesh.yaml"),
+    let boot = standalone(
+        dir.path(),
         "apiVersion: v1\nkind: Service\nmetadata: {name: payments, namespace: rides}\n\
          spec:\n  type: ExternalName\n  externalName: api.payments.test\n  ports: [{name: http, port: 8080}]\n",
-    )
-    .unwrap();
-    let boot = dir.path().join("bootstrap.yaml");
-    std::fs::write(
-        &boot,
-        "workload: {name: trip-0, namespace: rides, labels: {app: trip}}\n\
-         listeners: {outbound: 127.0.0.1:15001, inbound: 127.0.0.1:15006, admin: 127.0.0.1:15000}\n\
-         app: {address: 127.0.0.1}\nmeshFile: mesh.yaml\n",
-    )
-    .unwrap();
+        "127.0.0.1:15006",
+    );
     let proxy = Proxy::start(&ns, dir.path(), bin, &boot);
     let call = || async {
         let out = ns
@@ -126,7 +107,7 @@ async fn external_names_follow_dns_answers_and_keep_the_last_good_ones() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     testkit::eventually(Duration::from_secs(20), "the first answer", || async {
-        (call().await == "first").then_some(())
+        (call().await == "first /").then_some(())
     })
     .await;
 
@@ -141,7 +122,7 @@ async fn external_names_follow_dns_answers_and_keep_the_last_good_ones() {
     assert!(hup.success());
     // (The proxy would look again after at most an hour without the TTL; 10 s is its TTL.)
     testkit::eventually(Duration::from_secs(10), "the new address", || async {
-        (call().await == "second").then_some(())
+        (call().await == "second /").then_some(())
     })
     .await;
 
@@ -150,7 +131,7 @@ async fn external_names_follow_dns_answers_and_keep_the_last_good_ones() {
     let _ = dnsmasq.wait().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     for _ in 0..5 {
-        assert_eq!(call().await, "second", "proxy log:\n{}", proxy.log());
+        assert_eq!(call().await, "second /", "proxy log:\n{}", proxy.log());
     }
     assert!(
         proxy.log().contains("api.payments.test"),

@@ -10,22 +10,6 @@ use netns::*;
 use std::process::Stdio;
 use std::time::Duration;
 
-const UPSTREAM: &str = r#"
-import http.server, socket
-class V6(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ("v6-upstream " + self.path).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-V6(("fd00:96::2", 8080), H).serve_forever()
-"#;
-
 #[tokio::test]
 async fn ipv6_connections_to_a_cluster_ip_are_intercepted_and_routed() {
     if !can_run() {
@@ -55,26 +39,21 @@ async fn ipv6_connections_to_a_cluster_ip_are_intercepted_and_routed() {
     }
     let _upstream = ns
         .cmd("python3")
-        .args(["-c", UPSTREAM])
+        .args([
+            "-c",
+            &format!("{PY_HTTP}\nserve('fd00:96::2', 8080, 'v6-upstream')\n"),
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("python3 runs");
-    std::fs::write(
-        dir.path().join("mesh.yaml"),
+    let boot = standalone(
+        dir.path(),
         "apiVersion: v1\nkind: Service\nmetadata: {name: billing, namespace: rides}\n\
          spec: {clusterIP: \"fd00:96::10\", selector: {app: billing}, ports: [{name: http, port: 80, targetPort: 8080}]}\n---\n\
          apiVersion: trellis.dev/v1alpha1\nkind: Workload\nmetadata: {name: billing-0, namespace: rides, labels: {app: billing}}\n\
          spec: {address: \"fd00:96::2\"}\n",
-    )
-    .unwrap();
-    let boot = dir.path().join("bootstrap.yaml");
-    std::fs::write(
-        &boot,
-        "workload: {name: trip-0, namespace: rides, labels: {app: trip}}\n\
-         listeners: {outbound: 127.0.0.1:15001, inbound: 0.0.0.0:15006, admin: 127.0.0.1:15000}\n\
-         app: {address: 127.0.0.1}\nmeshFile: mesh.yaml\n",
-    )
-    .unwrap();
+        "0.0.0.0:15006",
+    );
     let proxy = Proxy::start(&ns, dir.path(), bin, &boot);
     // The app (root, so redirected) calls the clusterIP over IPv6. Until the upstream
     // listens the proxy answers 503; the last answer is kept for the failure message.

@@ -156,6 +156,44 @@ pub fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// Python for the namespace tests' upstreams: `serve(addr, port, name)` runs an HTTP server
+/// (IPv4 or IPv6 by the address) that answers every GET with `name + " " + path`.
+pub const PY_HTTP: &str = r#"
+import http.server, socket, threading
+def serve(addr, port, name):
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = (name + " " + self.path).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    Server((addr, port), Handler).serve_forever()
+def background(*args):
+    threading.Thread(target=serve, args=args, daemon=True).start()
+"#;
+
+/// Writes `mesh` as `dir/mesh.yaml` and a standalone bootstrap for `trip-0` reading it, with
+/// the given inbound listener address; returns the bootstrap's path.
+pub fn standalone(dir: &Path, mesh: &str, inbound: &str) -> PathBuf {
+    std::fs::write(dir.join("mesh.yaml"), mesh).unwrap();
+    let boot = dir.join("bootstrap.yaml");
+    std::fs::write(
+        &boot,
+        format!(
+            "workload: {{name: trip-0, namespace: rides, labels: {{app: trip}}}}\n\
+             listeners: {{outbound: 127.0.0.1:15001, inbound: {inbound}, admin: 127.0.0.1:15000}}\n\
+             app: {{address: 127.0.0.1}}\nmeshFile: mesh.yaml\n"
+        ),
+    )
+    .unwrap();
+    boot
+}
+
 pub struct Proxy {
     _child: Child,
     log: PathBuf,
