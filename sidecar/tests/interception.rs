@@ -15,17 +15,13 @@ use netns::*;
 use std::process::Stdio;
 use std::time::Duration;
 
-const SERVERS: &str = r#"
-import http.server, socket, threading
-class Billing(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ("billing-upstream " + self.path).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
+/// Billing's HTTP upstream and two banner servers (one a Service's endpoint, one outside
+/// the mesh), in the namespace.
+fn servers() -> String {
+    format!("{PY_HTTP}{BANNERS}serve('127.0.0.2', 8080, 'billing-upstream')\n")
+}
+
+const BANNERS: &str = r#"
 def echo(c):
     while True:
         d = c.recv(4096)
@@ -44,7 +40,6 @@ def banner(addr, port, text):
         threading.Thread(target=echo, args=(c,), daemon=True).start()
 threading.Thread(target=banner, args=("127.0.0.3", 7000, b"220 banner ready\r\n"), daemon=True).start()
 threading.Thread(target=banner, args=("127.0.0.4", 9999, b"outside the mesh\r\n"), daemon=True).start()
-http.server.ThreadingHTTPServer(("127.0.0.2", 8080), Billing).serve_forever()
 "#;
 
 fn mesh(policy: &str) -> String {
@@ -124,7 +119,7 @@ async fn intercepted_traffic_is_routed_counted_and_cleaned_up() {
     // The upstreams, then the proxy as UID 1337.
     let _servers = ns
         .cmd("python3")
-        .args(["-c", SERVERS])
+        .args(["-c", &servers()])
         .stdout(Stdio::null())
         .spawn()
         .expect("python3 runs");

@@ -9,24 +9,15 @@ use netns::*;
 use std::process::Stdio;
 use std::time::Duration;
 
-const APP: &str = r#"
-import http.server, socket, threading
-class App(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ("app-inbound " + self.path).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-class Admin(App):
-    def do_GET(self):
-        body = ("admin-port " + self.path).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+/// The pod's app: HTTP on 8080 and 8081 (two ports, told apart by their answers), a banner
+/// on 7000, and a banner on an excluded port, 9100.
+fn app() -> String {
+    format!(
+        "{PY_HTTP}{BANNERS}background('127.0.0.1', 8081, 'admin-port')\nserve('127.0.0.1', 8080, 'app-inbound')\n"
+    )
+}
+
+const BANNERS: &str = r#"
 def banner(addr, port, text):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -38,8 +29,6 @@ def banner(addr, port, text):
         c.close()
 threading.Thread(target=banner, args=("127.0.0.1", 7000, b"220 app banner\r\n"), daemon=True).start()
 threading.Thread(target=banner, args=("0.0.0.0", 9100, b"excluded\r\n"), daemon=True).start()
-threading.Thread(target=http.server.ThreadingHTTPServer(("127.0.0.1", 8081), Admin).serve_forever, daemon=True).start()
-http.server.ThreadingHTTPServer(("127.0.0.1", 8080), App).serve_forever()
 "#;
 
 /// Inbound redirection needs traffic that arrives on an interface, so a second namespace,
@@ -77,7 +66,7 @@ async fn inbound_traffic_is_redirected_to_the_app_port_it_was_sent_to() {
         .await;
     let _app = pod
         .cmd("python3")
-        .args(["-c", APP])
+        .args(["-c", &app()])
         .stdout(Stdio::null())
         .spawn()
         .expect("python3 runs");
