@@ -312,7 +312,7 @@ fn the_injected_pod_is_what_trellis_proxy_kubernetes_reads() {
     let resp: Value = serde_json::from_slice(&review(&body, &cfg)).unwrap();
     let pod = patched(&req, &resp);
     let proxy = container(&pod["spec"]["initContainers"], "trellis-proxy");
-    assert_eq!(proxy["args"], json!(["--kubernetes"]));
+    assert_eq!(proxy["args"], json!(["--kubernetes", "--workers", "2"]));
 
     // What the downward API fills in on this pod.
     let fields = std::collections::BTreeMap::from([

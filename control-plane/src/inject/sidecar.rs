@@ -148,7 +148,9 @@ pub fn proxy_container(cfg: &InjectConfig, over: &Overrides, spec: &PodSpec) -> 
         name: PROXY_CONTAINER.into(),
         image: Some(cfg.proxy_image.clone()),
         command: Some(vec!["trellis-proxy".into()]),
-        args: Some(vec!["--kubernetes".into()]),
+        // Two worker threads, not one per node core: the sidecar shares the pod's CPU with
+        // the app, and its request is 50m.
+        args: Some(vec!["--kubernetes".into(), "--workers".into(), "2".into()]),
         restart_policy: Some("Always".into()),
         env: Some(env),
         ports: Some(vec![ContainerPort {
