@@ -232,6 +232,31 @@ fn generate_root(dir: &Path, cert: &Path, key_path: &Path) -> Result<(), CaError
         .create(dir)
         .map_err(write_err(dir))?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let (root_pem, key_pem) = new_root()?;
+    let write = |p: &Path, text: &str| -> Result<(), CaError> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p)
+            .map_err(write_err(p))?;
+        f.write_all(text.as_bytes()).map_err(write_err(p))
+    };
+    write(key_path, &key_pem)?;
+    write(cert, &root_pem)?;
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    tracing::info!(cert = %cert.display(), created_unix = secs, "generated a new mesh root CA");
+    Ok(())
+}
+
+/// A new self-signed mesh root, ten years (rotating it is an operator's act): `(certificate
+/// PEM, private key PEM)`. The one root generator, for the state directory and for the
+/// cluster's CA Secret.
+pub fn new_root() -> Result<(String, String), CaError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
@@ -252,19 +277,5 @@ fn generate_root(dir: &Path, cert: &Path, key_path: &Path) -> Result<(), CaError
         KeyUsagePurpose::DigitalSignature,
     ];
     let root = params.self_signed(&key)?;
-    let write = |p: &Path, text: &str| -> Result<(), CaError> {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(p)
-            .map_err(write_err(p))?;
-        f.write_all(text.as_bytes()).map_err(write_err(p))
-    };
-    write(key_path, &key.serialize_pem())?;
-    write(cert, &root.pem())?;
-    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    tracing::info!(cert = %cert.display(), created_unix = secs, "generated a new mesh root CA");
-    Ok(())
+    Ok((root.pem(), key.serialize_pem()))
 }

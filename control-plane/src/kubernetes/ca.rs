@@ -9,7 +9,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -26,24 +26,10 @@ pub struct CaPem {
     pub key: String,
 }
 
-/// A new self-signed CA for the mesh; ten years, since rotating it is an operator's act.
-pub fn generate_ca() -> Result<CaPem, rcgen::Error> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "trellis");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "trellis mesh CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.not_after = time_from_now(10 * 365);
-    let cert = params.self_signed(&key)?;
-    Ok(CaPem {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    })
+/// A new CA for the mesh: the same root the identity module generates in file mode.
+pub fn generate_ca() -> Result<CaPem, crate::identity::ca::CaError> {
+    let (cert, key) = crate::identity::ca::new_root()?;
+    Ok(CaPem { cert, key })
 }
 
 /// A serving certificate for `dns_names`, signed by `ca`: `(chain PEM, key PEM)`.
