@@ -9,4 +9,6 @@ pub mod verify;
 pub use cert::{CertError, CertInfo};
 pub use resolve::{CurrentCert, certified_key};
 pub use spiffe::{SpiffeId, SpiffeIdError};
-pub use verify::{PeerVerifier, SharedBundle, SpiffeServerVerifier, TrustBundle, provider};
+pub use verify::{
+    AnyServerCertificate, PeerVerifier, SharedBundle, SpiffeServerVerifier, TrustBundle, provider,
+};
