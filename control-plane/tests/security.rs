@@ -208,6 +208,18 @@ async fn mtls_request(env: &Env, leaf: &testkit::pki::Leaf, path: &str) -> Optio
 }
 
 /// The mesh CA itself, read from trellis-control's state directory, to sign test leaves.
+/// `trellis_control_certificates{result}` on the control plane's HTTP port.
+async fn certificates(http: SocketAddr, result: &str) -> f64 {
+    let (_, m) = get(http, "/metrics").await.expect("metrics");
+    m.lines()
+        .find(|l| {
+            l.starts_with("trellis_control_certificates")
+                && l.contains(&format!("result=\"{result}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The serial of the certificate a proxy serves, from its `/config_dump`.
 async fn serial(admin: SocketAddr) -> String {
     let (_, dump) = get(admin, "/config_dump").await.expect("config dump");
@@ -487,10 +499,17 @@ async fn opaque_tcp_is_authorized_by_source_identity() {
 async fn after_its_join_token_expires_a_proxy_renews_with_its_certificate() {
     let env = env("STRICT", false, &["--cert-ttl", "4s"]).await;
     // billing's join token is replaced by one that expires in a second: from then on only the
-    // certificate billing holds can prove who it is.
+    // certificate billing holds can prove who it is. Wait until the control plane has refused
+    // the token once.
     let token = env.cp.state.path().join("billing-0.token");
     std::fs::write(&token, env.cp.token("rides/billing", "1s")).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cp_http = env.cp.http;
+    eventually(
+        Duration::from_secs(10),
+        "the expired token to be refused",
+        || async move { (certificates(cp_http, "bad_proof").await >= 1.0).then_some(()) },
+    )
+    .await;
     let at_expiry = serial(env.billing.admin).await;
     let mut serials = std::collections::BTreeSet::new();
     let mut failed = Vec::new();
@@ -510,17 +529,8 @@ async fn after_its_join_token_expires_a_proxy_renews_with_its_certificate() {
     );
     assert!(failed.is_empty(), "requests failed: {failed:?}");
     // The token attempts were refused, and the certificate ones issued.
-    let (_, m) = get(env.cp.http, "/metrics").await.unwrap();
-    let count = |result: &str| -> f64 {
-        m.lines()
-            .find(|l| {
-                l.starts_with("trellis_control_certificates")
-                    && l.contains(&format!("result=\"{result}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
-    assert!(count("bad_proof") >= 2.0, "{m}");
+    let refused = certificates(env.cp.http, "bad_proof").await;
+    assert!(refused >= 2.0, "token attempts refused: {refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
