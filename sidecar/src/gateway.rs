@@ -5,7 +5,7 @@
 use crate::Shared;
 use crate::body::Body;
 use crate::errors::ProxyError;
-use crate::headers::header_bytes;
+use crate::headers::check_size;
 use crate::observe::Observation;
 use crate::outbound::{Upstream, destination, dispatch};
 use crate::respond::is_grpc;
@@ -49,11 +49,7 @@ async fn route(
     obs: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
     // Phase 1: limits the hyper codec does not enforce itself.
-    let limit = shared.bootstrap.limits.max_header_bytes;
-    let size = header_bytes(req.headers());
-    if size > limit {
-        return Err(ProxyError::HeadersTooLarge { size, limit });
-    }
+    check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
 
     // Phase 2: the listener's routes, then the first whose hostname and match fit.
     let routes = rt

@@ -62,6 +62,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// The request's header section against the bootstrap's `limits.maxHeaderBytes`, a limit the
+/// hyper codec does not enforce itself (431 `headers-too-large` when over).
+pub fn check_size(headers: &HeaderMap, limit: usize) -> Result<(), crate::errors::ProxyError> {
+    let size = header_bytes(headers);
+    if size > limit {
+        return Err(crate::errors::ProxyError::HeadersTooLarge { size, limit });
+    }
+    Ok(())
+}
+
 /// Bytes the header section takes on the wire (name, value, `: ` and CRLF per field).
 pub fn header_bytes(headers: &HeaderMap) -> usize {
     headers

@@ -7,7 +7,7 @@ use crate::balance::{Balancer, EndpointState};
 use crate::body::Body;
 use crate::errors::ProxyError;
 use crate::forward::forward;
-use crate::headers::header_bytes;
+use crate::headers::check_size;
 use crate::observe::Observation;
 use crate::resilience::{ClusterResilience, Exchange};
 use crate::respond::is_grpc;
@@ -231,11 +231,7 @@ pub async fn handle(
     let grpc = is_grpc(&req);
     obs.destination = shared.labels.inbound_service.clone();
     let res = async {
-        let limit = shared.bootstrap.limits.max_header_bytes;
-        let size = header_bytes(req.headers());
-        if size > limit {
-            return Err(ProxyError::HeadersTooLarge { size, limit });
-        }
+        check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
         let authority = req.uri().authority().cloned().or_else(|| {
             req.headers()
                 .get(http::header::HOST)

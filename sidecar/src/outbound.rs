@@ -5,7 +5,7 @@ use crate::body::Body;
 use crate::errors::ProxyError;
 use crate::filters::{Redirect, modify_headers, rewrite_path, with_path};
 use crate::forward::forward;
-use crate::headers::header_bytes;
+use crate::headers::check_size;
 use crate::observe::Observation;
 use crate::resilience::{self, Exchange};
 use crate::respond::is_grpc;
@@ -52,11 +52,7 @@ async fn route(
     obs: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
     // Phase 1: limits the hyper codec does not enforce itself.
-    let limit = shared.bootstrap.limits.max_header_bytes;
-    let size = header_bytes(req.headers());
-    if size > limit {
-        return Err(ProxyError::HeadersTooLarge { size, limit });
-    }
+    check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
 
     // Phase 2: which Service, which port: the original destination under interception,
     // else the Host.
