@@ -57,13 +57,28 @@ pub async fn run(shared: Arc<Shared>, tls: Arc<MeshTls>, channel: Channel, token
     let mut client = IdentityClient::new(channel);
     let mut retry = RETRY_START;
     let mut held: Option<Held> = None;
+    // The token the control plane last refused as no proof. It is not sent again until the
+    // file changes (a rotated projected token, a new join token): renewal goes straight to
+    // the certificate instead of costing one refused call each time.
+    let mut refused_token: Option<String> = None;
     loop {
         // The trust domain comes with the config: wait for the first one.
         let Some(td) = trust_domain(&shared).await else {
             return;
         };
-        let mut result =
-            certify_once(&shared, &tls, &mut client, Proof::Token(&token_file), &td).await;
+        let token_now = std::fs::read_to_string(&token_file).ok();
+        let held_valid = held.as_ref().is_some_and(|h| h.not_after > unix_now());
+        let mut result = if held_valid && token_now.is_some() && token_now == refused_token {
+            Err(CertifyError::Refused(
+                tonic::Code::Unauthenticated,
+                "the token was refused before and has not changed".into(),
+            ))
+        } else {
+            certify_once(&shared, &tls, &mut client, Proof::Token(&token_file), &td).await
+        };
+        if let Err(CertifyError::Refused(tonic::Code::Unauthenticated, _)) = &result {
+            refused_token = token_now;
+        }
         if let (Err(e), Some(h)) = (&result, &held)
             && token_unusable(e)
             && h.not_after > unix_now()
