@@ -46,6 +46,16 @@ async fn trip_pod(cp: &ControlPlane, admin: SocketAddr) -> Pod {
 
 /// The trip pod with `extra` probes (`{"<container>/<kind>": {...}}`) in its annotation.
 async fn trip_pod_with(cp: &ControlPlane, admin: SocketAddr, extra: serde_json::Value) -> Pod {
+    trip_pod_at(cp, admin, extra, IpAddr::from([127, 0, 0, 1])).await
+}
+
+/// The trip pod with probes `extra`, on pod IP `pod_ip`.
+async fn trip_pod_at(
+    cp: &ControlPlane,
+    admin: SocketAddr,
+    extra: serde_json::Value,
+    pod_ip: IpAddr,
+) -> Pod {
     let app = Upstream::start("trip").await;
     let dir = tempfile::tempdir().unwrap();
     let info = dir.path().join("podinfo");
@@ -78,7 +88,7 @@ async fn trip_pod_with(cp: &ControlPlane, admin: SocketAddr, extra: serde_json::
     let env: BTreeMap<&str, String> = BTreeMap::from([
         ("TRELLIS_POD_NAME", "trip-7d9f8-abcde".to_string()),
         ("TRELLIS_POD_NAMESPACE", "rides".into()),
-        ("TRELLIS_POD_IP", "127.0.0.1".into()),
+        ("TRELLIS_POD_IP", pod_ip.to_string()),
         ("TRELLIS_SERVICE_ACCOUNT", "trip".into()),
         ("TRELLIS_NODE_NAME", "node-a".into()),
         ("TRELLIS_CONTROL_PLANE", cp.url()),
@@ -209,6 +219,36 @@ async fn rewritten_probes_replay_the_apps_own_probes() {
         .unwrap();
     assert_eq!(r.0, 404, "{r:?}");
     assert!(r.2.contains("trip/readiness"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_reaches_an_app_that_binds_only_the_pod_ip() {
+    let Some(ip) = testkit::non_loopback_ip() else {
+        eprintln!("skipped: this machine has no non-loopback address to stand in for a pod IP");
+        return;
+    };
+    // An app listening on the pod IP alone: loopback refuses.
+    let app = Upstream::start_on(&SocketAddr::new(ip, 0).to_string(), "pod-ip-app").await;
+    let port = app.addr.port();
+    assert!(
+        std::net::TcpStream::connect((IpAddr::from([127, 0, 0, 1]), port)).is_err(),
+        "the app must not be reachable on loopback for this test to mean anything"
+    );
+    let (cp, _dir) = start_cp().await;
+    let probes = serde_json::json!({
+        "ip-app/readiness": {"port": port, "path": "/", "scheme": "HTTP", "httpHeaders": []},
+    });
+    let pod = trip_pod_at(&cp, "127.0.0.1:0".parse().unwrap(), probes, ip).await;
+    let before = app.hits();
+    let r = request(pod.proxy.admin, "localhost", "/app-health/ip-app/readiness")
+        .await
+        .unwrap();
+    assert_eq!(r.0, 200, "{r:?}");
+    assert_eq!(
+        app.hits(),
+        before + 1,
+        "the probe reached the app on the pod IP"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

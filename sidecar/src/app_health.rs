@@ -1,7 +1,8 @@
 //! `/app-health/<container>/<kind>` on the admin port: kubelet's HTTP probes, which the
 //! injector moved here because under STRICT mTLS kubelet (plaintext, no mesh identity)
 //! cannot reach the app port. The proxy replays the original probe to the app over loopback
-//! and answers with the app's status, so kubelet's 200–399 rule applies unchanged.
+//! (or the pod IP, for an app that binds only that) and answers with the app's status, so
+//! kubelet's 200–399 rule applies unchanged.
 
 use crate::Shared;
 use crate::bootstrap::AppProbe;
@@ -40,8 +41,17 @@ pub async fn check(shared: &Shared, key: &str) -> Response<Full<Bytes>> {
             ),
         );
     };
-    let addr = SocketAddr::new(shared.bootstrap.app.address, probe.port);
-    match tokio::time::timeout(PROBE_TIMEOUT, probe_once(addr, probe)).await {
+    // Loopback first, then the pod IP: an app that binds only the pod IP (as kubelet, which
+    // probes the pod IP, allows) refuses loopback.
+    let mut addrs = vec![SocketAddr::new(shared.bootstrap.app.address, probe.port)];
+    if let Some(ip) = shared.bootstrap.advertise_address
+        && ip != shared.bootstrap.app.address
+        && !ip.is_unspecified()
+    {
+        addrs.push(SocketAddr::new(ip, probe.port));
+    }
+    let addr = addrs[0];
+    match tokio::time::timeout(PROBE_TIMEOUT, probe_once(&addrs, probe)).await {
         Ok(Ok(status)) => answer(status, None, format!("app answered {}\n", status.as_u16())),
         Ok(Err(e)) => {
             tracing::debug!(probe = key, %addr, "app probe failed: {e}");
@@ -71,10 +81,8 @@ fn answer(status: StatusCode, error: Option<&'static str>, body: String) -> Resp
     r
 }
 
-async fn probe_once(addr: SocketAddr, probe: &AppProbe) -> Result<StatusCode, String> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+async fn probe_once(addrs: &[SocketAddr], probe: &AppProbe) -> Result<StatusCode, String> {
+    let (tcp, addr) = connect(addrs).await?;
     let _ = tcp.set_nodelay(true);
     let req = request(addr, probe)?;
     if probe.scheme == "HTTPS" {
@@ -87,6 +95,21 @@ async fn probe_once(addr: SocketAddr, probe: &AppProbe) -> Result<StatusCode, St
     } else {
         send(tcp, req).await
     }
+}
+
+/// The first of `addrs` that accepts; an address that refuses passes to the next.
+async fn connect(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), String> {
+    let mut refused = Vec::new();
+    for &addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok((tcp, addr)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refused.push(format!("{addr}: {e}"));
+            }
+            Err(e) => return Err(format!("cannot connect to {addr}: {e}")),
+        }
+    }
+    Err(format!("cannot connect: {}", refused.join("; ")))
 }
 
 /// The request kubelet would have sent: its User-Agent and Accept, then the probe's headers.
