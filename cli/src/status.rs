@@ -45,7 +45,11 @@ fn render(status: &StatusResponse, now: i64) -> String {
         };
         out.push_str(&format!("config: {source}OK\n"));
     } else {
-        out.push_str("config: last change refused:\n");
+        out.push_str(if status.config_partial {
+            "config: applied without the objects these errors name (their last good version serves, or they are left out):\n"
+        } else {
+            "config: last change refused (the previous config keeps serving):\n"
+        });
         for e in &status.config_errors {
             out.push_str(&format!("  {e}\n"));
         }
@@ -122,6 +126,7 @@ fn to_json(status: &StatusResponse) -> serde_json::Value {
         "proxies": proxies,
         "configErrors": status.config_errors,
         "configSource": status.config_source,
+        "configPartial": status.config_partial,
     })
 }
 
@@ -169,6 +174,7 @@ mod tests {
             ],
             config_errors: vec![],
             config_source: "files: /etc/trellis".into(),
+            config_partial: false,
         };
         assert_eq!(
             render(&status, 1_000),
@@ -185,11 +191,28 @@ mod tests {
             proxies: vec![],
             config_errors: vec!["mesh.yaml:12: spec.rules[0]: bad".into()],
             config_source: "files: mesh.yaml".into(),
+            config_partial: false,
         };
         assert_eq!(
             render(&status, 0),
             "no proxies have connected\n\
-             config: last change refused:\n  mesh.yaml:12: spec.rules[0]: bad\n"
+             config: last change refused (the previous config keeps serving):\n  mesh.yaml:12: spec.rules[0]: bad\n"
+        );
+    }
+
+    #[test]
+    fn objects_refused_one_by_one_are_listed_as_such() {
+        let status = StatusResponse {
+            proxies: vec![],
+            config_errors: vec!["kubernetes:HTTPRoute/rides/broken:9: spec.rules[0].backendRefs[0].name: no Service".into()],
+            config_source: String::new(),
+            config_partial: true,
+        };
+        let out = render(&status, 0);
+        assert!(
+            out.contains("config: applied without the objects these errors name")
+                && out.contains("  kubernetes:HTTPRoute/rides/broken:9:"),
+            "{out}"
         );
     }
 }

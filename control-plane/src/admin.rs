@@ -64,6 +64,7 @@ impl Admin for AdminService {
                 .map(|e| e.0.iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
             config_source: cp.opts.config.display().to_string(),
+            config_partial: cp.config_partial(),
         }))
     }
 

@@ -100,6 +100,8 @@ pub struct ControlPlane {
 struct ConfigState {
     valid: Option<MeshConfig>,
     errors: Option<ConfigErrors>,
+    /// `errors` names objects refused one by one while the rest of the change applied.
+    partial: bool,
 }
 
 impl ControlPlane {
@@ -149,6 +151,7 @@ impl ControlPlane {
                     let mut st = self.state();
                     st.valid = Some(cfg);
                     st.errors = None;
+                    st.partial = false;
                 }
                 self.metrics
                     .reloads
@@ -163,10 +166,53 @@ impl ControlPlane {
                     .reloads
                     .get_or_create(&ResultLabel { result: "rejected" })
                     .inc();
-                self.state().errors = Some(errors.clone());
+                {
+                    let mut st = self.state();
+                    st.errors = Some(errors.clone());
+                    st.partial = false;
+                }
                 Err(errors)
             }
         }
+    }
+
+    /// Applies a config that loaded while some objects were refused on their own (the
+    /// cluster source sets them aside, kubernetes::translate): the config serves, and the
+    /// refusals are recorded for `trellis status`, `/ready`'s neighbours and the objects'
+    /// status. They are logged when they change, not on every endpoint update.
+    pub fn apply_partial(&self, source: &str, cfg: MeshConfig, refused: ConfigErrors) {
+        let refused_objects = refused
+            .0
+            .iter()
+            .map(|e| e.file.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let changed = {
+            let mut st = self.state();
+            st.valid = Some(cfg);
+            let errors = (!refused.is_empty()).then_some(refused);
+            let changed = st.errors != errors;
+            if changed && let Some(e) = &errors {
+                tracing::warn!(%source, "{refused_objects} object(s) refused; the rest of the config applies:\n{e}");
+            }
+            st.partial = errors.is_some();
+            st.errors = errors;
+            changed
+        };
+        if changed && refused_objects == 0 {
+            tracing::info!(%source, "no object refused any more");
+        }
+        self.metrics.refused_objects.set(refused_objects as i64);
+        let result = if refused_objects == 0 {
+            "applied"
+        } else {
+            "partial"
+        };
+        self.metrics
+            .reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        self.rebuild_now();
     }
 
     /// The trust domain identities are issued in: the Mesh's, or the default before a Mesh
@@ -180,9 +226,16 @@ impl ControlPlane {
             .unwrap_or_else(trellis_config::model::default_trust_domain)
     }
 
-    /// The last refused change, if the latest change was refused.
+    /// The last refused change, if the latest change was refused, or the objects the
+    /// cluster source refused on their own while the rest applied.
     pub fn config_errors(&self) -> Option<ConfigErrors> {
         self.state().errors.clone()
+    }
+
+    /// `true` when `config_errors` names objects refused one by one while the latest change
+    /// applied; `false` when the whole latest change was refused (or nothing was).
+    pub fn config_partial(&self) -> bool {
+        self.state().partial
     }
 
     pub fn is_ready(&self) -> bool {
@@ -372,8 +425,8 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
         }
         Source::Kubernetes(client) => {
             let watches = kubernetes::watch_all(&client);
-            let _ = cp.kube.set(client);
-            let task = tokio::spawn(kubernetes::run(cp.clone(), watches));
+            let _ = cp.kube.set(client.clone());
+            let task = tokio::spawn(kubernetes::run(cp.clone(), watches, client));
             (None, Some(AbortOnDrop(task)))
         }
     };

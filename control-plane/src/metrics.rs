@@ -20,6 +20,7 @@ pub struct Metrics {
     pub compilations: Counter,
     pub reloads: Family<ResultLabel, Counter>,
     pub certificates: Family<ResultLabel, Counter>,
+    pub refused_objects: Gauge,
 }
 
 impl Default for Metrics {
@@ -34,6 +35,7 @@ impl Default for Metrics {
             compilations: Counter::default(),
             reloads: Family::default(),
             certificates: Family::default(),
+            refused_objects: Gauge::default(),
         };
         registry.register(
             "trellis_control_connected_proxies",
@@ -62,8 +64,13 @@ impl Default for Metrics {
         );
         registry.register(
             "trellis_config_reloads",
-            "Config loads, by result (applied or rejected)",
+            "Config loads, by result (applied, rejected, or partial: applied without the objects the cluster source refused on their own)",
             m.reloads.clone(),
+        );
+        registry.register(
+            "trellis_config_refused_objects",
+            "Cluster objects refused on their own while the rest of the config serves (see trellis status)",
+            m.refused_objects.clone(),
         );
         registry.register(
             "trellis_control_certificates",

@@ -62,7 +62,7 @@ pub async fn shift(
 
     let started = Instant::now();
     if file.starts_with("kubernetes:") {
-        shift_in_cluster(cp, route, weights, started + timeout).await?;
+        shift_in_cluster(cp, route, &file, weights, started + timeout).await?;
     } else {
         shift_in_file(cp, &file, doc.line, weights)?;
     }
@@ -163,11 +163,12 @@ fn shift_in_file(
     Ok(())
 }
 
-/// Kubernetes mode: patch the HTTPRoute, then wait until the watch has brought the new
-/// weights into the served config.
+/// Kubernetes mode: patch the HTTPRoute or GRPCRoute the route came from, then wait until
+/// the watch has brought the new weights into the served config.
 async fn shift_in_cluster(
     cp: &ControlPlane,
     route: &str,
+    file: &str,
     weights: &HashMap<String, u32>,
     deadline: Instant,
 ) -> Result<(), Status> {
@@ -175,7 +176,8 @@ async fn shift_in_cluster(
         Status::failed_precondition("the route came from Kubernetes but no client is set")
     })?;
     let (ns, name) = route.split_once('/').unwrap_or(("default", route));
-    crate::kubernetes::shift::shift(client, ns, name, weights)
+    let kind = crate::kubernetes::translate::kind_of(file);
+    crate::kubernetes::shift::shift(client, kind, ns, name, weights)
         .await
         .map_err(Status::failed_precondition)?;
     loop {
@@ -199,7 +201,7 @@ async fn shift_in_cluster(
         }
         if Instant::now() >= deadline {
             return Err(Status::deadline_exceeded(format!(
-                "HTTPRoute {route} was patched but the watch did not bring the change back in time; see trellis status"
+                "{kind} {route} was patched but the watch did not bring the change back in time; see trellis status"
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

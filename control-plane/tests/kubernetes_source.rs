@@ -20,6 +20,8 @@ const ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
 const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
 const GATEWAYS: &str = "/apis/gateway.networking.k8s.io/v1/gateways";
 const POLICIES: &str = "/apis/trellis.dev/v1alpha1/resiliencepolicies";
+const AUTHZ: &str = "/apis/trellis.dev/v1alpha1/authorizationpolicies";
+const CLASSES: &str = "/apis/gateway.networking.k8s.io/v1/gatewayclasses";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn fixture(name: &str) -> Value {
@@ -62,9 +64,17 @@ async fn cluster_with(tweak: impl FnOnce(&mut trellis_control::Options)) -> Clus
         "/apis/trellis.dev/v1alpha1/workloads",
         fixture("workloads.json"),
     );
+    api.serve(AUTHZ, fixture("authorizationpolicies.json"));
+    // Not watched: the status writer reads the `trellis` class once to mark it Accepted.
     api.serve(
-        "/apis/trellis.dev/v1alpha1/authorizationpolicies",
-        fixture("authorizationpolicies.json"),
+        CLASSES,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClassList", "metadata": {}, "items": [
+            {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+             "metadata": {"name": "trellis", "resourceVersion": "4400", "generation": 2},
+             "spec": {"controllerName": "trellis.dev/gateway"}},
+            {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+             "metadata": {"name": "istio", "resourceVersion": "4401", "generation": 1},
+             "spec": {"controllerName": "istio.io/gateway-controller"}}]}),
     );
     let state = tempfile::tempdir().unwrap();
     let mut opts = trellis_control::Options {
@@ -84,6 +94,26 @@ async fn cluster_with(tweak: impl FnOnce(&mut trellis_control::Options)) -> Clus
 }
 
 impl Cluster {
+    /// Waits until the route's status, as the API server holds it, satisfies `check`.
+    async fn route_status(&self, path: &str, name: &str, check: impl Fn(&str) -> bool) -> Value {
+        eventually(WAIT, &format!("the status of {name}"), || {
+            let r = self.api.object(path, "rides", name);
+            let s = r
+                .map(|r| r["status"].clone())
+                .filter(|s| check(&s.to_string()));
+            async move { s }
+        })
+        .await
+    }
+
+    fn status_writes(&self) -> usize {
+        let patches = self.api.patches.lock().unwrap();
+        patches
+            .iter()
+            .filter(|(p, ..)| p.ends_with("/status"))
+            .count()
+    }
+
     /// Waits until the served config satisfies `check`.
     async fn until(&self, what: &str, check: impl Fn(&World) -> bool) -> Arc<World> {
         let cp = self.running.cp.clone();
@@ -394,17 +424,19 @@ async fn watches_that_end_resume_and_expired_watches_relist() {
 }
 
 #[tokio::test]
-async fn a_bad_resource_is_refused_with_its_name_and_the_last_good_config_keeps_serving() {
+async fn a_bad_new_authorization_policy_refuses_the_whole_change_and_the_last_good_config_keeps_serving()
+ {
+    // Leaving a refused AuthorizationPolicy out could open what it was written to deny, so
+    // for it (and the Mesh) the cluster fails closed, as a file does.
     let c = cluster().await;
     let first = c
         .until("the first config", |w| w.config.services.len() == 4)
         .await;
-    let mut bad = item("resiliencepolicies.json", "billing");
-    bad["metadata"]["name"] = json!("billing-typo");
-    // One policy per Service: this one is for billing-v2.
-    bad["spec"]["targetRef"]["name"] = json!("billing-v2");
-    bad["spec"]["timeout"] = json!("2 seconds");
-    c.api.event(POLICIES, "ADDED", bad.clone());
+    let mut bad = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "billing", "namespace": "rides", "generation": 1},
+        "spec": {"targetRef": {"kind": "Service", "name": "billing"}, "action": "ALOW",
+                 "rules": [{"from": [{"serviceAccounts": ["rides/trip"]}]}]}});
+    c.api.event(AUTHZ, "ADDED", bad.clone());
     let cp = c.running.cp.clone();
     let errors = eventually(WAIT, "the refusal", || {
         let e = cp.config_errors();
@@ -413,33 +445,334 @@ async fn a_bad_resource_is_refused_with_its_name_and_the_last_good_config_keeps_
     .await
     .to_string();
     assert!(
-        errors.contains("kubernetes:ResiliencePolicy/rides/billing-typo"),
+        errors.contains("kubernetes:AuthorizationPolicy/rides/billing") && errors.contains("ALOW"),
         "{errors}"
     );
-    assert!(
-        errors.contains("timeout") && errors.contains("2 seconds"),
-        "{errors}"
-    );
+    // A change elsewhere does not get through either while the policy is refused.
+    let mut route = item("httproutes.json", "billing");
+    route["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(50);
+    c.api.event(ROUTES, "MODIFIED", route);
+    c.api.event(AUTHZ, "MODIFIED", bad.clone());
+    eventually(WAIT, "the route change to be refused too", || {
+        let n = c.running.cp.metrics.render();
+        async move {
+            let line = n
+                .lines()
+                .find(|l| l.starts_with("trellis_config_reloads_total{result=\"rejected\"}"))?;
+            (line.rsplit(' ').next()?.parse::<u64>().ok()? >= 2).then_some(())
+        }
+    })
+    .await;
     assert_eq!(
         cp.world().unwrap().generation,
         first.generation,
         "the last good config serves"
     );
-    // Fixing it applies.
-    bad["spec"]["timeout"] = json!("2s");
-    c.api.event(POLICIES, "MODIFIED", bad);
-    let fixed = eventually(WAIT, "the fixed policy", || {
-        let (w, e) = (cp.world(), cp.config_errors());
+    // Fixing it applies, with the route change.
+    bad["spec"]["action"] = json!("ALLOW");
+    c.api.event(AUTHZ, "MODIFIED", bad);
+    let fixed = c
+        .until("the fixed policy", |w| {
+            w.config.authorization_policies.len() == 1
+                && weights(w, "rides/billing")[0] == ("billing-v1".into(), Some(50))
+        })
+        .await;
+    assert!(fixed.generation > first.generation);
+    assert!(cp.config_errors().is_none());
+}
+
+#[tokio::test]
+async fn a_refused_object_is_set_aside_and_the_rest_of_the_cluster_applies() {
+    // In a shared cluster one team's mistake must not freeze everyone's endpoints.
+    let c = cluster().await;
+    let cp = c.running.cp.clone();
+    c.until("the first config", |w| w.config.services.len() == 4)
+        .await;
+
+    // A new ResiliencePolicy that does not load is left out...
+    let mut typo = item("resiliencepolicies.json", "billing");
+    typo["metadata"]["name"] = json!("billing-typo");
+    typo["spec"]["targetRef"]["name"] = json!("billing-v2");
+    typo["spec"]["timeout"] = json!("2 seconds");
+    c.api.event(POLICIES, "ADDED", typo.clone());
+    // ...and a change made after it applies.
+    let mut route = item("httproutes.json", "billing");
+    route["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(50);
+    c.api.event(ROUTES, "MODIFIED", route.clone());
+    let w = c
+        .until("the route change beside the refused policy", |w| {
+            weights(w, "rides/billing")[0] == ("billing-v1".into(), Some(50))
+        })
+        .await;
+    assert_eq!(
+        w.config.resilience_policies.len(),
+        1,
+        "the refused policy is left out"
+    );
+    let errors = cp
+        .config_errors()
+        .expect("the refusal is reported")
+        .to_string();
+    assert!(
+        errors.contains("kubernetes:ResiliencePolicy/rides/billing-typo")
+            && errors.contains("2 seconds"),
+        "{errors}"
+    );
+    assert!(
+        cp.metrics
+            .render()
+            .contains("trellis_config_refused_objects 1")
+    );
+
+    // A bad change to an object that loaded before: its last good version keeps serving.
+    let mut billing = item("resiliencepolicies.json", "billing");
+    billing["spec"]["timeout"] = json!("soon");
+    c.api.event(POLICIES, "MODIFIED", billing.clone());
+    let errors = eventually(WAIT, "the second refusal", || {
+        let e = cp.config_errors().map(|e| e.to_string());
+        async move { e.filter(|e| e.contains("kubernetes:ResiliencePolicy/rides/billing:")) }
+    })
+    .await;
+    assert!(errors.contains("soon"), "{errors}");
+    let w = cp.world().unwrap();
+    let p = &w.config.resilience_policies[0];
+    assert_eq!(p.object.metadata.name, "billing");
+    assert_eq!(
+        p.object.spec.timeout.map(|t| t.as_secs()),
+        Some(2),
+        "the last good version (timeout 2s) serves"
+    );
+
+    // A route whose backend does not exist is refused too, and says so in its status.
+    let mut broken = route.clone();
+    broken["metadata"]["name"] = json!("broken");
+    broken["metadata"]["generation"] = json!(3);
+    broken["spec"]["rules"][0]["backendRefs"][1]["name"] = json!("billing-v3");
+    c.api.event(ROUTES, "ADDED", broken);
+    let status = c
+        .route_status(ROUTES, "broken", |s| s.contains("BackendNotFound"))
+        .await;
+    let parent = ours(&status);
+    assert_eq!(parent["parentRef"]["name"], "billing");
+    let accepted = condition(parent, "Accepted");
+    assert_eq!(accepted["status"], "False");
+    assert_eq!(accepted["observedGeneration"], 3);
+    let resolved = condition(parent, "ResolvedRefs");
+    assert_eq!(resolved["status"], "False");
+    assert!(
+        resolved["message"]
+            .as_str()
+            .unwrap()
+            .contains("no Service \"billing-v3\"")
+            && resolved["message"].as_str().unwrap().contains("not served"),
+        "{resolved}"
+    );
+    assert!(
+        c.running
+            .cp
+            .world()
+            .unwrap()
+            .config
+            .http_routes
+            .iter()
+            .all(|r| r.object.metadata.name != "broken")
+    );
+
+    // Fixed, everything applies and nothing is reported.
+    typo["spec"]["timeout"] = json!("2s");
+    c.api.event(POLICIES, "MODIFIED", typo);
+    billing["spec"]["timeout"] = json!("3s");
+    c.api.event(POLICIES, "MODIFIED", billing);
+    c.api.event(
+        ROUTES,
+        "DELETED",
+        c.api.object(ROUTES, "rides", "broken").unwrap(),
+    );
+    c.until("everything applied", |w| {
+        w.config.resilience_policies.len() == 2
+            && w.config
+                .resilience_policies
+                .iter()
+                .all(|p| p.object.spec.timeout.is_some_and(|t| t.as_secs() >= 2))
+            && w.config.http_routes.len() == 2
+    })
+    .await;
+    eventually(WAIT, "no refusal left", || {
+        let e = cp.config_errors();
+        async move { e.is_none().then_some(()) }
+    })
+    .await;
+    assert!(
+        cp.metrics
+            .render()
+            .contains("trellis_config_refused_objects 0")
+    );
+}
+
+/// Trellis' entry in a route's `status.parents`.
+fn ours(status: &Value) -> &Value {
+    let mine: Vec<&Value> = status["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["controllerName"] == "trellis.dev/gateway")
+        .collect();
+    assert_eq!(mine.len(), 1, "one entry of Trellis' in {status}");
+    mine[0]
+}
+
+fn condition<'a>(parent: &'a Value, kind: &str) -> &'a Value {
+    parent["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {parent}"))
+}
+
+#[tokio::test]
+async fn routes_and_trellis_gateways_get_gateway_api_status() {
+    let c = cluster().await;
+    c.until("the first config", |w| w.config.services.len() == 4)
+        .await;
+    // A mesh route: one entry for its Service parent, accepted and resolved, after the entry
+    // another mesh's controller wrote (the fixture's, as when migrating from Linkerd), which
+    // stays as it was.
+    let fixture_status = item("httproutes.json", "billing")["status"].clone();
+    let status = c
+        .route_status(ROUTES, "billing", |s| s.contains("trellis.dev"))
+        .await;
+    let parents = status["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 2, "{status}");
+    assert_eq!(parents[0], fixture_status["parents"][0]);
+    let parent = ours(&status);
+    assert_eq!(
+        parent["parentRef"],
+        json!({"group": "", "kind": "Service", "name": "billing", "port": 80})
+    );
+    assert_eq!(parent["controllerName"], "trellis.dev/gateway");
+    for kind in ["Accepted", "ResolvedRefs"] {
+        let cond = condition(parent, kind);
+        assert_eq!(cond["status"], "True", "{cond}");
+        assert_eq!(cond["reason"], kind);
+        assert_eq!(cond["observedGeneration"], 1);
+        assert!(cond["lastTransitionTime"].as_str().unwrap().ends_with('Z'));
+    }
+    // GRPCRoutes too.
+    let status = c
+        .route_status(GRPC_ROUTES, "trip-grpc", |s| s.contains("Accepted"))
+        .await;
+    assert_eq!(condition(ours(&status), "Accepted")["status"], "True");
+
+    // A route attached to the trellis Gateway from its own namespace is admitted and counted;
+    // the one attached only to another controller's Gateway gets no status from Trellis.
+    let mut attached = item("httproutes.json", "edge");
+    attached["metadata"]["name"] = json!("edge-trellis");
+    attached["spec"]["parentRefs"] = json!([{"name": "ride-gateway"}]);
+    attached["spec"]["hostnames"] = json!(["app.rides.example.com"]);
+    // Another controller's entry is already there and must survive.
+    let foreign = json!({"parentRef": {"name": "public"}, "controllerName": "istio.io/gateway-controller",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                        "lastTransitionTime": "2026-11-26T18:00:00Z"}]});
+    attached["status"] = json!({"parents": [foreign]});
+    c.api.event(ROUTES, "ADDED", attached);
+    let status = c
+        .route_status(ROUTES, "edge-trellis", |s| s.contains("trellis.dev"))
+        .await;
+    let parents = status["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 2, "{status}");
+    assert_eq!(
+        parents[0], foreign,
+        "another controller's entry is kept as it was"
+    );
+    assert_eq!(condition(&parents[1], "Accepted")["status"], "True");
+    let gateway = eventually(WAIT, "the Gateway's status", || {
+        let g = c.api.object(GATEWAYS, "rides", "ride-gateway");
+        async move { g.filter(|g| g["status"]["listeners"][0]["attachedRoutes"] == 1) }
+    })
+    .await;
+    let gstatus = &gateway["status"];
+    for kind in ["Accepted", "Programmed"] {
+        let cond = gstatus["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["type"] == kind)
+            .unwrap();
+        assert_eq!(cond["status"], "True", "{cond}");
+        assert_eq!(cond["observedGeneration"], 1);
+    }
+    assert_eq!(gstatus["listeners"][0]["name"], "http");
+    assert_eq!(
+        gstatus["listeners"][0]["supportedKinds"][0]["kind"],
+        "HTTPRoute"
+    );
+    let class = eventually(WAIT, "the GatewayClass accepted", || {
+        let g = c.api.object(CLASSES, "", "trellis");
+        async move { g.filter(|g| !g["status"].is_null()) }
+    })
+    .await;
+    let cond = &class["status"]["conditions"][0];
+    assert_eq!(
+        (&cond["type"], &cond["status"], &cond["observedGeneration"]),
+        (&json!("Accepted"), &json!("True"), &json!(2))
+    );
+    assert!(
+        c.api.object(CLASSES, "", "istio").unwrap()["status"].is_null(),
+        "not Trellis' class"
+    );
+    assert!(
+        c.api.object(ROUTES, "rides", "edge").unwrap()["status"].is_null(),
+        "not Trellis' route"
+    );
+    assert!(
+        c.api.object(GATEWAYS, "rides", "public").unwrap()["status"].is_null(),
+        "not Trellis' Gateway"
+    );
+
+    // From another namespace, a Gateway that admits only its own does not take the route.
+    let mut other = item("httproutes.json", "edge");
+    other["metadata"]["name"] = json!("edge-other");
+    other["metadata"]["namespace"] = json!("shop");
+    other["spec"]["parentRefs"] = json!([{"name": "ride-gateway", "namespace": "rides"}]);
+    other["spec"]["rules"][0]["backendRefs"][0]["namespace"] = json!("rides");
+    c.api.event(ROUTES, "ADDED", other);
+    let status = eventually(WAIT, "the refused attachment's status", || {
+        let r = c.api.object(ROUTES, "shop", "edge-other");
         async move {
-            if let Some(e) = &e {
-                eprintln!("still refused: {e}");
-            }
-            w.filter(|w| w.config.resilience_policies.len() == 2)
+            r.map(|r| r["status"].clone())
+                .filter(|s| s.to_string().contains("NotAllowedByListeners"))
         }
     })
     .await;
-    assert!(fixed.generation > first.generation);
-    assert!(cp.config_errors().is_none());
+    assert_eq!(
+        condition(&status["parents"][0], "Accepted")["status"],
+        "False"
+    );
+
+    // Once current, statuses are not written again: a change that leaves them alone (an
+    // EndpointSlice update) reaches the served config and makes no status write.
+    let c = &c;
+    let settled = eventually(WAIT, "status writes to settle", || async move {
+        let n = c.status_writes();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (c.status_writes() == n).then_some(n)
+    })
+    .await;
+    let mut slice = c
+        .api
+        .object(SLICES, "rides", "trip-c1c2c")
+        .expect("the trip slice");
+    slice["endpoints"].as_array_mut().unwrap().pop();
+    c.api.event(SLICES, "MODIFIED", slice);
+    let before = c.running.cp.world().unwrap().generation;
+    c.until("the slice change", |w| w.generation > before).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        c.status_writes(),
+        settled,
+        "no status write without a status change"
+    );
 }
 
 #[tokio::test]
@@ -456,7 +789,12 @@ async fn shift_patches_the_httproute_and_waits_for_the_watch() {
         .unwrap();
     assert!(resp.failures.is_empty(), "{resp:?}");
     assert_eq!(resp.file, "kubernetes:HTTPRoute/rides/billing");
-    let patches = c.api.patches.lock().unwrap().clone();
+    // The spec patch; the status writer's patches of the status subresource are not shift's.
+    let patches: Vec<_> = c.api.patches.lock().unwrap().clone();
+    let patches: Vec<_> = patches
+        .into_iter()
+        .filter(|(path, ..)| !path.ends_with("/status"))
+        .collect();
     assert_eq!(patches.len(), 1);
     let (path, content_type, body) = &patches[0];
     assert_eq!(
@@ -480,6 +818,49 @@ async fn shift_patches_the_httproute_and_waits_for_the_watch() {
             ("billing-v1".into(), Some(0)),
             ("billing-v2".into(), Some(100))
         ]
+    );
+}
+
+#[tokio::test]
+async fn shift_patches_the_grpcroute_a_route_came_from() {
+    let c = cluster().await;
+    c.until("the first config", |w| w.config.http_routes.len() == 2)
+        .await;
+    let wanted = HashMap::from([("trip".to_string(), 7)]);
+    let resp = trellis_control::shift::shift(&c.running.cp, "rides/trip-grpc", &wanted, WAIT)
+        .await
+        .unwrap();
+    assert!(resp.failures.is_empty(), "{resp:?}");
+    assert_eq!(resp.file, "kubernetes:GRPCRoute/rides/trip-grpc");
+    let patches: Vec<_> = c.api.patches.lock().unwrap().clone();
+    let patches: Vec<_> = patches
+        .into_iter()
+        .filter(|(path, ..)| !path.ends_with("/status"))
+        .collect();
+    assert_eq!(patches.len(), 1);
+    let (path, content_type, body) = &patches[0];
+    assert_eq!(
+        path,
+        "/apis/gateway.networking.k8s.io/v1/namespaces/rides/grpcroutes/trip-grpc"
+    );
+    assert_eq!(content_type, "application/json-patch+json");
+    // The GRPCRoute's backendRefs carry no weight yet: `add`, guarded by `test`.
+    assert_eq!(
+        body,
+        &json!([
+            {"op": "test", "path": "/spec/rules/0/backendRefs/0/name", "value": "trip"},
+            {"op": "add", "path": "/spec/rules/0/backendRefs/0/weight", "value": 7},
+            {"op": "test", "path": "/spec/rules/1/backendRefs/0/name", "value": "trip"},
+            {"op": "add", "path": "/spec/rules/1/backendRefs/0/weight", "value": 7},
+        ])
+    );
+    let stored = c.api.object(GRPC_ROUTES, "rides", "trip-grpc").unwrap();
+    assert_eq!(stored["kind"], "GRPCRoute");
+    assert_eq!(stored["spec"]["rules"][1]["backendRefs"][0]["weight"], 7);
+    let w = c.running.cp.world().unwrap();
+    assert_eq!(
+        weights(&w, "rides/trip-grpc"),
+        [("trip".into(), Some(7)), ("trip".into(), Some(7))]
     );
 }
 

@@ -4,6 +4,7 @@
 
 pub mod ca;
 pub mod shift;
+pub mod status;
 pub mod token_review;
 pub mod translate;
 
@@ -196,14 +197,55 @@ impl Watches {
     }
 }
 
-/// Applies the cluster to the control plane now and after every change, until dropped.
-pub async fn run(cp: Arc<ControlPlane>, watches: Watches) {
+/// Applies the cluster to the control plane now and after every change, until dropped, and
+/// keeps the Gateway API objects' status up to date with what was applied.
+pub async fn run(cp: Arc<ControlPlane>, watches: Watches, client: Client) {
     watches.first_sync().await;
+    let (wanted, rx) = tokio::sync::watch::channel(Vec::new());
+    let _writer = AbortOnDrop(tokio::spawn(status::write(client, rx)));
     let mut translator = translate::Translator::default();
     loop {
-        let result = translator.mesh_config(&watches.state(), cp.loader());
-        let _ = cp.apply("kubernetes", result);
+        let state = watches.state();
+        let t = translator.translate(&state, cp.loader());
+        match t.config {
+            Ok(cfg) => {
+                let refused = t.held_back.values().flat_map(|h| h.errors.clone());
+                cp.apply_partial(
+                    "kubernetes",
+                    cfg,
+                    trellis_config::ConfigErrors(refused.collect()),
+                );
+                let patches = status::patches(&state, &t.held_back, &now());
+                wanted.send_if_modified(|w| {
+                    let changed = *w != patches;
+                    *w = patches;
+                    changed
+                });
+            }
+            // The whole change is refused; the previous config and statuses stand.
+            Err(e) => {
+                let _ = cp.apply("kubernetes", Err(e));
+            }
+        }
         watches.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
+    }
+}
+
+/// Now, as Kubernetes writes times (RFC 3339, seconds).
+pub(crate) fn now() -> String {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let t = Time(k8s_openapi::jiff::Timestamp::now());
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -1,5 +1,5 @@
 //! `trellis shift` against the cluster: a JSON patch that sets the weights of an HTTPRoute's
-//! backendRefs, guarded by `test` operations so that a route edited meanwhile is refused
+//! (or GRPCRoute's) backendRefs, guarded by `test` operations so that a route edited meanwhile is refused
 //! rather than mis-weighted.
 
 use json_patch::jsonptr::PointerBuf;
@@ -14,7 +14,7 @@ use std::collections::HashMap;
 pub fn weights_patch(route: &Value, weights: &HashMap<String, u32>) -> Result<Patch, String> {
     let rules = route["spec"]["rules"]
         .as_array()
-        .ok_or("the HTTPRoute has no spec.rules")?;
+        .ok_or("the route has no spec.rules")?;
     let mut ops = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         for (j, b) in rule["backendRefs"]
@@ -62,24 +62,29 @@ pub fn weights_patch(route: &Value, weights: &HashMap<String, u32>) -> Result<Pa
     Ok(Patch(ops))
 }
 
-/// Reads the route, patches its weights, and returns the route as the API server stored it.
+/// Reads the route (`kind`: `HTTPRoute` or `GRPCRoute`; their backendRefs have one shape),
+/// patches its weights, and returns the route as the API server stored it.
 pub async fn shift(
     client: Client,
+    kind: &str,
     namespace: &str,
     name: &str,
     weights: &HashMap<String, u32>,
 ) -> Result<DynamicObject, String> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client, namespace, &super::http_route_resource());
+    let (resource, plural) = match kind {
+        "GRPCRoute" => (super::grpc_route_resource(), "grpcroutes"),
+        _ => (super::http_route_resource(), "httproutes"),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &resource);
     let current = api
         .get(name)
         .await
-        .map_err(|e| format!("cannot read HTTPRoute {namespace}/{name}: {e}"))?;
+        .map_err(|e| format!("cannot read {kind} {namespace}/{name}: {e}"))?;
     let patch = weights_patch(&serde_json::to_value(&current).unwrap_or_default(), weights)?;
     api.patch(name, &PatchParams::default(), &KubePatch::Json::<()>(patch))
         .await
         .map_err(|e| {
-            format!("cannot patch HTTPRoute {namespace}/{name}: {e}; does trellis-control's ClusterRole allow patch on httproutes?")
+            format!("cannot patch {kind} {namespace}/{name}: {e}; does trellis-control's ClusterRole allow patch on {plural}?")
         })
 }
 

@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use trellis_config::{ConfigErrors, Loader, MeshConfig};
+use trellis_config::{ConfigError, ConfigErrors, Loader, MeshConfig};
 
 /// Everything the watchers hold at one instant.
 #[derive(Default, Clone)]
@@ -36,7 +36,7 @@ const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
 /// The trellis-class Gateways, by `(namespace, name)`, and whether any of their listeners
 /// admits routes from every namespace (`allowedRoutes.namespaces.from: All`); the Gateway
 /// API's default is `Same`. `Selector` is not supported and counts as `Same`.
-fn trellis_gateways(state: &ClusterState) -> BTreeMap<(String, String), bool> {
+pub(crate) fn trellis_gateways(state: &ClusterState) -> BTreeMap<(String, String), bool> {
     state
         .gateways
         .iter()
@@ -80,8 +80,52 @@ pub const TRELLIS_KINDS: [(&str, &str); 4] = [
 ];
 
 /// Translates and loads the cluster state: the same `MeshConfig` the file loader makes.
+/// Strict: any refused object refuses the whole state, as a file would.
 pub fn mesh_config(state: &ClusterState, loader: &Loader) -> Result<MeshConfig, ConfigErrors> {
-    Translator::default().mesh_config(state, loader)
+    let t = Translator::default().translate(state, loader);
+    match t.config {
+        Ok(_) if !t.held_back.is_empty() => Err(ConfigErrors(
+            t.held_back.into_values().flat_map(|h| h.errors).collect(),
+        )),
+        other => other,
+    }
+}
+
+/// How many loads one translation may try while it sets refused objects aside. Each pass
+/// sets aside at least one more object; a chain longer than this (a Service refused, so its
+/// routes are, so ...) refuses the whole change.
+const MAX_PASSES: usize = 8;
+
+/// The kinds a translation may leave out when a new object of that kind is refused. The
+/// others fail closed: leaving out a new AuthorizationPolicy could open what it denies, and
+/// leaving out the Mesh would change the trust domain and mTLS mode; for those the whole
+/// change is refused and the previous config keeps serving, as in file mode.
+const OMITTABLE: [&str; 6] = [
+    "Service",
+    "Workload",
+    "HTTPRoute",
+    "GRPCRoute",
+    "Gateway",
+    "ResiliencePolicy",
+];
+
+/// One object the loader refused, and what serves in its place.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldBack {
+    /// The loader's errors for this object's current version.
+    pub errors: Vec<ConfigError>,
+    /// `true`: the last version of the object that loaded still serves; `false`: the object
+    /// is left out (it never loaded, or its last good version no longer does).
+    pub previous_serves: bool,
+}
+
+/// The outcome of one translation.
+pub struct Translation {
+    /// The config to serve, or why the whole change is refused.
+    pub config: Result<MeshConfig, ConfigErrors>,
+    /// Objects refused on their own, by source name (`kubernetes:<Kind>/<ns>/<name>`),
+    /// while the rest of the cluster applied.
+    pub held_back: BTreeMap<String, HeldBack>,
 }
 
 /// Every document as `(source name, text)`, sorted by name so the result is stable.
@@ -101,27 +145,104 @@ type Rendered = (String, Option<Arc<str>>);
 /// objects changed: each document remembers the resourceVersions it was made from. In a
 /// cluster of 10,000 pods one EndpointSlice change would otherwise pretty-print 11,000
 /// documents (bench/kubernetes.sh).
+///
+/// One refused object does not hold up the cluster: in a shared cluster, one team's bad
+/// HTTPRoute must not freeze every other team's endpoints. The translator loads, sets aside
+/// each object the errors name (its last version that loaded serves in its place, or, for a
+/// new object of an omittable kind, it is left out), and loads again.
 #[derive(Default)]
 pub struct Translator {
     cache: HashMap<String, Rendered>,
+    /// The text of every document in the last config that loaded.
+    last_good: HashMap<String, Arc<str>>,
 }
 
 impl Translator {
-    pub fn mesh_config(
-        &mut self,
-        state: &ClusterState,
-        loader: &Loader,
-    ) -> Result<MeshConfig, ConfigErrors> {
+    pub fn translate(&mut self, state: &ClusterState, loader: &Loader) -> Translation {
         let (docs, sidecars) = self.documents(state);
-        let mut cfg = loader.load_texts(docs.iter().map(|(n, t)| (n.as_str(), &**t)))?;
-        // An injected pod's proxy holds a mesh certificate: it is in the EndpointSlice only
-        // once ready, and its readiness waits for the certificate. Callers may use mTLS to it.
-        for w in &mut cfg.workloads {
-            if sidecars.contains(&*w.file) {
-                Arc::make_mut(&mut w.object).spec.sidecar_mtls = true;
+        let mut docs: BTreeMap<String, Arc<str>> = docs.into_iter().collect();
+        let mut held_back = BTreeMap::new();
+        for _ in 0..MAX_PASSES {
+            let errors = match loader.load_texts(docs.iter().map(|(n, t)| (n.as_str(), &**t))) {
+                Ok(mut cfg) => {
+                    // An injected pod's proxy holds a mesh certificate: it is in the
+                    // EndpointSlice only once ready, and its readiness waits for the
+                    // certificate. Callers may use mTLS to it.
+                    for w in &mut cfg.workloads {
+                        if sidecars.contains(&*w.file) {
+                            Arc::make_mut(&mut w.object).spec.sidecar_mtls = true;
+                        }
+                    }
+                    self.last_good = docs.into_iter().collect();
+                    return Translation {
+                        config: Ok(cfg),
+                        held_back,
+                    };
+                }
+                Err(errors) => errors,
+            };
+            if let Err(fatal) = self.set_aside(&mut docs, &mut held_back, &errors) {
+                return Translation {
+                    config: Err(fatal),
+                    held_back: BTreeMap::new(),
+                };
             }
         }
-        Ok(cfg)
+        let errors = held_back.into_values().flat_map(|h| h.errors).collect();
+        Translation {
+            config: Err(ConfigErrors(errors)),
+            held_back: BTreeMap::new(),
+        }
+    }
+
+    /// Sets aside every document `errors` names: its last good text replaces it, or it is
+    /// left out. `Err` (every error so far) when an error cannot be isolated that way.
+    fn set_aside(
+        &self,
+        docs: &mut BTreeMap<String, Arc<str>>,
+        held_back: &mut BTreeMap<String, HeldBack>,
+        errors: &ConfigErrors,
+    ) -> Result<(), ConfigErrors> {
+        let mut by_doc: BTreeMap<&str, Vec<ConfigError>> = BTreeMap::new();
+        for e in &errors.0 {
+            by_doc.entry(e.file.as_str()).or_default().push(e.clone());
+        }
+        let fatal = |held_back: &BTreeMap<String, HeldBack>| {
+            let mut all: Vec<ConfigError> =
+                held_back.values().flat_map(|h| h.errors.clone()).collect();
+            all.extend(errors.0.iter().cloned());
+            ConfigErrors(all)
+        };
+        for (name, errs) in by_doc {
+            let Some(current) = docs.get(name) else {
+                return Err(fatal(held_back));
+            };
+            // The last good version, unless that is what was just refused.
+            let previous = self
+                .last_good
+                .get(name)
+                .filter(|p| !Arc::ptr_eq(p, current) && ***p != **current)
+                .cloned();
+            let previous_serves = match previous {
+                Some(p) => {
+                    docs.insert(name.to_string(), p);
+                    true
+                }
+                None if OMITTABLE.contains(&kind_of(name)) => {
+                    docs.remove(name);
+                    false
+                }
+                None => return Err(fatal(held_back)),
+            };
+            // The errors of the object's own version are what its owner needs to see; a
+            // later pass only refusing the last good version too keeps them.
+            let entry = held_back.entry(name.to_string()).or_insert(HeldBack {
+                errors: errs,
+                previous_serves,
+            });
+            entry.previous_serves = previous_serves;
+        }
+        Ok(())
     }
 
     /// The documents, and the names of the Workload documents made from injected pods.
@@ -244,6 +365,14 @@ impl Builder {
 
 fn version<K: Resource>(o: &K) -> Option<String> {
     o.meta().resource_version.clone()
+}
+
+/// The kind in a source name `kubernetes:<Kind>/<namespace>/<name>`.
+pub fn kind_of(doc_name: &str) -> &str {
+    doc_name
+        .strip_prefix("kubernetes:")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("")
 }
 
 /// `kubernetes:<Kind>/<namespace>/<name>`: the source name errors cite.

@@ -1,6 +1,7 @@
 //! A stand-in for the Kubernetes API server, as a tower service under a real `kube::Client`
 //! (the way kube's docs test controllers): it answers lists from JSON fixtures, streams watch
-//! events the test sends, can end or expire (410 Gone) a watch, and applies JSON patches.
+//! events the test sends, can end or expire (410 Gone) a watch, applies JSON patches, and
+//! merge patches of the status subresource.
 //! No API server can run on the test machines; this is the one thing the tests mock.
 
 use bytes::Bytes;
@@ -85,6 +86,20 @@ impl MockApi {
         }
     }
 
+    /// The object as the API server holds it now.
+    /// `namespace`: "" for a cluster-scoped object.
+    pub fn object(&self, path: &str, namespace: &str, name: &str) -> Option<Value> {
+        let all = self.collections.lock().unwrap();
+        all.get(path)?.list["items"]
+            .as_array()?
+            .iter()
+            .find(|o| {
+                o["metadata"]["name"] == name
+                    && o["metadata"]["namespace"].as_str().unwrap_or("") == namespace
+            })
+            .cloned()
+    }
+
     pub fn watches_opened(&self, path: &str) -> usize {
         self.collections
             .lock()
@@ -135,18 +150,19 @@ impl MockApi {
         }
         // A single object: `<collection>/namespaces/<ns>/<plural>/<name>` maps onto the
         // cluster-wide collection the watches use.
-        let Some((collection, ns, name)) = split_object_path(&path) else {
+        let mut all = self.collections.lock().unwrap();
+        let Some((collection, ns, name, subresource)) =
+            split_object_path(&path, |c| all.contains_key(c))
+        else {
             return Ok(not_found(&path));
         };
-        let mut all = self.collections.lock().unwrap();
         let Some(c) = all.get_mut(&collection) else {
             return Ok(not_found(&path));
         };
         let items = c.list["items"].as_array_mut().unwrap();
-        let Some(obj) = items
-            .iter_mut()
-            .find(|o| o["metadata"]["name"] == name && o["metadata"]["namespace"] == ns)
-        else {
+        let Some(obj) = items.iter_mut().find(|o| {
+            o["metadata"]["name"] == name && o["metadata"]["namespace"].as_str() == ns.as_deref()
+        }) else {
             return Ok(not_found(&path));
         };
         if method == http::Method::PATCH {
@@ -154,7 +170,30 @@ impl MockApi {
             self.patches
                 .lock()
                 .unwrap()
-                .push((path.clone(), content_type, patch.clone()));
+                .push((path.clone(), content_type.clone(), patch.clone()));
+            if subresource.as_deref() == Some("status") {
+                // As the API server: a merge patch of the status subresource changes only
+                // `status`, and a resourceVersion in it is a precondition.
+                if content_type != "application/merge-patch+json" {
+                    return Ok(json_response(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        &json!({"kind": "Status", "code": 415}),
+                    ));
+                }
+                let wanted = &patch["metadata"]["resourceVersion"];
+                if !wanted.is_null() && *wanted != obj["metadata"]["resourceVersion"] {
+                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409, "reason": "Conflict",
+                        "message": "the object has been modified; please apply your changes to the latest version and try again"});
+                    return Ok(json_response(StatusCode::CONFLICT, &status));
+                }
+                let mut updated = obj.clone();
+                let mut status = updated["status"].take();
+                json_patch::merge(&mut status, &patch["status"]);
+                updated["status"] = status;
+                drop(all);
+                self.event(&collection, "MODIFIED", updated.clone());
+                return Ok(json_response(StatusCode::OK, &updated));
+            }
             let Ok(p) = serde_json::from_value::<json_patch::Patch>(patch) else {
                 return Ok(json_response(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -195,15 +234,28 @@ impl MockApi {
     }
 }
 
-fn split_object_path(path: &str) -> Option<(String, String, String)> {
-    let (prefix, rest) = path.split_once("/namespaces/")?;
-    let mut parts = rest.split('/');
-    let (ns, plural, name) = (parts.next()?, parts.next()?, parts.next()?);
-    Some((
-        format!("{prefix}/{plural}"),
-        ns.to_string(),
-        name.to_string(),
-    ))
+/// `<prefix>/namespaces/<ns>/<plural>/<name>[/<subresource>]`, or a cluster-scoped
+/// `<collection>/<name>[/<subresource>]` of a served collection → (collection, namespace,
+/// name, subresource).
+type ObjectPath = (String, Option<String>, String, Option<String>);
+
+fn split_object_path(path: &str, served: impl Fn(&str) -> bool) -> Option<ObjectPath> {
+    if let Some((prefix, rest)) = path.split_once("/namespaces/") {
+        let mut parts = rest.split('/');
+        let (ns, plural, name) = (parts.next()?, parts.next()?, parts.next()?);
+        return Some((
+            format!("{prefix}/{plural}"),
+            Some(ns.to_string()),
+            name.to_string(),
+            parts.next().map(str::to_string),
+        ));
+    }
+    let (base, subresource) = match path.strip_suffix("/status") {
+        Some(base) => (base, Some("status".to_string())),
+        None => (path, None),
+    };
+    let (collection, name) = base.rsplit_once('/')?;
+    served(collection).then(|| (collection.to_string(), None, name.to_string(), subresource))
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
