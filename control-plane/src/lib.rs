@@ -377,6 +377,7 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
         authority.add_proof(Arc::new(kubernetes::token_review::TokenReviewProof::new(
             client.clone(),
         )));
+        authority.certificate_renewal = false;
     }
     let grpc = TcpListener::bind(opts.grpc_addr)
         .await

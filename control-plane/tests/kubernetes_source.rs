@@ -1051,3 +1051,42 @@ async fn in_a_cluster_the_admin_api_answers_only_on_loopback() {
         .unwrap_err();
     assert_ne!(e.code(), tonic::Code::PermissionDenied, "{e}");
 }
+
+#[tokio::test]
+async fn in_a_cluster_a_certificate_does_not_renew_itself() {
+    // The kubelet keeps every pod's projected token fresh, so nothing in a cluster needs
+    // renewal by certificate, and a stolen key must not be renewable with it.
+    let c = cluster().await;
+    c.until("the first config", |w| w.config.services.len() == 4)
+        .await;
+    let state = c._state.path();
+    let mesh = testkit::pki::TestCa::from_pem(
+        &std::fs::read_to_string(state.join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(state.join("ca-key.pem")).unwrap(),
+    );
+    let id = "spiffe://rides.example/ns/rides/sa/trip";
+    let now = std::time::SystemTime::now();
+    let leaf = mesh.spiffe(id, now - Duration::from_secs(60), Duration::from_secs(3600));
+    let ep = trellis_proto::connect::endpoint_with_identity(
+        &format!("https://127.0.0.1:{}", c.running.grpc.port()),
+        &std::fs::read(state.join("ca.pem")).unwrap(),
+        &leaf.cert_pem,
+        &leaf.key_pem,
+    )
+    .unwrap();
+    let mut client =
+        trellis_proto::v1::identity_client::IdentityClient::new(ep.connect().await.unwrap());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(id.try_into().unwrap())];
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let e = client
+        .certify(trellis_proto::v1::CertifyRequest {
+            csr,
+            token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    assert!(e.message().contains("projected service-account token"), "{e}");
+}

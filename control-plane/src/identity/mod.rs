@@ -23,6 +23,11 @@ pub struct Authority {
     proofs: Vec<Arc<dyn IdentityProof>>,
     /// Lifetime of a proxy's leaf certificate.
     pub leaf_ttl: Duration,
+    /// Whether a presented mesh certificate proves its identity for a new one. On in file
+    /// mode, where join tokens expire and a long-lived proxy must renew somehow; off in
+    /// Kubernetes mode, where the kubelet keeps every pod's projected token fresh, so a
+    /// stolen key and certificate cannot be renewed into a new one.
+    pub certificate_renewal: bool,
 }
 
 impl Authority {
@@ -33,6 +38,7 @@ impl Authority {
             proofs: vec![tokens.clone()],
             tokens,
             leaf_ttl,
+            certificate_renewal: true,
         }
     }
 
@@ -55,6 +61,11 @@ impl Authority {
         peer: Option<&rustls_pki_types::CertificateDer<'_>>,
     ) -> Result<CertifyResponse, Status> {
         let (proven, kind) = match (token.is_empty(), peer) {
+            (true, Some(_)) if !self.certificate_renewal => {
+                return Err(Status::unauthenticated(
+                    "this control plane does not renew a certificate on its own proof (Kubernetes mode): send the pod's projected service-account token (audience trellis)",
+                ));
+            }
             (true, Some(leaf)) => (
                 Self::prove_by_certificate(trust_domain, leaf)?,
                 "current certificate",
