@@ -1088,5 +1088,8 @@ async fn in_a_cluster_a_certificate_does_not_renew_itself() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
-    assert!(e.message().contains("projected service-account token"), "{e}");
+    assert!(
+        e.message().contains("projected service-account token"),
+        "{e}"
+    );
 }
