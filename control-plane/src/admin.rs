@@ -63,7 +63,11 @@ impl Admin for AdminService {
                 .config_errors()
                 .map(|e| e.0.iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
-            config_source: cp.opts.config.display().to_string(),
+            config_source: if cp.kube.get().is_some() {
+                "kubernetes".to_string()
+            } else {
+                cp.opts.config.display().to_string()
+            },
             config_partial: cp.config_partial(),
         }))
     }

@@ -1034,12 +1034,15 @@ async fn in_a_cluster_the_admin_api_answers_only_on_loopback() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
     assert!(e.message().contains("port-forward"), "{e}");
-    // Through port-forward, which arrives on loopback: served.
-    admin("127.0.0.1".into())
+    // Through port-forward, which arrives on loopback: served, naming its source.
+    let status = admin("127.0.0.1".into())
         .await
         .status(trellis_proto::v1::StatusRequest::default())
         .await
-        .expect("loopback is served");
+        .expect("loopback is served")
+        .into_inner();
+    assert_eq!(status.config_source, "kubernetes");
+    assert!(status.config_errors.is_empty() && !status.config_partial);
     // Discovery and Certify stay open to every address: a handshake from the non-loopback
     // address reaches the identity service (and is refused for its bad proof, not its origin).
     let ep = trellis_proto::connect::endpoint(&format!("https://{ip}:{port}"), &pem).unwrap();

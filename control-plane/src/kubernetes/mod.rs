@@ -204,6 +204,9 @@ pub async fn run(cp: Arc<ControlPlane>, watches: Watches, client: Client) {
     let (wanted, rx) = tokio::sync::watch::channel(Vec::new());
     let _writer = AbortOnDrop(tokio::spawn(status::write(client, rx)));
     let mut translator = translate::Translator::default();
+    // What the last status pass was computed from: most changes are EndpointSlices and
+    // Pods, which no status depends on.
+    let mut status_inputs = None;
     loop {
         let state = watches.state();
         let t = translator.translate(&state, cp.loader());
@@ -215,12 +218,16 @@ pub async fn run(cp: Arc<ControlPlane>, watches: Watches, client: Client) {
                     cfg,
                     trellis_config::ConfigErrors(refused.collect()),
                 );
-                let patches = status::patches(&state, &t.held_back, &now());
-                wanted.send_if_modified(|w| {
-                    let changed = *w != patches;
-                    *w = patches;
-                    changed
-                });
+                let inputs = status::Inputs::of(&state, &t.held_back);
+                if status_inputs.as_ref() != Some(&inputs) {
+                    let patches = status::patches(&state, &t.held_back, &now());
+                    wanted.send_if_modified(|w| {
+                        let changed = *w != patches;
+                        *w = patches;
+                        changed
+                    });
+                    status_inputs = Some(inputs);
+                }
             }
             // The whole change is refused; the previous config and statuses stand.
             Err(e) => {

@@ -36,6 +36,31 @@ pub struct StatusPatch {
     pub body: Value,
 }
 
+/// Everything `patches` reads: the routes' and Gateways' resourceVersions (a status write
+/// changes them too) and the refusals. Equal inputs give equal patches.
+#[derive(PartialEq)]
+pub struct Inputs {
+    versions: Vec<Option<String>>,
+    held_back: BTreeMap<String, HeldBack>,
+}
+
+impl Inputs {
+    pub fn of(state: &ClusterState, held_back: &BTreeMap<String, HeldBack>) -> Inputs {
+        // The stores list in no fixed order; resourceVersions are unique, so sorted they
+        // name the same set of object versions.
+        let mut versions: Vec<_> = [&state.http_routes, &state.grpc_routes, &state.gateways]
+            .into_iter()
+            .flatten()
+            .map(|o| o.metadata.resource_version.clone())
+            .collect();
+        versions.sort_unstable();
+        Inputs {
+            versions,
+            held_back: held_back.clone(),
+        }
+    }
+}
+
 /// The status writes that bring every route and trellis-class Gateway up to date with one
 /// translation. `held_back`: the objects the translation refused on their own. `now`: the
 /// RFC 3339 time a condition that changes gets as its `lastTransitionTime`.
