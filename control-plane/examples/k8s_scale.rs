@@ -156,7 +156,7 @@ fn main() {
         "  the same with one HTTPRoute refused and set aside: median {:.1} ms",
         median(refused).as_secs_f64() * 1e3
     );
-    println!(
+    let status_line = format!(
         "status of {} routes, computed from scratch: median {:.2} ms ({written} to write)",
         state.http_routes.len() + 1,
         median(status).as_secs_f64() * 1e3
@@ -173,6 +173,7 @@ fn main() {
         "  the same, rendering every object again: median {:.1} ms",
         median(uncached).as_secs_f64() * 1e3
     );
+    println!("{status_line}");
 
     let body = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
