@@ -106,6 +106,26 @@ impl Cluster {
         .await
     }
 
+    /// Shifts `route` to `wanted`, checks it came from `source`, and returns the one spec
+    /// patch the API server received: (path, content type, body). The status writer's
+    /// patches of the status subresource are not shift's.
+    async fn shift(
+        &self,
+        route: &str,
+        wanted: &HashMap<String, u32>,
+        source: &str,
+    ) -> (String, String, Value) {
+        let resp = trellis_control::shift::shift(&self.running.cp, route, wanted, WAIT)
+            .await
+            .unwrap();
+        assert!(resp.failures.is_empty(), "{resp:?}");
+        assert_eq!(resp.file, source);
+        let mut patches: Vec<_> = self.api.patches.lock().unwrap().clone();
+        patches.retain(|(path, ..)| !path.ends_with("/status"));
+        assert_eq!(patches.len(), 1, "{patches:?}");
+        patches.remove(0)
+    }
+
     fn status_writes(&self) -> usize {
         let patches = self.api.patches.lock().unwrap();
         patches
@@ -784,19 +804,13 @@ async fn shift_patches_the_httproute_and_waits_for_the_watch() {
         ("billing-v1".to_string(), 0),
         ("billing-v2".to_string(), 100),
     ]);
-    let resp = trellis_control::shift::shift(&c.running.cp, "rides/billing", &wanted, WAIT)
-        .await
-        .unwrap();
-    assert!(resp.failures.is_empty(), "{resp:?}");
-    assert_eq!(resp.file, "kubernetes:HTTPRoute/rides/billing");
-    // The spec patch; the status writer's patches of the status subresource are not shift's.
-    let patches: Vec<_> = c.api.patches.lock().unwrap().clone();
-    let patches: Vec<_> = patches
-        .into_iter()
-        .filter(|(path, ..)| !path.ends_with("/status"))
-        .collect();
-    assert_eq!(patches.len(), 1);
-    let (path, content_type, body) = &patches[0];
+    let (path, content_type, body) = &c
+        .shift(
+            "rides/billing",
+            &wanted,
+            "kubernetes:HTTPRoute/rides/billing",
+        )
+        .await;
     assert_eq!(
         path,
         "/apis/gateway.networking.k8s.io/v1/namespaces/rides/httproutes/billing"
@@ -827,18 +841,13 @@ async fn shift_patches_the_grpcroute_a_route_came_from() {
     c.until("the first config", |w| w.config.http_routes.len() == 2)
         .await;
     let wanted = HashMap::from([("trip".to_string(), 7)]);
-    let resp = trellis_control::shift::shift(&c.running.cp, "rides/trip-grpc", &wanted, WAIT)
-        .await
-        .unwrap();
-    assert!(resp.failures.is_empty(), "{resp:?}");
-    assert_eq!(resp.file, "kubernetes:GRPCRoute/rides/trip-grpc");
-    let patches: Vec<_> = c.api.patches.lock().unwrap().clone();
-    let patches: Vec<_> = patches
-        .into_iter()
-        .filter(|(path, ..)| !path.ends_with("/status"))
-        .collect();
-    assert_eq!(patches.len(), 1);
-    let (path, content_type, body) = &patches[0];
+    let (path, content_type, body) = &c
+        .shift(
+            "rides/trip-grpc",
+            &wanted,
+            "kubernetes:GRPCRoute/rides/trip-grpc",
+        )
+        .await;
     assert_eq!(
         path,
         "/apis/gateway.networking.k8s.io/v1/namespaces/rides/grpcroutes/trip-grpc"
