@@ -178,8 +178,8 @@ impl ControlPlane {
 
     /// Applies a config that loaded while some objects were refused on their own (the
     /// cluster source sets them aside, kubernetes::translate): the config serves, and the
-    /// refusals are recorded for `trellis status`, `/ready`'s neighbours and the objects'
-    /// status. They are logged when they change, not on every endpoint update.
+    /// refusals are recorded for `trellis status` and the metrics. They are logged when they
+    /// change, not on every endpoint update.
     pub fn apply_partial(&self, source: &str, cfg: MeshConfig, refused: ConfigErrors) {
         let refused_objects = refused
             .0
@@ -187,20 +187,21 @@ impl ControlPlane {
             .map(|e| e.file.as_str())
             .collect::<std::collections::BTreeSet<_>>()
             .len();
+        let errors = (!refused.is_empty()).then_some(refused);
         let changed = {
             let mut st = self.state();
             st.valid = Some(cfg);
-            let errors = (!refused.is_empty()).then_some(refused);
             let changed = st.errors != errors;
-            if changed && let Some(e) = &errors {
-                tracing::warn!(%source, "{refused_objects} object(s) refused; the rest of the config applies:\n{e}");
-            }
             st.partial = errors.is_some();
-            st.errors = errors;
+            st.errors = errors.clone();
             changed
         };
-        if changed && refused_objects == 0 {
-            tracing::info!(%source, "no object refused any more");
+        match &errors {
+            Some(e) if changed => {
+                tracing::warn!(%source, "{refused_objects} object(s) refused; the rest of the config applies:\n{e}")
+            }
+            None if changed => tracing::info!(%source, "no object refused any more"),
+            _ => {}
         }
         self.metrics.refused_objects.set(refused_objects as i64);
         let result = if refused_objects == 0 {

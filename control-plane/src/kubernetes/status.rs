@@ -71,7 +71,8 @@ pub fn patches(
 ) -> Vec<StatusPatch> {
     let gateways = trellis_gateways(state);
     let mut out = Vec::new();
-    // Routes attached to each (gateway namespace, name, listener), for attachedRoutes.
+    // The routes attached to each Gateway (namespace, name), each with the listener its
+    // parentRef names (`None`: every listener), for attachedRoutes.
     let mut attached: BTreeMap<(String, String), Vec<Option<String>>> = BTreeMap::new();
     for (kind, routes) in [
         ("HTTPRoute", &state.http_routes),
