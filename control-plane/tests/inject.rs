@@ -142,6 +142,25 @@ fn a_pod_gets_the_init_step_the_native_sidecar_token_and_identity() {
         originals["billing/liveness"]["httpHeaders"],
         json!([{"name": "X-Probe", "value": "kubelet"}])
     );
+    // A gRPC probe becomes an HTTP one on the admin port too (a probe has one handler); the
+    // proxy runs the gRPC health check it stood for.
+    assert_eq!(
+        app["startupProbe"]["httpGet"],
+        json!({"path": "/app-health/billing/startup", "port": 15000, "scheme": "HTTP"})
+    );
+    assert!(
+        app["startupProbe"].get("grpc").is_none(),
+        "{}",
+        app["startupProbe"]
+    );
+    assert_eq!(
+        app["startupProbe"]["failureThreshold"], 30,
+        "timing is kept"
+    );
+    assert_eq!(
+        originals["billing/startup"],
+        json!({"port": 9004, "scheme": "GRPC", "service": "billing.v1.Billing"})
+    );
     assert_eq!(
         pod["metadata"]["annotations"]["trellis.dev/injected"],
         env!("CARGO_PKG_VERSION")
@@ -390,6 +409,15 @@ fn the_injected_pod_is_what_trellis_proxy_kubernetes_reads() {
     assert_eq!((liveness.port, liveness.path.as_str()), (9003, "/healthz"));
     assert_eq!(liveness.http_headers[0].name, "X-Probe");
     assert_eq!(liveness.http_headers[0].value, "kubelet");
+    let startup = &b.app_probes["billing/startup"];
+    assert_eq!(
+        (
+            startup.port,
+            startup.scheme.as_str(),
+            startup.service.as_str()
+        ),
+        (9004, "GRPC", "billing.v1.Billing")
+    );
     let app = container(&pod["spec"]["containers"], "billing");
     assert_eq!(
         app["livenessProbe"]["httpGet"]["path"],

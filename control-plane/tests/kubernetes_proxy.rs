@@ -222,6 +222,57 @@ async fn rewritten_probes_replay_the_apps_own_probes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_grpc_probe_runs_the_apps_grpc_health_check() {
+    // A real gRPC health service (tonic-health, the grpc.health.v1 implementation tonic
+    // ships), as a gRPC app would run it for kubelet's grpc probes.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("rides.v1.Trip", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let (cp, _dir) = start_cp().await;
+    let probes = serde_json::json!({
+        "grpc/readiness": {"port": port, "scheme": "GRPC", "service": "rides.v1.Trip"},
+        "grpc/liveness": {"port": port, "scheme": "GRPC", "service": ""},
+        "grpc/startup": {"port": port, "scheme": "GRPC", "service": "rides.v1.Nothing"},
+    });
+    let pod = trip_pod_with(&cp, "127.0.0.1:0".parse().unwrap(), probes).await;
+    let probe = |kind: &'static str| {
+        let admin = pod.proxy.admin;
+        async move {
+            request(admin, "localhost", &format!("/app-health/grpc/{kind}"))
+                .await
+                .unwrap()
+        }
+    };
+    // SERVING, for the named service and for the whole server: kubelet's pass.
+    assert_eq!(probe("readiness").await.0, 200);
+    assert_eq!(probe("liveness").await.0, 200);
+    // NOT_SERVING fails, and says so.
+    reporter
+        .set_service_status("rides.v1.Trip", tonic_health::ServingStatus::NotServing)
+        .await;
+    let r = probe("readiness").await;
+    assert_eq!(r.0, 503, "{r:?}");
+    assert!(r.2.contains("NOT_SERVING"), "{r:?}");
+    // A service the app does not know: the health service's NotFound, as a failure.
+    let r = probe("startup").await;
+    assert_eq!(r.0, 503, "{r:?}");
+    assert!(r.2.contains("NotFound"), "{r:?}");
+    // The app gone: a failure with the reason.
+    server.abort();
+    let _ = server.await;
+    let r = probe("liveness").await;
+    assert_eq!(r.0, 503, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_reaches_an_app_that_binds_only_the_pod_ip() {
     let Some(ip) = testkit::non_loopback_ip() else {
         eprintln!("skipped: this machine has no non-loopback address to stand in for a pod IP");

@@ -82,6 +82,9 @@ fn answer(status: StatusCode, error: Option<&'static str>, body: String) -> Resp
 }
 
 async fn probe_once(addrs: &[SocketAddr], probe: &AppProbe) -> Result<StatusCode, String> {
+    if probe.scheme == "GRPC" {
+        return grpc_health(addrs, &probe.service).await;
+    }
     let (tcp, addr) = connect(addrs).await?;
     let _ = tcp.set_nodelay(true);
     let req = request(addr, probe)?;
@@ -146,6 +149,72 @@ where
     // Read (and drop) the body so the app sees a complete exchange; bounded by the timeout.
     let _ = resp.into_body().collect().await;
     Ok(status)
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`; `status` 1 is SERVING.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// kubelet's gRPC probe: `grpc.health.v1.Health/Check` over plaintext HTTP/2; it passes only
+/// for SERVING. Passing is 200; anything else is an error the caller turns into 503.
+async fn grpc_health(addrs: &[SocketAddr], service: &str) -> Result<StatusCode, String> {
+    let addrs = addrs.to_vec();
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let addrs = addrs.clone();
+        async move {
+            connect(&addrs)
+                .await
+                .map(|(tcp, _)| TokioIo::new(tcp))
+                .map_err(std::io::Error::other)
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://app")
+        .user_agent("kube-probe/trellis")
+        .map_err(|e| e.to_string())?
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| {
+            format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            )
+        })?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| format!("gRPC: {e}"))?;
+    let answer = grpc
+        .unary(
+            tonic::Request::new(HealthCheckRequest {
+                service: service.to_string(),
+            }),
+            http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check"),
+            tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default(),
+        )
+        .await
+        .map_err(|s| format!("health check: {:?}: {}", s.code(), s.message()))?;
+    match answer.into_inner().status {
+        1 => Ok(StatusCode::OK),
+        other => Err(format!(
+            "health check of {service:?}: {} (kubelet passes only SERVING)",
+            match other {
+                0 => "UNKNOWN",
+                2 => "NOT_SERVING",
+                3 => "SERVICE_UNKNOWN",
+                _ => "an unknown status",
+            }
+        )),
+    }
 }
 
 /// kubelet does not verify the certificate of an HTTPS probe, so neither does the replay.

@@ -46,18 +46,22 @@ pub struct Bootstrap {
     pub app_probes: BTreeMap<String, AppProbe>,
 }
 
-/// One of the app's HTTP probes, as the pod spec had it before injection.
+/// One of the app's HTTP or gRPC probes, as the pod spec had it before injection.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AppProbe {
     pub port: u16,
     #[serde(default = "default_probe_path")]
     pub path: String,
-    /// `HTTP` or `HTTPS`; HTTPS is not verified, as kubelet does not verify it.
+    /// `HTTP`, `HTTPS` (not verified, as kubelet does not verify it) or `GRPC` (the gRPC
+    /// health check, plaintext, as kubelet's).
     #[serde(default = "default_probe_scheme")]
     pub scheme: String,
     #[serde(default)]
     pub http_headers: Vec<ProbeHeader>,
+    /// `GRPC`: the service name the health check asks about ("" is the whole server).
+    #[serde(default)]
+    pub service: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

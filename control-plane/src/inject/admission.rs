@@ -108,7 +108,8 @@ pub fn pod_patch(before: &Pod, after: &Pod) -> Patch {
             ops.push(add(ptr(&["spec", "volumes", "-"]), json(v)));
         }
     }
-    // Probes: the rewritten httpGet replaces the original one.
+    // Probes: the rewritten httpGet replaces the original one; a rewritten gRPC probe loses
+    // its `grpc` handler and gains the httpGet (a probe has exactly one handler).
     for (i, (old, new)) in b.containers.iter().zip(&a.containers).enumerate() {
         for (field, o, n) in [
             ("livenessProbe", &old.liveness_probe, &new.liveness_probe),
@@ -116,9 +117,18 @@ pub fn pod_patch(before: &Pod, after: &Pod) -> Patch {
             ("startupProbe", &old.startup_probe, &new.startup_probe),
         ] {
             let (Some(o), Some(n)) = (o, n) else { continue };
-            if o.http_get != n.http_get {
+            if o.http_get == n.http_get {
+                continue;
+            }
+            let at = |handler: &str| ptr(&["spec", "containers", &i.to_string(), field, handler]);
+            if o.grpc.is_some() && n.grpc.is_none() {
+                ops.push(PatchOperation::Remove(json_patch::RemoveOperation {
+                    path: at("grpc"),
+                }));
+                ops.push(add(at("httpGet"), json(&n.http_get)));
+            } else {
                 ops.push(PatchOperation::Replace(ReplaceOperation {
-                    path: ptr(&["spec", "containers", &i.to_string(), field, "httpGet"]),
+                    path: at("httpGet"),
                     value: json(&n.http_get),
                 }));
             }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 pub const INJECT: &str = "trellis.dev/inject";
 /// Written by the injector: the version of the injector that changed the pod.
 pub const INJECTED: &str = "trellis.dev/injected";
-/// Written by the injector: the app's original HTTP probes, which the proxy's admin port
+/// Written by the injector: the app's original HTTP and gRPC probes, which the proxy's admin port
 /// serves under `/app-health/<container>/<kind>` (see docs/kubernetes.md).
 pub const APP_PROBES: &str = "trellis.dev/app-probes";
 
