@@ -100,7 +100,10 @@ impl Admin for AdminService {
                 "no valid config is loaded yet; see trellis status for the errors",
             )
         })?;
-        let c = world.compiled_for(&entry.identity, &cp.metrics.compilations);
+        let c = world.compiled_for(
+            &cp.serving_identity(&entry.identity),
+            &cp.metrics.compilations,
+        );
         Ok(Response::new(ProxyConfigResponse {
             version: c.version.clone(),
             snapshot_json: serde_json::to_string(&world.snapshot(&c)).unwrap_or_default(),

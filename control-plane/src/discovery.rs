@@ -155,7 +155,9 @@ impl Session {
 
     /// Sends what changed for this proxy in `w`. Returns false when the proxy has gone.
     async fn push(&mut self, w: &World) -> bool {
-        let c = w.compiled_for(&self.identity, &self.cp.metrics.compilations);
+        // In a cluster the Pod's labels, as they are now, not as the proxy read them at start.
+        let identity = self.cp.serving_identity(&self.identity);
+        let c = w.compiled_for(&identity, &self.cp.metrics.compilations);
         if c.version == self.sent_version {
             return true;
         }

@@ -94,6 +94,9 @@ pub struct ControlPlane {
     pub authority: Arc<identity::Authority>,
     /// Set in Kubernetes mode: `trellis shift` patches HTTPRoutes through it.
     pub kube: std::sync::OnceLock<kube::Client>,
+    /// Kubernetes mode: the Pod watch, which says what labels and service account a
+    /// proxy's pod has (`cluster_identity`).
+    pods: std::sync::OnceLock<kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>>,
 }
 
 #[derive(Default)]
@@ -119,6 +122,7 @@ impl ControlPlane {
             loader: trellis_config::Loader::default(),
             full_pushes: Arc::new(tokio::sync::Semaphore::new(32)),
             kube: std::sync::OnceLock::new(),
+            pods: std::sync::OnceLock::new(),
         }
     }
 
@@ -225,6 +229,45 @@ impl ControlPlane {
             .and_then(|c| c.mesh.as_ref())
             .map(|m| m.object.spec.trust_domain.clone())
             .unwrap_or_else(trellis_config::model::default_trust_domain)
+    }
+
+    /// Kubernetes mode: the identity of the pod a proxy names (its namespace and pod name),
+    /// with the labels and service account the cluster says it has now, when they differ
+    /// from what the proxy claimed. The proxy read its labels once, at start, from the
+    /// downward API; this way relabelling a pod changes its proxy's config without a
+    /// restart, and a proxy cannot claim another workload's labels. `None`: not in a
+    /// cluster, no such pod (a proxy outside the cluster), or nothing differs.
+    pub fn cluster_identity(
+        &self,
+        claimed: &trellis_config::NodeIdentity,
+    ) -> Option<trellis_config::NodeIdentity> {
+        let at = kube::runtime::reflector::ObjectRef::new(&claimed.name).within(&claimed.namespace);
+        let pod = self.pods.get()?.get(&at)?;
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let service_account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone());
+        if labels == claimed.labels && service_account == claimed.service_account {
+            return None;
+        }
+        Some(trellis_config::NodeIdentity {
+            name: claimed.name.clone(),
+            namespace: claimed.namespace.clone(),
+            labels,
+            service_account,
+        })
+    }
+
+    /// The identity a proxy is served as: `cluster_identity`, or what it claimed.
+    pub fn serving_identity<'a>(
+        &self,
+        claimed: &'a trellis_config::NodeIdentity,
+    ) -> std::borrow::Cow<'a, trellis_config::NodeIdentity> {
+        match self.cluster_identity(claimed) {
+            Some(id) => std::borrow::Cow::Owned(id),
+            None => std::borrow::Cow::Borrowed(claimed),
+        }
     }
 
     /// The last refused change, if the latest change was refused, or the objects the
@@ -428,6 +471,7 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
         Source::Kubernetes(client) => {
             let watches = kubernetes::watch_all(&client);
             let _ = cp.kube.set(client.clone());
+            let _ = cp.pods.set(watches.pods());
             let task = tokio::spawn(kubernetes::run(cp.clone(), watches, client));
             (None, Some(AbortOnDrop(task)))
         }

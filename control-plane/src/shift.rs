@@ -76,7 +76,7 @@ pub async fn shift(
         .into_iter()
         .filter_map(|(id, e)| {
             let target = world
-                .compiled_for(&e.identity, &cp.metrics.compilations)
+                .compiled_for(&cp.serving_identity(&e.identity), &cp.metrics.compilations)
                 .version
                 .clone();
             let changed = before.get(&id).is_some_and(|v| *v != target);

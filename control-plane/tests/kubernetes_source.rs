@@ -1065,6 +1065,40 @@ async fn in_a_cluster_the_admin_api_answers_only_on_loopback() {
 }
 
 #[tokio::test]
+async fn a_proxy_is_served_as_its_pod_is_labelled_now() {
+    let c = cluster().await;
+    c.until("the first config", |w| w.config.services.len() == 4)
+        .await;
+    let cp = c.running.cp.clone();
+    // What the proxy read from the downward API at start matches the Pod: served as claimed.
+    let claimed = node("trip-7d9f8-pqrst", "trip", "trip");
+    assert_eq!(cp.cluster_identity(&claimed), None);
+    // A proxy claiming another workload's labels is served as its pod is labelled.
+    let spoofed = node("trip-7d9f8-pqrst", "billing", "billing");
+    assert_eq!(*cp.serving_identity(&spoofed), claimed);
+    // Relabelled, the pod's proxy is served with the new labels, without a restart.
+    let mut pod = c
+        .api
+        .object(PODS, "rides", "trip-7d9f8-pqrst")
+        .expect("the fixture's pod");
+    pod["metadata"]["labels"]["version"] = json!("v2");
+    c.api.event(PODS, "MODIFIED", pod);
+    let now = eventually(WAIT, "the relabel to reach the Pod watch", || {
+        let id = cp.cluster_identity(&claimed);
+        async move { id }
+    })
+    .await;
+    assert_eq!(now.labels["version"], "v2");
+    assert_eq!(now.labels["app"], "trip");
+    let mut v2 = claimed.clone();
+    v2.labels.insert("version".into(), "v2".into());
+    assert_eq!(now, v2);
+    // A proxy whose pod the cluster does not have (a VM, say) is served as it claims.
+    let vm = node("trip-on-a-vm", "trip", "trip");
+    assert_eq!(cp.cluster_identity(&vm), None);
+}
+
+#[tokio::test]
 async fn in_a_cluster_a_certificate_does_not_renew_itself() {
     // The kubelet keeps every pod's projected token fresh, so nothing in a cluster needs
     // renewal by certificate, and a stolen key must not be renewable with it.

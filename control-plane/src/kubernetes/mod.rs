@@ -179,6 +179,11 @@ impl Watches {
         }
     }
 
+    /// A reader of the Pod watch.
+    pub fn pods(&self) -> Store<Pod> {
+        self.pods.clone()
+    }
+
     /// Everything the reflectors hold now.
     pub fn state(&self) -> ClusterState {
         ClusterState {
