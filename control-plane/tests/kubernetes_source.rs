@@ -722,6 +722,10 @@ async fn routes_and_trellis_gateways_get_gateway_api_status() {
         assert_eq!(cond["status"], "True", "{cond}");
         assert_eq!(cond["observedGeneration"], 1);
     }
+    assert!(
+        gstatus["addresses"].is_null(),
+        "no Service, no address: {gstatus}"
+    );
     assert_eq!(gstatus["listeners"][0]["name"], "http");
     assert_eq!(
         gstatus["listeners"][0]["supportedKinds"][0]["kind"],
@@ -749,6 +753,41 @@ async fn routes_and_trellis_gateways_get_gateway_api_status() {
         c.api.object(GATEWAYS, "rides", "public").unwrap()["status"].is_null(),
         "not Trellis' Gateway"
     );
+
+    // The gateway's LoadBalancer Service (named like the Gateway): not programmed until the
+    // load balancer has an address, then its address is the Gateway's.
+    let mut lb = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "ride-gateway", "namespace": "rides"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "ride-gateway"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
+    c.api.event(SERVICES, "ADDED", lb.clone());
+    let programmed = |g: &Value| {
+        g["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["type"] == "Programmed")
+            .unwrap()
+            .clone()
+    };
+    let gateway = eventually(WAIT, "the Gateway waiting for its address", || {
+        let g = c.api.object(GATEWAYS, "rides", "ride-gateway");
+        async move { g.filter(|g| programmed(g)["status"] == "False") }
+    })
+    .await;
+    assert_eq!(programmed(&gateway)["reason"], "AddressNotAssigned");
+    lb["status"] = json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}});
+    c.api.event(SERVICES, "MODIFIED", lb);
+    let gateway = eventually(WAIT, "the Gateway's address", || {
+        let g = c.api.object(GATEWAYS, "rides", "ride-gateway");
+        async move { g.filter(|g| !g["status"]["addresses"].is_null()) }
+    })
+    .await;
+    assert_eq!(
+        gateway["status"]["addresses"],
+        json!([{"type": "IPAddress", "value": "203.0.113.7"}])
+    );
+    assert_eq!(programmed(&gateway)["status"], "True");
 
     // From another namespace, a Gateway that admits only its own does not take the route.
     let mut other = item("httproutes.json", "edge");

@@ -4,8 +4,8 @@
 //! - A route gets one `status.parents` entry per parent Trellis serves it for (a Service, for
 //!   mesh routes, or a trellis-class Gateway), with `Accepted` and `ResolvedRefs`. Entries of
 //!   other controllers are kept as they are.
-//! - A trellis-class Gateway gets `Accepted` and `Programmed`, and per listener the number of
-//!   attached routes.
+//! - A trellis-class Gateway gets `Accepted` and `Programmed`, its addresses (from the
+//!   Service of the same name), and per listener the number of attached routes.
 //!
 //! Every replica computes the same statuses from the same watches; a status already equal to
 //! the wanted one is not written, so the writes stop once the objects are up to date. Each
@@ -14,6 +14,7 @@
 
 use super::translate::{ClusterState, GATEWAY_CLASS, HeldBack, trellis_gateways};
 use super::{gateway_resource, grpc_route_resource, http_route_resource};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -53,6 +54,12 @@ impl Inputs {
             .flatten()
             .map(|o| o.metadata.resource_version.clone())
             .collect();
+        // The Services in front of trellis Gateways: their load-balancer addresses.
+        for key in trellis_gateways(state).keys() {
+            if let Some(s) = gateway_service(state, key) {
+                versions.push(s.metadata.resource_version.clone());
+            }
+        }
         versions.sort_unstable();
         Inputs {
             versions,
@@ -149,15 +156,20 @@ pub fn patches(
             continue;
         }
         let key = (g.namespace().unwrap_or_default(), g.name_any());
+        let service = gateway_service(state, &key);
         let status = gateway_status(
             g,
             held_back.get(&source_name("Gateway", g)),
             &attached,
             &key,
+            service,
         );
         let old = &g.data["status"];
         let status = with_times(status, old, g.metadata.generation, now);
-        if old["conditions"] != status["conditions"] || old["listeners"] != status["listeners"] {
+        if old["conditions"] != status["conditions"]
+            || old["listeners"] != status["listeners"]
+            || old["addresses"] != status["addresses"]
+        {
             out.push(patch("Gateway", g, status));
         }
     }
@@ -275,13 +287,77 @@ fn refusal(h: &HeldBack, only: Option<&str>) -> String {
 }
 
 /// A trellis-class Gateway's status without times: conditions and listeners.
+/// The Service in front of a Gateway's proxies: the one with the Gateway's name in its
+/// namespace, as k8s/gateway/ ships them (Gateway and Service `trellis-system/trellis-gateway`).
+fn gateway_service<'a>(state: &'a ClusterState, key: &(String, String)) -> Option<&'a Service> {
+    state
+        .services
+        .iter()
+        .find(|s| {
+            s.metadata.namespace.as_deref() == Some(key.0.as_str())
+                && s.metadata.name.as_deref() == Some(key.1.as_str())
+        })
+        .map(AsRef::as_ref)
+}
+
+/// Where clients reach a Gateway: its Service's load-balancer addresses, or its cluster IP
+/// for a Service that is not a LoadBalancer. `None`: a LoadBalancer still waiting for one.
+fn gateway_addresses(service: &Service) -> Option<Vec<Value>> {
+    let ingress: Vec<Value> = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| match (&i.ip, &i.hostname) {
+            (Some(ip), _) => Some(json!({"type": "IPAddress", "value": ip})),
+            (None, Some(h)) => Some(json!({"type": "Hostname", "value": h})),
+            (None, None) => None,
+        })
+        .collect();
+    let spec = service.spec.as_ref();
+    if !ingress.is_empty() {
+        return Some(ingress);
+    }
+    if spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer") {
+        return None;
+    }
+    Some(
+        spec.and_then(|s| s.cluster_ip.as_deref())
+            .filter(|ip| *ip != "None")
+            .map(|ip| json!({"type": "IPAddress", "value": ip}))
+            .into_iter()
+            .collect(),
+    )
+}
+
 fn gateway_status(
     g: &DynamicObject,
     held: Option<&HeldBack>,
     attached: &BTreeMap<(String, String), Vec<Option<String>>>,
     key: &(String, String),
+    service: Option<&Service>,
 ) -> Value {
+    let addresses = service.map(gateway_addresses);
     let (accepted, programmed) = match held {
+        None if matches!(addresses, Some(None)) => (
+            Condition::new(
+                "Accepted",
+                true,
+                "Accepted",
+                "served by the Trellis gateway",
+            ),
+            Condition::new(
+                "Programmed",
+                false,
+                "AddressNotAssigned",
+                format!(
+                    "the LoadBalancer Service {}/{} has no address yet",
+                    key.0, key.1
+                ),
+            ),
+        ),
         None => (
             Condition::new(
                 "Accepted",
@@ -349,10 +425,16 @@ fn gateway_status(
             })
         })
         .collect();
-    json!({
+    let mut status = json!({
         "conditions": [accepted.untimed(), programmed.untimed()],
         "listeners": listeners,
-    })
+    });
+    // Null removes addresses a merge patch wrote before (the Service went away).
+    status["addresses"] = match addresses {
+        Some(Some(a)) if !a.is_empty() => json!(a),
+        _ => Value::Null,
+    };
+    status
 }
 
 /// Gives the Gateway's conditions (and its listeners') their observedGeneration and
