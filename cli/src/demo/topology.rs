@@ -47,7 +47,20 @@ const INSTANCES: &[(&str, &str, &str)] = &[
 ];
 
 /// Free loopback ports, all held until every one is chosen so that none repeats.
+///
+/// They come from below the kernel's ephemeral port range when there is room. The children
+/// bind them only later, one by one, and meanwhile the demo's own connections take source
+/// ports from the ephemeral range: a port chosen there could be taken before its sidecar
+/// binds it (seen in CI: "cannot listen on 127.0.0.1:40095 (outbound): Address already in
+/// use"). No source port or `bind(:0)` is ever given out below the range.
 fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    if let Some(ports) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .and_then(|start| below_ephemeral(n, start))
+    {
+        return Ok(ports);
+    }
     let held: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()
@@ -56,6 +69,49 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
         .iter()
         .map(|l| l.local_addr())
         .collect::<Result<_, _>>()?)
+}
+
+/// `n` consecutive free ports in [10000, `ephemeral_start`), or `None` if there is no room
+/// or no free block. The first block tried depends on the process id, so that two demos
+/// starting at once try different blocks.
+fn below_ephemeral(n: usize, ephemeral_start: u16) -> Option<Vec<SocketAddr>> {
+    const LOW: u32 = 10_000;
+    let n32 = u32::try_from(n).ok()?.max(1);
+    let blocks = u32::from(ephemeral_start).checked_sub(LOW)? / n32;
+    if blocks == 0 {
+        return None;
+    }
+    let first = std::process::id() % blocks;
+    (0..blocks.min(64)).find_map(|k| {
+        let base = LOW + (first + k) % blocks * n32;
+        let held: Vec<std::net::TcpListener> = (base..base + n32)
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", u16::try_from(p).ok()?)).ok())
+            .collect::<Option<_>>()?;
+        held.iter().map(|l| l.local_addr().ok()).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_ports_are_free_distinct_and_below_the_ephemeral_range() {
+        let ports = below_ephemeral(38, 32768).expect("a free block below 32768");
+        assert_eq!(ports.len(), 38);
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().map(|a| a.port()).collect();
+        assert_eq!(distinct.len(), 38);
+        assert!(
+            ports.iter().all(|a| (10_000..32768).contains(&a.port())),
+            "{ports:?}"
+        );
+        // Released on return: a child can bind each.
+        for a in &ports {
+            std::net::TcpListener::bind(a).unwrap_or_else(|e| panic!("{a}: {e}"));
+        }
+        // No room below the range: none.
+        assert_eq!(below_ephemeral(38, 10_020), None);
+    }
 }
 
 impl Topology {
