@@ -91,29 +91,6 @@ fn below_ephemeral(n: usize, ephemeral_start: u16) -> Option<Vec<SocketAddr>> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn demo_ports_are_free_distinct_and_below_the_ephemeral_range() {
-        let ports = below_ephemeral(38, 32768).expect("a free block below 32768");
-        assert_eq!(ports.len(), 38);
-        let distinct: std::collections::BTreeSet<u16> = ports.iter().map(|a| a.port()).collect();
-        assert_eq!(distinct.len(), 38);
-        assert!(
-            ports.iter().all(|a| (10_000..32768).contains(&a.port())),
-            "{ports:?}"
-        );
-        // Released on return: a child can bind each.
-        for a in &ports {
-            std::net::TcpListener::bind(a).unwrap_or_else(|e| panic!("{a}: {e}"));
-        }
-        // No room below the range: none.
-        assert_eq!(below_ephemeral(38, 10_020), None);
-    }
-}
-
 impl Topology {
     /// Chooses ports and writes the mesh file into `dir`.
     pub fn plan(dir: &Path) -> anyhow::Result<Topology> {
@@ -324,5 +301,28 @@ impl Topology {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_ports_are_free_distinct_and_below_the_ephemeral_range() {
+        let ports = below_ephemeral(38, 32768).expect("a free block below 32768");
+        assert_eq!(ports.len(), 38);
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().map(|a| a.port()).collect();
+        assert_eq!(distinct.len(), 38);
+        assert!(
+            ports.iter().all(|a| (10_000..32768).contains(&a.port())),
+            "{ports:?}"
+        );
+        // Released on return: a child can bind each.
+        for a in &ports {
+            std::net::TcpListener::bind(a).unwrap_or_else(|e| panic!("{a}: {e}"));
+        }
+        // No room below the range: none.
+        assert_eq!(below_ephemeral(38, 10_020), None);
     }
 }
