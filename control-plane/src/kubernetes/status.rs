@@ -340,50 +340,34 @@ fn gateway_status(
     service: Option<&Service>,
 ) -> Value {
     let addresses = service.map(gateway_addresses);
-    let (accepted, programmed) = match held {
-        None if matches!(addresses, Some(None)) => (
-            Condition::new(
-                "Accepted",
-                true,
-                "Accepted",
-                "served by the Trellis gateway",
-            ),
-            Condition::new(
-                "Programmed",
-                false,
-                "AddressNotAssigned",
-                format!(
-                    "the LoadBalancer Service {}/{} has no address yet",
-                    key.0, key.1
-                ),
+    let accepted = match held {
+        None => Condition::new(
+            "Accepted",
+            true,
+            "Accepted",
+            "served by the Trellis gateway",
+        ),
+        Some(h) => Condition::new("Accepted", false, "Invalid", refusal(h, None)),
+    };
+    let programmed = match held {
+        Some(h) if h.previous_serves => {
+            Condition::new("Programmed", true, "Programmed", refusal(h, None))
+        }
+        Some(h) => Condition::new("Programmed", false, "Invalid", refusal(h, None)),
+        None if matches!(addresses, Some(None)) => Condition::new(
+            "Programmed",
+            false,
+            "AddressNotAssigned",
+            format!(
+                "the LoadBalancer Service {}/{} has no address yet",
+                key.0, key.1
             ),
         ),
-        None => (
-            Condition::new(
-                "Accepted",
-                true,
-                "Accepted",
-                "served by the Trellis gateway",
-            ),
-            Condition::new(
-                "Programmed",
-                true,
-                "Programmed",
-                "sent to the trellis-gateway proxies",
-            ),
-        ),
-        Some(h) => (
-            Condition::new("Accepted", false, "Invalid", refusal(h, None)),
-            Condition::new(
-                "Programmed",
-                h.previous_serves,
-                if h.previous_serves {
-                    "Programmed"
-                } else {
-                    "Invalid"
-                },
-                refusal(h, None),
-            ),
+        None => Condition::new(
+            "Programmed",
+            true,
+            "Programmed",
+            "sent to the trellis-gateway proxies",
         ),
     };
     let routes = attached.get(key).map(Vec::as_slice).unwrap_or_default();
