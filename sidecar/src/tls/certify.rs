@@ -89,6 +89,13 @@ pub async fn run(shared: Arc<Shared>, tls: Arc<MeshTls>, channel: Channel, token
                 Err(e) => Err(e),
             };
         }
+        // Skipping the token is only worth it while the certificate renews (file mode; a
+        // Kubernetes control plane refuses renewal by certificate). When nothing worked, the
+        // next attempt sends the token again, in case its refusal was the control plane's
+        // passing trouble.
+        if result.is_err() {
+            refused_token = None;
+        }
         let wait = match result {
             Ok((info, h)) => {
                 held = Some(h);
