@@ -226,31 +226,34 @@ fn accepted(held: Option<&HeldBack>) -> Condition {
 
 /// `ResolvedRefs`: false when the refusal names a backendRef.
 fn resolved_refs(held: Option<&HeldBack>) -> Condition {
-    let backend_errors: Vec<_> = held
-        .into_iter()
-        .flat_map(|h| &h.errors)
-        .filter(|e| e.field.contains("backendRefs"))
-        .collect();
-    if backend_errors.is_empty() {
-        return Condition::new(
+    let backend_errors = |h: &HeldBack| {
+        h.errors
+            .iter()
+            .filter(|e| e.field.contains("backendRefs"))
+            .map(|e| e.field.ends_with(".kind"))
+            .collect::<Vec<bool>>()
+    };
+    match held.map(|h| (h, backend_errors(h))) {
+        Some((h, kinds)) if !kinds.is_empty() => {
+            let reason = if kinds.contains(&true) {
+                "InvalidKind"
+            } else {
+                "BackendNotFound"
+            };
+            Condition::new(
+                "ResolvedRefs",
+                false,
+                reason,
+                refusal(h, Some("backendRefs")),
+            )
+        }
+        _ => Condition::new(
             "ResolvedRefs",
             true,
             "ResolvedRefs",
             "every backendRef resolved",
-        );
+        ),
     }
-    let reason = if backend_errors.iter().any(|e| e.field.ends_with(".kind")) {
-        "InvalidKind"
-    } else {
-        "BackendNotFound"
-    };
-    let h = held.expect("backend errors come from a refusal");
-    Condition::new(
-        "ResolvedRefs",
-        false,
-        reason,
-        refusal(h, Some("backendRefs")),
-    )
 }
 
 /// A refusal as a condition message: the loader's errors (those whose field contains
