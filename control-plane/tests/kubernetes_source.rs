@@ -126,6 +126,16 @@ impl Cluster {
         patches.remove(0)
     }
 
+    /// The number of status writes once no new one has come for 300 ms.
+    async fn quiet_status_writes(&self) -> usize {
+        eventually(WAIT, "status writes to settle", || async move {
+            let n = self.status_writes();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            (self.status_writes() == n).then_some(n)
+        })
+        .await
+    }
+
     fn status_writes(&self) -> usize {
         let patches = self.api.patches.lock().unwrap();
         patches
@@ -811,13 +821,7 @@ async fn routes_and_trellis_gateways_get_gateway_api_status() {
 
     // Once current, statuses are not written again: a change that leaves them alone (an
     // EndpointSlice update) reaches the served config and makes no status write.
-    let c = &c;
-    let settled = eventually(WAIT, "status writes to settle", || async move {
-        let n = c.status_writes();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        (c.status_writes() == n).then_some(n)
-    })
-    .await;
+    let settled = c.quiet_status_writes().await;
     let mut slice = c
         .api
         .object(SLICES, "rides", "trip-c1c2c")
@@ -826,11 +830,19 @@ async fn routes_and_trellis_gateways_get_gateway_api_status() {
     c.api.event(SLICES, "MODIFIED", slice);
     let before = c.running.cp.world().unwrap().generation;
     c.until("the slice change", |w| w.generation > before).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A barrier: a route's new generation needs exactly one write, which the single writer
+    // makes after anything the slice change would have asked for.
+    let mut route = c.api.object(ROUTES, "rides", "edge-trellis").unwrap();
+    route["metadata"]["generation"] = json!(2);
+    c.api.event(ROUTES, "MODIFIED", route);
+    c.route_status(ROUTES, "edge-trellis", |s| {
+        s.contains("\"observedGeneration\":2")
+    })
+    .await;
     assert_eq!(
-        c.status_writes(),
-        settled,
-        "no status write without a status change"
+        c.quiet_status_writes().await,
+        settled + 1,
+        "no status write without a status change: only the route's new generation was written"
     );
 }
 
