@@ -12,7 +12,7 @@
 //! write carries the object's resourceVersion: a write that raced a change is refused (409)
 //! and the change's own watch event computes the status again.
 
-use super::translate::{ClusterState, GATEWAY_CLASS, HeldBack, trellis_gateways};
+use super::translate::{ClusterState, GATEWAY_CLASS, HeldBack, doc_name, trellis_gateways};
 use super::{gateway_resource, grpc_route_resource, http_route_resource};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -87,7 +87,7 @@ pub fn patches(
     ] {
         for r in routes {
             let route_ns = r.namespace().unwrap_or_default();
-            let held = held_back.get(&source_name(kind, r));
+            let held = held_back.get(&doc_name(kind, r.as_ref()));
             let generation = r.metadata.generation;
             let served = held.is_none_or(|h| h.previous_serves);
             let mut ours = Vec::new();
@@ -159,7 +159,7 @@ pub fn patches(
         let service = gateway_service(state, &key);
         let status = gateway_status(
             g,
-            held_back.get(&source_name("Gateway", g)),
+            held_back.get(&doc_name("Gateway", g.as_ref())),
             &attached,
             &key,
             service,
@@ -498,14 +498,6 @@ impl Condition {
         stamp_condition(&mut c, old.unwrap_or(&Value::Null), generation, now);
         c
     }
-}
-
-fn source_name(kind: &str, o: &DynamicObject) -> String {
-    format!(
-        "kubernetes:{kind}/{}/{}",
-        o.namespace().unwrap_or_default(),
-        o.name_any()
-    )
 }
 
 fn patch(kind: &'static str, o: &DynamicObject, status: Value) -> StatusPatch {

@@ -376,7 +376,7 @@ pub fn kind_of(doc_name: &str) -> &str {
 }
 
 /// `kubernetes:<Kind>/<namespace>/<name>`: the source name errors cite.
-fn doc_name<K: Resource>(kind: &str, o: &K) -> String {
+pub(crate) fn doc_name<K: Resource>(kind: &str, o: &K) -> String {
     let m = o.meta();
     format!(
         "kubernetes:{kind}/{}/{}",
