@@ -148,6 +148,7 @@ impl Common {
                 inbound_mtls_mode,
                 authorization,
                 outbound_traffic_policy: mesh.outbound_traffic_policy.mode,
+                path_normalization: mesh.path_normalization,
             },
             inbound_services,
         }

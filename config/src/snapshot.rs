@@ -3,7 +3,7 @@
 
 use crate::model::{
     AppProtocol, AuthzAction, AuthzRule, HttpMethod, MtlsMode, OutboundMode, PathMatchType,
-    Resilience, ValueMatchType,
+    PathNormalization, Resilience, ValueMatchType,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -74,6 +74,9 @@ pub struct MeshInfo {
     /// Intercepted traffic to an address no Service's `clusterIP` names.
     #[serde(default)]
     pub outbound_traffic_policy: OutboundMode,
+    /// How request paths are normalized, on every listener (the Mesh's `pathNormalization`).
+    #[serde(default)]
+    pub path_normalization: PathNormalization,
     /// What inbound accepts: the strictest mode among the Services this workload serves.
     pub inbound_mtls_mode: MtlsMode,
     /// AuthorizationPolicies that target a Service this workload serves.

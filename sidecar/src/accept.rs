@@ -163,8 +163,9 @@ async fn dispatch(conn: Conn, side: Side, orig: Option<SocketAddr>) -> Result<()
         }
         (Protocol::MeshTcp, Side::Inbound, _) => tcp::from_sidecar(&shared, io, peer, None).await,
         (_, Side::Inbound, Some(dst)) => {
-            tcp::authorize(&shared, None)?;
             let port = dst.port();
+            let rt = rt.as_ref().ok_or(ProxyError::NotReady)?;
+            tcp::authorize(&shared, rt, port, None)?;
             let cluster = shared
                 .app
                 .for_exact_port(port)

@@ -1,5 +1,5 @@
-//! Inbound authorization: the AuthorizationPolicies that target the Services this workload
-//! serves. DENY policies are checked first; then, once any ALLOW policy applies, a request
+//! Inbound authorization: the AuthorizationPolicies that protect the app port a request is
+//! delivered to (see `delivery.rs` for which those are). DENY policies are checked first; then, once any ALLOW policy applies, a request
 //! must match one of its rules. A rule matches when one of its `from` entries and one of its
 //! `to` entries match (an empty list matches anything). Opaque TCP carries no method, path or
 //! header: there an ALLOW rule with a `to` never matches, and a DENY rule ignores its `to`
@@ -35,7 +35,7 @@ impl Denied {
         match self {
             Denied::ByPolicy(p) => format!("denied by AuthorizationPolicy {p}"),
             Denied::NoAllowMatch => {
-                "no rule of the ALLOW AuthorizationPolicies for this Service matches the request"
+                "no rule of the ALLOW AuthorizationPolicies that protect this port matches the request"
                     .into()
             }
         }
@@ -52,20 +52,15 @@ pub enum Call<'a> {
     Tcp,
 }
 
-/// Checks `call` from `peer` against the policies for `service` (`namespace/name`); with no
-/// service known, every policy of this workload applies.
-pub fn check(
-    policies: &[InboundPolicy],
-    service: Option<&str>,
+/// Checks `call` from `peer` against `policies`: those that protect the app port the call is
+/// delivered to (`delivery::PortPolicies`). DENY from any of them denies; once any of them
+/// is an ALLOW, the call must match a rule of one of those ALLOWs.
+pub fn check<'a>(
+    policies: impl Iterator<Item = &'a InboundPolicy> + Clone,
     peer: Option<&SpiffeId>,
     call: &Call<'_>,
 ) -> Result<(), Denied> {
-    let applicable = || {
-        policies
-            .iter()
-            .filter(move |p| service.is_none_or(|s| p.service == s))
-    };
-    for p in applicable().filter(|p| p.action == AuthzAction::Deny) {
+    for p in policies.clone().filter(|p| p.action == AuthzAction::Deny) {
         if p.rules
             .iter()
             .any(|r| rule_matches(r, AuthzAction::Deny, peer, call))
@@ -73,7 +68,7 @@ pub fn check(
             return Err(Denied::ByPolicy(p.name.clone()));
         }
     }
-    let mut allows = applicable()
+    let mut allows = policies
         .filter(|p| p.action == AuthzAction::Allow)
         .peekable();
     if allows.peek().is_none() {
@@ -207,9 +202,7 @@ mod tests {
         );
         let ps = vec![allow];
         let trip = id("rides/trip");
-        let check = |peer: Option<&SpiffeId>, m, p| {
-            check(&ps, Some("rides/billing"), peer, &http(&req(m, p)))
-        };
+        let check = |peer: Option<&SpiffeId>, m, p| check(ps.iter(), peer, &http(&req(m, p)));
         assert_eq!(check(Some(&trip), "POST", "/charge/7"), Ok(()));
         assert_eq!(check(Some(&trip), "POST", "/x/receipt.json"), Ok(()));
         assert_eq!(
@@ -240,7 +233,7 @@ mod tests {
             ),
         ];
         let (trip, pax) = (id("rides/trip"), id("rides/passenger"));
-        let http = |peer: &SpiffeId, p| check(&ps, None, Some(peer), &http(&req("GET", p)));
+        let http = |peer: &SpiffeId, p| check(ps.iter(), Some(peer), &http(&req("GET", p)));
         assert_eq!(http(&pax, "/rides"), Ok(()));
         assert_eq!(
             http(&pax, "/admin/x"),
@@ -249,18 +242,18 @@ mod tests {
         assert_eq!(http(&trip, "/admin/x"), Ok(()));
         // Over TCP the DENY rule's `to` cannot be checked, so it denies the account outright.
         assert_eq!(
-            check(&ps, None, Some(&pax), &Call::Tcp),
+            check(ps.iter(), Some(&pax), &Call::Tcp),
             Err(Denied::ByPolicy("rides/deny".into()))
         );
-        assert_eq!(check(&ps, None, Some(&trip), &Call::Tcp), Ok(()));
+        assert_eq!(check(ps.iter(), Some(&trip), &Call::Tcp), Ok(()));
         assert_eq!(
-            check(&ps, None, Some(&id("other/x")), &Call::Tcp),
+            check(ps.iter(), Some(&id("other/x")), &Call::Tcp),
             Err(Denied::NoAllowMatch)
         );
     }
 
     #[test]
     fn no_policy_allows_everything() {
-        assert_eq!(check(&[], None, None, &Call::Tcp), Ok(()));
+        assert_eq!(check([].iter(), None, &Call::Tcp), Ok(()));
     }
 }

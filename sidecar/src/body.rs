@@ -68,6 +68,17 @@ impl Recorder {
 #[error("the mirrored request fell behind the original and was abandoned")]
 struct MirrorAbandoned;
 
+/// A body this proxy was receiving failed: bad chunked framing, a length that does not
+/// match, a reset stream. The only body the upstream client reads is the request's, so when
+/// the client reports this error, the request failed by the downstream's fault.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is malformed or was cut off ({0})")]
+pub struct IncomingBodyError(#[source] hyper::Error);
+
+fn incoming_err(e: hyper::Error) -> BoxError {
+    Box::new(IncomingBodyError(e))
+}
+
 impl Body {
     pub fn empty() -> Body {
         Body::Full(None)
@@ -134,7 +145,7 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // Every variant is Unpin (Incoming, Bytes, channels), so plain `get_mut` is sound.
         match self.get_mut() {
-            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(incoming_err),
             Body::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             Body::Tee {
                 inner,
@@ -161,7 +172,7 @@ impl http_body::Body for Body {
                     }
                     *tx = None;
                 }
-                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+                Poll::Ready(frame.map(|r| r.map_err(incoming_err)))
             }
             Body::Recording { inner, recorder } => {
                 let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
@@ -182,7 +193,7 @@ impl http_body::Body for Body {
                 if ended && let Some(r) = recorder.take() {
                     r.finish();
                 }
-                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+                Poll::Ready(frame.map(|r| r.map_err(incoming_err)))
             }
             Body::Mirror { rx, abandoned } => match ready!(rx.poll_recv(cx)) {
                 Some(f) => Poll::Ready(Some(Ok(f))),

@@ -33,12 +33,14 @@ impl ConfigStore {
         self.registry.tls_names.clone()
     }
 
-    /// A store for a proxy with a mesh identity: its endpoints originate mTLS.
-    pub fn with_mtls() -> ConfigStore {
-        let s = ConfigStore::default();
+    /// A store for a proxy whose app listens on `app_ports`. With `mtls` (the proxy has a
+    /// mesh identity) its endpoints originate mTLS.
+    pub fn new(mtls: bool, app_ports: crate::delivery::AppPorts) -> ConfigStore {
+        let mut s = ConfigStore::default();
+        s.registry.app_ports = app_ports;
         s.registry
             .originate_mtls
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+            .store(mtls, std::sync::atomic::Ordering::Relaxed);
         s
     }
 }

@@ -82,8 +82,20 @@ pub enum ProxyError {
     HeadersTooLarge { size: usize, limit: usize },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
-    #[error("no config loaded yet; check /config_dump on the admin port for the load error")]
+    /// The request body broke off or was malformed while it was being sent on. The
+    /// downstream's fault: the endpoint's health and the breaker do not count it.
+    #[error("bad request: {source}; the upstream connection was closed, not reused")]
+    DownstreamBody { source: BoxError },
+    #[error(
+        "this proxy holds no config yet: it is waiting for the control plane (or a valid mesh file), and passes no traffic until then; /config_dump on the admin port shows the load error"
+    )]
     NotReady,
+    #[error(
+        "Service {service} port {port} targets an app port this workload does not have; list the app's ports in the bootstrap's app.ports (TRELLIS_APP_PORTS in Kubernetes)"
+    )]
+    NoAppPort { service: String, port: u16 },
+    #[error("the bootstrap lists no app port to deliver to; set app.ports")]
+    NoAppPorts,
     #[error("the local app at {addr} refused the connection: {source}")]
     AppUnavailable { addr: SocketAddr, source: BoxError },
     #[error("{source_identity} may not call {service}: {reason}")]
@@ -148,11 +160,13 @@ impl ProxyError {
                 8,
                 true,
             ),
-            ProxyError::BadRequest(_) => (S::BAD_REQUEST, "bad-request", 13, true),
-            ProxyError::NotReady => (S::SERVICE_UNAVAILABLE, "not-ready", 14, false),
-            ProxyError::AppUnavailable { .. } => {
-                (S::SERVICE_UNAVAILABLE, "app-unavailable", 14, false)
+            ProxyError::BadRequest(_) | ProxyError::DownstreamBody { .. } => {
+                (S::BAD_REQUEST, "bad-request", 13, true)
             }
+            ProxyError::NotReady => (S::SERVICE_UNAVAILABLE, "not-ready", 14, false),
+            ProxyError::AppUnavailable { .. }
+            | ProxyError::NoAppPort { .. }
+            | ProxyError::NoAppPorts => (S::SERVICE_UNAVAILABLE, "app-unavailable", 14, false),
             // gRPC 7 PERMISSION_DENIED.
             ProxyError::Unauthorized { .. } => (S::FORBIDDEN, "unauthorized", 7, false),
             // As Istio's BlackHoleCluster answers: 502. gRPC 14 UNAVAILABLE.

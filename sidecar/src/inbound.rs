@@ -5,13 +5,15 @@
 use crate::authz::{self, PeerIdentity};
 use crate::balance::{Balancer, EndpointState};
 use crate::body::Body;
+use crate::delivery::{AppPorts, app_port};
 use crate::errors::ProxyError;
 use crate::forward::forward;
 use crate::headers::check_size;
+use crate::normalize::normalize_uri;
 use crate::observe::Observation;
 use crate::resilience::{ClusterResilience, Exchange};
 use crate::respond::is_grpc;
-use crate::runtime::RtCluster;
+use crate::runtime::{RtCluster, Runtime};
 use crate::upstream::Call;
 use crate::{Shared, trace};
 use http::uri::Authority;
@@ -21,12 +23,13 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use trellis_config::model::{LbPolicy, Resilience};
-use trellis_config::snapshot::{Cluster, TargetPort};
+use trellis_config::snapshot::Cluster;
 
 /// One single-endpoint cluster per app port.
 pub struct AppClusters {
     by_port: Vec<(u16, Arc<RtCluster>)>,
-    default: Option<Arc<RtCluster>>,
+    /// The app's ports by name, and its default port.
+    pub ports: AppPorts,
 }
 
 impl AppClusters {
@@ -76,20 +79,10 @@ impl AppClusters {
                 )
             })
             .collect();
-        // With several app ports and no port in the Host, the one named `http` takes the request.
-        let default = b
-            .app
-            .ports
-            .get("http")
-            .and_then(|p| by_port.iter().find(|(q, _)| q == p))
-            .or(by_port.first())
-            .map(|(_, c)| c.clone());
-        AppClusters { by_port, default }
-    }
-
-    /// Where opaque TCP and Host-less requests go: the app port named `http`, else the first.
-    pub fn default_cluster(&self) -> Option<&Arc<RtCluster>> {
-        self.default.as_ref()
+        AppClusters {
+            by_port,
+            ports: AppPorts::new(&b.app.ports),
+        }
     }
 
     /// The cluster of app port `port`, if the app listens there.
@@ -100,85 +93,41 @@ impl AppClusters {
             .map(|(_, c)| c)
     }
 
-    /// The app port a request is for: the Host's port if the app listens there, else the default.
-    fn for_port(&self, port: Option<u16>) -> Option<&Arc<RtCluster>> {
-        port.and_then(|p| self.by_port.iter().find(|(q, _)| *q == p).map(|(_, c)| c))
-            .or(self.default.as_ref())
+    /// The cluster of `port`, which `delivery::app_port` chose among the app's ports.
+    pub(crate) fn cluster(&self, port: u16) -> Result<Arc<RtCluster>, ProxyError> {
+        self.for_exact_port(port)
+            .cloned()
+            .ok_or(ProxyError::NoAppPorts)
     }
 }
 
-/// Where on the app a request goes. When the Host names a Service this proxy serves, that
-/// Service port's targetPort decides (a number, or a name looked up in the bootstrap's app
-/// ports); otherwise the Host's port if the app listens there, else the app's default port.
-pub(crate) fn app_cluster<'a>(
-    shared: &'a Shared,
-    authority: Option<&Authority>,
-) -> Option<&'a Arc<RtCluster>> {
-    let target = authority.and_then(|a| {
-        let rt = shared.config.current_full()?;
-        let port = rt.service(a.host())?.port(a.port_u16())?;
-        match port.target_port.as_ref()? {
-            TargetPort::Number(n) => Some(*n),
-            TargetPort::Name(name) => shared.bootstrap.app.ports.get(name).copied(),
-        }
-    });
-    target
-        .and_then(|n| {
-            shared
-                .app
-                .by_port
-                .iter()
-                .find(|(p, _)| *p == n)
-                .map(|(_, c)| c)
-        })
-        .or_else(|| shared.app.for_port(authority.and_then(Authority::port_u16)))
-}
-
-/// Applies the workload's AuthorizationPolicies; a denial is counted and logged with the
-/// caller's identity and the policy, and the app never sees the request.
-fn authorize(
+/// Applies the AuthorizationPolicies that protect app port `port`; a denial is counted and
+/// logged with the caller's identity and the policy, and the app never sees the request.
+pub(crate) fn authorize(
     shared: &Shared,
-    req: &Request<Incoming>,
-    authority: Option<&Authority>,
+    rt: &Runtime,
+    port: u16,
+    peer: Option<&trellis_identity::SpiffeId>,
+    call: &authz::Call<'_>,
 ) -> Result<(), ProxyError> {
-    let Some(rt) = shared.config.current_full() else {
-        return Ok(());
-    };
     let policies = &rt.snapshot.mesh.authorization;
+    // The common case, no policy at all, costs one length check.
     if policies.is_empty() {
         return Ok(());
     }
-    let peer = req
-        .extensions()
-        .get::<PeerIdentity>()
-        .and_then(|p| p.0.as_deref());
-    // The Service the Host names, when this workload serves it; otherwise every policy of
-    // the workload applies.
-    let service = authority
-        .and_then(|a| rt.service(a.host()))
-        .and_then(|s| s.label.split_once('.'))
-        .map(|(name, ns)| format!("{ns}/{name}"))
-        .filter(|key| rt.snapshot.inbound_services.contains(key));
-    let call = authz::Call::Http {
-        method: req.method(),
-        path: req.uri().path(),
-        headers: req.headers(),
-    };
-    authz::check(policies, service.as_deref(), peer, &call)
-        .map_err(|denied| denial(shared, service.as_deref(), peer, &denied))
+    authz::check(rt.port_policies.for_port(policies, port), peer, call)
+        .map_err(|denied| denial(shared, port, peer, &denied))
 }
 
 /// Counts and logs a denial, and builds the error the caller sees.
-pub fn denial(
+fn denial(
     shared: &Shared,
-    service: Option<&str>,
+    port: u16,
     peer: Option<&trellis_identity::SpiffeId>,
     denied: &authz::Denied,
 ) -> ProxyError {
     let source_identity = peer.map_or_else(|| "a plaintext caller".to_string(), |p| p.to_string());
-    let service = service
-        .unwrap_or(shared.labels.inbound_service.as_str())
-        .to_string();
+    let service = format!("{} (app port {port})", shared.labels.inbound_service);
     shared
         .metrics
         .security
@@ -232,20 +181,33 @@ pub async fn handle(
     obs.destination = shared.labels.inbound_service.clone();
     let res = async {
         check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
+        // Fail closed: without a config there is no policy to check, so nothing reaches the app.
+        let rt = shared.config.current_full().ok_or(ProxyError::NotReady)?;
+        // One path from here on: what authorization checks is what the app receives.
+        normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
         let authority = req.uri().authority().cloned().or_else(|| {
             req.headers()
                 .get(http::header::HOST)
                 .and_then(|h| Authority::try_from(h.as_bytes()).ok())
         });
-        authorize(&shared, &req, authority.as_ref())?;
+        let port = app_port(
+            &rt,
+            &shared.app.ports,
+            redirected.map(|d| d.port()),
+            authority.as_ref(),
+        )?;
+        let peer_id = req
+            .extensions()
+            .get::<PeerIdentity>()
+            .and_then(|p| p.0.clone());
+        let call = authz::Call::Http {
+            method: req.method(),
+            path: req.uri().path(),
+            headers: req.headers(),
+        };
+        authorize(&shared, &rt, port, peer_id.as_deref(), &call)?;
         forwarded_client_cert(&shared, &mut req);
-        // A connection iptables redirected was sent to an app port: that port, when the app
-        // listens there, whatever the Host says (a client outside the mesh may send any).
-        let cluster = redirected
-            .and_then(|d| shared.app.for_exact_port(d.port()))
-            .or_else(|| app_cluster(&shared, authority.as_ref()))
-            .ok_or(ProxyError::NotReady)?
-            .clone();
+        let cluster = shared.app.cluster(port)?;
         obs.cluster = Some(cluster.name.clone());
         obs.trace = Some(trace::propagate(req.headers_mut()));
         let upgrade = hyper::upgrade::on(&mut req);

@@ -9,6 +9,7 @@ pub mod balance;
 pub mod body;
 pub mod bootstrap;
 pub mod config_source;
+pub mod delivery;
 pub mod detect;
 pub mod discovery;
 pub mod dns;
@@ -21,6 +22,7 @@ pub mod inbound;
 pub mod init;
 pub mod kubernetes;
 pub mod metrics;
+pub mod normalize;
 pub mod observe;
 pub mod original_dst;
 pub mod outbound;
@@ -213,11 +215,10 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         .as_ref()
         .and_then(|cp| cp.token_file.as_ref())
         .map(|_| tls::MeshTls::new());
-    let config = if mesh_tls.is_some() {
-        ConfigStore::with_mtls()
-    } else {
-        ConfigStore::default()
-    };
+    let config = ConfigStore::new(
+        mesh_tls.is_some(),
+        delivery::AppPorts::new(&bootstrap.app.ports),
+    );
     let tls_names = config.tls_names();
     let shared = Arc::new(Shared {
         node: bootstrap.node(),

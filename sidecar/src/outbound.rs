@@ -48,11 +48,13 @@ async fn route(
     rt: &Runtime,
     peer: SocketAddr,
     original_dst: Option<SocketAddr>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     obs: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
     // Phase 1: limits the hyper codec does not enforce itself.
     check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
+    // One path from here on: routing matches what the next hop receives.
+    crate::normalize::normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
 
     // Phase 2: which Service, which port: the original destination under interception,
     // else the Host.

@@ -2,6 +2,7 @@
 //! live balancer state. Built off the request path, then swapped in whole.
 
 use crate::balance::{Balancer, EndpointState, Ring};
+use crate::delivery::{AppPorts, PortPolicies};
 use crate::metrics::Metrics;
 use crate::resilience::ClusterResilience;
 use crate::routing::Matcher;
@@ -22,6 +23,8 @@ pub struct Runtime {
     pub clusters: HashMap<String, Arc<RtCluster>>,
     /// Every Gateway's listeners by `namespace/name`, then by listener name.
     pub gateways: HashMap<String, HashMap<String, Vec<RtGatewayRoute>>>,
+    /// Which AuthorizationPolicies protect each app port.
+    pub port_policies: PortPolicies,
 }
 
 /// A route rule as a gateway listener serves it: a `Host` requirement, then the rule.
@@ -34,6 +37,8 @@ pub struct RtGatewayRoute {
 pub struct RtService {
     /// `name.namespace`, the `destination_service` metric label.
     pub label: Arc<String>,
+    /// This workload is one of the Service's endpoints (it selects this proxy's labels).
+    pub serves: bool,
     pub ports: Vec<RtPort>,
 }
 
@@ -84,6 +89,8 @@ pub struct StateRegistry {
     /// The TLS server name of every mTLS endpoint, by address, for the upstream connector
     /// (hyper's pool hands it only the URI).
     pub tls_names: TlsNames,
+    /// The app's ports, which Service ports target on inbound.
+    pub app_ports: AppPorts,
 }
 
 pub type TlsNames =
@@ -225,6 +232,7 @@ impl StateRegistry {
             }
             services.push(RtService {
                 label: Arc::new(format!("{n}.{ns}")),
+                serves: snapshot.inbound_services.contains(&format!("{ns}/{n}")),
                 ports,
             });
         }
@@ -246,7 +254,9 @@ impl StateRegistry {
             }
             gateways.insert(key.clone(), listeners);
         }
+        let port_policies = PortPolicies::build(&snapshot, &self.app_ports);
         Ok(Runtime {
+            port_policies,
             snapshot,
             hosts,
             by_addr,

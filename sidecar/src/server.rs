@@ -121,6 +121,9 @@ async fn inbound_connection(conn: Conn) {
     // so a silent client (server speaks first) waits only the detection timeout, and an
     // opaque port is not read at all unless STRICT must refuse plaintext.
     let orig = crate::original_dst::original_dst(&stream);
+    // Without a config the mode is unknown, and the connection is taken as PERMISSIVE only so
+    // that an HTTP client hears why: every path past this one refuses to deliver to the app
+    // until a config arrives (503 `not-ready`, TCP closed).
     let mode = shared
         .config
         .current_full()

@@ -9,7 +9,7 @@ use crate::errors::ProxyError;
 use crate::metrics::TcpSeries;
 use crate::resilience::clock;
 use crate::routing::pick_backend;
-use crate::runtime::{RtCluster, RtPort, RtService};
+use crate::runtime::{RtCluster, RtPort, RtService, Runtime};
 use crate::{Shared, authz};
 use prometheus_client::metrics::counter::Counter;
 use std::io;
@@ -181,21 +181,19 @@ where
     }
 }
 
-/// Whether AuthorizationPolicy lets opaque TCP from `id` (`None`: plaintext) in. A denial is
-/// recorded the way inbound HTTP records it.
-pub fn authorize(shared: &Shared, id: Option<&Arc<SpiffeId>>) -> Result<(), ProxyError> {
-    if let Some(rt) = shared.config.current_full() {
-        let policies = &rt.snapshot.mesh.authorization;
-        let id = id.map(|i| &**i);
-        if let Err(denied) = authz::check(policies, None, id, &authz::Call::Tcp) {
-            return Err(crate::inbound::denial(shared, None, id, &denied));
-        }
-    }
-    Ok(())
+/// Whether AuthorizationPolicy lets opaque TCP from `id` (`None`: plaintext) into app port
+/// `port`. A denial is recorded the way inbound HTTP records it.
+pub fn authorize(
+    shared: &Shared,
+    rt: &Runtime,
+    port: u16,
+    id: Option<&Arc<SpiffeId>>,
+) -> Result<(), ProxyError> {
+    crate::inbound::authorize(shared, rt, port, id.map(|i| &**i), &authz::Call::Tcp)
 }
 
-/// Another sidecar's opaque TCP: authorize, read the transport preface, and deliver the rest
-/// to the app port the preface's Service port maps to (its `targetPort`).
+/// Another sidecar's opaque TCP: read the transport preface, authorize for the app port its
+/// Service port maps to (its `targetPort`), and deliver the rest there.
 pub async fn from_sidecar<S>(
     shared: &Shared,
     mut down: S,
@@ -205,7 +203,8 @@ pub async fn from_sidecar<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    authorize(shared, id)?;
+    // Fail closed: without a config there is no policy to check.
+    let rt = shared.config.current_full().ok_or(ProxyError::NotReady)?;
     let wait = shared
         .bootstrap
         .protocol_detection
@@ -218,9 +217,9 @@ where
     let authority = http::uri::Authority::try_from(authority.as_str()).map_err(|_| {
         ProxyError::BadRequest("invalid authority in the trellis transport preface")
     })?;
-    let cluster = crate::inbound::app_cluster(shared, Some(&authority))
-        .ok_or(ProxyError::NotReady)?
-        .clone();
+    let port = crate::delivery::app_port(&rt, &shared.app.ports, None, Some(&authority))?;
+    authorize(shared, &rt, port, id)?;
+    let cluster = shared.app.cluster(port)?;
     let label = &shared.labels.inbound_service;
     to_cluster(shared, &cluster, label, down, peer, "inbound").await
 }

@@ -263,6 +263,14 @@ impl<'a> Call<'a> {
                     stale_retried = true;
                 }
                 Err(e) => {
+                    // The request's own body failed (a client's broken chunked framing): the
+                    // downstream's fault. hyper has abandoned that upstream connection, so it
+                    // is not reused; the endpoint's health and the breaker are left alone.
+                    if let Some(why) = downstream_body_error(&e) {
+                        return Err(ProxyError::DownstreamBody {
+                            source: why.to_string().into(),
+                        });
+                    }
                     self.observe(&ep, true);
                     if is_refused_stream(&e) {
                         return Err(ProxyError::RefusedStream {
@@ -345,6 +353,21 @@ fn is_refused_stream(e: &hyper_util::client::legacy::Error) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// The request body, which the client reads from the downstream, failed: the body's own
+/// `IncomingBodyError` in the error chain.
+fn downstream_body_error(
+    e: &hyper_util::client::legacy::Error,
+) -> Option<&crate::body::IncomingBodyError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(body) = err.downcast_ref::<crate::body::IncomingBodyError>() {
+            return Some(body);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// The upstream closed a connection under a request without answering any of it.

@@ -162,3 +162,75 @@ async fn invalid_mesh_at_start_is_not_ready_and_says_why() {
         "{err}"
     );
 }
+
+/// A POST to `/sleep/300` (the upstream answers only after 300 ms, so the body error comes
+/// first) whose chunked body breaks after one good chunk with `bad`.
+fn broken_chunked(bad: &str) -> Vec<u8> {
+    format!(
+        "POST /sleep/300 HTTP/1.1\r\nhost: billing\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n{bad}"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn broken_chunked_framing_is_the_clients_400_and_no_endpoint_pays() {
+    let up = Upstream::start("billing-0").await;
+    let mesh = service("billing", "")
+        + &workload("billing", &up)
+        + &policy(
+            "billing",
+            "  outlierDetection: {consecutive5xx: 1, baseEjectionTime: 30s, maxEjectionPercent: 100}\n  \
+             circuitBreaker: {failureRateThreshold: 50, slidingWindow: {type: COUNT, size: 2}, minimumCalls: 1, waitInOpen: 30s}",
+        );
+    let h = start(&mesh, "").await;
+    const CLUSTER: &str = "billing.rides:80";
+    let cases = [
+        ("a chunk size that is not hex", "zz\r\nhello\r\n0\r\n\r\n"),
+        (
+            "a chunk size that overflows",
+            "fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "a bare LF ending a chunk-size line",
+            "5\nhello\r\n0\r\n\r\n",
+        ),
+    ];
+    for (what, bad) in cases {
+        let answer = raw(h.outbound, &broken_chunked(bad)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        assert!(
+            answer.contains("trellis-error: bad-request"),
+            "{what}: {answer}"
+        );
+        // The proxy keeps serving, and the endpoint and breaker are untouched.
+        assert_eq!(h.get("billing", "/").await.status, 200, "{what}");
+        assert_eq!(h.breaker_state(CLUSTER).await, "CLOSED", "{what}");
+        let c = h.cluster(CLUSTER).await;
+        assert_eq!(c["endpoints"][0]["health"], "healthy", "{what}: {c}");
+    }
+    let ejections = "trellis_outlier_ejections_total";
+    assert_eq!(h.metric(ejections, &[("cluster", CLUSTER)]).await, 0.0);
+    let bad_requests = h
+        .metric(
+            "trellis_requests_total",
+            &[("direction", "outbound"), ("response_code", "400")],
+        )
+        .await;
+    assert_eq!(bad_requests, 3.0, "each counted as the client's 400");
+
+    // The control: a failure that is the upstream's does eject the endpoint and open the
+    // breaker, so the checks above could fail.
+    let r = h
+        .send({
+            let mut r = req(h.outbound, "billing", "/reset");
+            *r.method_mut() = http::Method::POST;
+            r
+        })
+        .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    eventually(Duration::from_secs(5), "the breaker to open", || async {
+        (h.breaker_state(CLUSTER).await == "OPEN").then_some(())
+    })
+    .await;
+    assert_eq!(h.metric(ejections, &[("cluster", CLUSTER)]).await, 1.0);
+}

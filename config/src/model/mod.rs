@@ -71,6 +71,62 @@ pub struct MeshSpec {
     /// What the proxy does with intercepted traffic to a destination outside the mesh.
     #[serde(default)]
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// How every proxy rewrites a request's path before routing, authorization and delivery.
+    #[serde(default)]
+    pub path_normalization: PathNormalization,
+}
+
+/// `pathNormalization`: the parts of path normalization that change what some apps would see.
+/// Dot segments and percent-encoded unreserved characters are always normalized (RFC 3986
+/// §5.2.4, §6.2.2); these three choose how far past that the proxy goes. Each default is
+/// the choice under which no app framework can read the path as something authorization did
+/// not check (docs/security.md, "What a policy protects").
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathNormalization {
+    #[serde(default)]
+    pub slashes: SlashMode,
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashMode,
+    #[serde(default)]
+    pub path_parameters: PathParameterMode,
+}
+
+/// Runs of `/`: `MERGE` (`//admin` is `/admin`, as most servers read it) or `KEEP`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SlashMode {
+    #[default]
+    Merge,
+    Keep,
+}
+
+/// `%2F`, `%5C` and a raw `\`: `REJECT` answers 400; `DECODE` reads all three as `/` (as
+/// Istio's `DECODE_AND_MERGE_SLASHES` does); `KEEP` passes them on as they came, for apps
+/// that carry data in `%2F` and do not decode it before routing.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EscapedSlashMode {
+    #[default]
+    Reject,
+    Decode,
+    Keep,
+}
+
+/// `;` path parameters (`/..;/admin`, `/a;jsessionid=1`): `REJECT` answers 400; `STRIP`
+/// removes each segment's parameters, as Tomcat and Jetty do before they resolve the path;
+/// `KEEP` treats `;` as an ordinary character.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathParameterMode {
+    #[default]
+    Reject,
+    Strip,
+    Keep,
 }
 
 /// `outboundTrafficPolicy: {mode: ALLOW_ANY | REGISTRY_ONLY}`, as in Istio.
@@ -99,6 +155,7 @@ impl Default for MeshSpec {
             trust_domain: default_trust_domain(),
             mtls: MtlsSettings::default(),
             outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            path_normalization: PathNormalization::default(),
         }
     }
 }

@@ -199,13 +199,51 @@ pub async fn proxy(
 }
 
 /// A proxy running as service account `rides/<sa>` (with a join token for it), with `extra`
-/// bootstrap lines (e.g. `tcp:` forwards).
+/// bootstrap lines (e.g. `tcp:` forwards). Returns once it is ready.
 pub async fn proxy_as(
     cp: &ControlPlane,
     name: &str,
     sa: &str,
     labels: &str,
     app_port: u16,
+    extra: &str,
+) -> trellis_proxy::Running {
+    let ports = format!("{{http: {app_port}}}");
+    let running = start_proxy(cp, name, sa, labels, &ports, extra).await;
+    wait_ready(name, running.admin).await;
+    running
+}
+
+/// A ready proxy whose app listens on `ports` (a YAML flow map of names to ports).
+pub async fn proxy_with_ports(
+    cp: &ControlPlane,
+    name: &str,
+    sa: &str,
+    labels: &str,
+    ports: &str,
+) -> trellis_proxy::Running {
+    let running = start_proxy(cp, name, sa, labels, ports, "").await;
+    wait_ready(name, running.admin).await;
+    running
+}
+
+/// A proxy started without waiting for it to be ready: the control plane may be down.
+pub async fn start_unready(
+    cp: &ControlPlane,
+    name: &str,
+    sa: &str,
+    labels: &str,
+    app_port: u16,
+) -> trellis_proxy::Running {
+    start_proxy(cp, name, sa, labels, &format!("{{http: {app_port}}}"), "").await
+}
+
+async fn start_proxy(
+    cp: &ControlPlane,
+    name: &str,
+    sa: &str,
+    labels: &str,
+    ports: &str,
     extra: &str,
 ) -> trellis_proxy::Running {
     let dir = tempfile::tempdir().unwrap();
@@ -218,7 +256,7 @@ pub async fn proxy_as(
         format!(
             "workload: {{name: {name}, namespace: rides, serviceAccount: {sa}, labels: {labels}}}\n\
              listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
-             app: {{address: 127.0.0.1, ports: {{http: {app_port}}}}}\n\
+             app: {{address: 127.0.0.1, ports: {ports}}}\n\
              controlPlane: {{address: {}, caBundle: {}, tokenFile: {}}}\nlimits: {{drainTimeout: 2s}}\n{extra}",
             cp.url(),
             cp.ca_bundle().display(),
@@ -227,8 +265,10 @@ pub async fn proxy_as(
     )
     .unwrap();
     let b = trellis_proxy::bootstrap::Bootstrap::load(&boot).unwrap_or_else(|e| panic!("{e}"));
-    let running = trellis_proxy::start(b).await.expect("proxy starts");
-    let admin = running.admin;
+    trellis_proxy::start(b).await.expect("proxy starts")
+}
+
+async fn wait_ready(name: &str, admin: SocketAddr) {
     eventually(
         Duration::from_secs(15),
         &format!("{name} to be ready"),
@@ -238,7 +278,6 @@ pub async fn proxy_as(
         },
     )
     .await;
-    running
 }
 
 fn client() -> Client<HttpConnector, Full<Bytes>> {
@@ -298,4 +337,98 @@ pub fn write_atomically(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Sends `request` (raw HTTP/1.1 bytes, so that paths reach the proxy exactly as spelled)
+/// over `stream` and returns what came back; `None` when the connection failed or closed
+/// before any answer.
+pub async fn raw_exchange<S>(mut stream: S, request: &str) -> Option<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// A `GET path` with `Host: host` and `connection: close`, as raw bytes.
+pub fn raw_get(host: &str, path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n")
+}
+
+/// The status code and the value of header `name` in a raw HTTP/1.1 answer.
+pub fn status_and_header(answer: &str, name: &str) -> (u16, String) {
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let prefix = format!("{name}: ");
+    let value = answer
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&prefix)
+                .then(|| l[prefix.len()..].trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, value)
+}
+
+/// The mesh CA itself, read from trellis-control's state directory, to sign test leaves.
+pub fn mesh_ca(cp: &ControlPlane) -> testkit::pki::TestCa {
+    let dir = cp.state.path();
+    testkit::pki::TestCa::from_pem(
+        &std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(dir.join("ca-key.pem")).unwrap(),
+    )
+}
+
+/// A leaf from the mesh CA for `spiffe_id`, valid for an hour.
+pub fn mesh_leaf(cp: &ControlPlane, spiffe_id: &str) -> testkit::pki::Leaf {
+    let now = std::time::SystemTime::now();
+    mesh_ca(cp).spiffe(
+        spiffe_id,
+        now - Duration::from_secs(60),
+        Duration::from_secs(3600),
+    )
+}
+
+/// An mTLS connection to a sidecar's inbound listener at `inbound`, presenting `leaf` and
+/// verifying the server as `server` (a SPIFFE ID) against the mesh CA: the checks a sidecar
+/// makes. `None` when the handshake fails.
+pub async fn mtls_connect(
+    cp: &ControlPlane,
+    inbound: SocketAddr,
+    leaf: &testkit::pki::Leaf,
+    server: &trellis_identity::SpiffeId,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    use std::sync::Arc;
+    let roots = vec![CertificateDer::from_pem_file(cp.ca_bundle()).unwrap()];
+    let bundle = Arc::new(arc_swap::ArcSwap::from_pointee(
+        trellis_identity::TrustBundle::new(&server.trust_domain, roots).unwrap(),
+    ));
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(trellis_identity::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(trellis_identity::SpiffeServerVerifier {
+            bundle,
+        }))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(inbound).await.ok()?;
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(server.server_name(), tcp)
+        .await
+        .ok()
 }
