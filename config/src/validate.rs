@@ -8,6 +8,7 @@ use crate::model::*;
 use crate::yaml::abs_line;
 use serde_saphyr::Spanned;
 use std::collections::HashSet;
+use trellis_identity::{SpiffeId, SpiffeIdError};
 
 const RETRY_ON: &[&str] = &[
     "connect-failure",
@@ -42,7 +43,24 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
             );
         }
     }
+    if let Some(m) = &cfg.mesh
+        && let Err(e) = SpiffeId::new(&m.object.spec.trust_domain, "ns", "sa")
+    {
+        Ctx::new(m).doc(&mut errs, "spec.trustDomain", e.to_string());
+    }
     for w in &cfg.workloads {
+        if let Some(sa) = &w.object.spec.service_account
+            && let Err(e) = kube_service_account(&w.object.metadata.namespace, sa)
+        {
+            // The endpoint's identity is built from both, so say which one Kubernetes refuses.
+            let field = match &e {
+                SpiffeIdError::Name {
+                    what: "namespace", ..
+                } => "metadata.namespace",
+                _ => "spec.serviceAccount",
+            };
+            Ctx::new(w).doc(&mut errs, field, e.to_string());
+        }
         if w.object
             .spec
             .address
@@ -114,12 +132,20 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
             }
             for (j, from) in rule.from.iter().enumerate() {
                 for sa in &from.service_accounts {
-                    if sa.split('/').count() != 2 || sa.starts_with('/') || sa.ends_with('/') {
-                        c.doc(
+                    let field = || format!("spec.rules[{i}].from[{j}].serviceAccounts");
+                    match sa.split_once('/') {
+                        Some((ns, name)) if !name.contains('/') => {
+                            // A name Kubernetes refuses can never be a peer's, so the entry
+                            // would silently match nobody.
+                            if let Err(e) = kube_service_account(ns, name) {
+                                c.doc(&mut errs, field(), format!("in {sa:?}: {e}"));
+                            }
+                        }
+                        _ => c.doc(
                             &mut errs,
-                            format!("spec.rules[{i}].from[{j}].serviceAccounts"),
+                            field(),
                             format!("{sa:?} must be namespace/serviceAccount, e.g. rides/trip"),
-                        );
+                        ),
                     }
                 }
             }
@@ -127,6 +153,13 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
     }
     crate::gateway::validate(cfg, &mut errs);
     errs.into_result()
+}
+
+/// Whether Kubernetes would accept `namespace` and service account `name`: the rule
+/// [`SpiffeId::new`] applies, so config the validator passes never fails there later. The
+/// trust domain is a stand-in; the Mesh document's own is checked on its own.
+fn kube_service_account(namespace: &str, name: &str) -> Result<(), SpiffeIdError> {
+    SpiffeId::new("trellis.local", namespace, name).map(drop)
 }
 
 /// Where a document came from, for error messages.

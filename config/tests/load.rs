@@ -199,3 +199,62 @@ fn zero_timeout_means_no_timeout() {
     let port = &snap.services["rides/billing"].ports[0];
     assert!(port.routes.iter().all(|r| r.timeouts.request.is_none()));
 }
+
+#[test]
+fn names_kubernetes_refuses_are_errors_at_their_document() {
+    // A service account is a DNS-1123 subdomain: '_' and capitals are refused, but a label
+    // over 63 characters is not (it is a valid Kubernetes name, so it must load).
+    let long = "a".repeat(64);
+    let ok = EXAMPLE.replacen(
+        "serviceAccount: billing}",
+        &format!("serviceAccount: {long}}}"),
+        1,
+    );
+    load_str("mesh.yaml", &ok).expect("a 64-character label is a valid service account");
+
+    let bad = EXAMPLE.replacen("serviceAccount: billing}", "serviceAccount: Bill_ing}", 1);
+    let e = first_error(&bad);
+    assert!(
+        e.starts_with(
+            "mesh.yaml:29: spec.serviceAccount: \"Bill_ing\" is not a valid service account"
+        ),
+        "{e}"
+    );
+
+    let bad = EXAMPLE.replace(
+        "namespace: rides, labels: {app: billing, version: v1}",
+        "namespace: ri.des, labels: {app: billing, version: v1}",
+    );
+    let all = load_str("mesh.yaml", &bad)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        all.contains("mesh.yaml:29: metadata.namespace: \"ri.des\" is not a valid namespace"),
+        "{all}"
+    );
+
+    let bad = EXAMPLE.replace(
+        "serviceAccounts: [\"rides/trip\"]",
+        "serviceAccounts: [\"rides/-trip\"]",
+    );
+    let e = first_error(&bad);
+    assert!(
+        e.starts_with("mesh.yaml:72: spec.rules[0].from[0].serviceAccounts: in \"rides/-trip\": \"-trip\" is not a valid service account"),
+        "{e}"
+    );
+    // The shape error stays as it was.
+    let bad = EXAMPLE.replace(
+        "serviceAccounts: [\"rides/trip\"]",
+        "serviceAccounts: [\"rides/trip/x\"]",
+    );
+    assert!(first_error(&bad).contains("must be namespace/serviceAccount"));
+
+    let bad = EXAMPLE.replace("trustDomain: trellis.local", "trustDomain: Trellis..local");
+    let e = first_error(&bad);
+    assert!(
+        e.starts_with(
+            "mesh.yaml:1: spec.trustDomain: \"Trellis..local\" is not a valid trust domain"
+        ),
+        "{e}"
+    );
+}

@@ -199,7 +199,10 @@ async fn mtls_request(env: &Env, leaf: &testkit::pki::Leaf, path: &str) -> Optio
     let tcp = tokio::net::TcpStream::connect(env.billing.inbound)
         .await
         .unwrap();
-    let name = SpiffeId::new(TD, "rides", "billing").unwrap().server_name();
+    let name = SpiffeId::new(TD, "rides", "billing")
+        .unwrap()
+        .server_name()
+        .unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await

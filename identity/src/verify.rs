@@ -130,8 +130,10 @@ fn pki_error(e: webpki::Error) -> Error {
 /// A bundle that can be replaced while connections use it.
 pub type SharedBundle = Arc<ArcSwap<TrustBundle>>;
 
-/// Client side: the server must chain to the bundle and carry exactly the SPIFFE ID encoded in
-/// the server name the client asked for ([`SpiffeId::server_name`]).
+/// Client side: the server must chain to the bundle and carry a SPIFFE ID of the bundle's
+/// trust domain whose [`SpiffeId::server_name`] is the server name the client asked for.
+/// That name is one-to-one with the ID (readable, or a SHA-256), so this is exactly the
+/// identity the client expected.
 #[derive(Debug)]
 pub struct SpiffeServerVerifier {
     pub bundle: SharedBundle,
@@ -146,16 +148,21 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let bundle = self.bundle.load();
-        let expected = SpiffeId::from_server_name(&bundle.trust_domain, server_name)
-            .ok_or(Error::InvalidCertificate(CertificateError::NotValidForName))?;
-        let got = bundle.verify(
+        // The server name is only compared, never decoded: a hashed name cannot be turned
+        // back into an ID, and the certificate, once it chains to the bundle and is in its
+        // trust domain, is the only authority on who the server is.
+        let got = self.bundle.load().verify(
             end_entity,
             intermediates,
             now,
             webpki::KeyUsage::server_auth(),
         )?;
-        if got != expected {
+        // `got` came out of `SpiffeId::parse`, so it has a server name; a failure here is
+        // still a refusal, never a panic.
+        let presented = got
+            .server_name()
+            .map_err(|_| Error::InvalidCertificate(CertificateError::NotValidForName))?;
+        if presented != *server_name {
             return Err(Error::InvalidCertificate(
                 CertificateError::NotValidForNameContext {
                     expected: server_name.to_owned(),

@@ -74,7 +74,8 @@ async fn handshake(server_sa: &str, expected_sa: &str) -> Result<(), String> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = SpiffeId::new(TD, "rides", expected_sa)
         .unwrap()
-        .server_name();
+        .server_name()
+        .expect("every service account Kubernetes accepts has a server name");
     let mut s = tokio_rustls::TlsConnector::from(Arc::new(client))
         .connect(name, tcp)
         .await
@@ -97,4 +98,73 @@ async fn a_server_with_another_spiffe_id_is_refused_by_the_client() {
         err.contains("spiffe://trellis.local/ns/rides/sa/impostor"),
         "the error names what the server presented: {err}"
     );
+}
+
+/// A service account Kubernetes accepts whose first label is 64 characters: one more than a
+/// DNS label may hold, so its server name cannot be the readable `<sa>.<ns>.identity.trellis`.
+fn long_label(last: char) -> String {
+    let mut sa = "a".repeat(63);
+    sa.push(last);
+    sa
+}
+
+/// A 253-character service account (the Kubernetes maximum): labels of 62 'b's and a tail.
+fn max_length(last: char) -> String {
+    let mut sa = vec!["b".repeat(62); 4].join(".");
+    sa.push('.');
+    sa.push(last);
+    assert_eq!(sa.len(), 253);
+    sa
+}
+
+#[tokio::test]
+async fn a_service_account_with_a_64_character_label_is_accepted() {
+    let sa = long_label('x');
+    handshake(&sa, &sa).await.unwrap();
+}
+
+#[tokio::test]
+async fn another_long_label_identity_is_refused_by_the_client() {
+    let err = handshake(&long_label('y'), &long_label('x'))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "spiffe://trellis.local/ns/rides/sa/{}",
+            long_label('y')
+        )),
+        "the error names what the server presented: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_253_character_service_account_is_accepted() {
+    let sa = max_length('x');
+    handshake(&sa, &sa).await.unwrap();
+}
+
+#[tokio::test]
+async fn another_253_character_identity_is_refused_by_the_client() {
+    let err = handshake(&max_length('y'), &max_length('x'))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "spiffe://trellis.local/ns/rides/sa/{}",
+            max_length('y')
+        )),
+        "the error names what the server presented: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_readable_identity_cannot_stand_in_for_a_hashed_one() {
+    // Both directions: a short-named server for a long-named expectation, and back.
+    let err = handshake("billing", &long_label('x')).await.unwrap_err();
+    assert!(
+        err.contains("spiffe://trellis.local/ns/rides/sa/billing"),
+        "{err}"
+    );
+    let err = handshake(&long_label('x'), "billing").await.unwrap_err();
+    assert!(err.contains(&long_label('x')), "{err}");
 }

@@ -147,13 +147,32 @@ impl StateRegistry {
             let endpoints: Vec<Arc<EndpointState>> = c
                 .endpoints
                 .iter()
-                .map(|e| {
-                    let tls = e
-                        .identity
-                        .as_deref()
-                        .filter(|_| mtls)
-                        .and_then(|id| SpiffeId::parse(id).ok())
-                        .map(|id| id.server_name());
+                .filter_map(|e| {
+                    let tls = match e.identity.as_deref().filter(|_| mtls) {
+                        None => None,
+                        Some(id) => match SpiffeId::parse(id).and_then(|id| id.server_name()) {
+                            Ok(name) => Some(name),
+                            Err(error) => {
+                                // Skipped, not called in plaintext: the control plane says
+                                // this endpoint runs as `id`, and without a server name that
+                                // identity cannot be checked, so plaintext would be a silent
+                                // downgrade. The rest of the cluster keeps serving, and the
+                                // validator refuses such names in mesh files up front.
+                                tracing::warn!(
+                                    cluster = %name,
+                                    endpoint = %e.address,
+                                    workload = %e.workload,
+                                    identity = %id,
+                                    %error,
+                                    "endpoint skipped: its identity has no TLS server name, so mTLS to it cannot be verified"
+                                );
+                                // Forget any earlier state, so its old server name leaves
+                                // `tls_names` too.
+                                state.endpoints.remove(&e.address);
+                                return None;
+                            }
+                        },
+                    };
                     let slot = state.endpoints.entry(e.address).or_insert_with(|| {
                         Arc::new(EndpointState::new(e.address, e.workload.clone()))
                     });
@@ -163,7 +182,7 @@ impl StateRegistry {
                         fresh.tls = tls;
                         *slot = Arc::new(fresh);
                     }
-                    slot.clone()
+                    Some(slot.clone())
                 })
                 .collect();
             let lb = &c.resilience.load_balancer;
