@@ -309,3 +309,99 @@ async fn a_proxy_without_config_delivers_nothing_then_serves_mtls() {
     .await;
     assert!(app.hits() >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_accounts_with_long_names_get_certificates_and_serve_mtls() {
+    // Kubernetes accepts both: a service account is a DNS subdomain (253 characters), with
+    // no limit on a label's length. Neither fits a plain TLS server name.
+    let long_label = "b".repeat(70);
+    let near_limit = [
+        "l".repeat(62),
+        "m".repeat(62),
+        "n".repeat(62),
+        "o".repeat(62),
+    ]
+    .join(".");
+    assert_eq!(near_limit.len(), 251);
+    let services = |extra: &str| {
+        format!(
+            "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: default}}\n\
+             spec: {{trustDomain: {TD}, mtls: {{mode: STRICT}}}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: billing, namespace: rides}}\n\
+             spec: {{selector: {{app: billing}}, ports: [{{name: http, port: 80}}]}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: ledger, namespace: rides}}\n\
+             spec: {{selector: {{app: ledger}}, ports: [{{name: http, port: 80}}]}}\n{extra}"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mesh.yaml");
+    std::fs::write(&path, services("")).unwrap();
+    let cp = ControlPlane::start_with_grace(&path, "300ms").await;
+    let (billing_app, ledger_app) = (
+        Upstream::start("billing").await,
+        Upstream::start("ledger").await,
+    );
+    let trip = proxy_as(&cp, "trip-0", "trip", "{app: trip}", 1, "").await;
+    let _billing = proxy_as(
+        &cp,
+        "billing-0",
+        &long_label,
+        "{app: billing}",
+        billing_app.addr.port(),
+        "",
+    )
+    .await;
+    let _ledger = proxy_as(
+        &cp,
+        "ledger-0",
+        &near_limit,
+        "{app: ledger}",
+        ledger_app.addr.port(),
+        "",
+    )
+    .await;
+    cp.wait_converged(3).await;
+
+    // Both are reached over mTLS, as the identity they were certified for.
+    for (host, sa_name) in [("billing", &long_label), ("ledger", &near_limit)] {
+        let out = trip.outbound;
+        let want = format!("URI={}", sa("trip"));
+        let (status, body) = eventually(
+            Duration::from_secs(15),
+            &format!("trip to reach {host} over mTLS"),
+            || {
+                let want = want.clone();
+                async move {
+                    let (status, _, body) = request(out, host, "/").await?;
+                    (status == 200 && body.contains(&want)).then_some((status, body))
+                }
+            },
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(body.contains(&format!("By={}", sa(sa_name))), "{body}");
+    }
+
+    // The caller keeps taking updates: a new Service reaches its config.
+    let admin = trip.admin;
+    write_atomically(
+        &path,
+        &services(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {name: receipts, namespace: rides}\n\
+             spec: {selector: {app: receipts}, ports: [{name: http, port: 80}]}\n",
+        ),
+    );
+    eventually(
+        Duration::from_secs(15),
+        "trip to see the new Service",
+        || async move {
+            let (_, dump) = get(admin, "/config_dump").await?;
+            dump.contains("rides/receipts").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        request(trip.outbound, "ledger", "/").await.map(|r| r.0),
+        Some(200)
+    );
+}

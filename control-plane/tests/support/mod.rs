@@ -428,7 +428,7 @@ pub async fn mtls_connect(
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(inbound).await.ok()?;
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(server.server_name(), tcp)
+        .connect(server.server_name().expect("a server name"), tcp)
         .await
         .ok()
 }
