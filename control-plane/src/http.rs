@@ -6,24 +6,35 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use trellis_proto::listen::Listener;
 
+/// Open connections at once: probes and Prometheus need a handful; the cap keeps a flood from
+/// taking the descriptors the gRPC port needs.
+const MAX_CONNECTIONS: usize = 256;
+
+/// How long a client may take to send a request head before it is disconnected (slowloris).
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `/ready`, `/live` and `/metrics` until the task is dropped.
 pub async fn serve(listener: TcpListener, cp: Arc<ControlPlane>) {
+    let mut listener = Listener::new(listener, "http", MAX_CONNECTIONS);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let cp = cp.clone();
+        let (stream, _, permit) = listener.accept().await;
+        let (cp, http) = (cp.clone(), http.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = service_fn(move |req| {
                 let cp = cp.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&cp, &req)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }

@@ -1,6 +1,8 @@
-//! trellis-proto: the gRPC protocol between trellis-proxy, trellis-control and the CLI.
+//! trellis-proto: the gRPC protocol between trellis-proxy, trellis-control and the CLI, and
+//! the accept loop (`listen`) behind every listener of both binaries.
 
 pub mod connect;
+pub mod listen;
 
 /// `trellis.v1`: discovery, identity and admin.
 pub mod v1 {

@@ -37,11 +37,9 @@ impl Side {
 /// The outbound listener: the app's own connections, redirected by iptables or sent to the
 /// listener directly (explicit proxy).
 pub async fn serve_outbound(listener: TcpListener, shared: Arc<Shared>) {
-    accept_loop(listener, shared, |conn| {
-        tokio::spawn(async move {
-            let orig = original_dst(&conn.stream);
-            connection(conn, Side::Outbound, orig).await;
-        });
+    accept_loop(listener, "outbound", shared, |conn| async move {
+        let orig = original_dst(&conn.stream);
+        connection(conn, Side::Outbound, orig).await;
     })
     .await
 }

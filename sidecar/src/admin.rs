@@ -12,24 +12,34 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
+use trellis_proto::listen::Listener;
 
 /// What a peer outside the pod may ask: kubelet's probes and Prometheus. The rest shows the
 /// mesh's config or changes the proxy (drain, breakers), so it answers loopback only — the
 /// admin port listens on the pod IP in Kubernetes, where kubelet must reach it.
 const REMOTE_PATHS: [&str; 3] = ["/live", "/ready", "/metrics"];
 
+/// Open admin connections at once. Its clients are kubelet, Prometheus and an operator, a few
+/// connections each; the cap keeps a flood from taking descriptors the traffic listeners need.
+const MAX_CONNECTIONS: usize = 256;
+
 /// Serves the admin API until the process exits (it stays up during a drain, for `/ready`).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut listener = Listener::new(listener, "admin", MAX_CONNECTIONS);
+    // Without it a client that never finishes its request head holds a connection, and one
+    // of the few permits, for good (slowloris).
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(shared.bootstrap.limits.header_read_timeout);
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let shared = shared.clone();
+        let (stream, peer, permit) = listener.accept().await;
+        let (shared, http) = (shared.clone(), http.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
                 async move {
@@ -54,9 +64,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }

@@ -225,6 +225,10 @@ pub struct Limits {
     pub drain_timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
+    /// Open connections per traffic listener (outbound, inbound, gateway, `tcp`) before it
+    /// stops accepting and new ones wait in the kernel backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -234,6 +238,7 @@ impl Default for Limits {
             header_read_timeout: default_header_read_timeout(),
             drain_timeout: default_drain_timeout(),
             connect_timeout: default_connect_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -249,6 +254,11 @@ fn default_drain_timeout() -> Duration {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(3)
+}
+// A backstop against running out of descriptors, not a tuning knob: far above what one pod
+// serves, and below the 1M LimitNOFILE that container runtimes commonly set.
+fn default_max_connections() -> usize {
+    100_000
 }
 
 mod duration {
@@ -349,6 +359,9 @@ impl Bootstrap {
         }
         if b.limits.max_header_bytes < 1024 {
             return Err(err("limits.maxHeaderBytes", "must be at least 1024"));
+        }
+        if b.limits.max_connections == 0 {
+            return Err(err("limits.maxConnections", "must be at least 1"));
         }
         Ok(b)
     }

@@ -265,9 +265,12 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         serving.spawn(server::serve_inbound(l, shared.clone()));
     }
     for (listener, id) in gateway {
-        serving.spawn(server::serve(listener, shared.clone(), move |s, p, r| {
-            gateway::handle(s, id.clone(), p, r)
-        }));
+        serving.spawn(server::serve(
+            listener,
+            "gateway",
+            shared.clone(),
+            move |s, p, r| gateway::handle(s, id.clone(), p, r),
+        ));
     }
     for (listener, service) in tcp {
         serving.spawn(tcp::serve(listener, shared.clone(), service));

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use trellis_config::model::MtlsMode;
+use trellis_proto::listen::Listener;
 
 /// Set once, on SIGTERM or `POST /drain`; every listener watches it.
 pub struct Drain {
@@ -69,16 +70,16 @@ pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Serves HTTP on `listener` with `handler` until the drain starts, then waits up to the
-/// drain timeout for open connections to finish their requests.
-pub async fn serve<H, F>(listener: TcpListener, shared: Arc<Shared>, handler: H)
+/// Serves HTTP on `listener` (`name` in its log lines) with `handler` until the drain starts,
+/// then waits up to the drain timeout for open connections to finish their requests.
+pub async fn serve<H, F>(listener: TcpListener, name: &'static str, shared: Arc<Shared>, handler: H)
 where
     H: Fn(Arc<Shared>, SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    accept_loop(listener, shared, move |conn| {
+    accept_loop(listener, name, shared, move |conn| {
         let handler = handler.clone();
-        tokio::spawn(async move {
+        async move {
             let Conn {
                 stream,
                 peer,
@@ -93,7 +94,7 @@ where
             if let Err(e) = watcher.watch(c).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-        });
+        }
     })
     .await
 }
@@ -101,10 +102,7 @@ where
 /// The inbound listener: mTLS or plaintext by the workload's mode (see `tls::accept`), the
 /// peer's identity attached to each request, opaque TCP for the `trellis-tcp` ALPN.
 pub async fn serve_inbound(listener: TcpListener, shared: Arc<Shared>) {
-    accept_loop(listener, shared, |conn| {
-        tokio::spawn(inbound_connection(conn));
-    })
-    .await
+    accept_loop(listener, "inbound", shared, inbound_connection).await
 }
 
 async fn inbound_connection(conn: Conn) {
@@ -206,29 +204,31 @@ pub(crate) struct Conn {
     pub watcher: Watcher,
 }
 
-/// Accepts until the drain starts, hands each connection to `on_conn`, then waits up to the
-/// drain timeout for open connections to finish their requests.
-pub(crate) async fn accept_loop(
+/// Accepts until the drain starts and runs `on_conn`'s future for each connection on its own
+/// task, then waits up to the drain timeout for open connections to finish their requests.
+/// `name` labels the listener's log lines; each listener has its own `limits.maxConnections`.
+pub(crate) async fn accept_loop<F>(
     listener: TcpListener,
+    name: &'static str,
     shared: Arc<Shared>,
-    on_conn: impl Fn(Conn),
-) {
+    on_conn: impl Fn(Conn) -> F,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(builder(&shared.bootstrap.limits));
+    let mut listener = Listener::new(listener, name, shared.bootstrap.limits.max_connections);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Usually EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed; raise the file descriptor limit if this repeats");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                on_conn(Conn { stream, peer, shared: shared.clone(), builder: builder.clone(), watcher: graceful.watcher() });
+            (stream, peer, permit) = listener.accept() => {
+                let conn = on_conn(Conn { stream, peer, shared: shared.clone(), builder: builder.clone(), watcher: graceful.watcher() });
+                // The task holds the permit, so the connection counts against the cap until
+                // it is served. An upgraded (WebSocket) connection is handed off by hyper and
+                // stops counting then.
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    conn.await
+                });
             }
             _ = shared.drain.wait() => break,
         }

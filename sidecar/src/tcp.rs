@@ -20,16 +20,19 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use trellis_identity::SpiffeId;
+use trellis_proto::listen::Listener;
 
 /// Accepts on `listener` and forwards each connection to the Service named `service`
 /// (`name[.namespace][:port]`).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, service: String) {
+    let max = shared.bootstrap.limits.max_connections;
+    let mut listener = Listener::new(listener, "tcp", max);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+            (stream, peer, permit) = listener.accept() => {
                 let (shared, service) = (shared.clone(), service.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = forward_named(&shared, &service, stream, peer).await {
                         tracing::warn!(%peer, %service, error = %e, "tcp connection refused");
                     }

@@ -233,4 +233,42 @@ async fn broken_chunked_framing_is_the_clients_400_and_no_endpoint_pays() {
     })
     .await;
     assert_eq!(h.metric(ejections, &[("cluster", CLUSTER)]).await, 1.0);
+
+#[tokio::test]
+async fn a_slow_admin_client_is_timed_out_while_ready_still_answers() {
+    let (_up, h) = billing().await;
+    // Positive control: a whole request head on a raw connection is answered.
+    let answer = raw(
+        h.admin,
+        b"GET /live HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+
+    let mut slow = tokio::net::TcpStream::connect(h.admin).await.unwrap();
+    slow.write_all(b"GET /ready HTTP/1.1\r\nhost: admin\r\nx-slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        h.admin("/ready").await.status,
+        200,
+        "the admin port answers others while one client stalls"
+    );
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the admin port closed the unfinished request instead of waiting forever"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
 }

@@ -1,10 +1,12 @@
-//! Rate limits, bulkheads and fault injection as a caller sees them.
+//! Rate limits, bulkheads, fault injection and the connection cap as a caller sees them.
 
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const CLUSTER: &str = "billing.rides:80";
 
@@ -157,4 +159,52 @@ async fn an_injected_abort_for_a_grpc_caller_carries_a_grpc_status() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("grpc-status"), "14");
     assert_eq!(r.header("trellis-error"), "fault-injected");
+}
+
+/// Reads from `s` until a whole response head has arrived, or `wait` passes (`None`).
+async fn response_head(s: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut buf = Vec::new();
+    let read = async {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the proxy closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(wait, read).await.ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[tokio::test]
+async fn past_max_connections_a_new_client_waits_for_an_open_connection_to_close() {
+    let up = Upstream::start("billing-0").await;
+    let mesh = service("billing", "") + &workload("billing", &up);
+    let h = start(
+        &mesh,
+        "limits: {maxConnections: 1, headerReadTimeout: 30s}\n",
+    )
+    .await;
+    let request = b"GET / HTTP/1.1\r\nhost: billing\r\n\r\n";
+
+    // The one slot: a kept-alive connection that has had its answer.
+    let mut first = TcpStream::connect(h.outbound).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let head = response_head(&mut first, Duration::from_secs(5)).await;
+    assert!(head.is_some_and(|r| r.starts_with("HTTP/1.1 200")));
+
+    // The kernel completes the second handshake, but the proxy does not take it yet.
+    let mut second = TcpStream::connect(h.outbound).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let early = response_head(&mut second, Duration::from_millis(300)).await;
+    assert_eq!(early, None, "answered past the connection cap");
+
+    drop(first);
+    let head = response_head(&mut second, Duration::from_secs(5)).await;
+    assert!(
+        head.as_deref()
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "{head:?}"
+    );
+    assert_eq!(up.hits(), 2);
 }

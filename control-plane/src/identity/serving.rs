@@ -5,13 +5,18 @@
 use super::ca::Ca;
 use rustls::ServerConfig;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
 use trellis_identity::cert::parse_pem_chain;
 use trellis_identity::{CurrentCert, certified_key, provider};
+use trellis_proto::listen::{ConnectionPermit, Listener};
 
 /// Lifetime of the control plane's serving certificate.
 const SERVING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -54,26 +59,25 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// Open gRPC connections at once: one or two per proxy (discovery, certificate renewal) and a
+/// few CLIs. A backstop against running out of descriptors, not a limit on mesh size.
+const MAX_CONNECTIONS: usize = 100_000;
+
+/// A finished TLS connection to the gRPC port, with the permit that counts it against the cap.
+pub type Incoming = Permitted<TlsStream<TcpStream>>;
+
 /// Accepts on `listener` and yields finished TLS connections; handshakes run concurrently so
 /// one slow client cannot hold up the others.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>
-{
+) -> tokio_stream::wrappers::ReceiverStream<Result<Incoming, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let mut listener = Listener::new(listener, "grpc", MAX_CONNECTIONS);
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "gRPC accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+            let (tcp, peer, permit) = listener.accept().await;
             if tx.is_closed() {
                 return;
             }
@@ -81,7 +85,12 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx
+                            .send(Ok(Permitted {
+                                io: tls,
+                                _permit: permit,
+                            }))
+                            .await;
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake on the gRPC port failed; is the client using https:// and the mesh CA bundle?");
@@ -92,6 +101,56 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A connection that holds its listener permit until tonic drops it. Reads, writes and the
+/// connect info (peer address, client certificate) are the inner stream's.
+pub struct Permitted<S> {
+    io: S,
+    _permit: ConnectionPermit,
+}
+
+impl<S: Connected> Connected for Permitted<S> {
+    type ConnectInfo = S::ConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Permitted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Permitted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Keeps the serving certificate fresh: renews at half its lifetime.

@@ -3,20 +3,25 @@
 
 use super::InjectConfig;
 use super::admission::review;
+use crate::http::HEADER_READ_TIMEOUT;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use trellis_proto::listen::Listener;
 
 /// The largest AdmissionReview accepted; the API server caps objects at 3 MiB.
 const MAX_BODY: usize = 4 << 20;
+
+/// Open connections at once: the API servers hold a few each.
+const MAX_CONNECTIONS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -47,17 +52,24 @@ pub fn acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, WebhookE
 
 /// Serves the webhook until the task is dropped.
 pub async fn serve(listener: TcpListener, tls: TlsAcceptor, cfg: Arc<InjectConfig>) {
+    let mut listener = Listener::new(listener, "webhook", MAX_CONNECTIONS);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
-        };
-        let tls = tls.clone();
-        let cfg = cfg.clone();
+        let (tcp, peer, permit) = listener.accept().await;
+        let (tls, cfg, http) = (tls.clone(), cfg.clone(), http.clone());
         tokio::spawn(async move {
-            let stream = match tls.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
+            let _permit = permit;
+            // The header-read timeout starts after the handshake; this bounds the handshake.
+            let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, "webhook TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "webhook TLS handshake timed out");
                     return;
                 }
             };
@@ -65,9 +77,7 @@ pub async fn serve(listener: TcpListener, tls: TlsAcceptor, cfg: Arc<InjectConfi
                 let cfg = cfg.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(req, &cfg).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
