@@ -72,8 +72,21 @@ struct MirrorAbandoned;
 /// match, a reset stream. The only body the upstream client reads is the request's, so when
 /// the client reports this error, the request failed by the downstream's fault.
 #[derive(Debug, thiserror::Error)]
-#[error("the request body is malformed or was cut off ({0})")]
+#[error("the request body is malformed or was cut off ({})", with_causes(.0))]
 pub struct IncomingBodyError(#[source] hyper::Error);
+
+/// hyper's message and what caused it ("invalid chunk size line: ..."), which hyper's own
+/// message leaves out.
+fn with_causes(e: &hyper::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
 
 fn incoming_err(e: hyper::Error) -> BoxError {
     Box::new(IncomingBodyError(e))

@@ -233,6 +233,7 @@ async fn broken_chunked_framing_is_the_clients_400_and_no_endpoint_pays() {
     })
     .await;
     assert_eq!(h.metric(ejections, &[("cluster", CLUSTER)]).await, 1.0);
+}
 
 #[tokio::test]
 async fn a_slow_admin_client_is_timed_out_while_ready_still_answers() {
