@@ -200,7 +200,7 @@ mod tests {
             AuthzAction::Allow,
             r#"[{"from":[{"serviceAccounts":["rides/trip"]}],"to":[{"methods":["POST"],"paths":["/charge*","*.json"],"headers":[{"name":"x-tenant","values":["acme*"]}]}]}]"#,
         );
-        let ps = vec![allow];
+        let ps = [allow];
         let trip = id("rides/trip");
         let check = |peer: Option<&SpiffeId>, m, p| check(ps.iter(), peer, &http(&req(m, p)));
         assert_eq!(check(Some(&trip), "POST", "/charge/7"), Ok(()));
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn deny_wins_over_allow_and_tcp_sees_only_identity() {
-        let ps = vec![
+        let ps = [
             policy(
                 AuthzAction::Allow,
                 r#"[{"from":[{"namespaces":["rides"]}]}]"#,
