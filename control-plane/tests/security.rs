@@ -6,14 +6,14 @@ mod support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use trellis_identity::{SpiffeId, SpiffeServerVerifier, TrustBundle};
+use trellis_identity::SpiffeId;
 use trellis_proto::v1::CertifyRequest;
 use trellis_proto::v1::identity_client::IdentityClient;
 
@@ -176,41 +176,14 @@ async fn raw_request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// An mTLS client to `server` presenting `leaf`, verifying the server as rides/billing against
-/// the mesh CA — the same checks a sidecar makes.
+/// An mTLS client to billing's inbound listener presenting `leaf`, verifying the server as
+/// rides/billing against the mesh CA — the same checks a sidecar makes.
 async fn mtls_request(env: &Env, leaf: &testkit::pki::Leaf, path: &str) -> Option<String> {
-    let roots = vec![CertificateDer::from_pem_file(env.cp.ca_bundle()).unwrap()];
-    let bundle = Arc::new(arc_swap::ArcSwap::from_pointee(
-        TrustBundle::new(TD, roots).unwrap(),
-    ));
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
-            .map(Result::unwrap)
-            .collect();
-    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(trellis_identity::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier { bundle }))
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(env.billing.inbound)
-        .await
-        .unwrap();
-    let name = SpiffeId::new(TD, "rides", "billing")
-        .unwrap()
-        .server_name()
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .ok()?;
+    let billing = SpiffeId::new(TD, "rides", "billing").unwrap();
+    let tls = mtls_connect(&env.cp, env.billing.inbound, leaf, &billing).await?;
     raw_request(tls, path).await
 }
 
-/// The mesh CA itself, read from trellis-control's state directory, to sign test leaves.
 /// `trellis_control_certificates{result}` on the control plane's HTTP port.
 async fn certificates(http: SocketAddr, result: &str) -> f64 {
     let (_, m) = get(http, "/metrics").await.expect("metrics");
@@ -245,14 +218,6 @@ fn csr(sa: &str) -> String {
     p.serialize_request(&key).unwrap().pem().unwrap()
 }
 
-fn mesh_ca(env: &Env) -> testkit::pki::TestCa {
-    let dir = env.cp.state.path();
-    testkit::pki::TestCa::from_pem(
-        &std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-        &std::fs::read_to_string(dir.join("ca-key.pem")).unwrap(),
-    )
-}
-
 fn trip_id() -> String {
     format!("spiffe://{TD}/ns/rides/sa/trip")
 }
@@ -281,7 +246,7 @@ async fn strict_refuses_plaintext_and_certificates_from_a_foreign_ca_or_expired(
 
     // The harness can succeed: a current certificate from the mesh CA is served...
     let now = SystemTime::now();
-    let good = mesh_ca(&env).spiffe(
+    let good = mesh_ca(&env.cp).spiffe(
         &trip_id(),
         now - Duration::from_secs(60),
         Duration::from_secs(3600),
@@ -298,7 +263,7 @@ async fn strict_refuses_plaintext_and_certificates_from_a_foreign_ca_or_expired(
     );
     assert_eq!(mtls_request(&env, &foreign, "/charge/4").await, None);
     // and neither is an expired certificate from the mesh CA.
-    let expired = mesh_ca(&env).spiffe(
+    let expired = mesh_ca(&env.cp).spiffe(
         &trip_id(),
         now - Duration::from_secs(7200),
         Duration::from_secs(3600),
