@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use trellis_config::snapshot::{InboundPolicy, Snapshot, TargetPort};
 
 /// The app's ports as the bootstrap names them, and the one that takes requests no Service
-/// port decides: the port named `http`, else the first.
+/// port decides: the port named `http`, else the first named one, else the first. (In
+/// Kubernetes an unnamed container port is keyed by its number, which no name can be.)
 #[derive(Debug, Clone, Default)]
 pub struct AppPorts {
     pub by_name: BTreeMap<String, u16>,
@@ -24,6 +25,10 @@ impl AppPorts {
             by_name: by_name.clone(),
             default: by_name
                 .get("http")
+                .or_else(|| {
+                    let named = |k: &&String| !k.bytes().all(|b| b.is_ascii_digit());
+                    by_name.iter().find(|(k, _)| named(k)).map(|(_, p)| p)
+                })
                 .or_else(|| by_name.values().next())
                 .copied(),
         }
@@ -148,5 +153,11 @@ mod tests {
         assert_eq!(app.target(80, Some(&TargetPort::Name("grpc".into()))), None);
         assert_eq!(app.target(9003, None), Some(9003));
         assert_eq!(app.target(80, None), Some(9002));
+        // Kubernetes: an unnamed container port is keyed by its number, and is not the
+        // default while a named port exists.
+        let ports = BTreeMap::from([("9090".to_string(), 9090), ("admin".to_string(), 9003)]);
+        let app = AppPorts::new(&ports);
+        assert_eq!(app.default, Some(9003));
+        assert_eq!(app.target(80, Some(&TargetPort::Number(9090))), Some(9090));
     }
 }

@@ -199,13 +199,13 @@ pub async fn handle(
         let peer_id = req
             .extensions()
             .get::<PeerIdentity>()
-            .and_then(|p| p.0.clone());
+            .and_then(|p| p.0.as_deref());
         let call = authz::Call::Http {
             method: req.method(),
             path: req.uri().path(),
             headers: req.headers(),
         };
-        authorize(&shared, &rt, port, peer_id.as_deref(), &call)?;
+        authorize(&shared, &rt, port, peer_id, &call)?;
         forwarded_client_cert(&shared, &mut req);
         let cluster = shared.app.cluster(port)?;
         obs.cluster = Some(cluster.name.clone());

@@ -157,8 +157,9 @@ pub fn bootstrap_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Bootst
     })
 }
 
-/// `http=8080,9090,admin=9901`: the named ones, since a Service's named targetPort is what
-/// needs resolving; unnamed ports are reachable by number anyway.
+/// `http=8080,9090,admin=9901`: every container port, so that inbound can deliver to it.
+/// A named one is keyed by its name (a Service's named targetPort resolves through it); an
+/// unnamed one by its number, which no port name can be (a Kubernetes port name has a letter).
 fn named_ports(list: &str) -> Result<BTreeMap<String, u16>, EnvError> {
     let mut out = BTreeMap::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -171,9 +172,7 @@ fn named_ports(list: &str) -> Result<BTreeMap<String, u16>, EnvError> {
                 "TRELLIS_APP_PORTS: {item:?} is not NAME=PORT or PORT"
             ))
         })?;
-        if let Some(n) = name {
-            out.insert(n.to_string(), port);
-        }
+        out.insert(name.map_or_else(|| port.to_string(), str::to_string), port);
     }
     Ok(out)
 }
@@ -280,11 +279,12 @@ mod tests {
     }
 
     #[test]
-    fn app_ports_keep_the_named_ones() {
+    fn app_ports_keep_every_port_named_ones_by_name() {
         let p = named_ports("http=8080, 9090,grpc=9091").unwrap();
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.len(), 3);
         assert_eq!(p["http"], 8080);
         assert_eq!(p["grpc"], 9091);
+        assert_eq!(p["9090"], 9090);
         let e = named_ports("http=eighty").unwrap_err().to_string();
         assert!(e.contains("TRELLIS_APP_PORTS"), "{e}");
     }

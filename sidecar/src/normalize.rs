@@ -69,22 +69,38 @@ pub fn normalize_path(path: &str, opts: &PathNormalization) -> Result<Option<Str
     Ok((out != path).then_some(out))
 }
 
-/// Whether `path` has nothing the slow path would change: no `%`, `\` or `;` (whatever the
+/// Whether `path` has nothing the slow path would change: no `%`, `\\` or `;` (whatever the
 /// mode, these need a look), no `//` when merging, and no segment that starts with `.`.
+/// This runs on every request, so most bytes cost one table lookup.
 fn is_normal(path: &[u8], opts: &PathNormalization) -> bool {
     let merge = opts.slashes == SlashMode::Merge;
-    let mut prev = 0u8;
+    let mut after_slash = false;
     for &b in path {
+        if !NOTABLE[usize::from(b)] {
+            after_slash = false;
+            continue;
+        }
         match b {
             b'%' | b'\\' | b';' => return false,
-            b'/' if prev == b'/' && merge => return false,
-            b'.' if prev == b'/' => return false,
+            b'.' if after_slash => return false,
+            b'/' if after_slash && merge => return false,
             _ => {}
         }
-        prev = b;
+        after_slash = b == b'/';
     }
     true
 }
+
+/// The bytes `is_normal` must look at.
+const NOTABLE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 5 {
+        t[[b'%', b'\\', b';', b'.', b'/'][i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// Checks and decodes percent-encodings: unreserved characters become themselves, `%2F` and
 /// `%5C` (and a raw `\`) follow `escapedSlashes`, and the rest stay encoded in upper case.
