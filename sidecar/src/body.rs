@@ -72,7 +72,7 @@ struct MirrorAbandoned;
 /// match, a reset stream. The only body the upstream client reads is the request's, so when
 /// the client reports this error, the request failed by the downstream's fault.
 #[derive(Debug, thiserror::Error)]
-#[error("the request body is malformed or was cut off ({})", with_causes(.0))]
+#[error("{}", with_causes(.0))]
 pub struct IncomingBodyError(#[source] hyper::Error);
 
 /// hyper's message and what caused it ("invalid chunk size line: ..."), which hyper's own

@@ -84,7 +84,9 @@ pub enum ProxyError {
     BadRequest(&'static str),
     /// The request body broke off or was malformed while it was being sent on. The
     /// downstream's fault: the endpoint's health and the breaker do not count it.
-    #[error("bad request: {source}; the upstream connection was closed, not reused")]
+    #[error(
+        "bad request: the request body is malformed or was cut off ({source}); the upstream connection was closed, not reused"
+    )]
     DownstreamBody { source: BoxError },
     #[error(
         "this proxy holds no config yet: it is waiting for the control plane (or a valid mesh file), and passes no traffic until then; /config_dump on the admin port shows the load error"

@@ -222,6 +222,8 @@ where
     })?;
     let port = crate::delivery::app_port(&rt, &shared.app.ports, None, Some(&authority))?;
     authorize(shared, &rt, port, id)?;
+    // A connection may stay open for days: it must not pin this snapshot for as long.
+    drop(rt);
     let cluster = shared.app.cluster(port)?;
     let label = &shared.labels.inbound_service;
     to_cluster(shared, &cluster, label, down, peer, "inbound").await
