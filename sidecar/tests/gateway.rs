@@ -139,3 +139,27 @@ async fn a_gateway_missing_from_the_config_is_a_503_that_says_so() {
     assert_eq!(r.header("trellis-error"), "no-route");
     assert!(r.body.contains("no Gateway rides/edge"), "{}", r.body);
 }
+
+#[tokio::test]
+async fn the_gateway_routes_on_the_normalized_path_and_sends_it_on() {
+    let (passenger, _driver, h, gw) = gateway_proxy().await;
+    // Another spelling of /api/rides/42 takes the /api/rides rule, and the rewrite works on
+    // the normalized path.
+    let r = h
+        .send(req(
+            gw,
+            "rides.example.com",
+            "/x/../api/./%72ides//42?q=/../a",
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-upstream"), "passenger-0");
+    assert_eq!(r.header("x-seen-path"), "/rides/42?q=/../a");
+    // A form the mesh refuses by default never reaches a backend.
+    let r = h
+        .send(req(gw, "rides.example.com", "/api/rides%2F.."))
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("trellis-error"), "bad-request");
+    assert_eq!(passenger.hits(), 1);
+}
