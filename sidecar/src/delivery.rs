@@ -1,12 +1,9 @@
-//! Where inbound delivers a request on the app, and which AuthorizationPolicies protect the
-//! port it lands on. Policies attach to workload ports, never to the name a caller used: a
+//! The app's ports as Service ports target them, and which AuthorizationPolicies protect
+//! each (`inbound::app_port` picks the port a request lands on). Policies attach to workload ports, never to the name a caller used: a
 //! policy on Service S protects every app port that S selects and targets, so `Host:
 //! billing-v1` reaches the same port as `Host: billing` and meets the same policies
 //! (docs/security.md, "What a policy protects").
 
-use crate::errors::ProxyError;
-use crate::runtime::{RtPort, Runtime};
-use http::uri::Authority;
 use std::collections::{BTreeMap, HashMap};
 use trellis_config::snapshot::{InboundPolicy, Snapshot, TargetPort};
 
@@ -34,7 +31,7 @@ impl AppPorts {
         }
     }
 
-    fn has(&self, port: u16) -> bool {
+    pub fn has(&self, port: u16) -> bool {
         self.by_name.values().any(|&p| p == port)
     }
 
@@ -55,10 +52,9 @@ impl AppPorts {
 /// `mesh.authorization`. Built with each runtime, so the request path only looks up.
 #[derive(Debug, Default)]
 pub struct PortPolicies {
-    /// Ports some Service of this workload targets: the policies of all those Services.
+    /// Ports some Service of this workload targets: the policies of all those Services,
+    /// sorted. A port not here is protected by every policy of the workload.
     targeted: HashMap<u16, Vec<usize>>,
-    /// A port no Service targets: every policy of the workload.
-    all: Vec<usize>,
 }
 
 impl PortPolicies {
@@ -83,10 +79,7 @@ impl PortPolicies {
             set.sort_unstable();
             set.dedup();
         }
-        PortPolicies {
-            targeted,
-            all: (0..policies.len()).collect(),
-        }
+        PortPolicies { targeted }
     }
 
     /// The policies that protect `port`.
@@ -95,44 +88,13 @@ impl PortPolicies {
         policies: &'a [InboundPolicy],
         port: u16,
     ) -> impl Iterator<Item = &'a InboundPolicy> + Clone {
-        let set = self.targeted.get(&port).unwrap_or(&self.all);
-        set.iter().filter_map(move |&i| policies.get(i))
+        let set = self.targeted.get(&port);
+        policies
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| set.is_none_or(|s| s.binary_search(i).is_ok()))
+            .map(|(_, p)| p)
     }
-}
-
-/// The app port an inbound request goes to.
-/// - A connection iptables redirected was sent to an app port: that port, when the app
-///   listens there, whatever the Host says (a client outside the mesh may send any).
-/// - A Host naming a Service this workload serves: that Service port's target. A port the
-///   Service lacks, or a target the app lacks, is refused; the Host never picks another port.
-/// - Any other Host: its port when the app listens there, else the default port.
-pub fn app_port(
-    rt: &Runtime,
-    app: &AppPorts,
-    redirected: Option<u16>,
-    authority: Option<&Authority>,
-) -> Result<u16, ProxyError> {
-    if let Some(p) = redirected.filter(|&p| app.has(p)) {
-        return Ok(p);
-    }
-    let named = authority.and_then(|a| Some((rt.service(a.host())?, a.port_u16())));
-    if let Some((svc, port)) = named.filter(|(svc, _)| svc.serves) {
-        let sp: &RtPort = svc.port(port).ok_or_else(|| ProxyError::NoServicePort {
-            service: svc.label.to_string(),
-            port: port.unwrap_or(80),
-        })?;
-        return app
-            .target(sp.port, sp.target_port.as_ref())
-            .ok_or_else(|| ProxyError::NoAppPort {
-                service: svc.label.to_string(),
-                port: sp.port,
-            });
-    }
-    authority
-        .and_then(Authority::port_u16)
-        .filter(|&p| app.has(p))
-        .or(app.default)
-        .ok_or(ProxyError::NoAppPorts)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use crate::authz::{self, PeerIdentity};
 use crate::balance::{Balancer, EndpointState};
 use crate::body::Body;
-use crate::delivery::{AppPorts, app_port};
+use crate::delivery::AppPorts;
 use crate::errors::ProxyError;
 use crate::forward::forward;
 use crate::headers::check_size;
@@ -93,12 +93,47 @@ impl AppClusters {
             .map(|(_, c)| c)
     }
 
-    /// The cluster of `port`, which `delivery::app_port` chose among the app's ports.
+    /// The cluster of `port`, which `app_port` chose among the app's ports.
     pub(crate) fn cluster(&self, port: u16) -> Result<Arc<RtCluster>, ProxyError> {
         self.for_exact_port(port)
             .cloned()
             .ok_or(ProxyError::NoAppPorts)
     }
+}
+
+/// The app port an inbound request goes to.
+/// - A connection iptables redirected was sent to an app port: that port, when the app
+///   listens there, whatever the Host says (a client outside the mesh may send any).
+/// - A Host naming a Service this workload serves: that Service port's target. A port the
+///   Service lacks, or a target the app lacks, is refused; the Host never picks another port.
+/// - Any other Host: its port when the app listens there, else the default port.
+pub(crate) fn app_port(
+    rt: &Runtime,
+    app: &AppPorts,
+    redirected: Option<u16>,
+    authority: Option<&Authority>,
+) -> Result<u16, ProxyError> {
+    if let Some(p) = redirected.filter(|&p| app.has(p)) {
+        return Ok(p);
+    }
+    let named = authority.and_then(|a| Some((rt.service(a.host())?, a.port_u16())));
+    if let Some((svc, port)) = named.filter(|(svc, _)| svc.serves) {
+        let sp = svc.port(port).ok_or_else(|| ProxyError::NoServicePort {
+            service: svc.label.to_string(),
+            port: port.unwrap_or(80),
+        })?;
+        return app
+            .target(sp.port, sp.target_port.as_ref())
+            .ok_or_else(|| ProxyError::NoAppPort {
+                service: svc.label.to_string(),
+                port: sp.port,
+            });
+    }
+    authority
+        .and_then(Authority::port_u16)
+        .filter(|&p| app.has(p))
+        .or(app.default)
+        .ok_or(ProxyError::NoAppPorts)
 }
 
 /// Applies the AuthorizationPolicies that protect app port `port`; a denial is counted and

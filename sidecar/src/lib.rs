@@ -215,10 +215,8 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         .as_ref()
         .and_then(|cp| cp.token_file.as_ref())
         .map(|_| tls::MeshTls::new());
-    let config = ConfigStore::new(
-        mesh_tls.is_some(),
-        delivery::AppPorts::new(&bootstrap.app.ports),
-    );
+    let app = inbound::AppClusters::new(&bootstrap);
+    let config = ConfigStore::new(mesh_tls.is_some(), app.ports.clone());
     let tls_names = config.tls_names();
     let shared = Arc::new(Shared {
         node: bootstrap.node(),
@@ -230,7 +228,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
             tls_names,
         ),
         drain: Drain::default(),
-        app: inbound::AppClusters::new(&bootstrap),
+        app,
         labels,
         source: match (&mesh_file, &bootstrap.control_plane) {
             (Some(p), _) => format!("meshFile: {}", p.display()),

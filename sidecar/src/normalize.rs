@@ -13,31 +13,41 @@ use http::uri::{Parts, PathAndQuery};
 use trellis_config::model::{EscapedSlashMode, PathNormalization, PathParameterMode, SlashMode};
 
 /// Why a path cannot be normalized. Each is the downstream's fault: a 400.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
-    #[error("malformed percent-encoding in the path: '%' must be followed by two hex digits")]
     Malformed,
-    #[error(
-        "the path holds an encoded slash or a backslash (%2F, %5C or \\), refused by the mesh's pathNormalization.escapedSlashes: REJECT"
-    )]
     EscapedSlash,
-    #[error(
-        "the path holds a ';' path parameter, refused by the mesh's pathNormalization.pathParameters: REJECT"
-    )]
     PathParameter,
 }
 
-impl From<PathError> for ProxyError {
-    fn from(e: PathError) -> ProxyError {
-        ProxyError::BadRequest(match e {
-            PathError::Malformed => "malformed percent-encoding in the path",
+impl PathError {
+    /// What the 400 says; one text for the error and the answer.
+    pub fn message(self) -> &'static str {
+        match self {
+            PathError::Malformed => {
+                "malformed percent-encoding in the path: '%' must be followed by two hex digits"
+            }
             PathError::EscapedSlash => {
-                "the path holds %2F, %5C or a backslash, which the mesh's pathNormalization.escapedSlashes refuses"
+                "the path holds an encoded slash or a backslash (%2F, %5C or \\), refused by the mesh's pathNormalization.escapedSlashes: REJECT"
             }
             PathError::PathParameter => {
-                "the path holds a ';' parameter, which the mesh's pathNormalization.pathParameters refuses"
+                "the path holds a ';' path parameter, refused by the mesh's pathNormalization.pathParameters: REJECT"
             }
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for PathError {}
+
+impl From<PathError> for ProxyError {
+    fn from(e: PathError) -> ProxyError {
+        ProxyError::BadRequest(e.message())
     }
 }
 

@@ -220,7 +220,7 @@ where
     let authority = http::uri::Authority::try_from(authority.as_str()).map_err(|_| {
         ProxyError::BadRequest("invalid authority in the trellis transport preface")
     })?;
-    let port = crate::delivery::app_port(&rt, &shared.app.ports, None, Some(&authority))?;
+    let port = crate::inbound::app_port(&rt, &shared.app.ports, None, Some(&authority))?;
     authorize(shared, &rt, port, id)?;
     // A connection may stay open for days: it must not pin this snapshot for as long.
     drop(rt);

@@ -345,14 +345,7 @@ impl<'a> Call<'a> {
 /// The upstream refused an HTTP/2 stream (RST_STREAM with REFUSED_STREAM): RFC 9113 §8.7
 /// guarantees it did not process the request.
 fn is_refused_stream(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = cur {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        cur = err.source();
-    }
-    false
+    source_of::<h2::Error>(e).is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 /// The request body, which the client reads from the downstream, failed: the body's own
@@ -360,10 +353,15 @@ fn is_refused_stream(e: &hyper_util::client::legacy::Error) -> bool {
 fn downstream_body_error(
     e: &hyper_util::client::legacy::Error,
 ) -> Option<&crate::body::IncomingBodyError> {
+    source_of(e)
+}
+
+/// The first error of type `T` among the causes of `e`.
+fn source_of<T: std::error::Error + 'static>(e: &hyper_util::client::legacy::Error) -> Option<&T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(err) = cur {
-        if let Some(body) = err.downcast_ref::<crate::body::IncomingBodyError>() {
-            return Some(body);
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
         }
         cur = err.source();
     }
