@@ -109,8 +109,7 @@ pub fn run(args: &ChildArgs) -> ExitCode {
                 Ok(())
             }
             ChildKind::Proxy { bootstrap } => {
-                let b = trellis_proxy::bootstrap::Bootstrap::load(bootstrap)
-                    .map_err(|e| e.to_string())?;
+                let b = trellis_proxy::Bootstrap::load(bootstrap).map_err(|e| e.to_string())?;
                 let running = trellis_proxy::start(b).await.map_err(|e| e.to_string())?;
                 running.wait().await;
                 Ok(())

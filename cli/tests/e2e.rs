@@ -50,7 +50,7 @@ async fn proxy(cp: &Cp, dir: &Path, name: &str, labels: &str) -> trellis_proxy::
         ),
     )
     .unwrap();
-    trellis_proxy::start(trellis_proxy::bootstrap::Bootstrap::load(&boot).unwrap())
+    trellis_proxy::start(trellis_proxy::Bootstrap::load(&boot).unwrap())
         .await
         .unwrap()
 }

@@ -375,7 +375,7 @@ fn the_injected_pod_is_what_trellis_proxy_kubernetes_reads() {
         dir.path().display().to_string(),
     );
 
-    let b = trellis_proxy::kubernetes::bootstrap_from_env(|k| env.get(k).cloned())
+    let b = trellis_proxy::bootstrap_from_env(|k| env.get(k).cloned())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(b.workload.name, "billing-5d8f7-xk2p9");
     assert_eq!(b.workload.namespace, "rides");

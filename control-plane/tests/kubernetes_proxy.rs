@@ -104,7 +104,7 @@ async fn trip_pod_at(
         ("TRELLIS_INBOUND_ADDRESS", "127.0.0.1:0".into()),
         ("TRELLIS_ADMIN_ADDRESS", admin.to_string()),
     ]);
-    let boot = trellis_proxy::kubernetes::bootstrap_from_env(|k| env.get(k).cloned())
+    let boot = trellis_proxy::bootstrap_from_env(|k| env.get(k).cloned())
         .unwrap_or_else(|e| panic!("{e}"));
     let proxy = trellis_proxy::start(boot).await.expect("the proxy starts");
     let admin = loopback(proxy.admin);

@@ -1045,7 +1045,7 @@ fn the_shipped_gateway_manifests_agree_with_each_other() {
     assert_eq!(env["TRELLIS_CA_BUNDLE_FILE"], "/etc/trellis/ca/ca.crt");
     env.insert("TRELLIS_CA_BUNDLE_FILE".into(), ca.display().to_string());
     env.remove("TRELLIS_POD_INFO_DIR");
-    let b = trellis_proxy::kubernetes::bootstrap_from_env(|k| env.get(k).cloned())
+    let b = trellis_proxy::bootstrap_from_env(|k| env.get(k).cloned())
         .unwrap_or_else(|e| panic!("{e}"));
     let g = b.gateway.expect("gateway mode");
     assert_eq!(g.key(&b.workload.namespace), keys[0]);

@@ -105,12 +105,7 @@ async fn yaml_change_moves_traffic_and_every_proxy_acks() {
     };
     assert_ne!(trip(&before), trip(&after), "trip ACKed a new version");
     // The request went trip's sidecar -> billing-v2's sidecar -> the app.
-    assert!(
-        m.v2.shared
-            .metrics
-            .render()
-            .contains("direction=\"inbound\"")
-    );
+    assert!(m.v2.metrics_text().contains("direction=\"inbound\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! Run: bench/normalize.sh (or `normalize_cost <normal|dots|encoded> <N>` under valgrind).
 
 use trellis_config::model::PathNormalization;
-use trellis_proxy::normalize::normalize_path;
+use trellis_proxy::normalize_path;
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -2,11 +2,11 @@
 //! `POST /breaker` to force a cluster's circuit breaker, and `/app-health/...`: kubelet's
 //! rewritten probes (app_health.rs).
 
-use crate::Shared;
-use crate::app_health;
-use crate::resilience::breaker::State;
+use crate::config::runtime::{RtCluster, Runtime};
+use crate::inbound::probes;
+use crate::resilience::breaker::state::State;
 use crate::resilience::clock;
-use crate::runtime::{RtCluster, Runtime};
+use crate::shared::Shared;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -44,9 +44,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = shared.clone();
                 async move {
                     let path = req.uri().path();
-                    let response = if let Some(key) = path.strip_prefix(app_health::PREFIX) {
+                    let response = if let Some(key) = path.strip_prefix(probes::PREFIX) {
                         if req.method() == Method::GET {
-                            app_health::check(&shared, key).await
+                            probes::check(&shared, key).await
                         } else {
                             reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n")
                         }

@@ -1,88 +1,40 @@
 //! trellis-proxy: the Trellis sidecar. It proxies a workload's inbound and outbound HTTP,
 //! gRPC, WebSocket and TCP traffic under a config snapshot it can swap without dropping requests.
+//!
+//! The public surface is small: load a [`Bootstrap`] (from a file, or [`bootstrap_from_env`]
+//! under Kubernetes), [`start`] a proxy from it, and [`init`] for the init container's
+//! iptables rules. ARCHITECTURE.md at the repo root maps the modules.
 
-pub mod accept;
-pub mod admin;
-pub mod app_health;
-pub mod authz;
-pub mod balance;
-pub mod body;
-pub mod bootstrap;
-pub mod config_source;
-pub mod delivery;
-pub mod detect;
-pub mod discovery;
-pub mod dns;
-pub mod errors;
-pub mod filters;
-pub mod forward;
-pub mod gateway;
-pub mod headers;
-pub mod inbound;
+mod admin;
+mod config;
+mod http;
+mod inbound;
 pub mod init;
-pub mod kubernetes;
-pub mod metrics;
-pub mod normalize;
-pub mod observe;
-pub mod original_dst;
-pub mod outbound;
-pub mod peeked;
-pub mod preface;
-pub mod resilience;
-pub mod respond;
-pub mod routing;
-pub mod runtime;
-pub mod server;
-pub mod tcp;
-pub mod tls;
-pub mod trace;
-pub mod upstream;
+mod l4;
+mod listen;
+mod outbound;
+mod resilience;
+mod shared;
+mod telemetry;
+mod tls;
+mod upstream;
 
-use bootstrap::Bootstrap;
-use config_source::ConfigStore;
-use metrics::Metrics;
-use runtime::Runtime;
-use server::Drain;
+pub use config::bootstrap::Bootstrap;
+pub use config::kubernetes::bootstrap_from_env;
+/// The path normalization every listener applies, exposed for the path-cost bench.
+pub use http::normalize::normalize_path;
+
+use config::bootstrap::ControlPlane;
+use config::store::ConfigStore;
+use inbound::clusters::AppClusters;
+use listen::drain::Drain;
+use shared::{Labels, Shared};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use telemetry::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use trellis_config::NodeIdentity;
-use upstream::Upstreams;
-
-/// Everything the request path shares. Read-only after start-up except through atomics and
-/// the `ArcSwap` in `config`.
-pub struct Shared {
-    pub bootstrap: Bootstrap,
-    pub node: NodeIdentity,
-    pub config: ConfigStore,
-    pub metrics: Metrics,
-    pub upstreams: Upstreams,
-    pub drain: Drain,
-    pub app: inbound::AppClusters,
-    pub labels: Labels,
-    /// Where config comes from, for `/config_dump`.
-    pub source: String,
-    /// The mesh identity, when the proxy has a join token (control-plane mode).
-    pub tls: Option<Arc<tls::MeshTls>>,
-}
-
-/// Metric label values that never change, made once.
-pub struct Labels {
-    pub workload: Arc<String>,
-    pub namespace: Arc<String>,
-    pub unknown: Arc<String>,
-    pub inbound_service: Arc<String>,
-    /// `destination_service` of intercepted traffic passed through under `ALLOW_ANY`.
-    pub passthrough: Arc<String>,
-}
-
-impl ConfigStore {
-    /// The runtime a request should use for its whole life, if a config is loaded.
-    pub fn current_full(&self) -> Option<Arc<Runtime>> {
-        self.current().as_ref().cloned()
-    }
-}
+use upstream::pool::Upstreams;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -98,6 +50,8 @@ pub enum StartError {
     Watch(#[from] notify::Error),
     #[error("controlPlane: {0}")]
     ControlPlane(String),
+    #[error("controlPlane: {0}")]
+    CaBundle(#[from] config::bootstrap::CaBundleError),
 }
 
 /// A started proxy: its bound addresses, and the tasks that serve them.
@@ -109,15 +63,36 @@ pub struct Running {
     pub tcp: Vec<SocketAddr>,
     /// Gateway mode: the bound address of each Gateway listener, by listener name.
     pub gateway: std::collections::BTreeMap<String, SocketAddr>,
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     serving: JoinSet<()>,
     _watcher: Option<trellis_config::watch::Watcher>,
 }
 
 impl Running {
+    /// The proxy's metrics in the Prometheus text format, as `/metrics` serves them.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render()
+    }
+
     /// Starts the drain: stop accepting, finish in-flight requests.
     pub fn drain(&self) {
         self.shared.drain.start();
+    }
+
+    /// Starts the drain on SIGTERM or Ctrl-C, as a pod's sidecar must.
+    pub fn drain_on_signal(&self) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let Ok(mut term) = signal(SignalKind::terminate()) {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("signal received; draining");
+                shared.drain.start();
+            }
+        });
     }
 
     /// Resolves when every traffic listener has drained.
@@ -186,7 +161,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     if let Some(g) = &bootstrap.gateway {
         let key: Arc<str> = Arc::from(g.key(&bootstrap.workload.namespace));
         for (name, addr) in &g.listen {
-            let id = gateway::ListenerId {
+            let id = outbound::gateway::ListenerId {
                 gateway: key.clone(),
                 listener: Arc::from(name.as_str()),
             };
@@ -215,7 +190,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         .as_ref()
         .and_then(|cp| cp.token_file.as_ref())
         .map(|_| tls::MeshTls::new());
-    let app = inbound::AppClusters::new(&bootstrap);
+    let app = AppClusters::new(&bootstrap);
     let config = ConfigStore::new(mesh_tls.is_some(), app.ports.clone());
     let tls_names = config.tls_names();
     let shared = Arc::new(Shared {
@@ -240,8 +215,8 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     });
     let mut watcher = None;
     if let Some(path) = mesh_file {
-        config_source::reload(&shared, &path);
-        watcher = Some(config_source::watch(shared.clone(), path)?);
+        config::mesh_file::reload(&shared, &path);
+        watcher = Some(config::mesh_file::watch(shared.clone(), path)?);
     }
 
     let addr = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
@@ -254,24 +229,24 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     let mut serving = JoinSet::new();
     // IPv6 twins: `trellis-proxy init` redirects IPv6 too, to the same ports.
     let (outbound6, inbound6) = (ipv6_twin(&outbound), ipv6_twin(&inbound));
-    serving.spawn(accept::serve_outbound(outbound, shared.clone()));
-    serving.spawn(server::serve_inbound(inbound, shared.clone()));
+    serving.spawn(listen::dispatch::serve_outbound(outbound, shared.clone()));
+    serving.spawn(listen::inbound::serve_inbound(inbound, shared.clone()));
     if let Some(l) = outbound6 {
-        serving.spawn(accept::serve_outbound(l, shared.clone()));
+        serving.spawn(listen::dispatch::serve_outbound(l, shared.clone()));
     }
     if let Some(l) = inbound6 {
-        serving.spawn(server::serve_inbound(l, shared.clone()));
+        serving.spawn(listen::inbound::serve_inbound(l, shared.clone()));
     }
     for (listener, id) in gateway {
-        serving.spawn(server::serve(
+        serving.spawn(listen::accept::serve(
             listener,
             "gateway",
             shared.clone(),
-            move |s, p, r| gateway::handle(s, id.clone(), p, r),
+            move |s, p, r| outbound::gateway::handle(s, id.clone(), p, r),
         ));
     }
     for (listener, service) in tcp {
-        serving.spawn(tcp::serve(listener, shared.clone(), service));
+        serving.spawn(l4::tcp::serve(listener, shared.clone(), service));
     }
     if let Some(endpoint) = control_plane {
         let node = node(&shared.bootstrap, out_addr, in_addr, admin_addr);
@@ -290,10 +265,10 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
                 token,
             ));
         }
-        tokio::spawn(discovery::run(shared.clone(), endpoint, node));
+        tokio::spawn(config::discovery::run(shared.clone(), endpoint, node));
     }
     tokio::spawn(admin::serve(admin, shared.clone()));
-    tokio::spawn(dns::run(shared.clone()));
+    tokio::spawn(config::resolve::run(shared.clone()));
     tracing::info!(outbound = %out_addr, inbound = %in_addr, admin = %admin_addr, "trellis-proxy listening");
     Ok(Running {
         outbound: out_addr,
@@ -308,29 +283,12 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
 }
 
 /// The control plane's gRPC endpoint: TLS, trusting only the bootstrap's CA bundle.
-fn control_plane_endpoint(
-    cp: &bootstrap::ControlPlane,
-) -> Result<tonic::transport::Endpoint, StartError> {
-    let pem = control_plane_ca(cp).map_err(StartError::ControlPlane)?;
+fn control_plane_endpoint(cp: &ControlPlane) -> Result<tonic::transport::Endpoint, StartError> {
+    let pem = cp.ca_pem()?;
     Ok(trellis_proto::connect::endpoint(&cp.address, &pem)
-        .map_err(StartError::ControlPlane)?
+        .map_err(|e| StartError::ControlPlane(e.to_string()))?
         .connect_timeout(std::time::Duration::from_secs(3))
         .tcp_nodelay(true))
-}
-
-/// The PEM roots the control plane's certificate must chain to: inline, or read from the
-/// bootstrap's `caBundle` file.
-pub(crate) fn control_plane_ca(cp: &bootstrap::ControlPlane) -> Result<Vec<u8>, String> {
-    match (&cp.ca_bundle_pem, &cp.ca_bundle) {
-        (Some(pem), _) => Ok(pem.clone().into_bytes()),
-        (None, Some(path)) => std::fs::read(path).map_err(|e| {
-            format!(
-                "cannot read caBundle {}: {e}; copy the ca.pem from trellis-control's --state-dir",
-                path.display()
-            )
-        }),
-        (None, None) => Err("caBundle is required: the mesh CA's ca.pem".into()),
-    }
 }
 
 /// This proxy as the control plane sees it: identity, labels, app and bound listeners.

@@ -61,9 +61,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let loaded = match &args.bootstrap {
-        Some(path) => trellis_proxy::bootstrap::Bootstrap::load(path).map_err(|e| e.to_string()),
-        None => trellis_proxy::kubernetes::bootstrap_from_env(|k| std::env::var(k).ok())
-            .map_err(|e| e.to_string()),
+        Some(path) => trellis_proxy::Bootstrap::load(path).map_err(|e| e.to_string()),
+        None => {
+            trellis_proxy::bootstrap_from_env(|k| std::env::var(k).ok()).map_err(|e| e.to_string())
+        }
     };
     let bootstrap = match loaded {
         Ok(b) => b,
@@ -92,19 +93,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let shared = running.shared.clone();
-        tokio::spawn(async move {
-            if let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                tracing::info!("signal received; draining");
-                shared.drain.start();
-            }
-        });
+        running.drain_on_signal();
         running.wait().await;
         tracing::info!("drained; exiting");
         ExitCode::SUCCESS

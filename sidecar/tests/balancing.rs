@@ -4,6 +4,7 @@ mod support;
 
 use std::time::Duration;
 use support::*;
+use testkit::Mode;
 
 async fn cluster(policy: &str, n: usize) -> (Vec<Upstream>, Harness) {
     let mut ups = Vec::new();
@@ -111,20 +112,8 @@ async fn peak_ewma_prefers_the_fast_endpoint() {
            apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: billing, namespace: rides}\n\
            spec:\n  parentRefs: [{name: billing}]\n  rules:\n  - backendRefs: [{name: billing, port: 80}]\n";
     let h = start(&mesh, "").await;
-    // Teach the balancer: the slow one takes 100 ms per request.
-    let rt = h
-        .running
-        .as_ref()
-        .unwrap()
-        .shared
-        .config
-        .current_full()
-        .unwrap();
-    let c = rt.clusters.values().next().unwrap();
-    for ep in &c.balancer.endpoints {
-        let rtt = if ep.addr == slow.addr { 100 } else { 1 };
-        ep.ewma.observe(Duration::from_millis(rtt));
-    }
+    // The slow one takes 100 ms per request; the balancer learns it from real answers.
+    slow.set_mode(Mode::Sleep(Duration::from_millis(100)));
     for _ in 0..100 {
         h.get("billing", "/").await;
     }

@@ -133,7 +133,7 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
         ),
     )
     .unwrap();
-    let p = trellis_proxy::start(trellis_proxy::bootstrap::Bootstrap::load(&boot).unwrap())
+    let p = trellis_proxy::start(trellis_proxy::Bootstrap::load(&boot).unwrap())
         .await
         .unwrap();
     let answers = eventually(Duration::from_secs(10), "three answers", || async {
@@ -192,7 +192,7 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
         assert_eq!(get("/", "billing-v1").await, Some(200));
     }
     assert_eq!(get("/ready", "admin").await, Some(200));
-    let metrics = p.shared.metrics.render();
+    let metrics = p.metrics_text();
     assert!(
         metrics.contains("trellis_config_reloads_total{result=\"rejected\"} 2"),
         "{metrics}"

@@ -264,7 +264,7 @@ async fn start_proxy(
         ),
     )
     .unwrap();
-    let b = trellis_proxy::bootstrap::Bootstrap::load(&boot).unwrap_or_else(|e| panic!("{e}"));
+    let b = trellis_proxy::Bootstrap::load(&boot).unwrap_or_else(|e| panic!("{e}"));
     trellis_proxy::start(b).await.expect("proxy starts")
 }
 

@@ -2,46 +2,12 @@
 //! a workload's TCP through its sidecar (`rules.rs`), idempotently, for IPv4 and, where
 //! ip6tables works, IPv6. `--dry-run` prints them; `--cleanup` removes them.
 
-pub mod rules;
+mod args;
+mod rules;
 
-use rules::{CHAINS, Cidr, Family, Rule};
-use std::net::SocketAddr;
+pub use args::InitArgs;
+use rules::{CHAINS, Family, Rule};
 use std::process::Command;
-
-/// The flags of `trellis-proxy init`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct InitArgs {
-    /// The UID the proxy runs as; its own connections are never redirected.
-    #[arg(long, default_value_t = 1337)]
-    pub proxy_uid: u32,
-    /// The proxy's outbound listener port.
-    #[arg(long, default_value_t = 15001)]
-    pub outbound_port: u16,
-    /// The proxy's inbound listener port.
-    #[arg(long, default_value_t = 15006)]
-    pub inbound_port: u16,
-    /// The proxy's admin port, reached directly (probes, metrics).
-    #[arg(long, default_value_t = 15000)]
-    pub admin_port: u16,
-    /// Inbound destination ports that go straight to the app, e.g. 22,9100.
-    #[arg(long, value_delimiter = ',')]
-    pub exclude_inbound_ports: Vec<u16>,
-    /// Outbound destination ports that bypass the proxy.
-    #[arg(long, value_delimiter = ',')]
-    pub exclude_outbound_ports: Vec<u16>,
-    /// Outbound destinations that bypass the proxy, e.g. 169.254.169.254/32,10.0.0.0/8.
-    #[arg(long, value_delimiter = ',')]
-    pub exclude_outbound_cidrs: Vec<Cidr>,
-    /// The control plane's IP:PORT, reached directly (its traffic must not depend on the proxy).
-    #[arg(long, value_delimiter = ',')]
-    pub control_plane: Vec<SocketAddr>,
-    /// Print the commands instead of running them.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Remove every rule and chain this command installs, and nothing else.
-    #[arg(long)]
-    pub cleanup: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -157,6 +123,7 @@ fn run_rule(family: Family, r: &Rule) -> Result<(), InitError> {
 
 #[cfg(test)]
 mod tests {
+    use super::args::Cidr;
     use super::*;
     use clap::Parser;
 
@@ -233,7 +200,13 @@ mod tests {
     fn cidr_parsing_names_the_problem() {
         assert_eq!("10.0.0.0/8".parse::<Cidr>().unwrap().prefix, 8);
         assert_eq!("10.0.0.1".parse::<Cidr>().unwrap().prefix, 32);
-        assert!("10.0.0.0/33".parse::<Cidr>().unwrap_err().contains("0-32"));
+        assert!(
+            "10.0.0.0/33"
+                .parse::<Cidr>()
+                .unwrap_err()
+                .to_string()
+                .contains("0-32")
+        );
         assert!("nope".parse::<Cidr>().is_err());
     }
 }

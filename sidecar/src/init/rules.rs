@@ -1,7 +1,7 @@
 //! The nat rules `trellis-proxy init` installs, as iptables argument lists, one address
 //! family at a time. docs/interception.md explains each rule.
 
-use super::InitArgs;
+use super::args::InitArgs;
 use std::net::IpAddr;
 
 /// Inbound TCP enters here from PREROUTING.
@@ -163,38 +163,5 @@ fn host_cidr(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => format!("{v4}/32"),
         IpAddr::V6(v6) => format!("{v6}/128"),
-    }
-}
-
-/// A CIDR from `--exclude-outbound-cidrs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Cidr, String> {
-        let (ip, len) = s.split_once('/').unwrap_or((s, ""));
-        let addr: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("{s:?} is not a CIDR like 10.0.0.0/8 or fd00::/8"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = if len.is_empty() {
-            max
-        } else {
-            len.parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: the prefix length must be 0-{max}"))?
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }

@@ -7,18 +7,16 @@
 //! `ArcSwap` per phase). State changes, which are rare, take a per-breaker mutex so that each
 //! happens once and is logged once.
 
-mod layer;
-mod state;
+pub(crate) mod layer;
+pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 
-pub use layer::{BreakerLayer, BreakerService};
-pub use state::State;
-use state::{pack, unpack};
+use state::{State, pack, unpack};
 
 use super::clock;
 use super::window::{Outcome, Totals, Window};
-use crate::metrics::BreakerMetrics;
+use crate::telemetry::metrics::BreakerMetrics;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -377,6 +375,7 @@ impl HalfOpen {
 // === impl Permit ===
 
 impl Permit<'_> {
+    #[cfg(test)]
     pub fn state(&self) -> State {
         self.state
     }

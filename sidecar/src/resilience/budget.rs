@@ -19,7 +19,6 @@ const RETRY: u64 = 10_000;
 const HALF: u32 = 32;
 
 pub struct Budget {
-    pub cfg: RetryBudget,
     deposit: u64,
     reserve: u64,
     seconds: SecondBuckets,
@@ -31,7 +30,6 @@ impl Budget {
             deposit: (cfg.percent.clamp(0.0, 100.0) * RETRY as f64 / 100.0).round() as u64,
             reserve: u64::from(cfg.min_per_second) * TTL_SECS * RETRY,
             seconds: SecondBuckets::new(TTL_SECS as usize),
-            cfg,
         }
     }
 

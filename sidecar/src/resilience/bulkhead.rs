@@ -6,9 +6,9 @@
 //! A request holds its slot until its response headers arrive or it fails; a long streaming
 //! response body does not hold one.
 
+use super::exchange::{Exchange, Outcome, Reply};
 use super::future::LayerFuture;
-use super::{Exchange, Outcome, Reply};
-use crate::errors::ProxyError;
+use crate::http::errors::ProxyError;
 use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
 use std::future::Future;

@@ -2,9 +2,9 @@
 //! status. Aborted requests carry `trellis-error: fault-injected`. An injected delay counts
 //! against the request's timeout, as a slow upstream would.
 
+use super::exchange::{Exchange, Outcome, Reply};
 use super::future::LayerFuture;
-use super::{Exchange, Outcome, Reply};
-use crate::errors::ProxyError;
+use crate::http::errors::ProxyError;
 use http::StatusCode;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;

@@ -2,7 +2,7 @@
 //! request through untouched, an answer made on the spot, or (on a rare slow path such as a
 //! queue wait or an injected delay) a boxed one.
 
-use super::Outcome;
+use super::exchange::Outcome;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;

@@ -2,13 +2,14 @@
 //! kept across config swaps while that feature's own settings are unchanged, so that editing
 //! a rate limit does not close an open breaker; changed settings start that feature afresh.
 
-use super::breaker::{Breaker, State};
+use super::breaker::Breaker;
+use super::breaker::state::State;
 use super::bulkhead::Bulkhead;
 use super::fault::Faults;
-use super::outlier::Outlier;
 use super::rate_limit::RateLimiter;
 use super::retry::RetryPolicy;
-use crate::metrics::{Count, Metrics};
+use crate::telemetry::metrics::{Count, Metrics};
+use crate::upstream::outlier::Outlier;
 use std::sync::Arc;
 use std::time::Duration;
 use trellis_config::model::Resilience;

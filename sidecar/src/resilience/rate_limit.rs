@@ -2,9 +2,10 @@
 //! cluster. A request over the limit is answered 429 `rate-limited` at once, with
 //! `retry-after`.
 
+use super::clock;
+use super::exchange::{Exchange, Reply};
 use super::future::LayerFuture;
-use super::{Exchange, Reply, clock};
-use crate::errors::ProxyError;
+use crate::http::errors::ProxyError;
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

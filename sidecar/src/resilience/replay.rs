@@ -2,9 +2,10 @@
 //! `REPLAY_CAP` so that a retry can send the same bytes. A body is never held back from the
 //! first try to be copied, and a larger body is never copied.
 
-use super::Exchange;
-use crate::body::Body;
-use crate::errors::ProxyError;
+use super::exchange::Exchange;
+use crate::http::body::Body;
+use crate::http::errors::ProxyError;
+use crate::http::headers::same_head;
 use bytes::Bytes;
 use http::Request;
 use http_body::Body as _;
@@ -19,22 +20,12 @@ pub struct Head(Request<()>);
 
 impl Head {
     pub fn of(req: &Request<Body>) -> Head {
-        let mut r = Request::new(());
-        *r.method_mut() = req.method().clone();
-        *r.uri_mut() = req.uri().clone();
-        *r.version_mut() = req.version();
-        *r.headers_mut() = req.headers().clone();
-        Head(r)
+        Head(same_head(req, ()))
     }
 
     /// A new request with this head and `body`.
     pub fn with(&self, body: Body) -> Request<Body> {
-        let mut r = Request::new(body);
-        *r.method_mut() = self.0.method().clone();
-        *r.uri_mut() = self.0.uri().clone();
-        *r.version_mut() = self.0.version();
-        *r.headers_mut() = self.0.headers().clone();
-        r
+        same_head(&self.0, body)
     }
 }
 

@@ -8,10 +8,11 @@
 //! the rule.
 
 use super::budget::Budget;
+use super::clock;
+use super::exchange::{Exchange, Outcome, Reply, grpc_status};
 use super::future::LayerFuture;
 use super::replay::{Head, Replay};
-use super::{Exchange, Outcome, Reply, clock, grpc_status};
-use crate::errors::ProxyError;
+use crate::http::errors::ProxyError;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use std::sync::Arc;

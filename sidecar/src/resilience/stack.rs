@@ -3,18 +3,18 @@
 //! The stack is assembled per request from references to the cluster's shared state: that
 //! costs a few pointer copies, takes no lock, and touches no reference count.
 
-use super::breaker::{BreakerLayer, BreakerService};
+use super::breaker::layer::{BreakerLayer, BreakerService};
 use super::bulkhead::{BulkheadLayer, BulkheadService};
+use super::exchange::{Deadline, Exchange, Reply};
 use super::fault::{FaultLayer, FaultService};
 use super::future::BoxOutcome;
 use super::rate_limit::{RateLimitLayer, RateLimitService};
 use super::retry::{RetryLayer, RetryService};
 use super::timeout::{DeadlineLayer, DeadlineService};
-use super::{Deadline, Exchange, Reply};
-use crate::body::Body;
-use crate::errors::ProxyError;
-use crate::runtime::RtCluster;
-use crate::upstream::Call;
+use crate::config::runtime::RtCluster;
+use crate::http::body::Body;
+use crate::http::errors::ProxyError;
+use crate::upstream::call::Call;
 use http::Request;
 use std::task::{Context, Poll};
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! between them, and passing it answers 504 `timeout`. Each attempt is bounded separately by
 //! the per-try timeout, in the endpoint call.
 
-use super::{Exchange, Outcome, Reply};
-use crate::errors::ProxyError;
+use super::exchange::{Exchange, Outcome, Reply};
+use crate::http::errors::ProxyError;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;

@@ -7,7 +7,7 @@
 //! serving.
 
 use super::MeshTls;
-use crate::Shared;
+use crate::shared::Shared;
 use crate::tls::metrics::ResultLabel;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -39,6 +39,8 @@ pub enum CertifyError {
     NoServiceAccount,
     #[error("{0}")]
     Identity(String),
+    #[error(transparent)]
+    CaBundle(#[from] crate::config::bootstrap::CaBundleError),
     #[error("the control plane refused the certificate: {0:?}: {1}")]
     Refused(tonic::Code, String),
     #[error("the control plane's answer is unusable: {0}")]
@@ -173,14 +175,14 @@ async fn renewal_client(
         .control_plane
         .as_ref()
         .ok_or_else(|| CertifyError::Identity("no control plane to renew with".into()))?;
-    let ca = crate::control_plane_ca(cp).map_err(CertifyError::Identity)?;
+    let ca = cp.ca_pem()?;
     let endpoint = trellis_proto::connect::endpoint_with_identity(
         &cp.address,
         &ca,
         &held.chain_pem,
         &held.key_pem,
     )
-    .map_err(CertifyError::Identity)?
+    .map_err(|e| CertifyError::Identity(e.to_string()))?
     .connect_timeout(Duration::from_secs(3));
     let channel = endpoint.connect().await.map_err(|e| {
         CertifyError::Refused(tonic::Code::Unavailable, format!("cannot connect: {e}"))

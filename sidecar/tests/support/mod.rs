@@ -10,7 +10,7 @@ use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use trellis_proxy::bootstrap::Bootstrap;
+use trellis_proxy::Bootstrap;
 
 pub use testkit::{Upstream, eventually};
 

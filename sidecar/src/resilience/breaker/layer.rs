@@ -2,8 +2,9 @@
 //! report the outcome of each call that went through.
 
 use super::{Breaker, Permit};
-use crate::errors::ProxyError;
-use crate::resilience::{Exchange, Outcome, Reply, clock, failed};
+use crate::http::errors::ProxyError;
+use crate::resilience::clock;
+use crate::resilience::exchange::{Exchange, Outcome, Reply, failed};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;

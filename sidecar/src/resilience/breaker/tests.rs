@@ -1,7 +1,7 @@
 //! The state machine driven by a hand-held clock: every transition, in both window types.
 
 use super::*;
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use trellis_config::model::{SlidingWindow, SlidingWindowType};
 
 const MS: Duration = Duration::from_millis(1);

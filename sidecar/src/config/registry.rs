@@ -1,0 +1,267 @@
+//! Building a `Runtime` from a snapshot, off the request path. The state that must survive a
+//! swap (balancer position, endpoint latency and ejections, and each resilience feature whose
+//! settings did not change) is kept here by cluster name and endpoint address.
+
+use super::runtime::{RtBackend, RtCluster, RtGatewayRoute, RtPort, RtRule, RtService, Runtime};
+use crate::inbound::delivery::{AppPorts, PortPolicies};
+use crate::outbound::routing::{MatchError, Matcher};
+use crate::resilience::policy::ClusterResilience;
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::balance::Balancer;
+use crate::upstream::endpoint::EndpointState;
+use crate::upstream::ring::Ring;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use trellis_config::model::{LbPolicy, MtlsMode};
+use trellis_config::snapshot::Snapshot;
+use trellis_identity::SpiffeId;
+
+/// A snapshot the proxy cannot run; the control plane hears it in the NACK.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("route {route} sends to cluster {cluster:?}, which the snapshot lacks")]
+    MissingCluster { route: String, cluster: String },
+    #[error("route {route}: {source}")]
+    Match { route: String, source: MatchError },
+}
+
+/// Stateful parts keyed by cluster name and endpoint address, so they survive swaps:
+/// balancer position, endpoint stats and ejections, and the resilience state of each
+/// feature whose settings did not change.
+#[derive(Default)]
+pub struct StateRegistry {
+    clusters: Mutex<HashMap<String, ClusterShared>>,
+    /// Whether this proxy has a mesh identity, and so originates mTLS to sidecars that have
+    /// one too.
+    pub originate_mtls: std::sync::atomic::AtomicBool,
+    /// The TLS server name of every mTLS endpoint, by address, for the upstream connector
+    /// (hyper's pool hands it only the URI).
+    pub tls_names: TlsNames,
+    /// The app's ports, which Service ports target on inbound.
+    pub app_ports: AppPorts,
+}
+
+pub type TlsNames =
+    Arc<arc_swap::ArcSwap<HashMap<SocketAddr, rustls_pki_types::ServerName<'static>>>>;
+
+struct ClusterShared {
+    name: Arc<String>,
+    cursor: Arc<AtomicUsize>,
+    endpoints: HashMap<SocketAddr, Arc<EndpointState>>,
+    resilience: ClusterResilience,
+}
+
+impl StateRegistry {
+    /// Builds the runtime for `snapshot`, reusing the state of unchanged clusters and endpoints.
+    pub fn build(&self, snapshot: Arc<Snapshot>, metrics: &Metrics) -> Result<Runtime, BuildError> {
+        // Build-time only; the request path never touches this lock.
+        let mut shared = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        shared.retain(|name, state| {
+            let keep = snapshot.clusters.contains_key(name);
+            if !keep {
+                state.resilience.retire();
+                metrics.forget_cluster(&state.name);
+            }
+            keep
+        });
+        let originate = self
+            .originate_mtls
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut clusters = HashMap::new();
+        for (name, c) in &snapshot.clusters {
+            let mtls = originate
+                && snapshot
+                    .services
+                    .get(&c.service)
+                    .is_some_and(|s| s.mtls_mode != MtlsMode::Disabled);
+            let state = shared.entry(name.clone()).or_insert_with(|| ClusterShared {
+                name: Arc::new(name.clone()),
+                cursor: Arc::default(),
+                endpoints: HashMap::new(),
+                resilience: ClusterResilience::default(),
+            });
+            state
+                .endpoints
+                .retain(|addr, _| c.endpoints.iter().any(|e| e.address == *addr));
+            let resilience =
+                ClusterResilience::build(&state.name, &c.resilience, &state.resilience, metrics);
+            if !resilience.same_outlier(&state.resilience) {
+                // New or changed outlier settings judge every endpoint afresh.
+                for ep in state.endpoints.values() {
+                    ep.health.reset();
+                }
+            }
+            state.resilience = resilience.clone();
+            let endpoints: Vec<Arc<EndpointState>> = c
+                .endpoints
+                .iter()
+                .filter_map(|e| {
+                    let tls = match e.identity.as_deref().filter(|_| mtls) {
+                        None => None,
+                        Some(id) => match SpiffeId::parse(id).and_then(|id| id.server_name()) {
+                            Ok(name) => Some(name),
+                            Err(error) => {
+                                // Skipped, not called in plaintext: the control plane says
+                                // this endpoint runs as `id`, and without a server name that
+                                // identity cannot be checked, so plaintext would be a silent
+                                // downgrade. The rest of the cluster keeps serving, and the
+                                // validator refuses such names in mesh files up front.
+                                tracing::warn!(
+                                    cluster = %name,
+                                    endpoint = %e.address,
+                                    workload = %e.workload,
+                                    identity = %id,
+                                    %error,
+                                    "endpoint skipped: its identity has no TLS server name, so mTLS to it cannot be verified"
+                                );
+                                // Forget any earlier state, so its old server name leaves
+                                // `tls_names` too.
+                                state.endpoints.remove(&e.address);
+                                return None;
+                            }
+                        },
+                    };
+                    let slot = state.endpoints.entry(e.address).or_insert_with(|| {
+                        Arc::new(EndpointState::new(e.address, e.workload.clone()))
+                    });
+                    // Another identity at the same address is another endpoint: fresh state.
+                    if slot.tls != tls {
+                        let mut fresh = EndpointState::new(e.address, e.workload.clone());
+                        fresh.tls = tls;
+                        *slot = Arc::new(fresh);
+                    }
+                    Some(slot.clone())
+                })
+                .collect();
+            let lb = &c.resilience.load_balancer;
+            let ring = (lb.policy == LbPolicy::RingHash)
+                .then(|| Ring::new(&endpoints.iter().map(|e| e.addr).collect::<Vec<_>>()));
+            let balancer = Balancer {
+                policy: lb.policy,
+                endpoints,
+                cursor: state.cursor.clone(),
+                ring,
+            };
+            let rt = RtCluster {
+                name: state.name.clone(),
+                service_label: Arc::new(match c.service.split_once('/') {
+                    Some((ns, n)) => format!("{n}.{ns}"),
+                    None => c.service.clone(),
+                }),
+                config: c.clone(),
+                balancer,
+                hash_key: lb.hash_key.clone(),
+                resilience,
+            };
+            clusters.insert(name.clone(), Arc::new(rt));
+        }
+        let names = shared
+            .values()
+            .flat_map(|c| c.endpoints.values())
+            .filter_map(|e| Some((e.addr, e.tls.clone()?)))
+            .collect();
+        self.tls_names.store(Arc::new(names));
+        drop(shared);
+
+        let mut hosts = HashMap::new();
+        let mut by_addr = HashMap::new();
+        let mut services = Vec::new();
+        for svc in snapshot.services.values() {
+            let idx = services.len();
+            let (n, ns) = (&svc.name, &svc.namespace);
+            if *ns == snapshot.node.namespace {
+                hosts.insert(n.clone(), idx);
+            }
+            for form in [
+                format!("{n}.{ns}"),
+                format!("{n}.{ns}.svc"),
+                format!("{n}.{ns}.svc.cluster.local"),
+            ] {
+                hosts.insert(form, idx);
+            }
+            let mut ports = Vec::with_capacity(svc.ports.len());
+            for (i, p) in svc.ports.iter().enumerate() {
+                if let Some(ip) = svc.cluster_ip {
+                    by_addr.insert(SocketAddr::new(ip, p.port), (idx, i));
+                }
+                let rules = p
+                    .routes
+                    .iter()
+                    .map(|r| compile_rule(r, &clusters))
+                    .collect::<Result<_, _>>()?;
+                ports.push(RtPort {
+                    port: p.port,
+                    protocol: p.protocol,
+                    target_port: p.target_port.clone(),
+                    rules,
+                });
+            }
+            services.push(RtService {
+                label: Arc::new(format!("{n}.{ns}")),
+                serves: snapshot.inbound_services.contains(&format!("{ns}/{n}")),
+                ports,
+            });
+        }
+        let mut gateways = HashMap::new();
+        for (key, g) in &snapshot.gateways {
+            let mut listeners = HashMap::new();
+            for l in &g.listeners {
+                let routes = l
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        Ok(RtGatewayRoute {
+                            hostname: r.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
+                            rule: compile_rule(&r.rule, &clusters)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, BuildError>>()?;
+                listeners.insert(l.name.clone(), routes);
+            }
+            gateways.insert(key.clone(), listeners);
+        }
+        let port_policies = PortPolicies::build(&snapshot, &self.app_ports);
+        Ok(Runtime {
+            port_policies,
+            snapshot,
+            hosts,
+            by_addr,
+            services,
+            clusters,
+            gateways,
+        })
+    }
+}
+
+fn compile_rule(
+    r: &trellis_config::snapshot::RouteRule,
+    clusters: &HashMap<String, Arc<RtCluster>>,
+) -> Result<RtRule, BuildError> {
+    let mut backends = Vec::with_capacity(r.backends.len());
+    for b in &r.backends {
+        let cluster = clusters
+            .get(&b.cluster)
+            .ok_or_else(|| BuildError::MissingCluster {
+                route: r.route.clone(),
+                cluster: b.cluster.clone(),
+            })?;
+        backends.push(RtBackend {
+            cluster: cluster.clone(),
+            weight: b.weight,
+            filters: b.filters.clone(),
+        });
+    }
+    Ok(RtRule {
+        route: Arc::new(r.route.clone()),
+        matcher: Matcher::new(&r.matches).map_err(|source| BuildError::Match {
+            route: r.route.clone(),
+            source,
+        })?,
+        filters: r.filters.clone(),
+        total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
+        backends,
+        timeouts: r.timeouts.clone(),
+    })
+}

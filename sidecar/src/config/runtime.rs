@@ -1,0 +1,150 @@
+//! The request-path form of a `Snapshot`: host index, compiled matchers, and clusters with
+//! live balancer state, and the lookups a request makes in it. `registry.rs` builds it off
+//! the request path; it is then swapped in whole.
+
+use crate::inbound::delivery::PortPolicies;
+use crate::outbound::routing::Matcher;
+use crate::resilience::policy::ClusterResilience;
+use crate::upstream::balance::Balancer;
+use http::{HeaderMap, Method, Uri};
+use rand::Rng;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use trellis_config::model::{AppProtocol, HashKey};
+use trellis_config::snapshot::{Cluster, Filter, Snapshot, TargetPort, Timeouts};
+
+pub struct Runtime {
+    pub snapshot: Arc<Snapshot>,
+    pub(super) hosts: HashMap<String, usize>,
+    /// `clusterIP:port` to (service, port) indexes, for intercepted connections.
+    pub(super) by_addr: HashMap<SocketAddr, (usize, usize)>,
+    pub services: Vec<RtService>,
+    pub clusters: HashMap<String, Arc<RtCluster>>,
+    /// Every Gateway's listeners by `namespace/name`, then by listener name.
+    pub gateways: HashMap<String, HashMap<String, Vec<RtGatewayRoute>>>,
+    /// Which AuthorizationPolicies protect each app port.
+    pub port_policies: PortPolicies,
+}
+
+/// A route rule as a gateway listener serves it: a `Host` requirement, then the rule.
+pub struct RtGatewayRoute {
+    /// Lowercase; `*.suffix` is a wildcard. `None` takes any host.
+    pub hostname: Option<String>,
+    pub rule: RtRule,
+}
+
+pub struct RtService {
+    /// `name.namespace`, the `destination_service` metric label.
+    pub label: Arc<String>,
+    /// This workload is one of the Service's endpoints (it selects this proxy's labels).
+    pub serves: bool,
+    pub ports: Vec<RtPort>,
+}
+
+pub struct RtPort {
+    pub port: u16,
+    pub protocol: AppProtocol,
+    /// Where the app listens for this port, for requests arriving inbound.
+    pub target_port: Option<TargetPort>,
+    pub rules: Vec<RtRule>,
+}
+
+pub struct RtRule {
+    /// `namespace/name` of the route, the `route` metric label.
+    pub route: Arc<String>,
+    pub matcher: Matcher,
+    pub filters: Vec<Filter>,
+    pub backends: Vec<RtBackend>,
+    pub total_weight: u64,
+    pub timeouts: Timeouts,
+}
+
+pub struct RtBackend {
+    pub cluster: Arc<RtCluster>,
+    pub weight: u32,
+    pub filters: Vec<Filter>,
+}
+
+pub struct RtCluster {
+    pub name: Arc<String>,
+    /// `name.namespace` of the cluster's Service, the `destination_service` label at a gateway.
+    pub service_label: Arc<String>,
+    pub config: Cluster,
+    pub balancer: Balancer,
+    pub hash_key: Option<HashKey>,
+    pub resilience: ClusterResilience,
+}
+
+impl Runtime {
+    /// Finds the Service a `Host` names: `name` (this proxy's namespace), `name.ns`,
+    /// `name.ns.svc` or `name.ns.svc.cluster.local`, case-insensitively, trailing dot allowed.
+    pub fn service(&self, host: &str) -> Option<&RtService> {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let idx = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.hosts.get(&host.to_ascii_lowercase())
+        } else {
+            self.hosts.get(host)
+        };
+        idx.map(|&i| &self.services[i])
+    }
+}
+
+impl Runtime {
+    /// The Service port whose `clusterIP:port` is `dst`, an intercepted connection's original
+    /// destination.
+    pub fn by_original_dst(&self, dst: SocketAddr) -> Option<(&RtService, &RtPort)> {
+        let &(s, p) = self.by_addr.get(&dst)?;
+        let svc = &self.services[s];
+        Some((svc, &svc.ports[p]))
+    }
+}
+
+impl RtService {
+    /// The port a request names; without one, port 80 if the Service has it, else its only port.
+    pub fn port(&self, port: Option<u16>) -> Option<&RtPort> {
+        match port {
+            Some(p) => self.ports.iter().find(|e| e.port == p),
+            None => self
+                .ports
+                .iter()
+                .find(|e| e.port == 80)
+                .or(match self.ports.as_slice() {
+                    [only] => Some(only),
+                    _ => None,
+                }),
+        }
+    }
+}
+
+impl RtPort {
+    /// The winning rule for a request, or `None` when no rule matches. Rules arrive sorted by
+    /// Gateway API precedence, so the first match wins.
+    pub fn route(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<&RtRule> {
+        self.rules
+            .iter()
+            .find(|r| r.matcher.matches(method, uri, headers))
+    }
+}
+
+impl RtRule {
+    /// Chooses a backend by weight; `None` when every weight is zero.
+    pub fn pick_backend(&self) -> Option<&RtBackend> {
+        match self.backends.as_slice() {
+            [only] if only.weight > 0 => Some(only),
+            _ if self.total_weight == 0 => None,
+            backends => {
+                let mut n = rand::rng().random_range(0..self.total_weight);
+                backends.iter().find(|b| {
+                    let w = u64::from(b.weight);
+                    if n < w {
+                        true
+                    } else {
+                        n -= w;
+                        false
+                    }
+                })
+            }
+        }
+    }
+}

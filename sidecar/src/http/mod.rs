@@ -1,0 +1,10 @@
+//! HTTP plumbing that both sides share: the body type, hop-by-hop headers and the head copy,
+//! path normalization, the last leg with protocol upgrades, and the one place where errors
+//! become answers (`errors.rs` → `respond.rs`).
+
+pub(crate) mod body;
+pub(crate) mod errors;
+pub(crate) mod forward;
+pub(crate) mod headers;
+pub(crate) mod normalize;
+pub(crate) mod respond;

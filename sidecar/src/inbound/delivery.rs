@@ -1,0 +1,126 @@
+//! The app's ports as Service ports target them, and which AuthorizationPolicies protect
+//! each (`app_port.rs` picks the port a request lands on). Policies attach to workload ports,
+//! never to the name a caller used: a
+//! policy on Service S protects every app port that S selects and targets, so `Host:
+//! billing-v1` reaches the same port as `Host: billing` and meets the same policies
+//! (docs/security.md, "What a policy protects").
+
+use std::collections::{BTreeMap, HashMap};
+use trellis_config::snapshot::{InboundPolicy, Snapshot, TargetPort};
+
+/// The app's ports as the bootstrap names them, and the one that takes requests no Service
+/// port decides: the port named `http`, else the first named one, else the first. (In
+/// Kubernetes an unnamed container port is keyed by its number, which no name can be.)
+#[derive(Debug, Clone, Default)]
+pub struct AppPorts {
+    pub by_name: BTreeMap<String, u16>,
+    pub default: Option<u16>,
+}
+
+impl AppPorts {
+    pub fn new(by_name: &BTreeMap<String, u16>) -> AppPorts {
+        AppPorts {
+            by_name: by_name.clone(),
+            default: by_name
+                .get("http")
+                .or_else(|| {
+                    let named = |k: &&String| !k.bytes().all(|b| b.is_ascii_digit());
+                    by_name.iter().find(|(k, _)| named(k)).map(|(_, p)| p)
+                })
+                .or_else(|| by_name.values().next())
+                .copied(),
+        }
+    }
+
+    pub fn has(&self, port: u16) -> bool {
+        self.by_name.values().any(|&p| p == port)
+    }
+
+    /// The app port a Service port delivers to: its `targetPort` (a number, or a name in the
+    /// bootstrap's app ports); with none, the Service port itself when the app listens there,
+    /// else the default port. `None`: the target is not a port of this app.
+    pub fn target(&self, port: u16, target: Option<&TargetPort>) -> Option<u16> {
+        match target {
+            Some(TargetPort::Number(n)) => self.has(*n).then_some(*n),
+            Some(TargetPort::Name(name)) => self.by_name.get(name).copied(),
+            None if self.has(port) => Some(port),
+            None => self.default,
+        }
+    }
+}
+
+/// Per app port, the policies that protect it, as indexes into the snapshot's
+/// `mesh.authorization`. Built with each runtime, so the request path only looks up.
+#[derive(Debug, Default)]
+pub struct PortPolicies {
+    /// Ports some Service of this workload targets: the policies of all those Services,
+    /// sorted. A port not here is protected by every policy of the workload.
+    targeted: HashMap<u16, Vec<usize>>,
+}
+
+impl PortPolicies {
+    pub fn build(snapshot: &Snapshot, app: &AppPorts) -> PortPolicies {
+        let policies = &snapshot.mesh.authorization;
+        let mut targeted: HashMap<u16, Vec<usize>> = HashMap::new();
+        for key in &snapshot.inbound_services {
+            let Some(svc) = snapshot.services.get(key) else {
+                continue;
+            };
+            let mine: Vec<usize> = (0..policies.len())
+                .filter(|&i| policies[i].service == *key)
+                .collect();
+            for p in &svc.ports {
+                if let Some(app_port) = app.target(p.port, p.target_port.as_ref()) {
+                    let set = targeted.entry(app_port).or_default();
+                    set.extend(&mine);
+                }
+            }
+        }
+        for set in targeted.values_mut() {
+            set.sort_unstable();
+            set.dedup();
+        }
+        PortPolicies { targeted }
+    }
+
+    /// The policies that protect `port`.
+    pub fn for_port<'a>(
+        &'a self,
+        policies: &'a [InboundPolicy],
+        port: u16,
+    ) -> impl Iterator<Item = &'a InboundPolicy> + Clone {
+        let set = self.targeted.get(&port);
+        policies
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| set.is_none_or(|s| s.binary_search(i).is_ok()))
+            .map(|(_, p)| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_resolve_by_number_name_or_port() {
+        let ports = BTreeMap::from([("http".to_string(), 9002), ("admin".to_string(), 9003)]);
+        let app = AppPorts::new(&ports);
+        assert_eq!(app.default, Some(9002));
+        assert_eq!(app.target(80, Some(&TargetPort::Number(9003))), Some(9003));
+        assert_eq!(app.target(80, Some(&TargetPort::Number(7))), None);
+        assert_eq!(
+            app.target(80, Some(&TargetPort::Name("admin".into()))),
+            Some(9003)
+        );
+        assert_eq!(app.target(80, Some(&TargetPort::Name("grpc".into()))), None);
+        assert_eq!(app.target(9003, None), Some(9003));
+        assert_eq!(app.target(80, None), Some(9002));
+        // Kubernetes: an unnamed container port is keyed by its number, and is not the
+        // default while a named port exists.
+        let ports = BTreeMap::from([("9090".to_string(), 9090), ("admin".to_string(), 9003)]);
+        let app = AppPorts::new(&ports);
+        assert_eq!(app.default, Some(9003));
+        assert_eq!(app.target(80, Some(&TargetPort::Number(9090))), Some(9090));
+    }
+}

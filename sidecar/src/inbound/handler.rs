@@ -1,0 +1,116 @@
+//! One inbound request, in phases: normalize the path, pick the app port (`app_port.rs`),
+//! authorize against the policies of that port (`authz.rs`), and deliver it to the local
+//! app. mTLS and protocol detection happened before this, in `listen/`.
+
+use super::app_port::app_port;
+use super::authz::{self, PeerIdentity, authorize};
+use crate::http::body::Body;
+use crate::http::errors::ProxyError;
+use crate::http::forward::forward;
+use crate::http::headers::check_size;
+use crate::http::normalize::normalize_uri;
+use crate::http::respond::is_grpc;
+use crate::resilience::exchange::Exchange;
+use crate::shared::Shared;
+use crate::telemetry::observe::Observation;
+use crate::telemetry::trace;
+use crate::upstream::call::Call;
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// `x-forwarded-client-cert` for the app, as Envoy writes it: who terminated mTLS (`By`) and
+/// who the caller proved to be (`URI`). A value the caller sent is never passed on.
+fn forwarded_client_cert(shared: &Shared, req: &mut Request<Incoming>) {
+    const XFCC: &str = "x-forwarded-client-cert";
+    req.headers_mut().remove(XFCC);
+    let Some(peer) = req
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.0.clone())
+    else {
+        return;
+    };
+    let by = shared
+        .tls
+        .as_ref()
+        .and_then(|t| t.info.load_full())
+        .map(|i| format!("By={};", i.id))
+        .unwrap_or_default();
+    if let Ok(v) = http::HeaderValue::try_from(format!("{by}URI={peer}")) {
+        req.headers_mut().insert(XFCC, v);
+    }
+}
+
+/// Serves one inbound request. `redirected` is the original destination of a connection
+/// iptables redirected here (an app port), `None` for one made to the listener itself.
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    redirected: Option<SocketAddr>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let mut obs = Observation::start(&shared, "inbound", &req);
+    let grpc = is_grpc(&req);
+    obs.destination = shared.labels.inbound_service.clone();
+    let res = async {
+        check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
+        // Fail closed: without a config there is no policy to check, so nothing reaches the app.
+        let rt = shared.config.current_full().ok_or(ProxyError::NotReady)?;
+        // One path from here on: what authorization checks is what the app receives.
+        normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
+        let authority = req.uri().authority().cloned().or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        });
+        let port = app_port(
+            &rt,
+            &shared.app.ports,
+            redirected.map(|d| d.port()),
+            authority.as_ref(),
+        )?;
+        let peer_id = req
+            .extensions()
+            .get::<PeerIdentity>()
+            .and_then(|p| p.0.as_deref());
+        let call = authz::Call::Http {
+            method: req.method(),
+            path: req.uri().path(),
+            headers: req.headers(),
+        };
+        authorize(&shared, &rt, port, peer_id, &call)?;
+        forwarded_client_cert(&shared, &mut req);
+        let cluster = shared.app.cluster(port)?;
+        obs.cluster = Some(cluster.name.clone());
+        obs.trace = Some(trace::propagate(req.headers_mut()));
+        let upgrade = hyper::upgrade::on(&mut req);
+        let version = req.version();
+        let call = Call {
+            upstreams: &shared.upstreams,
+            cluster: &cluster,
+            downstream_version: version,
+            peer: peer.ip(),
+        };
+        let ex = Exchange::new(req.map(Body::Incoming));
+        let fwd = forward(call, ex, Some(upgrade))
+            .await
+            .map_err(|e| match e {
+                ProxyError::Connect {
+                    endpoint, source, ..
+                } => ProxyError::AppUnavailable {
+                    addr: endpoint,
+                    source,
+                },
+                other => other,
+            })?;
+        obs.endpoint = Some(fwd.endpoint);
+        Ok(fwd.response)
+    }
+    .await;
+    let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
+    Ok(obs.finish(&shared, res))
+}

@@ -1,0 +1,5 @@
+//! Layer 4: opaque TCP, balanced over a cluster's endpoints, and the transport preface that
+//! tells a peer sidecar which Service port the bytes are for.
+
+pub(crate) mod preface;
+pub(crate) mod tcp;

@@ -1,0 +1,318 @@
+//! Opaque TCP: bytes in, bytes out, balanced over a cluster's endpoints with a connect
+//! timeout, outlier ejection on connect failures, byte counts and half-close both ways.
+//! Reached from intercepted connections (`accept.rs`) and, in local mode, from the
+//! bootstrap's `tcp` forwards, which `serve` accepts. Between sidecars it runs over mTLS
+//! (ALPN `trellis-tcp`) when both hold a mesh identity, with the transport preface inside.
+
+use crate::config::runtime::{RtCluster, RtPort, RtService, Runtime};
+use crate::http::errors::ProxyError;
+use crate::inbound::authz;
+use crate::resilience::clock;
+use crate::shared::Shared;
+use crate::telemetry::metrics::TcpSeries;
+use crate::upstream::endpoint::InFlight;
+use crate::upstream::ring::hash_key;
+use prometheus_client::metrics::counter::Counter;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use trellis_identity::SpiffeId;
+use trellis_proto::listen::Listener;
+
+/// Accepts on `listener` and forwards each connection to the Service named `service`
+/// (`name[.namespace][:port]`).
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, service: String) {
+    let max = shared.bootstrap.limits.max_connections;
+    let mut listener = Listener::new(listener, "tcp", max);
+    loop {
+        tokio::select! {
+            (stream, peer, permit) = listener.accept() => {
+                let (shared, service) = (shared.clone(), service.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = forward_named(&shared, &service, stream, peer).await {
+                        tracing::warn!(%peer, %service, error = %e, "tcp connection refused");
+                    }
+                });
+            }
+            _ = shared.drain.wait() => return,
+        }
+    }
+}
+
+async fn forward_named(
+    shared: &Shared,
+    service: &str,
+    down: TcpStream,
+    peer: SocketAddr,
+) -> Result<(), ProxyError> {
+    let rt = shared.config.current_full().ok_or(ProxyError::NotReady)?;
+    let (host, port) = match service.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()),
+        None => (service, None),
+    };
+    let svc = rt.service(host).ok_or_else(|| ProxyError::NoService {
+        host: host.to_string(),
+    })?;
+    let port = svc.port(port).ok_or_else(|| ProxyError::NoServicePort {
+        service: svc.label.to_string(),
+        port: port.unwrap_or(0),
+    })?;
+    let cluster = cluster_for(svc, port)?;
+    to_cluster(shared, &cluster, &svc.label, down, peer, "outbound").await
+}
+
+/// The cluster opaque TCP to `port` of `svc` goes to: the backend of its first rule, by
+/// weight (HTTPRoutes do not apply to bytes).
+pub fn cluster_for(svc: &RtService, port: &RtPort) -> Result<Arc<RtCluster>, ProxyError> {
+    let rule = port.rules.first().ok_or_else(|| ProxyError::NoBackend {
+        route: svc.label.to_string(),
+    })?;
+    let backend = rule.pick_backend().ok_or_else(|| ProxyError::NoBackend {
+        route: rule.route.to_string(),
+    })?;
+    Ok(backend.cluster.clone())
+}
+
+/// Connects to an endpoint of `cluster` and copies bytes both ways until both directions
+/// are done. A refused or timed-out connect moves on to the next endpoint (nothing was sent
+/// yet) and counts as a failure for outlier detection. An endpoint that is another sidecar
+/// first gets the transport preface naming the Service port (`preface.rs`).
+pub async fn to_cluster<D>(
+    shared: &Shared,
+    cluster: &Arc<RtCluster>,
+    destination: &Arc<String>,
+    down: D,
+    peer: SocketAddr,
+    direction: &'static str,
+) -> Result<(), ProxyError>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let hash = Some(hash_key(peer.ip()));
+    let mut tried = Vec::new();
+    let timeout = shared.bootstrap.limits.connect_timeout;
+    let outlier = cluster.resilience.outlier.as_ref();
+    let (mut up, ep) = loop {
+        let ep = cluster
+            .balancer
+            .pick(hash, &tried)
+            .ok_or_else(|| ProxyError::NoHealthyEndpoints {
+                cluster: cluster.name.to_string(),
+                ejected: cluster.balancer.ejected(),
+            })?
+            .clone();
+        let result = match tokio::time::timeout(timeout, TcpStream::connect(ep.addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {timeout:?}"),
+            )),
+        };
+        if let Some(o) = outlier {
+            o.record(
+                &ep,
+                &cluster.balancer.endpoints,
+                result.is_err(),
+                clock::now(),
+            );
+        }
+        match result {
+            Ok(s) => break (s, ep),
+            Err(e) => {
+                tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "tcp connect failed");
+                tried.push(ep.addr);
+            }
+        }
+    };
+    let _ = up.set_nodelay(true);
+    let _in_flight = InFlight::new(ep.clone());
+    let failed = |source: crate::http::errors::BoxError| ProxyError::Connect {
+        cluster: cluster.name.to_string(),
+        endpoint: ep.addr,
+        source,
+    };
+    let sidecar = cluster
+        .config
+        .endpoints
+        .iter()
+        .any(|e| e.address == ep.addr && e.sidecar);
+    let preface = sidecar.then(|| {
+        let c = &cluster.config;
+        let (ns, name) = c.service.split_once('/').unwrap_or(("", &c.service));
+        format!("{name}.{ns}:{}", c.port)
+    });
+    let series = shared.metrics.tcp(direction, destination);
+    match (&ep.tls, &shared.tls) {
+        (Some(name), Some(tls)) => {
+            // The peer sidecar learns from the ALPN that opaque bytes follow the handshake.
+            let connector = tokio_rustls::TlsConnector::from(tls.client_tcp.clone());
+            let mut up = connector
+                .connect(name.clone(), up)
+                .await
+                .map_err(|e| failed(Box::new(e)))?;
+            if let Some(a) = &preface {
+                crate::l4::preface::write(&mut up, a)
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+            }
+            splice(down, up, series).await;
+        }
+        _ => {
+            if let Some(a) = &preface {
+                crate::l4::preface::write(&mut up, a)
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+            }
+            splice(down, up, series).await;
+        }
+    }
+    Ok(())
+}
+
+/// Inbound opaque TCP that arrived over mTLS: authorized by the caller's identity alone,
+/// then carried to the app port its preface names. A denied connection is closed unanswered.
+pub async fn inbound<S>(shared: &Shared, down: S, peer: SocketAddr, id: Arc<SpiffeId>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Err(e) = from_sidecar(shared, down, peer, Some(&id)).await {
+        tracing::warn!(%peer, identity = %id, error = %e, "inbound opaque TCP refused");
+    }
+}
+
+/// Whether AuthorizationPolicy lets opaque TCP from `id` (`None`: plaintext) into app port
+/// `port`. A denial is recorded the way inbound HTTP records it.
+pub fn authorize(
+    shared: &Shared,
+    rt: &Runtime,
+    port: u16,
+    id: Option<&Arc<SpiffeId>>,
+) -> Result<(), ProxyError> {
+    crate::inbound::authz::authorize(shared, rt, port, id.map(|i| &**i), &authz::Call::Tcp)
+}
+
+/// Another sidecar's opaque TCP: read the transport preface, authorize for the app port its
+/// Service port maps to (its `targetPort`), and deliver the rest there.
+pub async fn from_sidecar<S>(
+    shared: &Shared,
+    mut down: S,
+    peer: SocketAddr,
+    id: Option<&Arc<SpiffeId>>,
+) -> Result<(), ProxyError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Fail closed: without a config there is no policy to check.
+    let rt = shared.config.current_full().ok_or(ProxyError::NotReady)?;
+    let wait = shared
+        .bootstrap
+        .protocol_detection
+        .timeout
+        .max(std::time::Duration::from_secs(1));
+    let authority = match tokio::time::timeout(wait, crate::l4::preface::read(&mut down)).await {
+        Ok(Ok(a)) => a,
+        _ => return Err(ProxyError::BadRequest("invalid trellis transport preface")),
+    };
+    let authority = http::uri::Authority::try_from(authority.as_str()).map_err(|_| {
+        ProxyError::BadRequest("invalid authority in the trellis transport preface")
+    })?;
+    let port = crate::inbound::app_port::app_port(&rt, &shared.app.ports, None, Some(&authority))?;
+    authorize(shared, &rt, port, id)?;
+    // A connection may stay open for days: it must not pin this snapshot for as long.
+    drop(rt);
+    let cluster = shared.app.cluster(port)?;
+    let label = &shared.labels.inbound_service;
+    to_cluster(shared, &cluster, label, down, peer, "inbound").await
+}
+
+/// Passes `down` through to `dst` unchanged: an intercepted destination outside the mesh
+/// under `ALLOW_ANY`.
+pub async fn passthrough<D>(shared: &Shared, dst: SocketAddr, down: D) -> Result<(), ProxyError>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = shared.bootstrap.limits.connect_timeout;
+    let connect_err = |source: crate::http::errors::BoxError| ProxyError::Connect {
+        cluster: "passthrough".to_string(),
+        endpoint: dst,
+        source,
+    };
+    let up = tokio::time::timeout(timeout, TcpStream::connect(dst))
+        .await
+        .map_err(|e| connect_err(e.into()))?
+        .map_err(|e| connect_err(e.into()))?;
+    let _ = up.set_nodelay(true);
+    let series = shared.metrics.tcp("outbound", &shared.labels.passthrough);
+    splice(down, up, series).await;
+    Ok(())
+}
+
+/// Copies both ways. When one side finishes sending, the other side's write half is shut
+/// down (a TCP half-close) and the other direction carries on until it finishes too.
+async fn splice<D, U>(down: D, mut up: U, series: TcpSeries)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    series.opened.inc();
+    let mut down = Counted {
+        inner: down,
+        read: series.sent.clone(),
+        written: series.received.clone(),
+    };
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "tcp connection ended with an error");
+    }
+    series.closed.inc();
+}
+
+/// Counts the bytes of the downstream side as they pass, so long-lived connections show
+/// up in the byte counters before they close.
+struct Counted<S> {
+    inner: S,
+    read: Counter,
+    written: Counter,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.inc_by(n as u64);
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            self.written.inc_by(n as u64);
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

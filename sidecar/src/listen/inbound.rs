@@ -1,0 +1,110 @@
+//! The inbound listener's front door: mTLS or plaintext by the workload's mode (see
+//! `tls/accept.rs`), the peer's identity attached to each request, opaque TCP for the
+//! `trellis-tcp` ALPN. Then the same dispatch as any connection.
+
+use super::accept::{Conn, accept_loop};
+use super::original_dst::original_dst;
+use crate::shared::Shared;
+use http::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use trellis_config::model::MtlsMode;
+
+/// The inbound listener: mTLS or plaintext by the workload's mode (see `tls::accept`), the
+/// peer's identity attached to each request, opaque TCP for the `trellis-tcp` ALPN.
+pub async fn serve_inbound(listener: TcpListener, shared: Arc<Shared>) {
+    accept_loop(listener, "inbound", shared, inbound_connection).await
+}
+
+async fn inbound_connection(conn: Conn) {
+    use crate::tls::accept::{Accepted, accept};
+    let Conn {
+        stream,
+        peer,
+        shared,
+        builder,
+        watcher,
+    } = conn;
+    // A connection iptables redirected carries the app port it was sent to. It comes from a
+    // client outside the mesh (sidecars call this listener's port, which is not redirected),
+    // so a silent client (server speaks first) waits only the detection timeout, and an
+    // opaque port is not read at all unless STRICT must refuse plaintext.
+    let orig = original_dst(&stream);
+    // Without a config the mode is unknown, and the connection is taken as PERMISSIVE only so
+    // that an HTTP client hears why: every path past this one refuses to deliver to the app
+    // until a config arrives (503 `not-ready`, TCP closed).
+    let mode = shared
+        .config
+        .current_full()
+        .map(|rt| rt.snapshot.mesh.inbound_mtls_mode)
+        .unwrap_or_default();
+    let opaque = orig.is_some_and(|dst| {
+        super::dispatch::is_opaque(&shared, None, dst) && mode != MtlsMode::Strict
+    });
+    let first_byte = orig.map(|_| shared.bootstrap.protocol_detection.timeout);
+    let accepted = match shared.tls.as_deref() {
+        Some(_) if opaque => Accepted::Plain(stream),
+        tls => {
+            match accept(
+                tls,
+                mode,
+                stream,
+                peer,
+                shared.bootstrap.limits.header_read_timeout,
+                first_byte,
+            )
+            .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    let reason = crate::tls::accept::reason(&e);
+                    shared
+                        .metrics
+                        .security
+                        .handshake_errors
+                        .get_or_create(&crate::tls::metrics::HandshakeLabels {
+                            direction: "inbound",
+                            reason,
+                        })
+                        .inc();
+                    tracing::info!(%peer, error = %e, "inbound connection refused");
+                    return;
+                }
+            }
+        }
+    };
+    let (io, id): (Box<dyn crate::tls::accept::Io>, _) = match accepted {
+        Accepted::Plain(stream) => {
+            let conn = Conn {
+                stream,
+                peer,
+                shared,
+                builder,
+                watcher,
+            };
+            super::dispatch::connection(conn, super::dispatch::Side::Inbound, orig).await;
+            return;
+        }
+        Accepted::Tls(s, id) => {
+            if s.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_TCP) {
+                crate::l4::tcp::inbound(&shared, *s, peer, id).await;
+                return;
+            }
+            (Box::new(*s) as Box<dyn crate::tls::accept::Io>, Some(id))
+        }
+    };
+    let peer_id = crate::inbound::authz::PeerIdentity(id);
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(peer_id.clone());
+        crate::inbound::handler::handle(shared.clone(), peer, orig, req)
+    });
+    let c = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .into_owned();
+    if let Err(e) = watcher.watch(c).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

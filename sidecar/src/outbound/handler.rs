@@ -1,0 +1,257 @@
+//! The outbound listener: the app's own requests to other Services. Plain async code in
+//! phases: check the request, resolve the Service, route, apply filters, forward.
+
+use crate::config::runtime::{RtRule, Runtime};
+use crate::http::body::Body;
+use crate::http::errors::ProxyError;
+use crate::http::forward::forward;
+use crate::http::headers::{check_size, same_head};
+use crate::http::respond::is_grpc;
+use crate::outbound::filters::{Redirect, modify_headers, rewrite_path, with_path};
+use crate::resilience::exchange::Exchange;
+use crate::resilience::stack;
+use crate::shared::Shared;
+use crate::telemetry::observe::Observation;
+use crate::telemetry::trace;
+use crate::upstream::call::Call;
+use http::header::{self, HeaderValue};
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use rand::Rng;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+use trellis_config::snapshot::Filter;
+
+/// Handles one request. `original_dst` is the connection's destination before iptables
+/// redirected it; when it is a Service's `clusterIP:port`, that Service port takes the
+/// request whatever its `Host` says.
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    original_dst: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let mut obs = Observation::start(&shared, "outbound", &req);
+    let grpc = is_grpc(&req);
+    let res = match shared.config.current_full() {
+        None => Err(ProxyError::NotReady),
+        Some(rt) => route(&shared, &rt, peer, original_dst, req, &mut obs).await,
+    };
+    let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
+    Ok(obs.finish(&shared, res))
+}
+
+async fn route(
+    shared: &Shared,
+    rt: &Runtime,
+    peer: SocketAddr,
+    original_dst: Option<SocketAddr>,
+    mut req: Request<Incoming>,
+    obs: &mut Observation,
+) -> Result<Response<Body>, ProxyError> {
+    // Phase 1: limits the hyper codec does not enforce itself.
+    check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
+    // One path from here on: routing matches what the next hop receives.
+    crate::http::normalize::normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
+
+    // Phase 2: which Service, which port: the original destination under interception,
+    // else the Host.
+    let authority = destination(&req)?;
+    let (svc, port) = match original_dst.and_then(|d| rt.by_original_dst(d)) {
+        Some(found) => found,
+        None => {
+            let host = authority.host();
+            let svc = rt.service(host).ok_or_else(|| ProxyError::NoService {
+                host: host.to_string(),
+            })?;
+            let port = svc
+                .port(authority.port_u16())
+                .ok_or_else(|| ProxyError::NoServicePort {
+                    service: svc.label.to_string(),
+                    port: authority.port_u16().unwrap_or(80),
+                })?;
+            (svc, port)
+        }
+    };
+    obs.destination = svc.label.clone();
+
+    // Phase 3: the route rule and the backend.
+    let rule = port
+        .route(req.method(), req.uri(), req.headers())
+        .ok_or_else(|| ProxyError::NoMatchingRule {
+            route: svc.label.to_string(),
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+        })?;
+    obs.route = rule.route.clone();
+    dispatch(shared, rt, peer, req, rule, &authority, obs, Upstream::Mesh).await
+}
+
+/// Who is sending, which decides the `Host` the backend sees.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upstream {
+    /// A mesh app named the Service in `Host`; it goes upstream unchanged.
+    Mesh,
+    /// A client outside the mesh named the gateway's host; upstream sees the backend Service
+    /// (`name.namespace`) and the original host in `x-forwarded-host`.
+    Gateway,
+}
+
+/// From a chosen rule to the response: redirect or pick a backend, apply request filters,
+/// mirror, forward through the cluster's resilience stack, apply response filters.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn dispatch(
+    shared: &Shared,
+    rt: &Runtime,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+    rule: &RtRule,
+    authority: &Authority,
+    obs: &mut Observation,
+    upstream: Upstream,
+) -> Result<Response<Body>, ProxyError> {
+    if let Some(res) = redirect(rule, &req, authority) {
+        return Ok(res);
+    }
+    let backend = rule.pick_backend().ok_or_else(|| ProxyError::NoBackend {
+        route: rule.route.to_string(),
+    })?;
+    obs.cluster = Some(backend.cluster.name.clone());
+
+    // Phase 4: request filters, rule first, then the backend's own.
+    let mut host_header = match upstream {
+        Upstream::Mesh => HeaderValue::from_str(authority.as_str()),
+        Upstream::Gateway => {
+            obs.destination = backend.cluster.service_label.clone();
+            if let Some(h) = req.headers_mut().remove(header::HOST) {
+                req.headers_mut().insert("x-forwarded-host", h);
+            }
+            HeaderValue::from_str(&backend.cluster.service_label)
+        }
+    }
+    .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+    for f in rule.filters.iter().chain(&backend.filters) {
+        match f {
+            Filter::RequestHeaderModifier(m) => modify_headers(req.headers_mut(), m),
+            Filter::UrlRewrite { hostname, path } => {
+                if let Some(h) = hostname {
+                    host_header = HeaderValue::from_str(h)
+                        .map_err(|_| ProxyError::BadRequest("invalid rewrite host"))?;
+                }
+                if let Some(p) = path {
+                    let new = rewrite_path(req.uri().path(), p, rule.matcher.prefix());
+                    *req.uri_mut() = with_path(req.uri(), &new)
+                        .ok_or(ProxyError::BadRequest("invalid rewritten path"))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    req.headers_mut().insert(header::HOST, host_header);
+    obs.trace = Some(trace::propagate(req.headers_mut()));
+
+    // Phase 5: mirrors get a copy of the request; the original goes to the backend.
+    let downstream_upgrade = hyper::upgrade::on(&mut req);
+    let mut req = req.map(Body::Incoming);
+    for f in &rule.filters {
+        if let Filter::RequestMirror { cluster, percent } = f
+            && rand::rng().random_range(0..100) < *percent
+            && let Some(target) = rt.clusters.get(cluster)
+        {
+            let body = std::mem::replace(req.body_mut(), Body::empty());
+            *req.body_mut() = mirror(shared, target.clone(), &req, body, peer);
+        }
+    }
+
+    // Phase 6: forward through the cluster's resilience stack, then response filters.
+    let call = Call {
+        upstreams: &shared.upstreams,
+        cluster: &backend.cluster,
+        downstream_version: req.version(),
+        peer: peer.ip(),
+    };
+    let ex = stack::exchange(&backend.cluster, &rule.timeouts, req);
+    let stack = stack::stack(&backend.cluster, call);
+    let fwd = forward(stack, ex, Some(downstream_upgrade)).await?;
+    obs.endpoint = Some(fwd.endpoint);
+    let mut res = fwd.response;
+    for f in rule.filters.iter().chain(&backend.filters) {
+        if let Filter::ResponseHeaderModifier(m) = f {
+            modify_headers(res.headers_mut(), m);
+        }
+    }
+    Ok(res)
+}
+
+/// The Service a request names: the URI's authority (HTTP/2, absolute-form), else `Host`.
+pub(crate) fn destination<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
+    if let Some(a) = req.uri().authority() {
+        return Ok(a.clone());
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .ok_or(ProxyError::BadRequest("no Host header or :authority"))?;
+    Authority::try_from(host.as_bytes()).map_err(|_| ProxyError::BadRequest("invalid Host header"))
+}
+
+fn redirect<B>(rule: &RtRule, req: &Request<B>, authority: &Authority) -> Option<Response<Body>> {
+    rule.filters.iter().find_map(|f| match f {
+        Filter::RequestRedirect {
+            scheme,
+            hostname,
+            path,
+            port,
+            status_code,
+        } => Some(
+            Redirect {
+                scheme: scheme.as_deref(),
+                hostname: hostname.as_deref(),
+                port: *port,
+                path: path
+                    .as_ref()
+                    .map(|p| rewrite_path(req.uri().path(), p, rule.matcher.prefix())),
+                status: *status_code,
+            }
+            .respond(req.uri(), authority.host(), authority.port_u16()),
+        ),
+        _ => None,
+    })
+}
+
+/// Starts a copy of the request to `target` and returns the body for the original.
+/// The mirror's answer is read and dropped; its failures never touch the original. The copy
+/// goes straight to the balancer: fire and forget, without the target's resilience layers.
+fn mirror(
+    shared: &Shared,
+    target: Arc<crate::config::runtime::RtCluster>,
+    original: &Request<Body>,
+    body: Body,
+    peer: SocketAddr,
+) -> Body {
+    let (main, copy) = match body {
+        Body::Incoming(b) => Body::tee(b),
+        other => (other, Body::empty()),
+    };
+    let mut req = same_head(original, copy);
+    crate::http::headers::strip_hop_by_hop(req.headers_mut(), false);
+    let upstreams = shared.upstreams.clone();
+    tokio::spawn(async move {
+        let call = Call {
+            upstreams: &upstreams,
+            cluster: &target,
+            downstream_version: req.version(),
+            peer: peer.ip(),
+        };
+        match call.oneshot(Exchange::new(req)).await {
+            Ok(reply) => {
+                let _ = http_body_util::BodyExt::collect(reply.response.into_body()).await;
+            }
+            Err(e) => tracing::debug!(cluster = %target.name, error = %e, "mirror request failed"),
+        }
+    });
+    main
+}

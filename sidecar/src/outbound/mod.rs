@@ -1,0 +1,8 @@
+//! The outbound side: the app's own requests to other Services, and gateway mode's requests
+//! from outside the mesh. Routing (HTTPRoute matching), filters, mirrors, then the cluster's
+//! resilience stack.
+
+pub(crate) mod filters;
+pub(crate) mod gateway;
+pub(crate) mod handler;
+pub(crate) mod routing;

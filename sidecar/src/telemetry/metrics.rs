@@ -1,0 +1,437 @@
+//! Prometheus metrics with the names and labels of DESIGN.md's observability contract.
+//! Label values are `Arc`s prepared at config build time, so recording allocates nothing;
+//! per-cluster resilience metrics hand out their series once, when a cluster's state is built.
+
+use crate::resilience::breaker::state::State;
+use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub direction: &'static str,
+    pub source_workload: Arc<String>,
+    pub source_namespace: Arc<String>,
+    pub destination_service: Arc<String>,
+    pub route: Arc<String>,
+    pub response_code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: Arc<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerStateLabels {
+    cluster: Arc<String>,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    cluster: Arc<String>,
+    from: &'static str,
+    to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaultLabels {
+    cluster: Arc<String>,
+    fault: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub direction: &'static str,
+    pub destination_service: Arc<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: &'static str,
+}
+
+/// The counters of one opaque TCP connection's destination, fetched once per connection.
+#[derive(Clone)]
+pub struct TcpSeries {
+    pub opened: Counter,
+    pub closed: Counter,
+    /// Bytes from the downstream (the connecting side) to the upstream.
+    pub sent: Counter,
+    /// Bytes from the upstream back to the downstream.
+    pub received: Counter,
+}
+
+type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: HistogramFamily,
+    config_version: Family<VersionLabels, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
+    breaker_state: Family<BreakerStateLabels, Gauge>,
+    breaker_transitions: Family<TransitionLabels, Counter>,
+    breaker_rejected: Family<ClusterLabels, Counter>,
+    retries: Family<ClusterLabels, Counter>,
+    ejections: Family<ClusterLabels, Counter>,
+    rate_limited: Family<ClusterLabels, Counter>,
+    bulkhead_rejected: Family<ClusterLabels, Counter>,
+    faults: Family<FaultLabels, Counter>,
+    pub security: crate::tls::metrics::SecurityMetrics,
+    tcp_opened: Family<TcpLabels, Counter>,
+    tcp_closed: Family<TcpLabels, Counter>,
+    tcp_sent: Family<TcpLabels, Counter>,
+    tcp_received: Family<TcpLabels, Counter>,
+    detect_timeouts: Family<DirectionLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
+}
+
+/// The series one circuit breaker writes.
+#[derive(Clone)]
+pub struct BreakerMetrics {
+    cluster: Arc<String>,
+    /// Indexed by `State as usize`.
+    states: [Gauge; 5],
+    transitions: Family<TransitionLabels, Counter>,
+    /// Calls refused because the breaker was OPEN, HALF_OPEN and out of probes, or FORCED_OPEN.
+    pub rejected: Counter,
+}
+
+impl BreakerMetrics {
+    /// Sets the state gauge: 1 for `state`, 0 for the others.
+    pub fn show(&self, state: State) {
+        for s in State::ALL {
+            self.states[s as usize].set(i64::from(s == state));
+        }
+    }
+
+    pub fn transition(&self, from: State, to: State) {
+        self.show(to);
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                cluster: self.cluster.clone(),
+                from: from.label(),
+                to: to.label(),
+            })
+            .inc();
+    }
+}
+
+/// A per-cluster resilience counter.
+#[derive(Clone, Copy, Debug)]
+pub enum Count {
+    Retries,
+    Ejections,
+    RateLimited,
+    BulkheadRejected,
+    FaultDelays,
+    FaultAborts,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations: HistogramFamily = Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        let config_version = Family::<VersionLabels, Gauge>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "trellis_requests",
+            "Requests handled by the proxy",
+            requests.clone(),
+        );
+        registry.register(
+            "trellis_request_duration_seconds",
+            "Time from request received to response headers sent",
+            durations.clone(),
+        );
+        registry.register(
+            "trellis_config_version_info",
+            "The config version being served (value 1)",
+            config_version.clone(),
+        );
+        registry.register(
+            "trellis_config_reloads",
+            "Config loads, by result (applied or rejected)",
+            reloads.clone(),
+        );
+        let security = crate::tls::metrics::SecurityMetrics::register(&mut registry);
+        let m = Metrics {
+            security,
+            registry,
+            requests,
+            durations,
+            config_version,
+            reloads,
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            breaker_rejected: Family::default(),
+            retries: Family::default(),
+            ejections: Family::default(),
+            rate_limited: Family::default(),
+            bulkhead_rejected: Family::default(),
+            faults: Family::default(),
+            tcp_opened: Family::default(),
+            tcp_closed: Family::default(),
+            tcp_sent: Family::default(),
+            tcp_received: Family::default(),
+            detect_timeouts: Family::default(),
+            refused: Family::default(),
+        };
+        m.register_resilience().register_tcp()
+    }
+}
+
+impl Metrics {
+    pub fn record(&self, labels: &RequestLabels, elapsed: Duration) {
+        self.requests.get_or_create(labels).inc();
+        self.durations
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn config_applied(&self, version: &str) {
+        self.config_version.clear();
+        self.config_version
+            .get_or_create(&VersionLabels {
+                version: version.to_string(),
+            })
+            .set(1);
+        self.reloads
+            .get_or_create(&ReloadLabels { result: "applied" })
+            .inc();
+    }
+
+    pub fn config_rejected(&self) {
+        self.reloads
+            .get_or_create(&ReloadLabels { result: "rejected" })
+            .inc();
+    }
+
+    fn register_resilience(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "trellis_circuit_breaker_state",
+            "Circuit breaker state of a cluster: 1 for the current state, 0 for the others",
+            self.breaker_state.clone(),
+        );
+        r.register(
+            "trellis_circuit_breaker_transitions",
+            "Circuit breaker state changes",
+            self.breaker_transitions.clone(),
+        );
+        r.register(
+            "trellis_circuit_breaker_rejected",
+            "Requests answered circuit-open without calling the cluster",
+            self.breaker_rejected.clone(),
+        );
+        r.register(
+            "trellis_upstream_retries",
+            "Retries sent to a cluster (not counting first attempts)",
+            self.retries.clone(),
+        );
+        r.register(
+            "trellis_outlier_ejections",
+            "Endpoints ejected by outlier detection",
+            self.ejections.clone(),
+        );
+        r.register(
+            "trellis_rate_limited",
+            "Requests answered rate-limited",
+            self.rate_limited.clone(),
+        );
+        r.register(
+            "trellis_bulkhead_rejected",
+            "Requests answered overloaded by a cluster's bulkhead",
+            self.bulkhead_rejected.clone(),
+        );
+        r.register(
+            "trellis_faults_injected",
+            "Faults injected by a ResiliencePolicy, by kind (delay or abort)",
+            self.faults.clone(),
+        );
+        self
+    }
+
+    fn register_tcp(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "trellis_tcp_connections_opened",
+            "Opaque TCP connections opened to an upstream",
+            self.tcp_opened.clone(),
+        );
+        r.register(
+            "trellis_tcp_connections_closed",
+            "Opaque TCP connections closed (both directions done, or failed)",
+            self.tcp_closed.clone(),
+        );
+        r.register(
+            "trellis_tcp_sent_bytes",
+            "Opaque TCP bytes from the downstream to the upstream",
+            self.tcp_sent.clone(),
+        );
+        r.register(
+            "trellis_tcp_received_bytes",
+            "Opaque TCP bytes from the upstream to the downstream",
+            self.tcp_received.clone(),
+        );
+        r.register(
+            "trellis_protocol_detect_timeouts",
+            "Connections whose client sent too little to detect a protocol in time; they fell back to opaque TCP",
+            self.detect_timeouts.clone(),
+        );
+        r.register(
+            "trellis_outbound_refused",
+            "Intercepted outbound connections refused, by reason (registry-only: no Service has that clusterIP and port)",
+            self.refused.clone(),
+        );
+        self
+    }
+
+    /// The counters of TCP connections in `direction` to `destination`.
+    pub fn tcp(&self, direction: &'static str, destination: &Arc<String>) -> TcpSeries {
+        let l = TcpLabels {
+            direction,
+            destination_service: destination.clone(),
+        };
+        TcpSeries {
+            opened: self.tcp_opened.get_or_create(&l).clone(),
+            closed: self.tcp_closed.get_or_create(&l).clone(),
+            sent: self.tcp_sent.get_or_create(&l).clone(),
+            received: self.tcp_received.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn detect_timeout(&self, direction: &'static str) {
+        self.detect_timeouts
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
+    }
+
+    /// The series of the circuit breaker of `cluster`.
+    pub fn breaker(&self, cluster: &Arc<String>) -> BreakerMetrics {
+        let states = State::ALL.map(|s| {
+            self.breaker_state
+                .get_or_create(&BreakerStateLabels {
+                    cluster: cluster.clone(),
+                    state: s.label(),
+                })
+                .clone()
+        });
+        BreakerMetrics {
+            cluster: cluster.clone(),
+            states,
+            transitions: self.breaker_transitions.clone(),
+            rejected: self
+                .breaker_rejected
+                .get_or_create(&ClusterLabels {
+                    cluster: cluster.clone(),
+                })
+                .clone(),
+        }
+    }
+
+    /// A counter of `cluster`, created when the cluster's policy turns its feature on, so
+    /// that clusters without the feature have no series.
+    pub fn counter(&self, kind: Count, cluster: &Arc<String>) -> Counter {
+        let l = ClusterLabels {
+            cluster: cluster.clone(),
+        };
+        let fault = |fault| {
+            self.faults
+                .get_or_create(&FaultLabels {
+                    cluster: cluster.clone(),
+                    fault,
+                })
+                .clone()
+        };
+        match kind {
+            Count::Retries => self.retries.get_or_create(&l).clone(),
+            Count::Ejections => self.ejections.get_or_create(&l).clone(),
+            Count::RateLimited => self.rate_limited.get_or_create(&l).clone(),
+            Count::BulkheadRejected => self.bulkhead_rejected.get_or_create(&l).clone(),
+            Count::FaultDelays => fault("delay"),
+            Count::FaultAborts => fault("abort"),
+        }
+    }
+
+    /// Drops the breaker series of a cluster that lost its breaker.
+    pub fn forget_breaker(&self, cluster: &Arc<String>) {
+        for s in State::ALL {
+            self.breaker_state.remove(&BreakerStateLabels {
+                cluster: cluster.clone(),
+                state: s.label(),
+            });
+            for t in State::ALL {
+                self.breaker_transitions.remove(&TransitionLabels {
+                    cluster: cluster.clone(),
+                    from: s.label(),
+                    to: t.label(),
+                });
+            }
+        }
+        self.breaker_rejected.remove(&ClusterLabels {
+            cluster: cluster.clone(),
+        });
+    }
+
+    /// Drops every per-cluster series of a cluster that left the config.
+    pub fn forget_cluster(&self, cluster: &Arc<String>) {
+        self.forget_breaker(cluster);
+        let l = ClusterLabels {
+            cluster: cluster.clone(),
+        };
+        for f in [
+            &self.retries,
+            &self.ejections,
+            &self.rate_limited,
+            &self.bulkhead_rejected,
+        ] {
+            f.remove(&l);
+        }
+        for fault in ["delay", "abort"] {
+            self.faults.remove(&FaultLabels {
+                cluster: cluster.clone(),
+                fault,
+            });
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,111 @@
+//! What is recorded once per request: the golden metrics and, when enabled, a JSON access
+//! log line. Filled in as the request moves through its phases.
+
+use crate::http::body::Body;
+use crate::http::errors::ProxyError;
+use crate::http::respond::{TRELLIS_ERROR, error_response};
+use crate::shared::Shared;
+use crate::telemetry::metrics::RequestLabels;
+use crate::telemetry::trace::TraceIds;
+use http::{Request, Response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Observation {
+    started: Instant,
+    direction: &'static str,
+    pub destination: Arc<String>,
+    pub route: Arc<String>,
+    pub cluster: Option<Arc<String>>,
+    pub endpoint: Option<SocketAddr>,
+    pub trace: Option<TraceIds>,
+    error: Option<String>,
+    /// Only captured when access logs are on, so the default path copies nothing.
+    log: Option<(String, String, String)>,
+}
+
+impl Observation {
+    pub fn start<B>(shared: &Shared, direction: &'static str, req: &Request<B>) -> Observation {
+        let log = shared.bootstrap.access_log.then(|| {
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            (
+                req.method().to_string(),
+                req.uri().path().to_string(),
+                authority,
+            )
+        });
+        Observation {
+            started: Instant::now(),
+            direction,
+            destination: shared.labels.unknown.clone(),
+            route: shared.labels.unknown.clone(),
+            cluster: None,
+            endpoint: None,
+            trace: None,
+            error: None,
+            log,
+        }
+    }
+
+    /// The proxy's own answer for `err`.
+    pub fn failed(&mut self, err: ProxyError, grpc: bool) -> Response<Body> {
+        let res = error_response(&err, grpc);
+        if res.status().is_server_error() || grpc {
+            tracing::debug!(direction = self.direction, error = %err, "request failed");
+        }
+        self.error = Some(err.to_string());
+        res
+    }
+
+    pub fn finish(self, shared: &Shared, res: Response<Body>) -> Response<Body> {
+        let elapsed = self.started.elapsed();
+        let (source_workload, source_namespace) = if self.direction == "outbound" {
+            (
+                shared.labels.workload.clone(),
+                shared.labels.namespace.clone(),
+            )
+        } else {
+            // The caller's identity comes from its mTLS certificate; without one it is unknown.
+            (shared.labels.unknown.clone(), shared.labels.unknown.clone())
+        };
+        let labels = RequestLabels {
+            direction: self.direction,
+            source_workload,
+            source_namespace,
+            destination_service: self.destination.clone(),
+            route: self.route.clone(),
+            response_code: res.status().as_u16(),
+        };
+        shared.metrics.record(&labels, elapsed);
+        if let Some((method, path, authority)) = &self.log {
+            let line = serde_json::json!({
+                "direction": self.direction,
+                "method": method,
+                "path": path,
+                "authority": authority,
+                "status": res.status().as_u16(),
+                "duration_ms": elapsed.as_secs_f64() * 1000.0,
+                "destination_service": self.destination.as_str(),
+                "route": self.route.as_str(),
+                "cluster": self.cluster.as_deref().map(String::as_str),
+                "upstream": self.endpoint.map(|e| e.to_string()),
+                "trace_id": self.trace.map(|t| t.trace_hex()),
+                "trellis_error": res.headers().get(TRELLIS_ERROR).and_then(|v| v.to_str().ok()),
+                "error": self.error,
+            });
+            println!("{line}");
+        }
+        res
+    }
+}

@@ -1,0 +1,82 @@
+//! The pooled upstream clients, one for HTTP/1.1 and one for HTTP/2, plain or mTLS by
+//! endpoint. Pools are keyed by endpoint address, so they outlive config swaps.
+
+use crate::config::registry::TlsNames;
+use crate::http::body::Body;
+use crate::tls::MeshTls;
+use http::Uri;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Upstreams {
+    pub(super) http1: Client<Connector, Body>,
+    pub(super) http2: Client<Connector, Body>,
+}
+
+/// Plain TCP for `http://` endpoints; mTLS for `https://` ones, which are sidecars with a mesh
+/// identity (see `EndpointState::tls`).
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+impl Upstreams {
+    /// `tls` is the proxy's identity, if it has one; `names` maps each mTLS endpoint to the
+    /// server name encoding the identity it must prove.
+    pub fn new(connect_timeout: Duration, tls: Option<&MeshTls>, names: TlsNames) -> Upstreams {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(connect_timeout));
+        conn.enforce_http(false);
+        let placeholder;
+        let tls = match tls {
+            Some(t) => t,
+            None => {
+                // Never used: without an identity no endpoint is https.
+                placeholder = MeshTls::new();
+                &placeholder
+            }
+        };
+        let connector = |config: &Arc<rustls::ClientConfig>, h2: bool| {
+            let names = names.clone();
+            let resolve = move |uri: &Uri| {
+                let addr: SocketAddr = uri
+                    .authority()
+                    .and_then(|a| a.as_str().parse().ok())
+                    .ok_or("an mTLS endpoint URI names an IP address and port")?;
+                names
+                    .load()
+                    .get(&addr)
+                    .cloned()
+                    .ok_or("no mesh identity is known for this endpoint any more")
+            };
+            // hyper-rustls sets the ALPN itself from the protocols enabled below.
+            let mut config = (**config).clone();
+            config.alpn_protocols.clear();
+            let b = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http()
+                .with_server_name_resolver(resolve);
+            if h2 {
+                b.enable_http2().wrap_connector(conn.clone())
+            } else {
+                b.enable_http1().wrap_connector(conn.clone())
+            }
+        };
+        let mut b = Client::builder(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            // A request that fails on a pooled connection the server already closed, before
+            // any of it was written, is sent again on a fresh connection (the keep-alive race).
+            .retry_canceled_requests(true)
+            .set_host(false);
+        let http1 = b.build(connector(&tls.client_http1, false));
+        b.http2_only(true)
+            .http2_adaptive_window(true)
+            .http2_keep_alive_interval(Some(Duration::from_secs(30)));
+        let http2 = b.build(connector(&tls.client_http2, true));
+        Upstreams { http1, http2 }
+    }
+}
