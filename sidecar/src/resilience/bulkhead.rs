@@ -8,6 +8,7 @@
 
 use super::exchange::{Exchange, Outcome, Reply};
 use super::future::LayerFuture;
+use super::layer::Guard;
 use crate::http::errors::ProxyError;
 use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
@@ -19,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::Service;
 use trellis_config::model::Bulkhead as BulkheadConfig;
 
 pub struct Bulkhead {
@@ -111,66 +112,25 @@ impl Drop for Queued<'_> {
     }
 }
 
-#[derive(Clone, Copy)]
-pub struct BulkheadLayer<'a> {
-    bulkhead: Option<&'a Bulkhead>,
-}
-
-impl<'a> BulkheadLayer<'a> {
-    pub fn new(bulkhead: Option<&'a Bulkhead>) -> Self {
-        BulkheadLayer { bulkhead }
-    }
-}
-
-impl<'a, S> Layer<S> for BulkheadLayer<'a> {
-    type Service = BulkheadService<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        BulkheadService {
-            bulkhead: self.bulkhead,
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct BulkheadService<'a, S> {
-    bulkhead: Option<&'a Bulkhead>,
-    inner: S,
-}
-
-impl<'a, S> Service<Exchange> for BulkheadService<'a, S>
+impl<'a, S> Guard<'a, S> for Bulkhead
 where
     S: Service<Exchange, Response = Reply, Error = ProxyError> + Clone + Send + 'a,
     S::Future: Send,
 {
-    type Response = Reply;
-    type Error = ProxyError;
     type Future = BulkheadFuture<'a, S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, ex: Exchange) -> Self::Future {
-        let Some(b) = self.bulkhead else {
-            return BulkheadFuture::Other {
-                fut: LayerFuture::Inner {
-                    fut: self.inner.call(ex),
-                },
-            };
-        };
-        if let Ok(permit) = b.slots.try_acquire() {
+    fn guard(&'a self, inner: &mut S, ex: Exchange) -> Self::Future {
+        if let Ok(permit) = self.slots.try_acquire() {
             return BulkheadFuture::Admitted {
-                fut: self.inner.call(ex),
+                fut: inner.call(ex),
                 _permit: permit,
             };
         }
-        let fut = match b.enqueue() {
+        let fut = match self.enqueue() {
             Some(queued) => LayerFuture::Boxed {
-                fut: Box::pin(b.wait(queued, self.inner.clone(), ex)),
+                fut: Box::pin(self.wait(queued, inner.clone(), ex)),
             },
-            None => LayerFuture::done(Err(b.overloaded())),
+            None => LayerFuture::done(Err(self.overloaded())),
         };
         BulkheadFuture::Other { fut }
     }

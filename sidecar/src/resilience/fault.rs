@@ -4,15 +4,15 @@
 
 use super::exchange::{Exchange, Outcome, Reply};
 use super::future::LayerFuture;
+use super::layer::Guard;
 use crate::http::errors::ProxyError;
 use http::StatusCode;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::Service;
 use trellis_config::model::FaultInjection;
 
 pub struct Faults {
@@ -99,58 +99,23 @@ impl Faults {
     }
 }
 
-#[derive(Clone, Copy)]
-pub struct FaultLayer<'a> {
-    faults: Option<&'a Faults>,
-}
-
-impl<'a> FaultLayer<'a> {
-    pub fn new(faults: Option<&'a Faults>) -> Self {
-        FaultLayer { faults }
-    }
-}
-
-impl<'a, S> Layer<S> for FaultLayer<'a> {
-    type Service = FaultService<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        FaultService {
-            faults: self.faults,
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct FaultService<'a, S> {
-    faults: Option<&'a Faults>,
-    inner: S,
-}
-
-impl<'a, S> Service<Exchange> for FaultService<'a, S>
+impl<'a, S> Guard<'a, S> for Faults
 where
     S: Service<Exchange, Response = Reply, Error = ProxyError> + Clone + Send + 'a,
     S::Future: Send,
 {
-    type Response = Reply;
-    type Error = ProxyError;
     type Future = LayerFuture<'a, S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, ex: Exchange) -> Self::Future {
-        let drawn = self.faults.map(|f| (f, f.draw()));
-        match drawn {
-            None | Some((_, (None, None))) => LayerFuture::Inner {
-                fut: self.inner.call(ex),
+    fn guard(&'a self, inner: &mut S, ex: Exchange) -> Self::Future {
+        match self.draw() {
+            (None, None) => LayerFuture::Inner {
+                fut: inner.call(ex),
             },
-            Some((f, (None, Some(status)))) => LayerFuture::done(Err(f.abort(status))),
+            (None, Some(status)) => LayerFuture::done(Err(self.abort(status))),
             // The inner service is called only after the delay, so that a delayed request
             // holds no rate-limit token, bulkhead slot or breaker permit while it waits.
-            Some((f, (Some(delay), abort))) => LayerFuture::Boxed {
-                fut: Box::pin(f.delayed(delay, abort, self.inner.clone(), ex)),
+            (Some(delay), abort) => LayerFuture::Boxed {
+                fut: Box::pin(self.delayed(delay, abort, inner.clone(), ex)),
             },
         }
     }

@@ -14,6 +14,7 @@ pub(crate) mod clock;
 pub(crate) mod exchange;
 pub(crate) mod fault;
 pub(crate) mod future;
+pub(crate) mod layer;
 pub(crate) mod policy;
 pub(crate) mod rate_limit;
 pub(crate) mod replay;

@@ -5,13 +5,13 @@
 use super::clock;
 use super::exchange::{Exchange, Reply};
 use super::future::LayerFuture;
+use super::layer::Guard;
 use crate::http::errors::ProxyError;
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tower::{Layer, Service};
+use tower::Service;
 use trellis_config::model::RateLimit;
 
 pub struct RateLimiter {
@@ -66,59 +66,23 @@ pub fn burst(cfg: &RateLimit) -> u32 {
         .max(1)
 }
 
-#[derive(Clone, Copy)]
-pub struct RateLimitLayer<'a> {
-    limiter: Option<&'a RateLimiter>,
-}
-
-impl<'a> RateLimitLayer<'a> {
-    pub fn new(limiter: Option<&'a RateLimiter>) -> Self {
-        RateLimitLayer { limiter }
-    }
-}
-
-impl<'a, S> Layer<S> for RateLimitLayer<'a> {
-    type Service = RateLimitService<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
-            limiter: self.limiter,
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct RateLimitService<'a, S> {
-    limiter: Option<&'a RateLimiter>,
-    inner: S,
-}
-
-impl<'a, S> Service<Exchange> for RateLimitService<'a, S>
+impl<'a, S> Guard<'a, S> for RateLimiter
 where
     S: Service<Exchange, Response = Reply, Error = ProxyError>,
 {
-    type Response = Reply;
-    type Error = ProxyError;
     type Future = LayerFuture<'a, S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, ex: Exchange) -> Self::Future {
-        if let Some(l) = self.limiter
-            && let Err(retry_after) = l.try_acquire(clock::now())
-        {
-            l.limited.inc();
+    fn guard(&'a self, inner: &mut S, ex: Exchange) -> Self::Future {
+        if let Err(retry_after) = self.try_acquire(clock::now()) {
+            self.limited.inc();
             return LayerFuture::done(Err(ProxyError::RateLimited {
-                cluster: l.cluster.to_string(),
-                per_second: l.cfg.requests_per_second,
+                cluster: self.cluster.to_string(),
+                per_second: self.cfg.requests_per_second,
                 retry_after,
             }));
         }
         LayerFuture::Inner {
-            fut: self.inner.call(ex),
+            fut: inner.call(ex),
         }
     }
 }

@@ -11,14 +11,14 @@ use super::budget::Budget;
 use super::clock;
 use super::exchange::{Exchange, Outcome, Reply, grpc_status};
 use super::future::LayerFuture;
+use super::layer::Guard;
 use super::replay::{Head, Replay};
 use crate::http::errors::ProxyError;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tower::{Layer, Service};
+use tower::Service;
 use trellis_config::model::Retry;
 
 const DEFAULT_BASE: Duration = Duration::from_millis(25);
@@ -189,55 +189,21 @@ impl RetryPolicy {
     }
 }
 
-#[derive(Clone, Copy)]
-pub struct RetryLayer<'a> {
-    policy: Option<&'a RetryPolicy>,
-}
-
-impl<'a> RetryLayer<'a> {
-    pub fn new(policy: Option<&'a RetryPolicy>) -> Self {
-        RetryLayer { policy }
-    }
-}
-
-impl<'a, S> Layer<S> for RetryLayer<'a> {
-    type Service = RetryService<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RetryService {
-            policy: self.policy,
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct RetryService<'a, S> {
-    policy: Option<&'a RetryPolicy>,
-    inner: S,
-}
-
-impl<'a, S> Service<Exchange> for RetryService<'a, S>
+impl<'a, S> Guard<'a, S> for RetryPolicy
 where
     S: Service<Exchange, Response = Reply, Error = ProxyError> + Clone + Send + 'a,
     S::Future: Send,
 {
-    type Response = Reply;
-    type Error = ProxyError;
     type Future = LayerFuture<'a, S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, ex: Exchange) -> Self::Future {
-        match self.policy {
-            Some(p) if p.cfg.attempts > 0 => LayerFuture::Boxed {
-                fut: Box::pin(p.run(self.inner.clone(), ex)),
-            },
-            _ => LayerFuture::Inner {
-                fut: self.inner.call(ex),
-            },
+    fn guard(&'a self, inner: &mut S, ex: Exchange) -> Self::Future {
+        if self.cfg.attempts == 0 {
+            return LayerFuture::Inner {
+                fut: inner.call(ex),
+            };
+        }
+        LayerFuture::Boxed {
+            fut: Box::pin(self.run(inner.clone(), ex)),
         }
     }
 }

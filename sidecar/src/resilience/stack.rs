@@ -3,13 +3,14 @@
 //! The stack is assembled per request from references to the cluster's shared state: that
 //! costs a few pointer copies, takes no lock, and touches no reference count.
 
-use super::breaker::layer::{BreakerLayer, BreakerService};
-use super::bulkhead::{BulkheadLayer, BulkheadService};
+use super::breaker::Breaker;
+use super::bulkhead::Bulkhead;
 use super::exchange::{Deadline, Exchange, Reply};
-use super::fault::{FaultLayer, FaultService};
+use super::fault::Faults;
 use super::future::BoxOutcome;
-use super::rate_limit::{RateLimitLayer, RateLimitService};
-use super::retry::{RetryLayer, RetryService};
+use super::layer::{Guarded, Optional};
+use super::rate_limit::RateLimiter;
+use super::retry::RetryPolicy;
 use super::timeout::{DeadlineLayer, DeadlineService};
 use crate::config::runtime::RtCluster;
 use crate::http::body::Body;
@@ -21,11 +22,17 @@ use std::time::Duration;
 use tower::{Service, ServiceBuilder};
 use trellis_config::snapshot::Timeouts;
 
-type Layers<'a> = FaultService<
+type Layers<'a> = Guarded<
     'a,
-    RateLimitService<
+    Faults,
+    Guarded<
         'a,
-        BulkheadService<'a, BreakerService<'a, DeadlineService<'a, RetryService<'a, Call<'a>>>>>,
+        RateLimiter,
+        Guarded<
+            'a,
+            Bulkhead,
+            Guarded<'a, Breaker, DeadlineService<'a, Guarded<'a, RetryPolicy, Call<'a>>>>,
+        >,
     >,
 >;
 
@@ -49,22 +56,22 @@ pub fn stack<'a>(cluster: &'a RtCluster, endpoint: Call<'a>) -> Stack<'a> {
         // Fault injection comes first so that it acts like the sick upstream it simulates as
         // seen by the caller: an injected abort or delay spends no rate-limit token, holds no
         // bulkhead slot while delayed, and never trips the breaker or gets retried.
-        .layer(FaultLayer::new(r.fault.as_deref()))
+        .layer(Optional::new(r.fault.as_deref()))
         // The rate limit is the cheapest refusal, so excess load is shed before it can take
         // a bulkhead slot or a half-open probe from the requests that are within the limit.
-        .layer(RateLimitLayer::new(r.rate_limit.as_deref()))
+        .layer(Optional::new(r.rate_limit.as_deref()))
         // The bulkhead bounds what is in flight to this cluster, and sits outside the breaker
         // so that requests queued for a slot do not hold HALF_OPEN probe permits.
-        .layer(BulkheadLayer::new(r.bulkhead.as_deref()))
+        .layer(Optional::new(r.bulkhead.as_deref()))
         // The breaker sees one outcome per request, after retries and timeouts: a request
         // that a retry saved is a success, and one that ran out of time is a failure.
-        .layer(BreakerLayer::new(r.breaker.as_deref()))
+        .layer(Optional::new(r.breaker.as_deref()))
         // The overall deadline sits inside the breaker so that timeouts count as failures,
         // and outside retries so that it bounds all tries and the backoff between them.
         .layer(DeadlineLayer::new(&cluster.name))
         // Retries are innermost, so each try goes back to the balancer for a fresh endpoint
         // (a different one where there is one) under its own per-try timeout.
-        .layer(RetryLayer::new(r.retry.as_deref()))
+        .layer(Optional::new(r.retry.as_deref()))
         .service(endpoint);
     Stack::Layered(layers)
 }
