@@ -6,8 +6,8 @@
 //! instead of failing them. passenger `/call?service=S&path=P` calls any service directly,
 //! which is how the demo shows the mesh refusing passenger → billing.
 
-use crate::AppConfig;
 use crate::fault::Fault;
+use crate::instance::{AppConfig, Role};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -19,34 +19,6 @@ use hyper_util::server::conn::auto;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// The five services of the ride-hailing app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Passenger,
-    Trip,
-    Driver,
-    Billing,
-    Notification,
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
-        Ok(match s {
-            "passenger" => Role::Passenger,
-            "trip" => Role::Trip,
-            "driver" => Role::Driver,
-            "billing" => Role::Billing,
-            "notification" => Role::Notification,
-            _ => {
-                return Err(format!(
-                    "unknown role {s:?}; allowed: passenger, trip, driver, billing, notification"
-                ));
-            }
-        })
-    }
-}
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -194,15 +194,28 @@ fn read_downward(path: &Path) -> Result<BTreeMap<String, String>, EnvError> {
     parse_downward(&text).map_err(|e| EnvError(format!("{}: {e}", path.display())))
 }
 
+/// A line of a downward API file that is not `key="value"`.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {why}: {text:?}")]
+pub struct DownwardError {
+    line: usize,
+    why: &'static str,
+    text: String,
+}
+
 /// The downward API's file format for labels and annotations: one `key="value"` per line,
 /// the value a Go-quoted string (escapes `\"`, `\\`, `\n`, `\t`, `\xNN`, `\uNNNN`, ...).
-pub fn parse_downward(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub fn parse_downward(text: &str) -> Result<BTreeMap<String, String>, DownwardError> {
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let bad = |why: &str| format!("line {}: {why}: {line:?}", i + 1);
+        let bad = |why| DownwardError {
+            line: i + 1,
+            why,
+            text: line.to_string(),
+        };
         let (key, quoted) = line.split_once('=').ok_or_else(|| bad("no ="))?;
         let value = unquote(quoted).ok_or_else(|| bad("the value is not a quoted string"))?;
         out.insert(key.to_string(), value);
@@ -273,7 +286,7 @@ mod tests {
             r#"{"app/readiness":{"port":8080}}"#
         );
         assert_eq!(m["note"], "tab\there é \\ end");
-        let e = parse_downward("broken\n").unwrap_err();
+        let e = parse_downward("broken\n").unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
         assert!(parse_downward("k=unquoted").is_err());
     }

@@ -12,6 +12,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use std::error::Error as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -69,6 +70,49 @@ pub async fn check(shared: &Shared, key: &str) -> Response<Full<Bytes>> {
     }
 }
 
+/// Why a replayed probe did not get an answer from the app; the text goes to kubelet.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Every address refused; each entry is `addr: error`.
+    #[error("cannot connect: {}", .0.join("; "))]
+    Refused(Vec<String>),
+    #[error("TLS client: {0}")]
+    TlsClient(rustls::Error),
+    #[error("TLS handshake: {0}")]
+    Handshake(std::io::Error),
+    #[error("probe path {path:?}: {source}")]
+    Path { path: String, source: http::Error },
+    #[error("probe header {name:?}: {source}")]
+    HeaderName {
+        name: String,
+        source: http::header::InvalidHeaderName,
+    },
+    #[error("probe header {name:?} value: {source}")]
+    HeaderValue {
+        name: String,
+        source: http::header::InvalidHeaderValue,
+    },
+    #[error("HTTP: {0}")]
+    Http(hyper::Error),
+    /// tonic's transport error says little on its own; its source says what failed.
+    #[error("{}{}", .0, .0.source().map(|s| format!(": {s}")).unwrap_or_default())]
+    GrpcConnect(tonic::transport::Error),
+    #[error("gRPC: {0}")]
+    GrpcReady(tonic::transport::Error),
+    #[error("health check: {:?}: {}", .0.code(), .0.message())]
+    GrpcStatus(tonic::Status),
+    #[error("health check of {service:?}: {status} (kubelet passes only SERVING)")]
+    NotServing {
+        service: String,
+        status: &'static str,
+    },
+}
+
 fn answer(status: StatusCode, error: Option<&'static str>, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -81,7 +125,7 @@ fn answer(status: StatusCode, error: Option<&'static str>, body: String) -> Resp
     r
 }
 
-async fn probe_once(addrs: &[SocketAddr], probe: &AppProbe) -> Result<StatusCode, String> {
+async fn probe_once(addrs: &[SocketAddr], probe: &AppProbe) -> Result<StatusCode, ProbeError> {
     if probe.scheme == "GRPC" {
         return grpc_health(addrs, &probe.service).await;
     }
@@ -93,7 +137,7 @@ async fn probe_once(addrs: &[SocketAddr], probe: &AppProbe) -> Result<StatusCode
         let tls = tokio_rustls::TlsConnector::from(unverified_client()?)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake: {e}"))?;
+            .map_err(ProbeError::Handshake)?;
         send(tls, req).await
     } else {
         send(tcp, req).await
@@ -101,7 +145,7 @@ async fn probe_once(addrs: &[SocketAddr], probe: &AppProbe) -> Result<StatusCode
 }
 
 /// The first of `addrs` that accepts; an address that refuses passes to the next.
-async fn connect(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), String> {
+async fn connect(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), ProbeError> {
     let mut refused = Vec::new();
     for &addr in addrs {
         match TcpStream::connect(addr).await {
@@ -109,42 +153,48 @@ async fn connect(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), String
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 refused.push(format!("{addr}: {e}"));
             }
-            Err(e) => return Err(format!("cannot connect to {addr}: {e}")),
+            Err(source) => return Err(ProbeError::Connect { addr, source }),
         }
     }
-    Err(format!("cannot connect: {}", refused.join("; ")))
+    Err(ProbeError::Refused(refused))
 }
 
 /// The request kubelet would have sent: its User-Agent and Accept, then the probe's headers.
-fn request(addr: SocketAddr, probe: &AppProbe) -> Result<Request<Empty<Bytes>>, String> {
+fn request(addr: SocketAddr, probe: &AppProbe) -> Result<Request<Empty<Bytes>>, ProbeError> {
     let mut req = Request::get(probe.path.as_str())
         .header(header::HOST, addr.to_string())
         .header(header::USER_AGENT, "kube-probe/trellis")
         .header(header::ACCEPT, "*/*")
         .body(Empty::new())
-        .map_err(|e| format!("probe path {:?}: {e}", probe.path))?;
+        .map_err(|source| ProbeError::Path {
+            path: probe.path.clone(),
+            source,
+        })?;
     for h in &probe.http_headers {
-        let name = HeaderName::try_from(h.name.as_str())
-            .map_err(|e| format!("probe header {:?}: {e}", h.name))?;
-        let value = HeaderValue::try_from(h.value.as_str())
-            .map_err(|e| format!("probe header {:?} value: {e}", h.name))?;
+        let name =
+            HeaderName::try_from(h.name.as_str()).map_err(|source| ProbeError::HeaderName {
+                name: h.name.clone(),
+                source,
+            })?;
+        let value =
+            HeaderValue::try_from(h.value.as_str()).map_err(|source| ProbeError::HeaderValue {
+                name: h.name.clone(),
+                source,
+            })?;
         req.headers_mut().insert(name, value);
     }
     Ok(req)
 }
 
-async fn send<S>(io: S, req: Request<Empty<Bytes>>) -> Result<StatusCode, String>
+async fn send<S>(io: S, req: Request<Empty<Bytes>>) -> Result<StatusCode, ProbeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+        .map_err(ProbeError::Http)?;
     tokio::spawn(conn);
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+    let resp = sender.send_request(req).await.map_err(ProbeError::Http)?;
     let status = resp.status();
     // Read (and drop) the body so the app sees a complete exchange; bounded by the timeout.
     let _ = resp.into_body().collect().await;
@@ -167,7 +217,7 @@ struct HealthCheckResponse {
 
 /// kubelet's gRPC probe: `grpc.health.v1.Health/Check` over plaintext HTTP/2; it passes only
 /// for SERVING. Passing is 200; anything else is an error the caller turns into 503.
-async fn grpc_health(addrs: &[SocketAddr], service: &str) -> Result<StatusCode, String> {
+async fn grpc_health(addrs: &[SocketAddr], service: &str) -> Result<StatusCode, ProbeError> {
     let addrs = addrs.to_vec();
     let connector = tower::service_fn(move |_: http::Uri| {
         let addrs = addrs.clone();
@@ -180,19 +230,12 @@ async fn grpc_health(addrs: &[SocketAddr], service: &str) -> Result<StatusCode, 
     });
     let channel = tonic::transport::Endpoint::from_static("http://app")
         .user_agent("kube-probe/trellis")
-        .map_err(|e| e.to_string())?
+        .map_err(ProbeError::GrpcConnect)?
         .connect_with_connector(connector)
         .await
-        .map_err(|e| {
-            format!(
-                "{e}: {}",
-                std::error::Error::source(&e)
-                    .map(ToString::to_string)
-                    .unwrap_or_default()
-            )
-        })?;
+        .map_err(ProbeError::GrpcConnect)?;
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| format!("gRPC: {e}"))?;
+    grpc.ready().await.map_err(ProbeError::GrpcReady)?;
     let answer = grpc
         .unary(
             tonic::Request::new(HealthCheckRequest {
@@ -202,24 +245,24 @@ async fn grpc_health(addrs: &[SocketAddr], service: &str) -> Result<StatusCode, 
             tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default(),
         )
         .await
-        .map_err(|s| format!("health check: {:?}: {}", s.code(), s.message()))?;
+        .map_err(ProbeError::GrpcStatus)?;
     match answer.into_inner().status {
         1 => Ok(StatusCode::OK),
-        other => Err(format!(
-            "health check of {service:?}: {} (kubelet passes only SERVING)",
-            match other {
+        other => Err(ProbeError::NotServing {
+            service: service.to_string(),
+            status: match other {
                 0 => "UNKNOWN",
                 2 => "NOT_SERVING",
                 3 => "SERVICE_UNKNOWN",
                 _ => "an unknown status",
-            }
-        )),
+            },
+        }),
     }
 }
 
 /// kubelet does not verify the certificate of an HTTPS probe, so neither does the replay.
-fn unverified_client() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+fn unverified_client() -> Result<Arc<rustls::ClientConfig>, ProbeError> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, rustls::Error>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
             rustls::ClientConfig::builder_with_provider(trellis_identity::provider())
@@ -233,7 +276,7 @@ fn unverified_client() -> Result<Arc<rustls::ClientConfig>, String> {
                             .with_no_client_auth(),
                     )
                 })
-                .map_err(|e| format!("TLS client: {e}"))
         })
         .clone()
+        .map_err(ProbeError::TlsClient)
 }

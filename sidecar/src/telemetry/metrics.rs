@@ -1,6 +1,8 @@
 //! Prometheus metrics with the names and labels of DESIGN.md's observability contract.
 //! Label values are `Arc`s prepared at config build time, so recording allocates nothing;
 //! per-cluster resilience metrics hand out their series once, when a cluster's state is built.
+//! Over 400 lines because it is the traffic metric contract in one place: every name and label
+//! set can be checked against DESIGN.md here (the mTLS ones are in tls/metrics.rs).
 
 use crate::resilience::breaker::state::State;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
