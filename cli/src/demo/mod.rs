@@ -97,6 +97,14 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         args.rps,
         topo.gateway
     ));
+    // The demo's control plane is on a free port with its CA in a temporary folder, so the
+    // CLI's defaults do not reach it; these two lines do, from another terminal.
+    events.say(format!(
+        "to look inside from another terminal: export TRELLIS_CONTROL_PLANE=https://{} TRELLIS_CA_BUNDLE={}",
+        topo.grpc,
+        topo.ca_bundle().display()
+    ));
+    events.say("then: trellis status, trellis routes, trellis proxy-config trip-0");
     let procs = Arc::new(tokio::sync::Mutex::new(procs));
     let traffic = traffic::Traffic::default();
     let load = tokio::spawn(traffic.clone().run(http.clone(), topo.gateway, args.rps));

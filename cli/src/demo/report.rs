@@ -60,7 +60,7 @@ pub struct Cascade {
     pub trip_p99_before_ms: Option<f64>,
     /// While billing was slow and the breaker still closed.
     pub trip_p99_slow_ms: Option<f64>,
-    /// While the breaker was open.
+    /// While the breaker was open, over requests that began after it opened.
     pub trip_p50_open_ms: Option<f64>,
     pub trip_p99_open_ms: Option<f64>,
     pub breaker_opened: bool,
@@ -166,13 +166,14 @@ impl Report {
         }
         if let Some(c) = &self.cascade {
             out.push(("cascade", format!(
-                "billing +{}ms: breaker {} after {}; trip p99 {} before, {} while slow, p50 {} while open; {}; {} of {} passenger requests failed",
+                "billing +{}ms: breaker {} after {}; trip p99 {} before, {} while slow; p50 {} and p99 {} while open; {}; {} of {} passenger requests failed",
                 c.billing_delay_ms,
                 if c.breaker_opened { "opened" } else { "DID NOT open" },
                 c.opened_after_ms.map_or("-".into(), |m| format!("{:.1}s", m as f64 / 1000.0)),
                 ms(c.trip_p99_before_ms),
                 ms(c.trip_p99_slow_ms),
                 ms(c.trip_p50_open_ms),
+                ms(c.trip_p99_open_ms),
                 match c.closed_after_ms {
                     Some(m) if c.breaker_closed => {
                         format!("closed {:.1}s after billing healed", m as f64 / 1000.0)

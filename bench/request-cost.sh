@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# bench/request-cost.sh [PROXY_BINARY]
+#
+# Instructions that trellis-proxy spends on one proxied HTTP/1.1 request (outbound listener,
+# keep-alive on both sides, a 90/10 route, standalone mesh file), counted by callgrind. It
+# counts instructions, not seconds, so the figure repeats whatever else the machine does, and
+# two builds (before and after a change) can be compared on a busy machine.
+#
+# The proxy runs twice under callgrind, serving SMALL and then LARGE requests from one curl
+# connection; start-up and shutdown cancel out of the difference, which is divided by
+# LARGE - SMALL. Defaults: target/release/trellis-proxy (built if missing), SMALL=200,
+# LARGE=1200. Needs valgrind, curl and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in valgrind curl python3; do
+  command -v "$tool" >/dev/null || { echo "request-cost.sh: $tool is needed (apt-get install $tool)" >&2; exit 1; }
+done
+bin=${1:-target/release/trellis-proxy}
+if [ ! -x "$bin" ]; then
+  cargo build --release -p trellis-proxy --bin trellis-proxy
+fi
+small=${SMALL:-200}
+large=${LARGE:-1200}
+
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# Free ports: ask the kernel, then hand them over (a race only with other port grabbers).
+read -r up out in admin < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(4)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+
+sed "s/19101/$up/; s/19102/$up/" examples/standalone/mesh.yaml >"$dir/mesh.yaml"
+cat >"$dir/bootstrap.yaml" <<EOF
+workload: {name: trip-0, namespace: rides, serviceAccount: trip, labels: {app: trip, version: v1}}
+listeners: {outbound: 127.0.0.1:$out, inbound: 127.0.0.1:$in, admin: 127.0.0.1:$admin}
+app: {address: 127.0.0.1, ports: {http: 9}}
+meshFile: mesh.yaml
+EOF
+
+python3 examples/standalone/upstream.py "$up" billing >"$dir/upstream.log" 2>&1 &
+pids+=($!)
+until curl -fsS -o /dev/null "http://127.0.0.1:$up/" 2>/dev/null; do sleep 0.1; done
+
+# run N: prints the instructions callgrind collected over the proxy's whole life, N requests.
+run() {
+  local n=$1 log="$dir/callgrind-$1.log"
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --bootstrap "$dir/bootstrap.yaml" \
+    >"$log" 2>&1 &
+  local pid=$!
+  local deadline=$((SECONDS + 120))
+  until curl -fsS -o /dev/null "http://127.0.0.1:$admin/ready" 2>/dev/null; do
+    ((SECONDS < deadline)) || { echo "request-cost.sh: the proxy was not ready in 120s:" >&2; cat "$log" >&2; exit 1; }
+    sleep 0.2
+  done
+  # One connection, n requests: curl reuses it for every URL in the list.
+  for _ in $(seq "$n"); do
+    echo "url = \"http://127.0.0.1:$out/api/v1/riders/8f14e45f/trips/latest\""
+    echo 'output = "/dev/null"'
+  done >"$dir/urls"
+  local ok
+  ok=$(curl -s -H 'Host: billing' -K "$dir/urls" -w '%{http_code}\n' | grep -c '^200$' || true)
+  if [ "$ok" != "$n" ]; then
+    echo "request-cost.sh: only $ok of $n requests got 200" >&2
+    exit 1
+  fi
+  kill -TERM "$pid"
+  wait "$pid" || true
+  sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log"
+}
+
+a=$(run "$small")
+b=$(run "$large")
+echo "$bin: $(( (b - a) / (large - small) )) instructions per proxied request (callgrind; $small requests: $a, $large: $b)"
