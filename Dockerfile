@@ -10,15 +10,26 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p trellis-control -p trellis-proxy -p trellis-cli \
- && mkdir -p /out \
- && cp target/release/trellis-control target/release/trellis-proxy target/release/trellis /out/
+ && mkdir -p /out/bin /out/debug \
+ && for b in trellis-control trellis-proxy trellis; do \
+      cp "target/release/$b" "/out/bin/$b" \
+      && objcopy --only-keep-debug "/out/bin/$b" "/out/debug/$b.debug" \
+      && strip --strip-debug --strip-unneeded "/out/bin/$b" \
+      && objcopy --add-gnu-debuglink="/out/debug/$b.debug" "/out/bin/$b"; \
+    done
+
+# The release profile keeps line tables (debug = 1) for perf and backtraces; the image ships
+# stripped binaries, and the debug info stays out of it, linked by name. To get it:
+#   docker build --target debug --output type=local,dest=./trellis-debug .
+FROM scratch AS debug
+COPY --from=build /out/debug/ /
 
 # `trellis-proxy init` needs iptables in the image; everything else is the static-ish binaries.
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/ /usr/local/bin/
+COPY --from=build /out/bin/ /usr/local/bin/
 # Not root by default; the injector sets the proxy's UID (1337) and runs only the init step
 # as root, with NET_ADMIN and NET_RAW.
 USER 65532:65532

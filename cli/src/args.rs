@@ -64,8 +64,8 @@ pub enum Command {
     ProxyConfig(ProxyConfigArgs),
     /// Set an HTTPRoute's backend weights and wait until every affected proxy has ACKed.
     Shift(ShiftArgs),
-    /// Add the Trellis sidecar to the Pods, Deployments, StatefulSets, DaemonSets, Jobs and
-    /// CronJobs of a YAML stream, offline; prints the result (`kubectl apply -f -` it).
+    /// Add the Trellis sidecar to the Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets,
+    /// Jobs and CronJobs of a YAML stream, offline; prints the result (`kubectl apply -f -` it).
     /// `--ca-bundle` must be the cluster's mesh CA (the trellis-ca Secret's tls.crt).
     Inject(InjectArgs),
     /// Print the trellis.dev CustomResourceDefinitions, offline.
