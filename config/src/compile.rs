@@ -2,7 +2,7 @@
 //!
 //! Validation has already run, so lookups that fail here are skipped, never panicked on.
 
-use crate::load::{Doc, MeshConfig};
+use crate::mesh_config::{Doc, MeshConfig, backend_port, find_service};
 use crate::model::*;
 use crate::snapshot::{self, *};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -178,15 +178,7 @@ pub fn content_version(snap: &Snapshot) -> String {
     crate::resources::version_of(split.iter().map(|(k, e)| (k, e.hash.as_str())))
 }
 
-/// FNV-1a over `bytes`: stable across builds and platforms, unlike std's SipHash keys.
-pub fn fnv_hex(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
+pub use crate::resources::fnv_hex;
 
 /// A Service's `trellis.dev/mtls-mode` annotation (checked by validation), else the Mesh's mode.
 fn service_mtls_mode(cfg: &MeshConfig, svc: &Doc<ServiceSpec>) -> MtlsMode {
@@ -464,32 +456,6 @@ fn compile_filter(
             }
         }
     })
-}
-
-pub(crate) fn find_service<'a>(
-    cfg: &'a MeshConfig,
-    ns: &str,
-    name: &str,
-) -> Option<&'a Doc<ServiceSpec>> {
-    cfg.services
-        .iter()
-        .find(|s| s.object.metadata.namespace == ns && s.object.metadata.name == name)
-}
-
-/// A backendRef's port: the one it names, else the parent's port if the backend has it, else
-/// the backend's only port.
-pub(crate) fn backend_port(
-    svc: &Doc<ServiceSpec>,
-    port: Option<u16>,
-    parent_port: u16,
-) -> Option<u16> {
-    let ports = &svc.object.spec.ports;
-    match port {
-        Some(p) => ports.iter().any(|sp| sp.port == p).then_some(p),
-        None if ports.iter().any(|sp| sp.port == parent_port) => Some(parent_port),
-        None if ports.len() == 1 => Some(ports[0].port),
-        None => None,
-    }
 }
 
 fn find_policy<'a>(cx: &'a Ctx<'a>, svc: &Doc<ServiceSpec>) -> Option<&'a Resilience> {

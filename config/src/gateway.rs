@@ -3,7 +3,7 @@
 
 use crate::compile::{Ctx, compile_route, precedence};
 use crate::error::ConfigErrors;
-use crate::load::{Doc, MeshConfig};
+use crate::mesh_config::{Doc, MeshConfig, find_gateway};
 use crate::model::*;
 use crate::snapshot::{Cluster, GatewayEntry, GatewayListenerEntry, GatewayRoute};
 use crate::yaml::abs_line;
@@ -65,12 +65,6 @@ fn hostname_rank(h: &Option<String>) -> (u8, usize) {
 fn listener_attached(p: &ParentRef, l: &GatewayListener) -> bool {
     p.section_name.as_deref().is_none_or(|s| s == l.name.value)
         && p.port.is_none_or(|port| port == l.port)
-}
-
-fn find_gateway<'a>(cfg: &'a MeshConfig, ns: &str, name: &str) -> Option<&'a Doc<GatewaySpec>> {
-    cfg.gateways
-        .iter()
-        .find(|g| g.object.metadata.namespace == ns && g.object.metadata.name == name)
 }
 
 /// Checks every Gateway and every HTTPRoute parentRef that names one.

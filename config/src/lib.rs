@@ -8,6 +8,7 @@ pub mod duration;
 pub mod error;
 mod gateway;
 pub mod load;
+mod mesh_config;
 pub mod model;
 pub mod resources;
 pub mod snapshot;

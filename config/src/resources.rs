@@ -46,17 +46,27 @@ pub fn version_of<'a>(resources: impl Iterator<Item = (&'a Key, &'a str)>) -> St
             buf.extend_from_slice(part);
         }
     }
-    crate::compile::fnv_hex(&buf)
+    fnv_hex(&buf)
 }
 
 /// Encodes one resource body; its hash is what versions are made of.
 pub fn encode<T: Serialize>(v: &T) -> Encoded {
     let body = serde_json::to_vec(v).unwrap_or_default();
-    let hash = crate::compile::fnv_hex(&body);
+    let hash = fnv_hex(&body);
     Encoded {
         body: body.into(),
         hash,
     }
+}
+
+/// FNV-1a over `bytes`: stable across builds and platforms, unlike std's SipHash keys.
+pub fn fnv_hex(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// Splits a snapshot into its resources.
@@ -138,7 +148,7 @@ pub fn assemble<B: AsRef<[u8]>>(set: &BTreeMap<Key, B>, version: &str) -> Result
     }
     let hashes: Vec<(&Key, String)> = set
         .iter()
-        .map(|(k, body)| (k, crate::compile::fnv_hex(body.as_ref())))
+        .map(|(k, body)| (k, fnv_hex(body.as_ref())))
         .collect();
     let actual = version_of(hashes.iter().map(|(k, h)| (*k, h.as_str())));
     if actual != version {

@@ -1,9 +1,8 @@
 //! Cross-document checks: every reference resolves, every value is in range. Each error
 //! names the file, the line, the field and what is allowed.
 
-use crate::compile::{backend_port, find_service};
 use crate::error::ConfigErrors;
-use crate::load::{Doc, MeshConfig};
+use crate::mesh_config::{Doc, MeshConfig, backend_port, find_service};
 use crate::model::*;
 use crate::yaml::abs_line;
 use serde_saphyr::Spanned;
