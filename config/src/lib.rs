@@ -20,4 +20,4 @@ pub use compile::{NodeIdentity, compile};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{Loader, MeshConfig, load_dir_or_file, load_str};
 pub use snapshot::Snapshot;
-pub use yaml::{parse_document, rewrite_document};
+pub use yaml::{RewriteError, parse_document, rewrite_document};
