@@ -213,7 +213,7 @@ pub fn weight_pair(s: &str) -> Result<(String, u32), String> {
     Ok((name.to_string(), weight))
 }
 
-fn timeout(s: &str) -> Result<Duration, String> {
+fn timeout(s: &str) -> Result<Duration, trellis_config::duration::DurationError> {
     trellis_config::duration::parse(s)
 }
 

@@ -2,10 +2,18 @@
 
 use std::time::Duration;
 
+/// A text that is not a Gateway API duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {input:?}: use digits and units h, m, s or ms, e.g. 500ms, 2s, 1m30s")]
+pub struct DurationError {
+    /// The text as given.
+    pub input: String,
+}
+
 /// Parses a Gateway API duration: one or more `<int><unit>` groups, units `h`, `m`, `s`, `ms`.
-pub fn parse(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("invalid duration {s:?}: use digits and units h, m, s or ms, e.g. 500ms, 2s, 1m30s")
+pub fn parse(s: &str) -> Result<Duration, DurationError> {
+    let bad = || DurationError {
+        input: s.to_string(),
     };
     if s.is_empty() {
         return Err(bad());

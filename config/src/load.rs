@@ -1,6 +1,7 @@
 //! Loading mesh YAML: files or a directory of them, into typed documents with their origin.
 
 use crate::error::{ConfigError, ConfigErrors};
+pub use crate::mesh_config::{Doc, MeshConfig};
 use crate::model::*;
 use crate::yaml::{RawDoc, parse_document, split_documents};
 use serde::Deserialize;
@@ -8,38 +9,6 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-
-/// A typed document and where it came from.
-#[derive(Debug, Clone)]
-pub struct Doc<S> {
-    pub file: Arc<str>,
-    /// 1-based line where the document starts.
-    pub line: u64,
-    /// Shared between config generations and the loader's cache; never copied on reload.
-    pub object: Arc<Object<S>>,
-}
-
-impl<S> Doc<S> {
-    /// `namespace/name`.
-    pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.object.metadata.namespace, self.object.metadata.name
-        )
-    }
-}
-
-/// Every document of a mesh configuration, by kind, in load order.
-#[derive(Debug, Clone, Default)]
-pub struct MeshConfig {
-    pub mesh: Option<Doc<MeshSpec>>,
-    pub services: Vec<Doc<ServiceSpec>>,
-    pub workloads: Vec<Doc<WorkloadSpec>>,
-    pub http_routes: Vec<Doc<HttpRouteSpec>>,
-    pub resilience_policies: Vec<Doc<ResiliencePolicySpec>>,
-    pub authorization_policies: Vec<Doc<AuthorizationPolicySpec>>,
-    pub gateways: Vec<Doc<GatewaySpec>>,
-}
 
 /// The kinds Trellis reads, as `(apiVersion, kind)`.
 const KINDS: &[(&str, &str)] = &[

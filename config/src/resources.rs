@@ -46,17 +46,27 @@ pub fn version_of<'a>(resources: impl Iterator<Item = (&'a Key, &'a str)>) -> St
             buf.extend_from_slice(part);
         }
     }
-    crate::compile::fnv_hex(&buf)
+    fnv_hex(&buf)
 }
 
 /// Encodes one resource body; its hash is what versions are made of.
 pub fn encode<T: Serialize>(v: &T) -> Encoded {
     let body = serde_json::to_vec(v).unwrap_or_default();
-    let hash = crate::compile::fnv_hex(&body);
+    let hash = fnv_hex(&body);
     Encoded {
         body: body.into(),
         hash,
     }
+}
+
+/// FNV-1a over `bytes`: stable across builds and platforms, unlike std's SipHash keys.
+pub fn fnv_hex(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// Splits a snapshot into its resources.
@@ -80,16 +90,44 @@ pub fn split(s: &Snapshot) -> BTreeMap<Key, Encoded> {
     out
 }
 
+/// Why a resource set cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    // The parse error is part of the message, so it is not also a `source` (a chain printer
+    // would print it twice).
+    #[error("{kind} {name}: {error}")]
+    Body {
+        kind: String,
+        name: String,
+        error: serde_json::Error,
+    },
+    #[error("unknown resource kind {0:?}; this proxy knows Mesh, Service, Cluster, Gateway")]
+    UnknownKind(String),
+    #[error("the update leaves no Mesh resource")]
+    NoMesh,
+    #[error("route {route} sends to cluster {cluster:?}, which the update does not hold")]
+    MissingCluster { route: String, cluster: String },
+    #[error("the resources hash to {actual}, not to the announced version {announced}")]
+    VersionMismatch { actual: String, announced: String },
+}
+
 /// Rebuilds a snapshot from a complete resource set and checks it against `version`.
 /// Any error means the set cannot be served: a missing Mesh resource, a body that does not
 /// parse, a route to a cluster that is absent, or content that does not hash to `version`.
-pub fn assemble<B: AsRef<[u8]>>(set: &BTreeMap<Key, B>, version: &str) -> Result<Snapshot, String> {
+pub fn assemble<B: AsRef<[u8]>>(
+    set: &BTreeMap<Key, B>,
+    version: &str,
+) -> Result<Snapshot, AssembleError> {
     let mut mesh: Option<MeshResource> = None;
     let mut services = BTreeMap::new();
     let mut clusters = BTreeMap::new();
     let mut gateways = BTreeMap::new();
     for ((kind, name), body) in set {
-        let bad = |e: serde_json::Error| format!("{kind} {name}: {e}");
+        let bad = |error| AssembleError::Body {
+            kind: kind.clone(),
+            name: name.clone(),
+            error,
+        };
         match kind.as_str() {
             MESH => mesh = Some(serde_json::from_slice(body.as_ref()).map_err(bad)?),
             SERVICE => {
@@ -111,13 +149,11 @@ pub fn assemble<B: AsRef<[u8]>>(set: &BTreeMap<Key, B>, version: &str) -> Result
                 );
             }
             other => {
-                return Err(format!(
-                    "unknown resource kind {other:?}; this proxy knows Mesh, Service, Cluster, Gateway"
-                ));
+                return Err(AssembleError::UnknownKind(other.to_string()));
             }
         }
     }
-    let mesh = mesh.ok_or("the update leaves no Mesh resource")?;
+    let mesh = mesh.ok_or(AssembleError::NoMesh)?;
     let service_rules = services
         .values()
         .flat_map(|s| &s.ports)
@@ -129,22 +165,23 @@ pub fn assemble<B: AsRef<[u8]>>(set: &BTreeMap<Key, B>, version: &str) -> Result
     for rule in service_rules.chain(gateway_rules) {
         for b in &rule.backends {
             if !clusters.contains_key(&b.cluster) {
-                return Err(format!(
-                    "route {} sends to cluster {:?}, which the update does not hold",
-                    rule.route, b.cluster
-                ));
+                return Err(AssembleError::MissingCluster {
+                    route: rule.route.clone(),
+                    cluster: b.cluster.clone(),
+                });
             }
         }
     }
     let hashes: Vec<(&Key, String)> = set
         .iter()
-        .map(|(k, body)| (k, crate::compile::fnv_hex(body.as_ref())))
+        .map(|(k, body)| (k, fnv_hex(body.as_ref())))
         .collect();
     let actual = version_of(hashes.iter().map(|(k, h)| (*k, h.as_str())));
     if actual != version {
-        return Err(format!(
-            "the resources hash to {actual}, not to the announced version {version}"
-        ));
+        return Err(AssembleError::VersionMismatch {
+            actual,
+            announced: version.to_string(),
+        });
     }
     Ok(Snapshot {
         version: actual,
@@ -180,11 +217,13 @@ mod tests {
         assert!(
             assemble(&missing, &snap.version)
                 .unwrap_err()
+                .to_string()
                 .contains("does not hold")
         );
         assert!(
             assemble(&set, "0000")
                 .unwrap_err()
+                .to_string()
                 .contains("announced version")
         );
     }

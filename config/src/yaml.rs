@@ -94,27 +94,55 @@ pub(crate) fn abs_line(first_line: u64, loc: &serde_saphyr::Location) -> u64 {
     }
 }
 
+/// Why [`rewrite_document`] left a file as it was. Causes are part of each message, so none
+/// is also a `source` (a chain printer would print it twice).
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error("cannot read {file}: {error}")]
+    Read { file: String, error: std::io::Error },
+    #[error("{file}:{line}: the document moved since it was loaded; retry")]
+    Moved { file: String, line: u64 },
+    #[error("{0}")]
+    Parse(ConfigError),
+    /// The edit's own refusal, in the caller's words.
+    #[error("{0}")]
+    Edit(String),
+    #[error("cannot write YAML: {0}")]
+    Serialize(serde_saphyr::SerializeError),
+    #[error("cannot write {file}: {error}")]
+    Write { file: String, error: std::io::Error },
+    #[error("cannot replace {file}: {error}")]
+    Replace { file: String, error: std::io::Error },
+}
+
 /// Rewrites the one document of `path` that starts at `first_line`, leaving every other
 /// document byte-for-byte. `edit` changes the document as a JSON value; the document is then
 /// written back as YAML (its own comments and layout are not kept). The file is replaced
 /// atomically, by writing a sibling and renaming it over the original.
+///
+/// `edit` reports its refusal as a `String`: that text is the caller's own, and comes back
+/// unchanged as [`RewriteError::Edit`].
 pub fn rewrite_document(
     path: &std::path::Path,
     first_line: u64,
     edit: impl FnOnce(&mut serde_json::Value) -> Result<(), String>,
-) -> Result<(), String> {
+) -> Result<(), RewriteError> {
     let file = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let src = std::fs::read_to_string(path).map_err(|error| RewriteError::Read {
+        file: file.clone(),
+        error,
+    })?;
     let doc = split_documents(&src)
         .into_iter()
         .find(|d| d.first_line == first_line)
-        .ok_or_else(|| {
-            format!("{file}:{first_line}: the document moved since it was loaded; retry")
+        .ok_or_else(|| RewriteError::Moved {
+            file: file.clone(),
+            line: first_line,
         })?;
     let mut value: serde_json::Value =
-        parse_document(&file, doc.text, doc.first_line).map_err(|e| e.to_string())?;
-    edit(&mut value)?;
-    let yaml = serde_saphyr::to_string(&value).map_err(|e| format!("cannot write YAML: {e}"))?;
+        parse_document(&file, doc.text, doc.first_line).map_err(RewriteError::Parse)?;
+    edit(&mut value).map_err(RewriteError::Edit)?;
+    let yaml = serde_saphyr::to_string(&value).map_err(RewriteError::Serialize)?;
     // The document's text is a slice of `src`; splice the new text in its place.
     let start = doc.text.as_ptr() as usize - src.as_ptr() as usize;
     let mut out = String::with_capacity(src.len() + yaml.len());
@@ -125,8 +153,11 @@ pub fn rewrite_document(
     }
     out.push_str(&src[start + doc.text.len()..]);
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, out).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {file}: {e}"))
+    std::fs::write(&tmp, out).map_err(|error| RewriteError::Write {
+        file: tmp.display().to_string(),
+        error,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|error| RewriteError::Replace { file, error })
 }
 
 #[cfg(test)]

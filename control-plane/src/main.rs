@@ -108,7 +108,7 @@ struct Serve {
     ca: CaArgs,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, trellis_config::duration::DurationError> {
     trellis_config::duration::parse(s)
 }
 

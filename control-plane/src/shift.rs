@@ -153,7 +153,7 @@ fn shift_in_file(
         }
         Ok(())
     })
-    .map_err(Status::failed_precondition)?;
+    .map_err(|e| Status::failed_precondition(e.to_string()))?;
     // Apply now rather than wait for the file watcher; it will find nothing new.
     cp.reload().map_err(|e| {
         Status::failed_precondition(format!(

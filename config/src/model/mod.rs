@@ -11,7 +11,6 @@ pub use route::*;
 pub use service::*;
 
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 
 /// Kubernetes object metadata: the subset Trellis reads.
@@ -39,20 +38,6 @@ pub struct Object<S> {
     pub kind: String,
     pub metadata: Metadata,
     pub spec: S,
-}
-
-/// A reference to another object by name, as in Gateway API `targetRef`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[cfg_attr(feature = "kube", derive(serde::Serialize, schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TargetRef {
-    #[serde(default)]
-    pub group: Option<String>,
-    pub kind: String,
-    #[cfg_attr(feature = "kube", schemars(with = "String"))]
-    pub name: Spanned<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
 }
 
 /// The mesh-wide settings: at most one `Mesh` document.

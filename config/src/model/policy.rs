@@ -2,9 +2,23 @@
 //!
 //! The same structs travel inside the compiled snapshot, so they also serialize.
 
-use super::TargetRef;
 use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
 use std::time::Duration;
+
+/// The object a policy attaches to, as in Gateway API policy attachment's `targetRef`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(feature = "kube", derive(serde::Serialize, schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetRef {
+    #[serde(default)]
+    pub group: Option<String>,
+    pub kind: String,
+    #[cfg_attr(feature = "kube", schemars(with = "String"))]
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
 
 /// The `spec` of a `ResiliencePolicy`.
 pub type ResiliencePolicySpec = Resilience;

@@ -1,0 +1,136 @@
+//! Compiling a validated `MeshConfig` into the `Snapshot` of one proxy.
+//!
+//! Validation has already run, so lookups that fail here are skipped, never panicked on.
+
+mod clusters;
+mod context;
+mod gateways;
+mod routes;
+mod services;
+
+use crate::mesh_config::{Doc, MeshConfig};
+use crate::model::*;
+use crate::resources::MeshResource;
+use crate::snapshot::*;
+use context::{Ctx, selects};
+use services::{compile_service, service_mtls_mode};
+use std::collections::BTreeMap;
+
+pub use crate::resources::fnv_hex;
+
+/// Who the snapshot is for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: Option<String>,
+}
+
+/// Builds the snapshot for `node`. Deterministic: equal inputs give equal versions.
+pub fn compile(cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
+    Common::new(cfg).into_snapshot(cfg, node)
+}
+
+/// What every proxy's snapshot shares: all Services with their routes, and all clusters.
+/// Compiled once per config; only the node-specific part differs between proxies.
+pub struct Common {
+    pub services: BTreeMap<String, ServiceEntry>,
+    pub clusters: BTreeMap<String, Cluster>,
+    pub gateways: BTreeMap<String, GatewayEntry>,
+}
+
+impl Common {
+    pub fn new(cfg: &MeshConfig) -> Common {
+        let cx = &Ctx::new(cfg);
+        let mut clusters = BTreeMap::new();
+        let mut services = BTreeMap::new();
+        for svc in &cfg.services {
+            let entry = compile_service(cx, svc, &mut clusters);
+            services.insert(svc.key(), entry);
+        }
+        let gateways = gateways::compile_all(cx, &mut clusters);
+        Common {
+            services,
+            clusters,
+            gateways,
+        }
+    }
+
+    /// The node-specific part of a snapshot: its namespace, the mesh settings, and the
+    /// Services it serves.
+    pub fn mesh_resource(cfg: &MeshConfig, node: &NodeIdentity) -> MeshResource {
+        let serving: Vec<&Doc<ServiceSpec>> = cfg
+            .services
+            .iter()
+            .filter(|s| {
+                s.object.metadata.namespace == node.namespace
+                    && selects(&s.object.spec.selector, &node.labels)
+            })
+            .collect();
+        let inbound_services: Vec<String> = serving.iter().map(|s| s.key()).collect();
+        let mesh = cfg
+            .mesh
+            .as_ref()
+            .map(|m| m.object.spec.clone())
+            .unwrap_or_default();
+        let inbound_mtls_mode = match serving.as_slice() {
+            [] => mesh.mtls.mode,
+            some => some
+                .iter()
+                .map(|s| service_mtls_mode(cfg, s))
+                .fold(MtlsMode::Disabled, MtlsMode::strictest),
+        };
+        let authorization = cfg
+            .authorization_policies
+            .iter()
+            .filter_map(|p| {
+                let ns = &p.object.metadata.namespace;
+                let service = format!("{ns}/{}", p.object.spec.target_ref.name.value);
+                inbound_services.contains(&service).then(|| InboundPolicy {
+                    name: p.key(),
+                    service,
+                    action: p.object.spec.action,
+                    rules: p.object.spec.rules.clone(),
+                })
+            })
+            .collect();
+        MeshResource {
+            node: NodeInfo {
+                namespace: node.namespace.clone(),
+            },
+            mesh: MeshInfo {
+                trust_domain: mesh.trust_domain,
+                mtls_mode: mesh.mtls.mode,
+                inbound_mtls_mode,
+                authorization,
+                outbound_traffic_policy: mesh.outbound_traffic_policy.mode,
+                path_normalization: mesh.path_normalization,
+            },
+            inbound_services,
+        }
+    }
+
+    /// The whole snapshot for `node`, taking the shared parts rather than copying them.
+    pub fn into_snapshot(self, cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
+        let m = Self::mesh_resource(cfg, node);
+        let mut snap = Snapshot {
+            version: String::new(),
+            node: m.node,
+            mesh: m.mesh,
+            services: self.services,
+            clusters: self.clusters,
+            inbound_services: m.inbound_services,
+            gateways: self.gateways,
+        };
+        snap.version = content_version(&snap);
+        snap
+    }
+}
+
+/// The snapshot's version: a hash over its resources' keys and content hashes, so the
+/// control plane can version a snapshot from shared, already-hashed parts.
+pub fn content_version(snap: &Snapshot) -> String {
+    let split = crate::resources::split(snap);
+    crate::resources::version_of(split.iter().map(|(k, e)| (k, e.hash.as_str())))
+}

@@ -1,0 +1,105 @@
+//! Compiling each Service port: its HTTPRoutes in precedence order, or a route to itself.
+
+use super::clusters::ensure_cluster;
+use super::context::Ctx;
+use super::routes::{compile_route, precedence};
+use crate::mesh_config::{Doc, MeshConfig};
+use crate::model::*;
+use crate::snapshot::*;
+use std::collections::BTreeMap;
+
+/// A Service's `trellis.dev/mtls-mode` annotation (checked by validation), else the Mesh's mode.
+pub(super) fn service_mtls_mode(cfg: &MeshConfig, svc: &Doc<ServiceSpec>) -> MtlsMode {
+    svc.object
+        .metadata
+        .annotations
+        .get(MTLS_MODE_ANNOTATION)
+        .and_then(|v| MtlsMode::parse(v))
+        .unwrap_or_else(|| {
+            cfg.mesh
+                .as_ref()
+                .map(|m| m.object.spec.mtls.mode)
+                .unwrap_or_default()
+        })
+}
+
+pub(super) fn compile_service(
+    cx: &Ctx<'_>,
+    svc: &Doc<ServiceSpec>,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> ServiceEntry {
+    let cfg = cx.cfg;
+    let meta = &svc.object.metadata;
+    let mut ports = Vec::new();
+    for p in &svc.object.spec.ports {
+        let protocol = p.app_protocol.unwrap_or_default();
+        let attached: Vec<&Doc<HttpRouteSpec>> = cfg
+            .http_routes
+            .iter()
+            .filter(|r| {
+                r.object.spec.parent_refs.iter().any(|pr| {
+                    pr.name.value == meta.name
+                        && pr
+                            .namespace
+                            .as_deref()
+                            .unwrap_or(&r.object.metadata.namespace)
+                            == meta.namespace
+                        && pr.port.is_none_or(|port| port == p.port)
+                })
+            })
+            .collect();
+        let mut routes = Vec::new();
+        if attached.is_empty() || protocol == AppProtocol::Tcp {
+            // A Service with no HTTPRoute routes to itself.
+            let cluster = ensure_cluster(cx, svc, p.port, None, clusters);
+            routes.push(RouteRule {
+                route: format!("{}/{}", meta.namespace, meta.name),
+                rule_index: 0,
+                matches: RouteMatch {
+                    path_type: PathMatchType::PathPrefix,
+                    path: "/".into(),
+                    headers: vec![],
+                    query_params: vec![],
+                    method: None,
+                },
+                filters: vec![],
+                backends: cluster
+                    .into_iter()
+                    .map(|c| WeightedBackend {
+                        cluster: c,
+                        weight: 1,
+                        filters: vec![],
+                    })
+                    .collect(),
+                timeouts: Timeouts::default(),
+            });
+        } else {
+            let mut sorted = attached.clone();
+            // Gateway API breaks ties by creation time, then by namespace/name; files have no
+            // creation time, so namespace/name decides.
+            sorted.sort_by_key(|r| r.key());
+            for r in sorted {
+                compile_route(cx, Some(svc), p.port, r, clusters, &mut routes);
+            }
+            routes.sort_by_key(|r| std::cmp::Reverse(precedence(&r.matches)));
+        }
+        ports.push(PortEntry {
+            port: p.port,
+            name: p.name.clone(),
+            protocol,
+            target_port: p.target_port.as_ref().map(|t| match &t.value {
+                IntOrString::Int(n) => TargetPort::Number(*n),
+                IntOrString::Str(s) => TargetPort::Name(s.clone()),
+            }),
+            routes,
+            has_http_route: !attached.is_empty() && protocol != AppProtocol::Tcp,
+        });
+    }
+    ServiceEntry {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        mtls_mode: service_mtls_mode(cfg, svc),
+        ports,
+        cluster_ip: svc.object.spec.cluster_ip(),
+    }
+}

@@ -1,0 +1,126 @@
+//! HTTPRoute filters: each has its settings, valid header names, path rewrites that fit the
+//! rule's matches, and allowed redirect codes, schemes and mirror percents.
+
+use super::origin::Origin;
+use super::references::check_backend;
+use crate::error::ConfigErrors;
+use crate::mesh_config::MeshConfig;
+use crate::model::*;
+
+pub(super) fn http_header_name_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn check_filter(
+    cfg: &MeshConfig,
+    c: &Origin<'_>,
+    ns: &str,
+    parent_port: u16,
+    f: &str,
+    flt: &HttpRouteFilter,
+    prefix_match: bool,
+    errs: &mut ConfigErrors,
+) {
+    let (field, present) = match flt.kind {
+        FilterType::RequestHeaderModifier => (
+            "requestHeaderModifier",
+            flt.request_header_modifier.is_some(),
+        ),
+        FilterType::ResponseHeaderModifier => (
+            "responseHeaderModifier",
+            flt.response_header_modifier.is_some(),
+        ),
+        FilterType::URLRewrite => ("urlRewrite", flt.url_rewrite.is_some()),
+        FilterType::RequestRedirect => ("requestRedirect", flt.request_redirect.is_some()),
+        FilterType::RequestMirror => ("requestMirror", flt.request_mirror.is_some()),
+    };
+    if !present {
+        c.doc(
+            errs,
+            format!("{f}.{field}"),
+            format!("type {:?} needs its {field} field", flt.kind),
+        );
+        return;
+    }
+    for m in [&flt.request_header_modifier, &flt.response_header_modifier]
+        .into_iter()
+        .flatten()
+    {
+        for h in m.set.iter().chain(&m.add).map(|h| &h.name).chain(&m.remove) {
+            if http_header_name_invalid(h) {
+                c.doc(
+                    errs,
+                    format!("{f}.{field}"),
+                    format!("{h:?} is not a valid header name"),
+                );
+            }
+        }
+    }
+    let path = flt
+        .url_rewrite
+        .as_ref()
+        .and_then(|r| r.path.as_ref())
+        .or(flt.request_redirect.as_ref().and_then(|r| r.path.as_ref()));
+    if let Some(p) = path {
+        let ok = match p.kind {
+            PathModifierType::ReplaceFullPath => p.replace_full_path.is_some(),
+            PathModifierType::ReplacePrefixMatch => p.replace_prefix_match.is_some(),
+        };
+        if !ok {
+            c.doc(
+                errs,
+                format!("{f}.{field}.path"),
+                format!(
+                    "type {:?} needs its value field (replaceFullPath or replacePrefixMatch)",
+                    p.kind
+                ),
+            );
+        }
+        if p.kind == PathModifierType::ReplacePrefixMatch && !prefix_match {
+            c.doc(
+                errs,
+                format!("{f}.{field}.path"),
+                "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match",
+            );
+        }
+    }
+    if let Some(r) = &flt.request_redirect {
+        if let Some(code) = r.status_code
+            && ![301, 302, 303, 307, 308].contains(&code)
+        {
+            c.doc(
+                errs,
+                format!("{f}.requestRedirect.statusCode"),
+                format!("{code} is not allowed; allowed: 301, 302, 303, 307, 308"),
+            );
+        }
+        if let Some(s) = &r.scheme
+            && s != "http"
+            && s != "https"
+        {
+            c.doc(
+                errs,
+                format!("{f}.requestRedirect.scheme"),
+                format!("{s:?} is not allowed; allowed: http, https"),
+            );
+        }
+    }
+    if let Some(m) = &flt.request_mirror {
+        check_backend(
+            cfg,
+            c,
+            ns,
+            parent_port,
+            &format!("{f}.requestMirror.backendRef"),
+            &m.backend_ref,
+            errs,
+        );
+        if m.percent.is_some_and(|p| p > 100) {
+            c.doc(errs, format!("{f}.requestMirror.percent"), "must be 0-100");
+        }
+    }
+}
