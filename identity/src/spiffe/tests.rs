@@ -1,3 +1,5 @@
+//! SPIFFE IDs against Kubernetes naming rules, and server names for names DNS cannot hold.
+
 use super::*;
 
 const TD: &str = "trellis.local";

@@ -133,8 +133,8 @@ fn request(kind: Kind) -> DiscoveryRequest {
 enum UpdateError {
     #[error("a resource without a key")]
     NoKey,
-    #[error("{0}")]
-    Assemble(String),
+    #[error(transparent)]
+    Assemble(#[from] trellis_config::resources::AssembleError),
     #[error(transparent)]
     Build(#[from] super::registry::BuildError),
 }
@@ -157,8 +157,7 @@ fn apply(
         let key = r.key.as_ref().ok_or(UpdateError::NoKey)?;
         next.insert((key.kind.clone(), key.name.clone()), r.body.clone());
     }
-    let snapshot =
-        assemble(&next, &update.version).map_err(|e| UpdateError::Assemble(e.to_string()))?;
+    let snapshot = assemble(&next, &update.version)?;
     if shared.config.apply(snapshot, &shared.metrics)? {
         shared.metrics.config_applied(&update.version);
         tracing::info!(version = %update.version, "config applied");

@@ -1,3 +1,5 @@
+//! Normalization by example: every mode on the spellings that matter, and idempotence.
+
 use super::*;
 
 fn modes(
