@@ -3,7 +3,7 @@
 //! loader and validation as files: one model, one set of errors.
 
 use crate::inject::INBOUND_PORT;
-use crate::inject::overrides::INJECTED;
+use crate::inject::INJECTED;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
