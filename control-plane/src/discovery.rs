@@ -2,7 +2,7 @@
 //! pushes the delta between what it last sent and the proxy's current snapshot, and records
 //! the ACK or NACK that answers each push.
 
-use crate::ControlPlane;
+use crate::state::ControlPlane;
 use crate::world::{Compiled, World};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! at half its lifetime, and the acceptor that puts the gRPC port behind it. Proxies check it
 //! against the bootstrap's `caBundle`.
 
+use super::authority::Authority;
 use super::ca::Ca;
 use rustls::ServerConfig;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -154,11 +155,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Permitted<S> {
 }
 
 /// Keeps the serving certificate fresh: renews at half its lifetime.
-pub fn renew_in_background(
-    ca: Arc<super::Authority>,
-    names: Vec<String>,
-    current: Arc<CurrentCert>,
-) {
+pub fn renew_in_background(ca: Arc<Authority>, names: Vec<String>, current: Arc<CurrentCert>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(SERVING_TTL / 2).await;

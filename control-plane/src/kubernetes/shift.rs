@@ -72,8 +72,8 @@ pub async fn shift(
     weights: &HashMap<String, u32>,
 ) -> Result<DynamicObject, String> {
     let (resource, plural) = match kind {
-        "GRPCRoute" => (super::grpc_route_resource(), "grpcroutes"),
-        _ => (super::http_route_resource(), "httproutes"),
+        "GRPCRoute" => (super::kinds::grpc_route_resource(), "grpcroutes"),
+        _ => (super::kinds::http_route_resource(), "httproutes"),
     };
     let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &resource);
     let current = api
