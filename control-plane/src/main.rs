@@ -247,8 +247,10 @@ async fn in_cluster(
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot reach the Kubernetes API: {e}; --kubernetes runs in a cluster or with a kubeconfig")
     })?;
-    let ca = cluster_ca::load_or_create(client.clone(), &args.namespace).await?;
-    opts.ca = cluster_ca::write_files(&ca, &args.ca.state_dir)?;
+    let ca = cluster_ca::load_or_create(client.clone(), &args.namespace)
+        .await
+        .map_err(|e| e.to_string())?;
+    opts.ca = cluster_ca::write_files(&ca, &args.ca.state_dir).map_err(|e| e.to_string())?;
     let service = format!("trellis-control.{}.svc", args.namespace);
     let names = vec![service.clone(), format!("{service}.cluster.local")];
     let (chain, key) = cluster_ca::issue_serving_cert(&ca, &names)

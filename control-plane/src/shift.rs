@@ -181,7 +181,7 @@ async fn shift_in_cluster(
     let kind = crate::kubernetes::cluster::kind_of(file);
     crate::kubernetes::shift::shift(client, kind, ns, name, weights)
         .await
-        .map_err(Status::failed_precondition)?;
+        .map_err(|e| Status::failed_precondition(e.to_string()))?;
     loop {
         let applied = cp.world().is_some_and(|w| {
             w.config.http_routes.iter().any(|r| {

@@ -51,7 +51,9 @@ pub enum StartError {
     #[error("mesh CA: {0}")]
     Ca(#[from] identity::ca::CaError),
     #[error("TLS: {0}")]
-    Tls(String),
+    ServingCert(#[from] identity::serving::ServingCertError),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
     #[error("cannot watch {path}: {source}")]
     Watch { path: String, source: notify::Error },
 }
@@ -94,10 +96,8 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
         http.local_addr().expect("bound"),
     );
     let serving = Arc::new(trellis_identity::CurrentCert::default());
-    identity::serving::issue(&authority.ca, &opts.server_names, &serving)
-        .map_err(StartError::Tls)?;
-    let tls = identity::serving::server_config(serving.clone(), &authority.ca.roots)
-        .map_err(|e| StartError::Tls(e.to_string()))?;
+    identity::serving::issue(&authority.ca, &opts.server_names, &serving)?;
+    let tls = identity::serving::server_config(serving.clone(), &authority.ca.roots)?;
     let cp = Arc::new(ControlPlane::new(opts, authority));
     identity::serving::renew_in_background(
         cp.authority.clone(),
