@@ -4,6 +4,7 @@
 
 pub mod ca;
 pub(crate) mod cluster;
+pub mod in_cluster;
 pub(crate) mod kinds;
 pub(crate) mod shift;
 pub mod status;
