@@ -17,7 +17,7 @@ use sidecar::{INIT_CONTAINER, PROXY_CONTAINER};
 pub use config::InjectConfig;
 pub use error::InjectError;
 pub(crate) use overrides::INJECTED;
-pub use sidecar::{INBOUND_PORT, TOKEN_AUDIENCE};
+pub(crate) use sidecar::{INBOUND_PORT, TOKEN_AUDIENCE};
 
 /// What `inject_pod` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

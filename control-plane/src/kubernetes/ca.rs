@@ -1,8 +1,9 @@
-//! The CA in the cluster: one Secret (`trellis-system/trellis-ca`, type kubernetes.io/tls)
-//! that every replica shares. The first replica to start creates it; the others read it.
-//! Each replica issues itself the injector's serving certificate from it and publishes the
-//! CA certificate as the MutatingWebhookConfiguration's caBundle and in the ConfigMap
-//! `trellis-ca-root`, for the gateway.
+//! The CA in the cluster: one Secret (`trellis-system/trellis-ca`) that every replica shares,
+//! the injector's serving certificate issued from it, and the CA certificate published as the
+//! webhook's caBundle and in the ConfigMap `trellis-ca-root` (for the gateway).
+
+// The first replica to start creates the Secret; the others, and any that lose the race to
+// create it, read it, so that every replica signs with one CA.
 
 use crate::identity::ca::{CaError, CaSource};
 use k8s_openapi::ByteString;

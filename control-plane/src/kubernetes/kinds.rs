@@ -24,19 +24,19 @@ pub const TRELLIS_KINDS: [(&str, &str); 4] = [
 
 /// The Gateway API `HTTPRoute`, read untyped: its spec goes to the loader as written.
 pub fn http_route_resource() -> ApiResource {
-    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let gvk = GroupVersionKind::gvk(GATEWAY_GROUP, "v1", "HTTPRoute");
     ApiResource::from_gvk_with_plural(&gvk, "httproutes")
 }
 
 /// The Gateway API `GRPCRoute` (v1 since Gateway API v1.1), read untyped and translated.
 pub fn grpc_route_resource() -> ApiResource {
-    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "GRPCRoute");
+    let gvk = GroupVersionKind::gvk(GATEWAY_GROUP, "v1", "GRPCRoute");
     ApiResource::from_gvk_with_plural(&gvk, "grpcroutes")
 }
 
 /// The Gateway API `Gateway`; those of class `trellis` are served by the trellis gateway.
 pub fn gateway_resource() -> ApiResource {
-    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway");
+    let gvk = GroupVersionKind::gvk(GATEWAY_GROUP, "v1", "Gateway");
     ApiResource::from_gvk_with_plural(&gvk, "gateways")
 }
 

@@ -7,5 +7,6 @@ mod patches;
 mod write;
 
 pub(crate) use condition::now;
-pub use patches::{Inputs, StatusPatch, patches};
+pub(crate) use patches::Inputs;
+pub use patches::{StatusPatch, patches};
 pub(crate) use write::write;

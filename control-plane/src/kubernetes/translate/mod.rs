@@ -67,16 +67,6 @@ pub struct Translation {
     pub held_back: BTreeMap<String, HeldBack>,
 }
 
-/// Every document as `(source name, text)`, sorted by name so the result is stable.
-pub fn documents(state: &ClusterState) -> Vec<(String, String)> {
-    Translator::default()
-        .documents(state)
-        .0
-        .into_iter()
-        .map(|(n, t)| (n, t.to_string()))
-        .collect()
-}
-
 /// A rendered document (`None`: the object makes no document) and what it was made from.
 type Rendered = (String, Option<Arc<str>>);
 
