@@ -176,7 +176,7 @@ fn check(cli: &Cli) -> Result<(), String> {
 
 /// Normalises `--control-plane`: a bare `host:port` gets `https://` in front.
 pub fn control_plane_address(s: &str) -> Result<String, String> {
-    trellis_proto::connect::normalize(s)
+    trellis_proto::connect::normalize(s).map_err(|e| e.to_string())
 }
 
 /// Checks a `namespace/name` HTTPRoute reference.

@@ -1,6 +1,6 @@
 //! The admin gRPC API behind the `trellis` CLI: status, proxy config, routes and shift.
 
-use crate::ControlPlane;
+use crate::state::ControlPlane;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use tonic::{Request, Response, Status};

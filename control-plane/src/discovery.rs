@@ -2,7 +2,7 @@
 //! pushes the delta between what it last sent and the proxy's current snapshot, and records
 //! the ACK or NACK that answers each push.
 
-use crate::ControlPlane;
+use crate::state::ControlPlane;
 use crate::world::{Compiled, World};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ impl Discovery for DiscoveryService {
         let node = subscribe
             .node
             .ok_or_else(|| refuse("Subscribe has no node".into()))?;
-        let identity = check_node(&node).map_err(refuse)?;
+        let identity = check_node(&node).map_err(|e| refuse(e.to_string()))?;
         let cp = self.0.clone();
         let id = cp.registry.connect(node.clone(), identity.clone());
         cp.metrics.connected_proxies.inc();
@@ -76,24 +76,32 @@ impl Discovery for DiscoveryService {
     }
 }
 
+/// Why a Subscribe's node is refused. The message goes back to the proxy as the status.
+#[derive(Debug, thiserror::Error)]
+enum NodeError {
+    #[error("node.workload {0:?} must be a DNS name")]
+    Workload(String),
+    #[error("node.namespace {0:?} must be a DNS name")]
+    Namespace(String),
+    #[error("node.inbound {0:?} must be ip:port")]
+    Inbound(String),
+}
+
 /// A node must name itself and say where its inbound listener is.
-fn check_node(n: &Node) -> Result<NodeIdentity, String> {
+fn check_node(n: &Node) -> Result<NodeIdentity, NodeError> {
     let dns = |s: &str| {
         !s.is_empty()
             && s.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
     };
     if !dns(&n.workload) {
-        return Err(format!("node.workload {:?} must be a DNS name", n.workload));
+        return Err(NodeError::Workload(n.workload.clone()));
     }
     if !dns(&n.namespace) {
-        return Err(format!(
-            "node.namespace {:?} must be a DNS name",
-            n.namespace
-        ));
+        return Err(NodeError::Namespace(n.namespace.clone()));
     }
     if n.inbound.parse::<SocketAddr>().is_err() {
-        return Err(format!("node.inbound {:?} must be ip:port", n.inbound));
+        return Err(NodeError::Inbound(n.inbound.clone()));
     }
     Ok(NodeIdentity {
         name: n.workload.clone(),

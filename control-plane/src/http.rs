@@ -1,6 +1,6 @@
 //! The HTTP port (15014): `/ready` once a valid config is loaded, and `/metrics`.
 
-use crate::ControlPlane;
+use crate::state::ControlPlane;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;

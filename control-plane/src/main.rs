@@ -6,11 +6,9 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 use trellis_control::identity::ca::{Ca, CaSource};
-use trellis_control::inject::{InjectConfig, webhook};
-use trellis_control::kubernetes::ca as cluster_ca;
+use trellis_control::kubernetes::in_cluster;
 
 /// The Trellis control plane.
 #[derive(Parser)]
@@ -200,10 +198,17 @@ fn serve(args: Serve) -> ExitCode {
         };
         let mut _webhook = None;
         let source = if args.kubernetes {
-            match in_cluster(&args, &mut opts).await {
-                Ok((client, webhook)) => {
-                    _webhook = Some(webhook);
-                    trellis_control::Source::Kubernetes(client)
+            let prepared = in_cluster::prepare(
+                &args.namespace,
+                &args.ca.state_dir,
+                args.webhook_addr,
+                args.proxy_image.as_deref(),
+            );
+            match prepared.await {
+                Ok(c) => {
+                    opts.ca = c.ca;
+                    _webhook = Some(c.webhook);
+                    trellis_control::Source::Kubernetes(c.client)
                 }
                 Err(e) => {
                     eprintln!("trellis-control: {e}");
@@ -235,47 +240,4 @@ fn serve(args: Serve) -> ExitCode {
         tracing::info!("stopping");
         ExitCode::SUCCESS
     })
-}
-
-/// Kubernetes mode: the CA from the shared Secret (written to the state dir for the
-/// identity module), the webhook's certificate from it, the caBundle published, and the
-/// webhook listening.
-async fn in_cluster(
-    args: &Serve,
-    opts: &mut trellis_control::Options,
-) -> Result<(kube::Client, tokio::task::JoinHandle<()>), String> {
-    let client = kube::Client::try_default().await.map_err(|e| {
-        format!("cannot reach the Kubernetes API: {e}; --kubernetes runs in a cluster or with a kubeconfig")
-    })?;
-    let ca = cluster_ca::load_or_create(client.clone(), &args.namespace).await?;
-    opts.ca = cluster_ca::write_files(&ca, &args.ca.state_dir)?;
-    let service = format!("trellis-control.{}.svc", args.namespace);
-    let names = vec![service.clone(), format!("{service}.cluster.local")];
-    let (chain, key) = cluster_ca::issue_serving_cert(&ca, &names)
-        .map_err(|e| format!("cannot issue the webhook certificate: {e}"))?;
-    if let Err(e) = cluster_ca::publish_ca_bundle(client.clone(), &ca.cert).await {
-        // Injection fails until this succeeds; say so, but keep serving the mesh.
-        tracing::error!("{e}; pods in injected namespaces cannot be created until it is set");
-    }
-    if let Err(e) = cluster_ca::publish_ca_root(client.clone(), &args.namespace, &ca.cert).await {
-        tracing::error!("{e}; the trellis gateway cannot start until it exists");
-    }
-    let tls = webhook::acceptor(chain.as_bytes(), key.as_bytes()).map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(args.webhook_addr)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on {} for the webhook: {e}; set --webhook-addr",
-                args.webhook_addr
-            )
-        })?;
-    let mut cfg = InjectConfig::default();
-    if let Some(image) = &args.proxy_image {
-        cfg.proxy_image = image.clone();
-    }
-    cfg.control_plane = format!("https://{service}:15010");
-    cfg.ca_bundle = Some(ca.cert.clone());
-    tracing::info!(addr = %args.webhook_addr, "injector webhook listening");
-    let task = tokio::spawn(webhook::serve(listener, tls, Arc::new(cfg)));
-    Ok((client, task))
 }

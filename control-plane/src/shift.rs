@@ -1,13 +1,15 @@
 //! `trellis shift`: set an HTTPRoute's backend weights, write the change back to the YAML
 //! document it came from, and wait until every affected proxy has ACKed it.
 
-use crate::ControlPlane;
+use crate::state::ControlPlane;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tonic::Status;
 use trellis_proto::v1::ShiftResponse;
 
+/// Sets `route`'s backend weights where it came from (its file, or the cluster) and waits
+/// until every proxy whose config it changes has ACKed, or `timeout` has passed.
 pub async fn shift(
     cp: &ControlPlane,
     route: &str,
@@ -176,10 +178,10 @@ async fn shift_in_cluster(
         Status::failed_precondition("the route came from Kubernetes but no client is set")
     })?;
     let (ns, name) = route.split_once('/').unwrap_or(("default", route));
-    let kind = crate::kubernetes::translate::kind_of(file);
+    let kind = crate::kubernetes::cluster::kind_of(file);
     crate::kubernetes::shift::shift(client, kind, ns, name, weights)
         .await
-        .map_err(Status::failed_precondition)?;
+        .map_err(|e| Status::failed_precondition(e.to_string()))?;
     loop {
         let applied = cp.world().is_some_and(|w| {
             w.config.http_routes.iter().any(|r| {

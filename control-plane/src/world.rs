@@ -1,7 +1,9 @@
 //! One generation of the mesh as proxies see it: the valid config plus the proxies that
-//! registered themselves. What every proxy shares (Services, routes, clusters) is compiled
-//! and encoded once per generation; each kind of proxy (namespace and labels) adds only its
-//! small Mesh resource, so 1,000 proxies of 10 kinds cost one compilation and 10 small ones.
+//! registered themselves, compiled for each kind of proxy that asks.
+
+// What every proxy shares (Services, routes, clusters) is compiled and encoded once per
+// generation; each kind of proxy (namespace and labels) adds only its small Mesh resource, so
+// 1,000 proxies of 10 kinds cost one compilation and 10 small ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

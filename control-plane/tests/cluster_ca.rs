@@ -200,7 +200,8 @@ async fn a_secret_without_its_key_is_an_error_that_says_what_to_do() {
     let e = ca::load_or_create(client(server.clone()), "trellis-system")
         .await
         .err()
-        .expect("an error");
+        .expect("an error")
+        .to_string();
     assert!(e.contains("tls.key"), "{e}");
     assert!(e.contains("delete it"), "{e}");
     assert_eq!(server.lock().unwrap().creates, 0, "never overwritten");

@@ -141,7 +141,7 @@ impl Ca {
     /// Signs a leaf for `id`, valid for `ttl`, with the public key of a CSR. The CSR's own
     /// signature is checked; everything else it asks for is ignored: the CA decides what a
     /// leaf says. Returns the PEM chain (leaf first) and the expiry in Unix seconds.
-    pub fn sign_csr(
+    pub(crate) fn sign_csr(
         &self,
         csr: &CertificateSigningRequestParams,
         id: &SpiffeId,
@@ -256,7 +256,7 @@ fn generate_root(dir: &Path, cert: &Path, key_path: &Path) -> Result<(), CaError
 /// A new self-signed mesh root, ten years (rotating it is an operator's act): `(certificate
 /// PEM, private key PEM)`. The one root generator, for the state directory and for the
 /// cluster's CA Secret.
-pub fn new_root() -> Result<(String, String), CaError> {
+pub(crate) fn new_root() -> Result<(String, String), CaError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();

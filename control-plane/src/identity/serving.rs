@@ -2,7 +2,8 @@
 //! at half its lifetime, and the acceptor that puts the gRPC port behind it. Proxies check it
 //! against the bootstrap's `caBundle`.
 
-use super::ca::Ca;
+use super::authority::Authority;
+use super::ca::{Ca, CaError};
 use rustls::ServerConfig;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::pin::Pin;
@@ -15,20 +16,30 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use trellis_identity::cert::parse_pem_chain;
-use trellis_identity::{CurrentCert, certified_key, provider};
+use trellis_identity::{CertError, CurrentCert, certified_key, provider};
 use trellis_proto::listen::{ConnectionPermit, Listener};
 
 /// Lifetime of the control plane's serving certificate.
 const SERVING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-pub fn issue(ca: &Ca, names: &[String], current: &CurrentCert) -> Result<(), String> {
-    let (chain, key) = ca
-        .sign_server(names, SERVING_TTL)
-        .map_err(|e| e.to_string())?;
-    let chain = parse_pem_chain(chain.join("").as_bytes(), "serving certificate")
-        .map_err(|e| e.to_string())?;
+/// Why the control plane could not issue itself a serving certificate. Each message is the
+/// failing step's own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServingCertError {
+    #[error(transparent)]
+    Sign(#[from] CaError),
+    #[error(transparent)]
+    Chain(#[from] CertError),
+    #[error(transparent)]
+    Key(#[from] rustls::Error),
+}
+
+/// Signs a serving certificate for `names` with `ca` and makes it the one `current` serves.
+pub fn issue(ca: &Ca, names: &[String], current: &CurrentCert) -> Result<(), ServingCertError> {
+    let (chain, key) = ca.sign_server(names, SERVING_TTL)?;
+    let chain = parse_pem_chain(chain.join("").as_bytes(), "serving certificate")?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    current.set(certified_key(chain, key).map_err(|e| e.to_string())?);
+    current.set(certified_key(chain, key)?);
     Ok(())
 }
 
@@ -154,11 +165,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Permitted<S> {
 }
 
 /// Keeps the serving certificate fresh: renews at half its lifetime.
-pub fn renew_in_background(
-    ca: Arc<super::Authority>,
-    names: Vec<String>,
-    current: Arc<CurrentCert>,
-) {
+pub fn renew_in_background(ca: Arc<Authority>, names: Vec<String>, current: Arc<CurrentCert>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(SERVING_TTL / 2).await;

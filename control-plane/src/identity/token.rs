@@ -1,8 +1,9 @@
 //! Join tokens: `trellis-control token create --service-account rides/trip` mints one, and a
-//! proxy in file mode trades it (with a CSR) for its certificate. A token is
-//! `trellis1.<claims>.<mac>`, both parts unpadded base64url; the MAC is HMAC-SHA256 under a
-//! key derived from the CA's private key, so anyone holding the CA (every replica) can check
-//! it and nobody else can mint one.
+//! proxy in file mode trades it (with a CSR) for its certificate.
+
+// A token is `trellis1.<claims>.<mac>`, both parts unpadded base64url; the MAC is HMAC-SHA256
+// under a key derived from the CA's private key, so anyone holding the CA (every replica) can
+// check it and nobody else can mint one.
 
 use super::proof::{IdentityProof, ProofError, ServiceAccount};
 use aws_lc_rs::{digest, hmac};

@@ -31,7 +31,7 @@ pub fn review(body: &[u8], cfg: &InjectConfig) -> Vec<u8> {
 }
 
 /// The decision for one request.
-pub fn respond(req: &AdmissionRequest<Pod>, cfg: &InjectConfig) -> AdmissionResponse {
+pub(crate) fn respond(req: &AdmissionRequest<Pod>, cfg: &InjectConfig) -> AdmissionResponse {
     let allow = AdmissionResponse::from(req);
     let Some(pod) = &req.object else {
         return allow; // a DELETE, or a kind we were not asked about
@@ -60,7 +60,7 @@ fn deny(resp: AdmissionResponse, message: &str) -> AdmissionResponse {
 
 /// The JSONPatch from `before` to `after`, written as the few inserts and replaces the
 /// injector makes, so fields of the user's objects this build does not know are kept.
-pub fn pod_patch(before: &Pod, after: &Pod) -> Patch {
+pub(crate) fn pod_patch(before: &Pod, after: &Pod) -> Patch {
     let mut ops = Vec::new();
     let ptr = |tokens: &[&str]| PointerBuf::from_tokens(tokens.iter().copied());
     let add = |path: PointerBuf, value: Value| PatchOperation::Add(AddOperation { path, value });

@@ -2,54 +2,22 @@
 //! webhook (`admission`, `webhook`) and by `trellis inject -f FILE` (`manifest`).
 
 pub mod admission;
+mod config;
+mod error;
 pub mod manifest;
-pub mod overrides;
+pub(crate) mod overrides;
 mod probes;
 mod sidecar;
 pub mod webhook;
 
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sidecar::{INIT_CONTAINER, PROXY_CONTAINER};
 
-pub use sidecar::{INBOUND_PORT, TOKEN_AUDIENCE};
-
-/// The container names the injector adds; a pod that already has one is already injected.
-pub const INIT_CONTAINER: &str = "trellis-init";
-pub const PROXY_CONTAINER: &str = "trellis-proxy";
-
-/// What the injector puts into pods, from the control plane's flags.
-#[derive(Debug, Clone)]
-pub struct InjectConfig {
-    /// The image holding `trellis-proxy` (both the init step and the sidecar run it).
-    pub proxy_image: String,
-    /// Where proxies reach the control plane's discovery and identity gRPC.
-    pub control_plane: String,
-    /// The UID the proxy runs as; `trellis-proxy init` exempts its traffic from redirection.
-    pub proxy_uid: i64,
-    pub cpu_request: String,
-    pub memory_request: String,
-    pub memory_limit: String,
-    pub log_level: String,
-    /// The mesh CA certificate (PEM), given to the proxy as `TRELLIS_CA_BUNDLE` so it can
-    /// verify the control plane. The webhook sets it from the CA Secret; `trellis inject`
-    /// from `--ca-bundle`.
-    pub ca_bundle: Option<String>,
-}
-
-impl Default for InjectConfig {
-    fn default() -> Self {
-        InjectConfig {
-            proxy_image: format!("ghcr.io/trellis-mesh/trellis:{}", env!("CARGO_PKG_VERSION")),
-            control_plane: "https://trellis-control.trellis-system.svc:15010".into(),
-            proxy_uid: 1337,
-            cpu_request: "50m".into(),
-            memory_request: "64Mi".into(),
-            memory_limit: "256Mi".into(),
-            log_level: "info".into(),
-            ca_bundle: None,
-        }
-    }
-}
+pub use config::InjectConfig;
+pub use error::InjectError;
+pub(crate) use overrides::INJECTED;
+pub(crate) use sidecar::{INBOUND_PORT, TOKEN_AUDIENCE};
 
 /// What `inject_pod` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,31 +27,6 @@ pub enum Outcome {
     AlreadyInjected,
     /// `trellis.dev/inject: disabled` on the pod; nothing changed.
     OptedOut,
-}
-
-/// Why a pod cannot be injected. The message is what `kubectl` shows the user.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum InjectError {
-    #[error(
-        "annotation {annotation}: {value:?} is not valid; use {allowed}, or remove the annotation"
-    )]
-    BadAnnotation {
-        annotation: String,
-        value: String,
-        allowed: String,
-    },
-    #[error(
-        "pods with hostNetwork: true cannot get a sidecar (its iptables rules would redirect the node's traffic); label the pod trellis.dev/inject: disabled"
-    )]
-    HostNetwork,
-    #[error(
-        "the pod already has a container named {0:?} but no trellis.dev/injected annotation; rename that container or label the pod trellis.dev/inject: disabled"
-    )]
-    NameTaken(String),
-    #[error(
-        "the pod uses port {port} in container {container:?}, which the proxy needs (15000, 15001, 15006); move the app to another port"
-    )]
-    PortTaken { container: String, port: i32 },
 }
 
 /// Adds the init step, the native sidecar, the token and pod-info volumes and the probe

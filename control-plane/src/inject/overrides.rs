@@ -1,6 +1,6 @@
 //! The pod annotations that tune injection, parsed and checked before anything is changed.
 
-use super::InjectError;
+use super::error::InjectError;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 

@@ -1,7 +1,8 @@
-//! Probe rewriting: kubelet's HTTP and gRPC probes would reach the app port, which under
-//! STRICT mTLS only accepts mTLS. They are moved onto the proxy's admin port (never redirected), at
-//! `/app-health/<container>/<kind>`; the original probe goes into an annotation that the proxy
-//! reads to call the app over loopback.
+//! Probe rewriting: kubelet's HTTP and gRPC probes move onto the proxy's admin port (never
+//! redirected) at `/app-health/<container>/<kind>`; the original probe goes into an annotation
+//! that the proxy reads to call the app over loopback.
+
+// Under STRICT mTLS the app port accepts only mTLS, which kubelet's probes do not speak.
 
 use k8s_openapi::api::core::v1::{Container, ContainerPort, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;

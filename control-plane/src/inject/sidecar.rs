@@ -1,8 +1,8 @@
 //! The containers and volumes the injector adds: `trellis-init` (iptables, NET_ADMIN and
 //! NET_RAW only) and `trellis-proxy` as a native sidecar (Kubernetes 1.29+).
 
+use super::config::InjectConfig;
 use super::overrides::Overrides;
-use super::{INIT_CONTAINER, InjectConfig, PROXY_CONTAINER};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, Probe, ProjectedVolumeSource,
@@ -12,6 +12,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
+
+/// The container names the injector adds; a pod that already has one is already injected.
+pub const INIT_CONTAINER: &str = "trellis-init";
+pub const PROXY_CONTAINER: &str = "trellis-proxy";
 
 /// Ports from DESIGN.md: outbound, inbound, admin. An app must not use them.
 pub const OUTBOUND_PORT: i32 = 15001;

@@ -1,9 +1,11 @@
-//! The CA in the cluster: one Secret (`trellis-system/trellis-ca`, type kubernetes.io/tls)
-//! that every replica shares. The first replica to start creates it; the others read it.
-//! Each replica issues itself the injector's serving certificate from it and publishes the
-//! CA certificate as the MutatingWebhookConfiguration's caBundle and in the ConfigMap
-//! `trellis-ca-root`, for the gateway.
+//! The CA in the cluster: one Secret (`trellis-system/trellis-ca`) that every replica shares,
+//! the injector's serving certificate issued from it, and the CA certificate published as the
+//! webhook's caBundle and in the ConfigMap `trellis-ca-root` (for the gateway).
 
+// The first replica to start creates the Secret; the others, and any that lose the race to
+// create it, read it, so that every replica signs with one CA.
+
+use crate::identity::ca::{CaError, CaSource};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -19,6 +21,47 @@ pub const CA_SECRET: &str = "trellis-ca";
 pub const CA_ROOT_CONFIGMAP: &str = "trellis-ca-root";
 pub const WEBHOOK_CONFIGURATION: &str = "trellis-injector";
 
+/// Why the cluster CA could not be read, made, published or written to disk. Each names the
+/// object or file and, where there is one, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterCaError {
+    #[error("secret {namespace}/{CA_SECRET} has no {field}; delete it to have a new CA made")]
+    MissingField {
+        namespace: String,
+        field: &'static str,
+    },
+    #[error("cannot read secret {namespace}/{CA_SECRET}: {source}")]
+    ReadSecret {
+        namespace: String,
+        source: kube::Error,
+    },
+    #[error("cannot generate the CA: {0}")]
+    Generate(#[from] CaError),
+    #[error("cannot create secret {namespace}/{CA_SECRET}: {source}")]
+    CreateSecret {
+        namespace: String,
+        source: kube::Error,
+    },
+    #[error("cannot read MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}: {0}")]
+    ReadWebhook(kube::Error),
+    #[error("caBundle patch: {0}")]
+    BundlePatch(serde_json::Error),
+    #[error("cannot set the caBundle of {WEBHOOK_CONFIGURATION}: {0}")]
+    SetBundle(kube::Error),
+    /// `what`: `ConfigMap <namespace>/trellis-ca-root`.
+    #[error("cannot {action} {what}: {source}")]
+    Root {
+        action: &'static str,
+        what: String,
+        source: kube::Error,
+    },
+    #[error("cannot write {}: {source}; set TRELLIS_STATE_DIR to a writable directory", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// A CA certificate and its private key, PEM.
 #[derive(Clone)]
 pub struct CaPem {
@@ -27,7 +70,7 @@ pub struct CaPem {
 }
 
 /// A new CA for the mesh: the same root the identity module generates in file mode.
-pub fn generate_ca() -> Result<CaPem, crate::identity::ca::CaError> {
+pub fn generate_ca() -> Result<CaPem, CaError> {
     let (cert, key) = crate::identity::ca::new_root()?;
     Ok(CaPem { cert, key })
 }
@@ -55,17 +98,16 @@ fn time_from_now(days: u64) -> time::OffsetDateTime {
 }
 
 /// Reads the CA Secret, creating it if no replica has yet.
-pub async fn load_or_create(client: Client, namespace: &str) -> Result<CaPem, String> {
+pub async fn load_or_create(client: Client, namespace: &str) -> Result<CaPem, ClusterCaError> {
     let api: Api<Secret> = Api::namespaced(client, namespace);
-    let read = |s: Secret| -> Result<CaPem, String> {
+    let read = |s: Secret| -> Result<CaPem, ClusterCaError> {
         let data = s.data.unwrap_or_default();
-        let field = |k: &str| {
+        let field = |k: &'static str| {
             data.get(k)
                 .and_then(|b| String::from_utf8(b.0.clone()).ok())
-                .ok_or_else(|| {
-                    format!(
-                        "secret {namespace}/{CA_SECRET} has no {k}; delete it to have a new CA made"
-                    )
+                .ok_or_else(|| ClusterCaError::MissingField {
+                    namespace: namespace.into(),
+                    field: k,
                 })
         };
         Ok(CaPem {
@@ -73,12 +115,16 @@ pub async fn load_or_create(client: Client, namespace: &str) -> Result<CaPem, St
             key: field("tls.key")?,
         })
     };
+    let read_failed = |source| ClusterCaError::ReadSecret {
+        namespace: namespace.into(),
+        source,
+    };
     match api.get_opt(CA_SECRET).await {
         Ok(Some(s)) => return read(s),
         Ok(None) => {}
-        Err(e) => return Err(format!("cannot read secret {namespace}/{CA_SECRET}: {e}")),
+        Err(e) => return Err(read_failed(e)),
     }
-    let ca = generate_ca().map_err(|e| format!("cannot generate the CA: {e}"))?;
+    let ca = generate_ca()?;
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(CA_SECRET.into()),
@@ -103,24 +149,28 @@ pub async fn load_or_create(client: Client, namespace: &str) -> Result<CaPem, St
         // Another replica won the race: use its CA, so that every replica shares one.
         Err(kube::Error::Api(s)) if s.code == 409 => match api.get(CA_SECRET).await {
             Ok(s) => read(s),
-            Err(e) => Err(format!("cannot read secret {namespace}/{CA_SECRET}: {e}")),
+            Err(e) => Err(read_failed(e)),
         },
-        Err(e) => Err(format!("cannot create secret {namespace}/{CA_SECRET}: {e}")),
+        Err(source) => Err(ClusterCaError::CreateSecret {
+            namespace: namespace.into(),
+            source,
+        }),
     }
 }
 
 /// Sets every webhook's `clientConfig.caBundle` of the injector's configuration to the CA.
-pub async fn publish_ca_bundle(client: Client, ca_pem: &str) -> Result<(), String> {
+pub async fn publish_ca_bundle(client: Client, ca_pem: &str) -> Result<(), ClusterCaError> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client);
-    let current = api.get(WEBHOOK_CONFIGURATION).await.map_err(|e| {
-        format!("cannot read MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}: {e}")
-    })?;
+    let current = api
+        .get(WEBHOOK_CONFIGURATION)
+        .await
+        .map_err(ClusterCaError::ReadWebhook)?;
     let bundle = serde_json::to_value(ByteString(ca_pem.as_bytes().to_vec())).unwrap_or_default();
     let ops: Vec<serde_json::Value> = (0..current.webhooks.map_or(0, |w| w.len()))
         .map(|i| json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}))
         .collect();
     let patch: json_patch::Patch =
-        serde_json::from_value(json!(ops)).map_err(|e| format!("caBundle patch: {e}"))?;
+        serde_json::from_value(json!(ops)).map_err(ClusterCaError::BundlePatch)?;
     api.patch(
         WEBHOOK_CONFIGURATION,
         &PatchParams::default(),
@@ -128,17 +178,25 @@ pub async fn publish_ca_bundle(client: Client, ca_pem: &str) -> Result<(), Strin
     )
     .await
     .map(|_| ())
-    .map_err(|e| format!("cannot set the caBundle of {WEBHOOK_CONFIGURATION}: {e}"))
+    .map_err(ClusterCaError::SetBundle)
 }
 
 /// Creates or updates the ConfigMap `CA_ROOT_CONFIGMAP` (key `ca.crt`) in `namespace`.
-pub async fn publish_ca_root(client: Client, namespace: &str, ca_pem: &str) -> Result<(), String> {
+pub async fn publish_ca_root(
+    client: Client,
+    namespace: &str,
+    ca_pem: &str,
+) -> Result<(), ClusterCaError> {
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
-    let what = format!("ConfigMap {namespace}/{CA_ROOT_CONFIGMAP}");
+    let failed = |action, source| ClusterCaError::Root {
+        action,
+        what: format!("ConfigMap {namespace}/{CA_ROOT_CONFIGMAP}"),
+        source,
+    };
     let current = api
         .get_opt(CA_ROOT_CONFIGMAP)
         .await
-        .map_err(|e| format!("cannot read {what}: {e}"))?;
+        .map_err(|e| failed("read", e))?;
     match current {
         Some(cm)
             if cm
@@ -158,7 +216,7 @@ pub async fn publish_ca_root(client: Client, namespace: &str, ca_pem: &str) -> R
             )
             .await
             .map(|_| ())
-            .map_err(|e| format!("cannot update {what}: {e}")),
+            .map_err(|e| failed("update", e)),
         None => {
             let cm = ConfigMap {
                 metadata: kube::api::ObjectMeta {
@@ -173,7 +231,7 @@ pub async fn publish_ca_root(client: Client, namespace: &str, ca_pem: &str) -> R
                 // Another replica made it at the same moment, from the same CA.
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-                Err(e) => Err(format!("cannot create {what}: {e}")),
+                Err(e) => Err(failed("create", e)),
             }
         }
     }
@@ -181,17 +239,12 @@ pub async fn publish_ca_root(client: Client, namespace: &str, ca_pem: &str) -> R
 
 /// Writes the CA where the identity module loads it from (`DIR/cluster-ca.{crt,key}`, the key
 /// 0600), so that the mesh CA and the webhook's CA are the one from the Secret.
-pub fn write_files(
-    ca: &CaPem,
-    dir: &std::path::Path,
-) -> Result<crate::identity::ca::CaSource, String> {
+pub fn write_files(ca: &CaPem, dir: &std::path::Path) -> Result<CaSource, ClusterCaError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let fail = |p: &std::path::Path, e: std::io::Error| {
-        format!(
-            "cannot write {}: {e}; set TRELLIS_STATE_DIR to a writable directory",
-            p.display()
-        )
+    let fail = |p: &std::path::Path, source: std::io::Error| ClusterCaError::Write {
+        path: p.to_path_buf(),
+        source,
     };
     std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
     let cert = dir.join("cluster-ca.crt");
@@ -205,5 +258,5 @@ pub fn write_files(
         .open(&key)
         .map_err(|e| fail(&key, e))?;
     f.write_all(ca.key.as_bytes()).map_err(|e| fail(&key, e))?;
-    Ok(crate::identity::ca::CaSource::Files { cert, key })
+    Ok(CaSource::Files { cert, key })
 }

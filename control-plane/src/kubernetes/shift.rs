@@ -2,6 +2,7 @@
 //! (or GRPCRoute's) backendRefs, guarded by `test` operations so that a route edited meanwhile is refused
 //! rather than mis-weighted.
 
+use super::kinds::{grpc_route_resource, http_route_resource};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{Patch, PatchOperation, ReplaceOperation, TestOperation};
 use kube::api::{DynamicObject, Patch as KubePatch, PatchParams};
@@ -9,12 +10,32 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
+/// Why a shift could not be written to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ShiftError {
+    #[error("the route has no spec.rules")]
+    NoRules,
+    #[error("none of the given backends is in the route")]
+    NoBackend,
+    /// `route`: `<kind> <namespace>/<name>`.
+    #[error("cannot read {route}: {source}")]
+    Read { route: String, source: kube::Error },
+    #[error(
+        "cannot patch {route}: {source}; does trellis-control's ClusterRole allow patch on {plural}?"
+    )]
+    Patch {
+        route: String,
+        plural: &'static str,
+        source: kube::Error,
+    },
+}
+
 /// The patch that gives each named backend its new weight, in every rule it appears in.
 /// Each replaced weight is preceded by a `test` of the backend's name at that index.
-pub fn weights_patch(route: &Value, weights: &HashMap<String, u32>) -> Result<Patch, String> {
+pub fn weights_patch(route: &Value, weights: &HashMap<String, u32>) -> Result<Patch, ShiftError> {
     let rules = route["spec"]["rules"]
         .as_array()
-        .ok_or("the route has no spec.rules")?;
+        .ok_or(ShiftError::NoRules)?;
     let mut ops = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         for (j, b) in rule["backendRefs"]
@@ -57,7 +78,7 @@ pub fn weights_patch(route: &Value, weights: &HashMap<String, u32>) -> Result<Pa
         }
     }
     if ops.is_empty() {
-        return Err("none of the given backends is in the route".into());
+        return Err(ShiftError::NoBackend);
     }
     Ok(Patch(ops))
 }
@@ -70,21 +91,24 @@ pub async fn shift(
     namespace: &str,
     name: &str,
     weights: &HashMap<String, u32>,
-) -> Result<DynamicObject, String> {
+) -> Result<DynamicObject, ShiftError> {
     let (resource, plural) = match kind {
-        "GRPCRoute" => (super::grpc_route_resource(), "grpcroutes"),
-        _ => (super::http_route_resource(), "httproutes"),
+        "GRPCRoute" => (grpc_route_resource(), "grpcroutes"),
+        _ => (http_route_resource(), "httproutes"),
     };
     let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &resource);
-    let current = api
-        .get(name)
-        .await
-        .map_err(|e| format!("cannot read {kind} {namespace}/{name}: {e}"))?;
+    let route = || format!("{kind} {namespace}/{name}");
+    let current = api.get(name).await.map_err(|source| ShiftError::Read {
+        route: route(),
+        source,
+    })?;
     let patch = weights_patch(&serde_json::to_value(&current).unwrap_or_default(), weights)?;
     api.patch(name, &PatchParams::default(), &KubePatch::Json::<()>(patch))
         .await
-        .map_err(|e| {
-            format!("cannot patch {kind} {namespace}/{name}: {e}; does trellis-control's ClusterRole allow patch on {plural}?")
+        .map_err(|source| ShiftError::Patch {
+            route: route(),
+            plural,
+            source,
         })
 }
 
@@ -133,7 +157,9 @@ mod tests {
     #[test]
     fn unknown_backends_are_refused() {
         let route = json!({"spec": {"rules": [{"backendRefs": [{"name": "a"}]}]}});
-        let err = weights_patch(&route, &HashMap::from([("z".to_string(), 1)])).unwrap_err();
+        let err = weights_patch(&route, &HashMap::from([("z".to_string(), 1)]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("none of the given backends"), "{err}");
     }
 }

@@ -1,7 +1,9 @@
 //! The second identity proof: a projected service-account token (audience `trellis`), proven
-//! through the TokenReview API. The API server checks the signature, the audience, the expiry
-//! and that the pod and service account still exist; the expiry is also read locally, so an
-//! expired token is refused with its time and without an API call.
+//! through the TokenReview API.
+
+// The API server checks the signature, the audience, the expiry and that the pod and service
+// account still exist; the expiry is also read locally, so an expired token is refused with
+// its time and without an API call.
 
 use crate::identity::proof::{IdentityProof, ProofError, ServiceAccount};
 use base64::Engine;
@@ -12,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const KIND: &str = "Kubernetes service-account token";
 /// The audience the injector asks the kubelet to put into the projected token.
-pub const AUDIENCE: &str = crate::inject::TOKEN_AUDIENCE;
+pub(crate) const AUDIENCE: &str = crate::inject::TOKEN_AUDIENCE;
 
 pub struct TokenReviewProof {
     client: Client,

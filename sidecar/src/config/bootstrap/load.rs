@@ -53,7 +53,7 @@ impl Bootstrap {
             }
             (None, Some(cp)) => {
                 if let Err(e) = trellis_proto::connect::normalize(&cp.address) {
-                    return Err(err("controlPlane.address", &e));
+                    return Err(err("controlPlane.address", &e.to_string()));
                 }
                 if cp.ca_bundle.is_none() {
                     return Err(err(

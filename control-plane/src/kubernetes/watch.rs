@@ -1,0 +1,173 @@
+//! One kube reflector per watched kind, cluster-wide: the stores the translator reads, and
+//! one `Notify` that every settled change wakes.
+
+use super::cluster::ClusterState;
+use super::kinds::{
+    TRELLIS_KINDS, gateway_resource, grpc_route_resource, http_route_resource, trellis_resource,
+};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// How long the first sync waits for one watch before it goes on without it (a missing
+/// CRD, or RBAC that forbids the list); the watch keeps retrying and fills in later.
+const FIRST_SYNC: Duration = Duration::from_secs(10);
+
+/// The readers of every watch; the watch tasks stop when this is dropped.
+pub struct Watches {
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+    http_routes: Store<DynamicObject>,
+    grpc_routes: Store<DynamicObject>,
+    gateways: Store<DynamicObject>,
+    trellis: Vec<(&'static str, Store<DynamicObject>)>,
+    pub changed: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts one reflector per kind, cluster-wide.
+pub fn watch_all(client: &Client) -> Watches {
+    let changed = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    let services = spawn_typed(Api::all(client.clone()), &changed, &mut tasks);
+    let endpoint_slices = spawn_typed(Api::all(client.clone()), &changed, &mut tasks);
+    let pods = spawn_typed(Api::all(client.clone()), &changed, &mut tasks);
+    let routes_ar = http_route_resource();
+    let http_routes = spawn_dynamic(client, routes_ar, &changed, &mut tasks);
+    let grpc_routes = spawn_dynamic(client, grpc_route_resource(), &changed, &mut tasks);
+    let gateways = spawn_dynamic(client, gateway_resource(), &changed, &mut tasks);
+    let trellis = TRELLIS_KINDS
+        .iter()
+        .map(|(kind, plural)| {
+            let ar = trellis_resource(kind, plural);
+            (*kind, spawn_dynamic(client, ar, &changed, &mut tasks))
+        })
+        .collect();
+    Watches {
+        services,
+        endpoint_slices,
+        pods,
+        http_routes,
+        grpc_routes,
+        gateways,
+        trellis,
+        changed,
+        tasks,
+    }
+}
+
+fn spawn_typed<K>(api: Api<K>, changed: &Arc<Notify>, tasks: &mut Vec<JoinHandle<()>>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    tasks.push(tokio::spawn(drive(
+        reflector::reflector(writer, watcher(api, watcher::Config::default())),
+        K::kind(&K::DynamicType::default()).to_string(),
+        changed.clone(),
+    )));
+    reader
+}
+
+fn spawn_dynamic(
+    client: &Client,
+    ar: ApiResource,
+    changed: &Arc<Notify>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<DynamicObject> {
+    let writer = reflector::store::Writer::new(ar.clone());
+    let reader = writer.as_reader();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    tasks.push(tokio::spawn(drive(
+        reflector::reflector(writer, watcher(api, watcher::Config::default())),
+        ar.kind.clone(),
+        changed.clone(),
+    )));
+    reader
+}
+
+/// Polls one reflector forever. Every settled change (not the objects of a relist still in
+/// progress) wakes the translator; watch errors back off and retry, as kube's watcher does.
+async fn drive<K>(
+    stream: impl futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    kind: String,
+    changed: Arc<Notify>,
+) {
+    let mut stream = std::pin::pin!(stream.default_backoff());
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Ok(_) => changed.notify_one(),
+            Err(e) => tracing::warn!(%kind, "watch failed, retrying: {e}"),
+        }
+    }
+}
+
+impl Watches {
+    /// Waits until each watch has listed once, or `FIRST_SYNC` has passed for it.
+    pub async fn first_sync(&self) {
+        macro_rules! wait {
+            ($store:expr, $what:expr) => {
+                if tokio::time::timeout(FIRST_SYNC, $store.wait_until_ready()).await.is_err() {
+                    tracing::warn!(
+                        kind = $what,
+                        "not listed yet; going on without it (is its CRD installed? see docs/kubernetes.md)"
+                    );
+                }
+            };
+        }
+        wait!(self.services, "Service");
+        wait!(self.endpoint_slices, "EndpointSlice");
+        wait!(self.pods, "Pod");
+        wait!(self.http_routes, "HTTPRoute");
+        wait!(self.grpc_routes, "GRPCRoute");
+        wait!(self.gateways, "Gateway");
+        for (kind, store) in &self.trellis {
+            wait!(store, *kind);
+        }
+    }
+
+    /// A reader of the Pod watch.
+    pub fn pods(&self) -> Store<Pod> {
+        self.pods.clone()
+    }
+
+    /// Everything the reflectors hold now.
+    pub fn state(&self) -> ClusterState {
+        ClusterState {
+            services: self.services.state(),
+            endpoint_slices: self.endpoint_slices.state(),
+            pods: self.pods.state(),
+            http_routes: self.http_routes.state(),
+            grpc_routes: self.grpc_routes.state(),
+            gateways: self.gateways.state(),
+            trellis: self
+                .trellis
+                .iter()
+                .map(|(k, s)| (*k, s.state()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+}
