@@ -49,7 +49,7 @@ pub enum StartError {
     #[error("cannot watch the mesh file: {0}")]
     Watch(#[from] notify::Error),
     #[error("controlPlane: {0}")]
-    ControlPlane(String),
+    ControlPlane(#[from] trellis_proto::connect::AddressError),
     #[error("controlPlane: {0}")]
     CaBundle(#[from] config::bootstrap::CaBundleError),
 }
@@ -285,8 +285,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
 /// The control plane's gRPC endpoint: TLS, trusting only the bootstrap's CA bundle.
 fn control_plane_endpoint(cp: &ControlPlane) -> Result<tonic::transport::Endpoint, StartError> {
     let pem = cp.ca_pem()?;
-    Ok(trellis_proto::connect::endpoint(&cp.address, &pem)
-        .map_err(|e| StartError::ControlPlane(e.to_string()))?
+    Ok(trellis_proto::connect::endpoint(&cp.address, &pem)?
         .connect_timeout(std::time::Duration::from_secs(3))
         .tcp_nodelay(true))
 }
