@@ -3,6 +3,8 @@
 //! policy that once worked is tried here next to a control that proves the setup can pass:
 //! another Service name for the same pod, another spelling of a denied path, and a proxy that
 //! starts before the control plane.
+//! It stays a few lines over 400 on purpose: the cases are one list of bypasses, read against
+//! the mesh and the callers (`mesh`, `env`, `via`, `direct`) set up at the top of this file.
 
 mod support;
 

@@ -2,282 +2,30 @@
 //! in-process (real listeners), and testkit upstreams as apps.
 #![allow(dead_code)]
 
+mod control_plane;
+mod proxies;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
-use trellis_proto::v1::admin_client::AdminClient;
-use trellis_proto::v1::{StatusRequest, StatusResponse};
 
 #[allow(unused_imports)]
 pub use testkit::{Upstream, eventually};
+
+#[allow(unused_imports)]
+pub use control_plane::{ControlPlane, mesh_ca, mesh_leaf};
+#[allow(unused_imports)]
+pub use proxies::{proxy, proxy_as, proxy_with_ports, start_unready};
 
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-}
-
-/// trellis-control as a child process; killed when dropped.
-pub struct ControlPlane {
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-    config: PathBuf,
-    grace: &'static str,
-    child: Option<Child>,
-    /// The generated mesh CA lives here; it survives restarts, as on a real host.
-    pub state: tempfile::TempDir,
-    extra: Vec<String>,
-}
-
-impl ControlPlane {
-    /// Starts with a 500ms registration grace (and warm-up).
-    pub async fn start(config: &Path) -> ControlPlane {
-        Self::start_with_grace(config, "500ms").await
-    }
-
-    pub async fn start_with_grace(config: &Path, grace: &'static str) -> ControlPlane {
-        Self::start_with_args(config, grace, &[]).await
-    }
-
-    /// Starts with extra `trellis-control` flags, e.g. `--cert-ttl 10s`.
-    pub async fn start_with_args(
-        config: &Path,
-        grace: &'static str,
-        extra: &[&str],
-    ) -> ControlPlane {
-        let mut cp = ControlPlane {
-            grpc: free_addr(),
-            http: free_addr(),
-            config: config.to_path_buf(),
-            grace,
-            child: None,
-            state: tempfile::tempdir().unwrap(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        cp.restart().await;
-        cp
-    }
-
-    /// Starts the process again on the same ports and waits until it is ready.
-    pub async fn restart(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_trellis-control"))
-            .args(["--config", self.config.to_str().unwrap()])
-            .args([
-                "--grpc-addr",
-                &self.grpc.to_string(),
-                "--http-addr",
-                &self.http.to_string(),
-            ])
-            .args(["--registration-grace", self.grace])
-            .arg("--state-dir")
-            .arg(self.state.path())
-            .args(&self.extra)
-            .env("TRELLIS_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn trellis-control");
-        self.child = Some(child);
-        let http = self.http;
-        eventually(
-            Duration::from_secs(15),
-            "trellis-control to be ready",
-            || async move {
-                let r = get(http, "/ready").await?;
-                (r.0 == 200).then_some(())
-            },
-        )
-        .await;
-    }
-
-    /// SIGKILL: no goodbye to the proxies.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("https://{}", self.grpc)
-    }
-
-    /// The mesh CA's root, which the control plane's certificate chains to.
-    pub fn ca_bundle(&self) -> PathBuf {
-        self.state.path().join("ca.pem")
-    }
-
-    /// A TLS channel to the gRPC port, trusting the mesh CA.
-    pub async fn channel(&self) -> tonic::transport::Channel {
-        let pem = std::fs::read(self.ca_bundle()).expect("the control plane wrote its CA");
-        trellis_proto::connect::endpoint(&self.url(), &pem)
-            .unwrap()
-            .connect()
-            .await
-            .expect("TLS connection to trellis-control")
-    }
-
-    pub async fn admin(&self) -> AdminClient<tonic::transport::Channel> {
-        AdminClient::new(self.channel().await)
-    }
-
-    /// A join token for `namespace/name`, minted by the real `trellis-control token create`.
-    pub fn token(&self, service_account: &str, ttl: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_trellis-control"))
-            .args([
-                "token",
-                "create",
-                "--service-account",
-                service_account,
-                "--ttl",
-                ttl,
-            ])
-            .arg("--state-dir")
-            .arg(self.state.path())
-            .output()
-            .expect("run trellis-control token create");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    pub async fn status(&self) -> StatusResponse {
-        self.admin()
-            .await
-            .status(StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner()
-    }
-
-    /// Waits until `n` proxies are connected and each has ACKed its latest version.
-    pub async fn wait_converged(&self, n: usize) -> StatusResponse {
-        eventually(
-            Duration::from_secs(15),
-            &format!("{n} proxies to ACK their latest version"),
-            || async {
-                let s = self.status().await;
-                let ok = s
-                    .proxies
-                    .iter()
-                    .filter(|p| {
-                        p.connected
-                            && !p.latest_version.is_empty()
-                            && p.acked_version == p.latest_version
-                    })
-                    .count();
-                (ok == n && s.proxies.len() == n).then_some(s)
-            },
-        )
-        .await
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A proxy in control-plane mode for workload `name` labelled `labels` (YAML flow map),
-/// delivering inbound traffic to `app_port`.
-pub async fn proxy(
-    cp: &ControlPlane,
-    name: &str,
-    labels: &str,
-    app_port: u16,
-) -> trellis_proxy::Running {
-    proxy_as(cp, name, name, labels, app_port, "").await
-}
-
-/// A proxy running as service account `rides/<sa>` (with a join token for it), with `extra`
-/// bootstrap lines (e.g. `tcp:` forwards). Returns once it is ready.
-pub async fn proxy_as(
-    cp: &ControlPlane,
-    name: &str,
-    sa: &str,
-    labels: &str,
-    app_port: u16,
-    extra: &str,
-) -> trellis_proxy::Running {
-    let ports = format!("{{http: {app_port}}}");
-    let running = start_proxy(cp, name, sa, labels, &ports, extra).await;
-    wait_ready(name, running.admin).await;
-    running
-}
-
-/// A ready proxy whose app listens on `ports` (a YAML flow map of names to ports).
-pub async fn proxy_with_ports(
-    cp: &ControlPlane,
-    name: &str,
-    sa: &str,
-    labels: &str,
-    ports: &str,
-) -> trellis_proxy::Running {
-    let running = start_proxy(cp, name, sa, labels, ports, "").await;
-    wait_ready(name, running.admin).await;
-    running
-}
-
-/// A proxy started without waiting for it to be ready: the control plane may be down.
-pub async fn start_unready(
-    cp: &ControlPlane,
-    name: &str,
-    sa: &str,
-    labels: &str,
-    app_port: u16,
-) -> trellis_proxy::Running {
-    start_proxy(cp, name, sa, labels, &format!("{{http: {app_port}}}"), "").await
-}
-
-async fn start_proxy(
-    cp: &ControlPlane,
-    name: &str,
-    sa: &str,
-    labels: &str,
-    ports: &str,
-    extra: &str,
-) -> trellis_proxy::Running {
-    let dir = tempfile::tempdir().unwrap();
-    let boot = dir.path().join("bootstrap.yaml");
-    // Beside the CA, so it outlives this function: renewals read it again.
-    let token = cp.state.path().join(format!("{name}.token"));
-    std::fs::write(&token, cp.token(&format!("rides/{sa}"), "1h")).unwrap();
-    std::fs::write(
-        &boot,
-        format!(
-            "workload: {{name: {name}, namespace: rides, serviceAccount: {sa}, labels: {labels}}}\n\
-             listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
-             app: {{address: 127.0.0.1, ports: {ports}}}\n\
-             controlPlane: {{address: {}, caBundle: {}, tokenFile: {}}}\nlimits: {{drainTimeout: 2s}}\n{extra}",
-            cp.url(),
-            cp.ca_bundle().display(),
-            token.display(),
-        ),
-    )
-    .unwrap();
-    let b = trellis_proxy::Bootstrap::load(&boot).unwrap_or_else(|e| panic!("{e}"));
-    trellis_proxy::start(b).await.expect("proxy starts")
-}
-
-async fn wait_ready(name: &str, admin: SocketAddr) {
-    eventually(
-        Duration::from_secs(15),
-        &format!("{name} to be ready"),
-        || async move {
-            let r = get(admin, "/ready").await?;
-            (r.0 == 200).then_some(())
-        },
-    )
-    .await;
 }
 
 fn client() -> Client<HttpConnector, Full<Bytes>> {
@@ -375,25 +123,6 @@ pub fn status_and_header(answer: &str, name: &str) -> (u16, String) {
         })
         .unwrap_or_default();
     (status, value)
-}
-
-/// The mesh CA itself, read from trellis-control's state directory, to sign test leaves.
-pub fn mesh_ca(cp: &ControlPlane) -> testkit::pki::TestCa {
-    let dir = cp.state.path();
-    testkit::pki::TestCa::from_pem(
-        &std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-        &std::fs::read_to_string(dir.join("ca-key.pem")).unwrap(),
-    )
-}
-
-/// A leaf from the mesh CA for `spiffe_id`, valid for an hour.
-pub fn mesh_leaf(cp: &ControlPlane, spiffe_id: &str) -> testkit::pki::Leaf {
-    let now = std::time::SystemTime::now();
-    mesh_ca(cp).spiffe(
-        spiffe_id,
-        now - Duration::from_secs(60),
-        Duration::from_secs(3600),
-    )
 }
 
 /// An mTLS connection to a sidecar's inbound listener at `inbound`, presenting `leaf` and
