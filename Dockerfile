@@ -19,7 +19,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     done
 
 # The release profile keeps line tables (debug = 1) for perf and backtraces; the image ships
-# binaries without them (trellis-proxy: 111 MB -> 25 MB). The symbol table stays (4 MB), so a
+# binaries without them (trellis-proxy: 109 MB -> 24 MB). The symbol table stays (4 MB), so a
 # panic's backtrace still names its functions. The debug info is linked by name. To get it:
 #   docker build --target debug --output type=local,dest=./trellis-debug .
 FROM scratch AS debug
