@@ -14,7 +14,7 @@ use trellis_config::resources::{
 use trellis_config::{MeshConfig, NodeIdentity, Snapshot};
 
 /// The resources of one kind of proxy, ready to diff and send.
-pub struct Compiled {
+pub(crate) struct Compiled {
     pub version: String,
     pub resources: BTreeMap<Key, Arc<Encoded>>,
     mesh: MeshResource,
@@ -36,7 +36,7 @@ struct KindKey {
 }
 
 impl World {
-    pub fn new(generation: u64, config: MeshConfig) -> World {
+    pub(crate) fn new(generation: u64, config: MeshConfig) -> World {
         let common = Common::new(&config);
         let mut shared = BTreeMap::new();
         for (name, svc) in &common.services {
@@ -67,7 +67,7 @@ impl World {
     }
 
     /// The resources for `node`, built at most once per kind and generation.
-    pub fn compiled_for(
+    pub(crate) fn compiled_for(
         &self,
         node: &NodeIdentity,
         compilations: &prometheus_client::metrics::counter::Counter,
@@ -96,7 +96,7 @@ impl World {
     }
 
     /// The whole snapshot behind `c`, for the admin API.
-    pub fn snapshot(&self, c: &Compiled) -> Snapshot {
+    pub(crate) fn snapshot(&self, c: &Compiled) -> Snapshot {
         Snapshot {
             version: c.version.clone(),
             node: c.mesh.node.clone(),

@@ -1,6 +1,6 @@
 //! The admin port: `/ready`, `/live`, `/metrics`, `/config_dump`, `/clusters`, `POST /drain`,
 //! `POST /breaker` to force a cluster's circuit breaker, and `/app-health/...`: kubelet's
-//! rewritten probes (app_health.rs).
+//! rewritten probes (`inbound/probes.rs`).
 
 use crate::config::runtime::{RtCluster, Runtime};
 use crate::inbound::probes;

@@ -3,7 +3,7 @@
 //! would, and each can be made slow or failing on command through `POST /fault`.
 //!
 //! Run it with `cargo run --release -p trellis-cli -- demo` (docs/demo.md); the demo starts
-//! one process per role with `trellis __app --role ROLE ...`.
+//! one process per role with `trellis __child app --role ROLE ...`.
 
 mod fault;
 mod instance;

@@ -99,8 +99,10 @@ enum ProbeError {
     },
     #[error("HTTP: {0}")]
     Http(hyper::Error),
+    #[error("{0}")]
+    GrpcEndpoint(tonic::transport::Error),
     /// tonic's transport error says little on its own; its source says what failed.
-    #[error("{}{}", .0, .0.source().map(|s| format!(": {s}")).unwrap_or_default())]
+    #[error("{}: {}", .0, .0.source().map(ToString::to_string).unwrap_or_default())]
     GrpcConnect(tonic::transport::Error),
     #[error("gRPC: {0}")]
     GrpcReady(tonic::transport::Error),
@@ -230,7 +232,7 @@ async fn grpc_health(addrs: &[SocketAddr], service: &str) -> Result<StatusCode, 
     });
     let channel = tonic::transport::Endpoint::from_static("http://app")
         .user_agent("kube-probe/trellis")
-        .map_err(ProbeError::GrpcConnect)?
+        .map_err(ProbeError::GrpcEndpoint)?
         .connect_with_connector(connector)
         .await
         .map_err(ProbeError::GrpcConnect)?;

@@ -1,5 +1,5 @@
 //! What a connection is, and who serves it, in phases: accept → original destination →
-//! (inbound: mTLS, `server.rs`) → detect protocol → dispatch to HTTP (hyper) or opaque TCP.
+//! (inbound: mTLS, `listen/inbound.rs`) → detect protocol → dispatch to HTTP (hyper) or opaque TCP.
 
 use crate::config::runtime::Runtime;
 use crate::http::errors::ProxyError;

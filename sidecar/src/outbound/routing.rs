@@ -44,7 +44,8 @@ pub enum MatchError {
     },
     #[error("invalid header name {0:?}")]
     HeaderName(String),
-    #[error("invalid method {0:?}")]
+    /// The method as the config spelled it (its `Debug` form).
+    #[error("invalid method {0}")]
     Method(String),
 }
 

@@ -1,7 +1,6 @@
-//! The one layer every optional resilience feature is: a feature's state, if the cluster's
-//! policy configures it, in front of the next service. A feature implements [`Guard`] (what
-//! it does with one request); the `Layer`, `Service` and future plumbing is written once here,
-//! and a cluster without the feature pays one `None` check per request.
+//! The one layer of every optional resilience feature: a feature implements [`Guard`] (what
+//! it does with one request), and the `Layer`, `Service` and future plumbing is written once
+//! here. A cluster without the feature pays one `None` check per request.
 
 use super::exchange::{Exchange, Outcome, Reply};
 use crate::http::errors::ProxyError;

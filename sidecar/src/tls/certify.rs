@@ -37,8 +37,14 @@ pub enum CertifyError {
         "the bootstrap's workload has no serviceAccount; set workload.serviceAccount to the account the join token was minted for"
     )]
     NoServiceAccount,
-    #[error("{0}")]
-    Identity(String),
+    #[error("no control plane to renew with")]
+    NoControlPlane,
+    #[error(transparent)]
+    ControlPlane(#[from] trellis_proto::connect::AddressError),
+    #[error(transparent)]
+    Identity(#[from] trellis_identity::spiffe::SpiffeIdError),
+    #[error(transparent)]
+    Csr(#[from] rcgen::Error),
     #[error(transparent)]
     CaBundle(#[from] crate::config::bootstrap::CaBundleError),
     #[error("the control plane refused the certificate: {0:?}: {1}")]
@@ -174,15 +180,14 @@ async fn renewal_client(
         .bootstrap
         .control_plane
         .as_ref()
-        .ok_or_else(|| CertifyError::Identity("no control plane to renew with".into()))?;
+        .ok_or(CertifyError::NoControlPlane)?;
     let ca = cp.ca_pem()?;
     let endpoint = trellis_proto::connect::endpoint_with_identity(
         &cp.address,
         &ca,
         &held.chain_pem,
         &held.key_pem,
-    )
-    .map_err(|e| CertifyError::Identity(e.to_string()))?
+    )?
     .connect_timeout(Duration::from_secs(3));
     let channel = endpoint.connect().await.map_err(|e| {
         CertifyError::Refused(tonic::Code::Unavailable, format!("cannot connect: {e}"))
@@ -202,8 +207,7 @@ async fn certify_once(
         .service_account
         .as_deref()
         .ok_or(CertifyError::NoServiceAccount)?;
-    let id = SpiffeId::new(trust_domain, &w.namespace, sa)
-        .map_err(|e| CertifyError::Identity(e.to_string()))?;
+    let id = SpiffeId::new(trust_domain, &w.namespace, sa)?;
     let token = match proof {
         Proof::Token(file) => std::fs::read_to_string(file)
             .map_err(|source| CertifyError::Token {
@@ -215,7 +219,7 @@ async fn certify_once(
             .to_string(),
         Proof::Certificate => String::new(),
     };
-    let (key, csr) = csr_for(&id).map_err(|e| CertifyError::Identity(e.to_string()))?;
+    let (key, csr) = csr_for(&id)?;
     let answer = client
         .certify(CertifyRequest { csr, token })
         .await
