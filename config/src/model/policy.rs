@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::time::Duration;
 
-/// The object a policy attaches to, as in Gateway API policy attachment's `targetRef`.
+/// A reference to another object by name, as in Gateway API `targetRef`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[cfg_attr(feature = "kube", derive(serde::Serialize, schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
