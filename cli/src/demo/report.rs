@@ -63,6 +63,9 @@ pub struct Cascade {
     /// While the breaker was open, over requests that began after it opened.
     pub trip_p50_open_ms: Option<f64>,
     pub trip_p99_open_ms: Option<f64>,
+    /// Each billing cluster's breaker when that window began, e.g. `billing-v1 open,
+    /// billing-v2 closed`.
+    pub breakers_open: String,
     pub breaker_opened: bool,
     pub opened_after_ms: Option<u64>,
     pub breaker_closed: bool,
@@ -166,7 +169,7 @@ impl Report {
         }
         if let Some(c) = &self.cascade {
             out.push(("cascade", format!(
-                "billing +{}ms: breaker {} after {}; trip p99 {} before, {} while slow; p50 {} and p99 {} while open; {}; {} of {} passenger requests failed",
+                "billing +{}ms: breaker {} after {}; trip p99 {} before, {} while slow; p50 {} and p99 {} while open ({}); {}; {} of {} passenger requests failed",
                 c.billing_delay_ms,
                 if c.breaker_opened { "opened" } else { "DID NOT open" },
                 c.opened_after_ms.map_or("-".into(), |m| format!("{:.1}s", m as f64 / 1000.0)),
@@ -174,6 +177,7 @@ impl Report {
                 ms(c.trip_p99_slow_ms),
                 ms(c.trip_p50_open_ms),
                 ms(c.trip_p99_open_ms),
+                c.breakers_open,
                 match c.closed_after_ms {
                     Some(m) if c.breaker_closed => {
                         format!("closed {:.1}s after billing healed", m as f64 / 1000.0)

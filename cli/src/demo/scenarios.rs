@@ -217,8 +217,9 @@ pub async fn cascade(cx: &Ctx) -> anyhow::Result<Cascade> {
     c.trip_p99_slow_ms = trip(&s1, &last).quantile_ms(0.99);
     if c.breaker_opened {
         cx.events.say(format!(
-            "cascade: trip's breaker for billing is OPEN after {:.1}s; trip now defers charges instead of waiting",
-            opened.unwrap_or_default().as_secs_f64()
+            "cascade: trip's breaker for billing is OPEN after {:.1}s ({}); trip defers the charges it refuses instead of waiting",
+            opened.unwrap_or_default().as_secs_f64(),
+            last.breakers("billing")
         ));
         // Requests that reached billing before the breaker opened still take `delay` to
         // finish; let them drain first, so the open window holds only requests that began
@@ -230,11 +231,16 @@ pub async fn cascade(cx: &Ctx) -> anyhow::Result<Cascade> {
         let o1 = Sample::take(&cx.http, &cx.topo).await;
         c.trip_p50_open_ms = trip(&o0, &o1).quantile_ms(0.5);
         c.trip_p99_open_ms = trip(&o0, &o1).quantile_ms(0.99);
+        c.breakers_open = o0.breakers("billing");
+        // Under the canary, billing is two clusters with a breaker each; the one with the
+        // smaller share sees too few calls to open as soon, and its charges still wait on
+        // the slow billing. p99 shows that, so the line names each breaker's state.
         cx.events.say(format!(
-            "cascade: trip p99 {:.0}ms while billing was slow; with the breaker open, p50 {:.0}ms and p99 {:.0}ms (requests begun after it opened)",
+            "cascade: trip p99 {:.0}ms while billing was slow; with the breaker open, p50 {:.0}ms and p99 {:.0}ms (requests begun after it opened; breakers: {})",
             c.trip_p99_slow_ms.unwrap_or(0.0),
             c.trip_p50_open_ms.unwrap_or(0.0),
-            c.trip_p99_open_ms.unwrap_or(0.0)
+            c.trip_p99_open_ms.unwrap_or(0.0),
+            c.breakers_open
         ));
     } else {
         cx.events

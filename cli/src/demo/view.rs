@@ -4,6 +4,7 @@
 use super::client::Http;
 use super::metrics::{Counters, ProxyScrape, scrape};
 use super::topology::Topology;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -59,6 +60,26 @@ impl Sample {
             .unwrap_or_default()
     }
 
+    /// The breaker state of each of `role`'s Services that a caller holds a breaker for, e.g.
+    /// `billing-v1 open, billing-v2 closed`: a canary splits one Service into clusters, and
+    /// each has its own breaker, so one open breaker need not stop every slow call.
+    pub fn breakers(&self, role: &str) -> String {
+        let mut states: BTreeMap<&str, &str> = BTreeMap::new();
+        for (_, _, s) in &self.proxies {
+            for c in s.clusters.iter().filter(|c| serves(&c.service, role)) {
+                if let Some(b) = c.breaker.as_deref() {
+                    let name = c.service.rsplit('/').next().unwrap_or(&c.service);
+                    let e = states.entry(name).or_insert(b);
+                    if rank(b) > rank(e) {
+                        *e = b;
+                    }
+                }
+            }
+        }
+        let all: Vec<String> = states.iter().map(|(n, s)| format!("{n} {s}")).collect();
+        all.join(", ")
+    }
+
     /// The worst breaker state any caller holds for `role`'s Services: open, then
     /// half_open, then closed; `-` when no caller has a breaker for it.
     pub fn breaker(&self, role: &str) -> String {
@@ -67,11 +88,6 @@ impl Sample {
             for c in s.clusters.iter().filter(|c| serves(&c.service, role)) {
                 let Some(b) = c.breaker.as_deref() else {
                     continue;
-                };
-                let rank = |s: &str| match s {
-                    "open" => 2,
-                    "half_open" => 1,
-                    _ => 0,
                 };
                 if worst.is_none_or(|w| rank(b) > rank(w)) {
                     worst = Some(b);
@@ -108,6 +124,15 @@ impl Sample {
 }
 
 /// Whether Service `ns/name` belongs to `role`: `billing`, `billing-v1`, `billing-v2`.
+/// How bad a breaker state is, for picking the worst.
+fn rank(state: &str) -> u8 {
+    match state {
+        "open" => 2,
+        "half_open" => 1,
+        _ => 0,
+    }
+}
+
 fn serves(service: &str, role: &str) -> bool {
     let name = service.rsplit('/').next().unwrap_or(service);
     name == role || name.strip_prefix(role).is_some_and(|r| r.starts_with('-'))
