@@ -1,7 +1,9 @@
 //! The two rustls verifiers of a mesh hop. Both check the chain against the mesh's trust
-//! bundle (swappable, so a new bundle needs no new rustls config), and both insist on a
-//! SPIFFE ID: the client checks that the server is exactly the identity the control plane
-//! said the endpoint runs as; the server requires a client certificate.
+//! bundle and insist on a SPIFFE ID.
+
+// The bundle is swappable, so a new bundle needs no new rustls config. The client checks that
+// the server is exactly the identity the control plane said the endpoint runs as; the server
+// requires a client certificate.
 
 use crate::cert::{self, CertError};
 use crate::spiffe::SpiffeId;

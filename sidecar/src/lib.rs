@@ -1,9 +1,9 @@
-//! trellis-proxy: the Trellis sidecar. It proxies a workload's inbound and outbound HTTP,
-//! gRPC, WebSocket and TCP traffic under a config snapshot it can swap without dropping requests.
-//!
-//! The public surface is small: load a [`Bootstrap`] (from a file, or [`bootstrap_from_env`]
-//! under Kubernetes), [`start`] a proxy from it, and [`init`] for the init container's
+//! trellis-proxy, the Trellis sidecar: load a [`Bootstrap`] (a file, or [`bootstrap_from_env`]
+//! under Kubernetes) and [`start`] a proxy from it; [`init`] installs the init container's
 //! iptables rules. ARCHITECTURE.md at the repo root maps the modules.
+
+// The proxy carries a workload's inbound and outbound HTTP, gRPC, WebSocket and TCP traffic
+// under a config snapshot it can swap without dropping requests.
 
 mod admin;
 mod config;

@@ -1,12 +1,12 @@
 //! A real hyper upstream (HTTP/1.1 and h2c on one port) whose answers show what it received.
-//!
-//! Paths: `/status/N` answers N; `/echo` streams the request body back; `/sleep/MS` waits;
-//! `/reset` drops the connection without answering; `/ws` is a WebSocket echo; `/bytes/N`
-//! streams N bytes; anything else answers 200. Every answer carries `x-upstream: NAME`,
-//! `x-seen-path`, `x-seen-host`, and a JSON body of the request headers.
-//!
-//! `Upstream::set_mode` makes every path fail, hang or reset on command, for tests of how
-//! callers cope with a sick upstream; `Mode::Normal` heals it.
+
+// Paths: `/status/N` answers N; `/echo` streams the request body back; `/sleep/MS` waits;
+// `/reset` drops the connection without answering; `/ws` is a WebSocket echo; `/bytes/N`
+// streams N bytes; anything else answers 200. Every answer carries `x-upstream: NAME`,
+// `x-seen-path`, `x-seen-host`, and a JSON body of the request headers.
+//
+// `Upstream::set_mode` makes every path fail, hang or reset on command, for tests of how
+// callers cope with a sick upstream; `Mode::Normal` heals it.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};

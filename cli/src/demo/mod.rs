@@ -1,7 +1,8 @@
-//! `trellis demo`: the ride-hailing app on a local mesh in one command. It starts the
-//! control plane, every service with its sidecar and the gateway (re-running this binary,
-//! child.rs), drives traffic through the gateway, shows it live, runs the failure scenarios
-//! and prints a summary (docs/demo.md).
+//! `trellis demo`: the ride-hailing app on a local mesh in one command (docs/demo.md).
+
+// It starts the control plane, every service with its sidecar and the gateway (re-running this
+// binary, child.rs), drives traffic through the gateway, shows it live, runs the failure
+// scenarios and prints a summary.
 
 mod client;
 mod metrics;

@@ -1,9 +1,9 @@
 //! The ride-hailing demo app: five small HTTP services in one library, one role per process.
 //! Each calls the next through its own sidecar's outbound listener, as any app in the mesh
 //! would, and each can be made slow or failing on command through `POST /fault`.
-//!
-//! Run it with `cargo run --release -p trellis-cli -- demo` (docs/demo.md); the demo starts
-//! one process per role with `trellis __child app --role ROLE ...`.
+
+// Run it with `cargo run --release -p trellis-cli -- demo` (docs/demo.md); the demo starts
+// one process per role with `trellis __child app --role ROLE ...`.
 
 mod fault;
 mod instance;

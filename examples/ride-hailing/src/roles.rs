@@ -1,10 +1,10 @@
 //! What each role answers, and how it calls the next service through its sidecar.
-//!
-//! passenger `/rides` → trip `/trips` → driver `/assign`, then billing `/charge` and
-//! notification `/notify` together. A trip without a driver fails; a trip whose charge fails
-//! is still booked, with the charge deferred, so a sick billing service degrades rides
-//! instead of failing them. passenger `/call?service=S&path=P` calls any service directly,
-//! which is how the demo shows the mesh refusing passenger → billing.
+
+// passenger `/rides` → trip `/trips` → driver `/assign`, then billing `/charge` and
+// notification `/notify` together. A trip without a driver fails; a trip whose charge fails
+// is still booked, with the charge deferred, so a sick billing service degrades rides
+// instead of failing them. passenger `/call?service=S&path=P` calls any service directly,
+// which is how the demo shows the mesh refusing passenger → billing.
 
 use crate::fault::Fault;
 use crate::instance::{AppConfig, Role};

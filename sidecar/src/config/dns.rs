@@ -1,7 +1,8 @@
-//! ExternalName Services: their clusters' endpoints are the addresses a DNS name resolves to,
-//! looked up with hickory-resolver (hosts file, then `/etc/resolv.conf`'s servers) by
-//! `resolve.rs`. This is the last good set of addresses of each name, which every runtime
-//! build fills in.
+//! ExternalName Services: the last good set of addresses of each DNS name, which every runtime
+//! build fills in as its clusters' endpoints.
+
+// The names are looked up with hickory-resolver (hosts file, then `/etc/resolv.conf`'s
+// servers) by `resolve.rs`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

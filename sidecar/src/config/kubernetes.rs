@@ -1,8 +1,10 @@
 //! `trellis-proxy --kubernetes`: the bootstrap made from what the injector puts into the pod
-//! (control-plane/src/inject/sidecar.rs) instead of a file: downward-API environment
-//! variables, the pod's labels and annotations as downward-API files, the projected
-//! service-account token (audience `trellis`) and the mesh CA inline. The trellis gateway's
-//! Deployment (k8s/gateway/) sets the same variables by hand, plus `TRELLIS_GATEWAY`.
+//! (control-plane/src/inject/sidecar.rs) instead of a file.
+
+// That is: downward-API environment variables, the pod's labels and annotations as
+// downward-API files, the projected service-account token (audience `trellis`) and the mesh CA
+// inline. The trellis gateway's Deployment (k8s/gateway/) sets the same variables by hand,
+// plus `TRELLIS_GATEWAY`.
 
 use crate::config::bootstrap::{
     App, AppProbe, Bootstrap, ControlPlane, GatewayMode, Limits, Listeners, ProtocolDetection,

@@ -1,11 +1,11 @@
 //! Path normalization: the one path a request has from the moment a listener takes it, so
 //! that routing, authorization and the app all read the same path (docs/security.md, "What a
 //! policy protects").
-//!
-//! Always: percent-encodings are checked (malformed is a 400), unreserved characters are
-//! decoded and other encodings upper-cased (RFC 3986 §6.2.2), and dot segments are removed
-//! (§5.2.4). The Mesh's `pathNormalization` decides runs of `/`, encoded and raw
-//! backslashes and slashes, and `;` path parameters. The query is never touched.
+
+// Always: percent-encodings are checked (malformed is a 400), unreserved characters are
+// decoded and other encodings upper-cased (RFC 3986 §6.2.2), and dot segments are removed
+// (§5.2.4). The Mesh's `pathNormalization` decides runs of `/`, encoded and raw
+// backslashes and slashes, and `;` path parameters. The query is never touched.
 
 use crate::http::errors::ProxyError;
 use http::Uri;

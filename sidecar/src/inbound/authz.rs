@@ -1,10 +1,12 @@
 //! Inbound authorization: the AuthorizationPolicies that protect the app port a request is
-//! delivered to (see `delivery.rs` for which those are), and their enforcement: a denial is
-//! counted, logged and answered 403. DENY policies are checked first; then, once any ALLOW
-//! policy applies, a request must match one of its rules. A rule matches when one of its `from` entries and one of its
-//! `to` entries match (an empty list matches anything). Opaque TCP carries no method, path or
-//! header: there an ALLOW rule with a `to` never matches, and a DENY rule ignores its `to`
-//! (denying more rather than less).
+//! delivered to (`delivery.rs` says which), and their enforcement: a denial is counted, logged
+//! and answered 403.
+
+// DENY policies are checked first; then, once any ALLOW policy applies, a request must match
+// one of its rules. A rule matches when one of its `from` entries and one of its `to` entries
+// match (an empty list matches anything). Opaque TCP carries no method, path or header: there
+// an ALLOW rule with a `to` never matches, and a DENY rule ignores its `to` (denying more
+// rather than less).
 
 use crate::config::runtime::Runtime;
 use crate::http::errors::ProxyError;

@@ -1,9 +1,10 @@
-//! The app's ports as Service ports target them, and which AuthorizationPolicies protect
-//! each (`app_port.rs` picks the port a request lands on). Policies attach to workload ports,
-//! never to the name a caller used: a
-//! policy on Service S protects every app port that S selects and targets, so `Host:
-//! billing-v1` reaches the same port as `Host: billing` and meets the same policies
-//! (docs/security.md, "What a policy protects").
+//! The app's ports as Service ports target them, and which AuthorizationPolicies protect each.
+//! Policies attach to workload ports, never to the name a caller used (docs/security.md, "What
+//! a policy protects").
+
+// A policy on Service S protects every app port that S selects and targets, so `Host:
+// billing-v1` reaches the same port as `Host: billing` and meets the same policies.
+// `app_port.rs` picks the port a request lands on.
 
 use std::collections::{BTreeMap, HashMap};
 use trellis_config::snapshot::{InboundPolicy, Snapshot, TargetPort};

@@ -1,8 +1,10 @@
-//! `/app-health/<container>/<kind>` on the admin port: kubelet's HTTP probes, which the
-//! injector moved here because under STRICT mTLS kubelet (plaintext, no mesh identity)
-//! cannot reach the app port. The proxy replays the original probe to the app over loopback
-//! (or the pod IP, for an app that binds only that) and answers with the app's status, so
-//! kubelet's 200–399 rule applies unchanged.
+//! `/app-health/<container>/<kind>` on the admin port: kubelet's probes, replayed to the app
+//! by the proxy, which answers with the app's status so that kubelet's 200–399 rule applies
+//! unchanged.
+
+// The injector moved the probes here because under STRICT mTLS kubelet (plaintext, no mesh
+// identity) cannot reach the app port. The replay goes over loopback, or the pod IP for an app
+// that binds only that.
 
 use crate::config::bootstrap::AppProbe;
 use crate::http::respond::TRELLIS_ERROR;

@@ -1,8 +1,9 @@
 //! Opaque TCP: bytes in, bytes out, balanced over a cluster's endpoints with a connect
 //! timeout, outlier ejection on connect failures, byte counts and half-close both ways.
-//! Reached from intercepted connections (`listen/dispatch.rs`) and, in local mode, from the
-//! bootstrap's `tcp` forwards, which `serve` accepts. Between sidecars it runs over mTLS
-//! (ALPN `trellis-tcp`) when both hold a mesh identity, with the transport preface inside.
+
+// Reached from intercepted connections (`listen/dispatch.rs`) and, in local mode, from the
+// bootstrap's `tcp` forwards, which `serve` accepts. Between sidecars it runs over mTLS (ALPN
+// `trellis-tcp`) when both hold a mesh identity, with the transport preface inside.
 
 use crate::config::runtime::{RtCluster, RtPort, RtService, Runtime};
 use crate::http::errors::ProxyError;

@@ -1,8 +1,8 @@
 //! Protocol detection: read a connection's first bytes and tell HTTP/1, the HTTP/2 preface,
 //! a TLS ClientHello, a Trellis transport preface, or anything else (opaque TCP).
-//!
-//! A plain function, called between accept and dispatch on both listeners; mTLS termination
-//! (PERMISSIVE mode) branches on `Protocol::Tls`.
+
+// A plain function, called between accept and dispatch on both listeners; mTLS termination
+// (PERMISSIVE mode) branches on `Protocol::Tls`.
 
 use crate::listen::peeked::PeekedIo;
 use std::io;

@@ -1,12 +1,14 @@
-//! The circuit breaker, with resilience4j's semantics: CLOSED counts outcomes in a sliding
-//! window and opens on a failure or slow-call rate; OPEN fails fast for `waitInOpen`, then
-//! HALF_OPEN lets `permittedCallsInHalfOpen` probes decide; DISABLED and FORCED_OPEN are set
-//! by an operator on the admin port and left only that way.
-//!
-//! Admitting and recording a call is lock-free (one atomic state word, the window, and an
-//! `ArcSwap` per phase). State changes, which are rare, take a per-breaker mutex so that each
-//! happens once and is logged once. Over 400 lines: the five states' transitions share one
-//! state word and one mutex, and are checked best side by side.
+//! The circuit breaker, with resilience4j's semantics (CLOSED, OPEN, HALF_OPEN), plus DISABLED
+//! and FORCED_OPEN for an operator on the admin port. Over 400 lines: the five states'
+//! transitions share one state word and one mutex, and read best side by side.
+
+// CLOSED counts outcomes in a sliding window and opens on a failure or slow-call rate; OPEN
+// fails fast for `waitInOpen`, then HALF_OPEN lets `permittedCallsInHalfOpen` probes decide;
+// DISABLED and FORCED_OPEN are left only by the operator.
+//
+// Admitting and recording a call is lock-free (one atomic state word, the window, and an
+// `ArcSwap` per phase). State changes, which are rare, take a per-breaker mutex so that each
+// happens once and is logged once.
 
 pub(crate) mod layer;
 pub(crate) mod state;

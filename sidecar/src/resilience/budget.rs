@@ -1,11 +1,13 @@
-//! The retry budget of a cluster, after Finagle's and Linkerd's: every request deposits
-//! `percent`/100 of a retry, every retry withdraws one, deposits expire after 10 s, and a
-//! reserve of `minPerSecond` retries per second is always there for clusters with little
-//! traffic. Under a failing upstream, retries therefore add at most `percent`% (plus the
-//! reserve) to the load, instead of multiplying it by the number of attempts.
-//!
-//! Lock-free: one counter word per second. Two retries racing for the last token may both
-//! get it; the overdraft is at most the number of concurrent retries.
+//! The retry budget of a cluster, after Finagle's and Linkerd's: under a failing upstream,
+//! retries add at most `percent`% (plus a small reserve) to the load instead of multiplying it
+//! by the number of attempts.
+
+// Every request deposits `percent`/100 of a retry, every retry withdraws one, deposits expire
+// after 10 s, and a reserve of `minPerSecond` retries per second is always there for clusters
+// with little traffic.
+//
+// Lock-free: one counter word per second. Two retries racing for the last token may both get
+// it; the overdraft is at most the number of concurrent retries.
 
 use super::window::SecondBuckets;
 use std::time::Duration;

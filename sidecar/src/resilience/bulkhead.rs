@@ -1,10 +1,9 @@
-//! The bulkhead of a cluster: at most `maxConcurrentRequests` in flight, and at most
-//! `maxPendingRequests` more waiting (first come, first served) up to `maxWait` for a slot.
-//! Anything beyond is answered 503 `overloaded` at once, so that one cluster's flood cannot
-//! tie up the callers of every other cluster.
-//!
-//! A request holds its slot until its response headers arrive or it fails; a long streaming
-//! response body does not hold one.
+//! The bulkhead of a cluster: at most `maxConcurrentRequests` in flight and
+//! `maxPendingRequests` more waiting up to `maxWait`; beyond that, 503 `overloaded` at once,
+//! so that one cluster's flood cannot tie up the callers of every other cluster.
+
+// Waiting is first come, first served. A request holds its slot until its response headers
+// arrive or it fails; a long streaming response body does not hold one.
 
 use super::exchange::{Exchange, Outcome, Reply};
 use super::future::LayerFuture;

@@ -1,11 +1,11 @@
-//! Resilience: the tower layers that stand between a routed request and a cluster's
-//! endpoints (fault injection, rate limit, bulkhead, circuit breaker, timeout, retry) and the
-//! per-cluster state they share. Outlier detection, which the balancer obeys, is in
-//! `upstream/outlier.rs`.
-//!
-//! `stack.rs` assembles the layers for a request; `policy.rs` builds each cluster's state
-//! from its `ResiliencePolicy` and carries it over config swaps; `exchange.rs` is what moves
-//! through them.
+//! Resilience: the tower layers between a routed request and a cluster's endpoints (faults,
+//! rate limit, bulkhead, circuit breaker, timeout, retry) and the per-cluster state they
+//! share.
+
+// Outlier detection, which the balancer obeys, is in `upstream/outlier.rs`. `stack.rs`
+// assembles the layers for a request; `policy.rs` builds each cluster's state from its
+// `ResiliencePolicy` and carries it over config swaps; `exchange.rs` is what moves through
+// them.
 
 pub(crate) mod breaker;
 pub(crate) mod budget;

@@ -1,11 +1,11 @@
 //! Retries: up to `attempts` more tries of a request that failed in a way `retryOn` names,
 //! after an exponential backoff with full jitter, on a different endpoint where there is one,
 //! within the request's deadline and the cluster's retry budget.
-//!
-//! Which bodies can be sent again is `replay.rs`'s business. A non-idempotent request (POST,
-//! PATCH) is sent again only when the upstream provably never saw it (connect failure,
-//! refused stream) or for a gRPC status that `retryOn` names; `allowNonIdempotent` lifts
-//! the rule.
+
+// Which bodies can be sent again is `replay.rs`'s business. A non-idempotent request (POST,
+// PATCH) is sent again only when the upstream provably never saw it (connect failure,
+// refused stream) or for a gRPC status that `retryOn` names; `allowNonIdempotent` lifts
+// the rule.
 
 use super::budget::Budget;
 use super::clock;

@@ -1,7 +1,7 @@
 //! The one place where a cluster's request path is put together, outermost layer first.
-//!
-//! The stack is assembled per request from references to the cluster's shared state: that
-//! costs a few pointer copies, takes no lock, and touches no reference count.
+
+// The stack is assembled per request from references to the cluster's shared state: that
+// costs a few pointer copies, takes no lock, and touches no reference count.
 
 use super::breaker::Breaker;
 use super::bulkhead::Bulkhead;

@@ -1,9 +1,9 @@
 //! Lock-free sliding windows of call outcomes, as resilience4j's circuit breaker keeps them:
 //! COUNT (the last N calls) and TIME (the calls of the last N seconds, one bucket a second).
-//!
-//! Concurrent recorders never block each other. The price is that a reader may see a
-//! window that is off by the few calls being recorded at that instant, which moves a rate by
-//! a fraction of a percent; it never sees calls from outside the window.
+
+// Concurrent recorders never block each other. The price is that a reader may see a
+// window that is off by the few calls being recorded at that instant, which moves a rate by
+// a fraction of a percent; it never sees calls from outside the window.
 
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;

@@ -1,8 +1,9 @@
-//! Prometheus metrics with the names and labels of DESIGN.md's observability contract.
-//! Label values are `Arc`s prepared at config build time, so recording allocates nothing;
-//! per-cluster resilience metrics hand out their series once, when a cluster's state is built.
-//! Over 400 lines because it is the traffic metric contract in one place: every name and label
-//! set can be checked against DESIGN.md here (the mTLS ones are in tls/metrics.rs).
+//! Prometheus metrics with the names and labels of DESIGN.md's contract (the mTLS ones are in
+//! `tls/metrics.rs`). Over 400 lines because it is that contract in one place, where every
+//! name and label set can be checked.
+
+// Label values are `Arc`s prepared at config build time, so recording allocates nothing;
+// per-cluster resilience metrics hand out their series once, when a cluster's state is built.
 
 use crate::resilience::breaker::state::State;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};

@@ -1,10 +1,11 @@
 //! Getting and keeping a certificate: generate a key (it never leaves this process), send a
-//! CSR with the join token to `Identity.Certify`, install what comes back, and do it again at
-//! about half of the certificate's lifetime. When the token no longer proves anything (a
-//! join token past its `--ttl`), the proxy renews with the certificate it holds instead,
-//! presenting it on the connection, so a join token only has to outlive the first
-//! certification. A failed renewal retries with backoff while the current certificate keeps
-//! serving.
+//! CSR with the join token to `Identity.Certify`, install what comes back, and renew at about
+//! half of the certificate's lifetime.
+
+// When the token no longer proves anything (a join token past its `--ttl`), the proxy renews
+// with the certificate it holds instead, presenting it on the connection, so a join token only
+// has to outlive the first certification. A failed renewal retries with backoff while the
+// current certificate keeps serving.
 
 use super::MeshTls;
 use crate::shared::Shared;

@@ -1,7 +1,8 @@
-//! The proxy's mesh identity and the rustls configs built on it. One server config and one
-//! client config per ALPN live for the whole process: the certificate and the trust bundle
-//! behind them are swapped in place at each rotation, so rotation never rebuilds a config
-//! and never touches an open connection.
+//! The proxy's mesh identity and the rustls configs built on it: one server config and one
+//! client config per ALPN for the whole process.
+
+// The certificate and the trust bundle behind the configs are swapped in place at each
+// rotation, so rotation never rebuilds a config and never touches an open connection.
 
 pub mod accept;
 pub mod certify;

@@ -1,10 +1,12 @@
 //! Outlier detection with Envoy's semantics: `consecutive5xx` failures in a row eject an
-//! endpoint for `baseEjectionTime` × the number of times it has been ejected (capped at
-//! `maxEjectionTime`), never more than `maxEjectionPercent` of the cluster at once, though one
-//! endpoint can always be ejected. The balancer skips ejected endpoints.
-//!
-//! Counting is lock-free (atomics on each endpoint); deciding an ejection takes a
-//! per-cluster mutex, so that two ejections at once cannot both pass the percent check.
+//! endpoint for a growing time, never more than `maxEjectionPercent` of the cluster at once.
+//! The balancer skips ejected endpoints.
+
+// An ejection lasts `baseEjectionTime` × the number of times the endpoint has been ejected,
+// capped at `maxEjectionTime`; one endpoint can always be ejected, whatever the percent.
+//
+// Counting is lock-free (atomics on each endpoint); deciding an ejection takes a per-cluster
+// mutex, so that two ejections at once cannot both pass the percent check.
 
 use super::endpoint::{EndpointHealth, EndpointState};
 use crate::resilience::clock;
