@@ -182,23 +182,9 @@ impl Session {
         }
         let (upserted, removed, replace) = match &self.sent {
             Some(prev) => {
-                let up = c
-                    .resources
-                    .iter()
-                    .filter(|(k, v)| {
-                        prev.resources
-                            .get(*k)
-                            .is_none_or(|p| !Arc::ptr_eq(p, v) && p.hash != v.hash)
-                    })
-                    .map(|(k, v)| resource(k, v))
-                    .collect();
-                let rm = prev
-                    .resources
-                    .keys()
-                    .filter(|k| !c.resources.contains_key(*k))
-                    .map(key)
-                    .collect();
-                (up, rm, false)
+                let d = c.delta_from(prev);
+                let up = d.upserted.iter().map(|(k, v)| resource(k, v)).collect();
+                (up, d.removed.iter().map(key).collect(), false)
             }
             None => (
                 c.resources.iter().map(|(k, v)| resource(k, v)).collect(),

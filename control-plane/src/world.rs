@@ -18,6 +18,70 @@ pub(crate) struct Compiled {
     pub version: String,
     pub resources: BTreeMap<Key, Arc<Encoded>>,
     mesh: MeshResource,
+    /// The delta to this snapshot from each version that proxies held when they were pushed
+    /// it, computed once and shared by every proxy that held that version.
+    deltas: Mutex<HashMap<String, Arc<Delta>>>,
+}
+
+/// What brings a proxy from one snapshot to another: the resources whose hash changed or that
+/// are new, in key order, and the keys that went.
+pub(crate) struct Delta {
+    pub upserted: Vec<(Key, Arc<Encoded>)>,
+    pub removed: Vec<Key>,
+}
+
+impl Compiled {
+    /// The delta from `prev` to this snapshot. A profile of 1,000 proxies on one push showed
+    /// three quarters of the control plane's CPU in each proxy's own diff (a map lookup with
+    /// string compares per resource per proxy); proxies of one kind hold the same version,
+    /// so the diff is done once per version and kind, and each walk is a linear merge.
+    pub(crate) fn delta_from(&self, prev: &Compiled) -> Arc<Delta> {
+        let mut deltas = self.deltas.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = deltas.get(&prev.version) {
+            return d.clone();
+        }
+        let delta = Arc::new(diff(&prev.resources, &self.resources));
+        deltas.insert(prev.version.clone(), delta.clone());
+        delta
+    }
+}
+
+/// Both maps are sorted by key, so one walk over both finds every change.
+fn diff(prev: &BTreeMap<Key, Arc<Encoded>>, next: &BTreeMap<Key, Arc<Encoded>>) -> Delta {
+    use std::cmp::Ordering;
+    let (mut upserted, mut removed) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (prev.iter().peekable(), next.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                Ordering::Less => {
+                    removed.push((*ka).clone());
+                    a.next();
+                }
+                Ordering::Greater => {
+                    upserted.push(((*kb).clone(), Arc::clone(vb)));
+                    b.next();
+                }
+                Ordering::Equal => {
+                    if !Arc::ptr_eq(va, vb) && va.hash != vb.hash {
+                        upserted.push(((*kb).clone(), Arc::clone(vb)));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+            (Some((ka, _)), None) => {
+                removed.push((*ka).clone());
+                a.next();
+            }
+            (None, Some((kb, vb))) => {
+                upserted.push(((*kb).clone(), Arc::clone(vb)));
+                b.next();
+            }
+            (None, None) => break,
+        }
+    }
+    Delta { upserted, removed }
 }
 
 pub struct World {
@@ -91,6 +155,7 @@ impl World {
             version,
             resources,
             mesh,
+            deltas: Mutex::default(),
         });
         self.lock().entry(key).or_insert(compiled).clone()
     }
@@ -110,5 +175,51 @@ impl World {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KindKey, Arc<Compiled>>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(hash: &str) -> Arc<Encoded> {
+        Arc::new(Encoded {
+            body: bytes::Bytes::from(hash.to_string()),
+            hash: hash.to_string(),
+        })
+    }
+
+    fn key(kind: &str, name: &str) -> Key {
+        (kind.to_string(), name.to_string())
+    }
+
+    #[test]
+    fn the_delta_holds_what_changed_and_what_went_in_key_order() {
+        let same = enc("b1");
+        let prev = BTreeMap::from([
+            (key(CLUSTER, "a"), enc("a1")),
+            (key(CLUSTER, "b"), same.clone()),
+            (key(SERVICE, "c"), enc("c1")),
+            (key(SERVICE, "e"), enc("e1")),
+        ]);
+        let next = BTreeMap::from([
+            (key(CLUSTER, "b"), same),
+            (key(SERVICE, "c"), enc("c2")),
+            (key(SERVICE, "d"), enc("d1")),
+            // Re-encoded with the same bytes: a new Arc, the same hash, nothing to send.
+            (key(SERVICE, "e"), enc("e1")),
+        ]);
+        let d = diff(&prev, &next);
+        let up: Vec<(&str, &str)> = d
+            .upserted
+            .iter()
+            .map(|((_, n), v)| (n.as_str(), v.hash.as_str()))
+            .collect();
+        assert_eq!(up, [("c", "c2"), ("d", "d1")]);
+        assert_eq!(d.removed, [key(CLUSTER, "a")]);
+        assert!(diff(&next, &next).upserted.is_empty());
+        let everything = diff(&BTreeMap::new(), &next);
+        assert_eq!(everything.upserted.len(), 4);
+        assert!(everything.removed.is_empty());
     }
 }
