@@ -1,10 +1,11 @@
-//! Authorization that holds, end to end: trellis-control as a process, proxies with real
-//! mTLS identities, and a real app that shows the raw path it received. Each way around a
-//! policy that once worked is tried here next to a control that proves the setup can pass:
-//! another Service name for the same pod, another spelling of a denied path, and a proxy that
-//! starts before the control plane.
-//! It stays a few lines over 400 on purpose: the cases are one list of bypasses, read against
-//! the mesh and the callers (`mesh`, `env`, `via`, `direct`) set up at the top of this file.
+//! Authorization that holds, end to end: each way around a policy that once worked, tried
+//! next to a control that proves the setup can pass. A few lines over 400 on purpose: the
+//! cases are one list of bypasses, read against the setup at the top of this file.
+
+// trellis-control runs as a process, the proxies hold real mTLS identities, and a real app
+// shows the raw path it received. The bypasses: another Service name for the same pod,
+// another spelling of a denied path, and a proxy that starts before the control plane. The
+// setup is `mesh`, `env`, `via` and `direct`.
 
 mod support;
 
