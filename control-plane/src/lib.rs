@@ -3,6 +3,7 @@
 //! admin API that the `trellis` CLI uses.
 
 mod admin;
+mod certify;
 mod discovery;
 mod http;
 pub mod identity;

@@ -3,7 +3,7 @@
 
 use crate::options::Options;
 use crate::state::ControlPlane;
-use crate::{admin, discovery, http, identity, kubernetes};
+use crate::{admin, certify, discovery, http, identity, kubernetes};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -181,7 +181,7 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
             ),
         )
         .add_service(trellis_proto::v1::identity_server::IdentityServer::new(
-            identity::service::IdentityService(cp.clone()),
+            certify::IdentityService(cp.clone()),
         ))
         .serve_with_incoming(identity::serving::incoming(grpc, tls));
     tokio::spawn(async move {

@@ -1,4 +1,5 @@
-//! `trellis.v1.Identity`: the gRPC face of the authority, counting each answer in the metrics.
+//! `trellis.v1.Identity`: the gRPC face of the mesh CA (`identity/`), beside `discovery.rs` and
+//! `admin.rs`; it counts each answer in the metrics.
 
 use crate::metrics::ResultLabel;
 use crate::state::ControlPlane;
