@@ -75,22 +75,8 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
         )));
         authority.certificate_renewal = false;
     }
-    let grpc = TcpListener::bind(opts.grpc_addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "gRPC",
-            flag: "--grpc-addr",
-            addr: opts.grpc_addr,
-            source,
-        })?;
-    let http = TcpListener::bind(opts.http_addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "HTTP",
-            flag: "--http-addr",
-            addr: opts.http_addr,
-            source,
-        })?;
+    let grpc = bind(opts.grpc_addr, "gRPC", "--grpc-addr").await?;
+    let http = bind(opts.http_addr, "HTTP", "--http-addr").await?;
     let (grpc_addr, http_addr) = (
         grpc.local_addr().expect("bound"),
         http.local_addr().expect("bound"),
@@ -197,4 +183,20 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
         _watcher: watcher,
         _kubernetes: kubernetes,
     })
+}
+
+/// Binds one of the control plane's listeners; the error names the flag that moves it.
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    flag: &'static str,
+) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what,
+            flag,
+            addr,
+            source,
+        })
 }
