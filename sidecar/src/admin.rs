@@ -2,10 +2,10 @@
 //! `POST /breaker` to force a cluster's circuit breaker, and `/app-health/...`: kubelet's
 //! rewritten probes (`inbound/probes.rs`).
 
+use crate::clock;
 use crate::config::runtime::{RtCluster, Runtime};
 use crate::inbound::probes;
 use crate::resilience::breaker::state::State;
-use crate::resilience::clock;
 use crate::shared::Shared;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -187,6 +187,7 @@ fn cluster_json(c: &RtCluster, now: std::time::Duration) -> serde_json::Value {
         })
     });
     let endpoints: Vec<serde_json::Value> = c
+        .upstream
         .balancer
         .endpoints
         .iter()
@@ -204,9 +205,9 @@ fn cluster_json(c: &RtCluster, now: std::time::Duration) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
-        "name": c.name.as_str(),
+        "name": c.upstream.name.as_str(),
         "service": c.config.service,
-        "policy": c.balancer.policy,
+        "policy": c.upstream.balancer.policy,
         "circuitBreaker": breaker,
         "bulkhead": bulkhead,
         "endpoints": endpoints,

@@ -6,7 +6,10 @@
 // under a config snapshot it can swap without dropping requests.
 
 mod admin;
+mod clock;
 mod config;
+mod control;
+mod drain;
 mod http;
 mod inbound;
 pub mod init;
@@ -24,14 +27,15 @@ pub use config::kubernetes::bootstrap_from_env;
 /// The path normalization every listener applies, exposed for the path-cost bench.
 pub use http::normalize::normalize_path;
 
+use config::app_clusters::AppClusters;
 use config::bootstrap::ControlPlane;
 use config::store::ConfigStore;
-use inbound::clusters::AppClusters;
-use listen::drain::Drain;
-use shared::{Labels, Shared};
+use drain::Drain;
+use shared::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use telemetry::metrics::Metrics;
+use telemetry::observe::Labels;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use upstream::pool::Upstreams;
@@ -215,8 +219,8 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     });
     let mut watcher = None;
     if let Some(path) = mesh_file {
-        config::mesh_file::reload(&shared, &path);
-        watcher = Some(config::mesh_file::watch(shared.clone(), path)?);
+        control::mesh_file::reload(&shared, &path);
+        watcher = Some(control::mesh_file::watch(shared.clone(), path)?);
     }
 
     let addr = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
@@ -258,17 +262,17 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
                 .as_ref()
                 .and_then(|c| c.token_file.clone()),
         ) {
-            tokio::spawn(tls::certify::run(
+            tokio::spawn(control::certify::run(
                 shared.clone(),
                 tls.clone(),
                 endpoint.connect_lazy(),
                 token,
             ));
         }
-        tokio::spawn(config::discovery::run(shared.clone(), endpoint, node));
+        tokio::spawn(control::discovery::run(shared.clone(), endpoint, node));
     }
     tokio::spawn(admin::serve(admin, shared.clone()));
-    tokio::spawn(config::resolve::run(shared.clone()));
+    tokio::spawn(control::resolve::run(shared.clone()));
     tracing::info!(outbound = %out_addr, inbound = %in_addr, admin = %admin_addr, "trellis-proxy listening");
     Ok(Running {
         outbound: out_addr,

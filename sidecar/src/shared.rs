@@ -2,11 +2,12 @@
 //! upstream pools, drain and identity. Read-only after start-up except through atomics and
 //! the `ArcSwap` in `config`.
 
+use crate::config::app_clusters::AppClusters;
 use crate::config::bootstrap::Bootstrap;
 use crate::config::store::ConfigStore;
-use crate::inbound::clusters::AppClusters;
-use crate::listen::drain::Drain;
+use crate::drain::Drain;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::observe::Labels;
 use crate::tls::MeshTls;
 use crate::upstream::pool::Upstreams;
 use std::sync::Arc;
@@ -27,14 +28,4 @@ pub struct Shared {
     pub source: String,
     /// The mesh identity, when the proxy has a join token (control-plane mode).
     pub tls: Option<Arc<MeshTls>>,
-}
-
-/// Metric label values that never change, made once.
-pub struct Labels {
-    pub workload: Arc<String>,
-    pub namespace: Arc<String>,
-    pub unknown: Arc<String>,
-    pub inbound_service: Arc<String>,
-    /// `destination_service` of intercepted traffic passed through under `ALLOW_ANY`.
-    pub passthrough: Arc<String>,
 }

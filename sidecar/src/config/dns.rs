@@ -2,7 +2,7 @@
 //! build fills in as its clusters' endpoints.
 
 // The names are looked up with hickory-resolver (hosts file, then `/etc/resolv.conf`'s
-// servers) by `resolve.rs`.
+// servers) by `control/resolve.rs`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -40,7 +40,7 @@ impl Resolved {
     }
 
     /// Records `ips` for `name`; returns whether they differ from what was there.
-    pub(super) fn set(&self, name: &str, ips: Vec<IpAddr>) -> bool {
+    pub fn set(&self, name: &str, ips: Vec<IpAddr>) -> bool {
         let mut addrs = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
         if addrs.get(name) == Some(&ips) {
             return false;
@@ -49,7 +49,7 @@ impl Resolved {
         true
     }
 
-    pub(super) fn count(&self, name: &str) -> usize {
+    pub fn count(&self, name: &str) -> usize {
         let addrs = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
         addrs.get(name).map_or(0, Vec::len)
     }

@@ -3,12 +3,15 @@
 //! settings did not change) is kept here by cluster name and endpoint address.
 
 use super::runtime::{RtBackend, RtCluster, RtGatewayRoute, RtPort, RtRule, RtService, Runtime};
-use crate::inbound::delivery::{AppPorts, PortPolicies};
-use crate::outbound::routing::{MatchError, Matcher};
+use crate::config::delivery::{AppPorts, PortPolicies};
+use crate::config::routing::{MatchError, Matcher};
 use crate::resilience::policy::ClusterResilience;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::balance::Balancer;
+use crate::upstream::cluster::Upstream;
 use crate::upstream::endpoint::EndpointState;
+use crate::upstream::outlier::Outlier;
+use crate::upstream::pool::TlsNames;
 use crate::upstream::ring::Ring;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,14 +46,12 @@ pub struct StateRegistry {
     pub app_ports: AppPorts,
 }
 
-pub type TlsNames =
-    Arc<arc_swap::ArcSwap<HashMap<SocketAddr, rustls_pki_types::ServerName<'static>>>>;
-
 struct ClusterShared {
     name: Arc<String>,
     cursor: Arc<AtomicUsize>,
     endpoints: HashMap<SocketAddr, Arc<EndpointState>>,
     resilience: ClusterResilience,
+    outlier: Option<Arc<Outlier>>,
 }
 
 impl StateRegistry {
@@ -81,19 +82,31 @@ impl StateRegistry {
                 cursor: Arc::default(),
                 endpoints: HashMap::new(),
                 resilience: ClusterResilience::default(),
+                outlier: None,
             });
             state
                 .endpoints
                 .retain(|addr, _| c.endpoints.iter().any(|e| e.address == *addr));
             let resilience =
                 ClusterResilience::build(&state.name, &c.resilience, &state.resilience, metrics);
-            if !resilience.same_outlier(&state.resilience) {
+            let outlier = Outlier::carry(
+                &state.outlier,
+                &c.resilience.outlier_detection,
+                &state.name,
+                metrics,
+            );
+            let same_outlier = match (&outlier, &state.outlier) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            };
+            if !same_outlier {
                 // New or changed outlier settings judge every endpoint afresh.
                 for ep in state.endpoints.values() {
                     ep.health.reset();
                 }
             }
             state.resilience = resilience.clone();
+            state.outlier = outlier.clone();
             let endpoints: Vec<Arc<EndpointState>> = c
                 .endpoints
                 .iter()
@@ -145,14 +158,18 @@ impl StateRegistry {
                 ring,
             };
             let rt = RtCluster {
-                name: state.name.clone(),
+                upstream: Upstream {
+                    name: state.name.clone(),
+                    protocol: c.protocol,
+                    balancer,
+                    hash_key: lb.hash_key.clone(),
+                    outlier,
+                },
                 service_label: Arc::new(match c.service.split_once('/') {
                     Some((ns, n)) => format!("{n}.{ns}"),
                     None => c.service.clone(),
                 }),
                 config: c.clone(),
-                balancer,
-                hash_key: lb.hash_key.clone(),
                 resilience,
             };
             clusters.insert(name.clone(), Arc::new(rt));

@@ -2,16 +2,16 @@
 //! live balancer state, and the lookups a request makes in it. `registry.rs` builds it off
 //! the request path; it is then swapped in whole.
 
-use crate::inbound::delivery::PortPolicies;
-use crate::outbound::routing::Matcher;
+use crate::config::delivery::PortPolicies;
+use crate::config::routing::Matcher;
 use crate::resilience::policy::ClusterResilience;
-use crate::upstream::balance::Balancer;
+use crate::upstream::cluster::Upstream;
 use http::{HeaderMap, Method, Uri};
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use trellis_config::model::{AppProtocol, HashKey};
+use trellis_config::model::AppProtocol;
 use trellis_config::snapshot::{Cluster, Filter, Snapshot, TargetPort, Timeouts};
 
 pub struct Runtime {
@@ -67,12 +67,12 @@ pub struct RtBackend {
 }
 
 pub struct RtCluster {
-    pub name: Arc<String>,
+    /// Its name, endpoints, balancer and outlier detection: what one try of a request reads.
+    pub upstream: Upstream,
     /// `name.namespace` of the cluster's Service, the `destination_service` label at a gateway.
     pub service_label: Arc<String>,
     pub config: Cluster,
-    pub balancer: Balancer,
-    pub hash_key: Option<HashKey>,
+    /// The layers around the tries: faults, rate limit, bulkhead, breaker, timeout, retry.
     pub resilience: ClusterResilience,
 }
 

@@ -2,10 +2,11 @@
 //! the one door (`apply`) through which a new snapshot, from a file or the control plane, is
 //! built and swapped in whole.
 
-use super::registry::{BuildError, StateRegistry, TlsNames};
+use super::registry::{BuildError, StateRegistry};
 use super::runtime::Runtime;
-use crate::inbound::delivery::AppPorts;
+use crate::config::delivery::AppPorts;
 use crate::telemetry::metrics::Metrics;
+use crate::upstream::pool::TlsNames;
 use arc_swap::{ArcSwapOption, Guard};
 use std::sync::Arc;
 use std::time::SystemTime;

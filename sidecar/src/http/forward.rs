@@ -3,8 +3,8 @@
 
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::{Exchange, Reply};
 use crate::http::headers::{is_upgrade, strip_hop_by_hop};
-use crate::resilience::exchange::{Exchange, Reply};
 use http::{Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;

@@ -4,7 +4,9 @@
 
 pub(crate) mod body;
 pub(crate) mod errors;
+pub(crate) mod exchange;
 pub(crate) mod forward;
+pub(crate) mod future;
 pub(crate) mod headers;
 pub(crate) mod normalize;
 pub(crate) mod respond;

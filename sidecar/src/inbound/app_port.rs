@@ -1,8 +1,8 @@
 //! Where an inbound request goes: the app port, chosen from the redirected destination or the
 //! Service port the `Host` names. The Host picks a port, never a policy: the policies that
-//! then apply are those of the port (`delivery.rs`).
+//! then apply are those of the port (`config/delivery.rs`).
 
-use super::delivery::AppPorts;
+use crate::config::delivery::AppPorts;
 use crate::config::runtime::Runtime;
 use crate::http::errors::ProxyError;
 use http::uri::Authority;

@@ -1,6 +1,6 @@
 //! Inbound authorization: the AuthorizationPolicies that protect the app port a request is
-//! delivered to (`delivery.rs` says which), and their enforcement: a denial is counted, logged
-//! and answered 403.
+//! delivered to (`config/delivery.rs` says which), and their enforcement: a denial is
+//! counted, logged and answered 403.
 
 // DENY policies are checked first; then, once any ALLOW policy applies, a request must match
 // one of its rules. A rule matches when one of its `from` entries and one of its `to` entries

@@ -6,11 +6,11 @@ use super::app_port::app_port;
 use super::authz::{self, PeerIdentity, authorize};
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::Exchange;
 use crate::http::forward::forward;
 use crate::http::headers::check_size;
 use crate::http::normalize::normalize_uri;
 use crate::http::respond::is_grpc;
-use crate::resilience::exchange::Exchange;
 use crate::shared::Shared;
 use crate::telemetry::observe::Observation;
 use crate::telemetry::trace;
@@ -53,7 +53,7 @@ pub async fn handle(
     redirected: Option<SocketAddr>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let mut obs = Observation::start(&shared, "inbound", &req);
+    let mut obs = Observation::start(&shared.labels, shared.bootstrap.access_log, "inbound", &req);
     let grpc = is_grpc(&req);
     obs.destination = shared.labels.inbound_service.clone();
     let res = async {
@@ -85,13 +85,13 @@ pub async fn handle(
         authorize(&shared, &rt, port, peer_id, &call)?;
         forwarded_client_cert(&shared, &mut req);
         let cluster = shared.app.cluster(port)?;
-        obs.cluster = Some(cluster.name.clone());
+        obs.cluster = Some(cluster.upstream.name.clone());
         obs.trace = Some(trace::propagate(req.headers_mut()));
         let upgrade = hyper::upgrade::on(&mut req);
         let version = req.version();
         let call = Call {
             upstreams: &shared.upstreams,
-            cluster: &cluster,
+            cluster: &cluster.upstream,
             downstream_version: version,
             peer: peer.ip(),
         };
@@ -112,5 +112,5 @@ pub async fn handle(
     }
     .await;
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(&shared, res))
+    Ok(obs.finish(&shared.metrics, &shared.labels, res))
 }

@@ -5,10 +5,10 @@
 // bootstrap's `tcp` forwards, which `serve` accepts. Between sidecars it runs over mTLS (ALPN
 // `trellis-tcp`) when both hold a mesh identity, with the transport preface inside.
 
+use crate::clock;
 use crate::config::runtime::{RtCluster, RtPort, RtService, Runtime};
 use crate::http::errors::ProxyError;
 use crate::inbound::authz;
-use crate::resilience::clock;
 use crate::shared::Shared;
 use crate::telemetry::metrics::TcpSeries;
 use crate::upstream::endpoint::InFlight;
@@ -97,14 +97,15 @@ where
     let hash = Some(hash_key(peer.ip()));
     let mut tried = Vec::new();
     let timeout = shared.bootstrap.limits.connect_timeout;
-    let outlier = cluster.resilience.outlier.as_ref();
+    let outlier = cluster.upstream.outlier.as_ref();
     let (mut up, ep) = loop {
         let ep = cluster
+            .upstream
             .balancer
             .pick(hash, &tried)
             .ok_or_else(|| ProxyError::NoHealthyEndpoints {
-                cluster: cluster.name.to_string(),
-                ejected: cluster.balancer.ejected(),
+                cluster: cluster.upstream.name.to_string(),
+                ejected: cluster.upstream.balancer.ejected(),
             })?
             .clone();
         let result = match tokio::time::timeout(timeout, TcpStream::connect(ep.addr)).await {
@@ -117,7 +118,7 @@ where
         if let Some(o) = outlier {
             o.record(
                 &ep,
-                &cluster.balancer.endpoints,
+                &cluster.upstream.balancer.endpoints,
                 result.is_err(),
                 clock::now(),
             );
@@ -125,7 +126,7 @@ where
         match result {
             Ok(s) => break (s, ep),
             Err(e) => {
-                tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "tcp connect failed");
+                tracing::debug!(cluster = %cluster.upstream.name, endpoint = %ep.addr, error = %e, "tcp connect failed");
                 tried.push(ep.addr);
             }
         }
@@ -133,7 +134,7 @@ where
     let _ = up.set_nodelay(true);
     let _in_flight = InFlight::new(ep.clone());
     let failed = |source: crate::http::errors::BoxError| ProxyError::Connect {
-        cluster: cluster.name.to_string(),
+        cluster: cluster.upstream.name.to_string(),
         endpoint: ep.addr,
         source,
     };

@@ -5,7 +5,6 @@
 pub(crate) mod accept;
 pub(crate) mod detect;
 pub(crate) mod dispatch;
-pub(crate) mod drain;
 pub(crate) mod inbound;
 pub(crate) mod original_dst;
 pub(crate) mod peeked;

@@ -30,14 +30,14 @@ pub async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let mut obs = Observation::start(&shared, "gateway", &req);
+    let mut obs = Observation::start(&shared.labels, shared.bootstrap.access_log, "gateway", &req);
     let grpc = is_grpc(&req);
     let res = match shared.config.current_full() {
         None => Err(ProxyError::NotReady),
         Some(rt) => route(&shared, &rt, &id, peer, req, &mut obs).await,
     };
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(&shared, res))
+    Ok(obs.finish(&shared.metrics, &shared.labels, res))
 }
 
 async fn route(

@@ -4,11 +4,11 @@
 use crate::config::runtime::{RtRule, Runtime};
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::Exchange;
 use crate::http::forward::forward;
 use crate::http::headers::{check_size, same_head};
 use crate::http::respond::is_grpc;
 use crate::outbound::filters::{Redirect, modify_headers, rewrite_path, with_path};
-use crate::resilience::exchange::Exchange;
 use crate::resilience::stack;
 use crate::shared::Shared;
 use crate::telemetry::observe::Observation;
@@ -34,14 +34,19 @@ pub async fn handle(
     original_dst: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let mut obs = Observation::start(&shared, "outbound", &req);
+    let mut obs = Observation::start(
+        &shared.labels,
+        shared.bootstrap.access_log,
+        "outbound",
+        &req,
+    );
     let grpc = is_grpc(&req);
     let res = match shared.config.current_full() {
         None => Err(ProxyError::NotReady),
         Some(rt) => route(&shared, &rt, peer, original_dst, req, &mut obs).await,
     };
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(&shared, res))
+    Ok(obs.finish(&shared.metrics, &shared.labels, res))
 }
 
 async fn route(
@@ -119,7 +124,7 @@ pub(crate) async fn dispatch(
     let backend = rule.pick_backend().ok_or_else(|| ProxyError::NoBackend {
         route: rule.route.to_string(),
     })?;
-    obs.cluster = Some(backend.cluster.name.clone());
+    obs.cluster = Some(backend.cluster.upstream.name.clone());
 
     // Phase 4: request filters, rule first, then the backend's own.
     let mut host_header = match upstream {
@@ -169,12 +174,12 @@ pub(crate) async fn dispatch(
     // Phase 6: forward through the cluster's resilience stack, then response filters.
     let call = Call {
         upstreams: &shared.upstreams,
-        cluster: &backend.cluster,
+        cluster: &backend.cluster.upstream,
         downstream_version: req.version(),
         peer: peer.ip(),
     };
-    let ex = stack::exchange(&backend.cluster, &rule.timeouts, req);
-    let stack = stack::stack(&backend.cluster, call);
+    let ex = stack::exchange(&backend.cluster.resilience, &rule.timeouts, req);
+    let stack = stack::stack(&backend.cluster.resilience, call);
     let fwd = forward(stack, ex, Some(downstream_upgrade)).await?;
     obs.endpoint = Some(fwd.endpoint);
     let mut res = fwd.response;
@@ -242,7 +247,7 @@ fn mirror(
     tokio::spawn(async move {
         let call = Call {
             upstreams: &upstreams,
-            cluster: &target,
+            cluster: &target.upstream,
             downstream_version: req.version(),
             peer: peer.ip(),
         };
@@ -250,7 +255,9 @@ fn mirror(
             Ok(reply) => {
                 let _ = http_body_util::BodyExt::collect(reply.response.into_body()).await;
             }
-            Err(e) => tracing::debug!(cluster = %target.name, error = %e, "mirror request failed"),
+            Err(e) => {
+                tracing::debug!(cluster = %target.upstream.name, error = %e, "mirror request failed")
+            }
         }
     });
     main

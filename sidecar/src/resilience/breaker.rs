@@ -17,8 +17,8 @@ mod tests;
 
 use state::{State, pack, unpack};
 
-use super::clock;
 use super::window::{Outcome, Totals, Window};
+use crate::clock;
 use crate::telemetry::metrics::BreakerMetrics;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -82,7 +82,7 @@ impl Breaker {
         metrics: BreakerMetrics,
         initial: State,
     ) -> Arc<Breaker> {
-        metrics.show(initial);
+        metrics.show(initial as usize);
         Arc::new_cyclic(|me| Breaker {
             closed: ArcSwap::from_pointee(Phase {
                 generation: 0,
@@ -288,7 +288,7 @@ impl Breaker {
         if self.retired.load(Ordering::Relaxed) {
             return;
         }
-        self.metrics.transition(from, to);
+        self.metrics.transition(from as usize, to as usize);
         if to == State::Open || to == State::ForcedOpen {
             tracing::warn!(cluster = %self.cluster, from = from.name(), to = to.name(), "circuit breaker opened: {why}");
         } else {

@@ -5,10 +5,10 @@
 // Waiting is first come, first served. A request holds its slot until its response headers
 // arrive or it fails; a long streaming response body does not hold one.
 
-use super::exchange::{Exchange, Outcome, Reply};
-use super::future::LayerFuture;
 use super::layer::Guard;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::{Exchange, Outcome, Reply};
+use crate::http::future::LayerFuture;
 use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
 use std::future::Future;

@@ -2,10 +2,10 @@
 //! status. Aborted requests carry `trellis-error: fault-injected`. An injected delay counts
 //! against the request's timeout, as a slow upstream would.
 
-use super::exchange::{Exchange, Outcome, Reply};
-use super::future::LayerFuture;
 use super::layer::Guard;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::{Exchange, Outcome, Reply};
+use crate::http::future::LayerFuture;
 use http::StatusCode;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;

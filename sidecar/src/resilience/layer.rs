@@ -2,8 +2,8 @@
 //! it does with one request), and the `Layer`, `Service` and future plumbing is written once
 //! here. A cluster without the feature pays one `None` check per request.
 
-use super::exchange::{Exchange, Outcome, Reply};
 use crate::http::errors::ProxyError;
+use crate::http::exchange::{Exchange, Outcome, Reply};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;

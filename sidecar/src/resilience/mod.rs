@@ -4,16 +4,13 @@
 
 // Outlier detection, which the balancer obeys, is in `upstream/outlier.rs`. `stack.rs`
 // assembles the layers for a request; `policy.rs` builds each cluster's state from its
-// `ResiliencePolicy` and carries it over config swaps; `exchange.rs` is what moves through
-// them.
+// `ResiliencePolicy` and carries it over config swaps; `http/exchange.rs` is what moves
+// through them.
 
 pub(crate) mod breaker;
 pub(crate) mod budget;
 pub(crate) mod bulkhead;
-pub(crate) mod clock;
-pub(crate) mod exchange;
 pub(crate) mod fault;
-pub(crate) mod future;
 pub(crate) mod layer;
 pub(crate) mod policy;
 pub(crate) mod rate_limit;

@@ -9,7 +9,6 @@ use super::fault::Faults;
 use super::rate_limit::RateLimiter;
 use super::retry::RetryPolicy;
 use crate::telemetry::metrics::{Count, Metrics};
-use crate::upstream::outlier::Outlier;
 use std::sync::Arc;
 use std::time::Duration;
 use trellis_config::model::Resilience;
@@ -23,7 +22,6 @@ pub struct ClusterResilience {
     pub breaker: Option<Arc<Breaker>>,
     pub timeout: Option<Duration>,
     pub retry: Option<Arc<RetryPolicy>>,
-    pub outlier: Option<Arc<Outlier>>,
 }
 
 /// Keeps `prev` when its settings equal `cfg`, else makes a new one from `cfg`.
@@ -98,12 +96,6 @@ impl ClusterResilience {
                 |r| &r.cfg,
                 |c| RetryPolicy::new(n(), c, count(Count::Retries)),
             ),
-            outlier: keep(
-                &prev.outlier,
-                &cfg.outlier_detection,
-                |o| &o.cfg,
-                |c| Outlier::new(n(), c, count(Count::Ejections)),
-            ),
         }
     }
 
@@ -115,15 +107,6 @@ impl ClusterResilience {
             || self.bulkhead.is_some()
             || self.breaker.is_some()
             || self.retry.is_some()
-    }
-
-    /// Whether outlier detection is the same object as in `prev`, so ejections still stand.
-    pub fn same_outlier(&self, prev: &ClusterResilience) -> bool {
-        match (&self.outlier, &prev.outlier) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
     }
 
     /// Stops the parts of a cluster that left the config from writing metrics.

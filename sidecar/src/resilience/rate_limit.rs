@@ -2,11 +2,11 @@
 //! cluster. A request over the limit is answered 429 `rate-limited` at once, with
 //! `retry-after`.
 
-use super::clock;
-use super::exchange::{Exchange, Reply};
-use super::future::LayerFuture;
 use super::layer::Guard;
+use crate::clock;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::{Exchange, Reply};
+use crate::http::future::LayerFuture;
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,9 +2,9 @@
 //! `REPLAY_CAP` so that a retry can send the same bytes. A body is never held back from the
 //! first try to be copied, and a larger body is never copied.
 
-use super::exchange::Exchange;
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::Exchange;
 use crate::http::headers::same_head;
 use bytes::Bytes;
 use http::Request;

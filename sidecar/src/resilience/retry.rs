@@ -8,12 +8,12 @@
 // the rule.
 
 use super::budget::Budget;
-use super::clock;
-use super::exchange::{Exchange, Outcome, Reply, grpc_status};
-use super::future::LayerFuture;
 use super::layer::Guard;
 use super::replay::{Head, Replay};
+use crate::clock;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::{Exchange, Outcome, Reply, grpc_status};
+use crate::http::future::LayerFuture;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use std::sync::Arc;

@@ -5,16 +5,16 @@
 
 use super::breaker::Breaker;
 use super::bulkhead::Bulkhead;
-use super::exchange::{Deadline, Exchange, Reply};
 use super::fault::Faults;
-use super::future::BoxOutcome;
 use super::layer::{Guarded, Optional};
+use super::policy::ClusterResilience;
 use super::rate_limit::RateLimiter;
 use super::retry::RetryPolicy;
 use super::timeout::{DeadlineLayer, DeadlineService};
-use crate::config::runtime::RtCluster;
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::{Deadline, Exchange, Reply};
+use crate::http::future::BoxOutcome;
 use crate::upstream::call::Call;
 use http::Request;
 use std::task::{Context, Poll};
@@ -44,11 +44,10 @@ pub enum Stack<'a> {
     Layered(Layers<'a>),
 }
 
-/// The resilience stack of `cluster` in front of `endpoint`, the call that picks an endpoint
-/// with the balancer (skipping ejected ones), sends the request, bounds it by the per-try
-/// timeout and reports the answer to outlier detection.
-pub fn stack<'a>(cluster: &'a RtCluster, endpoint: Call<'a>) -> Stack<'a> {
-    let r = &cluster.resilience;
+/// The resilience layers `r` of a cluster in front of `endpoint`, the call that picks one of
+/// the cluster's endpoints with the balancer (skipping ejected ones), sends the request,
+/// bounds it by the per-try timeout and reports the answer to outlier detection.
+pub fn stack<'a>(r: &'a ClusterResilience, endpoint: Call<'a>) -> Stack<'a> {
     if !r.has_layers() {
         return Stack::Bare(endpoint);
     }
@@ -68,7 +67,7 @@ pub fn stack<'a>(cluster: &'a RtCluster, endpoint: Call<'a>) -> Stack<'a> {
         .layer(Optional::new(r.breaker.as_deref()))
         // The overall deadline sits inside the breaker so that timeouts count as failures,
         // and outside retries so that it bounds all tries and the backoff between them.
-        .layer(DeadlineLayer::new(&cluster.name))
+        .layer(DeadlineLayer::new(&endpoint.cluster.name))
         // Retries are innermost, so each try goes back to the balancer for a fresh endpoint
         // (a different one where there is one) under its own per-try timeout.
         .layer(Optional::new(r.retry.as_deref()))
@@ -101,12 +100,11 @@ impl<'a> Service<Exchange> for Stack<'a> {
     }
 }
 
-/// A request ready for `cluster`'s stack, with its timeouts. The route's `timeouts.request`
+/// A request ready for the stack of a cluster with layers `r`, with its timeouts. The route's `timeouts.request`
 /// and the policy's `timeout` both bound the whole request, retries included; the route's
 /// `timeouts.backendRequest` and the policy's `retry.perTryTimeout` both bound each try. Where
 /// both of a pair are set, the shorter wins.
-pub fn exchange(cluster: &RtCluster, route: &Timeouts, request: Request<Body>) -> Exchange {
-    let r = &cluster.resilience;
+pub fn exchange(r: &ClusterResilience, route: &Timeouts, request: Request<Body>) -> Exchange {
     let overall = shorter(route.request, r.timeout);
     let per_try = shorter(
         route.backend_request,

@@ -2,8 +2,8 @@
 //! between them, and passing it answers 504 `timeout`. Each attempt is bounded separately by
 //! the per-try timeout, in the endpoint call.
 
-use super::exchange::{Exchange, Outcome, Reply};
 use crate::http::errors::ProxyError;
+use crate::http::exchange::{Exchange, Outcome, Reply};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;

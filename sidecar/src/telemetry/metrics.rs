@@ -5,7 +5,6 @@
 // Label values are `Arc`s prepared at config build time, so recording allocates nothing;
 // per-cluster resilience metrics hand out their series once, when a cluster's state is built.
 
-use crate::resilience::breaker::state::State;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -43,6 +42,10 @@ struct ReloadLabels {
 pub struct ClusterLabels {
     pub cluster: Arc<String>,
 }
+
+/// The `state` label values of `trellis_circuit_breaker_state` (resilience4j's metric form),
+/// indexed by the breaker's state number (`resilience::breaker::state::State as usize`).
+pub const BREAKER_STATES: [&str; 5] = ["closed", "open", "half_open", "disabled", "forced_open"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BreakerStateLabels {
@@ -119,7 +122,7 @@ pub struct Metrics {
 #[derive(Clone)]
 pub struct BreakerMetrics {
     cluster: Arc<String>,
-    /// Indexed by `State as usize`.
+    /// Indexed like `BREAKER_STATES`.
     states: [Gauge; 5],
     transitions: Family<TransitionLabels, Counter>,
     /// Calls refused because the breaker was OPEN, HALF_OPEN and out of probes, or FORCED_OPEN.
@@ -127,20 +130,20 @@ pub struct BreakerMetrics {
 }
 
 impl BreakerMetrics {
-    /// Sets the state gauge: 1 for `state`, 0 for the others.
-    pub fn show(&self, state: State) {
-        for s in State::ALL {
-            self.states[s as usize].set(i64::from(s == state));
+    /// Sets the state gauge: 1 for state number `state`, 0 for the others.
+    pub fn show(&self, state: usize) {
+        for (s, gauge) in self.states.iter().enumerate() {
+            gauge.set(i64::from(s == state));
         }
     }
 
-    pub fn transition(&self, from: State, to: State) {
+    pub fn transition(&self, from: usize, to: usize) {
         self.show(to);
         self.transitions
             .get_or_create(&TransitionLabels {
                 cluster: self.cluster.clone(),
-                from: from.label(),
-                to: to.label(),
+                from: BREAKER_STATES[from],
+                to: BREAKER_STATES[to],
             })
             .inc();
     }
@@ -343,11 +346,11 @@ impl Metrics {
 
     /// The series of the circuit breaker of `cluster`.
     pub fn breaker(&self, cluster: &Arc<String>) -> BreakerMetrics {
-        let states = State::ALL.map(|s| {
+        let states = BREAKER_STATES.map(|state| {
             self.breaker_state
                 .get_or_create(&BreakerStateLabels {
                     cluster: cluster.clone(),
-                    state: s.label(),
+                    state,
                 })
                 .clone()
         });
@@ -390,16 +393,16 @@ impl Metrics {
 
     /// Drops the breaker series of a cluster that lost its breaker.
     pub fn forget_breaker(&self, cluster: &Arc<String>) {
-        for s in State::ALL {
+        for state in BREAKER_STATES {
             self.breaker_state.remove(&BreakerStateLabels {
                 cluster: cluster.clone(),
-                state: s.label(),
+                state,
             });
-            for t in State::ALL {
+            for to in BREAKER_STATES {
                 self.breaker_transitions.remove(&TransitionLabels {
                     cluster: cluster.clone(),
-                    from: s.label(),
-                    to: t.label(),
+                    from: state,
+                    to,
                 });
             }
         }

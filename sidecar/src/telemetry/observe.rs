@@ -4,13 +4,22 @@
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
 use crate::http::respond::{TRELLIS_ERROR, error_response};
-use crate::shared::Shared;
-use crate::telemetry::metrics::RequestLabels;
+use crate::telemetry::metrics::{Metrics, RequestLabels};
 use crate::telemetry::trace::TraceIds;
 use http::{Request, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Metric label values that never change, made once.
+pub struct Labels {
+    pub workload: Arc<String>,
+    pub namespace: Arc<String>,
+    pub unknown: Arc<String>,
+    pub inbound_service: Arc<String>,
+    /// `destination_service` of intercepted traffic passed through under `ALLOW_ANY`.
+    pub passthrough: Arc<String>,
+}
 
 pub struct Observation {
     started: Instant,
@@ -26,8 +35,13 @@ pub struct Observation {
 }
 
 impl Observation {
-    pub fn start<B>(shared: &Shared, direction: &'static str, req: &Request<B>) -> Observation {
-        let log = shared.bootstrap.access_log.then(|| {
+    pub fn start<B>(
+        labels: &Labels,
+        access_log: bool,
+        direction: &'static str,
+        req: &Request<B>,
+    ) -> Observation {
+        let log = access_log.then(|| {
             let authority = req
                 .uri()
                 .authority()
@@ -48,8 +62,8 @@ impl Observation {
         Observation {
             started: Instant::now(),
             direction,
-            destination: shared.labels.unknown.clone(),
-            route: shared.labels.unknown.clone(),
+            destination: labels.unknown.clone(),
+            route: labels.unknown.clone(),
             cluster: None,
             endpoint: None,
             trace: None,
@@ -68,16 +82,13 @@ impl Observation {
         res
     }
 
-    pub fn finish(self, shared: &Shared, res: Response<Body>) -> Response<Body> {
+    pub fn finish(self, metrics: &Metrics, labels: &Labels, res: Response<Body>) -> Response<Body> {
         let elapsed = self.started.elapsed();
         let (source_workload, source_namespace) = if self.direction == "outbound" {
-            (
-                shared.labels.workload.clone(),
-                shared.labels.namespace.clone(),
-            )
+            (labels.workload.clone(), labels.namespace.clone())
         } else {
             // The caller's identity comes from its mTLS certificate; without one it is unknown.
-            (shared.labels.unknown.clone(), shared.labels.unknown.clone())
+            (labels.unknown.clone(), labels.unknown.clone())
         };
         let labels = RequestLabels {
             direction: self.direction,
@@ -87,7 +98,7 @@ impl Observation {
             route: self.route.clone(),
             response_code: res.status().as_u16(),
         };
-        shared.metrics.record(&labels, elapsed);
+        metrics.record(&labels, elapsed);
         if let Some((method, path, authority)) = &self.log {
             let line = serde_json::json!({
                 "direction": self.direction,

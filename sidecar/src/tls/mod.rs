@@ -5,7 +5,6 @@
 // rotation, so rotation never rebuilds a config and never touches an open connection.
 
 pub mod accept;
-pub mod certify;
 pub mod metrics;
 
 use arc_swap::{ArcSwap, ArcSwapOption};

@@ -4,7 +4,7 @@
 
 use super::endpoint::EndpointState;
 use super::ring::Ring;
-use crate::resilience::clock;
+use crate::clock;
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;

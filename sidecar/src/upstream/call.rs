@@ -1,16 +1,16 @@
 //! One try of a request to one cluster, the bottom of its stack: pick an endpoint, send on
 //! the pooled client, resend what is safe to resend, and classify the failure.
 
+use super::cluster::Upstream;
 use super::endpoint::{EndpointState, InFlight};
 use super::pool::Upstreams;
 use super::ring::hash_key;
-use crate::config::runtime::RtCluster;
+use crate::clock;
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::{Exchange, Outcome, Reply, is_server_error};
+use crate::http::future::BoxOutcome;
 use crate::http::headers::same_head;
-use crate::resilience::clock;
-use crate::resilience::exchange::{Exchange, Outcome, Reply, is_server_error};
-use crate::resilience::future::BoxOutcome;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Uri, Version};
 use std::net::{IpAddr, SocketAddr};
@@ -25,7 +25,7 @@ use trellis_config::model::AppProtocol;
 #[derive(Clone, Copy)]
 pub struct Call<'a> {
     pub upstreams: &'a Upstreams,
-    pub cluster: &'a Arc<RtCluster>,
+    pub cluster: &'a Upstream,
     pub downstream_version: Version,
     pub peer: IpAddr,
 }
@@ -94,7 +94,7 @@ impl<'a> Call<'a> {
                     });
                 }
             };
-            let http2 = match cluster.config.protocol {
+            let http2 = match cluster.protocol {
                 AppProtocol::Http2 | AppProtocol::Grpc => true,
                 _ => self.downstream_version == Version::HTTP_2,
             };
@@ -238,7 +238,7 @@ impl<'a> Call<'a> {
 
     /// Tells outlier detection how an endpoint answered.
     fn observe(&self, ep: &EndpointState, failed: bool) {
-        if let Some(o) = &self.cluster.resilience.outlier {
+        if let Some(o) = &self.cluster.outlier {
             o.record(ep, &self.cluster.balancer.endpoints, failed, clock::now());
         }
     }

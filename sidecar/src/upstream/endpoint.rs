@@ -3,7 +3,7 @@
 //! forgets neither latency nor ejections.
 
 use super::ewma::Ewma;
-use crate::resilience::clock;
+use crate::clock;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};

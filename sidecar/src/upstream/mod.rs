@@ -3,6 +3,7 @@
 
 pub(crate) mod balance;
 pub(crate) mod call;
+pub(crate) mod cluster;
 pub(crate) mod endpoint;
 pub(crate) mod ewma;
 pub(crate) mod outlier;

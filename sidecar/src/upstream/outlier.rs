@@ -9,7 +9,8 @@
 // mutex, so that two ejections at once cannot both pass the percent check.
 
 use super::endpoint::{EndpointHealth, EndpointState};
-use crate::resilience::clock;
+use crate::clock;
+use crate::telemetry::metrics::{Count, Metrics};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,25 @@ pub struct Outlier {
 }
 
 impl Outlier {
+    /// The outlier detection `cfg` asks for: `prev` itself while its settings are unchanged,
+    /// so that standing ejections hold across a config swap; otherwise a fresh one.
+    pub fn carry(
+        prev: &Option<Arc<Outlier>>,
+        cfg: &Option<OutlierDetection>,
+        cluster: &Arc<String>,
+        metrics: &Metrics,
+    ) -> Option<Arc<Outlier>> {
+        let cfg = cfg.as_ref()?;
+        match prev {
+            Some(p) if p.cfg == *cfg => Some(p.clone()),
+            _ => Some(Arc::new(Outlier::new(
+                cluster.clone(),
+                cfg.clone(),
+                metrics.counter(Count::Ejections, cluster),
+            ))),
+        }
+    }
+
     pub fn new(cluster: Arc<String>, cfg: OutlierDetection, ejected_total: Counter) -> Outlier {
         Outlier {
             cfg,

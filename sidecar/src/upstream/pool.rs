@@ -1,7 +1,6 @@
 //! The pooled upstream clients, one for HTTP/1.1 and one for HTTP/2, plain or mTLS by
 //! endpoint. Pools are keyed by endpoint address, so they outlive config swaps.
 
-use crate::config::registry::TlsNames;
 use crate::http::body::Body;
 use crate::tls::MeshTls;
 use http::Uri;
@@ -20,6 +19,12 @@ pub struct Upstreams {
 /// Plain TCP for `http://` endpoints; mTLS for `https://` ones, which are sidecars with a mesh
 /// identity (see `EndpointState::tls`).
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The TLS server name of every mTLS endpoint, by address: hyper's pool hands the connector
+/// only the URI, so the name the endpoint's identity must prove is looked up here.
+pub type TlsNames = Arc<
+    arc_swap::ArcSwap<std::collections::HashMap<SocketAddr, rustls_pki_types::ServerName<'static>>>,
+>;
 
 impl Upstreams {
     /// `tls` is the proxy's identity, if it has one; `names` maps each mTLS endpoint to the

@@ -2,9 +2,9 @@
 //! and report the outcome of each call that went through.
 
 use super::{Breaker, Permit};
+use crate::clock;
 use crate::http::errors::ProxyError;
-use crate::resilience::clock;
-use crate::resilience::exchange::{Exchange, Outcome, Reply, failed};
+use crate::http::exchange::{Exchange, Outcome, Reply, failed};
 use crate::resilience::layer::Guard;
 use pin_project_lite::pin_project;
 use std::future::Future;

@@ -30,17 +30,6 @@ impl State {
         }
     }
 
-    /// The `state` label value of `trellis_circuit_breaker_state` (resilience4j's metric form).
-    pub fn label(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-            State::Disabled => "disabled",
-            State::ForcedOpen => "forced_open",
-        }
-    }
-
     pub fn parse(s: &str) -> Option<State> {
         State::ALL
             .into_iter()
@@ -60,4 +49,19 @@ pub(super) fn pack(s: State, generation: u64) -> u64 {
 
 pub(super) fn unpack(w: u64) -> (State, u64) {
     (State::from_bits(w), w >> 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State;
+    use crate::telemetry::metrics::BREAKER_STATES;
+
+    /// The metric's `state` labels are indexed by state number, so the two orders must agree.
+    #[test]
+    fn each_state_labels_its_own_series() {
+        for (i, s) in State::ALL.into_iter().enumerate() {
+            assert_eq!(s as usize, i);
+            assert_eq!(BREAKER_STATES[i], s.name().to_ascii_lowercase());
+        }
+    }
 }

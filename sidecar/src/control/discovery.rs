@@ -136,7 +136,7 @@ enum UpdateError {
     #[error(transparent)]
     Assemble(#[from] trellis_config::resources::AssembleError),
     #[error(transparent)]
-    Build(#[from] super::registry::BuildError),
+    Build(#[from] crate::config::registry::BuildError),
 }
 
 /// Applies one update atomically: the new set is built aside, checked, and only then swapped in.

@@ -1,12 +1,13 @@
 //! The app's clusters: one single-endpoint cluster per app port, made once from the
 //! bootstrap, through which inbound requests reach the local app.
 
+use super::bootstrap::Bootstrap;
 use super::delivery::AppPorts;
-use crate::config::bootstrap::Bootstrap;
-use crate::config::runtime::RtCluster;
+use super::runtime::RtCluster;
 use crate::http::errors::ProxyError;
 use crate::resilience::policy::ClusterResilience;
 use crate::upstream::balance::Balancer;
+use crate::upstream::cluster::Upstream;
 use crate::upstream::endpoint::EndpointState;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,14 +55,18 @@ impl AppClusters {
                 (
                     port,
                     Arc::new(RtCluster {
-                        name: Arc::new(name),
+                        upstream: Upstream {
+                            name: Arc::new(name),
+                            protocol: config.protocol,
+                            balancer,
+                            hash_key: None,
+                            outlier: None,
+                        },
                         service_label: Arc::new(format!(
                             "{}.{}",
                             b.workload.name, b.workload.namespace
                         )),
                         config,
-                        balancer,
-                        hash_key: None,
                         resilience: ClusterResilience::default(),
                     }),
                 )

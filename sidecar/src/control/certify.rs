@@ -7,8 +7,8 @@
 // has to outlive the first certification. A failed renewal retries with backoff while the
 // current certificate keeps serving.
 
-use super::MeshTls;
 use crate::shared::Shared;
+use crate::tls::MeshTls;
 use crate::tls::metrics::ResultLabel;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
