@@ -5,7 +5,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-pub use crate::model::{AuthorizationPolicy, Mesh, ResiliencePolicy, Workload};
+pub use crate::model::{AuthorizationPolicy, Mesh, ResiliencePolicy, Scope, Workload};
 
 /// Every trellis.dev CRD, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -14,6 +14,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Workload::crd(),
         ResiliencePolicy::crd(),
         AuthorizationPolicy::crd(),
+        Scope::crd(),
     ]
 }
 

@@ -19,6 +19,7 @@ const KINDS: &[(&str, &str)] = &[
     ("trellis.dev/v1alpha1", "ResiliencePolicy"),
     ("trellis.dev/v1alpha1", "AuthorizationPolicy"),
     ("gateway.networking.k8s.io/v1", "Gateway"),
+    ("trellis.dev/v1alpha1", "Scope"),
 ];
 
 #[derive(Deserialize)]
@@ -58,6 +59,7 @@ enum Parsed {
     Resilience(Arc<Object<ResiliencePolicySpec>>),
     Authorization(Arc<Object<AuthorizationPolicySpec>>),
     Gateway(Arc<Object<GatewaySpec>>),
+    Scope(Arc<Object<ScopeSpec>>),
 }
 
 impl Loader {
@@ -158,6 +160,7 @@ fn parse(file: &Arc<str>, raw: &RawDoc<'_>) -> Result<Parsed, ConfigError> {
         }
         ("trellis.dev/v1alpha1", "ResiliencePolicy") => Parsed::Resilience(typed!()),
         ("trellis.dev/v1alpha1", "AuthorizationPolicy") => Parsed::Authorization(typed!()),
+        ("trellis.dev/v1alpha1", "Scope") => Parsed::Scope(typed!()),
         ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => {
             Parsed::Gateway(typed!())
         }
@@ -206,6 +209,7 @@ fn add(
         }
         Parsed::Service(o) => cfg.services.push(doc(file, line, o)),
         Parsed::Workload(o) => cfg.workloads.push(doc(file, line, o)),
+        Parsed::Scope(o) => cfg.scopes.push(doc(file, line, o)),
         Parsed::HttpRoute(o) => cfg.http_routes.push(doc(file, line, o)),
         Parsed::Resilience(o) => cfg.resilience_policies.push(doc(file, line, o)),
         Parsed::Authorization(o) => cfg.authorization_policies.push(doc(file, line, o)),

@@ -34,6 +34,7 @@ pub struct MeshConfig {
     pub resilience_policies: Vec<Doc<ResiliencePolicySpec>>,
     pub authorization_policies: Vec<Doc<AuthorizationPolicySpec>>,
     pub gateways: Vec<Doc<GatewaySpec>>,
+    pub scopes: Vec<Doc<ScopeSpec>>,
 }
 
 pub(crate) fn find_service<'a>(

@@ -82,6 +82,31 @@ pub struct MeshInfo {
     /// AuthorizationPolicies that target a Service this workload serves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization: Vec<InboundPolicy>,
+    /// Set when a Scope says what this proxy's workload calls: the snapshot then holds only
+    /// those Services (and the clusters their routes use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeInfo>,
+}
+
+/// What a scoped proxy needs to know of the Services it was not given: enough to refuse a
+/// call to one with an error that says why, rather than pass it through as plaintext.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeInfo {
+    /// The Scopes that apply, `namespace/name`.
+    pub by: Vec<String>,
+    /// The mesh's other Services.
+    pub outside: Vec<OutsideService>,
+}
+
+/// A mesh Service outside a proxy's scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutsideService {
+    pub name: String,
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<IpAddr>,
 }
 
 /// One AuthorizationPolicy, as inbound enforces it.

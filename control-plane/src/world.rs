@@ -3,11 +3,12 @@
 
 // What every proxy shares (Services, routes, clusters) is compiled and encoded once per
 // generation; each kind of proxy (namespace and labels) adds only its small Mesh resource, so
-// 1,000 proxies of 10 kinds cost one compilation and 10 small ones.
+// 1,000 proxies of 10 kinds cost one compilation and 10 small ones. A scoped kind takes the
+// subset of those shared, already-encoded resources that its Scope allows.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use trellis_config::compile::Common;
+use trellis_config::compile::{Common, in_scope};
 use trellis_config::resources::{
     self, CLUSTER, Encoded, GATEWAY, Key, MESH, MeshResource, SERVICE,
 };
@@ -145,7 +146,22 @@ impl World {
         }
         compilations.inc();
         let mesh = Common::mesh_resource(&self.config, node);
-        let mut resources = self.shared.clone();
+        let mut resources = match &mesh.mesh.scope {
+            None => self.shared.clone(),
+            Some(scope) => {
+                let (services, clusters) =
+                    in_scope(&self.common.services, &self.common.gateways, scope);
+                self.shared
+                    .iter()
+                    .filter(|((kind, name), _)| match kind.as_str() {
+                        SERVICE => services.contains(name.as_str()),
+                        CLUSTER => clusters.contains(name.as_str()),
+                        _ => true,
+                    })
+                    .map(|(k, e)| (k.clone(), e.clone()))
+                    .collect()
+            }
+        };
         resources.insert(
             (MESH.to_string(), "mesh".to_string()),
             Arc::new(resources::encode(&mesh)),
@@ -162,12 +178,20 @@ impl World {
 
     /// The whole snapshot behind `c`, for the admin API.
     pub(crate) fn snapshot(&self, c: &Compiled) -> Snapshot {
+        let held =
+            |kind: &str, name: &String| c.resources.contains_key(&(kind.into(), name.clone()));
         Snapshot {
             version: c.version.clone(),
             node: c.mesh.node.clone(),
             mesh: c.mesh.mesh.clone(),
-            services: self.common.services.clone(),
-            clusters: self.common.clusters.clone(),
+            services: (self.common.services.iter())
+                .filter(|(k, _)| held(SERVICE, k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            clusters: (self.common.clusters.iter())
+                .filter(|(k, _)| held(CLUSTER, k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             inbound_services: c.mesh.inbound_services.clone(),
             gateways: self.common.gateways.clone(),
         }

@@ -302,3 +302,79 @@ async fn a_large_update_arrives_in_parts_and_applies_whole() {
         trellis_config::resources::assemble(&held, &parts[0].version).expect("the parts assemble");
     assert_eq!(snap.services.len(), 400);
 }
+
+/// The keys of an update's upserted resources, as `Kind name`.
+fn upserted(u: &DiscoveryResponse) -> Vec<String> {
+    u.upserted
+        .iter()
+        .map(|r| {
+            let k = r.key.clone().unwrap();
+            format!("{} {}", k.kind, k.name)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_scoped_proxy_is_sent_only_its_scope_and_a_scope_change_is_a_delta() {
+    let scope = |calls: &str| {
+        format!(
+            "---\napiVersion: trellis.dev/v1alpha1\nkind: Scope\nmetadata: {{name: trip, namespace: rides}}\n\
+             spec: {{selector: {{app: trip}}, calls: {calls}}}\n"
+        )
+    };
+    let (cp, _dir, path) = cp_with(&(billing_mesh(90, 10) + &scope("[billing]"))).await;
+    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let first = p.next().await;
+    assert!(first.replace);
+    // billing and the two clusters its route splits over; not billing-v1 or billing-v2 as
+    // Services, and not billing's own cluster, which the route replaces.
+    assert_eq!(
+        upserted(&first),
+        [
+            "Cluster billing-v1.rides:80",
+            "Cluster billing-v2.rides:80",
+            "Mesh mesh",
+            "Service rides/billing",
+        ]
+    );
+    assert_eq!(p.apply(&first), first.version);
+    p.send(Kind::Ack(Ack {
+        version: first.version.clone(),
+        nonce: first.nonce.clone(),
+    }))
+    .await;
+
+    // Widening the Scope sends the new Service and the Mesh resource (whose list of what is
+    // left out changed), as a delta.
+    write_atomically(
+        &path,
+        &(billing_mesh(90, 10) + &scope("[billing, billing-v1]")),
+    );
+    let wider = p.next().await;
+    assert!(!wider.replace);
+    assert_eq!(upserted(&wider), ["Mesh mesh", "Service rides/billing-v1"]);
+    assert!(wider.removed.is_empty());
+    assert_eq!(p.apply(&wider), wider.version);
+    p.send(Kind::Ack(Ack {
+        version: wider.version.clone(),
+        nonce: wider.nonce.clone(),
+    }))
+    .await;
+
+    // Narrowing it removes them again.
+    write_atomically(&path, &(billing_mesh(90, 10) + &scope("[billing]")));
+    let narrower = p.next().await;
+    assert!(!narrower.replace);
+    assert_eq!(upserted(&narrower), ["Mesh mesh"]);
+    let removed: Vec<String> = narrower
+        .removed
+        .iter()
+        .map(|k| format!("{} {}", k.kind, k.name))
+        .collect();
+    assert_eq!(removed, ["Service rides/billing-v1"]);
+    assert_eq!(p.apply(&narrower), narrower.version);
+    assert_eq!(
+        narrower.version, first.version,
+        "versions are content hashes"
+    );
+}

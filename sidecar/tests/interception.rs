@@ -277,6 +277,59 @@ async fn intercepted_traffic_is_routed_counted_and_cleaned_up() {
         .await;
     assert_eq!(body, "billing-upstream /again");
 
+    // A Scope that lets trip call billing only: under ALLOW_ANY again, banner's clusterIP is
+    // still a mesh Service, so it is refused, never passed through to its endpoint.
+    let scoped = mesh("ALLOW_ANY")
+        + "---\napiVersion: trellis.dev/v1alpha1\nkind: Scope\nmetadata: {name: trip, namespace: rides}\n\
+           spec: {selector: {app: trip}, calls: [billing]}\n";
+    std::fs::write(dir.path().join("mesh.tmp"), scoped).unwrap();
+    std::fs::rename(dir.path().join("mesh.tmp"), &mesh_path).unwrap();
+    testkit::eventually(Duration::from_secs(10), "the scoped config", || async {
+        let m = ns.metrics().await;
+        (metric(&m, "trellis_config_reloads_total", &["applied"]) >= 3.0).then_some(())
+    })
+    .await;
+    let r = ns.app_connect("127.100.0.11", 7000).await;
+    assert_eq!(r["data"], "", "refused without a byte");
+    let head = ns
+        .ok(
+            "curl",
+            &[
+                "-s",
+                "-m",
+                "10",
+                "-D",
+                "-",
+                "http://127.100.0.11:7000/greet",
+            ],
+        )
+        .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("trellis-error: not-in-scope"), "{head}");
+    assert!(
+        head.contains("banner.rides is a mesh Service outside this workload's Scope (rides/trip)"),
+        "says which Service and which Scope: {head}"
+    );
+    let m = ns.metrics().await;
+    assert_eq!(
+        metric(&m, "trellis_outbound_refused_total", &["not-in-scope"]),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "trellis_tcp_connections_opened_total", &["passthrough"]),
+        1.0,
+        "nothing more was passed through: {m}"
+    );
+    // What the Scope allows still works, and a destination outside the mesh still passes.
+    let body = ns
+        .ok("curl", &["-s", "-m", "10", "http://127.100.0.10/scoped"])
+        .await;
+    assert_eq!(body, "billing-upstream /scoped");
+    let r = ns.app_connect("127.0.0.4", 9999).await;
+    assert_eq!(r["data"], "outside the mesh\r\n");
+
     // --cleanup removes every rule; the clusterIP is then just an address nobody serves.
     ns.ok(bin, &["init", "--cleanup"]).await;
     assert!(!ns.nat_rules("iptables").await.contains("TRELLIS"));

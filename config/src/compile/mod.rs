@@ -6,6 +6,7 @@ mod clusters;
 mod context;
 mod gateways;
 mod routes;
+mod scope;
 mod services;
 
 use crate::mesh_config::{Doc, MeshConfig};
@@ -14,9 +15,10 @@ use crate::resources::MeshResource;
 use crate::snapshot::*;
 use context::{Ctx, selects};
 use services::{compile_service, service_mtls_mode};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::resources::fnv_hex;
+pub use scope::in_scope;
 
 /// Who the snapshot is for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -106,20 +108,38 @@ impl Common {
                 authorization,
                 outbound_traffic_policy: mesh.outbound_traffic_policy.mode,
                 path_normalization: mesh.path_normalization,
+                scope: scope::scope_info(cfg, &scope::scopes_for(cfg, node)),
             },
             inbound_services,
         }
     }
 
-    /// The whole snapshot for `node`, taking the shared parts rather than copying them.
+    /// The whole snapshot for `node`, taking the shared parts rather than copying them; a
+    /// scoped node's holds only the Services it may call and the clusters they use.
     pub fn into_snapshot(self, cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
         let m = Self::mesh_resource(cfg, node);
+        let (services, clusters) = match &m.mesh.scope {
+            None => (self.services, self.clusters),
+            Some(scope) => {
+                let (keep_services, keep_clusters) =
+                    in_scope(&self.services, &self.gateways, scope);
+                let keep_services: BTreeSet<String> =
+                    keep_services.into_iter().map(str::to_string).collect();
+                let keep_clusters: BTreeSet<String> =
+                    keep_clusters.into_iter().map(str::to_string).collect();
+                let mut services = self.services;
+                services.retain(|k, _| keep_services.contains(k));
+                let mut clusters = self.clusters;
+                clusters.retain(|k, _| keep_clusters.contains(k));
+                (services, clusters)
+            }
+        };
         let mut snap = Snapshot {
             version: String::new(),
             node: m.node,
             mesh: m.mesh,
-            services: self.services,
-            clusters: self.clusters,
+            services,
+            clusters,
             inbound_services: m.inbound_services,
             gateways: self.gateways,
         };

@@ -3,11 +3,13 @@
 mod gateway;
 mod policy;
 mod route;
+mod scope;
 mod service;
 
 pub use gateway::*;
 pub use policy::*;
 pub use route::*;
+pub use scope::*;
 pub use service::*;
 
 use serde::Deserialize;

@@ -9,6 +9,7 @@ mod origin;
 mod references;
 mod resilience;
 mod routes;
+mod scopes;
 mod services;
 mod workloads;
 
@@ -27,5 +28,6 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
     resilience::check_resilience_policies(cfg, &mut errs);
     authorization::check_authorization_policies(cfg, &mut errs);
     gateways::check_gateways(cfg, &mut errs);
+    scopes::check_scopes(cfg, &mut errs);
     errs.into_result()
 }

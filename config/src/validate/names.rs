@@ -39,4 +39,5 @@ pub(super) fn check_unique(cfg: &MeshConfig, errs: &mut ConfigErrors) {
     dupes("ResiliencePolicy", &cfg.resilience_policies, errs);
     dupes("AuthorizationPolicy", &cfg.authorization_policies, errs);
     dupes("Gateway", &cfg.gateways, errs);
+    dupes("Scope", &cfg.scopes, errs);
 }

@@ -15,11 +15,12 @@ pub const GATEWAY_CLASS: &str = "trellis";
 pub const CONTROLLER: &str = "trellis.dev/gateway";
 
 /// The trellis.dev kinds the control plane watches, with their plural names.
-pub const TRELLIS_KINDS: [(&str, &str); 4] = [
+pub const TRELLIS_KINDS: [(&str, &str); 5] = [
     ("Mesh", "meshes"),
     ("Workload", "workloads"),
     ("ResiliencePolicy", "resiliencepolicies"),
     ("AuthorizationPolicy", "authorizationpolicies"),
+    ("Scope", "scopes"),
 ];
 
 /// The Gateway API `HTTPRoute`, read untyped: its spec goes to the loader as written.

@@ -30,6 +30,7 @@ const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
 const GATEWAYS: &str = "/apis/gateway.networking.k8s.io/v1/gateways";
 const POLICIES: &str = "/apis/trellis.dev/v1alpha1/resiliencepolicies";
 const AUTHZ: &str = "/apis/trellis.dev/v1alpha1/authorizationpolicies";
+const SCOPES: &str = "/apis/trellis.dev/v1alpha1/scopes";
 const CLASSES: &str = "/apis/gateway.networking.k8s.io/v1/gatewayclasses";
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -74,6 +75,7 @@ async fn cluster_with(tweak: impl FnOnce(&mut trellis_control::Options)) -> Clus
         fixture("workloads.json"),
     );
     api.serve(AUTHZ, fixture("authorizationpolicies.json"));
+    api.serve(SCOPES, fixture("scopes.json"));
     // Not watched: the status writer reads the `trellis` class once to mark it Accepted.
     api.serve(
         CLASSES,

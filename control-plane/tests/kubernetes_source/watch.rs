@@ -2,8 +2,8 @@
 //! that end and resume, and expired watches that relist.
 
 use super::{
-    GRPC_ROUTES, PODS, ROUTES, SERVICES, SLICES, WAIT, cluster, fixture, item, services, weights,
-    workloads,
+    GRPC_ROUTES, PODS, ROUTES, SCOPES, SERVICES, SLICES, WAIT, cluster, fixture, item, services,
+    weights, workloads,
 };
 use serde_json::json;
 use testkit::eventually;
@@ -180,4 +180,55 @@ async fn watches_that_end_resume_and_expired_watches_relist() {
         services(w) == ["rides/billing", "rides/billing-v1", "rides/billing-v2"]
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_scope_in_the_cluster_scopes_the_workloads_it_selects() {
+    let c = cluster().await;
+    c.until("the first config", |w| w.config.services.len() == 4)
+        .await;
+    let scope = json!({
+        "apiVersion": "trellis.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": "trip", "namespace": "rides", "resourceVersion": "7201"},
+        "spec": {"selector": {"app": "trip"}, "calls": ["billing"]},
+    });
+    c.api.event(SCOPES, "ADDED", scope.clone());
+    let w = c
+        .until("the Scope loaded", |w| !w.config.scopes.is_empty())
+        .await;
+    let trip = trellis_config::NodeIdentity {
+        name: "trip-7d9f8-klmno".into(),
+        namespace: "rides".into(),
+        labels: [("app".to_string(), "trip".to_string())].into(),
+        service_account: Some("trip".into()),
+    };
+    let snap = trellis_config::compile(&w.config, &trip);
+    assert_eq!(
+        snap.services.keys().collect::<Vec<_>>(),
+        ["rides/billing"],
+        "trip holds only billing"
+    );
+    assert_eq!(snap.mesh.scope.as_ref().unwrap().by, ["rides/trip"]);
+    // A Scope naming a Service the cluster lacks is set aside with its reason, and its last
+    // good version keeps serving.
+    let mut typo = scope;
+    typo["spec"]["calls"] = json!(["biling"]);
+    typo["metadata"]["resourceVersion"] = json!("7202");
+    c.api.event(SCOPES, "MODIFIED", typo);
+    let cp = c.running.cp.clone();
+    eventually(WAIT, "the bad Scope to be set aside", || {
+        let e = cp.config_errors().map(|e| e.to_string());
+        async move {
+            e.filter(|e| {
+                e.contains("kubernetes:Scope/rides/trip") && e.contains("no Service rides/biling")
+            })
+        }
+    })
+    .await;
+    let served = cp.world().unwrap();
+    assert_eq!(served.config.scopes.len(), 1);
+    assert_eq!(
+        served.config.scopes[0].object.spec.calls[0].value,
+        "billing"
+    );
 }

@@ -2,7 +2,9 @@
 //! swap (balancer position, endpoint latency and ejections, and each resilience feature whose
 //! settings did not change) is kept here by cluster name and endpoint address.
 
-use super::runtime::{RtBackend, RtCluster, RtGatewayRoute, RtPort, RtRule, RtService, Runtime};
+use super::runtime::{
+    Outside, RtBackend, RtCluster, RtGatewayRoute, RtPort, RtRule, RtService, Runtime,
+};
 use crate::config::delivery::{AppPorts, PortPolicies};
 use crate::config::routing::{MatchError, Matcher};
 use crate::resilience::policy::ClusterResilience;
@@ -188,14 +190,7 @@ impl StateRegistry {
         for svc in snapshot.services.values() {
             let idx = services.len();
             let (n, ns) = (&svc.name, &svc.namespace);
-            if *ns == snapshot.node.namespace {
-                hosts.insert(n.clone(), idx);
-            }
-            for form in [
-                format!("{n}.{ns}"),
-                format!("{n}.{ns}.svc"),
-                format!("{n}.{ns}.svc.cluster.local"),
-            ] {
+            for form in host_forms(n, ns, &snapshot.node.namespace) {
                 hosts.insert(form, idx);
             }
             let mut ports = Vec::with_capacity(svc.ports.len());
@@ -240,7 +235,25 @@ impl StateRegistry {
             gateways.insert(key.clone(), listeners);
         }
         let port_policies = PortPolicies::build(&snapshot, &self.app_ports);
+        let outside = snapshot.mesh.scope.as_ref().map(|scope| {
+            let mut out = Outside {
+                hosts: HashMap::new(),
+                ips: HashMap::new(),
+                scopes: Arc::new(scope.by.join(", ")),
+            };
+            for o in &scope.outside {
+                let label = Arc::new(format!("{}.{}", o.name, o.namespace));
+                for form in host_forms(&o.name, &o.namespace, &snapshot.node.namespace) {
+                    out.hosts.insert(form, label.clone());
+                }
+                if let Some(ip) = o.cluster_ip {
+                    out.ips.insert(ip, label);
+                }
+            }
+            out
+        });
         Ok(Runtime {
+            outside,
             port_policies,
             snapshot,
             hosts,
@@ -250,6 +263,17 @@ impl StateRegistry {
             gateways,
         })
     }
+}
+
+/// The names a `Host` may call Service `n` of namespace `ns` by: `n` itself only from the
+/// proxy's own namespace `here`.
+fn host_forms(n: &str, ns: &str, here: &str) -> impl Iterator<Item = String> {
+    let short = (ns == here).then(|| n.to_string());
+    short.into_iter().chain([
+        format!("{n}.{ns}"),
+        format!("{n}.{ns}.svc"),
+        format!("{n}.{ns}.svc.cluster.local"),
+    ])
 }
 
 fn compile_rule(

@@ -4,12 +4,13 @@
 
 use crate::config::delivery::PortPolicies;
 use crate::config::routing::Matcher;
+use crate::http::errors::ProxyError;
 use crate::resilience::policy::ClusterResilience;
 use crate::upstream::cluster::Upstream;
 use http::{HeaderMap, Method, Uri};
 use rand::Rng;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use trellis_config::model::AppProtocol;
 use trellis_config::snapshot::{Cluster, Filter, Snapshot, TargetPort, Timeouts};
@@ -25,6 +26,18 @@ pub struct Runtime {
     pub gateways: HashMap<String, HashMap<String, Vec<RtGatewayRoute>>>,
     /// Which AuthorizationPolicies protect each app port.
     pub port_policies: PortPolicies,
+    /// For a scoped proxy, the mesh Services its Scope leaves out.
+    pub outside: Option<Outside>,
+}
+
+/// The mesh Services a Scope leaves out, so that a call to one is refused with a reason
+/// instead of passed through: by each name `Runtime::service` would know them by, and by
+/// clusterIP. Values are `name.namespace`.
+pub struct Outside {
+    pub(super) hosts: HashMap<String, Arc<String>>,
+    pub(super) ips: HashMap<IpAddr, Arc<String>>,
+    /// The Scopes that apply, for the error: `rides/trip, rides/default`.
+    pub scopes: Arc<String>,
 }
 
 /// A route rule as a gateway listener serves it: a `Host` requirement, then the rule.
@@ -91,6 +104,29 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// For a destination this proxy has no Service for: the mesh Service (`name.namespace`)
+    /// that the Host or the original destination names, if this proxy's Scope left it out.
+    pub fn outside_scope(&self, host: Option<&str>, dst: Option<IpAddr>) -> Option<&Arc<String>> {
+        let out = self.outside.as_ref()?;
+        let by_host = host.and_then(|h| {
+            let h = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
+            out.hosts.get(&h)
+        });
+        by_host.or_else(|| dst.and_then(|ip| out.ips.get(&ip)))
+    }
+
+    /// The refusal of a call to `service`, which `outside_scope` found.
+    pub fn not_in_scope(&self, service: &str) -> ProxyError {
+        ProxyError::NotInScope {
+            service: service.to_string(),
+            scopes: self
+                .outside
+                .as_ref()
+                .map(|o| o.scopes.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
     /// The Service port whose `clusterIP:port` is `dst`, an intercepted connection's original
     /// destination.
     pub fn by_original_dst(&self, dst: SocketAddr) -> Option<(&RtService, &RtPort)> {

@@ -110,6 +110,10 @@ pub enum ProxyError {
         "{destination} is not a Service of the mesh and outboundTrafficPolicy is REGISTRY_ONLY; add a Service for it (an ExternalName Service for a name outside the mesh) or set mode ALLOW_ANY"
     )]
     RegistryOnly { destination: SocketAddr },
+    #[error(
+        "{service} is a mesh Service outside this workload's Scope ({scopes}); add it to the Scope's spec.calls to call it"
+    )]
+    NotInScope { service: String, scopes: String },
 }
 
 /// What a failure looks like on the wire.
@@ -173,6 +177,8 @@ impl ProxyError {
             ProxyError::Unauthorized { .. } => (S::FORBIDDEN, "unauthorized", 7, false),
             // As Istio's BlackHoleCluster answers: 502. gRPC 14 UNAVAILABLE.
             ProxyError::RegistryOnly { .. } => (S::BAD_GATEWAY, "registry-only", 14, true),
+            // Refused by config, as an authorization denial is: 403, gRPC 7 PERMISSION_DENIED.
+            ProxyError::NotInScope { .. } => (S::FORBIDDEN, "not-in-scope", 7, false),
         };
         let retry_after = match self {
             // Whole seconds, rounded up: retrying earlier would be refused again.

@@ -56,9 +56,14 @@ async fn forward_named(
         Some((h, p)) => (h, p.parse().ok()),
         None => (service, None),
     };
-    let svc = rt.service(host).ok_or_else(|| ProxyError::NoService {
-        host: host.to_string(),
-    })?;
+    let svc = rt
+        .service(host)
+        .ok_or_else(|| match rt.outside_scope(Some(host), None) {
+            Some(label) => rt.not_in_scope(label),
+            None => ProxyError::NoService {
+                host: host.to_string(),
+            },
+        })?;
     let port = svc.port(port).ok_or_else(|| ProxyError::NoServicePort {
         service: svc.label.to_string(),
         port: port.unwrap_or(0),

@@ -197,38 +197,66 @@ async fn outside_mesh(
     dst: SocketAddr,
     conn: Conn,
 ) -> Result<(), ProxyError> {
+    // A mesh Service that the proxy's Scope leaves out is refused whatever the outbound
+    // policy: passed through, the call would skip mTLS and every policy of the Service.
+    if let Some(label) = rt.outside_scope(None, Some(dst.ip())) {
+        let err = rt.not_in_scope(label);
+        shared.metrics.refused("not-in-scope");
+        tracing::info!(peer = %conn.peer, destination = %dst, "connection refused: {err}");
+        return refuse(shared, rt, dst, conn, err).await;
+    }
     match rt.snapshot.mesh.outbound_traffic_policy {
         OutboundMode::AllowAny => tcp::passthrough(shared, dst, conn.stream).await,
         OutboundMode::RegistryOnly => {
             shared.metrics.refused("registry-only");
             tracing::info!(peer = %conn.peer, destination = %dst, "connection refused: no Service has this clusterIP and port and outboundTrafficPolicy is REGISTRY_ONLY");
-            // An HTTP client gets an answer that says why (502, `trellis-error:
-            // registry-only`); anything else, or an opaque port, is closed unread.
-            if is_opaque(shared, Some(rt), dst) {
-                return Ok(());
-            }
-            let timeout = shared.bootstrap.protocol_detection.timeout;
-            let Ok(Some(d)) = detect(conn.stream, timeout).await else {
-                return Ok(());
-            };
-            if !matches!(d.protocol, Protocol::Http1 | Protocol::Http2) {
-                return Ok(());
-            }
-            let svc = service_fn(move |req: Request<Incoming>| async move {
-                let err = ProxyError::RegistryOnly { destination: dst };
-                Ok::<_, std::convert::Infallible>(crate::http::respond::error_response(
-                    &err,
-                    crate::http::respond::is_grpc(&req),
-                ))
-            });
-            let c = conn
-                .builder
-                .serve_connection_with_upgrades(TokioIo::new(d.io), svc)
-                .into_owned();
-            if let Err(e) = conn.watcher.watch(c).await {
-                tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
-            }
-            Ok(())
+            refuse(
+                shared,
+                rt,
+                dst,
+                conn,
+                ProxyError::RegistryOnly { destination: dst },
+            )
+            .await
         }
     }
+}
+
+/// Refuses an intercepted connection: an HTTP client gets an answer that says why (`err`'s
+/// status and `trellis-error`); anything else, or an opaque port, is closed unread.
+async fn refuse(
+    shared: &Shared,
+    rt: &Runtime,
+    dst: SocketAddr,
+    conn: Conn,
+    err: ProxyError,
+) -> Result<(), ProxyError> {
+    if is_opaque(shared, Some(rt), dst) {
+        return Ok(());
+    }
+    let timeout = shared.bootstrap.protocol_detection.timeout;
+    let Ok(Some(d)) = detect(conn.stream, timeout).await else {
+        return Ok(());
+    };
+    if !matches!(d.protocol, Protocol::Http1 | Protocol::Http2) {
+        return Ok(());
+    }
+    let err = Arc::new(err);
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let err = err.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(crate::http::respond::error_response(
+                &err,
+                crate::http::respond::is_grpc(&req),
+            ))
+        }
+    });
+    let c = conn
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(d.io), svc)
+        .into_owned();
+    if let Err(e) = conn.watcher.watch(c).await {
+        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    }
+    Ok(())
 }

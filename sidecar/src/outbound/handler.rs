@@ -69,9 +69,15 @@ async fn route(
         Some(found) => found,
         None => {
             let host = authority.host();
-            let svc = rt.service(host).ok_or_else(|| ProxyError::NoService {
-                host: host.to_string(),
-            })?;
+            let Some(svc) = rt.service(host) else {
+                if let Some(label) = rt.outside_scope(Some(host), original_dst.map(|d| d.ip())) {
+                    obs.destination = label.clone();
+                    return Err(rt.not_in_scope(label));
+                }
+                return Err(ProxyError::NoService {
+                    host: host.to_string(),
+                });
+            };
             let port = svc
                 .port(authority.port_u16())
                 .ok_or_else(|| ProxyError::NoServicePort {

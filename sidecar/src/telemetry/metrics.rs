@@ -314,7 +314,7 @@ impl Metrics {
         );
         r.register(
             "trellis_outbound_refused",
-            "Intercepted outbound connections refused, by reason (registry-only: no Service has that clusterIP and port)",
+            "Intercepted outbound connections refused, by reason (registry-only: no Service has that clusterIP and port; not-in-scope: a mesh Service the workload's Scope leaves out)",
             self.refused.clone(),
         );
         self

@@ -38,14 +38,16 @@ const MAX_PASSES: usize = 8;
 /// The kinds a translation may leave out when a new object of that kind is refused. The
 /// others fail closed: leaving out a new AuthorizationPolicy could open what it denies, and
 /// leaving out the Mesh would change the trust domain and mTLS mode; for those the whole
-/// change is refused and the previous config keeps serving, as in file mode.
-const OMITTABLE: [&str; 6] = [
+/// change is refused and the previous config keeps serving, as in file mode. A Scope left
+/// out leaves its workloads unscoped: their proxies hold more, never less, than they call.
+const OMITTABLE: [&str; 7] = [
     "Service",
     "Workload",
     "HTTPRoute",
     "GRPCRoute",
     "Gateway",
     "ResiliencePolicy",
+    "Scope",
 ];
 
 /// One object the loader refused, and what serves in its place.
