@@ -206,7 +206,7 @@ fn cluster_json(c: &RtCluster, now: std::time::Duration) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "name": c.upstream.name.as_str(),
-        "service": c.config.service,
+        "service": c.service,
         "policy": c.upstream.balancer.policy,
         "circuitBreaker": breaker,
         "bulkhead": bulkhead,

@@ -38,7 +38,7 @@ impl<'a> Ctx<'a> {
     pub(super) fn selected(
         &self,
         ns: &str,
-        selector: &BTreeMap<String, String>,
+        selector: &SmallMap<String, String>,
     ) -> Vec<&'a Doc<WorkloadSpec>> {
         let rarest = selector
             .iter()
@@ -59,9 +59,23 @@ impl<'a> Ctx<'a> {
 }
 
 /// Whether `labels` satisfy `selector`; an empty selector selects nothing.
-pub(super) fn selects(
-    selector: &BTreeMap<String, String>,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+pub(super) fn selects(selector: &SmallMap<String, String>, labels: &impl Labels) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.label(k) == Some(v))
+}
+
+/// A workload's labels, however they are held: a document's `SmallMap` or a proxy's map.
+pub(super) trait Labels {
+    fn label(&self, key: &str) -> Option<&String>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&String> {
+        self.get(key)
+    }
+}
+
+impl Labels for SmallMap<String, String> {
+    fn label(&self, key: &str) -> Option<&String> {
+        self.get(key)
+    }
 }

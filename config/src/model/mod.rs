@@ -5,12 +5,14 @@ mod policy;
 mod route;
 mod scope;
 mod service;
+mod small_map;
 
 pub use gateway::*;
 pub use policy::*;
 pub use route::*;
 pub use scope::*;
 pub use service::*;
+pub use small_map::SmallMap;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -23,7 +25,7 @@ pub struct Metadata {
     #[serde(default = "default_namespace")]
     pub namespace: String,
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: SmallMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
 }

@@ -1,9 +1,9 @@
 //! `Scope`: the Services a namespace's workloads call, so that their proxies hold, and are
 //! sent, only those (as Istio's `Sidecar` egress hosts and Kuma's reachable services do).
 
+use super::SmallMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(
@@ -21,7 +21,11 @@ pub struct ScopeSpec {
     /// The workloads of the Scope's namespace it applies to, by label. Absent: every workload
     /// of the namespace that no Scope with a selector selects.
     #[serde(default)]
-    pub selector: Option<BTreeMap<String, String>>,
+    #[cfg_attr(
+        feature = "kube",
+        schemars(with = "Option<std::collections::BTreeMap<String, String>>")
+    )]
+    pub selector: Option<SmallMap<String, String>>,
     /// The Services those workloads call: `name` (in the Scope's namespace),
     /// `namespace/name`, or `namespace/*` (every Service of a namespace).
     #[cfg_attr(feature = "kube", schemars(with = "Vec<String>"))]

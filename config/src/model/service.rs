@@ -1,14 +1,14 @@
 //! `Service` (Kubernetes v1) and `Workload` (an endpoint that is not a registered proxy).
 
+use super::SmallMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
     #[serde(default)]
-    pub selector: BTreeMap<String, String>,
+    pub selector: SmallMap<String, String>,
     pub ports: Vec<ServicePort>,
     /// `ClusterIP` (the default) or `ExternalName`.
     #[serde(default, rename = "type")]
@@ -93,7 +93,11 @@ pub struct WorkloadSpec {
     #[cfg_attr(feature = "kube", schemars(with = "String"))]
     pub address: Spanned<String>,
     #[serde(default)]
-    pub ports: BTreeMap<String, u16>,
+    #[cfg_attr(
+        feature = "kube",
+        schemars(with = "std::collections::BTreeMap<String, u16>")
+    )]
+    pub ports: SmallMap<String, u16>,
     #[serde(default)]
     pub service_account: Option<String>,
     /// The endpoint runs a Trellis sidecar whose inbound listener is on this port: traffic

@@ -11,8 +11,7 @@ use crate::upstream::cluster::Upstream;
 use crate::upstream::endpoint::EndpointState;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use trellis_config::model::{LbPolicy, Resilience};
-use trellis_config::snapshot::Cluster;
+use trellis_config::model::LbPolicy;
 
 /// One single-endpoint cluster per app port.
 pub struct AppClusters {
@@ -31,21 +30,6 @@ impl AppClusters {
                 let addr = SocketAddr::new(b.app.address, port);
                 let name = format!("inbound|{port}");
                 let ep = Arc::new(EndpointState::new(addr, b.workload.name.clone()));
-                let config = Cluster {
-                    name: name.clone(),
-                    service: format!("{}/{}", b.workload.namespace, b.workload.name),
-                    port,
-                    protocol: Default::default(),
-                    endpoints: vec![trellis_config::snapshot::Endpoint {
-                        address: addr,
-                        workload: b.workload.name.clone(),
-                        service_account: b.workload.service_account.clone(),
-                        identity: None,
-                        sidecar: false,
-                    }],
-                    resilience: Resilience::default(),
-                    dns: None,
-                };
                 let balancer = Balancer {
                     policy: LbPolicy::RoundRobin,
                     endpoints: vec![ep],
@@ -57,7 +41,7 @@ impl AppClusters {
                     Arc::new(RtCluster {
                         upstream: Upstream {
                             name: Arc::new(name),
-                            protocol: config.protocol,
+                            protocol: Default::default(),
                             balancer,
                             hash_key: None,
                             outlier: None,
@@ -66,7 +50,8 @@ impl AppClusters {
                             "{}.{}",
                             b.workload.name, b.workload.namespace
                         )),
-                        config,
+                        service: format!("{}/{}", b.workload.namespace, b.workload.name),
+                        port,
                         resilience: ClusterResilience::default(),
                     }),
                 )

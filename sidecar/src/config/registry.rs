@@ -15,7 +15,7 @@ use crate::upstream::endpoint::EndpointState;
 use crate::upstream::outlier::Outlier;
 use crate::upstream::pool::TlsNames;
 use crate::upstream::ring::Ring;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -86,9 +86,14 @@ impl StateRegistry {
                 resilience: ClusterResilience::default(),
                 outlier: None,
             });
-            state
-                .endpoints
-                .retain(|addr, _| c.endpoints.iter().any(|e| e.address == *addr));
+            // A scan per endpoint is quadratic: 10,000 endpoints would cost 10^8 compares.
+            if c.endpoints.len() <= 16 {
+                let listed = |a: &SocketAddr| c.endpoints.iter().any(|e| e.address == *a);
+                state.endpoints.retain(|a, _| listed(a));
+            } else {
+                let listed: HashSet<SocketAddr> = c.endpoints.iter().map(|e| e.address).collect();
+                state.endpoints.retain(|a, _| listed.contains(a));
+            }
             let resilience =
                 ClusterResilience::build(&state.name, &c.resilience, &state.resilience, metrics);
             let outlier = Outlier::carry(
@@ -138,14 +143,17 @@ impl StateRegistry {
                             }
                         },
                     };
-                    let slot = state.endpoints.entry(e.address).or_insert_with(|| {
-                        Arc::new(EndpointState::new(e.address, e.workload.clone()))
-                    });
-                    // Another identity at the same address is another endpoint: fresh state.
-                    if slot.tls != tls {
+                    let fresh = || {
                         let mut fresh = EndpointState::new(e.address, e.workload.clone());
-                        fresh.tls = tls;
-                        *slot = Arc::new(fresh);
+                        fresh.tls = tls.clone();
+                        fresh.sidecar = e.sidecar;
+                        Arc::new(fresh)
+                    };
+                    let slot = state.endpoints.entry(e.address).or_insert_with(fresh);
+                    // Another identity (or another kind of peer) at the same address is
+                    // another endpoint: fresh state.
+                    if slot.tls != tls || slot.sidecar != e.sidecar {
+                        *slot = fresh();
                     }
                     Some(slot.clone())
                 })
@@ -171,7 +179,8 @@ impl StateRegistry {
                     Some((ns, n)) => format!("{n}.{ns}"),
                     None => c.service.clone(),
                 }),
-                config: c.clone(),
+                service: c.service.clone(),
+                port: c.port,
                 resilience,
             };
             clusters.insert(name.clone(), Arc::new(rt));

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use trellis_config::model::AppProtocol;
-use trellis_config::snapshot::{Cluster, Filter, Snapshot, TargetPort, Timeouts};
+use trellis_config::snapshot::{Filter, Snapshot, TargetPort, Timeouts};
 
 pub struct Runtime {
     pub snapshot: Arc<Snapshot>,
@@ -84,7 +84,9 @@ pub struct RtCluster {
     pub upstream: Upstream,
     /// `name.namespace` of the cluster's Service, the `destination_service` label at a gateway.
     pub service_label: Arc<String>,
-    pub config: Cluster,
+    /// The cluster's Service as `namespace/name`, and its port.
+    pub service: String,
+    pub port: u16,
     /// The layers around the tries: faults, rate limit, bulkhead, breaker, timeout, retry.
     pub resilience: ClusterResilience,
 }

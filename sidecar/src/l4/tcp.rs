@@ -143,13 +143,8 @@ where
         endpoint: ep.addr,
         source,
     };
-    let sidecar = cluster
-        .config
-        .endpoints
-        .iter()
-        .any(|e| e.address == ep.addr && e.sidecar);
-    let preface = sidecar.then(|| {
-        let c = &cluster.config;
+    let preface = ep.sidecar.then(|| {
+        let c = cluster;
         let (ns, name) = c.service.split_once('/').unwrap_or(("", &c.service));
         format!("{name}.{ns}:{}", c.port)
     });

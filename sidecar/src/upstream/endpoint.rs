@@ -19,6 +19,8 @@ pub struct EndpointState {
     /// The TLS server name encoding the SPIFFE ID this endpoint's sidecar must prove, when
     /// calls to it originate mTLS (see `SpiffeId::server_name`).
     pub tls: Option<rustls_pki_types::ServerName<'static>>,
+    /// The endpoint is another Trellis sidecar, so opaque TCP to it opens with a preface.
+    pub sidecar: bool,
     pub active: AtomicUsize,
     pub ewma: Ewma,
     pub health: EndpointHealth,
@@ -35,6 +37,7 @@ impl EndpointState {
             authority,
             workload,
             tls: None,
+            sidecar: false,
             active: AtomicUsize::new(0),
             ewma: Ewma::default(),
             health: EndpointHealth::default(),
