@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 use trellis_config::load::Doc;
-use trellis_config::model::{Metadata, Object, WorkloadSpec};
+use trellis_config::model::{Metadata, Object, Read, WorkloadSpec};
 use trellis_config::{ConfigErrors, MeshConfig};
 
 /// One control plane: what it serves and to whom. Shared by every task and gRPC service.
@@ -280,8 +280,8 @@ fn registered_workload(node: &trellis_proto::v1::Node, inbound: SocketAddr) -> D
         file: Arc::from("<registered proxy>"),
         line: 0,
         object: Arc::new(Object {
-            api_version: "trellis.dev/v1alpha1".into(),
-            kind: "Workload".into(),
+            api_version: Read,
+            kind: Read,
             metadata: Metadata {
                 name: node.workload.clone(),
                 namespace: node.namespace.clone(),
