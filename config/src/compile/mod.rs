@@ -108,7 +108,10 @@ impl Common {
                 authorization,
                 outbound_traffic_policy: mesh.outbound_traffic_policy.mode,
                 path_normalization: mesh.path_normalization,
-                scope: scope::scope_info(cfg, &scope::scopes_for(cfg, node)),
+                scope: scope::scope_info(
+                    cfg,
+                    &scope::scopes_for(cfg, &node.namespace, &node.labels),
+                ),
             },
             inbound_services,
         }

@@ -1,23 +1,27 @@
 //! Scoping a snapshot: the Scopes that apply to a node, the Services they let it call, and
 //! the clusters those Services' routes (and every Gateway's) send to.
 
-use super::NodeIdentity;
 use super::context::selects;
 use crate::mesh_config::{Doc, MeshConfig};
 use crate::model::{Call, ScopeSpec};
 use crate::snapshot::{Filter, GatewayEntry, OutsideService, RouteRule, ScopeInfo, ServiceEntry};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The Scopes of the node's namespace that select it by label; if none does, those of its
-/// namespace without a selector. Several apply together: the node may call what any allows.
-pub(super) fn scopes_for<'a>(cfg: &'a MeshConfig, node: &NodeIdentity) -> Vec<&'a Doc<ScopeSpec>> {
+/// The Scopes of a node's `namespace` that select it by its `labels`; if none does, those of
+/// its namespace without a selector. Several apply together: the node may call what any
+/// allows.
+pub(super) fn scopes_for<'a>(
+    cfg: &'a MeshConfig,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<&'a Doc<ScopeSpec>> {
     let in_ns = || {
         cfg.scopes
             .iter()
-            .filter(|s| s.object.metadata.namespace == node.namespace)
+            .filter(|s| s.object.metadata.namespace == namespace)
     };
     let selecting: Vec<_> = in_ns()
-        .filter(|s| (s.object.spec.selector.as_ref()).is_some_and(|sel| selects(sel, &node.labels)))
+        .filter(|s| (s.object.spec.selector.as_ref()).is_some_and(|sel| selects(sel, labels)))
         .collect();
     if !selecting.is_empty() {
         return selecting;

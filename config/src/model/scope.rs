@@ -1,7 +1,7 @@
 //! `Scope`: the Services a namespace's workloads call, so that their proxies hold, and are
 //! sent, only those (as Istio's `Sidecar` egress hosts and Kuma's reachable services do).
 
-use super::SmallMap;
+use super::small_map::SmallMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 

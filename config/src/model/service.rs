@@ -1,6 +1,6 @@
 //! `Service` (Kubernetes v1) and `Workload` (an endpoint that is not a registered proxy).
 
-use super::SmallMap;
+use super::small_map::SmallMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
