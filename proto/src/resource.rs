@@ -1,5 +1,5 @@
-//! `trellis.v1.Resource` and its key, written by hand: its typed payload stays the encoded bytes of the
-//! kind's message, so it is encoded once and hashed exactly as it was sent.
+//! `trellis.v1.Resource` and its key, written by hand: the typed payload stays the encoded
+//! bytes of the kind's message, so it is encoded once and hashed exactly as it was sent.
 
 // On the wire an embedded message and a `bytes` field are the same thing (a length-delimited
 // field), so this struct reads and writes exactly what discovery.proto declares. Keeping the
@@ -64,5 +64,54 @@ impl Payload {
             Payload::Cluster(_) => "Cluster",
             Payload::Gateway(_) => "Gateway",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1;
+    use prost::Message;
+
+    /// `Resource` as discovery.proto declares it, with the payload as a message: what any
+    /// other protobuf implementation generates.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Declared {
+        #[prost(message, optional, tag = "1")]
+        key: Option<ResourceKey>,
+        #[prost(string, tag = "3")]
+        hash: String,
+        #[prost(message, optional, tag = "6")]
+        cluster: Option<v1::Cluster>,
+    }
+
+    #[test]
+    fn the_bytes_payload_is_the_declared_message_on_the_wire() {
+        let cluster = v1::Cluster {
+            name: "billing.rides:80".into(),
+            port: 80,
+            endpoints: vec![v1::Endpoint {
+                address: "[fd00::1]:8080".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let key = Some(ResourceKey {
+            kind: "Cluster".into(),
+            name: "billing.rides:80".into(),
+        });
+        let ours = Resource {
+            key: key.clone(),
+            hash: "h".into(),
+            payload: Some(Payload::Cluster(cluster.encode_to_vec().into())),
+        };
+        let declared = Declared {
+            key,
+            hash: "h".into(),
+            cluster: Some(cluster),
+        };
+        assert_eq!(ours.encode_to_vec(), declared.encode_to_vec());
+        assert_eq!(Declared::decode(&*ours.encode_to_vec()).unwrap(), declared);
+        assert_eq!(Resource::decode(&*declared.encode_to_vec()).unwrap(), ours);
     }
 }

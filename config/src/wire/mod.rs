@@ -1,6 +1,6 @@
-//! The snapshot's types as the protobuf messages of `trellis.v1` (proto/trellis/v1/resources.proto):
-//! one file per resource kind, each with `From` a snapshot type and `TryFrom` its message back,
-//! whose error names the field that is missing or invalid.
+//! The snapshot's types as the `trellis.v1` messages of proto/trellis/v1/resources.proto, one
+//! file per resource kind: `From` a snapshot type, and `TryFrom` its message back with an
+//! error that names the field that is missing or invalid.
 
 mod cluster;
 mod enums;
@@ -18,7 +18,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[error("{}{field} {problem}", Path(&self.path))]
 pub struct WireError {
-    /// Outermost first: `port 80`, `route 2`, ...
+    /// Outermost first, items by position: `port 0`, `route 2`, ...
     path: Vec<String>,
     field: &'static str,
     problem: Problem,
@@ -67,7 +67,7 @@ impl WireError {
         }
     }
 
-    /// The same error inside `outer` (`endpoint 3`, `port 80`).
+    /// The same error inside `outer` (`endpoint 3`, `resilience`).
     pub(crate) fn at(mut self, outer: impl fmt::Display) -> WireError {
         self.path.insert(0, outer.to_string());
         self
