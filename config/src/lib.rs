@@ -14,6 +14,7 @@ pub mod resources;
 pub mod snapshot;
 pub mod validate;
 pub mod watch;
+pub mod wire;
 mod yaml;
 
 pub use compile::{NodeIdentity, compile};

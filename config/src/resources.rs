@@ -1,10 +1,16 @@
 //! A snapshot as a set of typed resources, the unit the discovery protocol sends: one
-//! `Mesh` resource, one per `Service`, one per `Cluster`. Each carries a hash of its body,
-//! so a delta holds only what changed.
+//! `Mesh` resource, one per `Service`, `Cluster` and `Gateway`. Each is the encoded
+//! `trellis.v1` message of its kind with a hash of those bytes, so a delta holds only what changed.
 
-use crate::snapshot::{Cluster, GatewayEntry, MeshInfo, NodeInfo, ServiceEntry, Snapshot};
-use serde::{Deserialize, Serialize};
+use crate::snapshot::{Cluster, GatewayEntry, ServiceEntry, Snapshot};
+// The Mesh resource's type lives beside the types it gathers; it is named here too.
+pub use crate::snapshot::MeshResource;
+use crate::wire::WireError;
+use bytes::Bytes;
+use prost::Message;
 use std::collections::BTreeMap;
+use trellis_proto::resource::{Payload, Resource};
+use trellis_proto::v1 as pb;
 
 pub const MESH: &str = "Mesh";
 pub const SERVICE: &str = "Service";
@@ -14,21 +20,53 @@ pub const GATEWAY: &str = "Gateway";
 /// `(kind, name)`.
 pub type Key = (String, String);
 
-/// One resource's JSON body and its hash.
+/// One resource's encoded message and its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
-    /// Shared, not copied, by every proxy a resource is sent to.
-    pub body: bytes::Bytes,
+    /// The message's bytes, tagged with its kind; shared, not copied, by every proxy a
+    /// resource is sent to.
+    pub payload: Payload,
     pub hash: String,
 }
 
-/// The snapshot-wide part: everything that is not a Service or a Cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MeshResource {
-    pub node: NodeInfo,
-    pub mesh: MeshInfo,
-    pub inbound_services: Vec<String>,
+/// A snapshot type that travels as a resource kind of its own, and its `trellis.v1` message.
+pub trait Kind: Sized {
+    const KIND: &'static str;
+    type Message: Message + Default + for<'a> From<&'a Self> + TryInto<Self, Error = WireError>;
+    /// The payload variant that carries this kind.
+    fn payload(body: Bytes) -> Payload;
+}
+
+impl Kind for MeshResource {
+    const KIND: &'static str = MESH;
+    type Message = pb::Mesh;
+    fn payload(body: Bytes) -> Payload {
+        Payload::Mesh(body)
+    }
+}
+
+impl Kind for ServiceEntry {
+    const KIND: &'static str = SERVICE;
+    type Message = pb::Service;
+    fn payload(body: Bytes) -> Payload {
+        Payload::Service(body)
+    }
+}
+
+impl Kind for Cluster {
+    const KIND: &'static str = CLUSTER;
+    type Message = pb::Cluster;
+    fn payload(body: Bytes) -> Payload {
+        Payload::Cluster(body)
+    }
+}
+
+impl Kind for GatewayEntry {
+    const KIND: &'static str = GATEWAY;
+    type Message = pb::Gateway;
+    fn payload(body: Bytes) -> Payload {
+        Payload::Gateway(body)
+    }
 }
 
 /// A snapshot version from its resources' keys and content hashes, in key order.
@@ -49,12 +87,14 @@ pub fn version_of<'a>(resources: impl Iterator<Item = (&'a Key, &'a str)>) -> St
     fnv_hex(&buf)
 }
 
-/// Encodes one resource body; its hash is what versions are made of.
-pub fn encode<T: Serialize>(v: &T) -> Encoded {
-    let body = serde_json::to_vec(v).unwrap_or_default();
+/// Encodes one resource; its hash is what versions are made of. prost writes fields in
+/// number order and the messages have no maps, so equal content gives equal bytes (and an
+/// equal version) on every control-plane replica and after every restart.
+pub fn encode<T: Kind>(v: &T) -> Encoded {
+    let body = T::Message::from(v).encode_to_vec();
     let hash = fnv_hex(&body);
     Encoded {
-        body: body.into(),
+        payload: T::payload(body.into()),
         hash,
     }
 }
@@ -90,16 +130,64 @@ pub fn split(s: &Snapshot) -> BTreeMap<Key, Encoded> {
     out
 }
 
+/// A resource as the discovery stream carries it.
+pub fn to_wire(key: &Key, e: &Encoded) -> Resource {
+    Resource {
+        key: Some(pb::ResourceKey {
+            kind: key.0.clone(),
+            name: key.1.clone(),
+        }),
+        hash: e.hash.clone(),
+        payload: Some(e.payload.clone()),
+    }
+}
+
+/// A received resource's key and encoded message, once its payload is the kind its key names.
+pub fn from_wire(r: &Resource) -> Result<(Key, Bytes), AssembleError> {
+    let key = r.key.as_ref().ok_or(AssembleError::NoKey)?;
+    let payload = r.payload.as_ref().ok_or_else(|| AssembleError::NoPayload {
+        kind: key.kind.clone(),
+        name: key.name.clone(),
+    })?;
+    if payload.kind() != key.kind {
+        return Err(AssembleError::KindMismatch {
+            kind: key.kind.clone(),
+            name: key.name.clone(),
+            payload: payload.kind(),
+        });
+    }
+    Ok((
+        (key.kind.clone(), key.name.clone()),
+        payload.bytes().clone(),
+    ))
+}
+
 /// Why a resource set cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
-    // The parse error is part of the message, so it is not also a `source` (a chain printer
-    // would print it twice).
-    #[error("{kind} {name}: {error}")]
-    Body {
+    #[error("a resource without a key")]
+    NoKey,
+    #[error("{kind} {name}: the resource carries no payload")]
+    NoPayload { kind: String, name: String },
+    #[error("{kind} {name}: the payload is a {payload}, not a {kind}")]
+    KindMismatch {
         kind: String,
         name: String,
-        error: serde_json::Error,
+        payload: &'static str,
+    },
+    // The cause is part of the message, so it is not also a `source` (a chain printer would
+    // print it twice).
+    #[error("{kind} {name}: not a trellis.v1.{kind} message: {error}")]
+    Decode {
+        kind: String,
+        name: String,
+        error: prost::DecodeError,
+    },
+    #[error("{kind} {name}: {error}")]
+    Invalid {
+        kind: String,
+        name: String,
+        error: WireError,
     },
     #[error("unknown resource kind {0:?}; this proxy knows Mesh, Service, Cluster, Gateway")]
     UnknownKind(String),
@@ -111,9 +199,44 @@ pub enum AssembleError {
     VersionMismatch { actual: String, announced: String },
 }
 
+/// One resource, decoded and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Mesh(MeshResource),
+    Service(ServiceEntry),
+    Cluster(Box<Cluster>),
+    Gateway(GatewayEntry),
+}
+
+/// Decodes one resource's message by the kind its key names, and checks every field.
+pub fn decode(key: &Key, body: &[u8]) -> Result<Decoded, AssembleError> {
+    let (kind, name) = key;
+    Ok(match kind.as_str() {
+        MESH => Decoded::Mesh(decode_as(name, body)?),
+        SERVICE => Decoded::Service(decode_as(name, body)?),
+        CLUSTER => Decoded::Cluster(Box::new(decode_as(name, body)?)),
+        GATEWAY => Decoded::Gateway(decode_as(name, body)?),
+        other => return Err(AssembleError::UnknownKind(other.to_string())),
+    })
+}
+
+fn decode_as<T: Kind>(name: &str, body: &[u8]) -> Result<T, AssembleError> {
+    let message = T::Message::decode(body).map_err(|error| AssembleError::Decode {
+        kind: T::KIND.to_string(),
+        name: name.to_string(),
+        error,
+    })?;
+    message.try_into().map_err(|error| AssembleError::Invalid {
+        kind: T::KIND.to_string(),
+        name: name.to_string(),
+        error,
+    })
+}
+
 /// Rebuilds a snapshot from a complete resource set and checks it against `version`.
-/// Any error means the set cannot be served: a missing Mesh resource, a body that does not
-/// parse, a route to a cluster that is absent, or content that does not hash to `version`.
+/// Any error means the set cannot be served: a missing Mesh resource, a message that does not
+/// decode or holds an invalid field, a route to a cluster that is absent, or content that does
+/// not hash to `version`.
 pub fn assemble<B: AsRef<[u8]>>(
     set: &BTreeMap<Key, B>,
     version: &str,
@@ -122,34 +245,18 @@ pub fn assemble<B: AsRef<[u8]>>(
     let mut services = BTreeMap::new();
     let mut clusters = BTreeMap::new();
     let mut gateways = BTreeMap::new();
-    for ((kind, name), body) in set {
-        let bad = |error| AssembleError::Body {
-            kind: kind.clone(),
-            name: name.clone(),
-            error,
-        };
-        match kind.as_str() {
-            MESH => mesh = Some(serde_json::from_slice(body.as_ref()).map_err(bad)?),
-            SERVICE => {
-                services.insert(
-                    name.clone(),
-                    serde_json::from_slice::<ServiceEntry>(body.as_ref()).map_err(bad)?,
-                );
+    for (key, body) in set {
+        let name = key.1.clone();
+        match decode(key, body.as_ref())? {
+            Decoded::Mesh(m) => mesh = Some(m),
+            Decoded::Service(s) => {
+                services.insert(name, s);
             }
-            CLUSTER => {
-                clusters.insert(
-                    name.clone(),
-                    serde_json::from_slice::<Cluster>(body.as_ref()).map_err(bad)?,
-                );
+            Decoded::Cluster(c) => {
+                clusters.insert(name, *c);
             }
-            GATEWAY => {
-                gateways.insert(
-                    name.clone(),
-                    serde_json::from_slice::<GatewayEntry>(body.as_ref()).map_err(bad)?,
-                );
-            }
-            other => {
-                return Err(AssembleError::UnknownKind(other.to_string()));
+            Decoded::Gateway(g) => {
+                gateways.insert(name, g);
             }
         }
     }
@@ -194,6 +301,16 @@ pub fn assemble<B: AsRef<[u8]>>(
     })
 }
 
+/// A snapshot through the wire and back: split, then assemble. Equal to `s` for every
+/// snapshot the compiler makes (checked in debug builds, see `compile`).
+pub fn round_trip(s: &Snapshot) -> Result<Snapshot, AssembleError> {
+    let set: BTreeMap<Key, Bytes> = split(s)
+        .into_iter()
+        .map(|(k, e)| (k, e.payload.bytes().clone()))
+        .collect();
+    assemble(&set, &s.version)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,8 +326,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        let set: BTreeMap<Key, bytes::Bytes> =
-            split(&snap).into_iter().map(|(k, v)| (k, v.body)).collect();
+        let set: BTreeMap<Key, bytes::Bytes> = split(&snap)
+            .into_iter()
+            .map(|(k, v)| (k, v.payload.bytes().clone()))
+            .collect();
         assert_eq!(assemble(&set, &snap.version).unwrap(), snap);
         let mut missing = set.clone();
         missing.retain(|(kind, _), _| kind != CLUSTER);

@@ -29,6 +29,15 @@ pub struct Snapshot {
     pub gateways: BTreeMap<String, GatewayEntry>,
 }
 
+/// The snapshot-wide part: everything that is not a Service, a Cluster or a Gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshResource {
+    pub node: NodeInfo,
+    pub mesh: MeshInfo,
+    pub inbound_services: Vec<String>,
+}
+
 /// A Gateway: its listeners, each with the HTTPRoute rules attached to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use trellis_config::resources;
 use trellis_proto::v1::discovery_client::DiscoveryClient;
 use trellis_proto::v1::discovery_request::Kind;
 use trellis_proto::v1::{Ack, DiscoveryRequest, Node, Subscribe};
@@ -158,6 +159,12 @@ async fn subscribe(
     .await?;
     let mut updates = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     while let Some(u) = updates.message().await? {
+        // Decode and check every resource, as a real proxy would, so that the wire's cost is
+        // part of the figure.
+        for r in &u.upserted {
+            let (key, body) = resources::from_wire(r)?;
+            resources::decode(&key, &body)?;
+        }
         if u.more {
             continue; // a part of a split update; the last part completes it
         }

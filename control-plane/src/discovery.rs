@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use trellis_config::NodeIdentity;
-use trellis_config::resources::Key;
+use trellis_config::resources::{Key, to_wire};
 use trellis_proto::v1::discovery_request::Kind;
 use trellis_proto::v1::discovery_server::Discovery;
 use trellis_proto::v1::{DiscoveryRequest, DiscoveryResponse, Node, Resource, ResourceKey};
@@ -183,11 +183,11 @@ impl Session {
         let (upserted, removed, replace) = match &self.sent {
             Some(prev) => {
                 let d = c.delta_from(prev);
-                let up = d.upserted.iter().map(|(k, v)| resource(k, v)).collect();
+                let up = d.upserted.iter().map(|(k, v)| to_wire(k, v)).collect();
                 (up, d.removed.iter().map(key).collect(), false)
             }
             None => (
-                c.resources.iter().map(|(k, v)| resource(k, v)).collect(),
+                c.resources.iter().map(|(k, v)| to_wire(k, v)).collect(),
                 Vec::new(),
                 true,
             ),
@@ -258,14 +258,6 @@ fn key(k: &Key) -> ResourceKey {
     }
 }
 
-fn resource(k: &Key, v: &trellis_config::resources::Encoded) -> Resource {
-    Resource {
-        key: Some(key(k)),
-        body: v.body.clone(),
-        hash: v.hash.clone(),
-    }
-}
-
 /// Bodies per message before an update is split: small enough that no stream's encode
 /// buffer grows large, big enough that a typical delta is one message.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -279,7 +271,7 @@ fn chunks(
     let mut current = Vec::new();
     let mut size = 0;
     for r in upserted {
-        size += r.body.len();
+        size += r.payload.as_ref().map_or(0, |p| p.bytes().len());
         current.push(r);
         if size >= CHUNK_BYTES {
             parts.push((std::mem::take(&mut current), Vec::new(), true));

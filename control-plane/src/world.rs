@@ -208,7 +208,9 @@ mod tests {
 
     fn enc(hash: &str) -> Arc<Encoded> {
         Arc::new(Encoded {
-            body: bytes::Bytes::from(hash.to_string()),
+            payload: trellis_proto::resource::Payload::Cluster(bytes::Bytes::from(
+                hash.to_string(),
+            )),
             hash: hash.to_string(),
         })
     }

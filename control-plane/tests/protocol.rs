@@ -87,8 +87,9 @@ impl FakeProxy {
             self.held.remove(&(k.kind.clone(), k.name.clone()));
         }
         for r in &u.upserted {
-            let k = r.key.clone().unwrap();
-            self.held.insert((k.kind, k.name), r.body.clone());
+            let (k, body) =
+                trellis_config::resources::from_wire(r).expect("a well-formed resource");
+            self.held.insert(k, body);
         }
         trellis_config::resources::assemble(&self.held, &u.version)
             .expect("the update assembles")
@@ -248,9 +249,10 @@ async fn garbage_and_unknown_identities_are_refused_without_harming_others() {
 
 #[tokio::test]
 async fn a_large_update_arrives_in_parts_and_applies_whole() {
-    // 400 Services: well over one 64 KiB message.
+    // 1,500 Services: well over one 64 KiB message (a Service and its cluster encode to about
+    // 80 bytes).
     let mut mesh = String::new();
-    for i in 0..400 {
+    for i in 0..1500 {
         mesh += &format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: rides}}\n\
              spec: {{selector: {{app: svc-{i}}}, ports: [{{port: 80}}]}}\n---\n"
@@ -294,13 +296,14 @@ async fn a_large_update_arrives_in_parts_and_applies_whole() {
     let mut held = BTreeMap::new();
     for p in &parts {
         for r in &p.upserted {
-            let k = r.key.clone().unwrap();
-            held.insert((k.kind, k.name), r.body.clone());
+            let (k, body) =
+                trellis_config::resources::from_wire(r).expect("a well-formed resource");
+            held.insert(k, body);
         }
     }
     let snap =
         trellis_config::resources::assemble(&held, &parts[0].version).expect("the parts assemble");
-    assert_eq!(snap.services.len(), 400);
+    assert_eq!(snap.services.len(), 1500);
 }
 
 /// The keys of an update's upserted resources, as `Kind name`.

@@ -3,8 +3,10 @@
 
 pub mod connect;
 pub mod listen;
+pub mod resource;
 
 /// `trellis.v1`: discovery, identity and admin.
 pub mod v1 {
     tonic::include_proto!("trellis.v1");
+    pub use crate::resource::{Resource, ResourceKey};
 }

@@ -60,11 +60,7 @@ fn full_update(mesh: &str) -> DiscoveryResponse {
     );
     let upserted = trellis_config::resources::split(&snap)
         .into_iter()
-        .map(|((kind, name), e)| Resource {
-            key: Some(ResourceKey { kind, name }),
-            body: e.body,
-            hash: e.hash,
-        })
+        .map(|(key, e)| trellis_config::resources::to_wire(&key, &e))
         .collect();
     DiscoveryResponse {
         version: snap.version,
@@ -96,12 +92,25 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
         kind: "Cluster".into(),
         name: "billing-v1.rides:80".into(),
     });
+    // A delta whose cluster message holds an endpoint address that is not ip:port.
+    let mut malformed = good.clone();
+    malformed.replace = false;
+    malformed.nonce = "4".into();
+    malformed.upserted.retain_mut(|r| {
+        let Some(trellis_proto::resource::Payload::Cluster(body)) = &mut r.payload else {
+            return false;
+        };
+        let mut c = <Cluster as prost::Message>::decode(body.as_ref()).unwrap();
+        c.endpoints[0].address = "billing-v1".into();
+        *body = prost::Message::encode_to_vec(&c).into();
+        true
+    });
 
     let cp = Scripted::default();
     cp.script
         .lock()
         .unwrap()
-        .extend([good.clone(), bad, broken]);
+        .extend([good.clone(), bad, broken, malformed]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -136,9 +145,9 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
     let p = trellis_proxy::start(trellis_proxy::Bootstrap::load(&boot).unwrap())
         .await
         .unwrap();
-    let answers = eventually(Duration::from_secs(10), "three answers", || async {
+    let answers = eventually(Duration::from_secs(10), "four answers", || async {
         let a = cp.answers.lock().unwrap().clone();
-        (a.len() == 3).then_some(a)
+        (a.len() == 4).then_some(a)
     })
     .await;
     match &answers[0] {
@@ -155,6 +164,13 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
     }
     match &answers[2] {
         Kind::Nack(n) => assert!(n.error.contains("billing-v1.rides:80"), "{}", n.error),
+        other => panic!("expected a NACK, got {other:?}"),
+    }
+    match &answers[3] {
+        Kind::Nack(n) => assert_eq!(
+            n.error,
+            r#"Cluster billing-v1.rides:80: endpoint 0: address "billing-v1" is not ip:port"#
+        ),
         other => panic!("expected a NACK, got {other:?}"),
     }
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -194,7 +210,7 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
     assert_eq!(get("/ready", "admin").await, Some(200));
     let metrics = p.metrics_text();
     assert!(
-        metrics.contains("trellis_config_reloads_total{result=\"rejected\"} 2"),
+        metrics.contains("trellis_config_reloads_total{result=\"rejected\"} 3"),
         "{metrics}"
     );
 }

@@ -11,7 +11,6 @@ mod services;
 
 use crate::mesh_config::{Doc, MeshConfig};
 use crate::model::*;
-use crate::resources::MeshResource;
 use crate::snapshot::*;
 use context::{Ctx, selects};
 use services::{compile_service, service_mtls_mode};
@@ -147,6 +146,13 @@ impl Common {
             gateways: self.gateways,
         };
         snap.version = content_version(&snap);
+        // In a debug build, so in every test of every crate, each compiled snapshot also
+        // proves that the discovery wire carries it whole.
+        debug_assert_eq!(
+            crate::resources::round_trip(&snap).ok().as_ref(),
+            Some(&snap),
+            "assemble(split(s)) must give s back"
+        );
         snap
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use trellis_config::resources::{Key, assemble};
+use trellis_config::resources::{Key, assemble, from_wire};
 use trellis_proto::v1::discovery_client::DiscoveryClient;
 use trellis_proto::v1::discovery_request::Kind;
 use trellis_proto::v1::{Ack, DiscoveryRequest, DiscoveryResponse, Nack, Node, Subscribe};
@@ -131,8 +131,6 @@ fn request(kind: Kind) -> DiscoveryRequest {
 /// Why an update was refused; its text goes back to the control plane in the NACK.
 #[derive(Debug, thiserror::Error)]
 enum UpdateError {
-    #[error("a resource without a key")]
-    NoKey,
     #[error(transparent)]
     Assemble(#[from] trellis_config::resources::AssembleError),
     #[error(transparent)]
@@ -154,8 +152,8 @@ fn apply(
         next.remove(&(key.kind.clone(), key.name.clone()));
     }
     for r in &update.upserted {
-        let key = r.key.as_ref().ok_or(UpdateError::NoKey)?;
-        next.insert((key.kind.clone(), key.name.clone()), r.body.clone());
+        let (key, body) = from_wire(r)?;
+        next.insert(key, body);
     }
     let snapshot = assemble(&next, &update.version)?;
     if shared.config.apply(snapshot, &shared.metrics)? {

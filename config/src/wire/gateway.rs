@@ -1,0 +1,69 @@
+//! The `Gateway` resource: a Gateway's listeners, each with the route rules attached to it.
+
+use super::{WireError, each, list, required, u16_of};
+use crate::snapshot::{GatewayEntry, GatewayListenerEntry, GatewayRoute, RouteRule};
+use trellis_proto::v1 as pb;
+
+impl From<&GatewayEntry> for pb::Gateway {
+    fn from(g: &GatewayEntry) -> Self {
+        pb::Gateway {
+            name: g.name.clone(),
+            namespace: g.namespace.clone(),
+            listeners: list(&g.listeners),
+        }
+    }
+}
+
+impl From<&GatewayListenerEntry> for pb::GatewayListener {
+    fn from(l: &GatewayListenerEntry) -> Self {
+        pb::GatewayListener {
+            name: l.name.clone(),
+            port: l.port.into(),
+            routes: list(&l.routes),
+        }
+    }
+}
+
+impl From<&GatewayRoute> for pb::GatewayRoute {
+    fn from(r: &GatewayRoute) -> Self {
+        pb::GatewayRoute {
+            hostname: r.hostname.clone(),
+            rule: Some(pb::RouteRule::from(&r.rule)),
+        }
+    }
+}
+
+impl TryFrom<pb::Gateway> for GatewayEntry {
+    type Error = WireError;
+
+    fn try_from(g: pb::Gateway) -> Result<Self, WireError> {
+        Ok(GatewayEntry {
+            listeners: each(g.listeners, "listener")?,
+            name: g.name,
+            namespace: g.namespace,
+        })
+    }
+}
+
+impl TryFrom<pb::GatewayListener> for GatewayListenerEntry {
+    type Error = WireError;
+
+    fn try_from(l: pb::GatewayListener) -> Result<Self, WireError> {
+        Ok(GatewayListenerEntry {
+            port: u16_of(l.port, "port")?,
+            routes: each(l.routes, "route")?,
+            name: l.name,
+        })
+    }
+}
+
+impl TryFrom<pb::GatewayRoute> for GatewayRoute {
+    type Error = WireError;
+
+    fn try_from(r: pb::GatewayRoute) -> Result<Self, WireError> {
+        Ok(GatewayRoute {
+            rule: RouteRule::try_from(required(r.rule, "rule")?)?,
+            hostname: r.hostname,
+        })
+    }
+}
