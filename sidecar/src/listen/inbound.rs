@@ -59,8 +59,9 @@ async fn inbound_connection(conn: Conn) {
             .await
             {
                 Ok(a) => a,
-                Err(e) => {
-                    let reason = crate::tls::accept::reason(&e);
+                Err(refused) => {
+                    let e = &refused.error;
+                    let reason = crate::tls::accept::reason(e);
                     shared
                         .metrics
                         .security
@@ -71,6 +72,8 @@ async fn inbound_connection(conn: Conn) {
                         })
                         .inc();
                     tracing::info!(%peer, error = %e, "inbound connection refused");
+                    // Closed only now: a client that sees the close also sees the count.
+                    drop(refused);
                     return;
                 }
             }

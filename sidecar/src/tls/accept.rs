@@ -40,6 +40,18 @@ pub enum AcceptError {
     NoIdentity,
 }
 
+/// A refused connection: why, and the connection itself while it is still open (when it
+/// is), so that the caller counts the refusal before the client sees the close. Dropping it
+/// closes the connection.
+pub struct Refused {
+    pub error: AcceptError,
+    _conn: Option<TcpStream>,
+}
+
+fn refuse(error: AcceptError, conn: Option<TcpStream>) -> Result<Accepted, Refused> {
+    Err(Refused { error, _conn: conn })
+}
+
 /// Classifies a new inbound connection and, for TLS, completes the handshake. Without a mesh
 /// identity (`tls` is `None`) nothing is read: plaintext, or refused under STRICT.
 /// `first_byte`: for a connection iptables redirected, how long to wait for the client's
@@ -52,11 +64,11 @@ pub async fn accept(
     peer: SocketAddr,
     handshake_timeout: Duration,
     first_byte: Option<Duration>,
-) -> Result<Accepted, AcceptError> {
+) -> Result<Accepted, Refused> {
     let Some(tls) = tls else {
         // This proxy cannot do mTLS, so STRICT fails closed.
         return match mode {
-            MtlsMode::Strict => Err(AcceptError::NoLocalIdentity),
+            MtlsMode::Strict => refuse(AcceptError::NoLocalIdentity, Some(stream)),
             _ => Ok(Accepted::Plain(stream)),
         };
     };
@@ -66,27 +78,30 @@ pub async fn accept(
     let wait = first_byte.unwrap_or(handshake_timeout);
     let n = match tokio::time::timeout(wait, stream.peek(&mut first)).await {
         Ok(Ok(n)) => n,
-        Ok(Err(e)) => return Err(AcceptError::Handshake(e)),
+        Ok(Err(e)) => return refuse(AcceptError::Handshake(e), Some(stream)),
         Err(_) if first_byte.is_some() && mode != MtlsMode::Strict => {
             return Ok(Accepted::Plain(stream));
         }
-        Err(_) => return Err(AcceptError::Timeout),
+        Err(_) => return refuse(AcceptError::Timeout, Some(stream)),
     };
     if n == 0 {
-        return Err(AcceptError::Closed);
+        return refuse(AcceptError::Closed, Some(stream));
     }
     if first[0] != TLS_HANDSHAKE || !tls.is_ready() {
         return match mode {
-            MtlsMode::Strict => Err(AcceptError::PlaintextRefused),
+            MtlsMode::Strict => refuse(AcceptError::PlaintextRefused, Some(stream)),
             _ => Ok(Accepted::Plain(stream)),
         };
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-    let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+    // Fallible: a failed handshake hands the connection back, so it stays open until the
+    // refusal is counted. (A timed-out one is closed with the dropped handshake.)
+    let handshake = acceptor.accept(stream).into_fallible();
+    let tls_stream = match tokio::time::timeout(handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
         // A client that hangs up mid-handshake (or right after it, before reading the session
         // tickets) is not a refused peer.
-        Ok(Err(e))
+        Ok(Err((e, conn)))
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::ConnectionReset
@@ -94,10 +109,10 @@ pub async fn accept(
                     | std::io::ErrorKind::BrokenPipe
             ) =>
         {
-            return Err(AcceptError::Closed);
+            return refuse(AcceptError::Closed, Some(conn));
         }
-        Ok(Err(e)) => return Err(AcceptError::Handshake(e)),
-        Err(_) => return Err(AcceptError::Timeout),
+        Ok(Err((e, conn))) => return refuse(AcceptError::Handshake(e), Some(conn)),
+        Err(_) => return refuse(AcceptError::Timeout, None),
     };
     let id = {
         let (_, conn) = tls_stream.get_ref();
@@ -111,7 +126,10 @@ pub async fn accept(
             tracing::trace!(%peer, identity = %id, "mTLS peer");
             Ok(Accepted::Tls(Box::new(tls_stream), id))
         }
-        None => Err(AcceptError::NoIdentity),
+        None => {
+            let (conn, _) = tls_stream.into_inner();
+            refuse(AcceptError::NoIdentity, Some(conn))
+        }
     }
 }
 
