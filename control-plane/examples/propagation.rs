@@ -4,6 +4,7 @@
 //! subscribe to a real trellis-control process; the mesh file is rewritten R times and each
 //! proxy's time from the write to receiving (and ACKing) the new version is recorded.
 //! Prints p50/p99/max per proxy and the control plane's RSS. Not a test: bench/ runs it.
+//! `--calls N` puts each kind of proxy under a Scope of N Services.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ struct Args {
     endpoints: usize,
     kinds: usize,
     rounds: usize,
+    /// With N > 0, each kind of proxy is under a Scope of N Services (svc-0, whose route
+    /// every round rewrites, and N-1 others); 0: unscoped.
+    calls: usize,
     control: PathBuf,
 }
 
@@ -33,6 +37,7 @@ fn args() -> Args {
         endpoints: 10_000,
         kinds: 10,
         rounds: 20,
+        calls: 0,
         control: PathBuf::new(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -44,6 +49,7 @@ fn args() -> Args {
             "--endpoints" => a.endpoints = v.parse().expect("--endpoints N"),
             "--kinds" => a.kinds = v.parse().expect("--kinds N"),
             "--rounds" => a.rounds = v.parse().expect("--rounds N"),
+            "--calls" => a.calls = v.parse().expect("--calls N"),
             "--control" => a.control = PathBuf::from(v),
             other => panic!("unknown flag {other}; see the first comment of this file"),
         }
@@ -81,6 +87,21 @@ fn mesh(a: &Args, round: usize) -> String {
             (e >> 8) & 255,
             e & 255
         );
+    }
+    if a.calls > 0 {
+        for k in 0..a.kinds {
+            let mut calls = vec!["svc-0".to_string()];
+            let others = a.services.saturating_sub(1).max(1);
+            calls.extend(
+                (0..a.calls - 1).map(|j| format!("svc-{}", 1 + (k * a.calls + j) % others)),
+            );
+            let _ = write!(
+                s,
+                "apiVersion: trellis.dev/v1alpha1\nkind: Scope\nmetadata: {{name: kind-{k}, namespace: bench}}\n\
+                 spec: {{selector: {{app: kind-{k}}}, calls: [{}]}}\n---\n",
+                calls.join(", ")
+            );
+        }
     }
     let w = 10 + round % 80;
     let _ = write!(
@@ -125,7 +146,11 @@ type Arrivals = Arc<Mutex<Vec<Vec<Instant>>>>;
 async fn proxy(addr: String, i: usize, kinds: usize, arrivals: Arrivals) {
     loop {
         if let Err(e) = subscribe(&addr, i, kinds, &arrivals).await {
-            eprintln!("proxy {i}: {e}; retrying");
+            // Once the rounds are over the control plane is stopped on purpose, and 1,000
+            // streams ending would bury the figures.
+            if !FINISHED.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("proxy {i}: {e}; retrying");
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -191,6 +216,9 @@ impl Drop for Cp {
         let _ = self.0.wait();
     }
 }
+
+/// Set when the rounds are over, before the control plane is stopped.
+static FINISHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The mesh CA that trellis-control's gRPC certificate chains to.
 static CA_BUNDLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
@@ -275,13 +303,17 @@ async fn main() {
         last = n;
     }
     println!(
-        "{} proxies of {} kinds, {} services, {} endpoints: initial sync {:.1}s, control plane RSS {:.0} MiB",
+        "{} proxies of {} kinds, {} services, {} endpoints: initial sync {:.1}s, control plane RSS {:.0} MiB; {}",
         a.proxies,
         a.kinds,
         a.services,
         a.endpoints,
         synced.elapsed().as_secs_f64(),
-        rss_mib(pid)
+        rss_mib(pid),
+        match a.calls {
+            0 => "unscoped".to_string(),
+            n => format!("each kind scoped to {n} Services"),
+        }
     );
 
     let mut per_proxy = Vec::new();
@@ -339,6 +371,7 @@ async fn main() {
         rss_mib(pid),
         peak_rss
     );
+    FINISHED.store(true, std::sync::atomic::Ordering::Relaxed);
     drop(cp);
     let _ = std::fs::remove_dir_all(&dir);
 }
