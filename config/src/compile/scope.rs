@@ -5,7 +5,7 @@ use super::context::selects;
 use crate::mesh_config::{Doc, MeshConfig};
 use crate::model::{Call, ScopeSpec};
 use crate::snapshot::{Filter, GatewayEntry, OutsideService, RouteRule, ScopeInfo, ServiceEntry};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// The Scopes of a node's `namespace` that select it by its `labels`; if none does, those of
 /// its namespace without a selector. Several apply together: the node may call what any
@@ -37,17 +37,18 @@ pub(super) fn scope_info(cfg: &MeshConfig, scopes: &[&Doc<ScopeSpec>]) -> Option
     if scopes.is_empty() {
         return None;
     }
-    let allowed = |ns: &str, name: &str| {
-        scopes.iter().any(|s| {
-            let spec = &s.object.spec;
-            spec.calls(&s.object.metadata.namespace)
-                .flatten()
-                .any(|c| match c {
-                    Call::Service { namespace, name: n } => namespace == ns && n == name,
-                    Call::Namespace(n) => n == ns,
-                })
-        })
-    };
+    // Parsed once into sets: this runs for every kind of proxy at every generation, against
+    // every Service of the mesh.
+    let (mut services, mut namespaces) = (HashSet::new(), HashSet::new());
+    for s in scopes {
+        for c in s.object.spec.calls(&s.object.metadata.namespace).flatten() {
+            match c {
+                Call::Service { namespace, name } => services.insert((namespace, name)),
+                Call::Namespace(n) => namespaces.insert(n),
+            };
+        }
+    }
+    let allowed = |ns: &str, name: &str| namespaces.contains(ns) || services.contains(&(ns, name));
     let mut outside: Vec<OutsideService> = cfg
         .services
         .iter()
