@@ -213,4 +213,18 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
         metrics.contains("trellis_config_reloads_total{result=\"rejected\"} 3"),
         "{metrics}"
     );
+    // Each applied or refused update was timed from its arrival.
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
+    };
+    assert_eq!(
+        value("trellis_config_apply_duration_seconds_count "),
+        value("trellis_config_reloads_total{result=\"applied\"}") + 3.0,
+        "{metrics}"
+    );
 }

@@ -122,6 +122,27 @@ async fn invalid_change_is_refused_and_the_old_config_keeps_serving() {
     h.wait_for_new_version(&before).await;
     let d: serde_json::Value = serde_json::from_str(&h.admin("/config_dump").await.body).unwrap();
     assert!(d["lastError"].is_null());
+    // Every load that was applied or refused was timed, and only those.
+    let metrics = h.admin("/metrics").await.body;
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
+    };
+    let loads = value("trellis_config_reloads_total{result=\"applied\"}")
+        + value("trellis_config_reloads_total{result=\"rejected\"}");
+    assert!(
+        loads >= 3.0,
+        "the first load, the refusal and the fix: {metrics}"
+    );
+    assert_eq!(
+        value("trellis_config_apply_duration_seconds_count "),
+        loads,
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

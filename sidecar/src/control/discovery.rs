@@ -104,14 +104,15 @@ async fn session(
             pending = Some(update);
             continue;
         }
-        let answer = match apply(shared, held, &update) {
+        let started = Instant::now();
+        let answer = match apply(shared, held, &update, started) {
             Ok(()) => Kind::Ack(Ack {
                 version: update.version.clone(),
                 nonce: update.nonce.clone(),
             }),
             Err(error) => {
                 tracing::error!(version = %update.version, %error, "refused an update; still serving the previous config");
-                shared.metrics.config_rejected();
+                shared.metrics.config_rejected(started.elapsed());
                 Kind::Nack(Nack {
                     version: update.version.clone(),
                     nonce: update.nonce.clone(),
@@ -142,6 +143,7 @@ fn apply(
     shared: &Shared,
     held: &mut BTreeMap<Key, bytes::Bytes>,
     update: &DiscoveryResponse,
+    started: Instant,
 ) -> Result<(), UpdateError> {
     let mut next = if update.replace {
         BTreeMap::new()
@@ -157,7 +159,9 @@ fn apply(
     }
     let snapshot = assemble(&next, &update.version)?;
     if shared.config.apply(snapshot, &shared.metrics)? {
-        shared.metrics.config_applied(&update.version);
+        shared
+            .metrics
+            .config_applied(&update.version, started.elapsed());
         tracing::info!(version = %update.version, "config applied");
     }
     *held = next;

@@ -4,6 +4,7 @@
 use crate::shared::Shared;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 use trellis_config::{ConfigErrors, NodeIdentity, Snapshot};
 
 /// Loads, validates and compiles a mesh file for `node`.
@@ -18,17 +19,18 @@ pub fn compile_mesh_file(
 
 /// Loads the mesh file now and records the outcome (applied, or refused with its errors).
 pub fn reload(shared: &Shared, path: &Path) {
+    let started = Instant::now();
     match compile_mesh_file(&shared.config.loader, path, &shared.node) {
         Ok(snap) => {
             let version = snap.version.clone();
             match shared.config.apply(snap, &shared.metrics) {
                 Ok(true) => {
-                    shared.metrics.config_applied(&version);
+                    shared.metrics.config_applied(&version, started.elapsed());
                     tracing::info!(%version, file = %path.display(), "config applied");
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    shared.metrics.config_rejected();
+                    shared.metrics.config_rejected(started.elapsed());
                     tracing::error!(file = %path.display(), "config refused: {e}");
                     shared
                         .config
@@ -42,7 +44,7 @@ pub fn reload(shared: &Shared, path: &Path) {
             }
         }
         Err(errors) => {
-            shared.metrics.config_rejected();
+            shared.metrics.config_rejected(started.elapsed());
             let served = shared
                 .config
                 .current()
