@@ -214,14 +214,7 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
         "{metrics}"
     );
     // Each applied or refused update was timed from its arrival.
-    let value = |prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
-    };
+    let value = |prefix: &str| sample(&metrics, prefix);
     assert_eq!(
         value("trellis_config_apply_duration_seconds_count "),
         value("trellis_config_reloads_total{result=\"applied\"}") + 3.0,

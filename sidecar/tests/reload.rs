@@ -124,14 +124,7 @@ async fn invalid_change_is_refused_and_the_old_config_keeps_serving() {
     assert!(d["lastError"].is_null());
     // Every load that was applied or refused was timed, and only those.
     let metrics = h.admin("/metrics").await.body;
-    let value = |prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
-    };
+    let value = |prefix: &str| sample(&metrics, prefix);
     let loads = value("trellis_config_reloads_total{result=\"applied\"}")
         + value("trellis_config_reloads_total{result=\"rejected\"}");
     assert!(

@@ -95,13 +95,18 @@ impl Runtime {
     /// Finds the Service a `Host` names: `name` (this proxy's namespace), `name.ns`,
     /// `name.ns.svc` or `name.ns.svc.cluster.local`, case-insensitively, trailing dot allowed.
     pub fn service(&self, host: &str) -> Option<&RtService> {
-        let host = host.strip_suffix('.').unwrap_or(host);
-        let idx = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.hosts.get(&host.to_ascii_lowercase())
-        } else {
-            self.hosts.get(host)
-        };
-        idx.map(|&i| &self.services[i])
+        lookup(&self.hosts, host).map(|&i| &self.services[i])
+    }
+}
+
+/// `host` in a map keyed by lowercase names, case-insensitively and with or without a
+/// trailing dot; allocates only for a host with capitals.
+fn lookup<'a, V>(map: &'a HashMap<String, V>, host: &str) -> Option<&'a V> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        map.get(&host.to_ascii_lowercase())
+    } else {
+        map.get(host)
     }
 }
 
@@ -110,10 +115,7 @@ impl Runtime {
     /// that the Host or the original destination names, if this proxy's Scope left it out.
     pub fn outside_scope(&self, host: Option<&str>, dst: Option<IpAddr>) -> Option<&Arc<String>> {
         let out = self.outside.as_ref()?;
-        let by_host = host.and_then(|h| {
-            let h = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
-            out.hosts.get(&h)
-        });
+        let by_host = host.and_then(|h| lookup(&out.hosts, h));
         by_host.or_else(|| dst.and_then(|ip| out.ips.get(&ip)))
     }
 

@@ -1,14 +1,6 @@
 //! The transport preface of opaque TCP between sidecars: a sidecar's inbound listener serves
 //! every app port, so the outbound side first says which Service port the bytes are for.
 
-// The format: MAGIC (8 bytes: NUL "TRELLIS") | version (1 byte: 1) | length (1 byte) |
-// authority (ASCII).
-//
-// The authority is `name.namespace:port` of the Service port. The receiving sidecar maps it to
-// the app's port with the Service's `targetPort`, as it does an HTTP `Host`. The leading NUL
-// keeps the preface apart from HTTP, TLS and the preface of any common protocol. Once mTLS
-// carries sidecar-to-sidecar traffic, the preface travels inside the TLS session.
-
 // ```text
 // MAGIC (8 bytes: NUL "TRELLIS") | version (1 byte: 1) | length (1 byte) | authority (ASCII)
 // ```

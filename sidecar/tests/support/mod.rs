@@ -179,6 +179,17 @@ pub fn policy(service: &str, spec: &str) -> String {
     )
 }
 
+/// The value of the sample in Prometheus text `metrics` whose line starts with `prefix`
+/// (the name and, if any, its labels); panics, showing the text, when there is none.
+pub fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
+}
+
 impl Harness {
     pub async fn post_admin(&self, path: &str) -> Resp {
         let mut r = req(self.admin, "admin", path);
