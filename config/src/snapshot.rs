@@ -8,6 +8,7 @@ use crate::model::{
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,10 +18,12 @@ pub struct Snapshot {
     pub version: String,
     pub node: NodeInfo,
     pub mesh: MeshInfo,
-    /// Every Service this proxy may call, by `namespace/name`.
-    pub services: BTreeMap<String, ServiceEntry>,
+    /// Every Service this proxy may call, by `namespace/name`. Shared, not copied, between
+    /// the snapshots a proxy takes in one after another, so an update that changes one
+    /// Service or cluster leaves the others' `Arc`s as they were.
+    pub services: BTreeMap<String, Arc<ServiceEntry>>,
     /// Every cluster a route can send to, by cluster name.
-    pub clusters: BTreeMap<String, Cluster>,
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
     /// The Services this workload serves (`namespace/name`), for inbound policy and metrics.
     pub inbound_services: Vec<String>,
     /// Every Gateway with the routes attached to it, by `namespace/name`; a proxy in gateway

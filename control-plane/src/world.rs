@@ -186,11 +186,11 @@ impl World {
             mesh: c.mesh.mesh.clone(),
             services: (self.common.services.iter())
                 .filter(|(k, _)| held(SERVICE, k))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
                 .collect(),
             clusters: (self.common.clusters.iter())
                 .filter(|(k, _)| held(CLUSTER, k))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
                 .collect(),
             inbound_services: c.mesh.inbound_services.clone(),
             gateways: self.common.gateways.clone(),

@@ -235,7 +235,7 @@ fn force_breaker(rt: Option<&Runtime>, query: Option<&str>) -> Response<Full<Byt
         Some(s @ (State::Closed | State::Disabled | State::ForcedOpen)) => s,
         _ => return bad(format!("state {state:?} cannot be set; {usage}")),
     };
-    let Some(c) = rt.and_then(|rt| rt.clusters.get(&cluster)) else {
+    let Some(c) = rt.and_then(|rt| rt.clusters.get(cluster.as_str())) else {
         return reply(
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -15,6 +15,7 @@ use crate::snapshot::*;
 use context::{Ctx, selects};
 use services::{compile_service, service_mtls_mode};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 pub use crate::resources::fnv_hex;
 pub use scope::in_scope;
@@ -140,8 +141,14 @@ impl Common {
             version: String::new(),
             node: m.node,
             mesh: m.mesh,
-            services,
-            clusters,
+            services: services
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
+            clusters: clusters
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
             inbound_services: m.inbound_services,
             gateways: self.gateways,
         };

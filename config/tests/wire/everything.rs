@@ -1,6 +1,7 @@
 //! A snapshot that holds every field and variant the discovery wire has to carry.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use trellis_config::model::*;
 use trellis_config::snapshot::*;
@@ -302,10 +303,13 @@ pub fn everything() -> Snapshot {
                 ],
             }),
         },
-        services: BTreeMap::from([("rides/billing".into(), billing), ("geo/maps".into(), maps)]),
+        services: BTreeMap::from([
+            ("rides/billing".into(), Arc::new(billing)),
+            ("geo/maps".into(), Arc::new(maps)),
+        ]),
         clusters: [billing_cluster, maps_cluster, shadow]
             .into_iter()
-            .map(|c| (c.name.clone(), c))
+            .map(|c| (c.name.clone(), Arc::new(c)))
             .collect(),
         inbound_services: vec!["rides/billing".into()],
         gateways: BTreeMap::from([("rides/edge".into(), gateway)]),

@@ -53,6 +53,8 @@ impl AppClusters {
                         service: format!("{}/{}", b.workload.namespace, b.workload.name),
                         port,
                         resilience: ClusterResilience::default(),
+                        // The app is on this host, reached in plaintext.
+                        mtls: false,
                     }),
                 )
             })

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use trellis_config::Snapshot;
 use trellis_config::snapshot::Endpoint;
 
@@ -21,8 +21,9 @@ impl Resolved {
     pub fn fill(&self, snap: &mut Snapshot) {
         let addrs = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
         for c in snap.clusters.values_mut() {
-            let Some(dns) = &c.dns else { continue };
-            c.endpoints = addrs
+            let Some(dns) = c.dns.clone() else { continue };
+            // Only an ExternalName cluster is copied; the rest stay shared.
+            Arc::make_mut(c).endpoints = addrs
                 .get(&dns.name)
                 .map(|ips| {
                     ips.iter()

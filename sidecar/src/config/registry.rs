@@ -3,7 +3,7 @@
 //! settings did not change) is kept here by cluster name and endpoint address.
 
 use super::runtime::{
-    Outside, RtBackend, RtCluster, RtGatewayRoute, RtPort, RtRule, RtService, Runtime,
+    Outside, RtBackend, RtCluster, RtGatewayRoute, RtPort, RtRule, RtService, Runtime, ServiceIndex,
 };
 use crate::config::delivery::{AppPorts, PortPolicies};
 use crate::config::routing::{MatchError, Matcher};
@@ -15,12 +15,13 @@ use crate::upstream::endpoint::EndpointState;
 use crate::upstream::outlier::Outlier;
 use crate::upstream::pool::TlsNames;
 use crate::upstream::ring::Ring;
-use std::collections::{HashMap, HashSet};
+use rustls_pki_types::ServerName;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use trellis_config::model::{LbPolicy, MtlsMode};
-use trellis_config::snapshot::Snapshot;
+use trellis_config::snapshot::{Cluster, ServiceEntry, Snapshot};
 use trellis_identity::SpiffeId;
 
 /// A snapshot the proxy cannot run; the control plane hears it in the NACK.
@@ -37,7 +38,7 @@ pub enum BuildError {
 /// feature whose settings did not change.
 #[derive(Default)]
 pub struct StateRegistry {
-    clusters: Mutex<HashMap<String, ClusterShared>>,
+    state: Mutex<State>,
     /// Whether this proxy has a mesh identity, and so originates mTLS to sidecars that have
     /// one too.
     pub originate_mtls: std::sync::atomic::AtomicBool,
@@ -48,6 +49,18 @@ pub struct StateRegistry {
     pub app_ports: AppPorts,
 }
 
+#[derive(Default)]
+struct State {
+    clusters: HashMap<String, ClusterShared>,
+    /// How many clusters hold each mTLS endpoint address, and the name it must prove; what
+    /// `tls_names` publishes.
+    tls: HashMap<SocketAddr, (ServerName<'static>, u32)>,
+    /// Addresses whose entry in `tls` changed since `tls_names` was last published.
+    touched: HashSet<SocketAddr>,
+    /// A build failed part way: the next one starts from nothing.
+    dirty: bool,
+}
+
 struct ClusterShared {
     name: Arc<String>,
     cursor: Arc<AtomicUsize>,
@@ -56,175 +69,235 @@ struct ClusterShared {
     outlier: Option<Arc<Outlier>>,
 }
 
-impl StateRegistry {
-    /// Builds the runtime for `snapshot`, reusing the state of unchanged clusters and endpoints.
-    pub fn build(&self, snapshot: Arc<Snapshot>, metrics: &Metrics) -> Result<Runtime, BuildError> {
-        // Build-time only; the request path never touches this lock.
-        let mut shared = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
-        shared.retain(|name, state| {
-            let keep = snapshot.clusters.contains_key(name);
-            if !keep {
-                state.resilience.retire();
-                metrics.forget_cluster(&state.name);
+impl State {
+    fn hold_tls(&mut self, ep: &EndpointState) {
+        if let Some(name) = &ep.tls {
+            let slot = self.tls.entry(ep.addr).or_insert((name.clone(), 0));
+            slot.0 = name.clone();
+            slot.1 += 1;
+            self.touched.insert(ep.addr);
+        }
+    }
+
+    fn release_tls(&mut self, ep: &EndpointState) {
+        if ep.tls.is_none() {
+            return;
+        }
+        if let Some(slot) = self.tls.get_mut(&ep.addr) {
+            slot.1 -= 1;
+            if slot.1 == 0 {
+                self.tls.remove(&ep.addr);
             }
-            keep
-        });
+            self.touched.insert(ep.addr);
+        }
+    }
+
+    fn forget_cluster(&mut self, name: &str, metrics: &Metrics) {
+        if let Some(c) = self.clusters.remove(name) {
+            c.resilience.retire();
+            metrics.forget_cluster(&c.name);
+            for ep in c.endpoints.values() {
+                self.release_tls(ep);
+            }
+        }
+    }
+}
+
+/// What changed between the runtime being served and the snapshot being built, found by
+/// comparing the two snapshots' `Arc`s in one ordered walk.
+struct Changes<'a> {
+    /// Clusters that are new or whose content changed.
+    clusters: HashSet<&'a str>,
+    removed_clusters: Vec<&'a str>,
+    /// Services that are new or whose content changed.
+    services: HashSet<&'a str>,
+    /// A Service was added or removed, so every index shifts.
+    services_moved: bool,
+}
+
+impl<'a> Changes<'a> {
+    fn between(prev: &'a Snapshot, next: &'a Snapshot) -> Changes<'a> {
+        let mut clusters = HashSet::new();
+        let mut removed_clusters = Vec::new();
+        for d in diff(&prev.clusters, &next.clusters) {
+            match d {
+                Diff::Changed(name) => clusters.insert(name),
+                Diff::Removed(name) => {
+                    removed_clusters.push(name);
+                    true
+                }
+            };
+        }
+        let mut services = HashSet::new();
+        let mut services_moved = prev.services.len() != next.services.len();
+        for d in diff(&prev.services, &next.services) {
+            match d {
+                Diff::Changed(name) => {
+                    services_moved |= !prev.services.contains_key(name);
+                    services.insert(name);
+                }
+                Diff::Removed(_) => services_moved = true,
+            }
+        }
+        Changes {
+            clusters,
+            removed_clusters,
+            services,
+            services_moved,
+        }
+    }
+}
+
+enum Diff<'a> {
+    /// In `next` and new or not the same `Arc` as in `prev`.
+    Changed(&'a str),
+    /// In `prev` only.
+    Removed(&'a str),
+}
+
+/// The keys whose value differs between two maps of shared values, in one walk of both.
+fn diff<'a, T>(
+    prev: &'a BTreeMap<String, Arc<T>>,
+    next: &'a BTreeMap<String, Arc<T>>,
+) -> Vec<Diff<'a>> {
+    let mut out = Vec::new();
+    let (mut a, mut b) = (prev.iter().peekable(), next.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => return out,
+            (Some((k, _)), None) => {
+                out.push(Diff::Removed(k.as_str()));
+                a.next();
+            }
+            (None, Some((k, _))) => {
+                out.push(Diff::Changed(k.as_str()));
+                b.next();
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    out.push(Diff::Removed(ka.as_str()));
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(Diff::Changed(kb.as_str()));
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if !Arc::ptr_eq(va, vb) {
+                        out.push(Diff::Changed(kb.as_str()));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+}
+
+impl StateRegistry {
+    /// Builds the runtime for `snapshot`. With `prev`, the runtime being served, only what
+    /// changed is built again: clusters whose content (or whose Service's mTLS mode)
+    /// changed, the Services that changed or send to such a cluster, and the Service index
+    /// only when a Service changed; everything else is shared with `prev`. Without it, or
+    /// after a build that failed, everything is built.
+    pub fn build(
+        &self,
+        snapshot: Arc<Snapshot>,
+        prev: Option<&Runtime>,
+        metrics: &Metrics,
+    ) -> Result<Runtime, BuildError> {
+        // Build-time only; the request path never touches this lock.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let originate = self
             .originate_mtls
             .load(std::sync::atomic::Ordering::Relaxed);
-        let mut clusters = HashMap::new();
-        for (name, c) in &snapshot.clusters {
-            let mtls = originate
+        let prev = prev.filter(|p| !state.dirty && p.originate_mtls == originate);
+        state.dirty = true;
+        let changes = prev.map(|p| Changes::between(&p.snapshot, &snapshot));
+        let mtls_of = |c: &Cluster| {
+            originate
                 && snapshot
                     .services
                     .get(&c.service)
-                    .is_some_and(|s| s.mtls_mode != MtlsMode::Disabled);
-            let state = shared.entry(name.clone()).or_insert_with(|| ClusterShared {
-                name: Arc::new(name.clone()),
-                cursor: Arc::default(),
-                endpoints: HashMap::new(),
-                resilience: ClusterResilience::default(),
-                outlier: None,
-            });
-            // A scan per endpoint is quadratic: 10,000 endpoints would cost 10^8 compares.
-            if c.endpoints.len() <= 16 {
-                let listed = |a: &SocketAddr| c.endpoints.iter().any(|e| e.address == *a);
-                state.endpoints.retain(|a, _| listed(a));
-            } else {
-                let listed: HashSet<SocketAddr> = c.endpoints.iter().map(|e| e.address).collect();
-                state.endpoints.retain(|a, _| listed.contains(a));
-            }
-            let resilience =
-                ClusterResilience::build(&state.name, &c.resilience, &state.resilience, metrics);
-            let outlier = Outlier::carry(
-                &state.outlier,
-                &c.resilience.outlier_detection,
-                &state.name,
-                metrics,
-            );
-            let same_outlier = match (&outlier, &state.outlier) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (a, b) => a.is_none() && b.is_none(),
-            };
-            if !same_outlier {
-                // New or changed outlier settings judge every endpoint afresh.
-                for ep in state.endpoints.values() {
-                    ep.health.reset();
-                }
-            }
-            state.resilience = resilience.clone();
-            state.outlier = outlier.clone();
-            let endpoints: Vec<Arc<EndpointState>> = c
-                .endpoints
-                .iter()
-                .filter_map(|e| {
-                    let tls = match e.identity.as_deref().filter(|_| mtls) {
-                        None => None,
-                        Some(id) => match SpiffeId::parse(id).and_then(|id| id.server_name()) {
-                            Ok(name) => Some(name),
-                            Err(error) => {
-                                // Skipped, not called in plaintext: the control plane says
-                                // this endpoint runs as `id`, and without a server name that
-                                // identity cannot be checked, so plaintext would be a silent
-                                // downgrade. The rest of the cluster keeps serving, and the
-                                // validator refuses such names in mesh files up front.
-                                tracing::warn!(
-                                    cluster = %name,
-                                    endpoint = %e.address,
-                                    workload = %e.workload,
-                                    identity = %id,
-                                    %error,
-                                    "endpoint skipped: its identity has no TLS server name, so mTLS to it cannot be verified"
-                                );
-                                // Forget any earlier state, so its old server name leaves
-                                // `tls_names` too.
-                                state.endpoints.remove(&e.address);
-                                return None;
-                            }
-                        },
-                    };
-                    let fresh = || {
-                        let mut fresh = EndpointState::new(e.address, e.workload.clone());
-                        fresh.tls = tls.clone();
-                        fresh.sidecar = e.sidecar;
-                        Arc::new(fresh)
-                    };
-                    let slot = state.endpoints.entry(e.address).or_insert_with(fresh);
-                    // Another identity (or another kind of peer) at the same address is
-                    // another endpoint: fresh state.
-                    if slot.tls != tls || slot.sidecar != e.sidecar {
-                        *slot = fresh();
-                    }
-                    Some(slot.clone())
-                })
-                .collect();
-            let lb = &c.resilience.load_balancer;
-            let ring = (lb.policy == LbPolicy::RingHash)
-                .then(|| Ring::new(&endpoints.iter().map(|e| e.addr).collect::<Vec<_>>()));
-            let balancer = Balancer {
-                policy: lb.policy,
-                endpoints,
-                cursor: state.cursor.clone(),
-                ring,
-            };
-            let rt = RtCluster {
-                upstream: Upstream {
-                    name: state.name.clone(),
-                    protocol: c.protocol,
-                    balancer,
-                    hash_key: lb.hash_key.clone(),
-                    outlier,
-                },
-                service_label: Arc::new(match c.service.split_once('/') {
-                    Some((ns, n)) => format!("{n}.{ns}"),
-                    None => c.service.clone(),
-                }),
-                service: c.service.clone(),
-                port: c.port,
-                resilience,
-            };
-            clusters.insert(name.clone(), Arc::new(rt));
-        }
-        let names = shared
-            .values()
-            .flat_map(|c| c.endpoints.values())
-            .filter_map(|e| Some((e.addr, e.tls.clone()?)))
-            .collect();
-        self.tls_names.store(Arc::new(names));
-        drop(shared);
+                    .is_some_and(|s| s.mtls_mode != MtlsMode::Disabled)
+        };
 
-        let mut hosts = HashMap::new();
-        let mut by_addr = HashMap::new();
-        let mut services = Vec::new();
-        for svc in snapshot.services.values() {
-            let idx = services.len();
-            let (n, ns) = (&svc.name, &svc.namespace);
-            for form in host_forms(n, ns, &snapshot.node.namespace) {
-                hosts.insert(form, idx);
-            }
-            let mut ports = Vec::with_capacity(svc.ports.len());
-            for (i, p) in svc.ports.iter().enumerate() {
-                if let Some(ip) = svc.cluster_ip {
-                    by_addr.insert(SocketAddr::new(ip, p.port), (idx, i));
+        let mut clusters: HashMap<Arc<str>, Arc<RtCluster>>;
+        let mut rebuild: Vec<(&String, &Cluster)> = Vec::new();
+        match (prev, &changes) {
+            (Some(p), Some(ch)) => {
+                for name in &ch.removed_clusters {
+                    state.forget_cluster(name, metrics);
                 }
-                let rules = p
-                    .routes
-                    .iter()
-                    .map(|r| compile_rule(r, &clusters))
-                    .collect::<Result<_, _>>()?;
-                ports.push(RtPort {
-                    port: p.port,
-                    protocol: p.protocol,
-                    target_port: p.target_port.clone(),
-                    rules,
-                });
+                clusters = p.clusters.clone();
+                for name in &ch.removed_clusters {
+                    clusters.remove(*name);
+                }
+                // A cluster is built again when it changed, or when its Service's mTLS
+                // mode changed whether calls to it originate mTLS.
+                for name in &ch.clusters {
+                    if let Some((name, c)) = snapshot.clusters.get_key_value(*name) {
+                        rebuild.push((name, c));
+                    }
+                }
+                if !ch.services.is_empty() {
+                    for (name, c) in &snapshot.clusters {
+                        let mtls_changed = ch.services.contains(c.service.as_str())
+                            && !ch.clusters.contains(name.as_str())
+                            && (clusters.get(name.as_str())).is_none_or(|rt| rt.mtls != mtls_of(c));
+                        if mtls_changed {
+                            rebuild.push((name, c));
+                        }
+                    }
+                }
             }
-            services.push(RtService {
-                label: Arc::new(format!("{n}.{ns}")),
-                serves: snapshot.inbound_services.contains(&format!("{ns}/{n}")),
-                ports,
-            });
+            _ => {
+                let gone: Vec<String> = (state.clusters.keys())
+                    .filter(|n| !snapshot.clusters.contains_key(*n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    state.forget_cluster(&name, metrics);
+                }
+                clusters = HashMap::with_capacity(snapshot.clusters.len());
+                rebuild.extend(snapshot.clusters.iter().map(|(n, c)| (n, &**c)));
+            }
         }
+        let mut rebuilt = Names::default();
+        for (name, c) in rebuild {
+            let rt = build_cluster(&mut state, name, c, mtls_of(c), metrics);
+            clusters.insert(Arc::from(name.as_str()), Arc::new(rt));
+            rebuilt.insert(name.as_str());
+        }
+
+        // Services: all of them, or those that changed or send to a rebuilt cluster.
+        let same_mesh = prev.is_some_and(|p| {
+            p.snapshot.node == snapshot.node
+                && p.snapshot.inbound_services == snapshot.inbound_services
+        });
+        let reuse = match (prev, &changes) {
+            (Some(p), Some(ch)) if same_mesh && !ch.services_moved => Some((p, ch)),
+            _ => None,
+        };
+        let mut services = Vec::with_capacity(snapshot.services.len());
+        for (key, svc) in &snapshot.services {
+            let idx = services.len();
+            let kept = reuse.and_then(|(p, ch)| {
+                let stale = (!ch.services.is_empty() && ch.services.contains(key.as_str()))
+                    || (!rebuilt.is_empty() && sends_to_any(svc, &rebuilt));
+                (!stale).then(|| p.services[idx].clone())
+            });
+            let rt = match kept {
+                Some(rt) => rt,
+                None => Arc::new(build_service(&snapshot, svc, &clusters)?),
+            };
+            services.push(rt);
+        }
+        let index = match reuse {
+            Some((p, ch)) if ch.services.is_empty() => p.index.clone(),
+            _ => Arc::new(ServiceIndex::build(&snapshot)),
+        };
+
         let mut gateways = HashMap::new();
         for (key, g) in &snapshot.gateways {
             let mut listeners = HashMap::new();
@@ -244,34 +317,281 @@ impl StateRegistry {
             gateways.insert(key.clone(), listeners);
         }
         let port_policies = PortPolicies::build(&snapshot, &self.app_ports);
-        let outside = snapshot.mesh.scope.as_ref().map(|scope| {
-            let mut out = Outside {
-                hosts: HashMap::new(),
-                ips: HashMap::new(),
-                scopes: Arc::new(scope.by.join(", ")),
-            };
-            for o in &scope.outside {
-                let label = Arc::new(format!("{}.{}", o.name, o.namespace));
-                for form in host_forms(&o.name, &o.namespace, &snapshot.node.namespace) {
-                    out.hosts.insert(form, label.clone());
-                }
-                if let Some(ip) = o.cluster_ip {
-                    out.ips.insert(ip, label);
-                }
+        let outside = match prev {
+            Some(p) if same_mesh && p.snapshot.mesh.scope == snapshot.mesh.scope => {
+                p.outside.clone()
             }
-            out
-        });
+            _ => outside(&snapshot),
+        };
+
+        // Everything that can fail has succeeded: publish the server names.
+        if prev.is_some() {
+            let touched = std::mem::take(&mut state.touched);
+            let tls = &state.tls;
+            self.tls_names.update(
+                touched
+                    .into_iter()
+                    .map(|a| (a, tls.get(&a).map(|(n, _)| n.clone()))),
+            );
+        } else {
+            state.touched.clear();
+            self.tls_names
+                .replace(state.tls.iter().map(|(a, (n, _))| (*a, n.clone())));
+        }
+        state.dirty = false;
         Ok(Runtime {
             outside,
             port_policies,
             snapshot,
-            hosts,
-            by_addr,
+            index,
             services,
             clusters,
             gateways,
+            originate_mtls: originate,
         })
     }
+}
+
+/// A set of names that is usually one or two long (the clusters an update changed), where a
+/// scan beats hashing: it is asked about every backend of every Service.
+#[derive(Default)]
+struct Names<'a> {
+    few: Vec<&'a str>,
+    many: HashSet<&'a str>,
+}
+
+impl<'a> Names<'a> {
+    const FEW: usize = 8;
+
+    fn insert(&mut self, name: &'a str) {
+        if self.many.is_empty() && self.few.len() < Self::FEW {
+            self.few.push(name);
+        } else {
+            self.many.extend(self.few.drain(..));
+            self.many.insert(name);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.few.is_empty() && self.many.is_empty()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.few.contains(&name) || (!self.many.is_empty() && self.many.contains(name))
+    }
+}
+
+/// Whether any rule of `svc` sends to one of `clusters`.
+fn sends_to_any(svc: &ServiceEntry, clusters: &Names) -> bool {
+    (svc.ports.iter())
+        .flat_map(|p| &p.routes)
+        .flat_map(|r| &r.backends)
+        .any(|b| clusters.contains(b.cluster.as_str()))
+}
+
+/// One cluster's runtime, carrying over the state of its endpoints that stay.
+fn build_cluster(
+    state: &mut State,
+    name: &str,
+    c: &Cluster,
+    mtls: bool,
+    metrics: &Metrics,
+) -> RtCluster {
+    let mut shared = state
+        .clusters
+        .remove(name)
+        .unwrap_or_else(|| ClusterShared {
+            name: Arc::new(name.to_string()),
+            cursor: Arc::default(),
+            endpoints: HashMap::new(),
+            resilience: ClusterResilience::default(),
+            outlier: None,
+        });
+    // A scan per endpoint is quadratic: 10,000 endpoints would cost 10^8 compares.
+    let mut gone = Vec::new();
+    if c.endpoints.len() <= 16 {
+        let listed = |a: &SocketAddr| c.endpoints.iter().any(|e| e.address == *a);
+        shared.endpoints.retain(|a, ep| {
+            listed(a) || {
+                gone.push(ep.clone());
+                false
+            }
+        });
+    } else {
+        let listed: HashSet<SocketAddr> = c.endpoints.iter().map(|e| e.address).collect();
+        shared.endpoints.retain(|a, ep| {
+            listed.contains(a) || {
+                gone.push(ep.clone());
+                false
+            }
+        });
+    }
+    for ep in gone {
+        state.release_tls(&ep);
+    }
+    let resilience =
+        ClusterResilience::build(&shared.name, &c.resilience, &shared.resilience, metrics);
+    let outlier = Outlier::carry(
+        &shared.outlier,
+        &c.resilience.outlier_detection,
+        &shared.name,
+        metrics,
+    );
+    let same_outlier = match (&outlier, &shared.outlier) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    };
+    if !same_outlier {
+        // New or changed outlier settings judge every endpoint afresh.
+        for ep in shared.endpoints.values() {
+            ep.health.reset();
+        }
+    }
+    shared.resilience = resilience.clone();
+    shared.outlier = outlier.clone();
+    let mut endpoints: Vec<Arc<EndpointState>> = Vec::with_capacity(c.endpoints.len());
+    for e in &c.endpoints {
+        let tls = match e.identity.as_deref().filter(|_| mtls) {
+            None => None,
+            Some(id) => match SpiffeId::parse(id).and_then(|id| id.server_name()) {
+                Ok(name) => Some(name),
+                Err(error) => {
+                    // Skipped, not called in plaintext: the control plane says this
+                    // endpoint runs as `id`, and without a server name that identity cannot
+                    // be checked, so plaintext would be a silent downgrade. The rest of the
+                    // cluster keeps serving, and the validator refuses such names in mesh
+                    // files up front.
+                    tracing::warn!(
+                        cluster = %name,
+                        endpoint = %e.address,
+                        workload = %e.workload,
+                        identity = %id,
+                        %error,
+                        "endpoint skipped: its identity has no TLS server name, so mTLS to it cannot be verified"
+                    );
+                    // Forget any earlier state, so its old server name leaves `tls_names`.
+                    if let Some(old) = shared.endpoints.remove(&e.address) {
+                        state.release_tls(&old);
+                    }
+                    continue;
+                }
+            },
+        };
+        let fresh = || {
+            let mut fresh = EndpointState::new(e.address, e.workload.clone());
+            fresh.tls = tls.clone();
+            fresh.sidecar = e.sidecar;
+            Arc::new(fresh)
+        };
+        let slot = match shared.endpoints.get(&e.address) {
+            // Another identity (or another kind of peer) at the same address is another
+            // endpoint: fresh state.
+            Some(ep) if ep.tls == tls && ep.sidecar == e.sidecar => ep.clone(),
+            Some(_) | None => {
+                let ep = fresh();
+                if let Some(old) = shared.endpoints.insert(e.address, ep.clone()) {
+                    state.release_tls(&old);
+                }
+                state.hold_tls(&ep);
+                ep
+            }
+        };
+        endpoints.push(slot);
+    }
+    let lb = &c.resilience.load_balancer;
+    let ring = (lb.policy == LbPolicy::RingHash)
+        .then(|| Ring::new(&endpoints.iter().map(|e| e.addr).collect::<Vec<_>>()));
+    let balancer = Balancer {
+        policy: lb.policy,
+        endpoints,
+        cursor: shared.cursor.clone(),
+        ring,
+    };
+    let rt = RtCluster {
+        upstream: Upstream {
+            name: shared.name.clone(),
+            protocol: c.protocol,
+            balancer,
+            hash_key: lb.hash_key.clone(),
+            outlier,
+        },
+        service_label: Arc::new(match c.service.split_once('/') {
+            Some((ns, n)) => format!("{n}.{ns}"),
+            None => c.service.clone(),
+        }),
+        service: c.service.clone(),
+        port: c.port,
+        resilience,
+        mtls,
+    };
+    state.clusters.insert(name.to_string(), shared);
+    rt
+}
+
+fn build_service(
+    snapshot: &Snapshot,
+    svc: &ServiceEntry,
+    clusters: &HashMap<Arc<str>, Arc<RtCluster>>,
+) -> Result<RtService, BuildError> {
+    let (n, ns) = (&svc.name, &svc.namespace);
+    let mut ports = Vec::with_capacity(svc.ports.len());
+    for p in &svc.ports {
+        let rules = p
+            .routes
+            .iter()
+            .map(|r| compile_rule(r, clusters))
+            .collect::<Result<_, _>>()?;
+        ports.push(RtPort {
+            port: p.port,
+            protocol: p.protocol,
+            target_port: p.target_port.clone(),
+            rules,
+        });
+    }
+    Ok(RtService {
+        label: Arc::new(format!("{n}.{ns}")),
+        serves: snapshot.inbound_services.contains(&format!("{ns}/{n}")),
+        ports,
+    })
+}
+
+impl ServiceIndex {
+    fn build(snapshot: &Snapshot) -> ServiceIndex {
+        let mut hosts = HashMap::new();
+        let mut by_addr = HashMap::new();
+        for (idx, svc) in snapshot.services.values().enumerate() {
+            for form in host_forms(&svc.name, &svc.namespace, &snapshot.node.namespace) {
+                hosts.insert(form, idx);
+            }
+            if let Some(ip) = svc.cluster_ip {
+                for (i, p) in svc.ports.iter().enumerate() {
+                    by_addr.insert(SocketAddr::new(ip, p.port), (idx, i));
+                }
+            }
+        }
+        ServiceIndex { hosts, by_addr }
+    }
+}
+
+/// For a scoped proxy, the mesh Services its Scope leaves out, by every name and address a
+/// call could use.
+fn outside(snapshot: &Snapshot) -> Option<Arc<Outside>> {
+    let scope = snapshot.mesh.scope.as_ref()?;
+    let mut out = Outside {
+        hosts: HashMap::new(),
+        ips: HashMap::new(),
+        scopes: Arc::new(scope.by.join(", ")),
+    };
+    for o in &scope.outside {
+        let label = Arc::new(format!("{}.{}", o.name, o.namespace));
+        for form in host_forms(&o.name, &o.namespace, &snapshot.node.namespace) {
+            out.hosts.insert(form, label.clone());
+        }
+        if let Some(ip) = o.cluster_ip {
+            out.ips.insert(ip, label);
+        }
+    }
+    Some(Arc::new(out))
 }
 
 /// The names a `Host` may call Service `n` of namespace `ns` by: `n` itself only from the
@@ -287,16 +607,17 @@ fn host_forms(n: &str, ns: &str, here: &str) -> impl Iterator<Item = String> {
 
 fn compile_rule(
     r: &trellis_config::snapshot::RouteRule,
-    clusters: &HashMap<String, Arc<RtCluster>>,
+    clusters: &HashMap<Arc<str>, Arc<RtCluster>>,
 ) -> Result<RtRule, BuildError> {
     let mut backends = Vec::with_capacity(r.backends.len());
     for b in &r.backends {
-        let cluster = clusters
-            .get(&b.cluster)
-            .ok_or_else(|| BuildError::MissingCluster {
-                route: r.route.clone(),
-                cluster: b.cluster.clone(),
-            })?;
+        let cluster =
+            clusters
+                .get(b.cluster.as_str())
+                .ok_or_else(|| BuildError::MissingCluster {
+                    route: r.route.clone(),
+                    cluster: b.cluster.clone(),
+                })?;
         backends.push(RtBackend {
             cluster: cluster.clone(),
             weight: b.weight,
@@ -315,3 +636,6 @@ fn compile_rule(
         timeouts: r.timeouts.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,17 +17,30 @@ use trellis_config::snapshot::{Filter, Snapshot, TargetPort, Timeouts};
 
 pub struct Runtime {
     pub snapshot: Arc<Snapshot>,
-    pub(super) hosts: HashMap<String, usize>,
-    /// `clusterIP:port` to (service, port) indexes, for intercepted connections.
-    pub(super) by_addr: HashMap<SocketAddr, (usize, usize)>,
-    pub services: Vec<RtService>,
-    pub clusters: HashMap<String, Arc<RtCluster>>,
+    /// How a request finds its Service; shared with the runtime before while no Service
+    /// changes.
+    pub(super) index: Arc<ServiceIndex>,
+    /// In `snapshot.services` order. Each is shared with the runtime before while neither
+    /// the Service nor a cluster it sends to changes.
+    pub services: Vec<Arc<RtService>>,
+    /// Each shared with the runtime before while its cluster does not change.
+    pub clusters: HashMap<Arc<str>, Arc<RtCluster>>,
     /// Every Gateway's listeners by `namespace/name`, then by listener name.
     pub gateways: HashMap<String, HashMap<String, Vec<RtGatewayRoute>>>,
     /// Which AuthorizationPolicies protect each app port.
     pub port_policies: PortPolicies,
     /// For a scoped proxy, the mesh Services its Scope leaves out.
-    pub outside: Option<Outside>,
+    pub outside: Option<Arc<Outside>>,
+    /// Whether the clusters were built to originate mTLS.
+    pub(super) originate_mtls: bool,
+}
+
+/// The Services by each name a `Host` may call them by, and by `clusterIP:port`.
+pub(super) struct ServiceIndex {
+    /// Lowercase names to indexes into `Runtime::services`.
+    pub(super) hosts: HashMap<String, usize>,
+    /// `clusterIP:port` to (service, port) indexes, for intercepted connections.
+    pub(super) by_addr: HashMap<SocketAddr, (usize, usize)>,
 }
 
 /// The mesh Services a Scope leaves out, so that a call to one is refused with a reason
@@ -89,13 +102,15 @@ pub struct RtCluster {
     pub port: u16,
     /// The layers around the tries: faults, rate limit, bulkhead, breaker, timeout, retry.
     pub resilience: ClusterResilience,
+    /// Calls to its endpoints originate mTLS (to those with an identity).
+    pub(super) mtls: bool,
 }
 
 impl Runtime {
     /// Finds the Service a `Host` names: `name` (this proxy's namespace), `name.ns`,
     /// `name.ns.svc` or `name.ns.svc.cluster.local`, case-insensitively, trailing dot allowed.
     pub fn service(&self, host: &str) -> Option<&RtService> {
-        lookup(&self.hosts, host).map(|&i| &self.services[i])
+        lookup(&self.index.hosts, host).map(|&i| &*self.services[i])
     }
 }
 
@@ -134,7 +149,7 @@ impl Runtime {
     /// The Service port whose `clusterIP:port` is `dst`, an intercepted connection's original
     /// destination.
     pub fn by_original_dst(&self, dst: SocketAddr) -> Option<(&RtService, &RtPort)> {
-        let &(s, p) = self.by_addr.get(&dst)?;
+        let &(s, p) = self.index.by_addr.get(&dst)?;
         let svc = &self.services[s];
         Some((svc, &svc.ports[p]))
     }

@@ -82,8 +82,14 @@ impl ConfigStore {
             return Ok(false);
         }
         self.dns.fill(&mut snap);
-        let rt = self.registry.build(Arc::new(snap), metrics)?;
+        let prev = self.current.load_full();
+        let rt = self
+            .registry
+            .build(Arc::new(snap), prev.as_deref(), metrics)?;
         self.current.store(Some(Arc::new(rt)));
+        // The runtime before is dropped here, off the request path, unless requests still
+        // hold it.
+        drop(prev);
         self.last_error.store(None);
         self.changed.notify_one();
         Ok(true)
@@ -97,7 +103,7 @@ impl ConfigStore {
         };
         let mut snap = (*rt.snapshot).clone();
         self.dns.fill(&mut snap);
-        match self.registry.build(Arc::new(snap), metrics) {
+        match self.registry.build(Arc::new(snap), Some(&rt), metrics) {
             Ok(rt) => self.current.store(Some(Arc::new(rt))),
             Err(e) => tracing::error!("cannot apply new ExternalName addresses: {e}"),
         }

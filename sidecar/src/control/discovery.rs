@@ -4,12 +4,11 @@
 
 use crate::shared::Shared;
 use rand::Rng;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use trellis_config::resources::{Key, assemble, from_wire};
+use trellis_config::resources::{ResourceSet, Update, from_wire};
 use trellis_proto::v1::discovery_client::DiscoveryClient;
 use trellis_proto::v1::discovery_request::Kind;
 use trellis_proto::v1::{Ack, DiscoveryRequest, DiscoveryResponse, Nack, Node, Subscribe};
@@ -23,7 +22,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub async fn run(shared: Arc<Shared>, endpoint: tonic::transport::Endpoint, mut node: Node) {
     let address = endpoint.uri().to_string();
     // The resources behind the served snapshot; deltas apply on top of them.
-    let mut held: BTreeMap<Key, bytes::Bytes> = BTreeMap::new();
+    let mut held = ResourceSet::default();
     let mut backoff = BACKOFF_START;
     loop {
         let started = Instant::now();
@@ -65,7 +64,7 @@ async fn session(
     endpoint: &tonic::transport::Endpoint,
     address: &str,
     node: &Node,
-    held: &mut BTreeMap<Key, bytes::Bytes>,
+    held: &mut ResourceSet,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let channel = endpoint.connect().await?;
     let mut client = DiscoveryClient::new(channel);
@@ -105,17 +104,16 @@ async fn session(
             continue;
         }
         let started = Instant::now();
-        let answer = match apply(shared, held, &update, started) {
-            Ok(()) => Kind::Ack(Ack {
-                version: update.version.clone(),
-                nonce: update.nonce.clone(),
-            }),
+        let version = update.version.clone();
+        let nonce = update.nonce.clone();
+        let answer = match apply(shared, held, update, started) {
+            Ok(()) => Kind::Ack(Ack { version, nonce }),
             Err(error) => {
-                tracing::error!(version = %update.version, %error, "refused an update; still serving the previous config");
+                tracing::error!(%version, %error, "refused an update; still serving the previous config");
                 shared.metrics.config_rejected(started.elapsed());
                 Kind::Nack(Nack {
-                    version: update.version.clone(),
-                    nonce: update.nonce.clone(),
+                    version,
+                    nonce,
                     error: error.to_string(),
                 })
             }
@@ -138,32 +136,31 @@ enum UpdateError {
     Build(#[from] crate::config::registry::BuildError),
 }
 
-/// Applies one update atomically: the new set is built aside, checked, and only then swapped in.
+/// Applies one update atomically: the new snapshot is staged aside, checked, built into a
+/// runtime and swapped in; only then does the held set change. Only the upserted resources
+/// are decoded, and the runtime is rebuilt only where they changed it.
 fn apply(
     shared: &Shared,
-    held: &mut BTreeMap<Key, bytes::Bytes>,
-    update: &DiscoveryResponse,
+    held: &mut ResourceSet,
+    update: DiscoveryResponse,
     started: Instant,
 ) -> Result<(), UpdateError> {
-    let mut next = if update.replace {
-        BTreeMap::new()
-    } else {
-        held.clone()
-    };
-    for key in &update.removed {
-        next.remove(&(key.kind.clone(), key.name.clone()));
-    }
-    for r in &update.upserted {
-        let (key, body) = from_wire(r)?;
-        next.insert(key, body);
-    }
-    let snapshot = assemble(&next, &update.version)?;
+    let upserted = (update.upserted.iter())
+        .map(from_wire)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (snapshot, staged) = held.stage(Update {
+        replace: update.replace,
+        upserted,
+        removed: (update.removed.into_iter())
+            .map(|k| (k.kind, k.name))
+            .collect(),
+        version: update.version,
+    })?;
+    let version = snapshot.version.clone();
     if shared.config.apply(snapshot, &shared.metrics)? {
-        shared
-            .metrics
-            .config_applied(&update.version, started.elapsed());
-        tracing::info!(version = %update.version, "config applied");
+        shared.metrics.config_applied(&version, started.elapsed());
+        tracing::info!(%version, "config applied");
     }
-    *held = next;
+    held.commit(staged);
     Ok(())
 }

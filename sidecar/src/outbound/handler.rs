@@ -170,7 +170,7 @@ pub(crate) async fn dispatch(
     for f in &rule.filters {
         if let Filter::RequestMirror { cluster, percent } = f
             && rand::rng().random_range(0..100) < *percent
-            && let Some(target) = rt.clusters.get(cluster)
+            && let Some(target) = rt.clusters.get(cluster.as_str())
         {
             let body = std::mem::replace(req.body_mut(), Body::empty());
             *req.body_mut() = mirror(shared, target.clone(), &req, body, peer);

@@ -6,6 +6,7 @@ use crate::tls::MeshTls;
 use http::Uri;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +23,78 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// The TLS server name of every mTLS endpoint, by address: hyper's pool hands the connector
 /// only the URI, so the name the endpoint's identity must prove is looked up here.
-pub type TlsNames = Arc<
-    arc_swap::ArcSwap<std::collections::HashMap<SocketAddr, rustls_pki_types::ServerName<'static>>>,
->;
+pub type TlsNames = Arc<ServerNames>;
+
+type ServerName = rustls_pki_types::ServerName<'static>;
+type Shard = arc_swap::ArcSwap<HashMap<SocketAddr, ServerName>>;
+
+/// Addresses to server names, in shards that are each swapped whole: a connection reads one
+/// without a lock, and a config change that moves one endpoint copies one shard of a few
+/// hundred entries, not a map of every endpoint.
+pub struct ServerNames {
+    shards: Box<[Shard]>,
+}
+
+const SHARDS: usize = 64;
+
+impl Default for ServerNames {
+    fn default() -> ServerNames {
+        ServerNames {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+impl ServerNames {
+    fn shard(addr: &SocketAddr) -> usize {
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            std::net::IpAddr::V6(v6) => {
+                let n = u128::from(v6);
+                (n as u64) ^ ((n >> 64) as u64)
+            }
+        };
+        let h = (ip ^ u64::from(addr.port()).rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> 58) as usize % SHARDS
+    }
+
+    pub fn get(&self, addr: &SocketAddr) -> Option<ServerName> {
+        self.shards[Self::shard(addr)].load().get(addr).cloned()
+    }
+
+    /// Sets (`Some`) or clears (`None`) the name of each address; copies only the shards
+    /// that change.
+    pub fn update(&self, changes: impl IntoIterator<Item = (SocketAddr, Option<ServerName>)>) {
+        let mut by_shard: HashMap<usize, Vec<(SocketAddr, Option<ServerName>)>> = HashMap::new();
+        for (addr, name) in changes {
+            by_shard
+                .entry(Self::shard(&addr))
+                .or_default()
+                .push((addr, name));
+        }
+        for (i, changes) in by_shard {
+            let mut next = HashMap::clone(&self.shards[i].load());
+            for (addr, name) in changes {
+                match name {
+                    Some(n) => next.insert(addr, n),
+                    None => next.remove(&addr),
+                };
+            }
+            self.shards[i].store(Arc::new(next));
+        }
+    }
+
+    /// Replaces every name with `all`.
+    pub fn replace(&self, all: impl IntoIterator<Item = (SocketAddr, ServerName)>) {
+        let mut shards: Vec<HashMap<SocketAddr, ServerName>> = vec![HashMap::new(); SHARDS];
+        for (addr, name) in all {
+            shards[Self::shard(&addr)].insert(addr, name);
+        }
+        for (shard, map) in self.shards.iter().zip(shards) {
+            shard.store(Arc::new(map));
+        }
+    }
+}
 
 impl Upstreams {
     /// `tls` is the proxy's identity, if it has one; `names` maps each mTLS endpoint to the
@@ -51,9 +121,7 @@ impl Upstreams {
                     .and_then(|a| a.as_str().parse().ok())
                     .ok_or("an mTLS endpoint URI names an IP address and port")?;
                 names
-                    .load()
                     .get(&addr)
-                    .cloned()
                     .ok_or("no mesh identity is known for this endpoint any more")
             };
             // hyper-rustls sets the ALPN itself from the protocols enabled below.

@@ -1,0 +1,237 @@
+//! The incremental build must give what a build from nothing gives, while sharing what did
+//! not change.
+
+use super::*;
+use std::net::SocketAddr;
+
+const MESH: &str = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: {name: default}
+spec: {trustDomain: trellis.local, mtls: {mode: STRICT}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: billing, namespace: rides}
+spec: {selector: {app: billing}, ports: [{name: http, port: 80, targetPort: 9002}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: billing-v2, namespace: rides}
+spec: {selector: {app: billing, version: v2}, ports: [{name: http, port: 80, targetPort: 9002}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: trip, namespace: rides}
+spec: {selector: {app: trip}, ports: [{name: http, port: 80, targetPort: 9001}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Workload
+metadata: {name: billing-0, namespace: rides, labels: {app: billing, version: v2}}
+spec: {address: 127.0.0.2, ports: {http: 9002}, serviceAccount: billing}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Workload
+metadata: {name: billing-1, namespace: rides, labels: {app: billing, version: v2}}
+spec: {address: 127.0.0.3, ports: {http: 9002}, serviceAccount: billing}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Workload
+metadata: {name: trip-0, namespace: rides, labels: {app: trip}}
+spec: {address: 127.0.0.4, ports: {http: 9001}, serviceAccount: trip}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: billing, namespace: rides}
+spec:
+  parentRefs: [{group: "", kind: Service, name: billing, port: 80}]
+  rules:
+  - backendRefs: [{name: billing-v2, port: 80}]
+"#;
+
+/// The compiled mesh, with every endpoint given a mesh identity, as registered sidecars
+/// have.
+fn snapshot() -> Snapshot {
+    let cfg = trellis_config::load_str("mesh.yaml", MESH).unwrap();
+    let node = trellis_config::NodeIdentity {
+        name: "client".into(),
+        namespace: "rides".into(),
+        ..Default::default()
+    };
+    let mut snap = trellis_config::compile(&cfg, &node);
+    for c in snap.clusters.values_mut() {
+        for e in &mut Arc::make_mut(c).endpoints {
+            let sa = e.service_account.clone().expect("every Workload names one");
+            e.identity = Some(format!("spiffe://trellis.local/ns/rides/sa/{sa}"));
+        }
+    }
+    snap
+}
+
+fn registry() -> StateRegistry {
+    let r = StateRegistry::default();
+    r.originate_mtls
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    r
+}
+
+/// The cluster that `rides/billing`'s route sends to.
+fn routed(snap: &Snapshot) -> String {
+    snap.services["rides/billing"].ports[0].routes[0].backends[0]
+        .cluster
+        .clone()
+}
+
+fn addrs(rt: &Runtime, cluster: &str) -> Vec<SocketAddr> {
+    let c = &rt.clusters[cluster].upstream.balancer.endpoints;
+    c.iter().map(|e| e.addr).collect()
+}
+
+fn moved(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new("127.0.9.9".parse().unwrap(), a.port())
+}
+
+#[test]
+fn one_changed_cluster_rebuilds_only_it_and_the_services_that_send_to_it() {
+    let metrics = Metrics::default();
+    let reg = registry();
+    let s1 = snapshot();
+    let r1 = reg.build(Arc::new(s1.clone()), None, &metrics).unwrap();
+    let name = routed(&s1);
+    let trip = "trip.rides:80";
+    let old = addrs(&r1, &name);
+    assert_eq!(old.len(), 2, "{name}: {old:?}");
+    assert!(reg.tls_names.get(&old[1]).is_some());
+
+    // One endpoint of the routed cluster moves; nothing else changes.
+    let mut s2 = s1.clone();
+    let ep = &mut Arc::make_mut(s2.clusters.get_mut(&name).unwrap()).endpoints[1];
+    ep.address = moved(ep.address);
+    let r2 = reg
+        .build(Arc::new(s2.clone()), Some(&r1), &metrics)
+        .unwrap();
+
+    assert!(!Arc::ptr_eq(
+        &r1.clusters[name.as_str()],
+        &r2.clusters[name.as_str()]
+    ));
+    assert!(Arc::ptr_eq(&r1.clusters[trip], &r2.clusters[trip]));
+    let svc = |rt: &Runtime, key: &str| {
+        rt.services[s1.services.keys().position(|k| k == key).unwrap()].clone()
+    };
+    assert!(!Arc::ptr_eq(
+        &svc(&r1, "rides/billing"),
+        &svc(&r2, "rides/billing")
+    ));
+    assert!(Arc::ptr_eq(
+        &svc(&r1, "rides/trip"),
+        &svc(&r2, "rides/trip")
+    ));
+    assert!(Arc::ptr_eq(&r1.index, &r2.index));
+    // The rebuilt route sends to the rebuilt cluster, not the one before.
+    let backend = &r2.service("billing").unwrap().ports[0].rules[0].backends[0];
+    assert!(Arc::ptr_eq(&backend.cluster, &r2.clusters[name.as_str()]));
+    // The endpoint that stayed keeps its live state; the moved one is new.
+    let eps = |rt: &Runtime| {
+        rt.clusters[name.as_str()]
+            .upstream
+            .balancer
+            .endpoints
+            .clone()
+    };
+    assert!(Arc::ptr_eq(&eps(&r1)[0], &eps(&r2)[0]));
+    assert_eq!(addrs(&r2, &name), vec![old[0], moved(old[1])]);
+    // The moved endpoint's server name follows it.
+    assert!(reg.tls_names.get(&old[1]).is_none());
+    assert!(reg.tls_names.get(&moved(old[1])).is_some());
+    assert!(reg.tls_names.get(&old[0]).is_some());
+
+    // The same as a build from nothing.
+    let fresh = registry();
+    let whole = fresh.build(Arc::new(s2), None, &metrics).unwrap();
+    let mut a: Vec<_> = r2.clusters.keys().cloned().collect();
+    let mut b: Vec<_> = whole.clusters.keys().cloned().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    for name in &a {
+        assert_eq!(addrs(&r2, name), addrs(&whole, name), "{name}");
+    }
+    for addr in [old[0], moved(old[1]), old[1]] {
+        assert_eq!(
+            reg.tls_names.get(&addr),
+            fresh.tls_names.get(&addr),
+            "{addr}"
+        );
+    }
+}
+
+#[test]
+fn a_removed_cluster_and_its_server_names_go() {
+    let metrics = Metrics::default();
+    let reg = registry();
+    let s1 = snapshot();
+    let r1 = reg.build(Arc::new(s1.clone()), None, &metrics).unwrap();
+    let trip = "trip.rides:80";
+    let addr = addrs(&r1, trip)[0];
+    assert!(reg.tls_names.get(&addr).is_some());
+    let mut s2 = s1.clone();
+    s2.clusters.remove(trip);
+    s2.services.remove("rides/trip");
+    let r2 = reg.build(Arc::new(s2), Some(&r1), &metrics).unwrap();
+    assert!(!r2.clusters.contains_key(trip));
+    assert!(r2.service("trip").is_none());
+    assert!(r2.service("billing").is_some());
+    assert!(reg.tls_names.get(&addr).is_none());
+}
+
+#[test]
+fn after_a_failed_build_the_next_one_starts_from_nothing() {
+    let metrics = Metrics::default();
+    let reg = registry();
+    let s1 = snapshot();
+    let r1 = reg.build(Arc::new(s1.clone()), None, &metrics).unwrap();
+    let name = routed(&s1);
+    let kept = addrs(&r1, &name)[1];
+
+    // The routed cluster loses an endpoint, but a route to a missing cluster fails the build
+    // after the clusters were built.
+    let mut bad = s1.clone();
+    Arc::make_mut(bad.clusters.get_mut(&name).unwrap())
+        .endpoints
+        .truncate(1);
+    let trip = Arc::make_mut(bad.services.get_mut("rides/trip").unwrap());
+    trip.ports[0].routes[0].backends[0].cluster = "nowhere".into();
+    let err = reg.build(Arc::new(bad), Some(&r1), &metrics).err().unwrap();
+    assert!(err.to_string().contains("nowhere"), "{err}");
+    // Still serving r1, whose endpoint keeps its server name.
+    assert!(reg.tls_names.get(&kept).is_some());
+
+    // The next good snapshot holds the endpoint again: its name is there.
+    let mut s2 = s1.clone();
+    let c = Arc::make_mut(s2.clusters.get_mut("trip.rides:80").unwrap());
+    c.endpoints.clear();
+    let r2 = reg.build(Arc::new(s2), Some(&r1), &metrics).unwrap();
+    assert_eq!(addrs(&r2, &name).len(), 2);
+    assert!(reg.tls_names.get(&kept).is_some());
+    assert!(addrs(&r2, "trip.rides:80").is_empty());
+}
+
+#[test]
+fn a_service_turning_mtls_off_rebuilds_its_cluster_in_plaintext() {
+    let metrics = Metrics::default();
+    let reg = registry();
+    let s1 = snapshot();
+    let r1 = reg.build(Arc::new(s1.clone()), None, &metrics).unwrap();
+    let trip = "trip.rides:80";
+    let addr = addrs(&r1, trip)[0];
+    assert!(r1.clusters[trip].mtls);
+    let mut s2 = s1.clone();
+    Arc::make_mut(s2.services.get_mut("rides/trip").unwrap()).mtls_mode =
+        trellis_config::model::MtlsMode::Disabled;
+    let r2 = reg.build(Arc::new(s2), Some(&r1), &metrics).unwrap();
+    assert!(!r2.clusters[trip].mtls);
+    let ep = &r2.clusters[trip].upstream.balancer.endpoints[0];
+    assert!(ep.tls.is_none(), "{ep:?}");
+    assert!(reg.tls_names.get(&addr).is_none());
+}
