@@ -123,8 +123,10 @@ def check(res, c):
     if meta.get("mode") == "full" and "skipped" not in prop:
         if c.keys(prop, ("runs",), "propagation"):
             for i, r in enumerate(prop["runs"]):
-                for k in ("proxies", "p50_ms", "p99_ms", "rss_mib"):
-                    c.number(r, k, f"propagation.runs[{i}]", positive=True)
+                c.number(r, "proxies", f"propagation.runs[{i}]", positive=True)
+                if c.keys(r, ("rewrites",), f"propagation.runs[{i}]"):
+                    for k in ("p50_ms", "p99_ms", "peak_rss_mib"):
+                        c.number(r["rewrites"], k, f"propagation.runs[{i}].rewrites", positive=True)
     elif not isinstance(prop, dict) or not ("skipped" in prop or "runs" in prop):
         c.fail("propagation", "expected runs or a skipped reason")
 

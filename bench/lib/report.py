@@ -135,9 +135,12 @@ def _extras(res):
     out += ["", "## Control-plane propagation", ""]
     p = res["propagation"]
     if "runs" in p:
-        out += ["| proxies | write → ACK p50 ms | p99 ms | max ms | control plane RSS MiB |", "|---|---|---|---|---|"]
+        out += ["| proxies | initial sync s | write → ACK p50 ms | p99 ms | max ms | control plane RSS peak MiB |",
+                "|---|---|---|---|---|---|"]
         for r in p["runs"]:
-            out.append(f"| {r['proxies']} | {_f(r.get('p50_ms'), 1)} | {_f(r.get('p99_ms'), 1)} | {_f(r.get('max_ms'), 1)} | {r.get('rss_mib', '–')} |")
+            rw = r.get("rewrites", {})
+            out.append(f"| {r['proxies']} | {_f(r.get('initial_sync_s'), 1)} | {_f(rw.get('p50_ms'), 1)} | "
+                       f"{_f(rw.get('p99_ms'), 1)} | {_f(rw.get('max_ms'), 1)} | {_f(rw.get('peak_rss_mib'), 0)} |")
     else:
         out.append(f"Not measured: {p.get('skipped') or p.get('error')}.")
     out.append("")

@@ -1,22 +1,35 @@
 //! cargo run --release -p trellis-control --example propagation -- --proxies 1000
 //!
-//! Propagation benchmark: N simulated proxies (light gRPC clients that ACK every update)
-//! subscribe to a real trellis-control process; the mesh file is rewritten R times and each
-//! proxy's time from the write to receiving (and ACKing) the new version is recorded.
-//! Prints p50/p99/max per proxy and the control plane's RSS. Not a test: bench/ runs it.
-//! `--calls N` puts each kind of proxy under a Scope of N Services.
+//! Propagation benchmark: N simulated proxies (light gRPC clients that decode every resource
+//! and ACK every update) subscribe to a real trellis-control process. Three phases, each
+//! timed per proxy from the mesh-file write to the arrival of the update that carries it:
+//!
+//! 1. the mesh file is rewritten R times (an HTTPRoute's weights flip);
+//! 2. `--churn C`: the same, while simulated pods of a rolling deploy come and go, C
+//!    endpoint changes a second (each one a real proxy subscribing and registering as an
+//!    endpoint, or leaving); before the rewrites, the control plane's CPU per endpoint
+//!    change is measured with churn alone;
+//! 3. `--reconnect`: the control plane is killed and started again, and every proxy
+//!    reconnects at once, subscribing with the version it holds; timed until the control
+//!    plane's status shows every proxy connected and in sync.
+//!
+//! The proxies fall into `--kinds K` Deployments (same labels, own names); `--calls N` puts
+//! each Deployment under a Scope of N Services. Prints the figures and the control plane's
+//! RSS, and with `--results FILE` appends them as one JSON line. Not a test: bench/ runs it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use trellis_config::resources;
+use trellis_config::resources::{self, Decoded};
+use trellis_proto::v1::admin_client::AdminClient;
 use trellis_proto::v1::discovery_client::DiscoveryClient;
 use trellis_proto::v1::discovery_request::Kind;
-use trellis_proto::v1::{Ack, DiscoveryRequest, Node, Subscribe};
+use trellis_proto::v1::{Ack, DiscoveryRequest, Node, StatusRequest, Subscribe};
 
 struct Args {
     proxies: usize,
@@ -27,6 +40,11 @@ struct Args {
     /// With N > 0, each kind of proxy is under a Scope of N Services (svc-0, whose route
     /// every round rewrites, and N-1 others); 0: unscoped.
     calls: usize,
+    /// Endpoint changes a second in the churn phase; 0 skips it.
+    churn: usize,
+    reconnect: bool,
+    results: Option<PathBuf>,
+    name: String,
     control: PathBuf,
 }
 
@@ -38,22 +56,38 @@ fn args() -> Args {
         kinds: 10,
         rounds: 20,
         calls: 0,
+        churn: 0,
+        reconnect: false,
+        results: None,
+        name: String::new(),
         control: PathBuf::new(),
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    for pair in argv.chunks(2) {
-        let v = pair.get(1).cloned().unwrap_or_default();
-        match pair[0].as_str() {
+    let mut argv = std::env::args().skip(1);
+    while let Some(flag) = argv.next() {
+        if flag == "--reconnect" {
+            a.reconnect = true;
+            continue;
+        }
+        let v = argv.next().unwrap_or_default();
+        match flag.as_str() {
             "--proxies" => a.proxies = v.parse().expect("--proxies N"),
             "--services" => a.services = v.parse().expect("--services N"),
             "--endpoints" => a.endpoints = v.parse().expect("--endpoints N"),
             "--kinds" => a.kinds = v.parse().expect("--kinds N"),
             "--rounds" => a.rounds = v.parse().expect("--rounds N"),
             "--calls" => a.calls = v.parse().expect("--calls N"),
+            "--churn" => a.churn = v.parse().expect("--churn N"),
+            "--results" => a.results = Some(PathBuf::from(v)),
+            "--name" => a.name = v,
             "--control" => a.control = PathBuf::from(v),
             other => panic!("unknown flag {other}; see the first comment of this file"),
         }
     }
+    assert!(
+        a.rounds < 80,
+        "--rounds must be under 80: each round's weight must be new"
+    );
+    assert!(a.services >= 3, "--services must be at least 3");
     if a.control.as_os_str().is_empty() {
         // Next to this example's binary: target/release/examples/propagation -> target/release.
         let exe = std::env::current_exe().expect("own path");
@@ -66,8 +100,13 @@ fn args() -> Args {
     a
 }
 
+/// The weight that round `round`'s rewrite gives svc-0's first backend.
+fn weight(round: usize) -> u32 {
+    10 + (round % 80) as u32
+}
+
 /// `services` Services with `endpoints` Workloads spread over them, and an HTTPRoute on the
-/// first Service whose weight `round` flips.
+/// first Service whose weight `round` sets.
 fn mesh(a: &Args, round: usize) -> String {
     let mut s = String::with_capacity(a.endpoints * 200);
     for i in 0..a.services {
@@ -102,8 +141,14 @@ fn mesh(a: &Args, round: usize) -> String {
                 calls.join(", ")
             );
         }
+        // The pods of the rolling deploy call svc-0 and the Service they serve.
+        let _ = write!(
+            s,
+            "apiVersion: trellis.dev/v1alpha1\nkind: Scope\nmetadata: {{name: rollout, namespace: bench}}\n\
+             spec: {{selector: {{rollout: \"yes\"}}, calls: [svc-0]}}\n---\n"
+        );
     }
-    let w = 10 + round % 80;
+    let w = weight(round);
     let _ = write!(
         s,
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: svc-0, namespace: bench}}\n\
@@ -119,15 +164,26 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
+fn proc_field(pid: u32, file: &str, pick: impl Fn(&str) -> Option<f64>) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    pick(&s).unwrap_or(0.0)
+}
+
 fn rss_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = s
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    proc_field(pid, "status", |s| {
+        let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        Some(l.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
+    })
+}
+
+/// User plus system CPU time of `pid`, in milliseconds (clock ticks are 10 ms on Linux).
+fn cpu_ms(pid: u32) -> f64 {
+    proc_field(pid, "stat", |s| {
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) * 10.0)
+    })
 }
 
 fn free_port() -> u16 {
@@ -138,29 +194,43 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// When each proxy received each of its updates.
-type Arrivals = Arc<Mutex<Vec<Vec<Instant>>>>;
+/// What each simulated proxy saw: when each round's weight reached it, and the version it
+/// holds (which it subscribes with after a reconnect).
+struct Seen {
+    /// (arrival, svc-0's first weight) for each update that changed svc-0.
+    arrivals: Vec<(Instant, u32)>,
+    version: String,
+    /// Updates received.
+    updates: usize,
+}
 
-/// One simulated proxy: subscribe, record and ACK every update; on a failed connect, retry
-/// as a real proxy would.
-async fn proxy(addr: String, i: usize, kinds: usize, arrivals: Arrivals) {
+type Fleet = Arc<Vec<Mutex<Seen>>>;
+
+/// One simulated proxy: subscribe, decode and ACK every update; when the stream fails,
+/// reconnect as a real proxy does, with jittered exponential backoff.
+async fn proxy(addr: Arc<str>, node: Node, seen: Option<(Fleet, usize)>) {
+    let mut backoff = Duration::from_millis(100);
     loop {
-        if let Err(e) = subscribe(&addr, i, kinds, &arrivals).await {
-            // Once the rounds are over the control plane is stopped on purpose, and 1,000
-            // streams ending would bury the figures.
-            if !FINISHED.load(std::sync::atomic::Ordering::Relaxed) {
-                eprintln!("proxy {i}: {e}; retrying");
+        let started = Instant::now();
+        if let Err(e) = subscribe(&addr, &node, seen.as_ref()).await {
+            // Streams end on purpose: a restart of the control plane, the end of the run.
+            if !QUIET.load(Ordering::Relaxed) {
+                eprintln!("proxy {}: {e}; retrying", node.workload);
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        let jitter = 0.5 + rand::random::<f64>();
+        tokio::time::sleep(backoff.mul_f64(jitter)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
 async fn subscribe(
     addr: &str,
-    i: usize,
-    kinds: usize,
-    arrivals: &Arrivals,
+    node: &Node,
+    seen: Option<&(Fleet, usize)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let pem = CA_BUNDLE.get().ok_or("the CA bundle is not read yet")?;
     let channel = trellis_proto::connect::endpoint(addr, pem)?
@@ -168,32 +238,40 @@ async fn subscribe(
         .await?;
     let mut client = DiscoveryClient::new(channel);
     let (tx, rx) = mpsc::channel(4);
-    let node = Node {
-        workload: format!("p-{i}"),
-        namespace: "bench".into(),
-        labels: [("app".to_string(), format!("kind-{}", i % kinds))].into(),
-        inbound: format!("127.0.{}.{}:15006", (i >> 8) & 255, i & 255),
-        ..Default::default()
-    };
+    let version = seen
+        .map(|(f, i)| f[*i].lock().unwrap().version.clone())
+        .unwrap_or_default();
     tx.send(DiscoveryRequest {
         kind: Some(Kind::Subscribe(Subscribe {
-            node: Some(node),
-            version: String::new(),
+            node: Some(node.clone()),
+            version,
         })),
     })
     .await?;
     let mut updates = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut weight = None;
     while let Some(u) = updates.message().await? {
         // Decode and check every resource, as a real proxy would, so that the wire's cost is
         // part of the figure.
         for r in &u.upserted {
             let (key, body) = resources::from_wire(r)?;
-            resources::decode(&key, &body)?;
+            if let Decoded::Service(s) = resources::decode(&key, &body)?
+                && key.1 == "bench/svc-0"
+            {
+                weight = s.ports[0].routes[0].backends.first().map(|b| b.weight);
+            }
         }
         if u.more {
             continue; // a part of a split update; the last part completes it
         }
-        arrivals.lock().unwrap()[i].push(Instant::now());
+        if let Some((fleet, i)) = seen {
+            let mut seen = fleet[*i].lock().unwrap();
+            if let Some(w) = weight.take() {
+                seen.arrivals.push((Instant::now(), w));
+            }
+            seen.version.clone_from(&u.version);
+            seen.updates += 1;
+        }
         tx.send(DiscoveryRequest {
             kind: Some(Kind::Ack(Ack {
                 version: u.version,
@@ -206,9 +284,13 @@ async fn subscribe(
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A trellis-control process, killed when dropped.
 struct Cp(Child);
 impl Drop for Cp {
     fn drop(&mut self) {
@@ -217,11 +299,196 @@ impl Drop for Cp {
     }
 }
 
-/// Set when the rounds are over, before the control plane is stopped.
-static FINISHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set when streams are about to end on purpose, so their errors are not printed.
+static QUIET: AtomicBool = AtomicBool::new(false);
 
 /// The mesh CA that trellis-control's gRPC certificate chains to.
 static CA_BUNDLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+struct Control {
+    bin: PathBuf,
+    dir: PathBuf,
+    mesh: PathBuf,
+    grpc: u16,
+    http: u16,
+}
+
+impl Control {
+    fn start(&self) -> Cp {
+        let child = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.mesh)
+            .args(["--grpc-addr", &format!("127.0.0.1:{}", self.grpc)])
+            .args(["--http-addr", &format!("127.0.0.1:{}", self.http)])
+            .args(["--registration-grace", "1s"])
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .env("TRELLIS_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}; build it with cargo build --release -p trellis-control",
+                    self.bin.display()
+                )
+            });
+        Cp(child)
+    }
+
+    async fn wait_listening(&self) {
+        let t = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.grpc))
+            .await
+            .is_err()
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "trellis-control did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The fleet proxy `i`: its own name, the labels of its Deployment.
+fn fleet_node(i: usize, kinds: usize) -> Node {
+    Node {
+        workload: format!("p-{i}"),
+        namespace: "bench".into(),
+        labels: [("app".to_string(), format!("kind-{}", i % kinds))].into(),
+        inbound: format!("127.0.{}.{}:15006", (i >> 8) & 255, i & 255),
+        ..Default::default()
+    }
+}
+
+/// Samples the control plane's RSS until `stop`, keeping the peak.
+fn sample_peak(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64> {
+    tokio::spawn(async move {
+        let mut peak: f64 = 0.0;
+        while !stop.load(Ordering::Relaxed) {
+            peak = peak.max(rss_mib(pid));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        peak.max(rss_mib(pid))
+    })
+}
+
+/// Rewrites the mesh file `rounds` times; returns every proxy's write-to-arrival times and
+/// the slowest proxy's of each round, in ms.
+async fn rounds(a: &Args, path: &Path, fleet: &Fleet, first: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut per_proxy = Vec::new();
+    let mut per_round_last = Vec::new();
+    for round in first..first + a.rounds {
+        let w = weight(round);
+        let t0 = Instant::now();
+        write_atomically(path, &mesh(a, round));
+        let deadline = t0 + Duration::from_secs(120);
+        let lat = loop {
+            let got: Option<Vec<f64>> = fleet
+                .iter()
+                .map(|s| {
+                    let s = s.lock().unwrap();
+                    let (at, _) = s
+                        .arrivals
+                        .iter()
+                        .rev()
+                        .find(|(at, x)| *x == w && *at >= t0)?;
+                    Some(at.duration_since(t0).as_secs_f64() * 1000.0)
+                })
+                .collect();
+            if let Some(lat) = got {
+                break lat;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: not every proxy got the update within 120s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        per_round_last.push(lat.iter().cloned().fold(0.0, f64::max));
+        per_proxy.extend(lat);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    per_proxy.sort_by(f64::total_cmp);
+    per_round_last.sort_by(f64::total_cmp);
+    (per_proxy, per_round_last)
+}
+
+fn summary(per_proxy: &[f64], last: &[f64]) -> serde_json::Value {
+    serde_json::json!({
+        "p50_ms": pct(per_proxy, 0.5),
+        "p99_ms": pct(per_proxy, 0.99),
+        "max_ms": per_proxy.last().copied().unwrap_or(0.0),
+        "last_ack_p50_ms": pct(last, 0.5),
+        "last_ack_p99_ms": pct(last, 0.99),
+    })
+}
+
+/// Simulated pods of a rolling deploy: every `1/rate` s one starts (a real stream whose
+/// inbound becomes an endpoint of one Service) or one of those running stops (its endpoint
+/// goes after the registration grace). Returns the number of changes made so far.
+fn churn(addr: Arc<str>, a: &Args, stop: Arc<AtomicBool>) -> Arc<AtomicUsize> {
+    let made = Arc::new(AtomicUsize::new(0));
+    let (rate, services) = (a.churn, a.services);
+    let count = made.clone();
+    tokio::spawn(async move {
+        let mut running: std::collections::VecDeque<tokio::task::JoinHandle<()>> =
+            Default::default();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+        let mut n = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            // Alternate: a new pod, then the oldest one leaves, keeping about `rate / 2`
+            // running, as a rolling deploy keeps its surge.
+            if running.len() < rate.div_ceil(2).max(1) || n.is_multiple_of(2) {
+                let svc = 3 + n % (services - 3);
+                let node = Node {
+                    workload: format!("rollout-{n}"),
+                    namespace: "bench".into(),
+                    labels: [
+                        ("app".to_string(), format!("svc-{svc}")),
+                        ("rollout".to_string(), "yes".to_string()),
+                    ]
+                    .into(),
+                    inbound: format!("127.1.{}.{}:15006", (n >> 8) & 255, n & 255),
+                    ..Default::default()
+                };
+                running.push_back(tokio::spawn(proxy(addr.clone(), node, None)));
+            } else if let Some(pod) = running.pop_front() {
+                pod.abort();
+            }
+            n += 1;
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        for pod in running {
+            pod.abort();
+        }
+    });
+    made
+}
+
+/// Whether the control plane's status shows every fleet proxy connected and holding the
+/// version it should.
+async fn in_sync(addr: &str, proxies: usize) -> bool {
+    let Some(pem) = CA_BUNDLE.get() else {
+        return false;
+    };
+    let Ok(endpoint) = trellis_proto::connect::endpoint(addr, pem) else {
+        return false;
+    };
+    let Ok(channel) = endpoint.connect().await else {
+        return false;
+    };
+    let Ok(status) = AdminClient::new(channel).status(StatusRequest {}).await else {
+        return false;
+    };
+    let synced = (status.into_inner().proxies.iter())
+        .filter(|p| p.workload.starts_with("p-"))
+        .filter(|p| p.connected && !p.latest_version.is_empty())
+        .filter(|p| p.latest_version == p.acked_version)
+        .count();
+    synced == proxies
+}
 
 #[tokio::main]
 async fn main() {
@@ -230,45 +497,20 @@ async fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mesh.yaml");
     std::fs::write(&path, mesh(&a, 0)).unwrap();
-    let (grpc, http) = (free_port(), free_port());
-    let child = Command::new(&a.control)
-        .args([
-            "--config",
-            path.to_str().unwrap(),
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            &format!("127.0.0.1:{http}"),
-        ])
-        .args(["--registration-grace", "1s"])
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .env("TRELLIS_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {}: {e}; build it with cargo build --release -p trellis-control",
-                a.control.display()
-            )
-        });
-    let cp = Cp(child);
-    let pid = cp.0.id();
-    let addr = format!("https://127.0.0.1:{grpc}");
-    // Wait for the port, then connect every proxy.
-    let t = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", grpc))
-        .await
-        .is_err()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "trellis-control did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let control = Control {
+        bin: a.control.clone(),
+        dir: dir.clone(),
+        mesh: path.clone(),
+        grpc: free_port(),
+        http: free_port(),
+    };
+    let mut cp = control.start();
+    let mut pid = cp.0.id();
+    let addr: Arc<str> = format!("https://127.0.0.1:{}", control.grpc).into();
+    control.wait_listening().await;
     // The control plane generates its CA at first start, as it binds its ports.
     let ca = dir.join("state/ca.pem");
+    let t = Instant::now();
     while !ca.exists() {
         assert!(
             t.elapsed() < Duration::from_secs(30),
@@ -277,101 +519,165 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = CA_BUNDLE.set(std::fs::read(&ca).expect("trellis-control's CA"));
-    let arrivals: Arrivals = Arc::new(Mutex::new(vec![Vec::new(); a.proxies]));
+    let fleet: Fleet = Arc::new(
+        (0..a.proxies)
+            .map(|_| {
+                Mutex::new(Seen {
+                    arrivals: Vec::new(),
+                    version: String::new(),
+                    updates: 0,
+                })
+            })
+            .collect(),
+    );
+    let synced = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = sample_peak(pid, stop.clone());
     for i in 0..a.proxies {
-        tokio::spawn(proxy(addr.clone(), i, a.kinds, arrivals.clone()));
-        // Proxies start over a second or so, as a fleet does, not in one instant.
+        let node = fleet_node(i, a.kinds);
+        tokio::spawn(proxy(addr.clone(), node, Some((fleet.clone(), i))));
+        // Proxies start over a second or two, as a fleet does, not in one instant.
         if i % 50 == 49 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    // Initial sync: every proxy holds a snapshot, and registration churn has settled.
-    let synced = Instant::now();
+    // Initial sync: every proxy holds a snapshot.
     loop {
-        if arrivals.lock().unwrap().iter().all(|v| !v.is_empty()) {
+        if fleet.iter().all(|s| !s.lock().unwrap().version.is_empty()) {
             break;
         }
+        assert!(
+            synced.elapsed() < Duration::from_secs(600),
+            "initial sync took over 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut last = 0;
-    loop {
+    let sync_s = synced.elapsed().as_secs_f64();
+    // Let registration churn settle: no update for 1.5 s.
+    let count = || -> usize { fleet.iter().map(|s| s.lock().unwrap().updates).sum() };
+    let mut last = usize::MAX;
+    while count() != last {
+        last = count();
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let n: usize = arrivals.lock().unwrap().iter().map(Vec::len).sum();
-        if n == last {
-            break;
-        }
-        last = n;
     }
+    stop.store(true, Ordering::Relaxed);
+    let sync_peak = peak.await.unwrap_or(0.0);
+    let scope = match a.calls {
+        0 => "unscoped".to_string(),
+        n => format!("each Deployment scoped to {n} Services"),
+    };
     println!(
-        "{} proxies of {} kinds, {} services, {} endpoints: initial sync {:.1}s, control plane RSS {:.0} MiB; {}",
+        "{} proxies in {} Deployments, {} Services, {} endpoints, {scope}: initial sync {sync_s:.1}s, control plane RSS {:.0} MiB (peak {sync_peak:.0} MiB)",
         a.proxies,
         a.kinds,
         a.services,
         a.endpoints,
-        synced.elapsed().as_secs_f64(),
         rss_mib(pid),
-        match a.calls {
-            0 => "unscoped".to_string(),
-            n => format!("each kind scoped to {n} Services"),
-        }
     );
+    let mut out = serde_json::json!({
+        "name": a.name,
+        "proxies": a.proxies,
+        "deployments": a.kinds,
+        "services": a.services,
+        "endpoints": a.endpoints,
+        "scoped_calls": a.calls,
+        "initial_sync_s": sync_s,
+        "initial_sync_peak_rss_mib": sync_peak,
+        "rss_after_sync_mib": rss_mib(pid),
+        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string(),
+    });
 
-    let mut per_proxy = Vec::new();
-    let mut per_round_last = Vec::new();
-    let mut peak_rss: f64 = 0.0;
-    for round in 1..=a.rounds {
-        let before: Vec<usize> = arrivals.lock().unwrap().iter().map(Vec::len).collect();
-        let text = mesh(&a, round);
-        let t0 = Instant::now();
-        write_atomically(&path, &text);
-        let before2 = before.clone();
-        let arr = arrivals.clone();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let done = arr
-                .lock()
-                .unwrap()
-                .iter()
-                .zip(&before2)
-                .all(|(v, b)| v.len() > *b);
-            if done {
-                break;
-            }
+    // Phase 1: the rewrites alone.
+    let mut next_round = 1;
+    if a.rounds > 0 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = sample_peak(pid, stop.clone());
+        let (per_proxy, last) = rounds(&a, &path, &fleet, next_round).await;
+        next_round += a.rounds;
+        stop.store(true, Ordering::Relaxed);
+        let peak = peak.await.unwrap_or(0.0);
+        let s = summary(&per_proxy, &last);
+        println!(
+            "rewrites: write -> ACK per proxy over {} rounds: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; last ACK per round: p50 {:.1} ms, p99 {:.1} ms; RSS peak {peak:.0} MiB",
+            a.rounds,
+            s["p50_ms"],
+            s["p99_ms"],
+            s["max_ms"],
+            s["last_ack_p50_ms"],
+            s["last_ack_p99_ms"]
+        );
+        let mut s = s;
+        s["rounds"] = a.rounds.into();
+        s["peak_rss_mib"] = peak.into();
+        out["rewrites"] = s;
+    }
+
+    // Phase 2: churn alone for the CPU per change, then churn with the rewrites.
+    if a.churn > 0 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = sample_peak(pid, stop.clone());
+        let made = churn(addr.clone(), &a, stop.clone());
+        tokio::time::sleep(Duration::from_secs(2)).await; // past the first grace periods
+        let (cpu0, made0) = (cpu_ms(pid), made.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (cpu1, made1) = (cpu_ms(pid), made.load(Ordering::Relaxed));
+        let per_change = (cpu1 - cpu0) / (made1 - made0).max(1) as f64;
+        let (per_proxy, last) = rounds(&a, &path, &fleet, next_round).await;
+        next_round += a.rounds;
+        QUIET.store(true, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        let peak = peak.await.unwrap_or(0.0);
+        let mut s = summary(&per_proxy, &last);
+        println!(
+            "with {} endpoint changes/s: control-plane CPU {per_change:.2} ms per change (churn alone); write -> ACK p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS peak {peak:.0} MiB",
+            a.churn, s["p50_ms"], s["p99_ms"], s["max_ms"]
+        );
+        s["changes_per_s"] = a.churn.into();
+        s["changes_made"] = made.load(Ordering::Relaxed).into();
+        s["cpu_ms_per_change"] = per_change.into();
+        s["peak_rss_mib"] = peak.into();
+        out["churn"] = s;
+        tokio::time::sleep(Duration::from_secs(2)).await; // the pods' endpoints expire
+        QUIET.store(false, Ordering::Relaxed);
+    }
+    let _ = next_round;
+
+    // Phase 3: the control plane restarts; every proxy reconnects at once.
+    if a.reconnect {
+        QUIET.store(true, Ordering::Relaxed);
+        drop(cp);
+        cp = control.start();
+        pid = cp.0.id();
+        let restarted = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = sample_peak(pid, stop.clone());
+        let deadline = restarted + Duration::from_secs(600);
+        while !in_sync(&addr, a.proxies).await {
             assert!(
                 Instant::now() < deadline,
-                "round {round}: not every proxy got the update within 60s"
+                "the fleet did not resync within 10 minutes"
             );
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let lat: Vec<f64> = arr
-            .lock()
-            .unwrap()
-            .iter()
-            .zip(&before)
-            .map(|(v, b)| v[*b].duration_since(t0).as_secs_f64() * 1000.0)
-            .collect();
-        per_round_last.push(lat.iter().cloned().fold(0.0, f64::max));
-        per_proxy.extend(lat);
-        peak_rss = peak_rss.max(rss_mib(pid));
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let took = restarted.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let peak = peak.await.unwrap_or(0.0);
+        println!(
+            "control plane restarted: every proxy reconnected and in sync after {took:.1}s; RSS peak {peak:.0} MiB"
+        );
+        out["reconnect"] = serde_json::json!({ "in_sync_s": took, "peak_rss_mib": peak });
     }
-    per_proxy.sort_by(f64::total_cmp);
-    per_round_last.sort_by(f64::total_cmp);
-    println!(
-        "write -> ACK per proxy over {} rounds: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; last ACK per round: p50 {:.1} ms, p99 {:.1} ms",
-        a.rounds,
-        pct(&per_proxy, 0.5),
-        pct(&per_proxy, 0.99),
-        per_proxy.last().copied().unwrap_or(0.0),
-        pct(&per_round_last, 0.5),
-        pct(&per_round_last, 0.99),
-    );
-    println!(
-        "control plane RSS after the rounds: {:.0} MiB (peak sampled {:.0} MiB)",
-        rss_mib(pid),
-        peak_rss
-    );
-    FINISHED.store(true, std::sync::atomic::Ordering::Relaxed);
+    out["rss_at_end_mib"] = rss_mib(pid).into();
+    if let Some(file) = &a.results {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .expect("results file");
+        writeln!(f, "{out}").expect("write results");
+    }
+    QUIET.store(true, Ordering::Relaxed);
     drop(cp);
     let _ = std::fs::remove_dir_all(&dir);
 }
