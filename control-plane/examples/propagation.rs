@@ -178,7 +178,9 @@ async fn subscribe(
     tx.send(DiscoveryRequest {
         kind: Some(Kind::Subscribe(Subscribe {
             node: Some(node),
-            version: String::new(),
+            protocol: trellis_proto::PROTOCOL,
+            release: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
         })),
     })
     .await?;

@@ -2,6 +2,9 @@
 //! pushes the delta between what it last sent and the proxy's current snapshot, and records
 //! the ACK or NACK that answers each push.
 
+mod negotiation;
+
+use crate::metrics::ReasonLabel;
 use crate::state::ControlPlane;
 use crate::world::{Compiled, World};
 use std::net::SocketAddr;
@@ -29,8 +32,16 @@ impl Discovery for DiscoveryService {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = req.remote_addr();
         let mut inbound = req.into_inner();
+        let cp = self.0.clone();
+        let refused = |reason| {
+            cp.metrics
+                .refused_streams
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        };
         let refuse = |why: String| {
             tracing::warn!(?peer, "discovery stream refused: {why}");
+            refused("invalid");
             Status::invalid_argument(why)
         };
         let subscribe = match inbound.message().await {
@@ -45,11 +56,19 @@ impl Discovery for DiscoveryService {
             Ok(None) => return Err(Status::cancelled("the stream closed before Subscribe")),
             Err(e) => return Err(refuse(format!("cannot read the first message: {e}"))),
         };
+        // Before the node: a proxy of another protocol may not even describe itself the same way.
+        if let Err(e) = negotiation::check(subscribe.protocol, &subscribe.release) {
+            let workload = subscribe.node.as_ref().map_or("", |n| n.workload.as_str());
+            tracing::warn!(?peer, %workload, "discovery stream refused: {e}");
+            refused("protocol");
+            let mut status = Status::failed_precondition(e.to_string());
+            negotiation::announce(status.metadata_mut());
+            return Err(status);
+        }
         let node = subscribe
             .node
             .ok_or_else(|| refuse("Subscribe has no node".into()))?;
         let identity = check_node(&node).map_err(|e| refuse(e.to_string()))?;
-        let cp = self.0.clone();
         let id = cp.registry.connect(node.clone(), identity.clone());
         cp.metrics.connected_proxies.inc();
         cp.request_rebuild();
@@ -72,7 +91,9 @@ impl Discovery for DiscoveryService {
             cp.metrics.connected_proxies.dec();
             tracing::info!(workload = %node.workload, namespace = %node.namespace, "proxy disconnected");
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let mut response = Response::new(ReceiverStream::new(rx));
+        negotiation::announce(response.metadata_mut());
+        Ok(response)
     }
 }
 
