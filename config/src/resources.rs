@@ -142,6 +142,22 @@ pub fn to_wire(key: &Key, e: &Encoded) -> Resource {
     }
 }
 
+/// What a proxy holds, as it names it when it subscribes again: each resource's key and the
+/// hash of its encoded message, from which the control plane sends only what differs.
+pub fn held_hashes<'a>(
+    held: impl IntoIterator<Item = (&'a Key, &'a [u8])>,
+) -> Vec<pb::ResourceVersion> {
+    held.into_iter()
+        .map(|((kind, name), body)| pb::ResourceVersion {
+            key: Some(pb::ResourceKey {
+                kind: kind.clone(),
+                name: name.clone(),
+            }),
+            hash: fnv_hex(body),
+        })
+        .collect()
+}
+
 /// A received resource's key and encoded message, once its payload is the kind its key names.
 pub fn from_wire(r: &Resource) -> Result<(Key, Bytes), AssembleError> {
     let key = r.key.as_ref().ok_or(AssembleError::NoKey)?;
@@ -345,5 +361,13 @@ mod tests {
                 .to_string()
                 .contains("announced version")
         );
+        // What a resubscribing proxy names is what the control plane hashed when it sent it.
+        let sent = split(&snap);
+        let held = held_hashes(set.iter().map(|(k, b)| (k, b.as_ref())));
+        assert_eq!(held.len(), sent.len());
+        for h in held {
+            let k = h.key.unwrap();
+            assert_eq!(h.hash, sent[&(k.kind, k.name)].hash);
+        }
     }
 }

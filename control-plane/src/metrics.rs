@@ -27,6 +27,7 @@ pub struct Metrics {
     pub certificates: Family<ResultLabel, Counter>,
     pub refused_objects: Gauge,
     pub refused_streams: Family<ReasonLabel, Counter>,
+    pub resumes: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -43,6 +44,7 @@ impl Default for Metrics {
             certificates: Family::default(),
             refused_objects: Gauge::default(),
             refused_streams: Family::default(),
+            resumes: Family::default(),
         };
         registry.register(
             "trellis_control_connected_proxies",
@@ -88,6 +90,11 @@ impl Default for Metrics {
             "trellis_control_refused_streams",
             "Discovery streams refused, by reason (protocol: the proxy's discovery protocol is not served; invalid: the first message is not a Subscribe with a valid node)",
             m.refused_streams.clone(),
+        );
+        registry.register(
+            "trellis_control_resumes",
+            "Proxies that subscribed holding a snapshot, by what their first update was (unchanged: nothing, they held the current one; delta: the difference from the resources they hold; replace: everything, as they named none)",
+            m.resumes.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -30,13 +30,21 @@ fn subscribe(name: &str, version: &str) -> Subscribe {
         version: version.into(),
         protocol: trellis_proto::PROTOCOL,
         release: env!("CARGO_PKG_VERSION").into(),
+        held: Vec::new(),
     }
+}
+
+type Held = BTreeMap<(String, String), bytes::Bytes>;
+
+/// What a proxy holding `held` names in its Subscribe.
+fn hashes(held: &Held) -> Vec<ResourceVersion> {
+    trellis_config::resources::held_hashes(held.iter().map(|(k, b)| (k, b.as_ref())))
 }
 
 struct FakeProxy {
     tx: mpsc::Sender<DiscoveryRequest>,
     rx: tonic::Streaming<DiscoveryResponse>,
-    held: BTreeMap<(String, String), bytes::Bytes>,
+    held: Held,
 }
 
 impl FakeProxy {
@@ -492,4 +500,88 @@ async fn a_newer_protocol_is_refused_naming_the_control_plane_upgrade() {
         header(err.metadata(), "trellis-release"),
         env!("CARGO_PKG_VERSION")
     );
+}
+
+#[tokio::test]
+async fn a_proxy_resuming_from_an_older_version_is_sent_only_what_changed() {
+    let (cp, _dir, path) = cp_with(&billing_mesh(90, 10)).await;
+    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let first = p.next().await;
+    assert_eq!(p.apply(&first), first.version);
+    let old = p.held.clone();
+    // The mesh changes while the proxy is away (or on another replica, a generation behind).
+    write_atomically(&path, &billing_mesh(50, 50));
+    let change = p.next().await;
+    drop(p);
+
+    let (mut again, _) = FakeProxy::open(
+        &cp,
+        Subscribe {
+            held: hashes(&old),
+            ..subscribe("fake-0", &first.version)
+        },
+    )
+    .await
+    .unwrap();
+    again.held = old;
+    let resumed = again.next().await;
+    assert!(!resumed.replace, "a delta on top of what the proxy holds");
+    assert_eq!(upserted(&resumed), ["Service rides/billing"]);
+    assert!(resumed.removed.is_empty());
+    assert_eq!(resumed.version, change.version);
+    assert_eq!(again.apply(&resumed), change.version);
+    assert_eq!(
+        cp.metric("trellis_control_resumes_total{result=\"delta\"}")
+            .await,
+        1.0
+    );
+
+    // What the control plane thinks the proxy holds is right: the next change is a delta too.
+    again
+        .send(Kind::Ack(Ack {
+            version: resumed.version.clone(),
+            nonce: resumed.nonce.clone(),
+        }))
+        .await;
+    write_atomically(&path, &billing_mesh(90, 10));
+    let next = again.next().await;
+    assert!(!next.replace);
+    assert_eq!(again.apply(&next), first.version);
+}
+
+#[tokio::test]
+async fn a_resource_held_with_a_wrong_hash_is_resent_and_one_not_served_is_removed() {
+    let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
+    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let first = p.next().await;
+    assert_eq!(p.apply(&first), first.version);
+    let mut held = p.held.clone();
+    drop(p);
+
+    // What a proxy holds: the current resources, one of them with other bytes, and a Service
+    // the mesh no longer has.
+    let cluster = ("Cluster".to_string(), "billing-v1.rides:80".to_string());
+    held.insert(cluster, bytes::Bytes::from_static(b"other bytes"));
+    let gone = ("Service".to_string(), "rides/gone".to_string());
+    held.insert(gone, bytes::Bytes::from_static(b"gone"));
+    let (mut again, _) = FakeProxy::open(
+        &cp,
+        Subscribe {
+            held: hashes(&held),
+            ..subscribe("fake-0", "an older version")
+        },
+    )
+    .await
+    .unwrap();
+    again.held = held;
+    let resumed = again.next().await;
+    assert!(!resumed.replace);
+    assert_eq!(upserted(&resumed), ["Cluster billing-v1.rides:80"]);
+    let removed: Vec<String> = resumed
+        .removed
+        .iter()
+        .map(|k| format!("{} {}", k.kind, k.name))
+        .collect();
+    assert_eq!(removed, ["Service rides/gone"]);
+    assert_eq!(again.apply(&resumed), first.version);
 }

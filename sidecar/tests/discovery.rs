@@ -228,7 +228,8 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
     );
 
     // The script is over and the stream closed: the proxy subscribes again, naming its protocol
-    // and release, and the version it serves.
+    // and release, the version it serves and the hash of every resource behind it, so that a
+    // control plane whose snapshot moved on sends only the difference.
     let again = eventually(Duration::from_secs(10), "a second Subscribe", || async {
         cp.subscribes.lock().unwrap().get(1).cloned()
     })
@@ -236,6 +237,21 @@ async fn applies_good_updates_nacks_bad_ones_and_survives_the_control_plane() {
     assert_eq!(again.protocol, trellis_proto::PROTOCOL);
     assert_eq!(again.release, env!("CARGO_PKG_VERSION"));
     assert_eq!(again.version, good.version);
+    let named = |key: &Option<ResourceKey>, hash: &str| {
+        let k = key.clone().unwrap();
+        format!("{} {} {hash}", k.kind, k.name)
+    };
+    let mut sent: Vec<String> = good
+        .upserted
+        .iter()
+        .map(|r| named(&r.key, &r.hash))
+        .collect();
+    sent.sort();
+    let held: Vec<String> = again.held.iter().map(|h| named(&h.key, &h.hash)).collect();
+    assert_eq!(
+        held, sent,
+        "the refused updates left what it holds unchanged"
+    );
 
     // The control plane goes away: the proxy keeps serving what it has.
     stop_tx.send(()).unwrap();

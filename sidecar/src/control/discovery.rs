@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use trellis_config::resources::{Key, assemble, from_wire};
+use trellis_config::resources::{Key, assemble, from_wire, held_hashes};
 use trellis_proto::v1::discovery_client::DiscoveryClient;
 use trellis_proto::v1::discovery_request::Kind;
 use trellis_proto::v1::{Ack, DiscoveryRequest, DiscoveryResponse, Nack, Node, Subscribe};
@@ -83,6 +83,8 @@ async fn session(
         version,
         protocol: trellis_proto::PROTOCOL,
         release: RELEASE.to_string(),
+        // So that a control plane whose snapshot differs sends only the difference.
+        held: held_hashes(held.iter().map(|(k, body)| (k, body.as_ref()))),
     })))
     .await?;
     let response = match client.stream(ReceiverStream::new(rx)).await {
