@@ -170,6 +170,23 @@ pub fn to_wire(key: &Key, e: &Encoded) -> Resource {
     }
 }
 
+/// What a proxy holds, as it names it when it subscribes again: each resource's key and the
+/// hash of its encoded message (`ResourceSet::hashes`), from which the control plane sends
+/// only what differs.
+pub fn held_hashes<'a>(
+    held: impl IntoIterator<Item = (&'a Key, &'a str)>,
+) -> Vec<pb::ResourceVersion> {
+    held.into_iter()
+        .map(|((kind, name), hash)| pb::ResourceVersion {
+            key: Some(pb::ResourceKey {
+                kind: kind.clone(),
+                name: name.clone(),
+            }),
+            hash: hash.to_string(),
+        })
+        .collect()
+}
+
 /// A received resource's key and encoded message, once its payload is the kind its key names.
 pub fn from_wire(r: &Resource) -> Result<(Key, Bytes), AssembleError> {
     let key = r.key.as_ref().ok_or(AssembleError::NoKey)?;
@@ -538,6 +555,24 @@ mod tests {
                 .to_string()
                 .contains("announced version")
         );
+        // What a resubscribing proxy names is what the control plane hashed when it sent it.
+        let sent = split(&snap);
+        let mut rs = ResourceSet::default();
+        let (_, staged) = rs
+            .stage(Update {
+                replace: true,
+                upserted: set.clone().into_iter().collect(),
+                removed: Vec::new(),
+                version: snap.version.clone(),
+            })
+            .unwrap();
+        rs.commit(staged);
+        let held = held_hashes(rs.hashes());
+        assert_eq!(held.len(), sent.len());
+        for h in held {
+            let k = h.key.unwrap();
+            assert_eq!(h.hash, sent[&(k.kind, k.name)].hash);
+        }
     }
 
     fn design_snapshot() -> Snapshot {

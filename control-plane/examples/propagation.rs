@@ -245,6 +245,11 @@ async fn subscribe(
         kind: Some(Kind::Subscribe(Subscribe {
             node: Some(node.clone()),
             version,
+            protocol: trellis_proto::PROTOCOL,
+            release: env!("CARGO_PKG_VERSION").into(),
+            // It keeps no resources, so it names none: with the version it holds, an
+            // unchanged control plane resumes it without a resend.
+            held: Vec::new(),
         })),
     })
     .await?;

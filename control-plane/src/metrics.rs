@@ -11,6 +11,11 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connected_proxies: Gauge,
@@ -21,6 +26,8 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub certificates: Family<ResultLabel, Counter>,
     pub refused_objects: Gauge,
+    pub refused_streams: Family<ReasonLabel, Counter>,
+    pub resumes: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -36,6 +43,8 @@ impl Default for Metrics {
             reloads: Family::default(),
             certificates: Family::default(),
             refused_objects: Gauge::default(),
+            refused_streams: Family::default(),
+            resumes: Family::default(),
         };
         registry.register(
             "trellis_control_connected_proxies",
@@ -76,6 +85,16 @@ impl Default for Metrics {
             "trellis_control_certificates",
             "Certify calls, by result (issued, bad_proof, wrong_identity, error)",
             m.certificates.clone(),
+        );
+        registry.register(
+            "trellis_control_refused_streams",
+            "Discovery streams refused, by reason (protocol: the proxy's discovery protocol is not served; invalid: the first message is not a Subscribe with a valid node)",
+            m.refused_streams.clone(),
+        );
+        registry.register(
+            "trellis_control_resumes",
+            "Proxies that subscribed holding a snapshot, by what their first update was (unchanged: nothing, they held the current one; delta: the difference from the resources they hold; replace: everything, as they named none)",
+            m.resumes.clone(),
         );
         Metrics { registry, ..m }
     }

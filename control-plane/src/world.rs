@@ -41,17 +41,32 @@ impl Compiled {
         if let Some(d) = deltas.get(&prev.version) {
             return d.clone();
         }
-        let delta = Arc::new(diff(&prev.resources, &self.resources));
+        let prev_hashes = prev.resources.iter().map(|(k, e)| (k, e.hash.as_str()));
+        let delta = Arc::new(diff(prev_hashes, &self.resources));
         deltas.insert(prev.version.clone(), delta.clone());
         delta
     }
+
+    /// The delta to this snapshot from `held`, the key and hash of each resource that a
+    /// subscribing proxy says it holds (a proxy resuming on another replica, or after a
+    /// restart, whose snapshot is a generation behind or ahead).
+    pub(crate) fn delta_from_held(&self, held: &BTreeMap<Key, String>) -> Delta {
+        // Not cached, unlike `delta_from`: the key would come from the proxy, and anyone who
+        // can open a stream could grow the cache with made-up sets. One walk per resuming
+        // proxy costs about what decoding its Subscribe did.
+        diff(held.iter().map(|(k, h)| (k, h.as_str())), &self.resources)
+    }
 }
 
-/// Both maps are sorted by key, so one walk over both finds every change.
-fn diff(prev: &BTreeMap<Key, Arc<Encoded>>, next: &BTreeMap<Key, Arc<Encoded>>) -> Delta {
+/// `prev` (each resource's key and hash) and `next` are both sorted by key, so one walk over
+/// both finds every change.
+fn diff<'a>(
+    prev: impl Iterator<Item = (&'a Key, &'a str)>,
+    next: &BTreeMap<Key, Arc<Encoded>>,
+) -> Delta {
     use std::cmp::Ordering;
     let (mut upserted, mut removed) = (Vec::new(), Vec::new());
-    let (mut a, mut b) = (prev.iter().peekable(), next.iter().peekable());
+    let (mut a, mut b) = (prev.peekable(), next.iter().peekable());
     loop {
         match (a.peek(), b.peek()) {
             (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
@@ -64,7 +79,7 @@ fn diff(prev: &BTreeMap<Key, Arc<Encoded>>, next: &BTreeMap<Key, Arc<Encoded>>) 
                     b.next();
                 }
                 Ordering::Equal => {
-                    if !Arc::ptr_eq(va, vb) && va.hash != vb.hash {
+                    if *va != vb.hash {
                         upserted.push(((*kb).clone(), Arc::clone(vb)));
                     }
                     a.next();
@@ -219,6 +234,10 @@ mod tests {
         (kind.to_string(), name.to_string())
     }
 
+    fn hashes(m: &BTreeMap<Key, Arc<Encoded>>) -> impl Iterator<Item = (&Key, &str)> {
+        m.iter().map(|(k, e)| (k, e.hash.as_str()))
+    }
+
     #[test]
     fn the_delta_holds_what_changed_and_what_went_in_key_order() {
         let same = enc("b1");
@@ -235,7 +254,7 @@ mod tests {
             // Re-encoded with the same bytes: a new Arc, the same hash, nothing to send.
             (key(SERVICE, "e"), enc("e1")),
         ]);
-        let d = diff(&prev, &next);
+        let d = diff(hashes(&prev), &next);
         let up: Vec<(&str, &str)> = d
             .upserted
             .iter()
@@ -243,8 +262,8 @@ mod tests {
             .collect();
         assert_eq!(up, [("c", "c2"), ("d", "d1")]);
         assert_eq!(d.removed, [key(CLUSTER, "a")]);
-        assert!(diff(&next, &next).upserted.is_empty());
-        let everything = diff(&BTreeMap::new(), &next);
+        assert!(diff(hashes(&next), &next).upserted.is_empty());
+        let everything = diff(std::iter::empty(), &next);
         assert_eq!(everything.upserted.len(), 4);
         assert!(everything.removed.is_empty());
     }

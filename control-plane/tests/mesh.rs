@@ -157,6 +157,24 @@ async fn killing_the_control_plane_fails_nothing_and_proxies_reconverge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_restarted_during_a_change_sends_each_proxy_only_the_difference() {
+    let mut m = mesh_with_grace(100, 0, "4s").await;
+    wait_for_upstream(&m, "billing-v1").await;
+    m.cp.kill();
+    // The change lands while the control plane is down: the restarted one is a generation
+    // ahead of every proxy.
+    write_atomically(&m.path, &billing_mesh(0, 100));
+    m.cp.restart().await;
+    wait_for_upstream(&m, "billing-v2").await;
+    m.cp.wait_converged(3).await;
+    // Each proxy named the resources it held and got the delta from them, which it applied
+    // and ACKed; none was sent its whole snapshot again.
+    let resumes = |result: &str| format!("trellis_control_resumes_total{{result=\"{result}\"}}");
+    assert_eq!(m.cp.metric(&resumes("delta")).await, 3.0);
+    assert_eq!(m.cp.metric(&resumes("replace")).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_yaml_is_refused_with_file_line_and_the_old_config_kept() {
     let m = mesh(0, 100).await;
     wait_for_upstream(&m, "billing-v2").await;

@@ -1,5 +1,6 @@
 //! The discovery protocol from a proxy's side, spoken by a bare gRPC client: deltas, resume,
-//! NACKs shown in status, and garbage refused without touching anyone else.
+//! NACKs shown in status, garbage refused without touching anyone else, and proxies of
+//! another protocol version refused with what to upgrade.
 
 mod support;
 
@@ -22,34 +23,58 @@ fn node(name: &str) -> Node {
     }
 }
 
+/// A Subscribe as a proxy of this release sends it, holding nothing.
+fn subscribe(name: &str, version: &str) -> Subscribe {
+    Subscribe {
+        node: Some(node(name)),
+        version: version.into(),
+        protocol: trellis_proto::PROTOCOL,
+        release: env!("CARGO_PKG_VERSION").into(),
+        held: Vec::new(),
+    }
+}
+
+type Held = BTreeMap<(String, String), bytes::Bytes>;
+
+/// What a proxy holding `held` names in its Subscribe.
+fn hashes(held: &Held) -> Vec<ResourceVersion> {
+    let hashes: Vec<(&(String, String), String)> = (held.iter())
+        .map(|(k, b)| (k, trellis_config::resources::fnv_hex(b)))
+        .collect();
+    trellis_config::resources::held_hashes(hashes.iter().map(|(k, h)| (*k, h.as_str())))
+}
+
 struct FakeProxy {
     tx: mpsc::Sender<DiscoveryRequest>,
     rx: tonic::Streaming<DiscoveryResponse>,
-    held: BTreeMap<(String, String), bytes::Bytes>,
+    held: Held,
 }
 
 impl FakeProxy {
     async fn connect(cp: &ControlPlane, name: &str, version: &str) -> FakeProxy {
+        Self::open(cp, subscribe(name, version)).await.unwrap().0
+    }
+
+    /// A stream opened with `first`: the proxy and the response headers, or the refusal.
+    async fn open(
+        cp: &ControlPlane,
+        first: Subscribe,
+    ) -> Result<(FakeProxy, tonic::metadata::MetadataMap), tonic::Status> {
         let mut client = DiscoveryClient::new(cp.channel().await);
         let (tx, rx) = mpsc::channel(8);
         tx.send(DiscoveryRequest {
-            kind: Some(Kind::Subscribe(Subscribe {
-                node: Some(node(name)),
-                version: version.into(),
-            })),
+            kind: Some(Kind::Subscribe(first)),
         })
         .await
         .unwrap();
-        let rx = client
-            .stream(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        FakeProxy {
+        let res = client.stream(ReceiverStream::new(rx)).await?;
+        let headers = res.metadata().clone();
+        let p = FakeProxy {
             tx,
-            rx,
+            rx: res.into_inner(),
             held: BTreeMap::new(),
-        }
+        };
+        Ok((p, headers))
     }
 
     /// The next whole update, its parts gathered.
@@ -223,7 +248,7 @@ async fn garbage_and_unknown_identities_are_refused_without_harming_others() {
     tx.send(DiscoveryRequest {
         kind: Some(Kind::Subscribe(Subscribe {
             node: Some(nameless),
-            version: String::new(),
+            ..subscribe("", "")
         })),
     })
     .await
@@ -262,10 +287,7 @@ async fn a_large_update_arrives_in_parts_and_applies_whole() {
     let mut client = DiscoveryClient::new(cp.channel().await);
     let (tx, rx) = mpsc::channel(8);
     tx.send(DiscoveryRequest {
-        kind: Some(Kind::Subscribe(Subscribe {
-            node: Some(node("fake-0")),
-            version: String::new(),
-        })),
+        kind: Some(Kind::Subscribe(subscribe("fake-0", ""))),
     })
     .await
     .unwrap();
@@ -380,4 +402,189 @@ async fn a_scoped_proxy_is_sent_only_its_scope_and_a_scope_change_is_a_delta() {
         narrower.version, first.version,
         "versions are content hashes"
     );
+}
+
+/// The response header `name`, as text.
+fn header<'a>(headers: &'a tonic::metadata::MetadataMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_proxy_of_this_protocol_is_served_and_told_the_control_planes_version() {
+    let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
+    let (mut p, headers) = FakeProxy::open(&cp, subscribe("fake-0", "")).await.unwrap();
+    assert_eq!(
+        header(&headers, "trellis-protocol"),
+        trellis_proto::PROTOCOL.to_string()
+    );
+    assert_eq!(
+        header(&headers, "trellis-release"),
+        env!("CARGO_PKG_VERSION")
+    );
+    let first = p.next().await;
+    assert_eq!(p.apply(&first), first.version);
+}
+
+#[tokio::test]
+async fn an_older_protocol_is_refused_naming_the_release_to_upgrade_the_proxy_to() {
+    let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
+    let release = env!("CARGO_PKG_VERSION");
+    // A proxy of protocol 1 sent neither field.
+    let unversioned = Subscribe {
+        protocol: 0,
+        release: String::new(),
+        ..subscribe("fake-0", "")
+    };
+    let err = FakeProxy::open(&cp, unversioned)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("speaks discovery protocol 1;")
+            && err
+                .message()
+                .contains(&format!("upgrade the proxy to release {release}")),
+        "{}",
+        err.message()
+    );
+    // The refusal carries the control plane's version too.
+    assert_eq!(
+        header(err.metadata(), "trellis-protocol"),
+        trellis_proto::PROTOCOL.to_string()
+    );
+
+    let older = Subscribe {
+        protocol: trellis_proto::MIN_PROTOCOL - 1,
+        release: "0.0.9".into(),
+        ..subscribe("fake-1", "")
+    };
+    let err = FakeProxy::open(&cp, older).await.err().expect("refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().starts_with(&format!(
+            "this proxy (release 0.0.9) speaks discovery protocol {}; this control plane (release {release})",
+            trellis_proto::MIN_PROTOCOL - 1
+        )),
+        "{}",
+        err.message()
+    );
+    assert!(
+        cp.status().await.proxies.is_empty(),
+        "a refused proxy is not registered"
+    );
+    assert_eq!(
+        cp.metric("trellis_control_refused_streams_total{reason=\"protocol\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn a_newer_protocol_is_refused_naming_the_control_plane_upgrade() {
+    let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
+    let newer = Subscribe {
+        protocol: trellis_proto::PROTOCOL + 1,
+        release: "9.0.0".into(),
+        ..subscribe("fake-0", "")
+    };
+    let err = FakeProxy::open(&cp, newer).await.err().expect("refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains("upgrade the control plane to release 9.0.0 or later first"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        header(err.metadata(), "trellis-release"),
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+#[tokio::test]
+async fn a_proxy_resuming_from_an_older_version_is_sent_only_what_changed() {
+    let (cp, _dir, path) = cp_with(&billing_mesh(90, 10)).await;
+    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let first = p.next().await;
+    assert_eq!(p.apply(&first), first.version);
+    let old = p.held.clone();
+    // The mesh changes while the proxy is away (or on another replica, a generation behind).
+    write_atomically(&path, &billing_mesh(50, 50));
+    let change = p.next().await;
+    drop(p);
+
+    let (mut again, _) = FakeProxy::open(
+        &cp,
+        Subscribe {
+            held: hashes(&old),
+            ..subscribe("fake-0", &first.version)
+        },
+    )
+    .await
+    .unwrap();
+    again.held = old;
+    let resumed = again.next().await;
+    assert!(!resumed.replace, "a delta on top of what the proxy holds");
+    assert_eq!(upserted(&resumed), ["Service rides/billing"]);
+    assert!(resumed.removed.is_empty());
+    assert_eq!(resumed.version, change.version);
+    assert_eq!(again.apply(&resumed), change.version);
+    assert_eq!(
+        cp.metric("trellis_control_resumes_total{result=\"delta\"}")
+            .await,
+        1.0
+    );
+
+    // What the control plane thinks the proxy holds is right: the next change is a delta too.
+    again
+        .send(Kind::Ack(Ack {
+            version: resumed.version.clone(),
+            nonce: resumed.nonce.clone(),
+        }))
+        .await;
+    write_atomically(&path, &billing_mesh(90, 10));
+    let next = again.next().await;
+    assert!(!next.replace);
+    assert_eq!(again.apply(&next), first.version);
+}
+
+#[tokio::test]
+async fn a_resource_held_with_a_wrong_hash_is_resent_and_one_not_served_is_removed() {
+    let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
+    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let first = p.next().await;
+    assert_eq!(p.apply(&first), first.version);
+    let mut held = p.held.clone();
+    drop(p);
+
+    // What a proxy holds: the current resources, one of them with other bytes, and a Service
+    // the mesh no longer has.
+    let cluster = ("Cluster".to_string(), "billing-v1.rides:80".to_string());
+    held.insert(cluster, bytes::Bytes::from_static(b"other bytes"));
+    let gone = ("Service".to_string(), "rides/gone".to_string());
+    held.insert(gone, bytes::Bytes::from_static(b"gone"));
+    let (mut again, _) = FakeProxy::open(
+        &cp,
+        Subscribe {
+            held: hashes(&held),
+            ..subscribe("fake-0", "an older version")
+        },
+    )
+    .await
+    .unwrap();
+    again.held = held;
+    let resumed = again.next().await;
+    assert!(!resumed.replace);
+    assert_eq!(upserted(&resumed), ["Cluster billing-v1.rides:80"]);
+    let removed: Vec<String> = resumed
+        .removed
+        .iter()
+        .map(|k| format!("{} {}", k.kind, k.name))
+        .collect();
+    assert_eq!(removed, ["Service rides/gone"]);
+    assert_eq!(again.apply(&resumed), first.version);
 }

@@ -5,6 +5,24 @@ pub mod connect;
 pub mod listen;
 pub mod resource;
 
+/// The discovery protocol this release speaks. 1 was the JSON resource bodies of the releases
+/// before typed resources, whose proxies sent no `Subscribe.protocol`; 2 is typed resources.
+/// A change that an older proxy cannot read takes the next number (docs/protocol.md,
+/// "Versions and upgrades").
+pub const PROTOCOL: u32 = 2;
+
+/// The oldest protocol a control plane of this release serves. The rule is that a control
+/// plane serves its own protocol and the one before, sending a proxy only the resource kinds
+/// and enum values that the proxy's protocol knows, so a fleet can be upgraded one proxy at a
+/// time. Protocol 1 cannot be served (its resources were JSON), so today the range is 2 to 2.
+pub const MIN_PROTOCOL: u32 = 2;
+
+/// The response header in which a control plane names its `PROTOCOL`.
+pub const PROTOCOL_HEADER: &str = "trellis-protocol";
+
+/// The response header in which a control plane names its release.
+pub const RELEASE_HEADER: &str = "trellis-release";
+
 /// `trellis.v1`: discovery, identity and admin.
 pub mod v1 {
     tonic::include_proto!("trellis.v1");

@@ -89,6 +89,15 @@ impl ControlPlane {
         }
     }
 
+    /// The value of the sample that `/metrics` writes as `sample` (the name with its labels,
+    /// e.g. `trellis_control_resumes_total{result="delta"}`); 0 when there is none.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = get(self.http, "/metrics").await.expect("/metrics answers");
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn url(&self) -> String {
         format!("https://{}", self.grpc)
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use trellis_config::resources::{ResourceSet, Update, from_wire};
+use trellis_config::resources::{ResourceSet, Update, from_wire, held_hashes};
 use trellis_proto::v1::discovery_client::DiscoveryClient;
 use trellis_proto::v1::discovery_request::Kind;
 use trellis_proto::v1::{Ack, DiscoveryRequest, DiscoveryResponse, Nack, Node, Subscribe};
@@ -38,6 +38,9 @@ pub async fn run(shared: Arc<Shared>, endpoint: tonic::transport::Endpoint, mut 
         tokio::select! {
             res = session(&shared, &endpoint, &address, &node, &mut held) => match res {
                 Ok(()) => tracing::warn!(%address, "the control plane closed the stream; reconnecting"),
+                // An operator must upgrade one side; the message says which. Retried with the
+                // same backoff, since the upgrade may be under way.
+                Err(e) if e.is::<Incompatible>() => tracing::error!(%address, error = %e, "the control plane and this proxy speak no common discovery protocol; serving the last good config and retrying"),
                 Err(e) => tracing::warn!(%address, error = %e, "control plane unavailable; serving the last good config and retrying"),
             },
             _ = certified => {
@@ -77,9 +80,20 @@ async fn session(
     tx.send(request(Kind::Subscribe(Subscribe {
         node: Some(node.clone()),
         version,
+        protocol: trellis_proto::PROTOCOL,
+        release: RELEASE.to_string(),
+        // So that a control plane whose snapshot differs sends only the difference.
+        held: held_hashes(held.hashes()),
     })))
     .await?;
-    let mut updates = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let response = match client.stream(ReceiverStream::new(rx)).await {
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            return Err(Incompatible(s.message().to_string()).into());
+        }
+        res => res?,
+    };
+    check_control_plane(response.metadata())?;
+    let mut updates = response.into_inner();
     tracing::info!(%address, "subscribed to the control plane");
     if node.mtls
         && let Some(tls) = &shared.tls
@@ -127,6 +141,40 @@ fn request(kind: Kind) -> DiscoveryRequest {
     DiscoveryRequest { kind: Some(kind) }
 }
 
+/// This proxy's release.
+const RELEASE: &str = env!("CARGO_PKG_VERSION");
+
+/// The control plane and this proxy speak no common discovery protocol. The message names
+/// the side to upgrade.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Incompatible(String);
+
+/// A control plane refuses a proxy whose protocol it does not serve, so the proxy checks only
+/// what such a refusal cannot cover: a control plane older than protocol negotiation, which
+/// names no protocol in its response headers and speaks protocol 1 (JSON resources this
+/// proxy cannot read). Upgrades go control plane first, so a control plane older than the
+/// proxy is the one to upgrade.
+fn check_control_plane(headers: &tonic::metadata::MetadataMap) -> Result<(), Incompatible> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let protocol = header(trellis_proto::PROTOCOL_HEADER)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    if protocol >= trellis_proto::PROTOCOL {
+        return Ok(());
+    }
+    let release = header(trellis_proto::RELEASE_HEADER).map_or_else(
+        || "a release that does not say".to_string(),
+        |r| format!("release {r}"),
+    );
+    Err(Incompatible(format!(
+        "the control plane ({release}) speaks discovery protocol {protocol}; this proxy \
+         (release {RELEASE}) speaks {}: upgrade the control plane to release {RELEASE} or \
+         later first, then the proxies",
+        trellis_proto::PROTOCOL
+    )))
+}
+
 /// Why an update was refused; its text goes back to the control plane in the NACK.
 #[derive(Debug, thiserror::Error)]
 enum UpdateError {
@@ -163,4 +211,28 @@ fn apply(
     }
     held.commit(staged);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataMap;
+
+    #[test]
+    fn a_control_plane_that_names_no_protocol_is_one_to_upgrade() {
+        let err = check_control_plane(&MetadataMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("speaks discovery protocol 1;"), "{err}");
+        assert!(
+            err.contains(&format!("upgrade the control plane to release {RELEASE}")),
+            "{err}"
+        );
+        let mut current = MetadataMap::new();
+        current.insert(
+            trellis_proto::PROTOCOL_HEADER,
+            trellis_proto::PROTOCOL.into(),
+        );
+        assert!(check_control_plane(&current).is_ok());
+    }
 }

@@ -2,8 +2,12 @@
 //! pushes the delta between what it last sent and the proxy's current snapshot, and records
 //! the ACK or NACK that answers each push.
 
+mod negotiation;
+
+use crate::metrics::{ReasonLabel, ResultLabel};
 use crate::state::ControlPlane;
-use crate::world::{Compiled, World};
+use crate::world::{Compiled, Delta, World};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -13,7 +17,9 @@ use trellis_config::NodeIdentity;
 use trellis_config::resources::{Key, to_wire};
 use trellis_proto::v1::discovery_request::Kind;
 use trellis_proto::v1::discovery_server::Discovery;
-use trellis_proto::v1::{DiscoveryRequest, DiscoveryResponse, Node, Resource, ResourceKey};
+use trellis_proto::v1::{
+    DiscoveryRequest, DiscoveryResponse, Node, Resource, ResourceKey, ResourceVersion,
+};
 
 pub struct DiscoveryService(pub Arc<ControlPlane>);
 
@@ -29,8 +35,16 @@ impl Discovery for DiscoveryService {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = req.remote_addr();
         let mut inbound = req.into_inner();
+        let cp = self.0.clone();
+        let refused = |reason| {
+            cp.metrics
+                .refused_streams
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        };
         let refuse = |why: String| {
             tracing::warn!(?peer, "discovery stream refused: {why}");
+            refused("invalid");
             Status::invalid_argument(why)
         };
         let subscribe = match inbound.message().await {
@@ -45,11 +59,24 @@ impl Discovery for DiscoveryService {
             Ok(None) => return Err(Status::cancelled("the stream closed before Subscribe")),
             Err(e) => return Err(refuse(format!("cannot read the first message: {e}"))),
         };
+        // Before the node: a proxy of another protocol may not even describe itself the same way.
+        if let Err(e) = negotiation::check(subscribe.protocol, &subscribe.release) {
+            let workload = subscribe.node.as_ref().map_or("", |n| n.workload.as_str());
+            tracing::warn!(?peer, %workload, "discovery stream refused: {e}");
+            refused("protocol");
+            let mut status = Status::failed_precondition(e.to_string());
+            negotiation::announce(status.metadata_mut());
+            return Err(status);
+        }
         let node = subscribe
             .node
             .ok_or_else(|| refuse("Subscribe has no node".into()))?;
         let identity = check_node(&node).map_err(|e| refuse(e.to_string()))?;
-        let cp = self.0.clone();
+        // A proxy that serves a snapshot resumes from it (see `Session::push`).
+        let resume = (!subscribe.version.is_empty()).then(|| Resume {
+            version: subscribe.version,
+            held: held(subscribe.held),
+        });
         let id = cp.registry.connect(node.clone(), identity.clone());
         cp.metrics.connected_proxies.inc();
         cp.request_rebuild();
@@ -63,17 +90,34 @@ impl Discovery for DiscoveryService {
                 tx,
                 sent: None,
                 sent_version: String::new(),
-                held_version: String::new(),
+                resume,
                 full_push: None,
                 nonce: 0,
             };
-            s.run(subscribe.version, inbound).await;
+            s.run(inbound).await;
             cp.registry.disconnect(id);
             cp.metrics.connected_proxies.dec();
             tracing::info!(workload = %node.workload, namespace = %node.namespace, "proxy disconnected");
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let mut response = Response::new(ReceiverStream::new(rx));
+        negotiation::announce(response.metadata_mut());
+        Ok(response)
     }
+}
+
+/// What a subscribing proxy serves: its version and, if it named them, the key and hash of
+/// each resource behind it.
+struct Resume {
+    version: String,
+    held: Option<BTreeMap<Key, String>>,
+}
+
+fn held(list: Vec<ResourceVersion>) -> Option<BTreeMap<Key, String>> {
+    let held: BTreeMap<Key, String> = list
+        .into_iter()
+        .filter_map(|r| r.key.map(|k| ((k.kind, k.name), r.hash)))
+        .collect();
+    (!held.is_empty()).then_some(held)
 }
 
 /// Why a Subscribe's node is refused. The message goes back to the proxy as the status.
@@ -119,16 +163,15 @@ struct Session {
     /// The resources the proxy holds, as far as we know; `None` forces a full replace.
     sent: Option<Arc<Compiled>>,
     sent_version: String,
-    /// The version the proxy said it serves when it subscribed.
-    held_version: String,
+    /// What the proxy said it serves when it subscribed, until the first push.
+    resume: Option<Resume>,
     /// Held while a full snapshot to this proxy awaits its answer.
     full_push: Option<tokio::sync::OwnedSemaphorePermit>,
     nonce: u64,
 }
 
 impl Session {
-    async fn run(&mut self, held_version: String, mut inbound: Streaming<DiscoveryRequest>) {
-        self.held_version = held_version;
+    async fn run(&mut self, mut inbound: Streaming<DiscoveryRequest>) {
         let mut worlds = self.cp.subscribe();
         let first = worlds.borrow_and_update().clone();
         if let Some(w) = first
@@ -169,20 +212,44 @@ impl Session {
         if c.version == self.sent_version {
             return true;
         }
-        if self.sent.is_none() && !self.held_version.is_empty() && c.version == self.held_version {
-            // Resume: the proxy already serves this snapshot, so nothing is resent.
-            let version = std::mem::take(&mut self.held_version);
-            self.sent = Some(c.clone());
-            self.sent_version = version.clone();
-            self.cp.registry.update(self.id, |e| {
-                e.latest_version = version.clone();
-                e.acked_version = version;
-            });
-            return true;
-        }
-        let (upserted, removed, replace) = match &self.sent {
-            Some(prev) => {
-                let d = c.delta_from(prev);
+        let resumed = |result| {
+            let label = ResultLabel { result };
+            self.cp.metrics.resumes.get_or_create(&label).inc();
+        };
+        // A proxy that subscribed serving a snapshot (after a control-plane restart, or moved
+        // to another replica whose world is a generation ahead or behind) is sent what it
+        // lacks, not the megabytes of a whole snapshot.
+        let delta: Option<Arc<Delta>> = if let Some(prev) = &self.sent {
+            Some(c.delta_from(prev))
+        } else {
+            match self.resume.take() {
+                Some(r) if r.version == c.version => {
+                    // It already serves this snapshot: nothing is resent.
+                    resumed("unchanged");
+                    self.sent = Some(c.clone());
+                    self.sent_version = r.version.clone();
+                    self.cp.registry.update(self.id, |e| {
+                        e.latest_version = r.version.clone();
+                        e.acked_version = r.version;
+                    });
+                    return true;
+                }
+                Some(Resume { held: Some(h), .. }) => {
+                    // A wrong hash costs only that resource resent. A key the proxy claims but
+                    // lacks shows in its version check, and its NACK makes the next push a
+                    // replace.
+                    resumed("delta");
+                    Some(Arc::new(c.delta_from_held(&h)))
+                }
+                Some(Resume { held: None, .. }) => {
+                    resumed("replace");
+                    None
+                }
+                None => None,
+            }
+        };
+        let (upserted, removed, replace) = match delta {
+            Some(d) => {
                 let up = d.upserted.iter().map(|(k, v)| to_wire(k, v)).collect();
                 (up, d.removed.iter().map(key).collect(), false)
             }
