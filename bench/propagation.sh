@@ -18,11 +18,13 @@ cd "$(dirname "$0")/.."
 # 10,000 streams in each of two processes need more than the default 1,024 descriptors.
 ulimit -n 65536 2>/dev/null || ulimit -n 20000 2>/dev/null || true
 echo "open files limit: $(ulimit -n); ephemeral ports: $(cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null | tr '\t' -)"
-cargo build --release -q -p trellis-control --bin trellis-control --example propagation
+# The tiny run reuses the debug build that the tests made; the figures need release.
+if [[ "${1:-}" == --tiny ]]; then profile=debug; flags=(); else profile=release; flags=(--release); fi
+cargo build "${flags[@]}" -q -p trellis-control --bin trellis-control --example propagation
 mkdir -p bench/results
 out=bench/results/propagation.json
 : >"$out"
-run() { ./target/release/examples/propagation --results "$out" "$@"; }
+run() { "./target/$profile/examples/propagation" --results "$out" "$@"; }
 if [[ "${1:-}" == --tiny ]]; then
   run --name tiny --proxies 5 --kinds 2 --services 20 --endpoints 100 --rounds 3 --churn 10 --reconnect
   run --name tiny-scoped --proxies 5 --kinds 2 --services 20 --endpoints 100 --rounds 3 --calls 3 --churn 10 --reconnect
