@@ -644,7 +644,13 @@ async fn main() {
             f("max_ms")
         );
         if a.rounds == 0 {
-            for k in ["p50_ms", "p99_ms", "max_ms", "last_ack_p50_ms", "last_ack_p99_ms"] {
+            for k in [
+                "p50_ms",
+                "p99_ms",
+                "max_ms",
+                "last_ack_p50_ms",
+                "last_ack_p99_ms",
+            ] {
                 s[k] = serde_json::Value::Null;
             }
         }
