@@ -557,16 +557,7 @@ mod tests {
         );
         // What a resubscribing proxy names is what the control plane hashed when it sent it.
         let sent = split(&snap);
-        let mut rs = ResourceSet::default();
-        let (_, staged) = rs
-            .stage(Update {
-                replace: true,
-                upserted: set.clone().into_iter().collect(),
-                removed: Vec::new(),
-                version: snap.version.clone(),
-            })
-            .unwrap();
-        rs.commit(staged);
+        let (rs, _) = holding(&snap);
         let held = held_hashes(rs.hashes());
         assert_eq!(held.len(), sent.len());
         for h in held {
@@ -594,20 +585,26 @@ mod tests {
             .collect()
     }
 
+    /// A set holding all of `s`, and the snapshot that staging it made.
+    fn holding(s: &Snapshot) -> (ResourceSet, Snapshot) {
+        let mut set = ResourceSet::default();
+        let (snapshot, staged) = set
+            .stage(Update {
+                replace: true,
+                upserted: bodies(s).into_iter().collect(),
+                removed: Vec::new(),
+                version: s.version.clone(),
+            })
+            .unwrap();
+        set.commit(staged);
+        (set, snapshot)
+    }
+
     #[test]
     fn a_delta_decodes_only_what_it_upserts_and_shares_the_rest() {
         let s1 = design_snapshot();
-        let mut set = ResourceSet::default();
-        let (first, staged) = set
-            .stage(Update {
-                replace: true,
-                upserted: bodies(&s1).into_iter().collect(),
-                removed: Vec::new(),
-                version: s1.version.clone(),
-            })
-            .unwrap();
+        let (mut set, first) = holding(&s1);
         assert_eq!(first, s1);
-        set.commit(staged);
 
         // One endpoint moves in one cluster.
         let mut s2 = s1.clone();
@@ -646,16 +643,7 @@ mod tests {
     #[test]
     fn a_delta_that_removes_a_routed_cluster_or_misses_the_version_is_refused() {
         let s1 = design_snapshot();
-        let mut set = ResourceSet::default();
-        let (_, staged) = set
-            .stage(Update {
-                replace: true,
-                upserted: bodies(&s1).into_iter().collect(),
-                removed: Vec::new(),
-                version: s1.version.clone(),
-            })
-            .unwrap();
-        set.commit(staged);
+        let (set, _) = holding(&s1);
         let routed = s1.services["rides/billing"].ports[0].routes[0].backends[0]
             .cluster
             .clone();

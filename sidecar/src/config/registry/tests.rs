@@ -75,6 +75,15 @@ fn registry() -> StateRegistry {
     r
 }
 
+/// A registry that has built the runtime of `snapshot()`, from nothing.
+fn first_build() -> (Metrics, StateRegistry, Snapshot, Runtime) {
+    let metrics = Metrics::default();
+    let reg = registry();
+    let s1 = snapshot();
+    let r1 = reg.build(Arc::new(s1.clone()), None, &metrics).unwrap();
+    (metrics, reg, s1, r1)
+}
+
 /// The cluster that `rides/billing`'s route sends to.
 fn routed(snap: &Snapshot) -> String {
     snap.services["rides/billing"].ports[0].routes[0].backends[0]
@@ -93,10 +102,7 @@ fn moved(a: SocketAddr) -> SocketAddr {
 
 #[test]
 fn one_changed_cluster_rebuilds_only_it_and_the_services_that_send_to_it() {
-    let metrics = Metrics::default();
-    let reg = registry();
-    let s1 = snapshot();
-    let r1 = reg.build(Arc::new(s1.clone()), None, &metrics).unwrap();
+    let (metrics, reg, s1, r1) = first_build();
     let name = routed(&s1);
     let trip = "trip.rides:80";
     let old = addrs(&r1, &name);
@@ -168,10 +174,7 @@ fn one_changed_cluster_rebuilds_only_it_and_the_services_that_send_to_it() {
 
 #[test]
 fn a_removed_cluster_and_its_server_names_go() {
-    let metrics = Metrics::default();
-    let reg = registry();
-    let s1 = snapshot();
-    let r1 = reg.build(Arc::new(s1.clone()), None, &metrics).unwrap();
+    let (metrics, reg, s1, r1) = first_build();
     let trip = "trip.rides:80";
     let addr = addrs(&r1, trip)[0];
     assert!(reg.tls_names.get(&addr).is_some());
@@ -187,10 +190,7 @@ fn a_removed_cluster_and_its_server_names_go() {
 
 #[test]
 fn after_a_failed_build_the_next_one_starts_from_nothing() {
-    let metrics = Metrics::default();
-    let reg = registry();
-    let s1 = snapshot();
-    let r1 = reg.build(Arc::new(s1.clone()), None, &metrics).unwrap();
+    let (metrics, reg, s1, r1) = first_build();
     let name = routed(&s1);
     let kept = addrs(&r1, &name)[1];
 
@@ -219,10 +219,7 @@ fn after_a_failed_build_the_next_one_starts_from_nothing() {
 
 #[test]
 fn a_service_turning_mtls_off_rebuilds_its_cluster_in_plaintext() {
-    let metrics = Metrics::default();
-    let reg = registry();
-    let s1 = snapshot();
-    let r1 = reg.build(Arc::new(s1.clone()), None, &metrics).unwrap();
+    let (metrics, reg, s1, r1) = first_build();
     let trip = "trip.rides:80";
     let addr = addrs(&r1, trip)[0];
     assert!(r1.clusters[trip].mtls);
