@@ -495,6 +495,30 @@ async fn in_sync(addr: &str, proxies: usize) -> bool {
     synced == proxies
 }
 
+/// `trellis_control_resumes_total` by result, from the control plane's `/metrics`.
+async fn resumes(http: u16) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut text = String::new();
+    if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", http)).await {
+        let req = "GET /metrics HTTP/1.1\r\nHost: cp\r\nConnection: close\r\n\r\n";
+        if s.write_all(req.as_bytes()).await.is_ok() {
+            let _ = s.read_to_string(&mut text).await;
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("trellis_control_resumes_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let result = labels.split('"').nth(1).unwrap_or("?").to_string();
+        out.insert(result, value.parse::<f64>().unwrap_or(0.0).into());
+    }
+    out.into()
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -684,10 +708,14 @@ async fn main() {
         let took = restarted.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let peak = peak.await.unwrap_or(0.0);
+        // How the restarted control plane brought each stream back: resumed with nothing
+        // sent, with a delta, or with a whole snapshot.
+        let resumes = resumes(control.http).await;
         println!(
-            "control plane restarted: every proxy reconnected and in sync after {took:.1}s; RSS peak {peak:.0} MiB"
+            "control plane restarted: every proxy reconnected and in sync after {took:.1}s; RSS peak {peak:.0} MiB; resumes {resumes}"
         );
-        out["reconnect"] = serde_json::json!({ "in_sync_s": took, "peak_rss_mib": peak });
+        out["reconnect"] =
+            serde_json::json!({ "in_sync_s": took, "peak_rss_mib": peak, "resumes": resumes });
     }
     out["rss_at_end_mib"] = rss_mib(pid).into();
     if let Some(file) = &a.results {
