@@ -12,6 +12,7 @@ mod mesh_config;
 pub mod model;
 pub mod resources;
 pub mod snapshot;
+pub mod sorted;
 pub mod validate;
 pub mod watch;
 pub mod wire;

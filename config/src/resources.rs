@@ -3,6 +3,7 @@
 //! `trellis.v1` message of its kind with a hash of those bytes, so a delta holds only what changed.
 
 use crate::snapshot::{Cluster, GatewayEntry, ServiceEntry, Snapshot};
+use crate::sorted::{Side, join};
 // The Mesh resource's type lives beside the types it gathers; it is named here too.
 pub use crate::snapshot::MeshResource;
 use crate::wire::WireError;
@@ -482,32 +483,10 @@ fn merged<'a>(
     base: Option<&'a BTreeMap<Key, Held>>,
     changes: &'a BTreeMap<Key, Option<Held>>,
 ) -> impl Iterator<Item = (&'a Key, &'a Held)> {
-    let mut base = base.into_iter().flatten().peekable();
-    let mut changes = changes.iter().peekable();
-    std::iter::from_fn(move || {
-        loop {
-            let take_base = match (base.peek(), changes.peek()) {
-                (None, None) => return None,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some((bk, _)), Some((ck, _))) => match bk.cmp(ck) {
-                    std::cmp::Ordering::Less => true,
-                    std::cmp::Ordering::Greater => false,
-                    std::cmp::Ordering::Equal => {
-                        // The change replaces (or removes) the held resource.
-                        base.next();
-                        false
-                    }
-                },
-            };
-            if take_base {
-                return base.next();
-            }
-            let (k, change) = changes.next()?;
-            if let Some(h) = change {
-                return Some((k, h));
-            }
-        }
+    join(base.into_iter().flatten(), changes).filter_map(|(k, side)| match side {
+        Side::Left(held) => Some((k, held)),
+        // The change replaces (or removes) the held resource.
+        Side::Right(change) | Side::Both(_, change) => change.as_ref().map(|h| (k, h)),
     })
 }
 

@@ -12,6 +12,7 @@ use trellis_config::compile::{Common, in_scope};
 use trellis_config::resources::{
     self, CLUSTER, Encoded, GATEWAY, Key, MESH, MeshResource, SERVICE,
 };
+use trellis_config::sorted::{Side, join};
 use trellis_config::{MeshConfig, NodeIdentity, Snapshot};
 
 /// The resources of one kind of proxy, ready to diff and send.
@@ -62,39 +63,14 @@ impl Compiled {
 /// both finds every change.
 fn diff<'a>(
     prev: impl Iterator<Item = (&'a Key, &'a str)>,
-    next: &BTreeMap<Key, Arc<Encoded>>,
+    next: &'a BTreeMap<Key, Arc<Encoded>>,
 ) -> Delta {
-    use std::cmp::Ordering;
     let (mut upserted, mut removed) = (Vec::new(), Vec::new());
-    let (mut a, mut b) = (prev.peekable(), next.iter().peekable());
-    loop {
-        match (a.peek(), b.peek()) {
-            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
-                Ordering::Less => {
-                    removed.push((*ka).clone());
-                    a.next();
-                }
-                Ordering::Greater => {
-                    upserted.push(((*kb).clone(), Arc::clone(vb)));
-                    b.next();
-                }
-                Ordering::Equal => {
-                    if *va != vb.hash {
-                        upserted.push(((*kb).clone(), Arc::clone(vb)));
-                    }
-                    a.next();
-                    b.next();
-                }
-            },
-            (Some((ka, _)), None) => {
-                removed.push((*ka).clone());
-                a.next();
-            }
-            (None, Some((kb, vb))) => {
-                upserted.push(((*kb).clone(), Arc::clone(vb)));
-                b.next();
-            }
-            (None, None) => break,
+    for (k, side) in join(prev, next) {
+        match side {
+            Side::Left(_) => removed.push(k.clone()),
+            Side::Both(held, e) if held == e.hash => {}
+            Side::Right(e) | Side::Both(_, e) => upserted.push((k.clone(), Arc::clone(e))),
         }
     }
     Delta { upserted, removed }

@@ -22,6 +22,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use trellis_config::model::{LbPolicy, MtlsMode};
 use trellis_config::snapshot::{Cluster, ServiceEntry, Snapshot};
+use trellis_config::sorted::{Side, join};
 use trellis_identity::SpiffeId;
 
 /// A snapshot the proxy cannot run; the control plane hears it in the NACK.
@@ -159,39 +160,12 @@ enum Diff<'a> {
 fn diff<'a, T>(
     prev: &'a BTreeMap<String, Arc<T>>,
     next: &'a BTreeMap<String, Arc<T>>,
-) -> Vec<Diff<'a>> {
-    let mut out = Vec::new();
-    let (mut a, mut b) = (prev.iter().peekable(), next.iter().peekable());
-    loop {
-        match (a.peek(), b.peek()) {
-            (None, None) => return out,
-            (Some((k, _)), None) => {
-                out.push(Diff::Removed(k.as_str()));
-                a.next();
-            }
-            (None, Some((k, _))) => {
-                out.push(Diff::Changed(k.as_str()));
-                b.next();
-            }
-            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
-                std::cmp::Ordering::Less => {
-                    out.push(Diff::Removed(ka.as_str()));
-                    a.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push(Diff::Changed(kb.as_str()));
-                    b.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    if !Arc::ptr_eq(va, vb) {
-                        out.push(Diff::Changed(kb.as_str()));
-                    }
-                    a.next();
-                    b.next();
-                }
-            },
-        }
-    }
+) -> impl Iterator<Item = Diff<'a>> {
+    join(prev, next).filter_map(|(k, side)| match side {
+        Side::Left(_) => Some(Diff::Removed(k.as_str())),
+        Side::Right(_) => Some(Diff::Changed(k.as_str())),
+        Side::Both(a, b) => (!Arc::ptr_eq(a, b)).then_some(Diff::Changed(k.as_str())),
+    })
 }
 
 impl StateRegistry {
