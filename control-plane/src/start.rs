@@ -157,7 +157,7 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
     // config, shift) is for operators, who reach it through `kubectl port-forward`.
     let admin_loopback_only = cp.kube.get().is_some();
     let server = tonic::transport::Server::builder()
-        .add_service(trellis_proto::v1::discovery_server::DiscoveryServer::new(
+        .add_service(discovery::DiscoveryServer::new(
             discovery::DiscoveryService(cp.clone()),
         ))
         .add_service(

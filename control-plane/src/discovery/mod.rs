@@ -2,7 +2,10 @@
 //! pushes the delta between what it last sent and the proxy's current snapshot, and records
 //! the ACK or NACK that answers each push.
 
+mod grpc;
 mod negotiation;
+
+pub use grpc::DiscoveryServer;
 
 use crate::metrics::{ReasonLabel, ResultLabel};
 use crate::state::ControlPlane;
@@ -11,12 +14,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
 use trellis_config::NodeIdentity;
 use trellis_config::resources::{Key, to_wire};
 use trellis_proto::v1::discovery_request::Kind;
-use trellis_proto::v1::discovery_server::Discovery;
 use trellis_proto::v1::{
     DiscoveryRequest, DiscoveryResponse, Node, Resource, ResourceKey, ResourceVersion,
 };
@@ -25,16 +27,20 @@ pub struct DiscoveryService(pub Arc<ControlPlane>);
 
 type Outbox = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
-#[tonic::async_trait]
-impl Discovery for DiscoveryService {
-    type StreamStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-
-    async fn stream(
+impl DiscoveryService {
+    /// Opens a proxy's stream: reads its Subscribe, then answers with the response headers
+    /// and the queue its session pushes into; or refuses it with a status.
+    async fn open(
         &self,
-        req: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
-        let peer = req.remote_addr();
-        let mut inbound = req.into_inner();
+        peer: Option<SocketAddr>,
+        mut inbound: grpc::Requests,
+    ) -> Result<
+        (
+            MetadataMap,
+            mpsc::Receiver<Result<DiscoveryResponse, Status>>,
+        ),
+        Status,
+    > {
         let cp = self.0.clone();
         let refused = |reason| {
             cp.metrics
@@ -99,9 +105,9 @@ impl Discovery for DiscoveryService {
             cp.metrics.connected_proxies.dec();
             tracing::info!(workload = %node.workload, namespace = %node.namespace, "proxy disconnected");
         });
-        let mut response = Response::new(ReceiverStream::new(rx));
-        negotiation::announce(response.metadata_mut());
-        Ok(response)
+        let mut headers = MetadataMap::new();
+        negotiation::announce(&mut headers);
+        Ok((headers, rx))
     }
 }
 
@@ -171,7 +177,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, mut inbound: Streaming<DiscoveryRequest>) {
+    async fn run(&mut self, mut inbound: grpc::Requests) {
         let mut worlds = self.cp.subscribe();
         let first = worlds.borrow_and_update().clone();
         if let Some(w) = first
