@@ -76,9 +76,15 @@ impl Kind for GatewayEntry {
 /// resources updates its version by what an update changes instead of hashing everything
 /// it holds again.
 pub fn version_of<'a>(resources: impl Iterator<Item = (&'a Key, &'a str)>) -> String {
-    version_hex(resources.fold(0, |sum, (key, hash)| {
+    version_hex(sum_of(resources))
+}
+
+/// The sum (mod 2^64) of the resources' `entry_hash`es, which `version_of` writes out: a
+/// version can be summed in parts.
+pub fn sum_of<'a>(resources: impl Iterator<Item = (&'a Key, &'a str)>) -> u64 {
+    resources.fold(0, |sum, (key, hash)| {
         sum.wrapping_add(entry_hash(key, hash))
-    }))
+    })
 }
 
 /// One resource's part of its snapshot's version: FNV-1a over `kind \0 name \0 hash \n`.
@@ -97,7 +103,8 @@ pub fn entry_hash((kind, name): &Key, hash: &str) -> u64 {
     h.0
 }
 
-fn version_hex(sum: u64) -> String {
+/// A version as it travels: the sum of its resources' `entry_hash`es, in hex.
+pub fn version_hex(sum: u64) -> String {
     format!("{sum:016x}")
 }
 

@@ -19,9 +19,7 @@ use tonic::metadata::MetadataMap;
 use trellis_config::NodeIdentity;
 use trellis_config::resources::{Key, to_wire};
 use trellis_proto::v1::discovery_request::Kind;
-use trellis_proto::v1::{
-    DiscoveryRequest, DiscoveryResponse, Node, Resource, ResourceKey, ResourceVersion,
-};
+use trellis_proto::v1::{DiscoveryRequest, DiscoveryResponse, Node, ResourceKey, ResourceVersion};
 
 pub struct DiscoveryService(pub Arc<ControlPlane>);
 
@@ -87,7 +85,9 @@ impl DiscoveryService {
         cp.metrics.connected_proxies.inc();
         cp.request_rebuild();
         tracing::info!(workload = %node.workload, namespace = %node.namespace, ?peer, "proxy connected");
-        let (tx, rx) = mpsc::channel(8);
+        // Two parts queued per stream: enough that h2 never waits on the session, few enough
+        // that a slow proxy holds little of a snapshot in wire form.
+        let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
             let mut s = Session {
                 cp: cp.clone(),
@@ -254,17 +254,7 @@ impl Session {
                 None => None,
             }
         };
-        let (upserted, removed, replace) = match delta {
-            Some(d) => {
-                let up = d.upserted.iter().map(|(k, v)| to_wire(k, v)).collect();
-                (up, d.removed.iter().map(key).collect(), false)
-            }
-            None => (
-                c.resources.iter().map(|(k, v)| to_wire(k, v)).collect(),
-                Vec::new(),
-                true,
-            ),
-        };
+        let replace = delta.is_none();
         if replace && self.full_push.is_none() {
             // A full snapshot is megabytes once encoded: bound how many are in flight at once
             // so a fleet reconnecting together does not balloon the control plane's memory.
@@ -274,18 +264,40 @@ impl Session {
         self.nonce += 1;
         let version = c.version.clone();
         let nonce = self.nonce.to_string();
-        for part in chunks(upserted, removed) {
-            let (upserted, removed, more) = part;
+        // Each part is built only once the one before it is queued, so a stream holds at most
+        // the queue's few parts, not a whole snapshot in wire form.
+        let (upserted, removed): (Box<dyn Iterator<Item = _> + Send>, &[Key]) = match &delta {
+            Some(d) => (Box::new(d.upserted.iter().map(|(k, e)| (k, e))), &d.removed),
+            None => (Box::new(c.resources()), &[]),
+        };
+        let mut upserted = upserted.peekable();
+        loop {
+            let mut part = Vec::new();
+            let mut size = 0;
+            while size < CHUNK_BYTES
+                && let Some((k, e)) = upserted.next()
+            {
+                size += e.payload.bytes().len();
+                part.push(to_wire(k, e));
+            }
+            let last = upserted.peek().is_none();
             let res = DiscoveryResponse {
                 version: version.clone(),
                 nonce: nonce.clone(),
-                upserted,
-                removed,
+                upserted: part,
+                removed: if last {
+                    removed.iter().map(key).collect()
+                } else {
+                    Vec::new()
+                },
                 replace,
-                more,
+                more: !last,
             };
             if self.tx.send(Ok(res)).await.is_err() {
                 return false;
+            }
+            if last {
+                break;
             }
         }
         self.cp.metrics.pushes.inc();
@@ -331,26 +343,6 @@ fn key(k: &Key) -> ResourceKey {
     }
 }
 
-/// Bodies per message before an update is split: small enough that no stream's encode
-/// buffer grows large, big enough that a typical delta is one message.
+/// Payload bytes per message before an update is split: each message is framed into a buffer
+/// of its own size, so this bounds what one queued part holds; a typical delta is one message.
 const CHUNK_BYTES: usize = 64 * 1024;
-
-/// Splits an update into messages of about `CHUNK_BYTES`; every part but the last says `more`.
-fn chunks(
-    upserted: Vec<Resource>,
-    removed: Vec<ResourceKey>,
-) -> Vec<(Vec<Resource>, Vec<ResourceKey>, bool)> {
-    let mut parts = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for r in upserted {
-        size += r.payload.as_ref().map_or(0, |p| p.bytes().len());
-        current.push(r);
-        if size >= CHUNK_BYTES {
-            parts.push((std::mem::take(&mut current), Vec::new(), true));
-            size = 0;
-        }
-    }
-    parts.push((current, removed, false));
-    parts
-}
