@@ -1,8 +1,9 @@
 //! A snapshot as a set of typed resources, the unit the discovery protocol sends: one
-//! `Mesh` resource, one per `Service`, `Cluster` and `Gateway`. Each is the encoded
+//! `Mesh` resource, one per `Service`, `Cluster` and `Gateway`, and for a scoped proxy one
+//! `ServiceNames`. Each is the encoded
 //! `trellis.v1` message of its kind with a hash of those bytes, so a delta holds only what changed.
 
-use crate::snapshot::{Cluster, GatewayEntry, ServiceEntry, Snapshot};
+use crate::snapshot::{Cluster, GatewayEntry, ServiceEntry, ServiceNames, Snapshot};
 use crate::sorted::{Side, join};
 // The Mesh resource's type lives beside the types it gathers; it is named here too.
 pub use crate::snapshot::MeshResource;
@@ -18,6 +19,7 @@ pub const MESH: &str = "Mesh";
 pub const SERVICE: &str = "Service";
 pub const CLUSTER: &str = "Cluster";
 pub const GATEWAY: &str = "Gateway";
+pub const SERVICE_NAMES: &str = "ServiceNames";
 
 /// `(kind, name)`.
 pub type Key = (String, String);
@@ -69,6 +71,19 @@ impl Kind for GatewayEntry {
     fn payload(body: Bytes) -> Payload {
         Payload::Gateway(body)
     }
+}
+
+impl Kind for ServiceNames {
+    const KIND: &'static str = SERVICE_NAMES;
+    type Message = pb::ServiceNames;
+    fn payload(body: Bytes) -> Payload {
+        Payload::ServiceNames(body)
+    }
+}
+
+/// The key of the one `ServiceNames` resource.
+pub fn service_names_key() -> Key {
+    (SERVICE_NAMES.to_string(), "mesh".to_string())
 }
 
 /// A snapshot version from its resources' keys and content hashes: the sum, modulo 2^64, of
@@ -154,6 +169,9 @@ pub fn split(s: &Snapshot) -> BTreeMap<Key, Encoded> {
         inbound_services: s.inbound_services.clone(),
     };
     out.insert((MESH.to_string(), "mesh".to_string()), encode(&mesh));
+    if let Some(names) = &s.service_names {
+        out.insert(service_names_key(), encode(names.as_ref()));
+    }
     for (name, svc) in &s.services {
         out.insert((SERVICE.to_string(), name.clone()), encode(svc.as_ref()));
     }
@@ -242,7 +260,9 @@ pub enum AssembleError {
         name: String,
         error: WireError,
     },
-    #[error("unknown resource kind {0:?}; this proxy knows Mesh, Service, Cluster, Gateway")]
+    #[error(
+        "unknown resource kind {0:?}; this proxy knows Mesh, Service, Cluster, Gateway, ServiceNames"
+    )]
     UnknownKind(String),
     #[error("the update leaves no Mesh resource")]
     NoMesh,
@@ -260,6 +280,7 @@ pub enum Decoded {
     Service(Arc<ServiceEntry>),
     Cluster(Arc<Cluster>),
     Gateway(Arc<GatewayEntry>),
+    ServiceNames(Arc<ServiceNames>),
 }
 
 /// Decodes one resource's message by the kind its key names, and checks every field.
@@ -270,6 +291,7 @@ pub fn decode(key: &Key, body: &[u8]) -> Result<Decoded, AssembleError> {
         SERVICE => Decoded::Service(Arc::new(decode_as(name, body)?)),
         CLUSTER => Decoded::Cluster(Arc::new(decode_as(name, body)?)),
         GATEWAY => Decoded::Gateway(Arc::new(decode_as(name, body)?)),
+        SERVICE_NAMES => Decoded::ServiceNames(Arc::new(decode_as(name, body)?)),
         other => return Err(AssembleError::UnknownKind(other.to_string())),
     })
 }
@@ -390,12 +412,14 @@ impl ResourceSet {
         let mut services = Vec::new();
         let mut clusters = Vec::new();
         let mut gateways = Vec::new();
+        let mut service_names = None;
         for ((_, name), h) in next() {
             match &h.decoded {
                 Decoded::Mesh(m) => mesh = Some(m.clone()),
                 Decoded::Service(s) => services.push((name.clone(), s.clone())),
                 Decoded::Cluster(c) => clusters.push((name.clone(), c.clone())),
                 Decoded::Gateway(g) => gateways.push((name.clone(), (**g).clone())),
+                Decoded::ServiceNames(n) => service_names = Some(n.clone()),
             }
         }
         let mesh = mesh.ok_or(AssembleError::NoMesh)?;
@@ -412,6 +436,7 @@ impl ResourceSet {
             clusters,
             inbound_services: mesh.inbound_services.clone(),
             gateways,
+            service_names,
         };
         // Only a route that changed, or one whose cluster went away, can miss its cluster.
         let cluster_removed = update.replace

@@ -30,6 +30,17 @@ pub struct Snapshot {
     /// mode serves one of them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gateways: BTreeMap<String, GatewayEntry>,
+    /// For a scoped proxy: every Service of the mesh, so that a call to one it does not hold
+    /// is refused, never passed through. One resource shared by every scoped proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_names: Option<Arc<ServiceNames>>,
+}
+
+/// Every Service of the mesh by name and address, ordered by namespace and name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceNames {
+    pub services: Vec<ServiceName>,
 }
 
 /// The snapshot-wide part: everything that is not a Service, a Cluster or a Gateway.
@@ -100,21 +111,20 @@ pub struct MeshInfo {
     pub scope: Option<ScopeInfo>,
 }
 
-/// What a scoped proxy needs to know of the Services it was not given: enough to refuse a
-/// call to one with an error that says why, rather than pass it through as plaintext.
+/// Which Scopes apply to a scoped proxy. The Services they leave out are those of the
+/// snapshot's `service_names` that it does not hold; a call to one is refused with an error
+/// that names these Scopes, rather than passed through as plaintext.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScopeInfo {
     /// The Scopes that apply, `namespace/name`.
     pub by: Vec<String>,
-    /// The mesh's other Services.
-    pub outside: Vec<OutsideService>,
 }
 
-/// A mesh Service outside a proxy's scope.
+/// A mesh Service by name and address.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OutsideService {
+pub struct ServiceName {
     pub name: String,
     pub namespace: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

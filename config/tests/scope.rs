@@ -103,16 +103,17 @@ fn a_scoped_proxy_holds_what_it_calls_and_the_clusters_its_routes_use() {
     );
     let scope = s.mesh.scope.as_ref().expect("scoped");
     assert_eq!(scope.by, ["rides/trip"]);
-    let outside: Vec<String> = scope
-        .outside
-        .iter()
+    // Every Service of the mesh by name and address, from which the proxy takes those it
+    // does not hold as the ones it refuses.
+    let names: Vec<String> = (s.service_names.as_ref().expect("scoped").services.iter())
         .map(|o| format!("{}/{} {:?}", o.namespace, o.name, o.cluster_ip))
         .collect();
     assert_eq!(
-        outside,
+        names,
         [
             "notify/notification Some(10.96.0.30)",
             "rides/audit None",
+            "rides/billing Some(10.96.0.10)",
             "rides/billing-v1 None",
             "rides/billing-v2 None",
             "rides/driver Some(10.96.0.20)",
@@ -126,6 +127,10 @@ fn without_a_scope_a_proxy_holds_every_service() {
     let s = snapshot("", &[("app", "trip")]);
     assert_eq!(s.services.len(), 7);
     assert!(s.mesh.scope.is_none());
+    assert!(
+        s.service_names.is_none(),
+        "only scoped proxies are sent the names"
+    );
     // A Scope that selects other workloads changes nothing for this one.
     let other = snapshot(
         &scope("driver", Some("{app: driver}"), "[billing]"),

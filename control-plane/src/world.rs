@@ -159,6 +159,8 @@ pub struct World {
     pub config: MeshConfig,
     common: Common,
     shared: Arc<Shared>,
+    /// Every Service by name and address, which every scoped kind holds: encoded once.
+    service_names: Arc<Encoded>,
     cache: Mutex<HashMap<KindKey, Arc<Compiled>>>,
 }
 
@@ -192,7 +194,9 @@ impl World {
             );
         }
         let sum = resources::sum_of(shared.iter().map(|(k, e)| (k, e.hash.as_str())));
+        let service_names = Arc::new(resources::encode(&Common::service_names(&config)));
         World {
+            service_names,
             generation,
             config,
             common,
@@ -227,9 +231,13 @@ impl World {
         let (held, sum) = match &mesh.mesh.scope {
             None => (Held::All(self.shared.clone()), self.shared.sum),
             Some(scope) => {
-                let (services, clusters) =
-                    in_scope(&self.common.services, &self.common.gateways, scope);
-                let held: BTreeMap<Key, Arc<Encoded>> = (self.shared.resources.iter())
+                let (services, clusters) = in_scope(
+                    &self.config,
+                    &self.common.services,
+                    &self.common.gateways,
+                    scope,
+                );
+                let mut held: BTreeMap<Key, Arc<Encoded>> = (self.shared.resources.iter())
                     .filter(|((kind, name), _)| match kind.as_str() {
                         SERVICE => services.contains(name.as_str()),
                         CLUSTER => clusters.contains(name.as_str()),
@@ -237,6 +245,7 @@ impl World {
                     })
                     .map(|(k, e)| (k.clone(), e.clone()))
                     .collect();
+                held.insert(resources::service_names_key(), self.service_names.clone());
                 let sum = resources::sum_of(held.iter().map(|(k, e)| (k, e.hash.as_str())));
                 (Held::Scoped(held), sum)
             }
@@ -269,6 +278,8 @@ impl World {
                 .collect(),
             inbound_services: c.mesh.inbound_services.clone(),
             gateways: self.common.gateways.clone(),
+            service_names: (c.mesh.mesh.scope.is_some())
+                .then(|| Arc::new(Common::service_names(&self.config))),
         }
     }
 

@@ -352,7 +352,8 @@ async fn a_scoped_proxy_is_sent_only_its_scope_and_a_scope_change_is_a_delta() {
     let first = p.next().await;
     assert!(first.replace);
     // billing and the two clusters its route splits over; not billing-v1 or billing-v2 as
-    // Services, and not billing's own cluster, which the route replaces.
+    // Services, and not billing's own cluster, which the route replaces. And the names of
+    // every Service, from which the proxy knows what to refuse.
     assert_eq!(
         upserted(&first),
         [
@@ -360,6 +361,7 @@ async fn a_scoped_proxy_is_sent_only_its_scope_and_a_scope_change_is_a_delta() {
             "Cluster billing-v2.rides:80",
             "Mesh mesh",
             "Service rides/billing",
+            "ServiceNames mesh",
         ]
     );
     assert_eq!(p.apply(&first), first.version);
@@ -369,15 +371,15 @@ async fn a_scoped_proxy_is_sent_only_its_scope_and_a_scope_change_is_a_delta() {
     }))
     .await;
 
-    // Widening the Scope sends the new Service and the Mesh resource (whose list of what is
-    // left out changed), as a delta.
+    // Widening the Scope sends the new Service alone, as a delta: what the proxy refuses
+    // follows from what it holds, so neither its Mesh resource nor the names change.
     write_atomically(
         &path,
         &(billing_mesh(90, 10) + &scope("[billing, billing-v1]")),
     );
     let wider = p.next().await;
     assert!(!wider.replace);
-    assert_eq!(upserted(&wider), ["Mesh mesh", "Service rides/billing-v1"]);
+    assert_eq!(upserted(&wider), ["Service rides/billing-v1"]);
     assert!(wider.removed.is_empty());
     assert_eq!(p.apply(&wider), wider.version);
     p.send(Kind::Ack(Ack {
@@ -390,7 +392,7 @@ async fn a_scoped_proxy_is_sent_only_its_scope_and_a_scope_change_is_a_delta() {
     write_atomically(&path, &(billing_mesh(90, 10) + &scope("[billing]")));
     let narrower = p.next().await;
     assert!(!narrower.replace);
-    assert_eq!(upserted(&narrower), ["Mesh mesh"]);
+    assert!(upserted(&narrower).is_empty());
     let removed: Vec<String> = narrower
         .removed
         .iter()

@@ -10,7 +10,8 @@
 
 use bytes::Bytes;
 
-/// `(kind, name)`: which resource. `kind` is one of "Mesh", "Service", "Cluster", "Gateway".
+/// `(kind, name)`: which resource. `kind` is one of "Mesh", "Service", "Cluster", "Gateway",
+/// "ServiceNames".
 #[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
 pub struct ResourceKey {
     #[prost(string, tag = "1")]
@@ -20,14 +21,14 @@ pub struct ResourceKey {
 }
 
 /// One resource: `key`, the `hash` of its payload, and the payload, the encoded message of
-/// its kind (`trellis.v1.Mesh`, `Service`, `Cluster` or `Gateway`).
+/// its kind (`trellis.v1.Mesh`, `Service`, `Cluster`, `Gateway` or `ServiceNames`).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Resource {
     #[prost(message, optional, tag = "1")]
     pub key: Option<ResourceKey>,
     #[prost(string, tag = "3")]
     pub hash: String,
-    #[prost(oneof = "Payload", tags = "4, 5, 6, 7")]
+    #[prost(oneof = "Payload", tags = "4, 5, 6, 7, 8")]
     pub payload: Option<Payload>,
 }
 
@@ -46,13 +47,20 @@ pub enum Payload {
     /// A `trellis.v1.Gateway`.
     #[prost(bytes = "bytes", tag = "7")]
     Gateway(Bytes),
+    /// A `trellis.v1.ServiceNames`.
+    #[prost(bytes = "bytes", tag = "8")]
+    ServiceNames(Bytes),
 }
 
 impl Payload {
     /// The encoded message, whatever its kind.
     pub fn bytes(&self) -> &Bytes {
         match self {
-            Payload::Mesh(b) | Payload::Service(b) | Payload::Cluster(b) | Payload::Gateway(b) => b,
+            Payload::Mesh(b)
+            | Payload::Service(b)
+            | Payload::Cluster(b)
+            | Payload::Gateway(b)
+            | Payload::ServiceNames(b) => b,
         }
     }
 
@@ -63,6 +71,7 @@ impl Payload {
             Payload::Service(_) => "Service",
             Payload::Cluster(_) => "Cluster",
             Payload::Gateway(_) => "Gateway",
+            Payload::ServiceNames(_) => "ServiceNames",
         }
     }
 }

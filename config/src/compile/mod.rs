@@ -108,24 +108,27 @@ impl Common {
                 authorization,
                 outbound_traffic_policy: mesh.outbound_traffic_policy.mode,
                 path_normalization: mesh.path_normalization,
-                scope: scope::scope_info(
-                    cfg,
-                    &scope::scopes_for(cfg, &node.namespace, &node.labels),
-                ),
+                scope: scope::scope_info(&scope::scopes_for(cfg, &node.namespace, &node.labels)),
             },
             inbound_services,
         }
+    }
+
+    /// Every Service of the mesh by name and address: the resource every scoped proxy holds.
+    pub fn service_names(cfg: &MeshConfig) -> ServiceNames {
+        scope::service_names(cfg)
     }
 
     /// The whole snapshot for `node`, taking the shared parts rather than copying them; a
     /// scoped node's holds only the Services it may call and the clusters they use.
     pub fn into_snapshot(self, cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
         let m = Self::mesh_resource(cfg, node);
+        let service_names = (m.mesh.scope.is_some()).then(|| Arc::new(Self::service_names(cfg)));
         let (services, clusters) = match &m.mesh.scope {
             None => (self.services, self.clusters),
             Some(scope) => {
                 let (keep_services, keep_clusters) =
-                    in_scope(&self.services, &self.gateways, scope);
+                    in_scope(cfg, &self.services, &self.gateways, scope);
                 let keep_services: BTreeSet<String> =
                     keep_services.into_iter().map(str::to_string).collect();
                 let keep_clusters: BTreeSet<String> =
@@ -151,6 +154,7 @@ impl Common {
                 .collect(),
             inbound_services: m.inbound_services,
             gateways: self.gateways,
+            service_names,
         };
         snap.version = content_version(&snap);
         // In a debug build, so in every test of every crate, each compiled snapshot also

@@ -4,7 +4,9 @@
 use super::context::selects;
 use crate::mesh_config::{Doc, MeshConfig};
 use crate::model::{Call, ScopeSpec};
-use crate::snapshot::{Filter, GatewayEntry, OutsideService, RouteRule, ScopeInfo, ServiceEntry};
+use crate::snapshot::{
+    Filter, GatewayEntry, RouteRule, ScopeInfo, ServiceEntry, ServiceName, ServiceNames,
+};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// The Scopes of a node's `namespace` that select it by its `labels`; if none does, those of
@@ -31,58 +33,59 @@ pub(super) fn scopes_for<'a>(
         .collect()
 }
 
-/// What `scopes` tell the node's proxy: which Scopes apply and which Services it may not
-/// call. `None` when no Scope applies: the proxy holds every Service.
-pub(super) fn scope_info(cfg: &MeshConfig, scopes: &[&Doc<ScopeSpec>]) -> Option<ScopeInfo> {
+/// Which Scopes apply to the node, for its proxy; `None` when none does: the proxy holds
+/// every Service.
+pub(super) fn scope_info(scopes: &[&Doc<ScopeSpec>]) -> Option<ScopeInfo> {
     if scopes.is_empty() {
         return None;
     }
-    // Parsed once into sets: this runs for every kind of proxy at every generation, against
-    // every Service of the mesh.
-    let (mut services, mut namespaces) = (HashSet::new(), HashSet::new());
-    for s in scopes {
-        for c in s.object.spec.calls(&s.object.metadata.namespace).flatten() {
-            match c {
-                Call::Service { namespace, name } => services.insert((namespace, name)),
-                Call::Namespace(n) => namespaces.insert(n),
-            };
-        }
-    }
-    let allowed = |ns: &str, name: &str| namespaces.contains(ns) || services.contains(&(ns, name));
-    let mut outside: Vec<OutsideService> = cfg
-        .services
-        .iter()
+    let mut by: Vec<String> = scopes.iter().map(|s| s.key()).collect();
+    by.sort();
+    Some(ScopeInfo { by })
+}
+
+/// Every Service of the mesh, which a scoped proxy refuses to call unless it holds it.
+pub(super) fn service_names(cfg: &MeshConfig) -> ServiceNames {
+    let mut services: Vec<ServiceName> = (cfg.services.iter())
         .map(|s| &s.object)
-        .filter(|o| !allowed(&o.metadata.namespace, &o.metadata.name))
-        .map(|o| OutsideService {
+        .map(|o| ServiceName {
             name: o.metadata.name.clone(),
             namespace: o.metadata.namespace.clone(),
             cluster_ip: o.spec.cluster_ip(),
         })
         .collect();
-    // Versions must not depend on the order documents were loaded in.
-    outside.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut by: Vec<String> = scopes.iter().map(|s| s.key()).collect();
-    by.sort();
-    Some(ScopeInfo { by, outside })
+    // Its hash must not depend on the order documents were loaded in.
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    ServiceNames { services }
 }
 
 /// The Services (by `namespace/name`) and clusters a proxy with `scope` holds: the Services
-/// it may call, every cluster their routes and mirrors send to, and every Gateway's clusters
-/// (a gateway proxy routes by its Gateways, whatever its scope).
+/// its Scopes let it call, every cluster their routes and mirrors send to, and every
+/// Gateway's clusters (a gateway proxy routes by its Gateways, whatever its scope).
 pub fn in_scope<'a>(
+    cfg: &MeshConfig,
     services: &'a BTreeMap<String, ServiceEntry>,
     gateways: &'a BTreeMap<String, GatewayEntry>,
     scope: &ScopeInfo,
 ) -> (BTreeSet<&'a str>, BTreeSet<&'a str>) {
-    let outside: BTreeSet<(&str, &str)> = scope
-        .outside
-        .iter()
-        .map(|o| (o.namespace.as_str(), o.name.as_str()))
-        .collect();
+    // Parsed once into sets: this runs for every scoped kind of proxy at every generation,
+    // against every Service of the mesh.
+    let (mut named, mut namespaces) = (HashSet::new(), HashSet::new());
+    let applying = (cfg.scopes.iter()).filter(|s| scope.by.binary_search(&s.key()).is_ok());
+    for s in applying {
+        for c in s.object.spec.calls(&s.object.metadata.namespace).flatten() {
+            match c {
+                Call::Service { namespace, name } => named.insert((namespace, name)),
+                Call::Namespace(n) => namespaces.insert(n),
+            };
+        }
+    }
     let kept: BTreeSet<&str> = services
         .iter()
-        .filter(|(_, s)| !outside.contains(&(s.namespace.as_str(), s.name.as_str())))
+        .filter(|(_, s)| {
+            namespaces.contains(s.namespace.as_str())
+                || named.contains(&(s.namespace.as_str(), s.name.as_str()))
+        })
         .map(|(k, _)| k.as_str())
         .collect();
     let mut clusters = BTreeSet::new();

@@ -1,5 +1,5 @@
 //! The `Mesh` resource: the proxy's namespace, the mesh settings, inbound authorization and
-//! the proxy's scope.
+//! the proxy's scope; and the `ServiceNames` resource that scoped proxies hold.
 
 use super::enums::FromWire;
 use super::{Problem, WireError, each, enum_i32, list, required};
@@ -7,7 +7,9 @@ use crate::model::{
     AuthzAction, AuthzHeader, AuthzOperation, AuthzRule, AuthzSource, EscapedSlashMode, MtlsMode,
     OutboundMode, PathNormalization, PathParameterMode, SlashMode,
 };
-use crate::snapshot::{InboundPolicy, MeshInfo, MeshResource, NodeInfo, OutsideService, ScopeInfo};
+use crate::snapshot::{
+    InboundPolicy, MeshInfo, MeshResource, NodeInfo, ScopeInfo, ServiceName, ServiceNames,
+};
 use trellis_proto::v1 as pb;
 
 // === To the wire ===
@@ -33,18 +35,21 @@ impl From<&MeshInfo> for pb::MeshInfo {
             path_normalization: Some(pb::PathNormalization::from(&m.path_normalization)),
             inbound_mtls_mode: enum_i32::<_, pb::MtlsMode>(m.inbound_mtls_mode),
             authorization: list(&m.authorization),
-            scope: m.scope.as_ref().map(|s| pb::ScopeInfo {
-                by: s.by.clone(),
-                outside: s
-                    .outside
-                    .iter()
-                    .map(|o| pb::OutsideService {
-                        name: o.name.clone(),
-                        namespace: o.namespace.clone(),
-                        cluster_ip: o.cluster_ip.map(|ip| ip.to_string()),
-                    })
-                    .collect(),
-            }),
+            scope: m.scope.as_ref().map(|s| pb::ScopeInfo { by: s.by.clone() }),
+        }
+    }
+}
+
+impl From<&ServiceNames> for pb::ServiceNames {
+    fn from(n: &ServiceNames) -> Self {
+        pb::ServiceNames {
+            services: (n.services.iter())
+                .map(|o| pb::ServiceName {
+                    name: o.name.clone(),
+                    namespace: o.namespace.clone(),
+                    cluster_ip: o.cluster_ip.map(|ip| ip.to_string()),
+                })
+                .collect(),
         }
     }
 }
@@ -141,24 +146,25 @@ impl TryFrom<pb::MeshInfo> for MeshInfo {
             path_normalization,
             inbound_mtls_mode: MtlsMode::from_wire(m.inbound_mtls_mode, "inbound_mtls_mode")?,
             authorization: each(m.authorization, "authorization policy")?,
-            scope: m
-                .scope
-                .map(|s| {
-                    Ok::<_, WireError>(ScopeInfo {
-                        by: s.by,
-                        outside: each(s.outside, "outside service")?,
-                    })
-                })
-                .transpose()
-                .map_err(|e| e.at("scope"))?,
+            scope: m.scope.map(|s| ScopeInfo { by: s.by }),
         })
     }
 }
 
-impl TryFrom<pb::OutsideService> for OutsideService {
+impl TryFrom<pb::ServiceNames> for ServiceNames {
     type Error = WireError;
 
-    fn try_from(o: pb::OutsideService) -> Result<Self, WireError> {
+    fn try_from(n: pb::ServiceNames) -> Result<Self, WireError> {
+        Ok(ServiceNames {
+            services: each(n.services, "service")?,
+        })
+    }
+}
+
+impl TryFrom<pb::ServiceName> for ServiceName {
+    type Error = WireError;
+
+    fn try_from(o: pb::ServiceName) -> Result<Self, WireError> {
         let cluster_ip = o
             .cluster_ip
             .map(|ip| {
@@ -166,7 +172,7 @@ impl TryFrom<pb::OutsideService> for OutsideService {
                     .map_err(|_| WireError::new("cluster_ip", Problem::NotIp(ip)))
             })
             .transpose()?;
-        Ok(OutsideService {
+        Ok(ServiceName {
             name: o.name,
             namespace: o.namespace,
             cluster_ip,

@@ -289,18 +289,6 @@ pub fn everything() -> Snapshot {
             }],
             scope: Some(ScopeInfo {
                 by: vec!["rides/callers".into()],
-                outside: vec![
-                    OutsideService {
-                        name: "payments".into(),
-                        namespace: "pay".into(),
-                        cluster_ip: Some("fd00::20".parse().unwrap()),
-                    },
-                    OutsideService {
-                        name: "headless".into(),
-                        namespace: "pay".into(),
-                        cluster_ip: None,
-                    },
-                ],
             }),
         },
         services: BTreeMap::from([
@@ -313,6 +301,20 @@ pub fn everything() -> Snapshot {
             .collect(),
         inbound_services: vec!["rides/billing".into()],
         gateways: BTreeMap::from([("rides/edge".into(), gateway)]),
+        service_names: Some(Arc::new(ServiceNames {
+            services: vec![
+                ServiceName {
+                    name: "headless".into(),
+                    namespace: "pay".into(),
+                    cluster_ip: None,
+                },
+                ServiceName {
+                    name: "payments".into(),
+                    namespace: "pay".into(),
+                    cluster_ip: Some("fd00::20".parse().unwrap()),
+                },
+            ],
+        })),
     };
     snap.version = trellis_config::compile::content_version(&snap);
     snap

@@ -12,7 +12,6 @@
 //! stream holds neither. The messages and the status trailers are gRPC's, so any gRPC client
 //! (tonic's, grpcio) talks to this as to any other server.
 
-use super::DiscoveryService;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body as _, Frame};
 use prost::Message;
@@ -22,6 +21,7 @@ use std::task::{Context, Poll, ready};
 use tokio::sync::mpsc;
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service};
+use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 use trellis_proto::v1::{DiscoveryRequest, DiscoveryResponse};
@@ -36,21 +36,39 @@ const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes of receive buffer a stream may keep between requests; an ACK is a few dozen.
 const KEEP_RECEIVE_BUFFER: usize = 1024;
 
-/// `trellis.v1.Discovery`, served by [`DiscoveryService`].
-#[derive(Clone)]
-pub struct DiscoveryServer(std::sync::Arc<DiscoveryService>);
+/// What serves the streams: opens one for a proxy that reads its requests from `requests`,
+/// answering with the response headers and the queue of its responses, or a refusal.
+pub trait Streams: Send + Sync + 'static {
+    fn open(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        requests: Requests,
+    ) -> impl Future<Output = Result<(MetadataMap, Queue), Status>> + Send;
+}
 
-impl DiscoveryServer {
-    pub fn new(service: DiscoveryService) -> DiscoveryServer {
-        DiscoveryServer(std::sync::Arc::new(service))
+/// The receiving end of one stream's responses.
+pub type Queue = mpsc::Receiver<Result<DiscoveryResponse, Status>>;
+
+/// `trellis.v1.Discovery`, served by `S`.
+pub struct DiscoveryServer<S>(std::sync::Arc<S>);
+
+impl<S> Clone for DiscoveryServer<S> {
+    fn clone(&self) -> Self {
+        DiscoveryServer(self.0.clone())
     }
 }
 
-impl NamedService for DiscoveryServer {
+impl<S: Streams> DiscoveryServer<S> {
+    pub fn new(streams: S) -> DiscoveryServer<S> {
+        DiscoveryServer(std::sync::Arc::new(streams))
+    }
+}
+
+impl<S> NamedService for DiscoveryServer<S> {
     const NAME: &'static str = trellis_proto::v1::discovery_server::SERVICE_NAME;
 }
 
-impl Service<http::Request<Body>> for DiscoveryServer {
+impl<S: Streams> Service<http::Request<Body>> for DiscoveryServer<S> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
@@ -65,7 +83,7 @@ impl Service<http::Request<Body>> for DiscoveryServer {
             if req.uri().path() != STREAM_PATH {
                 let status = Status::unimplemented(format!(
                     "{} has no method {}",
-                    DiscoveryServer::NAME,
+                    Self::NAME,
                     req.uri().path()
                 ));
                 return Ok(status.into_http());
@@ -93,7 +111,7 @@ impl Service<http::Request<Body>> for DiscoveryServer {
 }
 
 /// The request side of one stream: gRPC messages decoded from the HTTP/2 body as they arrive.
-pub(crate) struct Requests {
+pub struct Requests {
     body: Body,
     pending: BytesMut,
     ended: bool,
@@ -109,7 +127,7 @@ impl Requests {
     }
 
     /// The next request; `None` once the proxy has closed its side.
-    pub(crate) async fn message(&mut self) -> Result<Option<DiscoveryRequest>, Status> {
+    pub async fn message(&mut self) -> Result<Option<DiscoveryRequest>, Status> {
         loop {
             if let Some(bytes) = self.complete()? {
                 return DiscoveryRequest::decode(bytes)
@@ -179,7 +197,7 @@ impl Requests {
 
 /// The response side of one stream: each message framed on its own, then the status.
 struct Responses {
-    outbox: mpsc::Receiver<Result<DiscoveryResponse, Status>>,
+    outbox: Queue,
     done: bool,
 }
 

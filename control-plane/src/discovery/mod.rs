@@ -23,22 +23,17 @@ use trellis_proto::v1::{DiscoveryRequest, DiscoveryResponse, Node, ResourceKey, 
 
 pub struct DiscoveryService(pub Arc<ControlPlane>);
 
+/// The sending end of one stream's responses.
 type Outbox = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
-impl DiscoveryService {
+impl grpc::Streams for DiscoveryService {
     /// Opens a proxy's stream: reads its Subscribe, then answers with the response headers
     /// and the queue its session pushes into; or refuses it with a status.
     async fn open(
         &self,
         peer: Option<SocketAddr>,
         mut inbound: grpc::Requests,
-    ) -> Result<
-        (
-            MetadataMap,
-            mpsc::Receiver<Result<DiscoveryResponse, Status>>,
-        ),
-        Status,
-    > {
+    ) -> Result<(MetadataMap, grpc::Queue), Status> {
         let cp = self.0.clone();
         let refused = |reason| {
             cp.metrics

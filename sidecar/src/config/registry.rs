@@ -292,7 +292,12 @@ impl StateRegistry {
         }
         let port_policies = PortPolicies::build(&snapshot, &self.app_ports);
         let outside = match prev {
-            Some(p) if same_mesh && p.snapshot.mesh.scope == snapshot.mesh.scope => {
+            Some(p)
+                if same_mesh
+                    && p.snapshot.mesh.scope == snapshot.mesh.scope
+                    && p.snapshot.service_names == snapshot.service_names
+                    && p.snapshot.services.keys().eq(snapshot.services.keys()) =>
+            {
                 p.outside.clone()
             }
             _ => outside(&snapshot),
@@ -547,8 +552,8 @@ impl ServiceIndex {
     }
 }
 
-/// For a scoped proxy, the mesh Services its Scope leaves out, by every name and address a
-/// call could use.
+/// For a scoped proxy, the mesh Services its Scope leaves out (those of `service_names` that
+/// it does not hold), by every name and address a call could use.
 fn outside(snapshot: &Snapshot) -> Option<Arc<Outside>> {
     let scope = snapshot.mesh.scope.as_ref()?;
     let mut out = Outside {
@@ -556,7 +561,16 @@ fn outside(snapshot: &Snapshot) -> Option<Arc<Outside>> {
         ips: HashMap::new(),
         scopes: Arc::new(scope.by.join(", ")),
     };
-    for o in &scope.outside {
+    let names = snapshot.service_names.iter().flat_map(|n| &n.services);
+    let mut key = String::new();
+    for o in names {
+        key.clear();
+        key.push_str(&o.namespace);
+        key.push('/');
+        key.push_str(&o.name);
+        if snapshot.services.contains_key(&key) {
+            continue;
+        }
         let label = Arc::new(format!("{}.{}", o.name, o.namespace));
         for form in host_forms(&o.name, &o.namespace, &snapshot.node.namespace) {
             out.hosts.insert(form, label.clone());
