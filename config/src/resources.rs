@@ -196,6 +196,19 @@ pub fn to_wire(key: &Key, e: &Encoded) -> Resource {
     }
 }
 
+/// A resource as one entry of a `DiscoveryResponse`'s `upserted` (field 3): its tag, its length
+/// and its `Resource` message. Responses are these entries side by side, so a sender that
+/// keeps them encodes each resource once for every proxy it goes to.
+pub fn upserted_entry(key: &Key, e: &Encoded) -> Bytes {
+    let resource = to_wire(key, e);
+    let mut buf = Vec::with_capacity(resource.encoded_len() + 8);
+    prost::encoding::message::encode(UPSERTED_FIELD, &resource, &mut buf);
+    buf.into()
+}
+
+/// `DiscoveryResponse.upserted`'s field number.
+pub const UPSERTED_FIELD: u32 = 3;
+
 /// What a proxy holds, as it names it when it subscribes again: each resource's key and the
 /// hash of its encoded message (`ResourceSet::hashes`), from which the control plane sends
 /// only what differs.

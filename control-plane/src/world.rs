@@ -6,6 +6,7 @@
 // 1,000 proxies of 10 kinds cost one compilation and 10 small ones. A scoped kind takes the
 // subset of those shared, already-encoded resources that its Scope allows.
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
@@ -22,11 +23,28 @@ pub(crate) struct Compiled {
     held: Held,
     /// Its Mesh resource, the one part that is its own.
     mesh_key: Key,
-    mesh_encoded: Arc<Encoded>,
+    mesh_encoded: Arc<Ready>,
     mesh: MeshResource,
     /// The delta to this snapshot from each version that proxies held when they were pushed
     /// it, computed once and shared by every proxy that held that version.
     deltas: Mutex<HashMap<String, Arc<Delta>>>,
+}
+
+/// One resource as the control plane sends it: the hash of its message, and the message
+/// framed as one `upserted` entry of a `DiscoveryResponse` (`resources::upserted_entry`),
+/// encoded once for every proxy it goes to.
+pub(crate) struct Ready {
+    pub hash: String,
+    pub entry: Bytes,
+}
+
+impl Ready {
+    fn new(key: &Key, e: Encoded) -> Arc<Ready> {
+        Arc::new(Ready {
+            entry: resources::upserted_entry(key, &e),
+            hash: e.hash,
+        })
+    }
 }
 
 /// The shared resources a kind of proxy holds besides its Mesh resource.
@@ -34,20 +52,20 @@ enum Held {
     /// Every one of its generation's: not a copy, so an unscoped kind costs O(1) to build.
     All(Arc<Shared>),
     /// The few its Scope lets it call.
-    Scoped(BTreeMap<Key, Arc<Encoded>>),
+    Scoped(BTreeMap<Key, Arc<Ready>>),
 }
 
 /// What brings a proxy from one snapshot to another: the resources whose hash changed or that
 /// are new, in key order, and the keys that went.
 #[derive(Clone, Default)]
 pub(crate) struct Delta {
-    pub upserted: Vec<(Key, Arc<Encoded>)>,
+    pub upserted: Vec<(Key, Arc<Ready>)>,
     pub removed: Vec<Key>,
 }
 
 impl Compiled {
     /// Every resource, in key order.
-    pub(crate) fn resources(&self) -> impl Iterator<Item = (&Key, &Arc<Encoded>)> {
+    pub(crate) fn resources(&self) -> impl Iterator<Item = (&Key, &Arc<Ready>)> {
         let shared = match &self.held {
             Held::All(s) => &s.resources,
             Held::Scoped(m) => m,
@@ -114,7 +132,7 @@ impl Compiled {
 /// both finds every change.
 fn diff<'a>(
     prev: impl Iterator<Item = (&'a Key, &'a str)>,
-    next: impl Iterator<Item = (&'a Key, &'a Arc<Encoded>)>,
+    next: impl Iterator<Item = (&'a Key, &'a Arc<Ready>)>,
 ) -> Delta {
     let (mut upserted, mut removed) = (Vec::new(), Vec::new());
     for (k, side) in join(prev, next) {
@@ -131,7 +149,7 @@ fn diff<'a>(
 /// encoded once.
 struct Shared {
     generation: u64,
-    resources: BTreeMap<Key, Arc<Encoded>>,
+    resources: BTreeMap<Key, Arc<Ready>>,
     /// Their part of a snapshot's version (`resources::version_of` is a sum over resources).
     sum: u64,
     /// The delta to these resources from an older generation's, by that generation: computed
@@ -160,7 +178,7 @@ pub struct World {
     common: Common,
     shared: Arc<Shared>,
     /// Every Service by name and address, which every scoped kind holds: encoded once.
-    service_names: Arc<Encoded>,
+    service_names: Arc<Ready>,
     cache: Mutex<HashMap<KindKey, Arc<Compiled>>>,
 }
 
@@ -175,26 +193,22 @@ impl World {
     pub(crate) fn new(generation: u64, config: MeshConfig) -> World {
         let common = Common::new(&config);
         let mut shared = BTreeMap::new();
+        let mut add = |kind: &str, name: &String, e: Encoded| {
+            let key = (kind.to_string(), name.clone());
+            shared.insert(key.clone(), Ready::new(&key, e));
+        };
         for (name, svc) in &common.services {
-            shared.insert(
-                (SERVICE.to_string(), name.clone()),
-                Arc::new(resources::encode(svc)),
-            );
+            add(SERVICE, name, resources::encode(svc));
         }
         for (name, c) in &common.clusters {
-            shared.insert(
-                (CLUSTER.to_string(), name.clone()),
-                Arc::new(resources::encode(c)),
-            );
+            add(CLUSTER, name, resources::encode(c));
         }
         for (name, g) in &common.gateways {
-            shared.insert(
-                (GATEWAY.to_string(), name.clone()),
-                Arc::new(resources::encode(g)),
-            );
+            add(GATEWAY, name, resources::encode(g));
         }
         let sum = resources::sum_of(shared.iter().map(|(k, e)| (k, e.hash.as_str())));
-        let service_names = Arc::new(resources::encode(&Common::service_names(&config)));
+        let names = resources::encode(&Common::service_names(&config));
+        let service_names = Ready::new(&resources::service_names_key(), names);
         World {
             service_names,
             generation,
@@ -226,7 +240,7 @@ impl World {
         compilations.inc();
         let mesh = Common::mesh_resource(&self.config, node);
         let mesh_key = (MESH.to_string(), "mesh".to_string());
-        let mesh_encoded = Arc::new(resources::encode(&mesh));
+        let mesh_encoded = Ready::new(&mesh_key, resources::encode(&mesh));
         let mesh_sum = resources::sum_of([(&mesh_key, mesh_encoded.hash.as_str())].into_iter());
         let (held, sum) = match &mesh.mesh.scope {
             None => (Held::All(self.shared.clone()), self.shared.sum),
@@ -237,7 +251,7 @@ impl World {
                     &self.common.gateways,
                     scope,
                 );
-                let mut held: BTreeMap<Key, Arc<Encoded>> = (self.shared.resources.iter())
+                let mut held: BTreeMap<Key, Arc<Ready>> = (self.shared.resources.iter())
                     .filter(|((kind, name), _)| match kind.as_str() {
                         SERVICE => services.contains(name.as_str()),
                         CLUSTER => clusters.contains(name.as_str()),
@@ -292,20 +306,24 @@ impl World {
 mod tests {
     use super::*;
 
-    fn enc(hash: &str) -> Arc<Encoded> {
-        Arc::new(Encoded {
-            payload: trellis_proto::resource::Payload::Cluster(bytes::Bytes::from(
-                hash.to_string(),
-            )),
-            hash: hash.to_string(),
-        })
+    fn enc(hash: &str) -> Arc<Ready> {
+        let key = key(CLUSTER, hash);
+        Ready::new(
+            &key,
+            Encoded {
+                payload: trellis_proto::resource::Payload::Cluster(bytes::Bytes::from(
+                    hash.to_string(),
+                )),
+                hash: hash.to_string(),
+            },
+        )
     }
 
     fn key(kind: &str, name: &str) -> Key {
         (kind.to_string(), name.to_string())
     }
 
-    fn hashes(m: &BTreeMap<Key, Arc<Encoded>>) -> impl Iterator<Item = (&Key, &str)> {
+    fn hashes(m: &BTreeMap<Key, Arc<Ready>>) -> impl Iterator<Item = (&Key, &str)> {
         m.iter().map(|(k, e)| (k, e.hash.as_str()))
     }
 

@@ -7,8 +7,8 @@
 //! found half the control plane's live heap there. A Subscribe that lists the resources a
 //! reconnecting proxy holds (tens of KB at 1,000 Services) did the same to the receive side.
 //!
-//! Here each response is framed into a buffer of exactly its size, which h2 frees once it
-//! has written it, and a request's bytes are kept only until the request is decoded; an idle
+//! Here each response is framed into a buffer of exactly its size (by the session, from
+//! resources it encoded once for every proxy), which h2 frees once it has written it, and a request's bytes are kept only until the request is decoded; an idle
 //! stream holds neither. The messages and the status trailers are gRPC's, so any gRPC client
 //! (tonic's, grpcio) talks to this as to any other server.
 
@@ -24,7 +24,7 @@ use tonic::codegen::{BoxFuture, Service};
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
-use trellis_proto::v1::{DiscoveryRequest, DiscoveryResponse};
+use trellis_proto::v1::DiscoveryRequest;
 
 /// The one method this service has.
 const STREAM_PATH: &str = "/trellis.v1.Discovery/Stream";
@@ -46,8 +46,9 @@ pub trait Streams: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(MetadataMap, Queue), Status>> + Send;
 }
 
-/// The receiving end of one stream's responses.
-pub type Queue = mpsc::Receiver<Result<DiscoveryResponse, Status>>;
+/// The receiving end of one stream's responses, each a gRPC message already framed
+/// ([`frame`]).
+pub type Queue = mpsc::Receiver<Result<Bytes, Status>>;
 
 /// `trellis.v1.Discovery`, served by `S`.
 pub struct DiscoveryServer<S>(std::sync::Arc<S>);
@@ -213,10 +214,7 @@ impl http_body::Body for Responses {
             return Poll::Ready(None);
         }
         let status = match ready!(self.outbox.poll_recv(cx)) {
-            Some(Ok(message)) => match frame(&message) {
-                Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Err(status) => status,
-            },
+            Some(Ok(message)) => return Poll::Ready(Some(Ok(Frame::data(message)))),
             Some(Err(status)) => status,
             None => Status::new(Code::Ok, ""),
         };
@@ -233,20 +231,24 @@ impl http_body::Body for Responses {
     }
 }
 
-/// One gRPC message: not compressed, its length, its bytes, in a buffer of exactly that size.
-fn frame(message: &DiscoveryResponse) -> Result<Bytes, Status> {
-    let len = message.encoded_len();
-    let too_big = || Status::internal(format!("a response of {len} bytes cannot be framed"));
+/// One gRPC message, in a buffer of exactly its size: not compressed, its length `len`, then
+/// what `write` puts, which must be `len` bytes.
+pub fn frame(len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Result<Bytes, Status> {
+    let wrong = |what: &str| Status::internal(format!("a response of {len} bytes {what}"));
     let mut buf = Vec::with_capacity(5 + len);
     buf.push(0);
-    buf.put_u32(u32::try_from(len).map_err(|_| too_big())?);
-    message.encode(&mut buf).map_err(|_| too_big())?;
+    buf.put_u32(u32::try_from(len).map_err(|_| wrong("cannot be framed"))?);
+    write(&mut buf);
+    if buf.len() != 5 + len {
+        return Err(wrong(&format!("was written as {}", buf.len() - 5)));
+    }
     Ok(Bytes::from(buf))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trellis_proto::v1::DiscoveryResponse;
 
     fn body_of(chunks: Vec<Vec<u8>>) -> Body {
         let frames = chunks
@@ -349,7 +351,8 @@ mod tests {
             nonce: "1".into(),
             ..Default::default()
         };
-        tx.send(Ok(msg.clone())).await.unwrap();
+        let framed = frame(msg.encoded_len(), |b| msg.encode(b).unwrap()).unwrap();
+        tx.send(Ok(framed)).await.unwrap();
         tx.send(Err(Status::unavailable("going away")))
             .await
             .unwrap();
@@ -365,6 +368,8 @@ mod tests {
         );
         assert_eq!(data.len(), 5 + msg.encoded_len());
         assert_eq!(DiscoveryResponse::decode(&data[5..]).unwrap(), msg);
+        let short = frame(3, |b| b.push(1)).unwrap_err();
+        assert!(short.message().contains("written as 1"), "{short}");
         let trailers = next(&mut body)
             .await
             .unwrap()

@@ -10,6 +10,7 @@ pub use grpc::DiscoveryServer;
 use crate::metrics::{ReasonLabel, ResultLabel};
 use crate::state::ControlPlane;
 use crate::world::{Compiled, Delta, World};
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,14 +18,14 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 use trellis_config::NodeIdentity;
-use trellis_config::resources::{Key, to_wire};
+use trellis_config::resources::Key;
 use trellis_proto::v1::discovery_request::Kind;
-use trellis_proto::v1::{DiscoveryRequest, DiscoveryResponse, Node, ResourceKey, ResourceVersion};
+use trellis_proto::v1::{DiscoveryRequest, Node, ResourceKey, ResourceVersion};
 
 pub struct DiscoveryService(pub Arc<ControlPlane>);
 
-/// The sending end of one stream's responses.
-type Outbox = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+/// The sending end of one stream's responses, each framed (`response`).
+type Outbox = mpsc::Sender<Result<Bytes, Status>>;
 
 impl grpc::Streams for DiscoveryService {
     /// Opens a proxy's stream: reads its Subscribe, then answers with the response headers
@@ -260,35 +261,27 @@ impl Session {
         let version = c.version.clone();
         let nonce = self.nonce.to_string();
         // Each part is built only once the one before it is queued, so a stream holds at most
-        // the queue's few parts, not a whole snapshot in wire form.
+        // the queue's few parts, not a whole snapshot in wire form. A part is the resources'
+        // entries, encoded once for every proxy, side by side.
         let (upserted, removed): (Box<dyn Iterator<Item = _> + Send>, &[Key]) = match &delta {
-            Some(d) => (Box::new(d.upserted.iter().map(|(k, e)| (k, e))), &d.removed),
-            None => (Box::new(c.resources()), &[]),
+            Some(d) => (Box::new(d.upserted.iter().map(|(_, r)| r)), &d.removed),
+            None => (Box::new(c.resources().map(|(_, r)| r)), &[]),
         };
         let mut upserted = upserted.peekable();
+        let mut part = Vec::new();
         loop {
-            let mut part = Vec::new();
+            part.clear();
             let mut size = 0;
             while size < CHUNK_BYTES
-                && let Some((k, e)) = upserted.next()
+                && let Some(r) = upserted.next()
             {
-                size += e.payload.bytes().len();
-                part.push(to_wire(k, e));
+                size += r.entry.len();
+                part.push(&r.entry);
             }
             let last = upserted.peek().is_none();
-            let res = DiscoveryResponse {
-                version: version.clone(),
-                nonce: nonce.clone(),
-                upserted: part,
-                removed: if last {
-                    removed.iter().map(key).collect()
-                } else {
-                    Vec::new()
-                },
-                replace,
-                more: !last,
-            };
-            if self.tx.send(Ok(res)).await.is_err() {
+            let removed = if last { removed } else { &[] };
+            let res = response(&version, &nonce, &part, removed, replace, !last);
+            if self.tx.send(res).await.is_err() {
                 return false;
             }
             if last {
@@ -338,6 +331,115 @@ fn key(k: &Key) -> ResourceKey {
     }
 }
 
+/// One `DiscoveryResponse`, framed: its fields in number order, as prost writes them, with
+/// the upserted resources as the entries `World` encoded once (`resources::upserted_entry`).
+fn response(
+    version: &str,
+    nonce: &str,
+    entries: &[&Bytes],
+    removed: &[Key],
+    replace: bool,
+    more: bool,
+) -> Result<Bytes, Status> {
+    use prost::encoding::{WireType, bool as flag, encode_key, encode_varint, message};
+    use prost::encoding::{encoded_len_varint, key_len};
+    let removed: Vec<ResourceKey> = removed.iter().map(key).collect();
+    // A proto3 string: absent when empty.
+    let text_len = |tag, s: &str| match s.len() {
+        0 => 0,
+        n => key_len(tag) + encoded_len_varint(n as u64) + n,
+    };
+    let text = |tag, s: &str, buf: &mut Vec<u8>| {
+        if !s.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(s.len() as u64, buf);
+            buf.extend_from_slice(s.as_bytes());
+        }
+    };
+    let len = text_len(1, version)
+        + text_len(2, nonce)
+        + entries.iter().map(|e| e.len()).sum::<usize>()
+        + message::encoded_len_repeated(4, &removed)
+        + if replace {
+            flag::encoded_len(5, &true)
+        } else {
+            0
+        }
+        + if more { flag::encoded_len(6, &true) } else { 0 };
+    grpc::frame(len, |buf| {
+        text(1, version, buf);
+        text(2, nonce, buf);
+        for e in entries {
+            buf.extend_from_slice(e);
+        }
+        for k in &removed {
+            message::encode(4, k, buf);
+        }
+        if replace {
+            flag::encode(5, &true, buf);
+        }
+        if more {
+            flag::encode(6, &true, buf);
+        }
+    })
+}
+
 /// Payload bytes per message before an update is split: each message is framed into a buffer
 /// of its own size, so this bounds what one queued part holds; a typical delta is one message.
 const CHUNK_BYTES: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use trellis_config::resources::{self, Encoded, upserted_entry};
+    use trellis_proto::resource::Payload;
+    use trellis_proto::v1::DiscoveryResponse;
+
+    #[test]
+    fn a_response_of_encoded_entries_is_the_message_prost_would_write() {
+        let key = |n: &str| ("Cluster".to_string(), n.to_string());
+        let encoded = |body: &'static [u8]| Encoded {
+            payload: Payload::Cluster(Bytes::from_static(body)),
+            hash: resources::fnv_hex(body),
+        };
+        let (a, b) = (encoded(b"\x0a\x01a"), encoded(b""));
+        let entries = [upserted_entry(&key("a"), &a), upserted_entry(&key("b"), &b)];
+        let cases = [
+            ("v1", "7", true, false, vec![]),
+            ("", "", false, true, vec![key("gone"), key("went")]),
+        ];
+        for (version, nonce, replace, more, removed) in cases {
+            let framed = response(
+                version,
+                nonce,
+                &[&entries[0], &entries[1]],
+                &removed,
+                replace,
+                more,
+            )
+            .expect("framed");
+            let expected = DiscoveryResponse {
+                version: version.into(),
+                nonce: nonce.into(),
+                upserted: vec![
+                    resources::to_wire(&key("a"), &a),
+                    resources::to_wire(&key("b"), &b),
+                ],
+                removed: removed.iter().map(super::key).collect(),
+                replace,
+                more,
+            };
+            assert_eq!(framed[0], 0, "not compressed");
+            assert_eq!(
+                &framed[5..],
+                &expected.encode_to_vec()[..],
+                "{version:?} {more}"
+            );
+            assert_eq!(
+                u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize,
+                framed.len() - 5
+            );
+        }
+    }
+}
