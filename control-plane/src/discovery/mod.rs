@@ -57,6 +57,11 @@ impl grpc::Streams for DiscoveryService {
                 ));
             }
             Ok(None) => return Err(Status::cancelled("the stream closed before Subscribe")),
+            // A proxy that gave up (its connect timed out, it is shutting down) refused nothing.
+            Err(e) if e.code() == tonic::Code::Cancelled => {
+                tracing::debug!(?peer, "the proxy cancelled its stream before Subscribe");
+                return Err(e);
+            }
             Err(e) => return Err(refuse(format!("cannot read the first message: {e}"))),
         };
         // Before the node: a proxy of another protocol may not even describe itself the same way.
