@@ -13,13 +13,13 @@ use crate::upstream::balance::Balancer;
 use crate::upstream::cluster::Upstream;
 use crate::upstream::endpoint::EndpointState;
 use crate::upstream::outlier::Outlier;
-use crate::upstream::pool::TlsNames;
+use crate::upstream::pool::{SharedName, TlsNames};
 use crate::upstream::ring::Ring;
 use rustls_pki_types::ServerName;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use trellis_config::model::{LbPolicy, MtlsMode};
 use trellis_config::snapshot::{Cluster, ServiceEntry, Snapshot};
 use trellis_config::sorted::{Side, join};
@@ -55,11 +55,39 @@ struct State {
     clusters: HashMap<String, ClusterShared>,
     /// How many clusters hold each mTLS endpoint address, and the name it must prove; what
     /// `tls_names` publishes.
-    tls: HashMap<SocketAddr, (ServerName<'static>, u32)>,
+    tls: HashMap<SocketAddr, (SharedName, u32)>,
+    /// Each identity's server name, so that the endpoints of one workload share one: 10,000
+    /// endpoints of a few hundred workloads hold a few hundred names, not 10,000 (in each
+    /// endpoint, in `tls` and in `tls_names`).
+    names: Interned,
     /// Addresses whose entry in `tls` changed since `tls_names` was last published.
     touched: HashSet<SocketAddr>,
     /// A build failed part way: the next one starts from nothing.
     dirty: bool,
+}
+
+/// Server names by the identity they encode, held weakly: a name lives while an endpoint
+/// holds it.
+#[derive(Default)]
+struct Interned {
+    by_identity: HashMap<String, Weak<ServerName<'static>>>,
+    /// Entries left after the last sweep of dead ones.
+    swept: usize,
+}
+
+impl Interned {
+    fn name(&mut self, identity: &str) -> Result<SharedName, trellis_identity::SpiffeIdError> {
+        if let Some(name) = self.by_identity.get(identity).and_then(Weak::upgrade) {
+            return Ok(name);
+        }
+        let name = Arc::new(SpiffeId::parse(identity).and_then(|id| id.server_name())?);
+        if self.by_identity.len() >= 2 * self.swept + 64 {
+            self.by_identity.retain(|_, n| n.strong_count() > 0);
+            self.swept = self.by_identity.len();
+        }
+        (self.by_identity).insert(identity.to_string(), Arc::downgrade(&name));
+        Ok(name)
+    }
 }
 
 struct ClusterShared {
@@ -432,7 +460,7 @@ fn build_cluster(
     for e in &c.endpoints {
         let tls = match e.identity.as_deref().filter(|_| mtls) {
             None => None,
-            Some(id) => match SpiffeId::parse(id).and_then(|id| id.server_name()) {
+            Some(id) => match state.names.name(id) {
                 Ok(name) => Some(name),
                 Err(error) => {
                     // Skipped, not called in plaintext: the control plane says this

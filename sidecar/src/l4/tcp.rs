@@ -154,7 +154,7 @@ where
             // The peer sidecar learns from the ALPN that opaque bytes follow the handshake.
             let connector = tokio_rustls::TlsConnector::from(tls.client_tcp.clone());
             let mut up = connector
-                .connect(name.clone(), up)
+                .connect((**name).clone(), up)
                 .await
                 .map_err(|e| failed(Box::new(e)))?;
             if let Some(a) = &preface {

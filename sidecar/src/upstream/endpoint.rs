@@ -18,7 +18,7 @@ pub struct EndpointState {
     pub workload: String,
     /// The TLS server name encoding the SPIFFE ID this endpoint's sidecar must prove, when
     /// calls to it originate mTLS (see `SpiffeId::server_name`).
-    pub tls: Option<rustls_pki_types::ServerName<'static>>,
+    pub tls: Option<super::pool::SharedName>,
     /// The endpoint is another Trellis sidecar, so opaque TCP to it opens with a preface.
     pub sidecar: bool,
     pub active: AtomicUsize,

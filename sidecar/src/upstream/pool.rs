@@ -26,7 +26,9 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 pub type TlsNames = Arc<ServerNames>;
 
 type ServerName = rustls_pki_types::ServerName<'static>;
-type Shard = arc_swap::ArcSwap<HashMap<SocketAddr, ServerName>>;
+/// A server name, shared by every endpoint whose sidecar runs as the same identity.
+pub type SharedName = Arc<ServerName>;
+type Shard = arc_swap::ArcSwap<HashMap<SocketAddr, SharedName>>;
 
 /// Addresses to server names, in shards that are each swapped whole: a connection reads one
 /// without a lock, and a config change that moves one endpoint copies one shard of a few
@@ -58,14 +60,14 @@ impl ServerNames {
         (h >> 58) as usize % SHARDS
     }
 
-    pub fn get(&self, addr: &SocketAddr) -> Option<ServerName> {
+    pub fn get(&self, addr: &SocketAddr) -> Option<SharedName> {
         self.shards[Self::shard(addr)].load().get(addr).cloned()
     }
 
     /// Sets (`Some`) or clears (`None`) the name of each address; copies only the shards
     /// that change.
-    pub fn update(&self, changes: impl IntoIterator<Item = (SocketAddr, Option<ServerName>)>) {
-        let mut by_shard: HashMap<usize, Vec<(SocketAddr, Option<ServerName>)>> = HashMap::new();
+    pub fn update(&self, changes: impl IntoIterator<Item = (SocketAddr, Option<SharedName>)>) {
+        let mut by_shard: HashMap<usize, Vec<(SocketAddr, Option<SharedName>)>> = HashMap::new();
         for (addr, name) in changes {
             by_shard
                 .entry(Self::shard(&addr))
@@ -85,8 +87,8 @@ impl ServerNames {
     }
 
     /// Replaces every name with `all`.
-    pub fn replace(&self, all: impl IntoIterator<Item = (SocketAddr, ServerName)>) {
-        let mut shards: Vec<HashMap<SocketAddr, ServerName>> = vec![HashMap::new(); SHARDS];
+    pub fn replace(&self, all: impl IntoIterator<Item = (SocketAddr, SharedName)>) {
+        let mut shards: Vec<HashMap<SocketAddr, SharedName>> = vec![HashMap::new(); SHARDS];
         for (addr, name) in all {
             shards[Self::shard(&addr)].insert(addr, name);
         }
@@ -122,6 +124,7 @@ impl Upstreams {
                     .ok_or("an mTLS endpoint URI names an IP address and port")?;
                 names
                     .get(&addr)
+                    .map(|n| (*n).clone())
                     .ok_or("no mesh identity is known for this endpoint any more")
             };
             // hyper-rustls sets the ALPN itself from the protocols enabled below.

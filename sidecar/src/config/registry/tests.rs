@@ -232,3 +232,23 @@ fn a_service_turning_mtls_off_rebuilds_its_cluster_in_plaintext() {
     assert!(ep.tls.is_none(), "{ep:?}");
     assert!(reg.tls_names.get(&addr).is_none());
 }
+
+#[test]
+fn endpoints_of_one_identity_share_one_server_name() {
+    let (_metrics, reg, s1, r1) = first_build();
+    let name = routed(&s1);
+    let eps = &r1.clusters[name.as_str()].upstream.balancer.endpoints;
+    let (a, b) = (&eps[0], &eps[1]);
+    let (ta, tb) = (a.tls.as_ref().unwrap(), b.tls.as_ref().unwrap());
+    assert!(
+        Arc::ptr_eq(ta, tb),
+        "billing-0 and billing-1 both run as billing"
+    );
+    let published = reg.tls_names.get(&a.addr).unwrap();
+    assert!(
+        Arc::ptr_eq(&published, ta),
+        "the published name is the same one"
+    );
+    let trip = &r1.clusters["trip.rides:80"].upstream.balancer.endpoints[0];
+    assert_ne!(trip.tls, a.tls, "another identity, another name");
+}
