@@ -4,13 +4,15 @@
 //! every request into another, and neither buffer ever gives back what it grew to. A proxy's
 //! first snapshot (64 KB parts, several encoded per poll) left about 185 KB of send buffer
 //! behind on every stream, for the stream's life: a heaptrack profile of 500 unscoped proxies
-//! found half the control plane's live heap there. A Subscribe that lists the resources a
-//! reconnecting proxy holds (tens of KB at 1,000 Services) did the same to the receive side.
+//! found half the control plane's live heap there. By tonic's code, a Subscribe that lists
+//! the resources a reconnecting proxy holds (tens of KB at 1,000 Services) would do the same
+//! to the receive side.
 //!
 //! Here each response is framed into a buffer of exactly its size (by the session, from
-//! resources it encoded once for every proxy), which h2 frees once it has written it, and a request's bytes are kept only until the request is decoded; an idle
-//! stream holds neither. The messages and the status trailers are gRPC's, so any gRPC client
-//! (tonic's, grpcio) talks to this as to any other server.
+//! resources encoded once for every proxy), which h2 frees once it has written it, and a
+//! request's bytes are kept only until the request is decoded: an idle stream holds
+//! neither. The messages, the framing and the status trailers are gRPC's, so a gRPC client
+//! talks to this as to any other server; the proxies' tonic client does in every test.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body as _, Frame};
