@@ -37,7 +37,7 @@ pub struct Snapshot {
 }
 
 /// Every Service of the mesh by name and address, ordered by namespace and name.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceNames {
     pub services: Vec<ServiceName>,
@@ -122,7 +122,7 @@ pub struct ScopeInfo {
 }
 
 /// A mesh Service by name and address.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceName {
     pub name: String,

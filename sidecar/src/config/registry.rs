@@ -323,6 +323,7 @@ impl StateRegistry {
             Some(p)
                 if same_mesh
                     && p.snapshot.mesh.scope == snapshot.mesh.scope
+                    // `Eq` names: an unchanged list is the same `Arc`, compared by pointer.
                     && p.snapshot.service_names == snapshot.service_names
                     && p.snapshot.services.keys().eq(snapshot.services.keys()) =>
             {
