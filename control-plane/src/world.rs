@@ -177,8 +177,9 @@ pub struct World {
     pub config: MeshConfig,
     common: Common,
     shared: Arc<Shared>,
-    /// Every Service by name and address, which every scoped kind holds: encoded once.
-    service_names: Arc<Ready>,
+    /// Every Service by name and address, which every scoped kind holds: encoded once, and
+    /// only when the config has a Scope.
+    service_names: Option<Arc<Ready>>,
     cache: Mutex<HashMap<KindKey, Arc<Compiled>>>,
 }
 
@@ -207,8 +208,10 @@ impl World {
             add(GATEWAY, name, resources::encode(g));
         }
         let sum = resources::sum_of(shared.iter().map(|(k, e)| (k, e.hash.as_str())));
-        let names = resources::encode(&Common::service_names(&config));
-        let service_names = Ready::new(&resources::service_names_key(), names);
+        let service_names = (!config.scopes.is_empty()).then(|| {
+            let names = resources::encode(&Common::service_names(&config));
+            Ready::new(&resources::service_names_key(), names)
+        });
         World {
             service_names,
             generation,
@@ -241,7 +244,7 @@ impl World {
         let mesh = Common::mesh_resource(&self.config, node);
         let mesh_key = (MESH.to_string(), "mesh".to_string());
         let mesh_encoded = Ready::new(&mesh_key, resources::encode(&mesh));
-        let mesh_sum = resources::sum_of([(&mesh_key, mesh_encoded.hash.as_str())].into_iter());
+        let mesh_sum = resources::entry_hash(&mesh_key, &mesh_encoded.hash);
         let (held, sum) = match &mesh.mesh.scope {
             None => (Held::All(self.shared.clone()), self.shared.sum),
             Some(scope) => {
@@ -259,7 +262,10 @@ impl World {
                     })
                     .map(|(k, e)| (k.clone(), e.clone()))
                     .collect();
-                held.insert(resources::service_names_key(), self.service_names.clone());
+                // A node is scoped only by a Scope of the config, so the names were built.
+                if let Some(names) = &self.service_names {
+                    held.insert(resources::service_names_key(), names.clone());
+                }
                 let sum = resources::sum_of(held.iter().map(|(k, e)| (k, e.hash.as_str())));
                 (Held::Scoped(held), sum)
             }

@@ -319,13 +319,12 @@ impl StateRegistry {
             gateways.insert(key.clone(), listeners);
         }
         let port_policies = PortPolicies::build(&snapshot, &self.app_ports);
-        let outside = match prev {
-            Some(p)
-                if same_mesh
-                    && p.snapshot.mesh.scope == snapshot.mesh.scope
-                    // `Eq` names: an unchanged list is the same `Arc`, compared by pointer.
-                    && p.snapshot.service_names == snapshot.service_names
-                    && p.snapshot.services.keys().eq(snapshot.services.keys()) =>
+        // `reuse` means the same held Services (none added or removed), and an unchanged
+        // names list is the same `Arc` (`Eq`, so compared by pointer).
+        let outside = match reuse {
+            Some((p, _))
+                if p.snapshot.mesh.scope == snapshot.mesh.scope
+                    && p.snapshot.service_names == snapshot.service_names =>
             {
                 p.outside.clone()
             }
@@ -416,24 +415,23 @@ fn build_cluster(
             outlier: None,
         });
     // A scan per endpoint is quadratic: 10,000 endpoints would cost 10^8 compares.
+    let set = (c.endpoints.len() > 16).then(|| {
+        c.endpoints
+            .iter()
+            .map(|e| e.address)
+            .collect::<HashSet<_>>()
+    });
+    let listed = |a: &SocketAddr| match &set {
+        Some(set) => set.contains(a),
+        None => c.endpoints.iter().any(|e| e.address == *a),
+    };
     let mut gone = Vec::new();
-    if c.endpoints.len() <= 16 {
-        let listed = |a: &SocketAddr| c.endpoints.iter().any(|e| e.address == *a);
-        shared.endpoints.retain(|a, ep| {
-            listed(a) || {
-                gone.push(ep.clone());
-                false
-            }
-        });
-    } else {
-        let listed: HashSet<SocketAddr> = c.endpoints.iter().map(|e| e.address).collect();
-        shared.endpoints.retain(|a, ep| {
-            listed.contains(a) || {
-                gone.push(ep.clone());
-                false
-            }
-        });
-    }
+    shared.endpoints.retain(|a, ep| {
+        listed(a) || {
+            gone.push(ep.clone());
+            false
+        }
+    });
     for ep in gone {
         state.release_tls(&ep);
     }
