@@ -2,8 +2,11 @@
 //! NACKs shown in status, garbage refused without touching anyone else, and proxies of
 //! another protocol version refused with what to upgrade.
 
+#[path = "discovery/fake_proxy.rs"]
+mod fake_proxy;
 mod support;
 
+use fake_proxy::{FakeProxy, hashes};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use support::*;
@@ -25,108 +28,18 @@ fn node(name: &str) -> Node {
 
 /// A Subscribe as a proxy of this release sends it, holding nothing.
 fn subscribe(name: &str, version: &str) -> Subscribe {
-    Subscribe {
-        node: Some(node(name)),
-        version: version.into(),
-        protocol: trellis_proto::PROTOCOL,
-        release: env!("CARGO_PKG_VERSION").into(),
-        held: Vec::new(),
-    }
+    fake_proxy::subscribe(node(name), version)
 }
 
-type Held = BTreeMap<(String, String), bytes::Bytes>;
-
-/// What a proxy holding `held` names in its Subscribe.
-fn hashes(held: &Held) -> Vec<ResourceVersion> {
-    let hashes: Vec<(&(String, String), String)> = (held.iter())
-        .map(|(k, b)| (k, trellis_config::resources::fnv_hex(b)))
-        .collect();
-    trellis_config::resources::held_hashes(hashes.iter().map(|(k, h)| (*k, h.as_str())))
+async fn connect(cp: &ControlPlane, name: &str, version: &str) -> FakeProxy {
+    open(cp, subscribe(name, version)).await.unwrap().0
 }
 
-struct FakeProxy {
-    tx: mpsc::Sender<DiscoveryRequest>,
-    rx: tonic::Streaming<DiscoveryResponse>,
-    held: Held,
-}
-
-impl FakeProxy {
-    async fn connect(cp: &ControlPlane, name: &str, version: &str) -> FakeProxy {
-        Self::open(cp, subscribe(name, version)).await.unwrap().0
-    }
-
-    /// A stream opened with `first`: the proxy and the response headers, or the refusal.
-    async fn open(
-        cp: &ControlPlane,
-        first: Subscribe,
-    ) -> Result<(FakeProxy, tonic::metadata::MetadataMap), tonic::Status> {
-        let mut client = DiscoveryClient::new(cp.channel().await);
-        let (tx, rx) = mpsc::channel(8);
-        tx.send(DiscoveryRequest {
-            kind: Some(Kind::Subscribe(first)),
-        })
-        .await
-        .unwrap();
-        let res = client.stream(ReceiverStream::new(rx)).await?;
-        let headers = res.metadata().clone();
-        let p = FakeProxy {
-            tx,
-            rx: res.into_inner(),
-            held: BTreeMap::new(),
-        };
-        Ok((p, headers))
-    }
-
-    /// The next whole update, its parts gathered.
-    async fn next(&mut self) -> DiscoveryResponse {
-        let mut update: Option<DiscoveryResponse> = None;
-        loop {
-            let part = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
-                .await
-                .expect("an update in time")
-                .unwrap()
-                .unwrap();
-            let acc = match update.take() {
-                Some(mut acc) => {
-                    assert_eq!(acc.nonce, part.nonce, "parts of one update share a nonce");
-                    acc.upserted.extend(part.upserted);
-                    acc.removed.extend(part.removed);
-                    acc.more = part.more;
-                    acc
-                }
-                None => part,
-            };
-            if !acc.more {
-                return acc;
-            }
-            update = Some(acc);
-        }
-    }
-
-    /// Applies an update as a real proxy would and returns the assembled snapshot's version.
-    fn apply(&mut self, u: &DiscoveryResponse) -> String {
-        if u.replace {
-            self.held.clear();
-        }
-        for k in &u.removed {
-            self.held.remove(&(k.kind.clone(), k.name.clone()));
-        }
-        for r in &u.upserted {
-            let (k, body) =
-                trellis_config::resources::from_wire(r).expect("a well-formed resource");
-            self.held.insert(k, body);
-        }
-        trellis_config::resources::assemble(&self.held, &u.version)
-            .expect("the update assembles")
-            .version
-    }
-
-    async fn send(&self, kind: Kind) {
-        self.tx
-            .send(DiscoveryRequest { kind: Some(kind) })
-            .await
-            .unwrap();
-    }
+async fn open(
+    cp: &ControlPlane,
+    first: Subscribe,
+) -> Result<(FakeProxy, tonic::metadata::MetadataMap), tonic::Status> {
+    FakeProxy::open(cp.channel().await, first).await
 }
 
 async fn cp_with(mesh: &str) -> (ControlPlane, tempfile::TempDir, std::path::PathBuf) {
@@ -139,7 +52,7 @@ async fn cp_with(mesh: &str) -> (ControlPlane, tempfile::TempDir, std::path::Pat
 #[tokio::test]
 async fn first_update_replaces_then_deltas_carry_only_what_changed() {
     let (cp, _dir, path) = cp_with(&billing_mesh(90, 10)).await;
-    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let mut p = connect(&cp, "fake-0", "").await;
     let first = p.next().await;
     assert!(first.replace);
     assert_eq!(p.apply(&first), first.version);
@@ -170,10 +83,10 @@ async fn first_update_replaces_then_deltas_carry_only_what_changed() {
 #[tokio::test]
 async fn a_proxy_resuming_with_the_current_version_is_sent_nothing() {
     let (cp, _dir, path) = cp_with(&billing_mesh(90, 10)).await;
-    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let mut p = connect(&cp, "fake-0", "").await;
     let first = p.next().await;
     drop(p);
-    let mut again = FakeProxy::connect(&cp, "fake-0", &first.version).await;
+    let mut again = connect(&cp, "fake-0", &first.version).await;
     again.held = BTreeMap::new();
     let quiet = tokio::time::timeout(Duration::from_millis(300), again.rx.message()).await;
     assert!(
@@ -189,7 +102,7 @@ async fn a_proxy_resuming_with_the_current_version_is_sent_nothing() {
 #[tokio::test]
 async fn a_nack_shows_in_status_with_its_error() {
     let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
-    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let mut p = connect(&cp, "fake-0", "").await;
     let u = p.next().await;
     p.send(Kind::Nack(Nack {
         version: u.version.clone(),
@@ -214,7 +127,7 @@ async fn a_nack_shows_in_status_with_its_error() {
 #[tokio::test]
 async fn garbage_and_unknown_identities_are_refused_without_harming_others() {
     let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
-    let mut good = FakeProxy::connect(&cp, "fake-0", "").await;
+    let mut good = connect(&cp, "fake-0", "").await;
     let u = good.next().await;
     good.send(Kind::Ack(Ack {
         version: u.version.clone(),
@@ -348,7 +261,7 @@ async fn a_scoped_proxy_is_sent_only_its_scope_and_a_scope_change_is_a_delta() {
         )
     };
     let (cp, _dir, path) = cp_with(&(billing_mesh(90, 10) + &scope("[billing]"))).await;
-    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let mut p = connect(&cp, "fake-0", "").await;
     let first = p.next().await;
     assert!(first.replace);
     // billing and the two clusters its route splits over; not billing-v1 or billing-v2 as
@@ -417,7 +330,7 @@ fn header<'a>(headers: &'a tonic::metadata::MetadataMap, name: &str) -> &'a str 
 #[tokio::test]
 async fn a_proxy_of_this_protocol_is_served_and_told_the_control_planes_version() {
     let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
-    let (mut p, headers) = FakeProxy::open(&cp, subscribe("fake-0", "")).await.unwrap();
+    let (mut p, headers) = open(&cp, subscribe("fake-0", "")).await.unwrap();
     assert_eq!(
         header(&headers, "trellis-protocol"),
         trellis_proto::PROTOCOL.to_string()
@@ -440,10 +353,7 @@ async fn an_older_protocol_is_refused_naming_the_release_to_upgrade_the_proxy_to
         release: String::new(),
         ..subscribe("fake-0", "")
     };
-    let err = FakeProxy::open(&cp, unversioned)
-        .await
-        .err()
-        .expect("refused");
+    let err = open(&cp, unversioned).await.err().expect("refused");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(
         err.message().contains("speaks discovery protocol 1;")
@@ -464,7 +374,7 @@ async fn an_older_protocol_is_refused_naming_the_release_to_upgrade_the_proxy_to
         release: "0.0.9".into(),
         ..subscribe("fake-1", "")
     };
-    let err = FakeProxy::open(&cp, older).await.err().expect("refused");
+    let err = open(&cp, older).await.err().expect("refused");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(
         err.message().starts_with(&format!(
@@ -493,7 +403,7 @@ async fn a_newer_protocol_is_refused_naming_the_control_plane_upgrade() {
         release: "9.0.0".into(),
         ..subscribe("fake-0", "")
     };
-    let err = FakeProxy::open(&cp, newer).await.err().expect("refused");
+    let err = open(&cp, newer).await.err().expect("refused");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(
         err.message()
@@ -510,7 +420,7 @@ async fn a_newer_protocol_is_refused_naming_the_control_plane_upgrade() {
 #[tokio::test]
 async fn a_proxy_resuming_from_an_older_version_is_sent_only_what_changed() {
     let (cp, _dir, path) = cp_with(&billing_mesh(90, 10)).await;
-    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let mut p = connect(&cp, "fake-0", "").await;
     let first = p.next().await;
     assert_eq!(p.apply(&first), first.version);
     let old = p.held.clone();
@@ -519,7 +429,7 @@ async fn a_proxy_resuming_from_an_older_version_is_sent_only_what_changed() {
     let change = p.next().await;
     drop(p);
 
-    let (mut again, _) = FakeProxy::open(
+    let (mut again, _) = open(
         &cp,
         Subscribe {
             held: hashes(&old),
@@ -557,7 +467,7 @@ async fn a_proxy_resuming_from_an_older_version_is_sent_only_what_changed() {
 #[tokio::test]
 async fn a_resource_held_with_a_wrong_hash_is_resent_and_one_not_served_is_removed() {
     let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
-    let mut p = FakeProxy::connect(&cp, "fake-0", "").await;
+    let mut p = connect(&cp, "fake-0", "").await;
     let first = p.next().await;
     assert_eq!(p.apply(&first), first.version);
     let mut held = p.held.clone();
@@ -569,7 +479,7 @@ async fn a_resource_held_with_a_wrong_hash_is_resent_and_one_not_served_is_remov
     held.insert(cluster, bytes::Bytes::from_static(b"other bytes"));
     let gone = ("Service".to_string(), "rides/gone".to_string());
     held.insert(gone, bytes::Bytes::from_static(b"gone"));
-    let (mut again, _) = FakeProxy::open(
+    let (mut again, _) = open(
         &cp,
         Subscribe {
             held: hashes(&held),

@@ -2,11 +2,14 @@
 //! tests/fixtures/cluster, watch events from the tests): the cluster becomes the same config
 //! as file mode, and adds, updates, deletes, watch restarts and relists flow into it.
 
+#[path = "../discovery/fake_proxy.rs"]
+mod fake_proxy;
 #[path = "../k8s/mod.rs"]
 mod k8s;
 
 mod gateways;
 mod refusals;
+mod replicas;
 mod shift;
 mod status;
 mod translation;
@@ -105,6 +108,22 @@ async fn cluster_with(tweak: impl FnOnce(&mut trellis_control::Options)) -> Clus
 }
 
 impl Cluster {
+    fn state_dir(&self) -> &std::path::Path {
+        self._state.path()
+    }
+
+    /// Another replica over the same API server, sharing the CA as replicas share the
+    /// `trellis-ca` Secret.
+    async fn replica(&self) -> trellis_control::Running {
+        let opts = trellis_control::Options {
+            registration_grace: Duration::from_millis(20),
+            ..trellis_control::Options::local(Default::default(), self.state_dir().to_path_buf())
+        };
+        trellis_control::start_with(opts, trellis_control::Source::Kubernetes(client(&self.api)))
+            .await
+            .unwrap()
+    }
+
     /// Waits until the route's status, as the API server holds it, satisfies `check`.
     async fn route_status(&self, path: &str, name: &str, check: impl Fn(&str) -> bool) -> Value {
         eventually(WAIT, &format!("the status of {name}"), || {
