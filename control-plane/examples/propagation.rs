@@ -17,19 +17,17 @@
 //! each Deployment under a Scope of N Services. Prints the figures and the control plane's
 //! RSS, and with `--results FILE` appends them as one JSON line. Not a test: bench/ runs it.
 
+#[path = "fleet/mod.rs"]
+mod fleet;
+
+use fleet::{Cp, Fleet, QUIET, cpu_ms, rss_mib, sample_peak, summary};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use trellis_config::resources::{self, Decoded};
-use trellis_proto::v1::admin_client::AdminClient;
-use trellis_proto::v1::discovery_client::DiscoveryClient;
-use trellis_proto::v1::discovery_request::Kind;
-use trellis_proto::v1::{Ack, DiscoveryRequest, Node, StatusRequest, Subscribe};
+use trellis_proto::v1::Node;
 
 struct Args {
     proxies: usize,
@@ -89,20 +87,9 @@ fn args() -> Args {
     );
     assert!(a.services >= 3, "--services must be at least 3");
     if a.control.as_os_str().is_empty() {
-        // Next to this example's binary: target/release/examples/propagation -> target/release.
-        let exe = std::env::current_exe().expect("own path");
-        a.control = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .join("trellis-control");
+        a.control = fleet::control_binary();
     }
     a
-}
-
-/// The weight that round `round`'s rewrite gives svc-0's first backend.
-fn weight(round: usize) -> u32 {
-    10 + (round % 80) as u32
 }
 
 /// `services` Services with `endpoints` Workloads spread over them, and an HTTPRoute on the
@@ -148,7 +135,7 @@ fn mesh(a: &Args, round: usize) -> String {
              spec: {{selector: {{rollout: \"yes\"}}, calls: [svc-0]}}\n---\n"
         );
     }
-    let w = weight(round);
+    let w = fleet::weight(round);
     let _ = write!(
         s,
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: svc-0, namespace: bench}}\n\
@@ -163,152 +150,6 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
 }
-
-fn proc_field(pid: u32, file: &str, pick: impl Fn(&str) -> Option<f64>) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
-    pick(&s).unwrap_or(0.0)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    proc_field(pid, "status", |s| {
-        let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-        Some(l.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-    })
-}
-
-/// User plus system CPU time of `pid`, in milliseconds (clock ticks are 10 ms on Linux).
-fn cpu_ms(pid: u32) -> f64 {
-    proc_field(pid, "stat", |s| {
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let rest = &s[s.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) * 10.0)
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// What each simulated proxy saw: when each round's weight reached it, and the version it
-/// holds (which it subscribes with after a reconnect).
-struct Seen {
-    /// (arrival, svc-0's first weight) for each update that changed svc-0.
-    arrivals: Vec<(Instant, u32)>,
-    version: String,
-    /// Updates received.
-    updates: usize,
-}
-
-type Fleet = Arc<Vec<Mutex<Seen>>>;
-
-/// One simulated proxy: subscribe, decode and ACK every update; when the stream fails,
-/// reconnect as a real proxy does, with jittered exponential backoff.
-async fn proxy(addr: Arc<str>, node: Node, seen: Option<(Fleet, usize)>) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let started = Instant::now();
-        if let Err(e) = subscribe(&addr, &node, seen.as_ref()).await {
-            // Streams end on purpose: a restart of the control plane, the end of the run.
-            if !QUIET.load(Ordering::Relaxed) {
-                eprintln!("proxy {}: {e}; retrying", node.workload);
-            }
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(100);
-        }
-        let jitter = 0.5 + rand::random::<f64>();
-        tokio::time::sleep(backoff.mul_f64(jitter)).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
-}
-
-async fn subscribe(
-    addr: &str,
-    node: &Node,
-    seen: Option<&(Fleet, usize)>,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let pem = CA_BUNDLE.get().ok_or("the CA bundle is not read yet")?;
-    let channel = trellis_proto::connect::endpoint(addr, pem)?
-        .connect()
-        .await?;
-    let mut client = DiscoveryClient::new(channel);
-    let (tx, rx) = mpsc::channel(4);
-    let version = seen
-        .map(|(f, i)| f[*i].lock().unwrap().version.clone())
-        .unwrap_or_default();
-    tx.send(DiscoveryRequest {
-        kind: Some(Kind::Subscribe(Subscribe {
-            node: Some(node.clone()),
-            version,
-            protocol: trellis_proto::PROTOCOL,
-            release: env!("CARGO_PKG_VERSION").into(),
-            // It keeps no resources, so it names none: with the version it holds, an
-            // unchanged control plane resumes it without a resend.
-            held: Vec::new(),
-        })),
-    })
-    .await?;
-    let mut updates = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-    let mut weight = None;
-    while let Some(u) = updates.message().await? {
-        // Decode and check every resource, as a real proxy would, so that the wire's cost is
-        // part of the figure.
-        for r in &u.upserted {
-            let (key, body) = resources::from_wire(r)?;
-            if let Decoded::Service(s) = resources::decode(&key, &body)?
-                && key.1 == "bench/svc-0"
-            {
-                weight = s.ports[0].routes[0].backends.first().map(|b| b.weight);
-            }
-        }
-        if u.more {
-            continue; // a part of a split update; the last part completes it
-        }
-        if let Some((fleet, i)) = seen {
-            let mut seen = fleet[*i].lock().unwrap();
-            if let Some(w) = weight.take() {
-                seen.arrivals.push((Instant::now(), w));
-            }
-            seen.version.clone_from(&u.version);
-            seen.updates += 1;
-        }
-        tx.send(DiscoveryRequest {
-            kind: Some(Kind::Ack(Ack {
-                version: u.version,
-                nonce: u.nonce,
-            })),
-        })
-        .await?;
-    }
-    Ok(())
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// A trellis-control process, killed when dropped.
-struct Cp(Child);
-impl Drop for Cp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Set when streams are about to end on purpose, so their errors are not printed.
-static QUIET: AtomicBool = AtomicBool::new(false);
-
-/// The mesh CA that trellis-control's gRPC certificate chains to.
-static CA_BUNDLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
 
 struct Control {
     bin: PathBuf,
@@ -341,17 +182,7 @@ impl Control {
     }
 
     async fn wait_listening(&self) {
-        let t = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.grpc))
-            .await
-            .is_err()
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "trellis-control did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        fleet::wait_listening(self.grpc, "trellis-control").await;
     }
 }
 
@@ -366,73 +197,19 @@ fn fleet_node(i: usize, kinds: usize) -> Node {
     }
 }
 
-/// Samples the control plane's RSS until `stop`, keeping the peak.
-fn sample_peak(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64> {
-    tokio::spawn(async move {
-        let mut peak: f64 = 0.0;
-        while !stop.load(Ordering::Relaxed) {
-            peak = peak.max(rss_mib(pid));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        peak.max(rss_mib(pid))
-    })
-}
-
 /// Rewrites the mesh file `rounds` times; returns every proxy's write-to-arrival times and
 /// the slowest proxy's of each round, in ms.
 async fn rounds(a: &Args, path: &Path, fleet: &Fleet, first: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut per_proxy = Vec::new();
-    let mut per_round_last = Vec::new();
-    for round in first..first + a.rounds {
-        let w = weight(round);
-        let t0 = Instant::now();
-        write_atomically(path, &mesh(a, round));
-        let deadline = t0 + Duration::from_secs(120);
-        let lat = loop {
-            let got: Option<Vec<f64>> = fleet
-                .iter()
-                .map(|s| {
-                    let s = s.lock().unwrap();
-                    let (at, _) = s
-                        .arrivals
-                        .iter()
-                        .rev()
-                        .find(|(at, x)| *x == w && *at >= t0)?;
-                    Some(at.duration_since(t0).as_secs_f64() * 1000.0)
-                })
-                .collect();
-            if let Some(lat) = got {
-                break lat;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: not every proxy got the update within 120s"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
-        per_round_last.push(lat.iter().cloned().fold(0.0, f64::max));
-        per_proxy.extend(lat);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    per_proxy.sort_by(f64::total_cmp);
-    per_round_last.sort_by(f64::total_cmp);
-    (per_proxy, per_round_last)
-}
-
-fn summary(per_proxy: &[f64], last: &[f64]) -> serde_json::Value {
-    serde_json::json!({
-        "p50_ms": pct(per_proxy, 0.5),
-        "p99_ms": pct(per_proxy, 0.99),
-        "max_ms": per_proxy.last().copied().unwrap_or(0.0),
-        "last_ack_p50_ms": pct(last, 0.5),
-        "last_ack_p99_ms": pct(last, 0.99),
+    fleet::rounds(fleet, first, a.rounds, |round| {
+        write_atomically(path, &mesh(a, round))
     })
+    .await
 }
 
 /// Simulated pods of a rolling deploy: every `1/rate` s one starts (a real stream whose
 /// inbound becomes an endpoint of one Service) or one of those running stops (its endpoint
 /// goes after the registration grace). Returns the number of changes made so far.
-fn churn(addr: Arc<str>, a: &Args, stop: Arc<AtomicBool>) -> Arc<AtomicUsize> {
+fn churn(addr: Arc<[Arc<str>]>, a: &Args, stop: Arc<AtomicBool>) -> Arc<AtomicUsize> {
     let made = Arc::new(AtomicUsize::new(0));
     let (rate, services) = (a.churn, a.services);
     let count = made.clone();
@@ -458,7 +235,7 @@ fn churn(addr: Arc<str>, a: &Args, stop: Arc<AtomicBool>) -> Arc<AtomicUsize> {
                     inbound: format!("127.1.{}.{}:15006", (n >> 8) & 255, n & 255),
                     ..Default::default()
                 };
-                running.push_back(tokio::spawn(proxy(addr.clone(), node, None)));
+                running.push_back(tokio::spawn(fleet::proxy(addr.clone(), 0, node, None)));
             } else if let Some(pod) = running.pop_front() {
                 pod.abort();
             }
@@ -472,53 +249,6 @@ fn churn(addr: Arc<str>, a: &Args, stop: Arc<AtomicBool>) -> Arc<AtomicUsize> {
     made
 }
 
-/// Whether the control plane's status shows every fleet proxy connected and holding the
-/// version it should.
-async fn in_sync(addr: &str, proxies: usize) -> bool {
-    let Some(pem) = CA_BUNDLE.get() else {
-        return false;
-    };
-    let Ok(endpoint) = trellis_proto::connect::endpoint(addr, pem) else {
-        return false;
-    };
-    let Ok(channel) = endpoint.connect().await else {
-        return false;
-    };
-    let Ok(status) = AdminClient::new(channel).status(StatusRequest {}).await else {
-        return false;
-    };
-    let synced = (status.into_inner().proxies.iter())
-        .filter(|p| p.workload.starts_with("p-"))
-        .filter(|p| p.connected && !p.latest_version.is_empty())
-        .filter(|p| p.latest_version == p.acked_version)
-        .count();
-    synced == proxies
-}
-
-/// `trellis_control_resumes_total` by result, from the control plane's `/metrics`.
-async fn resumes(http: u16) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut text = String::new();
-    if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", http)).await {
-        let req = "GET /metrics HTTP/1.1\r\nHost: cp\r\nConnection: close\r\n\r\n";
-        if s.write_all(req.as_bytes()).await.is_ok() {
-            let _ = s.read_to_string(&mut text).await;
-        }
-    }
-    let mut out = serde_json::Map::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("trellis_control_resumes_total{"))
-    {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let result = labels.split('"').nth(1).unwrap_or("?").to_string();
-        out.insert(result, value.parse::<f64>().unwrap_or(0.0).into());
-    }
-    out.into()
-}
-
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -530,12 +260,12 @@ async fn main() {
         bin: a.control.clone(),
         dir: dir.clone(),
         mesh: path.clone(),
-        grpc: free_port(),
-        http: free_port(),
+        grpc: fleet::free_port(),
+        http: fleet::free_port(),
     };
     let mut cp = control.start();
     let mut pid = cp.0.id();
-    let addr: Arc<str> = format!("https://127.0.0.1:{}", control.grpc).into();
+    let addr: Arc<[Arc<str>]> = Arc::new([format!("https://127.0.0.1:{}", control.grpc).into()]);
     control.wait_listening().await;
     // The control plane generates its CA at first start, as it binds its ports.
     let ca = dir.join("state/ca.pem");
@@ -547,24 +277,19 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = CA_BUNDLE.set(std::fs::read(&ca).expect("trellis-control's CA"));
-    let fleet: Fleet = Arc::new(
-        (0..a.proxies)
-            .map(|_| {
-                Mutex::new(Seen {
-                    arrivals: Vec::new(),
-                    version: String::new(),
-                    updates: 0,
-                })
-            })
-            .collect(),
-    );
+    let _ = fleet::CA_BUNDLE.set(std::fs::read(&ca).expect("trellis-control's CA"));
+    let fleet: Fleet = fleet::fleet(a.proxies);
     let synced = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let peak = sample_peak(pid, stop.clone());
     for i in 0..a.proxies {
         let node = fleet_node(i, a.kinds);
-        tokio::spawn(proxy(addr.clone(), node, Some((fleet.clone(), i))));
+        tokio::spawn(fleet::proxy(
+            addr.clone(),
+            0,
+            node,
+            Some((fleet.clone(), i)),
+        ));
         // Proxies start over a second or two, as a fleet does, not in one instant.
         if i % 50 == 49 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -572,7 +297,7 @@ async fn main() {
     }
     // Initial sync: every proxy holds a snapshot.
     loop {
-        if fleet.iter().all(|s| !s.lock().unwrap().version.is_empty()) {
+        if fleet::all_hold_one(&fleet) {
             break;
         }
         assert!(
@@ -583,7 +308,7 @@ async fn main() {
     }
     let sync_s = synced.elapsed().as_secs_f64();
     // Let registration churn settle: no update for 1.5 s.
-    let count = || -> usize { fleet.iter().map(|s| s.lock().unwrap().updates).sum() };
+    let count = || fleet::updates(&fleet);
     let mut last = usize::MAX;
     while count() != last {
         last = count();
@@ -613,7 +338,7 @@ async fn main() {
         "initial_sync_s": sync_s,
         "initial_sync_peak_rss_mib": sync_peak,
         "rss_after_sync_mib": rss_mib(pid),
-        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string(),
+        "loadavg_at_start": fleet::loadavg(),
     });
 
     // Phase 1: the rewrites alone.
@@ -698,7 +423,7 @@ async fn main() {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = sample_peak(pid, stop.clone());
         let deadline = restarted + Duration::from_secs(600);
-        while !in_sync(&addr, a.proxies).await {
+        while fleet::synced(&addr[0], "p-").await != Some(a.proxies) {
             assert!(
                 Instant::now() < deadline,
                 "the fleet did not resync within 10 minutes"
@@ -710,7 +435,7 @@ async fn main() {
         let peak = peak.await.unwrap_or(0.0);
         // How the restarted control plane brought each stream back: resumed with nothing
         // sent, with a delta, or with a whole snapshot.
-        let resumes = resumes(control.http).await;
+        let resumes = fleet::resumes(control.http).await;
         println!(
             "control plane restarted: every proxy reconnected and in sync after {took:.1}s; RSS peak {peak:.0} MiB; resumes {resumes}"
         );

@@ -114,9 +114,10 @@ impl MockApi {
         10_000 + *v
     }
 
-    pub async fn handle(
+    /// Answers one request: from a `kube::Client` in process, or over HTTP (`serve_http`).
+    pub async fn handle<B: http_body::Body<Data = Bytes>>(
         &self,
-        req: Request<kube::client::Body>,
+        req: Request<B>,
     ) -> Result<Response<Body>, Infallible> {
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
@@ -273,6 +274,36 @@ fn not_found(path: &str) -> Response<Body> {
         StatusCode::NOT_FOUND,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": format!("the server could not find the requested resource ({path})"), "reason": "NotFound", "code": 404}),
+    )
+}
+
+/// Serves `api` over plain HTTP/1.1 on `listener`, for `trellis-control` processes that
+/// reach it through a kubeconfig (`kubeconfig`). Runs until the task is dropped.
+pub async fn serve_http(api: MockApi, listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let api = api.clone();
+                async move { api.handle(req).await }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// A kubeconfig whose one context is the mock API server at `addr`, without credentials.
+pub fn kubeconfig(addr: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: mock\n\
+         clusters: [{{name: mock, cluster: {{server: \"http://{addr}\"}}}}]\n\
+         users: [{{name: mock, user: {{}}}}]\n\
+         contexts: [{{name: mock, context: {{cluster: mock, user: mock, namespace: default}}}}]\n"
     )
 }
 
