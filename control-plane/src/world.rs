@@ -10,7 +10,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
-use trellis_config::compile::{Common, in_scope};
+use trellis_config::compile::Common;
 use trellis_config::resources::{
     self, CLUSTER, Encoded, GATEWAY, Key, MESH, MeshResource, SERVICE,
 };
@@ -241,27 +241,31 @@ impl World {
             return c.clone();
         }
         compilations.inc();
-        let mesh = Common::mesh_resource(&self.config, node);
+        let mesh = self.common.mesh_resource(&self.config, node);
         let mesh_key = (MESH.to_string(), "mesh".to_string());
         let mesh_encoded = Ready::new(&mesh_key, resources::encode(&mesh));
         let mesh_sum = resources::entry_hash(&mesh_key, &mesh_encoded.hash);
         let (held, sum) = match &mesh.mesh.scope {
             None => (Held::All(self.shared.clone()), self.shared.sum),
             Some(scope) => {
-                let (services, clusters) = in_scope(
-                    &self.config,
-                    &self.common.services,
-                    &self.common.gateways,
-                    scope,
-                );
-                let mut held: BTreeMap<Key, Arc<Ready>> = (self.shared.resources.iter())
-                    .filter(|((kind, name), _)| match kind.as_str() {
-                        SERVICE => services.contains(name.as_str()),
-                        CLUSTER => clusters.contains(name.as_str()),
-                        _ => true,
-                    })
-                    .map(|(k, e)| (k.clone(), e.clone()))
+                let (services, clusters) = self.common.in_scope(&self.config, scope);
+                // Looked up, not filtered: a kind holds a few dozen of the thousands.
+                let shared = &self.shared.resources;
+                let lookup = |kind: &str, name: &str| {
+                    let key = (kind.to_string(), name.to_string());
+                    shared.get(&key).map(|e| (key, e.clone()))
+                };
+                let mut held: BTreeMap<Key, Arc<Ready>> = (services.iter())
+                    .filter_map(|s| lookup(SERVICE, s))
+                    .chain(clusters.iter().filter_map(|c| lookup(CLUSTER, c)))
                     .collect();
+                // And every Gateway, the shared map's one other kind (see `new`).
+                let gateways = (GATEWAY.to_string(), String::new())..;
+                held.extend(
+                    (shared.range(gateways))
+                        .take_while(|((kind, _), _)| kind == GATEWAY)
+                        .map(|(k, e)| (k.clone(), e.clone())),
+                );
                 // A node is scoped only by a Scope of the config, so the names were built.
                 if let Some(names) = &self.service_names {
                     held.insert(resources::service_names_key(), names.clone());

@@ -5,6 +5,7 @@
 mod clusters;
 mod context;
 mod gateways;
+mod index;
 mod routes;
 mod scope;
 mod services;
@@ -12,13 +13,13 @@ mod services;
 use crate::mesh_config::{Doc, MeshConfig};
 use crate::model::*;
 use crate::snapshot::*;
-use context::{Ctx, selects};
+use context::Ctx;
+use index::Index;
 use services::{compile_service, service_mtls_mode};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub use crate::resources::fnv_hex;
-pub use scope::in_scope;
 
 /// Who the snapshot is for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -40,6 +41,8 @@ pub struct Common {
     pub services: BTreeMap<String, ServiceEntry>,
     pub clusters: BTreeMap<String, Cluster>,
     pub gateways: BTreeMap<String, GatewayEntry>,
+    /// What each kind of proxy looks up in the config, by key.
+    index: Index,
 }
 
 impl Common {
@@ -56,19 +59,16 @@ impl Common {
             services,
             clusters,
             gateways,
+            index: Index::new(cfg),
         }
     }
 
     /// The node-specific part of a snapshot: its namespace, the mesh settings, and the
-    /// Services it serves.
-    pub fn mesh_resource(cfg: &MeshConfig, node: &NodeIdentity) -> MeshResource {
-        let serving: Vec<&Doc<ServiceSpec>> = cfg
-            .services
-            .iter()
-            .filter(|s| {
-                s.object.metadata.namespace == node.namespace
-                    && selects(&s.object.spec.selector, &node.labels)
-            })
+    /// Services it serves. `cfg` is the config this was built from.
+    pub fn mesh_resource(&self, cfg: &MeshConfig, node: &NodeIdentity) -> MeshResource {
+        let (ns, labels) = (&node.namespace, &node.labels);
+        let serving: Vec<&Doc<ServiceSpec>> = (self.index.serving(cfg, ns, labels).into_iter())
+            .map(|i| &cfg.services[i])
             .collect();
         let inbound_services: Vec<String> = serving.iter().map(|s| s.key()).collect();
         let mesh = cfg
@@ -83,19 +83,20 @@ impl Common {
                 .map(|s| service_mtls_mode(cfg, s))
                 .fold(MtlsMode::Disabled, MtlsMode::strictest),
         };
-        let authorization = cfg
-            .authorization_policies
-            .iter()
-            .filter_map(|p| {
+        let authorization = (self.index.policies_of(&inbound_services).into_iter())
+            .map(|i| {
+                let p = &cfg.authorization_policies[i];
                 let ns = &p.object.metadata.namespace;
-                let service = format!("{ns}/{}", p.object.spec.target_ref.name.value);
-                inbound_services.contains(&service).then(|| InboundPolicy {
+                InboundPolicy {
                     name: p.key(),
-                    service,
+                    service: format!("{ns}/{}", p.object.spec.target_ref.name.value),
                     action: p.object.spec.action,
                     rules: p.object.spec.rules.clone(),
-                })
+                }
             })
+            .collect();
+        let scopes: Vec<&Doc<ScopeSpec>> = (self.index.scopes_for(cfg, ns, labels).into_iter())
+            .map(|i| &cfg.scopes[i])
             .collect();
         MeshResource {
             node: NodeInfo {
@@ -108,10 +109,21 @@ impl Common {
                 authorization,
                 outbound_traffic_policy: mesh.outbound_traffic_policy.mode,
                 path_normalization: mesh.path_normalization,
-                scope: scope::scope_info(&scope::scopes_for(cfg, &node.namespace, &node.labels)),
+                scope: scope::scope_info(&scopes),
             },
             inbound_services,
         }
+    }
+
+    /// The Services (by `namespace/name`) and clusters that a proxy under `scope` holds: what
+    /// its Scopes let it call, the clusters those Services' routes send to, and every
+    /// Gateway's clusters. `cfg` is the config this was built from.
+    pub fn in_scope(
+        &self,
+        cfg: &MeshConfig,
+        scope: &ScopeInfo,
+    ) -> (BTreeSet<&str>, BTreeSet<&str>) {
+        scope::in_scope(cfg, &self.index, &self.services, &self.gateways, scope)
     }
 
     /// Every Service of the mesh by name and address: the resource every scoped proxy holds.
@@ -122,13 +134,12 @@ impl Common {
     /// The whole snapshot for `node`, taking the shared parts rather than copying them; a
     /// scoped node's holds only the Services it may call and the clusters they use.
     pub fn into_snapshot(self, cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
-        let m = Self::mesh_resource(cfg, node);
+        let m = self.mesh_resource(cfg, node);
         let service_names = (m.mesh.scope.is_some()).then(|| Arc::new(Self::service_names(cfg)));
         let (services, clusters) = match &m.mesh.scope {
             None => (self.services, self.clusters),
             Some(scope) => {
-                let (keep_services, keep_clusters) =
-                    in_scope(cfg, &self.services, &self.gateways, scope);
+                let (keep_services, keep_clusters) = self.in_scope(cfg, scope);
                 let keep_services: BTreeSet<String> =
                     keep_services.into_iter().map(str::to_string).collect();
                 let keep_clusters: BTreeSet<String> =

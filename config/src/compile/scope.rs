@@ -1,37 +1,14 @@
-//! Scoping a snapshot: the Scopes that apply to a node, the Services they let it call, and
-//! the clusters those Services' routes (and every Gateway's) send to.
+//! Scoping a snapshot: which Scopes apply to a node (found with `index.rs`), the Services
+//! they let it call, and the clusters those Services' routes (and every Gateway's) send to.
 
-use super::context::selects;
+use super::index::Index;
 use crate::mesh_config::{Doc, MeshConfig};
 use crate::model::{Call, ScopeSpec};
 use crate::snapshot::{
     Filter, GatewayEntry, RouteRule, ScopeInfo, ServiceEntry, ServiceName, ServiceNames,
 };
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-
-/// The Scopes of a node's `namespace` that select it by its `labels`; if none does, those of
-/// its namespace without a selector. Several apply together: the node may call what any
-/// allows.
-pub(super) fn scopes_for<'a>(
-    cfg: &'a MeshConfig,
-    namespace: &str,
-    labels: &BTreeMap<String, String>,
-) -> Vec<&'a Doc<ScopeSpec>> {
-    let in_ns = || {
-        cfg.scopes
-            .iter()
-            .filter(|s| s.object.metadata.namespace == namespace)
-    };
-    let selecting: Vec<_> = in_ns()
-        .filter(|s| (s.object.spec.selector.as_ref()).is_some_and(|sel| selects(sel, labels)))
-        .collect();
-    if !selecting.is_empty() {
-        return selecting;
-    }
-    in_ns()
-        .filter(|s| s.object.spec.selector.is_none())
-        .collect()
-}
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 /// Which Scopes apply to the node, for its proxy; `None` when none does: the proxy holds
 /// every Service.
@@ -62,32 +39,38 @@ pub(super) fn service_names(cfg: &MeshConfig) -> ServiceNames {
 /// The Services (by `namespace/name`) and clusters a proxy with `scope` holds: the Services
 /// its Scopes let it call, every cluster their routes and mirrors send to, and every
 /// Gateway's clusters (a gateway proxy routes by its Gateways, whatever its scope).
-pub fn in_scope<'a>(
+/// This runs for every scoped kind of proxy at every generation, so it looks up what the
+/// Scopes name and never walks every Service of the mesh.
+pub(super) fn in_scope<'a>(
     cfg: &MeshConfig,
+    index: &Index,
     services: &'a BTreeMap<String, ServiceEntry>,
     gateways: &'a BTreeMap<String, GatewayEntry>,
     scope: &ScopeInfo,
 ) -> (BTreeSet<&'a str>, BTreeSet<&'a str>) {
-    // Parsed once into sets: this runs for every scoped kind of proxy at every generation,
-    // against every Service of the mesh.
-    let (mut named, mut namespaces) = (HashSet::new(), HashSet::new());
-    let applying = (cfg.scopes.iter()).filter(|s| scope.by.binary_search(&s.key()).is_ok());
+    let mut kept: BTreeSet<&'a str> = BTreeSet::new();
+    let applying = (scope.by.iter()).filter_map(|key| Some(&cfg.scopes[index.scope(key)?]));
     for s in applying {
         for c in s.object.spec.calls(&s.object.metadata.namespace).flatten() {
             match c {
-                Call::Service { namespace, name } => named.insert((namespace, name)),
-                Call::Namespace(n) => namespaces.insert(n),
-            };
+                Call::Service { namespace, name } => {
+                    if let Some((k, _)) = services.get_key_value(&format!("{namespace}/{name}")) {
+                        kept.insert(k);
+                    }
+                }
+                Call::Namespace(n) => {
+                    // Keys are `namespace/name`: those of `n` sort together after `n/`.
+                    let prefix = format!("{n}/");
+                    kept.extend(
+                        (services
+                            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded)))
+                        .map(|(k, _)| k.as_str())
+                        .take_while(|k| k.starts_with(&prefix)),
+                    );
+                }
+            }
         }
     }
-    let kept: BTreeSet<&str> = services
-        .iter()
-        .filter(|(_, s)| {
-            namespaces.contains(s.namespace.as_str())
-                || named.contains(&(s.namespace.as_str(), s.name.as_str()))
-        })
-        .map(|(k, _)| k.as_str())
-        .collect();
     let mut clusters = BTreeSet::new();
     let rules = kept
         .iter()
