@@ -294,6 +294,30 @@ fn spread(fleet: &Fleet, replicas: usize) -> Vec<usize> {
     n
 }
 
+/// Waits until the replica's `/ready` answers 200: it has read the cluster and built its
+/// first config.
+async fn wait_ready(http: u16) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = Instant::now();
+    loop {
+        let mut text = String::new();
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", http)).await {
+            let req = "GET /ready HTTP/1.1\r\nHost: cp\r\nConnection: close\r\n\r\n";
+            if s.write_all(req.as_bytes()).await.is_ok() {
+                let _ = s.read_to_string(&mut text).await;
+            }
+        }
+        if text.starts_with("HTTP/1.1 200") {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "a replica was not ready within 2 minutes: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn resumes(replicas: &[Replica]) -> Vec<Value> {
     let mut out = Vec::new();
     for r in replicas {
@@ -327,6 +351,11 @@ async fn main() {
     for r in &replicas {
         fleet::wait_listening(r.grpc, "trellis-control --kubernetes").await;
     }
+    for r in &replicas {
+        wait_ready(r.http).await;
+    }
+    // What a replica holds for the cluster alone, before any proxy connects.
+    let base_rss: Vec<f64> = replicas.iter().map(|r| round1(rss_mib(r.pid))).collect();
     let addrs: Arc<[Arc<str>]> = replicas.iter().map(|r| addr(r.grpc)).collect();
     let fleet = fleet::fleet(a.proxies);
     let loadavg_at_start = fleet::loadavg();
@@ -381,7 +410,7 @@ async fn main() {
         .iter()
         .enumerate()
         .map(|(r, rep)| {
-            json!({"proxies": spread(&fleet, a.replicas)[r], "sync_cpu_s": round1((cpu_ms(rep.pid) - cpu0[r]) / 1000.0),
+            json!({"proxies": spread(&fleet, a.replicas)[r], "rss_before_proxies_mib": base_rss[r], "sync_cpu_s": round1((cpu_ms(rep.pid) - cpu0[r]) / 1000.0),
                    "sync_peak_rss_mib": round1(sync_peaks[r]), "rss_after_sync_mib": round1(rss_mib(rep.pid))})
         })
         .collect();

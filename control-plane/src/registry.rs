@@ -65,11 +65,17 @@ impl Registry {
     }
 
     /// Drops entries disconnected for longer than `grace`. Returns whether any went.
-    pub fn expire(&self, grace: std::time::Duration) -> bool {
-        let mut entries = self.lock();
-        let before = entries.len();
-        entries.retain(|_, e| e.disconnected_at.is_none_or(|t| t.elapsed() < grace));
-        entries.len() != before
+    /// Forgets the proxies disconnected for longer than `grace`, and returns who they were.
+    pub fn expire(&self, grace: std::time::Duration) -> Vec<NodeIdentity> {
+        let mut gone = Vec::new();
+        self.lock().retain(|_, e| {
+            let keep = e.disconnected_at.is_none_or(|t| t.elapsed() < grace);
+            if !keep {
+                gone.push(e.identity.clone());
+            }
+            keep
+        });
+        gone
     }
 
     pub fn update(&self, id: u64, f: impl FnOnce(&mut ProxyEntry)) {

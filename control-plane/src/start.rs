@@ -147,7 +147,8 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
         let tick = (expirer.opts.registration_grace / 4).max(Duration::from_millis(50));
         loop {
             tokio::time::sleep(tick).await;
-            if expirer.registry.expire(expirer.opts.registration_grace) {
+            let gone = expirer.registry.expire(expirer.opts.registration_grace);
+            if gone.iter().any(|node| expirer.registration_matters(node)) {
                 expirer.request_rebuild();
             }
         }

@@ -236,6 +236,20 @@ impl ControlPlane {
         self.world.subscribe()
     }
 
+    /// Whether a proxy that connects as `node` changes what proxies are sent, so that a new
+    /// generation must be built. In Kubernetes mode it never does (EndpointSlices say who
+    /// serves); in file mode only when it registers as some Service's endpoint. Every other
+    /// connection used to rebuild the world as well: with 10,000 proxies connecting, a
+    /// thousand identical generations, each compiled again for every kind of proxy, and the
+    /// older ones kept alive by the streams not yet moved to the newest.
+    pub(crate) fn registration_matters(&self, node: &trellis_config::NodeIdentity) -> bool {
+        if self.kube.get().is_some() {
+            return false;
+        }
+        // Before the first generation there is nothing to compare with; the warm-up builds it.
+        self.world().is_none_or(|w| w.is_endpoint(node))
+    }
+
     /// Asks for a rebuild soon; bursts of registrations are coalesced into one.
     pub(crate) fn request_rebuild(&self) {
         self.rebuild.notify_one();

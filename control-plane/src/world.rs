@@ -227,6 +227,12 @@ impl World {
         }
     }
 
+    /// Whether `node`, registered as a Workload, would be an endpoint of some Service: if
+    /// not, its registering or leaving changes nothing any proxy is sent.
+    pub(crate) fn is_endpoint(&self, node: &NodeIdentity) -> bool {
+        (self.common).is_endpoint(&self.config, &node.namespace, &node.labels)
+    }
+
     /// The resources for `node`, built at most once per kind and generation.
     pub(crate) fn compiled_for(
         &self,

@@ -100,6 +100,48 @@ async fn a_proxy_resuming_with_the_current_version_is_sent_nothing() {
 }
 
 #[tokio::test]
+async fn only_a_proxy_that_is_some_services_endpoint_makes_a_new_generation_by_connecting() {
+    let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
+    let compilations = || cp.metric("trellis_control_compilations_total");
+    let mut first = connect(&cp, "fake-0", "").await;
+    let u = first.next().await;
+    first.ack(&u).await;
+    let before = compilations().await;
+
+    // A proxy of another kind that no Service selects: its own kind is compiled, and nothing
+    // else changes, so no generation is built and nobody is sent anything.
+    let loadgen = Node {
+        labels: [("app".to_string(), "loadgen".to_string())].into(),
+        ..node("fake-1")
+    };
+    let (mut second, _) = open(&cp, fake_proxy::subscribe(loadgen, "")).await.unwrap();
+    second.next().await;
+    assert!(first.quiet_for(Duration::from_millis(300)).await);
+    assert_eq!(compilations().await, before + 1.0, "the new kind alone");
+
+    // An endpoint of billing-v1 registers: every proxy's billing-v1 cluster changes.
+    let endpoint = Node {
+        labels: [
+            ("app".to_string(), "billing".to_string()),
+            ("version".to_string(), "v1".to_string()),
+        ]
+        .into(),
+        inbound: "127.0.0.1:2".into(),
+        ..node("fake-2")
+    };
+    let (_third, _) = open(&cp, fake_proxy::subscribe(endpoint, ""))
+        .await
+        .unwrap();
+    let delta = first.next().await;
+    assert!(!delta.replace);
+    assert!(
+        upserted(&delta).contains(&"Cluster billing-v1.rides:80".to_string()),
+        "{:?}",
+        upserted(&delta)
+    );
+}
+
+#[tokio::test]
 async fn a_nack_shows_in_status_with_its_error() {
     let (cp, _dir, _path) = cp_with(&billing_mesh(90, 10)).await;
     let mut p = connect(&cp, "fake-0", "").await;

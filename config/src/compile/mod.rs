@@ -115,6 +115,17 @@ impl Common {
         }
     }
 
+    /// Whether a Service of `namespace` selects `labels`: whether a workload with them is
+    /// some Service's endpoint. `cfg` is the config this was built from.
+    pub fn is_endpoint(
+        &self,
+        cfg: &MeshConfig,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        !self.index.serving(cfg, namespace, labels).is_empty()
+    }
+
     /// The Services (by `namespace/name`) and clusters that a proxy under `scope` holds: what
     /// its Scopes let it call, the clusters those Services' routes send to, and every
     /// Gateway's clusters. `cfg` is the config this was built from.

@@ -84,7 +84,9 @@ impl grpc::Streams for DiscoveryService {
         });
         let id = cp.registry.connect(node.clone(), identity.clone());
         cp.metrics.connected_proxies.inc();
-        cp.request_rebuild();
+        if cp.registration_matters(&identity) {
+            cp.request_rebuild();
+        }
         tracing::info!(workload = %node.workload, namespace = %node.namespace, ?peer, "proxy connected");
         // Two parts queued per stream: enough that h2 never waits on the session, few enough
         // that a slow proxy holds little of a snapshot in wire form.

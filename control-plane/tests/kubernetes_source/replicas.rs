@@ -62,7 +62,11 @@ async fn a_proxy_that_moves_to_another_replica_resumes_with_nothing_resent() {
         .await;
     }
 
-    // The proxy syncs with replica A.
+    // The proxy syncs with replica A. Its connecting builds no new generation: in Kubernetes
+    // mode the EndpointSlices, not the streams, say who serves.
+    // (Once the replicas' status writes, which come back as watch events, have settled.)
+    a.quiet_status_writes().await;
+    let generation = a.running.cp.world().unwrap().generation;
     let (mut on_a, _) = FakeProxy::open(channel(&a, &a.running).await, subscribe(trip_pod(), ""))
         .await
         .unwrap();
@@ -70,6 +74,8 @@ async fn a_proxy_that_moves_to_another_replica_resumes_with_nothing_resent() {
     assert!(first.replace);
     let version = on_a.apply(&first);
     on_a.ack(&first).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(a.running.cp.world().unwrap().generation, generation);
 
     // Replica B, from the same objects, computes the same snapshot for it.
     let (mut fresh_b, _) = FakeProxy::open(channel(&a, &b).await, subscribe(trip_pod(), ""))
