@@ -37,15 +37,18 @@ impl BySelector {
         let Some(by_key) = self.0.get(namespace) else {
             return Vec::new();
         };
-        let mut found: Vec<usize> = (labels.iter())
-            .filter_map(|(k, v)| by_key.get(k.as_str())?.get(v.as_str()))
-            .flatten()
-            .copied()
-            .collect();
-        found.sort_unstable();
-        found.dedup();
-        found
+        in_config_order(
+            (labels.iter()).filter_map(|(k, v)| by_key.get(k.as_str())?.get(v.as_str())),
+        )
     }
+}
+
+/// The document indices of several lists, once each, in config order.
+fn in_config_order<'a>(lists: impl Iterator<Item = &'a Vec<usize>>) -> Vec<usize> {
+    let mut found: Vec<usize> = lists.flatten().copied().collect();
+    found.sort_unstable();
+    found.dedup();
+    found
 }
 
 #[derive(Default)]
@@ -126,14 +129,7 @@ impl Index {
     /// The AuthorizationPolicies that target any of `services` (`namespace/name`), in
     /// config order.
     pub(super) fn policies_of(&self, services: &[String]) -> Vec<usize> {
-        let mut found: Vec<usize> = (services.iter())
-            .filter_map(|s| self.policies.get(s))
-            .flatten()
-            .copied()
-            .collect();
-        found.sort_unstable();
-        found.dedup();
-        found
+        in_config_order(services.iter().filter_map(|s| self.policies.get(s)))
     }
 }
 
