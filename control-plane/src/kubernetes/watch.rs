@@ -120,7 +120,10 @@ where
 {
     let (reader, writer) = reflector::store();
     tasks.push(tokio::spawn(drive(
-        reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(keep)),
+        reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).modify(keep),
+        ),
         K::kind(&K::DynamicType::default()).to_string(),
         changed.clone(),
     )));
@@ -137,7 +140,10 @@ fn spawn_dynamic(
     let reader = writer.as_reader();
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     tasks.push(tokio::spawn(drive(
-        reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(trim)),
+        reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).modify(trim),
+        ),
         ar.kind.clone(),
         changed.clone(),
     )));
