@@ -64,7 +64,6 @@ impl Registry {
         }
     }
 
-    /// Drops entries disconnected for longer than `grace`. Returns whether any went.
     /// Forgets the proxies disconnected for longer than `grace`, and returns who they were.
     pub fn expire(&self, grace: std::time::Duration) -> Vec<NodeIdentity> {
         let mut gone = Vec::new();
