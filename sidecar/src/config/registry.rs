@@ -265,11 +265,11 @@ impl StateRegistry {
                 rebuild.extend(snapshot.clusters.iter().map(|(n, c)| (n, &**c)));
             }
         }
-        let mut rebuilt = Names::default();
+        let mut rebuilt: Vec<&str> = Vec::new();
         for (name, c) in rebuild {
             let rt = build_cluster(&mut state, name, c, mtls_of(c), metrics);
             clusters.insert(Arc::from(name.as_str()), Arc::new(rt));
-            rebuilt.insert(name.as_str());
+            rebuilt.push(name.as_str());
         }
 
         // Services: all of them, or those that changed or send to a rebuilt cluster.
@@ -281,12 +281,22 @@ impl StateRegistry {
             (Some(p), Some(ch)) if same_mesh && !ch.services_moved => Some((p, ch)),
             _ => None,
         };
+        // With the same Services in the same order, the index before says which of them
+        // send to a rebuilt cluster (a Service whose routes changed is rebuilt anyway).
+        let senders: HashSet<usize> = match reuse {
+            Some((p, _)) => (rebuilt.iter())
+                .filter_map(|c| p.index.senders.get(*c))
+                .flatten()
+                .copied()
+                .collect(),
+            None => HashSet::new(),
+        };
         let mut services = Vec::with_capacity(snapshot.services.len());
         for (key, svc) in &snapshot.services {
             let idx = services.len();
             let kept = reuse.and_then(|(p, ch)| {
                 let stale = (!ch.services.is_empty() && ch.services.contains(key.as_str()))
-                    || (!rebuilt.is_empty() && sends_to_any(svc, &rebuilt));
+                    || senders.contains(&idx);
                 (!stale).then(|| p.services[idx].clone())
             });
             let rt = match kept {
@@ -357,43 +367,6 @@ impl StateRegistry {
             originate_mtls: originate,
         })
     }
-}
-
-/// A set of names that is usually one or two long (the clusters an update changed), where a
-/// scan beats hashing: it is asked about every backend of every Service.
-#[derive(Default)]
-struct Names<'a> {
-    few: Vec<&'a str>,
-    many: HashSet<&'a str>,
-}
-
-impl<'a> Names<'a> {
-    const FEW: usize = 8;
-
-    fn insert(&mut self, name: &'a str) {
-        if self.many.is_empty() && self.few.len() < Self::FEW {
-            self.few.push(name);
-        } else {
-            self.many.extend(self.few.drain(..));
-            self.many.insert(name);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.few.is_empty() && self.many.is_empty()
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        self.few.contains(&name) || (!self.many.is_empty() && self.many.contains(name))
-    }
-}
-
-/// Whether any rule of `svc` sends to one of `clusters`.
-fn sends_to_any(svc: &ServiceEntry, clusters: &Names) -> bool {
-    (svc.ports.iter())
-        .flat_map(|p| &p.routes)
-        .flat_map(|r| &r.backends)
-        .any(|b| clusters.contains(b.cluster.as_str()))
 }
 
 /// One cluster's runtime, carrying over the state of its endpoints that stay.
@@ -565,7 +538,17 @@ impl ServiceIndex {
     fn build(snapshot: &Snapshot) -> ServiceIndex {
         let mut hosts = HashMap::new();
         let mut by_addr = HashMap::new();
+        let mut senders: HashMap<String, Vec<usize>> = HashMap::new();
         for (idx, svc) in snapshot.services.values().enumerate() {
+            let backends = (svc.ports.iter())
+                .flat_map(|p| &p.routes)
+                .flat_map(|r| &r.backends);
+            for b in backends {
+                let to = senders.entry(b.cluster.clone()).or_default();
+                if to.last() != Some(&idx) {
+                    to.push(idx);
+                }
+            }
             for form in host_forms(&svc.name, &svc.namespace, &snapshot.node.namespace) {
                 hosts.insert(form, idx);
             }
@@ -575,7 +558,11 @@ impl ServiceIndex {
                 }
             }
         }
-        ServiceIndex { hosts, by_addr }
+        ServiceIndex {
+            hosts,
+            by_addr,
+            senders,
+        }
     }
 }
 

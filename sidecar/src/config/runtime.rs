@@ -41,6 +41,9 @@ pub(super) struct ServiceIndex {
     pub(super) hosts: HashMap<String, usize>,
     /// `clusterIP:port` to (service, port) indexes, for intercepted connections.
     pub(super) by_addr: HashMap<SocketAddr, (usize, usize)>,
+    /// Each cluster to the Services whose routes send to it, so that a build that rebuilds
+    /// one cluster finds the Services to rebuild without asking every Service.
+    pub(super) senders: HashMap<String, Vec<usize>>,
 }
 
 /// The mesh Services a Scope leaves out, so that a call to one is refused with a reason
