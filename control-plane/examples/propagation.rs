@@ -444,13 +444,7 @@ async fn main() {
     }
     out["rss_at_end_mib"] = rss_mib(pid).into();
     if let Some(file) = &a.results {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .expect("results file");
-        writeln!(f, "{out}").expect("write results");
+        fleet::append_result(file, &out);
     }
     QUIET.store(true, Ordering::Relaxed);
     drop(cp);

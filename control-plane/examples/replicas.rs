@@ -297,16 +297,9 @@ fn spread(fleet: &Fleet, replicas: usize) -> Vec<usize> {
 /// Waits until the replica's `/ready` answers 200: it has read the cluster and built its
 /// first config.
 async fn wait_ready(http: u16) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let t = Instant::now();
     loop {
-        let mut text = String::new();
-        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", http)).await {
-            let req = "GET /ready HTTP/1.1\r\nHost: cp\r\nConnection: close\r\n\r\n";
-            if s.write_all(req.as_bytes()).await.is_ok() {
-                let _ = s.read_to_string(&mut text).await;
-            }
-        }
+        let text = fleet::http_get(http, "/ready").await;
         if text.starts_with("HTTP/1.1 200") {
             return;
         }
@@ -510,13 +503,7 @@ async fn main() {
     );
     out["failover"] = json!({"moved": moved, "in_sync_s": failover_s, "resumes": resumed, "survivors": survivors});
     if let Some(file) = &a.results {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .expect("results file");
-        writeln!(f, "{out}").expect("write results");
+        fleet::append_result(file, &out);
     }
     QUIET.store(true, Ordering::Relaxed);
     drop(replicas);

@@ -2,8 +2,6 @@
 //! in Kubernetes mode): the simulated proxy, which decodes every resource and ACKs every
 //! update as a real one does, and the readings of a control-plane process.
 
-#![allow(dead_code)] // each example uses its own part
-
 use std::path::PathBuf;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -310,16 +308,34 @@ pub async fn synced(addr: &str, fleet_prefix: &str) -> Option<usize> {
     Some(n)
 }
 
-/// `trellis_control_resumes_total` by result, from the control plane's `/metrics`.
-pub async fn resumes(http: u16) -> serde_json::Value {
+/// GET `path` from the control plane's HTTP port: the whole response, head and body, or ""
+/// when it does not answer.
+pub async fn http_get(http: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut text = String::new();
     if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", http)).await {
-        let req = "GET /metrics HTTP/1.1\r\nHost: cp\r\nConnection: close\r\n\r\n";
+        let req = format!("GET {path} HTTP/1.1\r\nHost: cp\r\nConnection: close\r\n\r\n");
         if s.write_all(req.as_bytes()).await.is_ok() {
             let _ = s.read_to_string(&mut text).await;
         }
     }
+    text
+}
+
+/// Appends one run's figures to `file` as a JSON line.
+pub fn append_result(file: &std::path::Path, out: &serde_json::Value) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .expect("results file");
+    writeln!(f, "{out}").expect("write results");
+}
+
+/// `trellis_control_resumes_total` by result, from the control plane's `/metrics`.
+pub async fn resumes(http: u16) -> serde_json::Value {
+    let text = http_get(http, "/metrics").await;
     let mut out = serde_json::Map::new();
     for line in text
         .lines()
