@@ -56,7 +56,7 @@ fn item(list: &str, name: &str) -> Value {
 struct Cluster {
     api: MockApi,
     running: trellis_control::Running,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 async fn cluster() -> Cluster {
@@ -91,37 +91,40 @@ async fn cluster_with(tweak: impl FnOnce(&mut trellis_control::Options)) -> Clus
              "spec": {"controllerName": "istio.io/gateway-controller"}}]}),
     );
     let state = tempfile::tempdir().unwrap();
-    let mut opts = trellis_control::Options {
-        registration_grace: Duration::from_millis(20),
-        ..trellis_control::Options::local(Default::default(), state.path().to_path_buf())
-    };
-    tweak(&mut opts);
-    let running =
-        trellis_control::start_with(opts, trellis_control::Source::Kubernetes(client(&api)))
-            .await
-            .unwrap();
+    let running = start(&api, state.path(), tweak).await;
     Cluster {
         api,
         running,
-        _state: state,
+        state,
     }
+}
+
+/// A control plane in Kubernetes mode over `api`, its CA generated into (or read from)
+/// `state`.
+async fn start(
+    api: &MockApi,
+    state: &std::path::Path,
+    tweak: impl FnOnce(&mut trellis_control::Options),
+) -> trellis_control::Running {
+    let mut opts = trellis_control::Options {
+        registration_grace: Duration::from_millis(20),
+        ..trellis_control::Options::local(Default::default(), state.to_path_buf())
+    };
+    tweak(&mut opts);
+    trellis_control::start_with(opts, trellis_control::Source::Kubernetes(client(api)))
+        .await
+        .unwrap()
 }
 
 impl Cluster {
     fn state_dir(&self) -> &std::path::Path {
-        self._state.path()
+        self.state.path()
     }
 
     /// Another replica over the same API server, sharing the CA as replicas share the
     /// `trellis-ca` Secret.
     async fn replica(&self) -> trellis_control::Running {
-        let opts = trellis_control::Options {
-            registration_grace: Duration::from_millis(20),
-            ..trellis_control::Options::local(Default::default(), self.state_dir().to_path_buf())
-        };
-        trellis_control::start_with(opts, trellis_control::Source::Kubernetes(client(&self.api)))
-            .await
-            .unwrap()
+        start(&self.api, self.state_dir(), |_| {}).await
     }
 
     /// Waits until the route's status, as the API server holds it, satisfies `check`.

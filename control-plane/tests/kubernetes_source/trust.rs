@@ -19,7 +19,7 @@ async fn in_a_cluster_the_admin_api_answers_only_on_loopback() {
     .await;
     c.until("the first config", |w| w.config.services.len() == 4)
         .await;
-    let pem = std::fs::read(c._state.path().join("ca.pem")).unwrap();
+    let pem = std::fs::read(c.state_dir().join("ca.pem")).unwrap();
     let port = c.running.grpc.port();
     let admin = |host: String| {
         let pem = pem.clone();
@@ -99,7 +99,7 @@ async fn in_a_cluster_a_certificate_does_not_renew_itself() {
     let c = cluster().await;
     c.until("the first config", |w| w.config.services.len() == 4)
         .await;
-    let state = c._state.path();
+    let state = c.state_dir();
     let mesh = testkit::pki::TestCa::from_pem(
         &std::fs::read_to_string(state.join("ca.pem")).unwrap(),
         &std::fs::read_to_string(state.join("ca-key.pem")).unwrap(),
