@@ -11,10 +11,18 @@
 # (default 20), each time moving one endpoint to a new address, and reads the proxy's
 # trellis_config_apply_duration_seconds histogram: the time from an update's arrival to its
 # runtime being swapped in. Writes bench/results/proxy-config.json. With PERF=FILE, perf
-# records the proxy's stacks during the rewrites into FILE, for `perf report -i FILE`.
+# records the proxy's stacks during the rewrites into FILE, for `perf report -i FILE`. With
+# HEAPTRACK=FILE, the control-plane-mode proxy at 10,000 endpoints runs under heaptrack, which
+# writes FILE.zst (its RSS is then heaptrack's too, so read the profile, not the figures).
+# That run's proxy is built with glibc's malloc, which heaptrack sees and jemalloc is not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p trellis-proxy --bin trellis-proxy -p trellis-control --bin trellis-control
+# heaptrack sees only malloc, so its run builds the proxy without jemalloc; the next run
+# without HEAPTRACK rebuilds it with.
+features=()
+if [ -n "${HEAPTRACK:-}" ]; then features=(--no-default-features); fi
+cargo build --release -p trellis-proxy --bin trellis-proxy -p trellis-control --bin trellis-control \
+  "${features[@]}"
 root=$(pwd)
 work=$(mktemp -d /tmp/trellis-proxy-memory.XXXXXX)
 pids=()
@@ -72,7 +80,9 @@ listeners: {outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:$admin
 app: {address: 127.0.0.1, ports: {http: 9}}
 controlPlane: {address: "https://127.0.0.1:$grpc", caBundle: $d/state/ca.pem, tokenFile: $d/token}
 EOF
-  ./target/release/trellis-proxy --bootstrap "$d/boot.yaml" --workers 1 >"$d/log" 2>&1 &
+  wrap=()
+  if [ -n "${HEAPTRACK:-}" ] && [ "$n" = 10000 ]; then wrap=(heaptrack -o "$HEAPTRACK"); fi
+  "${wrap[@]}" ./target/release/trellis-proxy --bootstrap "$d/boot.yaml" --workers 1 >"$d/log" 2>&1 &
   pid=$!; pids+=("$pid")
   wait_ready "$admin" "$d/log"; sleep 1
   rss[cp$n]=$(rss_kib "$pid")
@@ -96,6 +106,8 @@ EOF
     curl -sf "http://127.0.0.1:$admin/metrics" >"$work/after.prom"
     if [ -n "${perf_pid:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   fi
+  # Under heaptrack, $pid is heaptrack's script and the proxy is its child.
+  pkill -P "$pid" 2>/dev/null || true
   kill "$pid" "$cp"; wait "$pid" "$cp" 2>/dev/null || true
 done
 

@@ -316,14 +316,17 @@ pub struct DnsTarget {
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     pub address: SocketAddr,
-    /// `namespace/name` of the Workload (or registered proxy) behind it.
-    pub workload: String,
+    /// `namespace/name` of the Workload (or registered proxy) behind it. The strings are
+    /// `Arc<str>` because a proxy holds one `Endpoint` per endpoint of every cluster it may
+    /// call, and the endpoints of one workload share their service account and identity
+    /// (see `wire::cluster`): three `String`s were 72 bytes and three allocations each.
+    pub workload: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account: Option<String>,
+    pub service_account: Option<Arc<str>>,
     /// The SPIFFE ID of the endpoint's sidecar, when it accepts mTLS; callers check the
     /// server certificate against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<String>,
+    pub identity: Option<Arc<str>>,
     /// The endpoint is a Trellis sidecar's inbound listener, so opaque TCP to it starts with
     /// the transport preface naming the Service port (sidecar/src/preface.rs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

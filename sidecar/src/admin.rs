@@ -13,9 +13,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
+use trellis_config::snapshot::Cluster;
 use trellis_proto::listen::Listener;
 
 /// What a peer outside the pod may ask: kubelet's probes and Prometheus. The rest shows the
@@ -136,11 +139,13 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
         })),
         (&Method::GET, "/clusters") => {
             let now = clock::now();
-            let clusters: Vec<serde_json::Value> = rt
-                .iter()
-                .flat_map(|rt| rt.clusters.values())
-                .map(|c| cluster_json(c, now))
-                .collect();
+            let mut clusters: Vec<serde_json::Value> = Vec::new();
+            if let Some(rt) = &rt {
+                for (name, c) in &rt.clusters {
+                    let snapshot = rt.snapshot.clusters.get(&**name).map(|c| &**c);
+                    clusters.push(cluster_json(c, snapshot, now));
+                }
+            }
             json(&serde_json::json!({ "clusters": clusters }))
         }
         (&Method::POST, "/breaker") => force_breaker(rt.as_deref(), req.uri().query()),
@@ -168,7 +173,11 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// A cluster as `/clusters` shows it: balancer, resilience state, and each endpoint's health.
-fn cluster_json(c: &RtCluster, now: std::time::Duration) -> serde_json::Value {
+fn cluster_json(
+    c: &RtCluster,
+    snapshot: Option<&Cluster>,
+    now: std::time::Duration,
+) -> serde_json::Value {
     let r = &c.resilience;
     let breaker = r.breaker.as_ref().map(|b| {
         let s = b.status(now);
@@ -186,6 +195,15 @@ fn cluster_json(c: &RtCluster, now: std::time::Duration) -> serde_json::Value {
             "pending": b.pending(),
         })
     });
+    // The workload behind each address is in the snapshot; the live state holds only what
+    // changes.
+    let workloads: HashMap<SocketAddr, &str> = snapshot
+        .map(|c| {
+            (c.endpoints.iter())
+                .map(|e| (e.address, &*e.workload))
+                .collect()
+        })
+        .unwrap_or_default();
     let endpoints: Vec<serde_json::Value> = c
         .upstream
         .balancer
@@ -195,7 +213,7 @@ fn cluster_json(c: &RtCluster, now: std::time::Duration) -> serde_json::Value {
             let until = e.health.ejected_until(now);
             serde_json::json!({
                 "address": e.addr.to_string(),
-                "workload": e.workload,
+                "workload": workloads.get(&e.addr),
                 "health": if until.is_some() { "ejected" } else { "healthy" },
                 "ejectedUntilUnixMs": until.map(clock::unix_millis),
                 "ejections": e.health.ejections(),

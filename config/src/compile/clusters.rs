@@ -7,6 +7,7 @@ use crate::model::*;
 use crate::snapshot::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 fn find_policy<'a>(cx: &'a Ctx<'a>, svc: &Doc<ServiceSpec>) -> Option<&'a Resilience> {
     let cfg = cx.cfg;
@@ -109,17 +110,20 @@ fn endpoints(cx: &Ctx<'_>, svc: &Doc<ServiceSpec>, sp: &ServicePort) -> Vec<Endp
         };
         if let Some(port) = port {
             let identity = match &w.object.spec.service_account {
-                Some(sa) if w.object.spec.sidecar_mtls => Some(format!(
-                    "spiffe://{}/ns/{}/sa/{sa}",
-                    cx.trust_domain(),
-                    w.object.metadata.namespace
-                )),
+                Some(sa) if w.object.spec.sidecar_mtls => Some(
+                    format!(
+                        "spiffe://{}/ns/{}/sa/{sa}",
+                        cx.trust_domain(),
+                        w.object.metadata.namespace
+                    )
+                    .into(),
+                ),
                 _ => None,
             };
             out.insert(Endpoint {
                 address: SocketAddr::new(ip, port),
-                workload: w.key(),
-                service_account: w.object.spec.service_account.clone(),
+                workload: w.key().into(),
+                service_account: w.object.spec.service_account.as_deref().map(Arc::from),
                 identity,
                 sidecar: w.object.spec.sidecar_inbound.is_some(),
             });

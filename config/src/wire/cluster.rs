@@ -4,6 +4,8 @@ use super::enums::FromWire;
 use super::{Problem, WireError, each, enum_i32, list, required, u16_of};
 use crate::model::{AppProtocol, Resilience};
 use crate::snapshot::{Cluster, DnsTarget, Endpoint};
+use std::collections::HashSet;
+use std::sync::Arc;
 use trellis_proto::v1 as pb;
 
 impl From<&Cluster> for pb::Cluster {
@@ -27,9 +29,9 @@ impl From<&Endpoint> for pb::Endpoint {
     fn from(e: &Endpoint) -> Self {
         pb::Endpoint {
             address: e.address.to_string(),
-            workload: e.workload.clone(),
-            service_account: e.service_account.clone(),
-            identity: e.identity.clone(),
+            workload: e.workload.to_string(),
+            service_account: e.service_account.as_deref().map(str::to_string),
+            identity: e.identity.as_deref().map(str::to_string),
             sidecar: e.sidecar,
         }
     }
@@ -52,7 +54,7 @@ impl TryFrom<pb::Cluster> for Cluster {
         Ok(Cluster {
             port: u16_of(c.port, "port")?,
             protocol: AppProtocol::from_wire(c.protocol, "protocol")?,
-            endpoints: each(c.endpoints, "endpoint")?,
+            endpoints: share_names(each(c.endpoints, "endpoint")?),
             resilience: Resilience::try_from(resilience).map_err(|e| e.at("resilience"))?,
             dns,
             name: c.name,
@@ -70,10 +72,32 @@ impl TryFrom<pb::Endpoint> for Endpoint {
         };
         Ok(Endpoint {
             address,
-            workload: e.workload,
-            service_account: e.service_account,
-            identity: e.identity,
+            workload: e.workload.into(),
+            service_account: e.service_account.map(Arc::from),
+            identity: e.identity.map(Arc::from),
             sidecar: e.sidecar,
         })
     }
+}
+
+/// Makes the endpoints of one cluster that run as the same service account and identity share
+/// one copy of each name: a Deployment's replicas differ in address and workload, not in
+/// who they are, and a proxy holds every endpoint it may call.
+fn share_names(mut endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+    let mut names: HashSet<Arc<str>> = HashSet::new();
+    let mut share = |name: &mut Option<Arc<str>>| {
+        if let Some(n) = name {
+            match names.get(n) {
+                Some(held) => *n = held.clone(),
+                None => {
+                    names.insert(n.clone());
+                }
+            }
+        }
+    };
+    for e in &mut endpoints {
+        share(&mut e.service_account);
+        share(&mut e.identity);
+    }
+    endpoints
 }

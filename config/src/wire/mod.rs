@@ -91,11 +91,14 @@ pub(crate) fn each<T, U>(items: Vec<T>, what: &str) -> Result<Vec<U>, WireError>
 where
     U: TryFrom<T, Error = WireError>,
 {
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, x)| U::try_from(x).map_err(|e| e.at(format_args!("{what} {i}"))))
-        .collect()
+    // Sized up front: collecting into a `Result` cannot see the length, so its `Vec` grows
+    // by doubling and keeps up to twice the room; a proxy holds these lists (the endpoints of
+    // every cluster) for as long as the snapshot lives.
+    let mut out = Vec::with_capacity(items.len());
+    for (i, x) in items.into_iter().enumerate() {
+        out.push(U::try_from(x).map_err(|e| e.at(format_args!("{what} {i}")))?);
+    }
+    Ok(out)
 }
 
 /// A snapshot enum as its wire value.

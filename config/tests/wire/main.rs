@@ -61,6 +61,25 @@ fn the_design_example_round_trips_for_every_namespace() {
 }
 
 #[test]
+fn decoded_endpoints_of_one_identity_share_its_names() {
+    let snap = everything();
+    let back = resources::assemble(&held(&snap), &snap.version).unwrap();
+    let eps = &back.clusters["billing.rides:80"].endpoints;
+    let sidecars: Vec<&Endpoint> = eps.iter().filter(|e| e.sidecar).collect();
+    assert!(sidecars.len() >= 2, "{eps:?}");
+    let (a, b) = (sidecars[0], sidecars[1]);
+    let names = |e: &Endpoint| {
+        (
+            e.identity.clone().unwrap(),
+            e.service_account.clone().unwrap(),
+        )
+    };
+    let ((ia, sa), (ib, sb)) = (names(a), names(b));
+    assert!(std::sync::Arc::ptr_eq(&ia, &ib), "{ia} held twice");
+    assert!(std::sync::Arc::ptr_eq(&sa, &sb), "{sa} held twice");
+}
+
+#[test]
 fn a_bad_endpoint_address_names_the_cluster_the_endpoint_and_the_value() {
     let snap = everything();
     let mut set = held(&snap);

@@ -29,7 +29,7 @@ impl AppClusters {
             .map(|&port| {
                 let addr = SocketAddr::new(b.app.address, port);
                 let name = format!("inbound|{port}");
-                let ep = Arc::new(EndpointState::new(addr, b.workload.name.clone()));
+                let ep = Arc::new(EndpointState::new(addr));
                 let balancer = Balancer {
                     policy: LbPolicy::RoundRobin,
                     endpoints: vec![ep],

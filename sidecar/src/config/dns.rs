@@ -29,7 +29,7 @@ impl Resolved {
                     ips.iter()
                         .map(|ip| Endpoint {
                             address: SocketAddr::new(*ip, dns.port),
-                            workload: format!("dns:{}", dns.name),
+                            workload: format!("dns:{}", dns.name).into(),
                             service_account: None,
                             identity: None,
                             sidecar: false,

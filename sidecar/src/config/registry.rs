@@ -93,7 +93,9 @@ impl Interned {
 struct ClusterShared {
     name: Arc<String>,
     cursor: Arc<AtomicUsize>,
-    endpoints: HashMap<SocketAddr, Arc<EndpointState>>,
+    /// The state of each endpoint address, sorted by address: what the next build carries
+    /// over. A sorted `Vec` costs 8 bytes an endpoint where a `HashMap` cost about 60.
+    endpoints: Vec<Arc<EndpointState>>,
     resilience: ClusterResilience,
     outlier: Option<Arc<Outlier>>,
 }
@@ -125,7 +127,7 @@ impl State {
         if let Some(c) = self.clusters.remove(name) {
             c.resilience.retire();
             metrics.forget_cluster(&c.name);
-            for ep in c.endpoints.values() {
+            for ep in &c.endpoints {
                 self.release_tls(ep);
             }
         }
@@ -369,6 +371,26 @@ impl StateRegistry {
     }
 }
 
+/// Moves the TLS server names that `tls_names` publishes from the endpoint states a cluster
+/// held to those it holds now; both lists are sorted by address, one state per address.
+fn account_tls(state: &mut State, held: &[Arc<EndpointState>], now: &[Arc<EndpointState>]) {
+    let (held, now) = (
+        held.iter().map(|ep| (&ep.addr, ep)),
+        now.iter().map(|ep| (&ep.addr, ep)),
+    );
+    for (_, side) in join(held, now) {
+        match side {
+            Side::Both(a, b) if Arc::ptr_eq(a, b) => {}
+            Side::Both(a, b) => {
+                state.release_tls(a);
+                state.hold_tls(b);
+            }
+            Side::Left(a) => state.release_tls(a),
+            Side::Right(b) => state.hold_tls(b),
+        }
+    }
+}
+
 /// One cluster's runtime, carrying over the state of its endpoints that stay.
 fn build_cluster(
     state: &mut State,
@@ -383,31 +405,10 @@ fn build_cluster(
         .unwrap_or_else(|| ClusterShared {
             name: Arc::new(name.to_string()),
             cursor: Arc::default(),
-            endpoints: HashMap::new(),
+            endpoints: Vec::new(),
             resilience: ClusterResilience::default(),
             outlier: None,
         });
-    // A scan per endpoint is quadratic: 10,000 endpoints would cost 10^8 compares.
-    let set = (c.endpoints.len() > 16).then(|| {
-        c.endpoints
-            .iter()
-            .map(|e| e.address)
-            .collect::<HashSet<_>>()
-    });
-    let listed = |a: &SocketAddr| match &set {
-        Some(set) => set.contains(a),
-        None => c.endpoints.iter().any(|e| e.address == *a),
-    };
-    let mut gone = Vec::new();
-    shared.endpoints.retain(|a, ep| {
-        listed(a) || {
-            gone.push(ep.clone());
-            false
-        }
-    });
-    for ep in gone {
-        state.release_tls(&ep);
-    }
     let resilience =
         ClusterResilience::build(&shared.name, &c.resilience, &shared.resilience, metrics);
     let outlier = Outlier::carry(
@@ -420,9 +421,10 @@ fn build_cluster(
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
         (a, b) => a.is_none() && b.is_none(),
     };
+    let held = std::mem::take(&mut shared.endpoints);
     if !same_outlier {
         // New or changed outlier settings judge every endpoint afresh.
-        for ep in shared.endpoints.values() {
+        for ep in &held {
             ep.health.reset();
         }
     }
@@ -448,35 +450,31 @@ fn build_cluster(
                         %error,
                         "endpoint skipped: its identity has no TLS server name, so mTLS to it cannot be verified"
                     );
-                    // Forget any earlier state, so its old server name leaves `tls_names`.
-                    if let Some(old) = shared.endpoints.remove(&e.address) {
-                        state.release_tls(&old);
-                    }
+                    // Its earlier state is not carried over, so its old server name leaves
+                    // `tls_names` below.
                     continue;
                 }
             },
         };
-        let fresh = || {
-            let mut fresh = EndpointState::new(e.address, e.workload.clone());
-            fresh.tls = tls.clone();
-            fresh.sidecar = e.sidecar;
-            Arc::new(fresh)
-        };
-        let slot = match shared.endpoints.get(&e.address) {
+        let slot = match held.binary_search_by_key(&e.address, |ep| ep.addr) {
             // Another identity (or another kind of peer) at the same address is another
             // endpoint: fresh state.
-            Some(ep) if ep.tls == tls && ep.sidecar == e.sidecar => ep.clone(),
-            Some(_) | None => {
-                let ep = fresh();
-                if let Some(old) = shared.endpoints.insert(e.address, ep.clone()) {
-                    state.release_tls(&old);
-                }
-                state.hold_tls(&ep);
-                ep
+            Ok(i) if held[i].tls == tls && held[i].sidecar == e.sidecar => held[i].clone(),
+            _ => {
+                let mut fresh = EndpointState::new(e.address);
+                fresh.tls = tls;
+                fresh.sidecar = e.sidecar;
+                Arc::new(fresh)
             }
         };
         endpoints.push(slot);
     }
+    shared.endpoints = endpoints.clone();
+    shared.endpoints.sort_by_key(|ep| ep.addr);
+    // One state per address: a snapshot that lists an address twice balances over both
+    // entries, and the first one's state is what the next build carries over.
+    shared.endpoints.dedup_by_key(|ep| ep.addr);
+    account_tls(state, &held, &shared.endpoints);
     let lb = &c.resilience.load_balancer;
     let ring = (lb.policy == LbPolicy::RingHash)
         .then(|| Ring::new(&endpoints.iter().map(|e| e.addr).collect::<Vec<_>>()));
@@ -515,11 +513,12 @@ fn build_service(
     let (n, ns) = (&svc.name, &svc.namespace);
     let mut ports = Vec::with_capacity(svc.ports.len());
     for p in &svc.ports {
-        let rules = p
-            .routes
-            .iter()
-            .map(|r| compile_rule(r, clusters))
-            .collect::<Result<_, _>>()?;
+        // Sized up front: a `Result` collect grows from room for four rules, and most ports
+        // have one.
+        let mut rules = Vec::with_capacity(p.routes.len());
+        for r in &p.routes {
+            rules.push(compile_rule(r, clusters)?);
+        }
         ports.push(RtPort {
             port: p.port,
             protocol: p.protocol,

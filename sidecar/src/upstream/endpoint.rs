@@ -15,7 +15,6 @@ pub struct EndpointState {
     pub addr: SocketAddr,
     /// Precomputed so that building the upstream URI does not allocate.
     pub authority: http::uri::Authority,
-    pub workload: String,
     /// The TLS server name encoding the SPIFFE ID this endpoint's sidecar must prove, when
     /// calls to it originate mTLS (see `SpiffeId::server_name`).
     pub tls: Option<super::pool::SharedName>,
@@ -27,7 +26,7 @@ pub struct EndpointState {
 }
 
 impl EndpointState {
-    pub fn new(addr: SocketAddr, workload: String) -> EndpointState {
+    pub fn new(addr: SocketAddr) -> EndpointState {
         let authority = addr
             .to_string()
             .parse()
@@ -35,7 +34,6 @@ impl EndpointState {
         EndpointState {
             addr,
             authority,
-            workload,
             tls: None,
             sidecar: false,
             active: AtomicUsize::new(0),

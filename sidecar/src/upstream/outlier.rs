@@ -157,7 +157,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let addr = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();
-                Arc::new(EndpointState::new(addr, format!("w{i}")))
+                Arc::new(EndpointState::new(addr))
             })
             .collect()
     }

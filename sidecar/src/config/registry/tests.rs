@@ -62,7 +62,7 @@ fn snapshot() -> Snapshot {
     for c in snap.clusters.values_mut() {
         for e in &mut Arc::make_mut(c).endpoints {
             let sa = e.service_account.clone().expect("every Workload names one");
-            e.identity = Some(format!("spiffe://trellis.local/ns/rides/sa/{sa}"));
+            e.identity = Some(format!("spiffe://trellis.local/ns/rides/sa/{sa}").into());
         }
     }
     snap
@@ -251,4 +251,24 @@ fn endpoints_of_one_identity_share_one_server_name() {
     );
     let trip = &r1.clusters["trip.rides:80"].upstream.balancer.endpoints[0];
     assert_ne!(trip.tls, a.tls, "another identity, another name");
+}
+
+#[test]
+fn an_endpoint_that_changes_identity_at_its_address_gets_fresh_state_and_name() {
+    let (metrics, reg, s1, r1) = first_build();
+    let trip = "trip.rides:80";
+    let before = r1.clusters[trip].upstream.balancer.endpoints[0].clone();
+    let mut s2 = s1.clone();
+    let ep = &mut Arc::make_mut(s2.clusters.get_mut(trip).unwrap()).endpoints[0];
+    ep.identity = Some("spiffe://trellis.local/ns/rides/sa/trip-v2".into());
+    let r2 = reg.build(Arc::new(s2), Some(&r1), &metrics).unwrap();
+    let after = &r2.clusters[trip].upstream.balancer.endpoints[0];
+    assert_eq!(after.addr, before.addr);
+    assert!(
+        !Arc::ptr_eq(after, &before),
+        "another identity is another endpoint"
+    );
+    let published = reg.tls_names.get(&after.addr).unwrap();
+    assert!(Arc::ptr_eq(&published, after.tls.as_ref().unwrap()));
+    assert_ne!(published, before.tls.clone().unwrap());
 }
