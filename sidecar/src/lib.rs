@@ -176,6 +176,11 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     let labels = Labels {
         workload: Arc::new(w.name.clone()),
         namespace: Arc::new(w.namespace.clone()),
+        identity: Arc::new(
+            w.service_account
+                .clone()
+                .unwrap_or_else(|| "unknown".into()),
+        ),
         unknown: Arc::new("unknown".to_string()),
         passthrough: Arc::new("passthrough".to_string()),
         inbound_service: Arc::new(format!(

@@ -170,21 +170,17 @@ async fn websocket_echo_through_the_proxy() {
 }
 
 #[tokio::test]
-async fn trace_context_is_kept_and_hop_by_hop_headers_are_dropped() {
+async fn trace_context_passes_unchanged_and_hop_by_hop_headers_are_dropped() {
     let up = Upstream::start("billing-v1").await;
     let h = start(
         &(service("billing-v1", "") + &workload("billing-v1", &up)),
         "",
     )
     .await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let mut r = req(h.outbound, "billing-v1", "/");
     let hd = r.headers_mut();
-    hd.insert(
-        "traceparent",
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-            .parse()
-            .unwrap(),
-    );
+    hd.insert("traceparent", traceparent.parse().unwrap());
     hd.insert("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
     hd.insert("x-request-id", "req-123".parse().unwrap());
     hd.insert("connection", "x-hop".parse().unwrap());
@@ -193,28 +189,35 @@ async fn trace_context_is_kept_and_hop_by_hop_headers_are_dropped() {
     let r = h.send(r).await;
     assert_eq!(r.status, 200);
     let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    let tp = seen["traceparent"].as_str().unwrap();
-    assert!(
-        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-        "{tp}"
-    );
-    assert!(
-        !tp.contains("00f067aa0ba902b7"),
-        "a new span id per hop: {tp}"
-    );
+    // The proxy exports no span, so it names none as the app's parent: the caller's span
+    // stays the parent.
+    assert_eq!(seen["traceparent"], traceparent);
     assert_eq!(seen["tracestate"], "congo=t61rcWkgMzE");
     assert_eq!(seen["x-request-id"], "req-123");
-    assert_eq!(seen["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_eq!(seen["x-b3-parentspanid"], "00f067aa0ba902b7");
+    assert!(
+        seen.get("b3").is_none() && seen.get("x-b3-traceid").is_none(),
+        "no B3 context made up: {seen}"
+    );
     assert!(
         seen.get("x-hop").is_none() && seen.get("proxy-connection").is_none(),
         "{seen}"
     );
 
-    // Nothing incoming: everything is generated.
+    // A B3 context whose sampling decision was deferred stays deferred.
+    let mut r = req(h.outbound, "billing-v1", "/");
+    let b3 = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1";
+    r.headers_mut().insert("b3", b3.parse().unwrap());
+    let seen: serde_json::Value = serde_json::from_str(&h.send(r).await.body).unwrap();
+    assert_eq!(seen["b3"], b3);
+    assert!(seen.get("traceparent").is_none(), "{seen}");
+
+    // Nothing incoming: a root, marked not sampled, so that an app sampling by its parent
+    // records nothing it was not asked to.
     let r = h.get("billing-v1", "/").await;
     let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(seen["traceparent"].as_str().unwrap().len(), 55);
+    let tp = seen["traceparent"].as_str().unwrap();
+    assert_eq!(tp.len(), 55, "{tp}");
+    assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{tp}");
     assert_eq!(seen["x-request-id"].as_str().unwrap().len(), 36);
 }
 

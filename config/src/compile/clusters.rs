@@ -5,7 +5,7 @@ use super::context::Ctx;
 use crate::mesh_config::Doc;
 use crate::model::*;
 use crate::snapshot::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -97,6 +97,10 @@ pub(super) fn ensure_cluster(
 fn endpoints(cx: &Ctx<'_>, svc: &Doc<ServiceSpec>, sp: &ServicePort) -> Vec<Endpoint> {
     let meta = &svc.object.metadata;
     let mut out = BTreeSet::new();
+    // The endpoints of a Service mostly run as a few service accounts: one copy of each
+    // account's name and identity, shared, as the proxy holds them.
+    type Names<'a> = HashMap<(&'a str, &'a str, bool), (Arc<str>, Option<Arc<str>>)>;
+    let mut names: Names<'_> = HashMap::new();
     for w in cx.selected(&meta.namespace, &svc.object.spec.selector) {
         let Ok(ip) = w.object.spec.address.value.parse::<IpAddr>() else {
             continue;
@@ -109,21 +113,25 @@ fn endpoints(cx: &Ctx<'_>, svc: &Doc<ServiceSpec>, sp: &ServicePort) -> Vec<Endp
             Some(IntOrString::Str(name)) => w.object.spec.ports.get(name).copied(),
         };
         if let Some(port) = port {
-            let identity = match &w.object.spec.service_account {
-                Some(sa) if w.object.spec.sidecar_mtls => Some(
-                    format!(
-                        "spiffe://{}/ns/{}/sa/{sa}",
-                        cx.trust_domain(),
-                        w.object.metadata.namespace
-                    )
-                    .into(),
-                ),
-                _ => None,
+            let (service_account, identity) = match &w.object.spec.service_account {
+                None => (None, None),
+                Some(sa) => {
+                    let (ns, mtls) = (&w.object.metadata.namespace, w.object.spec.sidecar_mtls);
+                    let key = (ns.as_str(), sa.as_str(), mtls);
+                    let (sa, id) = names.entry(key).or_insert_with(|| {
+                        let id = mtls.then(|| {
+                            let td = cx.trust_domain();
+                            Arc::from(format!("spiffe://{td}/ns/{ns}/sa/{sa}"))
+                        });
+                        (Arc::from(sa.as_str()), id)
+                    });
+                    (Some(sa.clone()), id.clone())
+                }
             };
             out.insert(Endpoint {
                 address: SocketAddr::new(ip, port),
                 workload: w.key().into(),
-                service_account: w.object.spec.service_account.as_deref().map(Arc::from),
+                service_account,
                 identity,
                 sidecar: w.object.spec.sidecar_inbound.is_some(),
             });

@@ -19,9 +19,26 @@ use trellis_config::snapshot::InboundPolicy;
 use trellis_identity::SpiffeId;
 
 /// The verified identity of the caller, when it came over mTLS. Attached to every inbound
-/// request as an extension.
+/// request as an extension; made once per connection.
 #[derive(Clone, Debug)]
-pub struct PeerIdentity(pub Option<Arc<SpiffeId>>);
+pub struct PeerIdentity {
+    pub id: Option<Arc<SpiffeId>>,
+    /// The identity's namespace and service account as metric label values, made once so
+    /// that recording a request allocates nothing.
+    pub labels: Option<(Arc<String>, Arc<String>)>,
+}
+
+impl PeerIdentity {
+    pub fn new(id: Option<Arc<SpiffeId>>) -> PeerIdentity {
+        let labels = (id.as_ref()).map(|id| {
+            (
+                Arc::new(id.namespace.clone()),
+                Arc::new(id.service_account.clone()),
+            )
+        });
+        PeerIdentity { id, labels }
+    }
+}
 
 /// Why a call was refused: the DENY policy that matched, or that no ALLOW rule did.
 #[derive(Debug, PartialEq, Eq)]

@@ -30,7 +30,7 @@ fn forwarded_client_cert(shared: &Shared, req: &mut Request<Incoming>) {
     let Some(peer) = req
         .extensions()
         .get::<PeerIdentity>()
-        .and_then(|p| p.0.clone())
+        .and_then(|p| p.id.clone())
     else {
         return;
     };
@@ -56,6 +56,7 @@ pub async fn handle(
     let mut obs = Observation::start(&shared.labels, shared.bootstrap.access_log, "inbound", &req);
     let grpc = is_grpc(&req);
     obs.destination = shared.labels.inbound_service.clone();
+    obs.source = (req.extensions().get::<PeerIdentity>()).and_then(|p| p.labels.clone());
     let res = async {
         check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
         // Fail closed: without a config there is no policy to check, so nothing reaches the app.
@@ -76,7 +77,7 @@ pub async fn handle(
         let peer_id = req
             .extensions()
             .get::<PeerIdentity>()
-            .and_then(|p| p.0.as_deref());
+            .and_then(|p| p.id.as_deref());
         let call = authz::Call::Http {
             method: req.method(),
             path: req.uri().path(),

@@ -23,6 +23,9 @@ pub struct RequestLabels {
     pub direction: &'static str,
     pub source_workload: Arc<String>,
     pub source_namespace: Arc<String>,
+    /// The source's service account: this proxy's own on outbound, the one the caller
+    /// proved over mTLS on inbound. Bounded by the mesh's accounts.
+    pub source_identity: Arc<String>,
     pub destination_service: Arc<String>,
     pub route: Arc<String>,
     pub response_code: u16,

@@ -15,6 +15,8 @@ use std::time::Instant;
 pub struct Labels {
     pub workload: Arc<String>,
     pub namespace: Arc<String>,
+    /// This workload's service account: `source_identity` on outbound.
+    pub identity: Arc<String>,
     pub unknown: Arc<String>,
     pub inbound_service: Arc<String>,
     /// `destination_service` of intercepted traffic passed through under `ALLOW_ANY`.
@@ -29,6 +31,8 @@ pub struct Observation {
     pub cluster: Option<Arc<String>>,
     pub endpoint: Option<SocketAddr>,
     pub trace: Option<TraceIds>,
+    /// Inbound: the namespace and service account the caller proved over mTLS.
+    pub source: Option<(Arc<String>, Arc<String>)>,
     error: Option<String>,
     /// Only captured when access logs are on, so the default path copies nothing.
     log: Option<(String, String, String)>,
@@ -67,6 +71,7 @@ impl Observation {
             cluster: None,
             endpoint: None,
             trace: None,
+            source: None,
             error: None,
             log,
         }
@@ -84,16 +89,24 @@ impl Observation {
 
     pub fn finish(self, metrics: &Metrics, labels: &Labels, res: Response<Body>) -> Response<Body> {
         let elapsed = self.started.elapsed();
-        let (source_workload, source_namespace) = if self.direction == "outbound" {
-            (labels.workload.clone(), labels.namespace.clone())
+        let unknown = || labels.unknown.clone();
+        let (source_workload, source_namespace, source_identity) = if self.direction == "outbound" {
+            let l = labels;
+            (l.workload.clone(), l.namespace.clone(), l.identity.clone())
         } else {
-            // The caller's identity comes from its mTLS certificate; without one it is unknown.
-            (labels.unknown.clone(), labels.unknown.clone())
+            // Inbound, the caller is who its mTLS certificate proves: a namespace and a
+            // service account. The certificate does not name the workload (a pod), and
+            // without a certificate nothing is known.
+            match &self.source {
+                Some((ns, sa)) => (unknown(), ns.clone(), sa.clone()),
+                None => (unknown(), unknown(), unknown()),
+            }
         };
         let labels = RequestLabels {
             direction: self.direction,
             source_workload,
             source_namespace,
+            source_identity,
             destination_service: self.destination.clone(),
             route: self.route.clone(),
             response_code: res.status().as_u16(),
@@ -112,6 +125,7 @@ impl Observation {
                 "cluster": self.cluster.as_deref().map(String::as_str),
                 "upstream": self.endpoint.map(|e| e.to_string()),
                 "trace_id": self.trace.map(|t| t.trace_hex()),
+                "span_id": self.trace.map(|t| t.span_hex()),
                 "trellis_error": res.headers().get(TRELLIS_ERROR).and_then(|v| v.to_str().ok()),
                 "error": self.error,
             });

@@ -1,44 +1,71 @@
 //! Trace context: W3C `traceparent`/`tracestate`, B3 single and multi header, and
-//! `x-request-id`. The trace id is kept, each hop gets a new span id, and whatever is
-//! missing is generated.
+//! `x-request-id`.
+//!
+//! Until the proxy exports spans, it must not put a span id of its own in a header: an app
+//! that records a span would name as its parent a span that no backend ever receives, and
+//! every trace tree would break at the proxy. So incoming context passes unchanged, B3's
+//! deferred sampling decision included. Where none came, the proxy starts a root
+//! `traceparent` marked not sampled: the hops' logs share one trace id, and an app that
+//! samples by its parent records nothing it was not asked to.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 
-/// The ids of this hop, for logs.
+/// The context a request carries on from this hop, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceIds {
     pub trace_id: u128,
+    /// The span id in the context sent on: the caller's span when context came in, the root
+    /// this proxy started when none did.
     pub span_id: u64,
-    pub parent_id: Option<u64>,
-    pub sampled: bool,
+    /// `None` when the decision was deferred (B3 without a sampling state).
+    pub sampled: Option<bool>,
 }
 
 impl TraceIds {
     pub fn trace_hex(&self) -> String {
         format!("{:032x}", self.trace_id)
     }
+
+    pub fn span_hex(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
 }
 
-/// Reads incoming context (W3C first, then B3 single, then B3 multi), starts a new span and
-/// writes every format back. `tracestate` passes through untouched.
+/// Reads incoming context (W3C first, then B3 single, then B3 multi) and leaves it as it
+/// came. With none, or with a `traceparent` that does not parse, writes a root
+/// `traceparent` marked not sampled. Adds an `x-request-id` where none came.
 pub fn propagate(headers: &mut HeaderMap) -> TraceIds {
-    let incoming = parse_traceparent(headers)
+    let w3c = parse_traceparent(headers);
+    if w3c.is_none() && headers.contains_key(TRACEPARENT) {
+        // One that does not parse restarts the trace, and its `tracestate` belongs to it
+        // (W3C Trace Context, "tracestate" processing): neither is sent on.
+        headers.remove(TRACEPARENT);
+        headers.remove(TRACESTATE);
+    }
+    let incoming = w3c
         .or_else(|| parse_b3_single(headers))
         .or_else(|| parse_b3_multi(headers));
     let mut rng = rand::rng();
-    let (trace_id, parent_id, sampled) = match incoming {
-        Some((t, p, s)) => (t, Some(p), s),
-        None => (rng.random::<u128>().max(1), None, true),
+    let ids = match incoming {
+        Some(ctx) => TraceIds {
+            trace_id: ctx.trace_id,
+            span_id: ctx.span_id,
+            sampled: ctx.sampled,
+        },
+        None => {
+            let ids = TraceIds {
+                trace_id: rng.random::<u128>().max(1),
+                span_id: rng.random::<u64>().max(1),
+                sampled: Some(false),
+            };
+            // A `tracestate` alone describes no trace.
+            headers.remove(TRACESTATE);
+            write_traceparent(headers, &ids);
+            ids
+        }
     };
-    let ids = TraceIds {
-        trace_id,
-        span_id: rng.random::<u64>().max(1),
-        parent_id,
-        sampled,
-    };
-    write(headers, &ids);
-    if !headers.contains_key("x-request-id") {
+    if !headers.contains_key(X_REQUEST_ID) {
         let mut b: [u8; 16] = rng.random();
         b[6] = (b[6] & 0x0f) | 0x40; // UUID version 4
         b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
@@ -52,21 +79,26 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceIds {
             u & 0xffff_ffff_ffff
         );
         headers.insert(
-            "x-request-id",
+            X_REQUEST_ID,
             HeaderValue::try_from(s).expect("hex is a valid header value"),
         );
     }
     ids
 }
 
+/// One incoming context: its trace, the caller's span, and the sampling decision if made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Incoming {
+    trace_id: u128,
+    span_id: u64,
+    sampled: Option<bool>,
+}
+
 // Header names as constants: inserting by `&str` would parse and validate the name on
 // every request.
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const B3: HeaderName = HeaderName::from_static("b3");
-const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
-const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
-const B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
-const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Writes `v` as lowercase hex into the `N` bytes of `out`, zero-padded.
 fn hex_into(out: &mut [u8], mut v: u128) {
@@ -81,66 +113,23 @@ fn value(bytes: &[u8]) -> Option<HeaderValue> {
     HeaderValue::from_bytes(bytes).ok()
 }
 
-fn write(headers: &mut HeaderMap, ids: &TraceIds) {
-    let flag = if ids.sampled { b'1' } else { b'0' };
-    // Every value is built in a stack buffer: no format machinery on the request path.
-    let mut trace = [0u8; 32];
-    let mut span = [0u8; 16];
-    hex_into(&mut trace, ids.trace_id);
-    hex_into(&mut span, u128::from(ids.span_id));
+/// `00-<trace>-<span>-<flags>`, built in a stack buffer: no format machinery on the
+/// request path.
+fn write_traceparent(headers: &mut HeaderMap, ids: &TraceIds) {
     let mut tp = [0u8; 55];
     tp[..3].copy_from_slice(b"00-");
-    tp[3..35].copy_from_slice(&trace);
+    hex_into(&mut tp[3..35], ids.trace_id);
     tp[35] = b'-';
-    tp[36..52].copy_from_slice(&span);
+    hex_into(&mut tp[36..52], u128::from(ids.span_id));
     tp[52..54].copy_from_slice(b"-0");
-    tp[54] = flag;
+    tp[54] = if ids.sampled == Some(true) {
+        b'1'
+    } else {
+        b'0'
+    };
     if let Some(v) = value(&tp) {
         headers.insert(TRACEPARENT, v);
     }
-    let mut parent = [0u8; 16];
-    if let Some(p) = ids.parent_id {
-        hex_into(&mut parent, u128::from(p));
-    }
-    if headers.contains_key(B3) {
-        // <trace>-<span>-<sampled>[-<parent>]
-        let mut b3 = [0u8; 68];
-        b3[..32].copy_from_slice(&trace);
-        b3[32] = b'-';
-        b3[33..49].copy_from_slice(&span);
-        b3[49] = b'-';
-        b3[50] = flag;
-        let len = if ids.parent_id.is_some() {
-            b3[51] = b'-';
-            b3[52..68].copy_from_slice(&parent);
-            68
-        } else {
-            51
-        };
-        if let Some(v) = value(&b3[..len]) {
-            headers.insert(B3, v);
-        }
-    }
-    if let Some(v) = value(&trace) {
-        headers.insert(B3_TRACE_ID, v);
-    }
-    if let Some(v) = value(&span) {
-        headers.insert(B3_SPAN_ID, v);
-    }
-    match ids.parent_id {
-        Some(_) => {
-            if let Some(v) = value(&parent) {
-                headers.insert(B3_PARENT, v);
-            }
-        }
-        None => {
-            headers.remove(B3_PARENT);
-        }
-    }
-    headers.insert(
-        B3_SAMPLED,
-        HeaderValue::from_static(if ids.sampled { "1" } else { "0" }),
-    );
 }
 
 fn hex128(s: &str) -> Option<u128> {
@@ -162,96 +151,195 @@ fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-/// `00-<32 hex trace>-<16 hex parent>-<2 hex flags>`.
-fn parse_traceparent(h: &HeaderMap) -> Option<(u128, u64, bool)> {
+/// `00-<32 hex trace>-<16 hex parent>-<2 hex flags>`; a later version may append fields.
+fn parse_traceparent(h: &HeaderMap) -> Option<Incoming> {
     let mut it = get(h, "traceparent")?.split('-');
     let (ver, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
-    if ver.len() != 2 || ver == "ff" || trace.len() != 32 || flags.len() != 2 {
+    let version = u8::from_str_radix(ver, 16).ok()?;
+    if ver.len() != 2 || version == 0xff || trace.len() != 32 || flags.len() != 2 {
+        return None;
+    }
+    // Version 00 has exactly four fields.
+    if version == 0 && it.next().is_some() {
         return None;
     }
     let flags = u8::from_str_radix(flags, 16).ok()?;
-    Some((hex128(trace)?, hex64(parent)?, flags & 1 == 1))
+    Some(Incoming {
+        trace_id: hex128(trace)?,
+        span_id: hex64(parent)?,
+        sampled: Some(flags & 1 == 1),
+    })
 }
 
-/// `b3: <trace>-<span>[-<sampled>[-<parent>]]`.
-fn parse_b3_single(h: &HeaderMap) -> Option<(u128, u64, bool)> {
+/// `b3: <trace>-<span>[-<sampled>[-<parent>]]`, where sampled is `1`, `0` or `d` (debug,
+/// which means sampled). Without it, the decision is deferred. `b3: 0` alone (a decision
+/// with no ids) carries no trace.
+fn parse_b3_single(h: &HeaderMap) -> Option<Incoming> {
     let mut it = get(h, "b3")?.split('-');
     let (trace, span) = (hex128(it.next()?)?, hex64(it.next()?)?);
-    let sampled = it.next().is_none_or(|s| s == "1" || s == "d");
-    Some((trace, span, sampled))
+    let sampled = match it.next() {
+        None => None,
+        Some("1" | "d") => Some(true),
+        Some("0") => Some(false),
+        Some(_) => return None,
+    };
+    Some(Incoming {
+        trace_id: trace,
+        span_id: span,
+        sampled,
+    })
 }
 
-fn parse_b3_multi(h: &HeaderMap) -> Option<(u128, u64, bool)> {
+/// `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-Sampled` (`1`/`0`, or the older `true`/`false`) and
+/// `X-B3-Flags: 1` (debug). Without either of the last two, the decision is deferred.
+fn parse_b3_multi(h: &HeaderMap) -> Option<Incoming> {
     let trace = hex128(get(h, "x-b3-traceid")?)?;
     let span = hex64(get(h, "x-b3-spanid")?)?;
-    let sampled = get(h, "x-b3-sampled").is_none_or(|s| s == "1" || s == "true")
-        || get(h, "x-b3-flags") == Some("1");
-    Some((trace, span, sampled))
+    let sampled = if get(h, "x-b3-flags") == Some("1") {
+        Some(true)
+    } else {
+        match get(h, "x-b3-sampled") {
+            Some("1" | "true") => Some(true),
+            Some("0" | "false") => Some(false),
+            _ => None,
+        }
+    };
+    Some(Incoming {
+        trace_id: trace,
+        span_id: span,
+        sampled,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn keeps_w3c_trace_id_and_makes_a_new_span() {
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
-        h.insert("tracestate", "vendor=x".parse().unwrap());
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    /// Every header but `x-request-id`, which the proxy may add.
+    fn context(h: &HeaderMap) -> Vec<(String, String)> {
+        let mut v: Vec<_> = (h.iter())
+            .filter(|(k, _)| *k != "x-request-id")
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn w3c_context_passes_unchanged_with_no_span_of_the_proxys_own() {
+        let incoming = [
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "vendor=x,other=y"),
+        ];
+        let mut h = headers(&incoming);
+        let before = context(&h);
         let ids = propagate(&mut h);
+        assert_eq!(context(&h), before, "no header changed and none was added");
         assert_eq!(ids.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(ids.parent_id, Some(0x00f0_67aa_0ba9_02b7));
-        let tp = h["traceparent"].to_str().unwrap();
-        assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"));
-        assert!(!tp.contains("00f067aa0ba902b7"));
-        assert_eq!(h["tracestate"], "vendor=x");
-        assert_eq!(h["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
+        assert_eq!(ids.span_hex(), "00f067aa0ba902b7");
+        assert_eq!(ids.sampled, Some(true));
         assert!(h.contains_key("x-request-id"));
     }
 
     #[test]
-    fn b3_single_and_multi_are_read() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "b3",
-            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"
-                .parse()
-                .unwrap(),
-        );
+    fn b3_contexts_pass_unchanged_and_a_deferred_decision_stays_deferred() {
+        let cases: [&[(&'static str, &'static str)]; 5] = [
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1")],
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d")],
+            &[
+                ("x-b3-traceid", "463ac35c9f6413ad"),
+                ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ],
+            &[
+                ("x-b3-traceid", "463ac35c9f6413ad"),
+                ("x-b3-spanid", "a2fb4a1d1a96d312"),
+                ("x-b3-sampled", "0"),
+            ],
+            &[
+                ("x-b3-traceid", "463ac35c9f6413ad"),
+                ("x-b3-spanid", "a2fb4a1d1a96d312"),
+                ("x-b3-flags", "1"),
+            ],
+        ];
+        let decisions = [None, Some(true), None, Some(false), Some(true)];
+        for (case, decision) in cases.iter().zip(decisions) {
+            let mut h = headers(case);
+            let before = context(&h);
+            let ids = propagate(&mut h);
+            assert_eq!(context(&h), before, "{case:?}");
+            assert_eq!(ids.sampled, decision, "{case:?}");
+        }
+        let mut h = headers(cases[2]);
         let ids = propagate(&mut h);
-        assert_eq!(ids.trace_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
-        assert!(h["b3"].to_str().unwrap().ends_with("-e457b5a2e4d86bd1"));
-
-        let mut h = HeaderMap::new();
-        h.insert("x-b3-traceid", "463ac35c9f6413ad".parse().unwrap());
-        h.insert("x-b3-spanid", "a2fb4a1d1a96d312".parse().unwrap());
-        h.insert("x-b3-sampled", "0".parse().unwrap());
-        let ids = propagate(&mut h);
-        assert_eq!(ids.trace_id, 0x463a_c35c_9f64_13ad);
-        assert!(!ids.sampled);
-        assert!(h["traceparent"].to_str().unwrap().ends_with("-00"));
+        assert_eq!(ids.trace_id, 0x463a_c35c_9f64_13ad, "a 64-bit B3 trace id");
+        assert_eq!(ids.span_id, 0xa2fb_4a1d_1a96_d312);
     }
 
     #[test]
-    fn generates_everything_when_nothing_arrives_and_rejects_garbage() {
+    fn with_no_context_a_root_marked_not_sampled_is_started() {
         let mut h = HeaderMap::new();
-        h.insert(
-            "traceparent",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
         let ids = propagate(&mut h);
-        assert_ne!(ids.trace_id, 0);
-        assert_eq!(ids.parent_id, None);
+        assert_eq!(ids.sampled, Some(false));
+        let tp = h["traceparent"].to_str().unwrap();
+        assert_eq!(
+            tp,
+            format!("00-{}-{}-00", ids.trace_hex(), ids.span_hex()),
+            "the root is what the logs name"
+        );
+        assert!(!h.contains_key("b3") && !h.contains_key("x-b3-sampled"));
         let rid = h["x-request-id"].to_str().unwrap();
         assert_eq!(rid.len(), 36);
         assert_eq!(&rid[14..15], "4");
+    }
+
+    #[test]
+    fn an_invalid_traceparent_is_replaced_by_a_root_and_its_tracestate_dropped() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            let mut h = headers(&[("traceparent", bad), ("tracestate", "vendor=x")]);
+            let ids = propagate(&mut h);
+            assert_ne!(ids.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert_eq!(ids.sampled, Some(false), "{bad}");
+            assert!(h["traceparent"].to_str().unwrap().ends_with("-00"), "{bad}");
+            assert!(!h.contains_key("tracestate"), "{bad}");
+        }
+        // A broken traceparent beside a good B3 context: the B3 one is carried on alone.
+        let mut h = headers(&[
+            ("traceparent", "00-xyz-00f067aa0ba902b7-01"),
+            ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        ]);
+        let ids = propagate(&mut h);
+        assert_eq!(ids.trace_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
+        assert!(!h.contains_key("traceparent"));
+        // A later version may carry more fields; its first four are read.
+        let mut h = headers(&[(
+            "traceparent",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future",
+        )]);
+        let ids = propagate(&mut h);
+        assert_eq!(ids.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn an_incoming_request_id_is_kept() {
+        let mut h = headers(&[("x-request-id", "req-123")]);
+        propagate(&mut h);
+        assert_eq!(h["x-request-id"], "req-123");
     }
 }
