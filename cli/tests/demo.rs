@@ -130,6 +130,29 @@ fn every_scenario_does_what_the_report_says_and_nothing_outlives_the_demo() {
         "{ctx}"
     );
 
+    // One booking, followed by its trace id through every proxy's access log: the gateway,
+    // then each service's caller (outbound) and the service's own sidecar (inbound). The
+    // apps carried the trace context on, so the hops share the id the demo sent.
+    let t = &r["trace"];
+    assert_eq!(t["status"], 200, "{ctx}");
+    assert_eq!(t["traceId"].as_str().unwrap().len(), 32, "{ctx}");
+    let hops = t["hops"].as_array().unwrap();
+    let has = |direction: &str, service: &str| {
+        hops.iter().any(|h| {
+            h["direction"] == direction
+                && h["destinationService"] == format!("{service}.rides")
+                && h["status"] == 200
+        })
+    };
+    assert!(has("gateway", "passenger"), "{ctx}");
+    for service in ["trip", "driver", "billing", "notification"] {
+        assert!(has("outbound", service), "{service} outbound\n{ctx}");
+    }
+    for service in ["passenger", "trip", "driver", "billing", "notification"] {
+        assert!(has("inbound", service), "{service} inbound\n{ctx}");
+    }
+    assert!(stdout.contains("one booking, trace id"), "{stdout}");
+
     // Deny: passenger -> billing is refused by billing's AuthorizationPolicy with 403s.
     let d = &r["deny"];
     assert!(d["calls"].as_u64().unwrap() > 0, "{ctx}");

@@ -38,11 +38,27 @@ impl Http {
         path: &str,
         timeout: Duration,
     ) -> anyhow::Result<Answer> {
-        let req = Request::builder()
+        self.send_with(method, addr, host, path, &[], timeout).await
+    }
+
+    /// `send`, with `headers` added.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        headers: &[(&'static str, String)],
+        timeout: Duration,
+    ) -> anyhow::Result<Answer> {
+        let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"))
-            .header(http::header::HOST, host)
-            .body(Full::new(Bytes::new()))?;
+            .header(http::header::HOST, host);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let req = req.body(Full::new(Bytes::new()))?;
         let res = tokio::time::timeout(timeout, async {
             let res = self.client.request(req).await?;
             let status = res.status();

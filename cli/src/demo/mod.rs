@@ -10,6 +10,7 @@ mod procs;
 mod report;
 mod scenarios;
 mod topology;
+mod trace;
 mod traffic;
 mod view;
 
@@ -110,6 +111,18 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let traffic = traffic::Traffic::default();
     let load = tokio::spawn(traffic.clone().run(http.clone(), topo.gateway, args.rps));
     let first = Sample::take(&http, &topo).await;
+    let traced = match trace::book(&http, topo.gateway).await {
+        Ok((id, status)) => {
+            events.say(format!(
+                "booked one ride with trace id {id} (status {status}); its hops are in the summary"
+            ));
+            Some((id, status))
+        }
+        Err(e) => {
+            events.say(format!("the traced booking got no answer: {e}"));
+            None
+        }
+    };
     let live = tokio::spawn(live_view(
         http.clone(),
         topo.clone(),
@@ -161,6 +174,12 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     procs.stop_all().await;
     let mut report = std::mem::take(&mut *report.lock().unwrap_or_else(|e| e.into_inner()));
     finish_report(&mut report, &wanted, &first, &last, &traffic, &procs, start);
+    // The children are stopped, so their logs are complete.
+    report.trace = traced.map(|(trace_id, status)| trace::Traced {
+        hops: trace::hops(procs.log_dir(), &trace_id),
+        trace_id,
+        status,
+    });
     let rows = view::rows(&first, &last);
     println!(
         "\n== Trellis demo summary ({:.0}s) ==\n",
@@ -170,6 +189,24 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     println!();
     for (name, line) in report.scenario_lines() {
         println!("{name:<8} {line}");
+    }
+    if let Some(t) = &report.trace {
+        println!(
+            "\none booking, trace id {} (status {}), as each proxy logged it:",
+            t.trace_id, t.status
+        );
+        for h in &t.hops {
+            println!(
+                "  {:<24} {:<8} {:<20} {:<10} {} {:>7.2} ms  {}",
+                h.proxy,
+                h.direction,
+                h.destination_service,
+                h.path,
+                h.status,
+                h.duration_ms,
+                h.upstream.as_deref().unwrap_or("-")
+            );
+        }
     }
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;

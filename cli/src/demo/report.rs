@@ -21,6 +21,8 @@ pub struct Report {
     pub clients: Clients,
     /// Every process the demo started, with its PID; all are stopped when it exits.
     pub processes: Vec<Process>,
+    /// One booking followed through every proxy by its trace id.
+    pub trace: Option<super::trace::Traced>,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -194,7 +194,8 @@ impl Topology {
                     "workload: {{name: {n}, namespace: rides, serviceAccount: {r}, labels: {{app: {r}, version: {v}}}}}\n\
                      listeners: {{outbound: {o}, inbound: {inb}, admin: {a}}}\n\
                      app: {{address: 127.0.0.1, ports: {{http: {p}}}}}\n\
-                     controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n",
+                     controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n\
+                     accessLog: true\n",
                     n = i.name,
                     r = i.role,
                     v = i.version,
@@ -225,7 +226,8 @@ impl Topology {
                  listeners: {{outbound: {o}, inbound: {inb}, admin: {a}}}\n\
                  app: {{address: 127.0.0.1}}\n\
                  controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n\
-                 gateway: {{name: ride-gateway, listen: {{http: {g}}}}}\n",
+                 gateway: {{name: ride-gateway, listen: {{http: {g}}}}}\n\
+                 accessLog: true\n",
                 a = self.gateway_admin,
                 cp = self.grpc,
                 ca = self.ca_bundle().display(),

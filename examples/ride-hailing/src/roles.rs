@@ -28,6 +28,33 @@ struct App {
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
+/// The trace context of the request being served, which every call made to serve it
+/// carries on, as an app instrumented with OpenTelemetry would: without it, no trace crosses
+/// the app, and the hops of one booking would not share a trace id.
+#[derive(Default)]
+struct TraceContext(Vec<(http::HeaderName, http::HeaderValue)>);
+
+impl TraceContext {
+    const HEADERS: [&'static str; 8] = [
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-sampled",
+        "x-b3-flags",
+        "x-request-id",
+    ];
+
+    fn of(headers: &http::HeaderMap) -> TraceContext {
+        TraceContext(
+            (Self::HEADERS.iter())
+                .filter_map(|&n| Some((http::HeaderName::from_static(n), headers.get(n)?.clone())))
+                .collect(),
+        )
+    }
+}
+
 /// What a call through the sidecar came back with.
 struct Reply {
     status: StatusCode,
@@ -81,6 +108,7 @@ impl App {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let name = &self.cfg.name;
         let path = req.uri().path().to_string();
+        let cx = TraceContext::of(req.headers());
         if path == "/fault" && req.method() == Method::POST {
             let set = self.fault.set(req.uri().query().unwrap_or(""));
             return answer(StatusCode::OK, name, set);
@@ -98,7 +126,7 @@ impl App {
         let ok = |body: String| answer(StatusCode::OK, name, body);
         match (self.cfg.role, path.as_str()) {
             (Role::Passenger, p) if p.starts_with("/rides") => {
-                let trip = self.call("trip", Method::POST, "/trips").await;
+                let trip = self.call(&cx, "trip", Method::POST, "/trips").await;
                 if trip.status.is_success() {
                     ok(format!(
                         "{{\"ride\":\"booked\",\"trip\":\"{}\"}}\n",
@@ -120,7 +148,7 @@ impl App {
                         .unwrap_or("")
                         .to_string()
                 };
-                let r = self.call(&get("service"), Method::POST, &get("path")).await;
+                let r = (self.call(&cx, &get("service"), Method::POST, &get("path"))).await;
                 let mut res = answer(
                     r.status,
                     name,
@@ -134,7 +162,7 @@ impl App {
                 }
                 res
             }
-            (Role::Trip, p) if p.starts_with("/trips") => self.trip().await,
+            (Role::Trip, p) if p.starts_with("/trips") => self.trip(&cx).await,
             (Role::Driver, "/assign" | "/drivers") => ok(format!("{{\"driver\":\"{name}\"}}\n")),
             (Role::Billing, "/charge") => ok(format!(
                 "{{\"chargedBy\":\"{name}\",\"version\":\"{}\"}}\n",
@@ -150,10 +178,10 @@ impl App {
     }
 
     /// Books a trip: a driver first, then the charge and the notifications together.
-    async fn trip(&self) -> Response<Full<Bytes>> {
+    async fn trip(&self, cx: &TraceContext) -> Response<Full<Bytes>> {
         let name = &self.cfg.name;
         // GET, so that the mesh may retry it on another driver instance.
-        let driver = self.call("driver", Method::GET, "/assign").await;
+        let driver = self.call(cx, "driver", Method::GET, "/assign").await;
         if !driver.status.is_success() {
             return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -162,8 +190,8 @@ impl App {
             );
         }
         let (bill, _notified) = tokio::join!(
-            self.call("billing", Method::POST, "/charge"),
-            self.call("notification", Method::POST, "/notify"),
+            self.call(cx, "billing", Method::POST, "/charge"),
+            self.call(cx, "notification", Method::POST, "/notify"),
         );
         let charge = if bill.status.is_success() {
             format!("charged by {}", bill.served_by)
@@ -180,14 +208,15 @@ impl App {
         )
     }
 
-    /// Calls `service` through this instance's sidecar, naming it in `Host`.
-    async fn call(&self, service: &str, method: Method, path: &str) -> Reply {
+    /// Calls `service` through this instance's sidecar, naming it in `Host`, with the trace
+    /// context of the request being served.
+    async fn call(&self, cx: &TraceContext, service: &str, method: Method, path: &str) -> Reply {
         let failed = |status| Reply {
             status,
             trellis_error: None,
             served_by: String::new(),
         };
-        let Ok(req) = Request::builder()
+        let Ok(mut req) = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.cfg.sidecar))
             .header(http::header::HOST, service)
@@ -195,6 +224,9 @@ impl App {
         else {
             return failed(StatusCode::BAD_REQUEST);
         };
+        for (name, value) in &cx.0 {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
         let res = match tokio::time::timeout(CALL_TIMEOUT, self.client.request(req)).await {
             Ok(Ok(res)) => res,
             Ok(Err(_)) => return failed(StatusCode::BAD_GATEWAY),
