@@ -106,24 +106,27 @@ async fn yaml_change_moves_traffic_and_every_proxy_acks() {
     assert_ne!(trip(&before), trip(&after), "trip ACKed a new version");
     // The request went trip's sidecar -> billing-v2's sidecar -> the app, and billing-v2
     // labels it with who trip proved to be over mTLS: namespace and service account.
-    let text = m.v2.metrics_text();
-    let inbound = (text.lines())
-        .find(|l| l.starts_with("trellis_requests_total{direction=\"inbound\""))
-        .unwrap_or_else(|| panic!("no inbound request counted:\n{text}"));
+    let inbound = requests_line(&m.v2, "inbound");
     assert!(
         inbound.contains("source_namespace=\"rides\"")
             && inbound.contains("source_identity=\"trip-0\""),
         "{inbound}"
     );
-    let text = m.trip.metrics_text();
-    let outbound = (text.lines())
-        .find(|l| l.starts_with("trellis_requests_total{direction=\"outbound\""))
-        .unwrap_or_else(|| panic!("no outbound request counted:\n{text}"));
+    let outbound = requests_line(&m.trip, "outbound");
     assert!(
         outbound.contains("source_workload=\"trip-0\"")
             && outbound.contains("source_identity=\"trip-0\""),
         "{outbound}"
     );
+}
+
+/// The first `trellis_requests_total` line of `direction` in `proxy`'s metrics.
+fn requests_line(proxy: &trellis_proxy::Running, direction: &str) -> String {
+    let text = proxy.metrics_text();
+    let prefix = format!("trellis_requests_total{{direction=\"{direction}\"");
+    (text.lines().find(|l| l.starts_with(&prefix)))
+        .unwrap_or_else(|| panic!("no {direction} request counted:\n{text}"))
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
