@@ -12,8 +12,8 @@
 # trellis_config_apply_duration_seconds histogram: the time from an update's arrival to its
 # runtime being swapped in. Writes bench/results/proxy-config.json. With PERF=FILE, perf
 # records the proxy's stacks during the rewrites into FILE, for `perf report -i FILE`. With
-# HEAPTRACK=FILE, the control-plane-mode proxy at 10,000 endpoints runs under heaptrack, which
-# writes FILE.zst (its RSS is then heaptrack's too, so read the profile, not the figures).
+# HEAPTRACK=FILE, the proxy at 10,000 endpoints runs under heaptrack in both modes, which
+# writes FILE-local.zst and FILE.zst (its RSS is then heaptrack's too, so read the profile, not the figures).
 # That run's proxy is built with glibc's malloc, which heaptrack sees and jemalloc is not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +50,17 @@ wait_ready() {
   return 1
 }
 
+# Under heaptrack, $1 is heaptrack's script: stopping the proxy alone lets heaptrack finish
+# writing its file, and the script then exits by itself.
+stop_proxy() {
+  if [ ${#wrap[@]} -gt 0 ]; then
+    pkill -TERM -f "release/trellis-proxy --bootstrap" || true
+  else
+    kill "$1"
+  fi
+  wait "$1" 2>/dev/null || true
+}
+
 declare -A rss
 for n in 1000 10000; do
   # Local mode.
@@ -61,10 +72,13 @@ listeners: {outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:$admin
 app: {address: 127.0.0.1, ports: {http: 9}}
 meshFile: mesh.yaml
 EOF
-  (cd "$d" && exec "$root/target/release/trellis-proxy" --bootstrap boot.yaml --workers 1 >log 2>&1) &
+  wrap=()
+  if [ -n "${HEAPTRACK:-}" ] && [ "$n" = 10000 ]; then wrap=(heaptrack -o "$HEAPTRACK-local"); fi
+  (cd "$d" && exec "${wrap[@]}" "$root/target/release/trellis-proxy" --bootstrap boot.yaml --workers 1 >log 2>&1) &
   pid=$!; pids+=("$pid")
   wait_ready "$admin" "$d/log"; sleep 1
-  rss[local$n]=$(rss_kib "$pid"); kill "$pid"; wait "$pid" 2>/dev/null || true
+  rss[local$n]=$(rss_kib "$pid")
+  stop_proxy "$pid"
 
   # Control-plane mode.
   d="$work/cp$n"; mkdir -p "$d/state"; cp "$work/mesh$n.yaml" "$d/mesh.yaml"
@@ -106,9 +120,8 @@ EOF
     curl -sf "http://127.0.0.1:$admin/metrics" >"$work/after.prom"
     if [ -n "${perf_pid:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   fi
-  # Under heaptrack, $pid is heaptrack's script and the proxy is its child.
-  pkill -P "$pid" 2>/dev/null || true
-  kill "$pid" "$cp"; wait "$pid" "$cp" 2>/dev/null || true
+  stop_proxy "$pid"
+  kill "$cp"; wait "$cp" 2>/dev/null || true
 done
 
 mkdir -p bench/results
