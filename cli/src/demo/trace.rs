@@ -77,12 +77,12 @@ pub fn hops(logs: &Path, trace_id: &str) -> Vec<Hop> {
             if v["trace_id"] != trace_id {
                 continue;
             }
-            let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             hops.push(Hop {
                 proxy: proxy.to_string(),
-                direction: text("direction"),
-                destination_service: text("destination_service"),
-                path: text("path"),
+                direction: field("direction"),
+                destination_service: field("destination_service"),
+                path: field("path"),
                 upstream: v["upstream"].as_str().map(str::to_string),
                 status: v["status"].as_u64().unwrap_or_default() as u16,
                 duration_ms: v["duration_ms"].as_f64().unwrap_or_default(),
@@ -93,10 +93,8 @@ pub fn hops(logs: &Path, trace_id: &str) -> Vec<Hop> {
     // to the callee's inbound.
     const CHAIN: [&str; 5] = ["passenger", "trip", "driver", "billing", "notification"];
     let rank = |h: &Hop| {
-        let service = CHAIN
-            .iter()
-            .position(|s| h.destination_service.starts_with(&format!("{s}.")))
-            .unwrap_or(CHAIN.len());
+        let name = (h.destination_service.split('.').next()).unwrap_or_default();
+        let service = CHAIN.iter().position(|s| *s == name).unwrap_or(CHAIN.len());
         (h.direction != "gateway", service, h.direction != "outbound")
     };
     hops.sort_by_key(rank);

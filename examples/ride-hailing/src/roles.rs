@@ -31,7 +31,6 @@ struct App {
 /// The trace context of the request being served, which every call made to serve it
 /// carries on, as an app instrumented with OpenTelemetry would: without it, no trace crosses
 /// the app, and the hops of one booking would not share a trace id.
-#[derive(Default)]
 struct TraceContext(Vec<(http::HeaderName, http::HeaderValue)>);
 
 impl TraceContext {

@@ -48,11 +48,7 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceIds {
         .or_else(|| parse_b3_multi(headers));
     let mut rng = rand::rng();
     let ids = match incoming {
-        Some(ctx) => TraceIds {
-            trace_id: ctx.trace_id,
-            span_id: ctx.span_id,
-            sampled: ctx.sampled,
-        },
+        Some(ids) => ids,
         None => {
             let ids = TraceIds {
                 trace_id: rng.random::<u128>().max(1),
@@ -84,14 +80,6 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceIds {
         );
     }
     ids
-}
-
-/// One incoming context: its trace, the caller's span, and the sampling decision if made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Incoming {
-    trace_id: u128,
-    span_id: u64,
-    sampled: Option<bool>,
 }
 
 // Header names as constants: inserting by `&str` would parse and validate the name on
@@ -152,7 +140,7 @@ fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// `00-<32 hex trace>-<16 hex parent>-<2 hex flags>`; a later version may append fields.
-fn parse_traceparent(h: &HeaderMap) -> Option<Incoming> {
+fn parse_traceparent(h: &HeaderMap) -> Option<TraceIds> {
     let mut it = get(h, "traceparent")?.split('-');
     let (ver, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
     let version = u8::from_str_radix(ver, 16).ok()?;
@@ -164,7 +152,7 @@ fn parse_traceparent(h: &HeaderMap) -> Option<Incoming> {
         return None;
     }
     let flags = u8::from_str_radix(flags, 16).ok()?;
-    Some(Incoming {
+    Some(TraceIds {
         trace_id: hex128(trace)?,
         span_id: hex64(parent)?,
         sampled: Some(flags & 1 == 1),
@@ -174,7 +162,7 @@ fn parse_traceparent(h: &HeaderMap) -> Option<Incoming> {
 /// `b3: <trace>-<span>[-<sampled>[-<parent>]]`, where sampled is `1`, `0` or `d` (debug,
 /// which means sampled). Without it, the decision is deferred. `b3: 0` alone (a decision
 /// with no ids) carries no trace.
-fn parse_b3_single(h: &HeaderMap) -> Option<Incoming> {
+fn parse_b3_single(h: &HeaderMap) -> Option<TraceIds> {
     let mut it = get(h, "b3")?.split('-');
     let (trace, span) = (hex128(it.next()?)?, hex64(it.next()?)?);
     let sampled = match it.next() {
@@ -183,7 +171,7 @@ fn parse_b3_single(h: &HeaderMap) -> Option<Incoming> {
         Some("0") => Some(false),
         Some(_) => return None,
     };
-    Some(Incoming {
+    Some(TraceIds {
         trace_id: trace,
         span_id: span,
         sampled,
@@ -192,7 +180,7 @@ fn parse_b3_single(h: &HeaderMap) -> Option<Incoming> {
 
 /// `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-Sampled` (`1`/`0`, or the older `true`/`false`) and
 /// `X-B3-Flags: 1` (debug). Without either of the last two, the decision is deferred.
-fn parse_b3_multi(h: &HeaderMap) -> Option<Incoming> {
+fn parse_b3_multi(h: &HeaderMap) -> Option<TraceIds> {
     let trace = hex128(get(h, "x-b3-traceid")?)?;
     let span = hex64(get(h, "x-b3-spanid")?)?;
     let sampled = if get(h, "x-b3-flags") == Some("1") {
@@ -204,7 +192,7 @@ fn parse_b3_multi(h: &HeaderMap) -> Option<Incoming> {
             _ => None,
         }
     };
-    Some(Incoming {
+    Some(TraceIds {
         trace_id: trace,
         span_id: span,
         sampled,
