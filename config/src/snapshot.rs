@@ -3,7 +3,7 @@
 
 use crate::model::{
     AppProtocol, AuthzAction, AuthzRule, HttpMethod, MtlsMode, OutboundMode, PathMatchType,
-    PathNormalization, Resilience, ValueMatchType,
+    PathNormalization, Resilience, TracingSettings, ValueMatchType,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,6 +59,9 @@ pub struct GatewayEntry {
     pub name: String,
     pub namespace: String,
     pub listeners: Vec<GatewayListenerEntry>,
+    /// The Gateway's own sampling percentage for the traces that start at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_percentage: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +103,10 @@ pub struct MeshInfo {
     /// How request paths are normalized, on every listener (the Mesh's `pathNormalization`).
     #[serde(default)]
     pub path_normalization: PathNormalization,
+    /// The collector, and the sampling percentage of traces that start at this proxy: the
+    /// highest override among the Services it serves, else the Mesh's.
+    #[serde(default)]
+    pub tracing: TracingSettings,
     /// What inbound accepts: the strictest mode among the Services this workload serves.
     pub inbound_mtls_mode: MtlsMode,
     /// AuthorizationPolicies that target a Service this workload serves.

@@ -214,6 +214,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         drain: Drain::default(),
         app,
         labels,
+        spans: Default::default(),
         source: match (&mesh_file, &bootstrap.control_plane) {
             (Some(p), _) => format!("meshFile: {}", p.display()),
             (None, Some(cp)) => format!("controlPlane: {}", cp.address),
@@ -278,6 +279,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     }
     tokio::spawn(admin::serve(admin, shared.clone()));
     tokio::spawn(control::resolve::run(shared.clone()));
+    tokio::spawn(control::collector::run(shared.clone()));
     tracing::info!(outbound = %out_addr, inbound = %in_addr, admin = %admin_addr, "trellis-proxy listening");
     Ok(Running {
         outbound: out_addr,

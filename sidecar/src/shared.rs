@@ -24,8 +24,33 @@ pub struct Shared {
     pub drain: Drain,
     pub app: AppClusters,
     pub labels: Labels,
+    /// The queue to the span exporter (`telemetry/export.rs`).
+    pub spans: crate::telemetry::export::Spans,
     /// Where config comes from, for `/config_dump`.
     pub source: String,
     /// The mesh identity, when the proxy has a join token (control-plane mode).
     pub tls: Option<Arc<MeshTls>>,
+}
+
+impl Shared {
+    /// The percentage of traces sampled that start at this proxy, or `None` when no collector
+    /// is configured (tracing off). At a Gateway, the Gateway's own override applies.
+    pub fn sample_percent(
+        &self,
+        rt: &crate::config::runtime::Runtime,
+        gateway: Option<&str>,
+    ) -> Option<f64> {
+        let t = &rt.snapshot.mesh.tracing;
+        t.collector.as_ref()?;
+        let own = gateway
+            .and_then(|g| rt.snapshot.gateways.get(g))
+            .and_then(|g| g.sampling_percentage);
+        Some(own.unwrap_or(t.sampling_percentage))
+    }
+
+    /// This proxy's SPIFFE ID, once it holds a certificate.
+    pub fn identity(&self) -> Option<String> {
+        let info = self.tls.as_ref()?.info.load_full()?;
+        Some(info.id.to_string())
+    }
 }

@@ -43,6 +43,34 @@ pub struct DemoArgs {
     /// Requests per second the traffic generator sends to the gateway.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
     pub rps: u32,
+    /// Export every proxy's spans to the OTLP receiver at this host:port (e.g. Jaeger's
+    /// 127.0.0.1:4317), sampling every request (docs/observability.md).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub otlp: Option<String>,
+    /// The OTLP transport of --otlp: gRPC (port 4317 by convention) or HTTP with protobuf
+    /// (4318).
+    #[arg(long, value_enum, default_value_t = OtlpArg::Grpc, requires = "otlp")]
+    pub otlp_protocol: OtlpArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpArg {
+    Grpc,
+    Http,
+}
+
+impl DemoArgs {
+    /// The Mesh's `tracing` block for --otlp.
+    fn tracing(&self) -> Option<String> {
+        let address = self.otlp.as_ref()?;
+        let protocol = match self.otlp_protocol {
+            OtlpArg::Grpc => "GRPC",
+            OtlpArg::Http => "HTTP",
+        };
+        Some(format!(
+            "  tracing: {{collector: {{address: \"{address}\", protocol: {protocol}}}, samplingPercentage: 100}}\n"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,7 +95,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let tui = !args.no_tui && std::io::stdout().is_terminal();
     let events = Events::new(start, !tui);
     let dir = tempfile::Builder::new().prefix("trellis-demo-").tempdir()?;
-    let topo = Arc::new(topology::Topology::plan(dir.path())?);
+    let topo = Arc::new(topology::Topology::plan(
+        dir.path(),
+        args.tracing().as_deref(),
+    )?);
     let mut procs = procs::Procs::new(dir.path())?;
     let http = client::Http::new();
     events.say(format!(
@@ -111,7 +142,12 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let traffic = traffic::Traffic::default();
     let load = tokio::spawn(traffic.clone().run(http.clone(), topo.gateway, args.rps));
     let first = Sample::take(&http, &topo).await;
-    let traced = match trace::book(&http, topo.gateway).await {
+    if let Some(addr) = &args.otlp {
+        events.say(format!(
+            "exporting every request's spans to the OTLP receiver at {addr}"
+        ));
+    }
+    let traced = match trace::book(&http, topo.gateway, args.otlp.is_some()).await {
         Ok((id, status)) => {
             events.say(format!(
                 "booked one ride with trace id {id} (status {status}); its hops are in the summary"

@@ -91,13 +91,29 @@ fn below_ephemeral(n: usize, ephemeral_start: u16) -> Option<Vec<SocketAddr>> {
     })
 }
 
+/// `yaml` with `block` added to the Mesh document's spec, after its `mtls:` line.
+fn with_tracing(yaml: &str, block: &str) -> anyhow::Result<String> {
+    const AFTER: &str = "  mtls: {mode: STRICT}";
+    let at = (yaml.find(AFTER))
+        .and_then(|i| yaml[i..].find('\n').map(|n| i + n + 1))
+        .ok_or_else(|| {
+            anyhow::anyhow!("the demo's mesh has no `{AFTER}` line to add tracing after")
+        })?;
+    Ok(format!("{}{block}{}", &yaml[..at], &yaml[at..]))
+}
+
 impl Topology {
-    /// Chooses ports and writes the mesh file into `dir`.
-    pub fn plan(dir: &Path) -> anyhow::Result<Topology> {
+    /// Chooses ports and writes the mesh file into `dir`; `tracing` is a `tracing:` block for
+    /// the Mesh's spec (`--otlp`).
+    pub fn plan(dir: &Path, tracing: Option<&str>) -> anyhow::Result<Topology> {
         let mut ports = free_ports(6 + INSTANCES.len() * 4)?.into_iter();
         let mut next = || ports.next().expect("enough ports were bound");
         let mesh = dir.join("mesh.yaml");
-        std::fs::write(&mesh, trellis_demo_app::MESH_YAML)?;
+        let yaml = match tracing {
+            None => trellis_demo_app::MESH_YAML.to_string(),
+            Some(t) => with_tracing(trellis_demo_app::MESH_YAML, t)?,
+        };
+        std::fs::write(&mesh, yaml)?;
         let (grpc, cp_http, gateway, gateway_admin) = (next(), next(), next(), next());
         let gateway_spare = [next(), next()];
         let instances = INSTANCES

@@ -33,12 +33,18 @@ pub struct Traced {
     pub hops: Vec<Hop>,
 }
 
-/// Books one ride through the gateway with a new trace id, not sampled (the demo exports no
-/// spans), and returns that id and the answer's status.
-pub async fn book(http: &Http, gateway: SocketAddr) -> anyhow::Result<(String, u16)> {
+/// Books one ride through the gateway with a new trace id, and returns that id and the
+/// answer's status. It is marked sampled only when the proxies export spans (`--otlp`):
+/// otherwise an app that samples by its parent would record it for nothing.
+pub async fn book(
+    http: &Http,
+    gateway: SocketAddr,
+    sampled: bool,
+) -> anyhow::Result<(String, u16)> {
     let trace_id = format!("{:032x}", rand::random::<u128>().max(1));
     let span_id = format!("{:016x}", rand::random::<u64>().max(1));
-    let traceparent = format!("00-{trace_id}-{span_id}-00");
+    let flags = if sampled { "01" } else { "00" };
+    let traceparent = format!("00-{trace_id}-{span_id}-{flags}");
     let answer = http
         .send_with(
             Method::POST,

@@ -67,6 +67,8 @@ pub(super) fn compile_all(
                 name: meta.name.clone(),
                 namespace: meta.namespace.clone(),
                 listeners,
+                sampling_percentage: (meta.annotations.get(TRACE_SAMPLING_ANNOTATION))
+                    .and_then(|v| parse_sampling_percentage(v)),
             },
         );
     }

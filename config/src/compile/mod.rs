@@ -15,7 +15,7 @@ use crate::model::*;
 use crate::snapshot::*;
 use context::Ctx;
 use index::Index;
-use services::{compile_service, service_mtls_mode};
+use services::{compile_service, service_mtls_mode, service_sampling_percentage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -109,6 +109,13 @@ impl Common {
                 authorization,
                 outbound_traffic_policy: mesh.outbound_traffic_policy.mode,
                 path_normalization: mesh.path_normalization,
+                tracing: TracingSettings {
+                    sampling_percentage: (serving.iter())
+                        .filter_map(|s| service_sampling_percentage(s))
+                        .reduce(f64::max)
+                        .unwrap_or(mesh.tracing.sampling_percentage),
+                    collector: mesh.tracing.collector,
+                },
                 scope: scope::scope_info(&scopes),
             },
             inbound_services,

@@ -23,6 +23,13 @@ pub(super) fn service_mtls_mode(cfg: &MeshConfig, svc: &Doc<ServiceSpec>) -> Mtl
         })
 }
 
+/// A Service's `trellis.dev/trace-sampling-percentage` annotation (checked by validation).
+pub(super) fn service_sampling_percentage(svc: &Doc<ServiceSpec>) -> Option<f64> {
+    (svc.object.metadata.annotations)
+        .get(TRACE_SAMPLING_ANNOTATION)
+        .and_then(|v| parse_sampling_percentage(v))
+}
+
 pub(super) fn compile_service(
     cx: &Ctx<'_>,
     svc: &Doc<ServiceSpec>,

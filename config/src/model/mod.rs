@@ -75,6 +75,74 @@ pub struct MeshSpec {
     /// How every proxy rewrites a request's path before routing, authorization and delivery.
     #[serde(default)]
     pub path_normalization: PathNormalization,
+    /// Where proxies send spans, and how many new traces they record.
+    #[serde(default)]
+    pub tracing: TracingSettings,
+}
+
+/// `tracing`: the OTLP receiver that every proxy exports its spans to, and the share of new
+/// traces that are recorded (docs/observability.md). Without a collector, proxies export
+/// nothing and pass incoming trace context on unchanged.
+#[derive(Debug, Clone, Deserialize, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<Collector>,
+    /// The percentage (0-100) of traces recorded where a trace starts: at the Gateway, or
+    /// at the first proxy a request without trace context meets. Every hop after follows
+    /// that decision. A Service or Gateway overrides it with the
+    /// `trellis.dev/trace-sampling-percentage` annotation.
+    #[serde(default = "default_sampling_percentage")]
+    pub sampling_percentage: f64,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        TracingSettings {
+            collector: None,
+            sampling_percentage: default_sampling_percentage(),
+        }
+    }
+}
+
+/// Istio's default: one trace in a hundred.
+pub fn default_sampling_percentage() -> f64 {
+    1.0
+}
+
+/// The Service and Gateway annotation that overrides the Mesh's `tracing.samplingPercentage`
+/// for traces that start at that Service's proxies (or at that Gateway).
+pub const TRACE_SAMPLING_ANNOTATION: &str = "trellis.dev/trace-sampling-percentage";
+
+/// Reads a sampling percentage: a number from 0 to 100.
+pub fn parse_sampling_percentage(s: &str) -> Option<f64> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+}
+
+/// An OTLP receiver: `address` is `host:port`, dialled directly by each proxy (not through
+/// the mesh; docs/observability.md says why).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Collector {
+    pub address: String,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+}
+
+/// `GRPC` (OTLP/gRPC, usually port 4317) or `HTTP` (OTLP/HTTP with protobuf bodies, to
+/// `/v1/traces`, usually port 4318).
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OtlpProtocol {
+    #[default]
+    Grpc,
+    Http,
 }
 
 /// `pathNormalization`: the parts of path normalization that change what some apps would see.
@@ -157,6 +225,7 @@ impl Default for MeshSpec {
             mtls: MtlsSettings::default(),
             outbound_traffic_policy: OutboundTrafficPolicy::default(),
             path_normalization: PathNormalization::default(),
+            tracing: TracingSettings::default(),
         }
     }
 }

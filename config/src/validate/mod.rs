@@ -11,6 +11,7 @@ mod resilience;
 mod routes;
 mod scopes;
 mod services;
+mod tracing;
 mod workloads;
 
 use crate::error::ConfigErrors;
@@ -29,5 +30,6 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
     authorization::check_authorization_policies(cfg, &mut errs);
     gateways::check_gateways(cfg, &mut errs);
     scopes::check_scopes(cfg, &mut errs);
+    tracing::check_tracing(cfg, &mut errs);
     errs.into_result()
 }

@@ -2,8 +2,8 @@
 
 use super::{Problem, WireError};
 use crate::model::{
-    AppProtocol, AuthzAction, EscapedSlashMode, HttpMethod, LbPolicy, MtlsMode, OutboundMode,
-    PathMatchType, PathParameterMode, SlashMode, SlidingWindowType, ValueMatchType,
+    AppProtocol, AuthzAction, EscapedSlashMode, HttpMethod, LbPolicy, MtlsMode, OtlpProtocol,
+    OutboundMode, PathMatchType, PathParameterMode, SlashMode, SlidingWindowType, ValueMatchType,
 };
 use trellis_proto::v1 as pb;
 
@@ -38,6 +38,7 @@ macro_rules! pairs {
 pairs! {
     MtlsMode <=> MtlsMode { Strict, Permissive, Disabled }
     OutboundMode <=> OutboundMode { AllowAny, RegistryOnly }
+    OtlpProtocol <=> OtlpProtocol { Grpc, Http }
     SlashMode <=> SlashMode { Merge, Keep }
     EscapedSlashMode <=> EscapedSlashMode { Reject, Decode, Keep }
     PathParameterMode <=> PathParameterMode { Reject, Strip, Keep }

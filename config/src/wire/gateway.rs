@@ -10,6 +10,7 @@ impl From<&GatewayEntry> for pb::Gateway {
             name: g.name.clone(),
             namespace: g.namespace.clone(),
             listeners: list(&g.listeners),
+            sampling_percentage: g.sampling_percentage,
         }
     }
 }
@@ -41,6 +42,7 @@ impl TryFrom<pb::Gateway> for GatewayEntry {
             listeners: each(g.listeners, "listener")?,
             name: g.name,
             namespace: g.namespace,
+            sampling_percentage: g.sampling_percentage.map(|p| p.clamp(0.0, 100.0)),
         })
     }
 }

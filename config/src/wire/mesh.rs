@@ -4,8 +4,9 @@
 use super::enums::FromWire;
 use super::{Problem, WireError, each, enum_i32, list, required};
 use crate::model::{
-    AuthzAction, AuthzHeader, AuthzOperation, AuthzRule, AuthzSource, EscapedSlashMode, MtlsMode,
-    OutboundMode, PathNormalization, PathParameterMode, SlashMode,
+    AuthzAction, AuthzHeader, AuthzOperation, AuthzRule, AuthzSource, Collector, EscapedSlashMode,
+    MtlsMode, OtlpProtocol, OutboundMode, PathNormalization, PathParameterMode, SlashMode,
+    TracingSettings,
 };
 use crate::snapshot::{
     InboundPolicy, MeshInfo, MeshResource, NodeInfo, ScopeInfo, ServiceName, ServiceNames,
@@ -36,6 +37,13 @@ impl From<&MeshInfo> for pb::MeshInfo {
             inbound_mtls_mode: enum_i32::<_, pb::MtlsMode>(m.inbound_mtls_mode),
             authorization: list(&m.authorization),
             scope: m.scope.as_ref().map(|s| pb::ScopeInfo { by: s.by.clone() }),
+            tracing: Some(pb::Tracing {
+                collector: m.tracing.collector.as_ref().map(|c| pb::Collector {
+                    address: c.address.clone(),
+                    protocol: enum_i32::<_, pb::OtlpProtocol>(c.protocol),
+                }),
+                sampling_percentage: m.tracing.sampling_percentage,
+            }),
         }
     }
 }
@@ -147,6 +155,30 @@ impl TryFrom<pb::MeshInfo> for MeshInfo {
             inbound_mtls_mode: MtlsMode::from_wire(m.inbound_mtls_mode, "inbound_mtls_mode")?,
             authorization: each(m.authorization, "authorization policy")?,
             scope: m.scope.map(|s| ScopeInfo { by: s.by }),
+            tracing: match m.tracing {
+                None => TracingSettings::default(),
+                Some(t) => TracingSettings::try_from(t).map_err(|e| e.at("tracing"))?,
+            },
+        })
+    }
+}
+
+impl TryFrom<pb::Tracing> for TracingSettings {
+    type Error = WireError;
+
+    fn try_from(t: pb::Tracing) -> Result<Self, WireError> {
+        let collector = (t.collector)
+            .map(|c| {
+                Ok::<_, WireError>(Collector {
+                    address: c.address,
+                    protocol: OtlpProtocol::from_wire(c.protocol, "protocol")
+                        .map_err(|e| e.at("collector"))?,
+                })
+            })
+            .transpose()?;
+        Ok(TracingSettings {
+            collector,
+            sampling_percentage: t.sampling_percentage.clamp(0.0, 100.0),
         })
     }
 }

@@ -249,6 +249,7 @@ pub fn everything() -> Snapshot {
                 },
             ],
         }],
+        sampling_percentage: Some(12.5),
     };
     let mut snap = Snapshot {
         version: String::new(),
@@ -263,6 +264,13 @@ pub fn everything() -> Snapshot {
                 slashes: SlashMode::Keep,
                 escaped_slashes: EscapedSlashMode::Decode,
                 path_parameters: PathParameterMode::Strip,
+            },
+            tracing: TracingSettings {
+                collector: Some(Collector {
+                    address: "otel.observability:4318".into(),
+                    protocol: OtlpProtocol::Http,
+                }),
+                sampling_percentage: 0.5,
             },
             inbound_mtls_mode: MtlsMode::Strict,
             authorization: vec![InboundPolicy {

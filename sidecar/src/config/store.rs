@@ -22,7 +22,9 @@ pub struct ConfigStore {
     /// Serialises building and swapping runtimes: a config update and a DNS refresh must not
     /// race each other into storing an older snapshot. Never taken on the request path.
     applying: std::sync::Mutex<()>,
-    changed: tokio::sync::Notify,
+    /// Bumped after every swap; background tasks (`control/resolve.rs`, span export) each
+    /// hold a receiver.
+    changed: tokio::sync::watch::Sender<u64>,
     /// The last good addresses of ExternalName Services.
     pub dns: crate::config::dns::Resolved,
     /// Reparses only the mesh documents that changed since the last load.
@@ -91,7 +93,7 @@ impl ConfigStore {
         // hold it.
         drop(prev);
         self.last_error.store(None);
-        self.changed.notify_one();
+        self.changed.send_modify(|n| *n += 1);
         Ok(true)
     }
 
@@ -109,9 +111,10 @@ impl ConfigStore {
         }
     }
 
-    /// Resolves after the next config change (at once if one happened since the last call).
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// A receiver whose `changed()` resolves after each config change (at once if one
+    /// happened since it last looked).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     pub fn reject(&self, errors: ConfigErrors) {

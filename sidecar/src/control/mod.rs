@@ -3,6 +3,7 @@
 //! workload certificate, renewed before it expires.
 
 pub(crate) mod certify;
+pub(crate) mod collector;
 pub(crate) mod discovery;
 pub(crate) mod mesh_file;
 pub(crate) mod resolve;

@@ -22,6 +22,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub async fn run(shared: Arc<Shared>) {
     let resolver = Arc::new(resolver());
     let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut changed = shared.config.subscribe();
     loop {
         let names: BTreeSet<String> = shared
             .config
@@ -51,7 +52,9 @@ pub async fn run(shared: Arc<Shared>) {
                 )));
             }
         }
-        shared.config.changed().await;
+        if changed.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -18,6 +18,46 @@ pub struct Exchange {
     pub per_try: Option<Duration>,
     /// Endpoints that earlier attempts used; the balancer picks another one where it can.
     pub avoid: Vec<SocketAddr>,
+    /// What the stack did to a traced request (retries, rejections, ejections): the span's
+    /// events. `None` for a request that is not traced, which is the common case.
+    pub notes: Option<Notes>,
+}
+
+/// Events of one traced request, written by the layers that saw them. The lock is the
+/// request's own: only its tries write it, one at a time.
+#[derive(Clone, Default)]
+pub struct Notes(std::sync::Arc<std::sync::Mutex<Vec<Note>>>);
+
+pub struct Note {
+    pub at: std::time::SystemTime,
+    pub name: &'static str,
+    pub attrs: Vec<(&'static str, String)>,
+}
+
+impl Notes {
+    pub fn add(&self, name: &'static str, attrs: Vec<(&'static str, String)>) {
+        let note = Note {
+            at: std::time::SystemTime::now(),
+            name,
+            attrs,
+        };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(note);
+    }
+
+    pub fn take(&self) -> Vec<Note> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Notes on `ex` when it is traced.
+pub fn note(
+    notes: &Option<Notes>,
+    name: &'static str,
+    attrs: impl FnOnce() -> Vec<(&'static str, String)>,
+) {
+    if let Some(n) = notes {
+        n.add(name, attrs());
+    }
 }
 
 /// When a request runs out of time, and the budget that set it, for error messages.
@@ -43,6 +83,7 @@ impl Exchange {
             deadline: None,
             per_try: None,
             avoid: Vec::new(),
+            notes: None,
         }
     }
 }

@@ -13,7 +13,6 @@ use crate::http::normalize::normalize_uri;
 use crate::http::respond::is_grpc;
 use crate::shared::Shared;
 use crate::telemetry::observe::Observation;
-use crate::telemetry::trace;
 use crate::upstream::call::Call;
 use http::uri::Authority;
 use http::{Request, Response};
@@ -61,6 +60,14 @@ pub async fn handle(
         check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
         // Fail closed: without a config there is no policy to check, so nothing reaches the app.
         let rt = shared.config.current_full().ok_or(ProxyError::NotReady)?;
+        // Traced from here, so that a refused request is a span too.
+        obs.trace(&mut req, shared.sample_percent(&rt, None), peer, || {
+            shared.identity()
+        });
+        obs.peer_identity(|| {
+            let p = req.extensions().get::<PeerIdentity>()?;
+            p.id.as_ref().map(|id| id.to_string())
+        });
         // One path from here on: what authorization checks is what the app receives.
         normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
         let authority = req.uri().authority().cloned().or_else(|| {
@@ -87,7 +94,6 @@ pub async fn handle(
         forwarded_client_cert(&shared, &mut req);
         let cluster = shared.app.cluster(port)?;
         obs.cluster = Some(cluster.upstream.name.clone());
-        obs.trace = Some(trace::propagate(req.headers_mut()));
         let upgrade = hyper::upgrade::on(&mut req);
         let version = req.version();
         let call = Call {
@@ -113,5 +119,5 @@ pub async fn handle(
     }
     .await;
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(&shared.metrics, &shared.labels, res))
+    Ok(obs.finish(&shared.metrics, &shared.labels, &shared.spans, res))
 }

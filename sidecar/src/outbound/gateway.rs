@@ -37,7 +37,7 @@ pub async fn handle(
         Some(rt) => route(&shared, &rt, &id, peer, req, &mut obs).await,
     };
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(&shared.metrics, &shared.labels, res))
+    Ok(obs.finish(&shared.metrics, &shared.labels, &shared.spans, res))
 }
 
 async fn route(
@@ -51,6 +51,12 @@ async fn route(
     // Phase 1: limits the hyper codec does not enforce itself.
     check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
     // One path from here on: routing matches what the next hop receives.
+    obs.trace(
+        &mut req,
+        shared.sample_percent(rt, Some(&id.gateway)),
+        peer,
+        || shared.identity(),
+    );
     crate::http::normalize::normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
 
     // Phase 2: the listener's routes, then the first whose hostname and match fit.

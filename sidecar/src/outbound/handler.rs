@@ -12,7 +12,6 @@ use crate::outbound::filters::{Redirect, modify_headers, rewrite_path, with_path
 use crate::resilience::stack;
 use crate::shared::Shared;
 use crate::telemetry::observe::Observation;
-use crate::telemetry::trace;
 use crate::upstream::call::Call;
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
@@ -46,7 +45,7 @@ pub async fn handle(
         Some(rt) => route(&shared, &rt, peer, original_dst, req, &mut obs).await,
     };
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(&shared.metrics, &shared.labels, res))
+    Ok(obs.finish(&shared.metrics, &shared.labels, &shared.spans, res))
 }
 
 async fn route(
@@ -162,7 +161,18 @@ pub(crate) async fn dispatch(
         }
     }
     req.headers_mut().insert(header::HOST, host_header);
-    obs.trace = Some(trace::propagate(req.headers_mut()));
+    // At a gateway the trace began when the request arrived (`gateway.rs`).
+    if obs.trace.is_none() {
+        obs.trace(&mut req, shared.sample_percent(rt, None), peer, || {
+            shared.identity()
+        });
+    }
+    if let Some(prefix) = rule.matcher.prefix()
+        && obs.traced()
+    {
+        // `PathPrefix: /` is kept as the empty prefix.
+        obs.http_route = Some(Arc::from(if prefix.is_empty() { "/" } else { prefix }));
+    }
 
     // Phase 5: mirrors get a copy of the request; the original goes to the backend.
     let downstream_upgrade = hyper::upgrade::on(&mut req);
@@ -184,7 +194,8 @@ pub(crate) async fn dispatch(
         downstream_version: req.version(),
         peer: peer.ip(),
     };
-    let ex = stack::exchange(&backend.cluster.resilience, &rule.timeouts, req);
+    let mut ex = stack::exchange(&backend.cluster.resilience, &rule.timeouts, req);
+    ex.notes = obs.notes();
     let stack = stack::stack(&backend.cluster.resilience, call);
     let fwd = forward(stack, ex, Some(downstream_upgrade)).await?;
     obs.endpoint = Some(fwd.endpoint);

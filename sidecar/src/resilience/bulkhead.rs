@@ -129,7 +129,10 @@ where
             Some(queued) => LayerFuture::Boxed {
                 fut: Box::pin(self.wait(queued, inner.clone(), ex)),
             },
-            None => LayerFuture::done(Err(self.overloaded())),
+            None => {
+                crate::http::exchange::note(&ex.notes, "bulkhead.rejected", Vec::new);
+                LayerFuture::done(Err(self.overloaded()))
+            }
         };
         BulkheadFuture::Other { fut }
     }

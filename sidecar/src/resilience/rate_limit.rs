@@ -75,6 +75,15 @@ where
     fn guard(&'a self, inner: &mut S, ex: Exchange) -> Self::Future {
         if let Err(retry_after) = self.try_acquire(clock::now()) {
             self.limited.inc();
+            crate::http::exchange::note(&ex.notes, "rate_limited", || {
+                vec![
+                    ("trellis.cluster", self.cluster.to_string()),
+                    (
+                        "trellis.rate_limit.retry_after_ms",
+                        retry_after.as_millis().to_string(),
+                    ),
+                ]
+            });
             return LayerFuture::done(Err(ProxyError::RateLimited {
                 cluster: self.cluster.to_string(),
                 per_second: self.cfg.requests_per_second,

@@ -146,7 +146,7 @@ impl RetryPolicy {
         let may_resend = ex.request.method().is_idempotent() || self.cfg.allow_non_idempotent;
         let mut replay = Replay::prepare(&mut ex).await?;
         let head = Head::of(&ex.request);
-        let (deadline, per_try) = (ex.deadline, ex.per_try);
+        let (deadline, per_try, notes) = (ex.deadline, ex.per_try, ex.notes.clone());
         let mut avoid = Vec::new();
         let mut retry = 0;
         loop {
@@ -176,6 +176,15 @@ impl RetryPolicy {
                 Err(e) => e.endpoint(),
             };
             avoid.extend(endpoint);
+            crate::http::exchange::note(&notes, "retry", || {
+                let mut attrs = vec![
+                    ("trellis.retry.attempt", retry.to_string()),
+                    ("trellis.retry.reason", retry_reason(&out)),
+                    ("trellis.retry.backoff_ms", wait.as_millis().to_string()),
+                ];
+                attrs.extend(endpoint.map(|e| ("trellis.endpoint", e.to_string())));
+                attrs
+            });
             drop(out);
             tokio::time::sleep(wait).await;
             self.retries.inc();
@@ -184,8 +193,20 @@ impl RetryPolicy {
                 deadline,
                 per_try,
                 avoid: avoid.clone(),
+                notes: notes.clone(),
             };
         }
+    }
+}
+
+/// What made a try worth retrying, for the span event: the status, or the error's code.
+fn retry_reason(out: &Outcome) -> String {
+    match out {
+        Ok(r) => match crate::http::exchange::grpc_status(r.response.headers()) {
+            Some(code) if code != 0 => format!("grpc-status {code}"),
+            _ => r.response.status().as_u16().to_string(),
+        },
+        Err(e) => e.answer().code.to_string(),
     }
 }
 

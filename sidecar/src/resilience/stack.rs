@@ -115,6 +115,7 @@ pub fn exchange(r: &ClusterResilience, route: &Timeouts, request: Request<Body>)
         deadline: overall.map(Deadline::after),
         per_try,
         avoid: Vec::new(),
+        notes: None,
     }
 }
 

@@ -121,6 +121,7 @@ pub struct Metrics {
     bulkhead_rejected: Family<ClusterLabels, Counter>,
     faults: Family<FaultLabels, Counter>,
     pub security: crate::tls::metrics::SecurityMetrics,
+    pub trace: crate::telemetry::export::TraceMetrics,
     tcp_opened: Family<TcpLabels, Counter>,
     tcp_closed: Family<TcpLabels, Counter>,
     tcp_sent: Family<TcpLabels, Counter>,
@@ -205,8 +206,10 @@ impl Default for Metrics {
             apply_durations.clone(),
         );
         let security = crate::tls::metrics::SecurityMetrics::register(&mut registry);
+        let trace = crate::telemetry::export::TraceMetrics::register(&mut registry);
         let m = Metrics {
             security,
+            trace,
             registry,
             requests,
             durations,

@@ -1,15 +1,19 @@
-//! What is recorded once per request: the golden metrics and, when enabled, a JSON access
-//! log line. Filled in as the request moves through its phases.
+//! What is recorded once per request: the golden metrics, when enabled a JSON access log
+//! line, and when the request is traced its span. Filled in as the request moves through its
+//! phases.
 
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
+use crate::http::exchange::Notes;
 use crate::http::respond::{TRELLIS_ERROR, error_response};
+use crate::telemetry::export::Spans;
 use crate::telemetry::metrics::{Metrics, RequestLabels};
-use crate::telemetry::trace::TraceIds;
+use crate::telemetry::span::{self, SpanRecord};
+use crate::telemetry::trace::{self, TraceIds};
 use http::{Request, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// Metric label values that never change, made once.
 pub struct Labels {
@@ -31,6 +35,10 @@ pub struct Observation {
     pub cluster: Option<Arc<String>>,
     pub endpoint: Option<SocketAddr>,
     pub trace: Option<TraceIds>,
+    /// The matched rule's path prefix, for the span's `http.route`.
+    pub http_route: Option<Arc<str>>,
+    /// This proxy's span, when the request is sampled and a collector is configured.
+    span: Option<Box<SpanRecord>>,
     /// Inbound: the namespace and service account the caller proved over mTLS.
     pub source: Option<(Arc<String>, Arc<String>)>,
     error: Option<String>,
@@ -71,10 +79,48 @@ impl Observation {
             cluster: None,
             endpoint: None,
             trace: None,
+            http_route: None,
+            span: None,
             source: None,
             error: None,
             log,
         }
+    }
+
+    /// Reads and writes `req`'s trace context (`trace.rs`). `sample_percent` is `None` with
+    /// tracing off. When the request is sampled, its span starts, back-dated to when the
+    /// request arrived; `identity` gives this proxy's SPIFFE ID, asked only then.
+    pub fn trace<B>(
+        &mut self,
+        req: &mut Request<B>,
+        sample_percent: Option<f64>,
+        peer: SocketAddr,
+        identity: impl FnOnce() -> Option<String>,
+    ) {
+        let (ids, span) = trace::propagate(req.headers_mut(), sample_percent);
+        self.trace = Some(ids);
+        if let Some(ids) = span {
+            let began = SystemTime::now() - self.started.elapsed();
+            let rec = SpanRecord::start(ids, self.direction, began, req, peer, identity());
+            self.span = Some(Box::new(rec));
+        }
+    }
+
+    /// The caller's SPIFFE ID, for the span of an inbound request.
+    pub fn peer_identity(&mut self, id: impl FnOnce() -> Option<String>) {
+        if let Some(s) = &mut self.span {
+            s.peer_identity = id();
+        }
+    }
+
+    /// Whether this request has a span.
+    pub fn traced(&self) -> bool {
+        self.span.is_some()
+    }
+
+    /// Where the resilience stack notes what it did to a traced request.
+    pub fn notes(&self) -> Option<Notes> {
+        self.span.as_ref().map(|s| s.notes.clone())
     }
 
     /// The proxy's own answer for `err`.
@@ -87,7 +133,13 @@ impl Observation {
         res
     }
 
-    pub fn finish(self, metrics: &Metrics, labels: &Labels, res: Response<Body>) -> Response<Body> {
+    pub fn finish(
+        self,
+        metrics: &Metrics,
+        labels: &Labels,
+        spans: &Spans,
+        res: Response<Body>,
+    ) -> Response<Body> {
         let elapsed = self.started.elapsed();
         let unknown = || labels.unknown.clone();
         let (source_workload, source_namespace, source_identity) = if self.direction == "outbound" {
@@ -111,6 +163,25 @@ impl Observation {
             route: self.route.clone(),
             response_code: res.status().as_u16(),
         };
+        if let Some(rec) = self.span {
+            let data = rec.finish(&span::Outcome {
+                direction: self.direction,
+                status: res.status().as_u16(),
+                trellis_error: res
+                    .headers()
+                    .get(TRELLIS_ERROR)
+                    .and_then(|v| v.to_str().ok()),
+                error: self.error.as_deref(),
+                destination: &self.destination,
+                route: &self.route,
+                http_route: self.http_route.as_deref(),
+                cluster: self.cluster.as_deref().map(String::as_str),
+                endpoint: self.endpoint,
+                source_workload: &labels.source_workload,
+                source_namespace: &labels.source_namespace,
+            });
+            spans.send(data, &metrics.trace);
+        }
         metrics.record(&labels, elapsed);
         if let Some((method, path, authority)) = &self.log {
             let line = serde_json::json!({

@@ -1,12 +1,18 @@
 //! Trace context: W3C `traceparent`/`tracestate`, B3 single and multi header, and
-//! `x-request-id`.
+//! `x-request-id`; and the sampling decision.
 //!
-//! Until the proxy exports spans, it must not put a span id of its own in a header: an app
-//! that records a span would name as its parent a span that no backend ever receives, and
-//! every trace tree would break at the proxy. So incoming context passes unchanged, B3's
-//! deferred sampling decision included. Where none came, the proxy starts a root
+//! A proxy names a span of its own as the parent only when it exports that span: otherwise an
+//! app that records a span would name a parent that no backend ever receives, and the trace
+//! tree would break at the proxy. So with tracing off (no collector), incoming context passes
+//! unchanged, B3's deferred decision included, and where none came the proxy starts a root
 //! `traceparent` marked not sampled: the hops' logs share one trace id, and an app that
 //! samples by its parent records nothing it was not asked to.
+//!
+//! With tracing on, the decision is made once, where the trace enters the mesh: a new trace,
+//! or a B3 context that deferred it, is sampled at the configured percentage; a decision that
+//! came in is followed (B3's debug flag forces sampling). A sampled request gets a span of
+//! this proxy, whose id replaces the caller's in the header it came in, with the caller's
+//! span as its parent; `tracestate` passes unchanged.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
@@ -15,8 +21,8 @@ use rand::Rng;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceIds {
     pub trace_id: u128,
-    /// The span id in the context sent on: the caller's span when context came in, the root
-    /// this proxy started when none did.
+    /// The span id in the context sent on: this proxy's span when it records one, else the
+    /// caller's span, or the root this proxy started when no context came.
     pub span_id: u64,
     /// `None` when the decision was deferred (B3 without a sampling state).
     pub sampled: Option<bool>,
@@ -32,10 +38,30 @@ impl TraceIds {
     }
 }
 
-/// Reads incoming context (W3C first, then B3 single, then B3 multi) and leaves it as it
-/// came. With none, or with a `traceparent` that does not parse, writes a root
-/// `traceparent` marked not sampled. Adds an `x-request-id` where none came.
-pub fn propagate(headers: &mut HeaderMap) -> TraceIds {
+/// The span this proxy records for a sampled request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: u128,
+    pub span_id: u64,
+    /// The caller's span; `None` for the root of a trace that starts here.
+    pub parent: Option<u64>,
+}
+
+/// Which header the context came in, and so the one it goes on in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    W3c,
+    B3Single,
+    B3Multi,
+}
+
+/// Reads incoming context (W3C first, then B3 single, then B3 multi), decides sampling, and
+/// writes what goes on. `sample_percent` is `None` with tracing off: nothing is decided and
+/// no span is made. Adds an `x-request-id` where none came.
+pub fn propagate(
+    headers: &mut HeaderMap,
+    sample_percent: Option<f64>,
+) -> (TraceIds, Option<SpanIds>) {
     let w3c = parse_traceparent(headers);
     if w3c.is_none() && headers.contains_key(TRACEPARENT) {
         // One that does not parse restarts the trace, and its `tracestate` belongs to it
@@ -43,26 +69,71 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceIds {
         headers.remove(TRACEPARENT);
         headers.remove(TRACESTATE);
     }
-    let incoming = w3c
-        .or_else(|| parse_b3_single(headers))
-        .or_else(|| parse_b3_multi(headers));
+    let incoming = (w3c.map(|i| (i, Format::W3c)))
+        .or_else(|| parse_b3_single(headers).map(|i| (i, Format::B3Single)))
+        .or_else(|| parse_b3_multi(headers).map(|i| (i, Format::B3Multi)));
     let mut rng = rand::rng();
-    let ids = match incoming {
-        Some(ids) => ids,
-        None => {
+    let mut decide = |percent: f64| rng.random::<f64>() * 100.0 < percent;
+    let out = match (incoming, sample_percent) {
+        // Tracing off: the context as it came.
+        (Some((ids, _)), None) => (ids, None),
+        // A decision was made upstream, and it was no.
+        (
+            Some((
+                ids @ TraceIds {
+                    sampled: Some(false),
+                    ..
+                },
+                _,
+            )),
+            Some(_),
+        ) => (ids, None),
+        (Some((caller, format)), Some(percent)) => {
+            let sampled = caller.sampled.unwrap_or_else(|| decide(percent));
+            if sampled {
+                let span = SpanIds {
+                    trace_id: caller.trace_id,
+                    span_id: new_span_id(),
+                    parent: Some(caller.span_id),
+                };
+                let ids = TraceIds {
+                    trace_id: caller.trace_id,
+                    span_id: span.span_id,
+                    sampled: Some(true),
+                };
+                write(headers, format, &ids, Some(caller.span_id));
+                (ids, Some(span))
+            } else {
+                // The deferred decision, made here, is a no: say so, so that no hop after
+                // decides again.
+                let ids = TraceIds {
+                    sampled: Some(false),
+                    ..caller
+                };
+                write(headers, format, &ids, None);
+                (ids, None)
+            }
+        }
+        (None, percent) => {
+            let sampled = percent.is_some_and(&mut decide);
             let ids = TraceIds {
-                trace_id: rng.random::<u128>().max(1),
-                span_id: rng.random::<u64>().max(1),
-                sampled: Some(false),
+                trace_id: rand::rng().random::<u128>().max(1),
+                span_id: new_span_id(),
+                sampled: Some(sampled),
             };
             // A `tracestate` alone describes no trace.
             headers.remove(TRACESTATE);
             write_traceparent(headers, &ids);
-            ids
+            let span = sampled.then_some(SpanIds {
+                trace_id: ids.trace_id,
+                span_id: ids.span_id,
+                parent: None,
+            });
+            (ids, span)
         }
     };
     if !headers.contains_key(X_REQUEST_ID) {
-        let mut b: [u8; 16] = rng.random();
+        let mut b: [u8; 16] = rand::rng().random();
         b[6] = (b[6] & 0x0f) | 0x40; // UUID version 4
         b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
         let u = u128::from_be_bytes(b);
@@ -79,7 +150,63 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceIds {
             HeaderValue::try_from(s).expect("hex is a valid header value"),
         );
     }
-    ids
+    out
+}
+
+fn new_span_id() -> u64 {
+    rand::rng().random::<u64>().max(1)
+}
+
+/// Writes `ids` in `format`. B3 carries the parent span too (`parent`), and keeps its debug
+/// flag; W3C keeps `tracestate` as it came.
+fn write(headers: &mut HeaderMap, format: Format, ids: &TraceIds, parent: Option<u64>) {
+    match format {
+        Format::W3c => write_traceparent(headers, ids),
+        Format::B3Single => {
+            let debug = get(headers, "b3").is_some_and(|v| v.split('-').nth(2) == Some("d"));
+            let flag = match (debug, ids.sampled) {
+                (true, _) => "d",
+                (false, Some(true)) => "1",
+                _ => "0",
+            };
+            let mut v = format!("{}-{}-{flag}", b3_trace(headers, ids), hex16(ids.span_id));
+            if let Some(p) = parent {
+                v.push('-');
+                v.push_str(&hex16(p));
+            }
+            if let Some(v) = value(v.as_bytes()) {
+                headers.insert(B3, v);
+            }
+        }
+        Format::B3Multi => {
+            if let Some(v) = value(hex16(ids.span_id).as_bytes()) {
+                headers.insert(X_B3_SPANID, v);
+            }
+            if let Some(p) = parent.and_then(|p| value(hex16(p).as_bytes())) {
+                headers.insert(X_B3_PARENTSPANID, p);
+            }
+            // `X-B3-Flags: 1` (debug) already says sampled, and stays.
+            if !headers.contains_key(X_B3_FLAGS) {
+                let v = if ids.sampled == Some(true) { "1" } else { "0" };
+                headers.insert(X_B3_SAMPLED, HeaderValue::from_static(v));
+            }
+        }
+    }
+}
+
+/// B3's trace id as it came: 64-bit ids stay 64-bit.
+fn b3_trace(headers: &HeaderMap, ids: &TraceIds) -> String {
+    let came_short =
+        (get(headers, "b3").and_then(|v| v.split('-').next())).is_some_and(|t| t.len() == 16);
+    if came_short {
+        format!("{:016x}", ids.trace_id as u64)
+    } else {
+        format!("{:032x}", ids.trace_id)
+    }
+}
+
+fn hex16(v: u64) -> String {
+    format!("{v:016x}")
 }
 
 // Header names as constants: inserting by `&str` would parse and validate the name on
@@ -87,6 +214,11 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceIds {
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const B3: HeaderName = HeaderName::from_static("b3");
+const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+const X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
 /// Writes `v` as lowercase hex into the `N` bytes of `out`, zero-padded.
 fn hex_into(out: &mut [u8], mut v: u128) {
@@ -232,7 +364,7 @@ mod tests {
         ];
         let mut h = headers(&incoming);
         let before = context(&h);
-        let ids = propagate(&mut h);
+        let (ids, _) = propagate(&mut h, None);
         assert_eq!(context(&h), before, "no header changed and none was added");
         assert_eq!(ids.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(ids.span_hex(), "00f067aa0ba902b7");
@@ -264,12 +396,12 @@ mod tests {
         for (case, decision) in cases.iter().zip(decisions) {
             let mut h = headers(case);
             let before = context(&h);
-            let ids = propagate(&mut h);
+            let (ids, _) = propagate(&mut h, None);
             assert_eq!(context(&h), before, "{case:?}");
             assert_eq!(ids.sampled, decision, "{case:?}");
         }
         let mut h = headers(cases[2]);
-        let ids = propagate(&mut h);
+        let (ids, _) = propagate(&mut h, None);
         assert_eq!(ids.trace_id, 0x463a_c35c_9f64_13ad, "a 64-bit B3 trace id");
         assert_eq!(ids.span_id, 0xa2fb_4a1d_1a96_d312);
     }
@@ -277,7 +409,7 @@ mod tests {
     #[test]
     fn with_no_context_a_root_marked_not_sampled_is_started() {
         let mut h = HeaderMap::new();
-        let ids = propagate(&mut h);
+        let (ids, _) = propagate(&mut h, None);
         assert_eq!(ids.sampled, Some(false));
         let tp = h["traceparent"].to_str().unwrap();
         assert_eq!(
@@ -301,7 +433,7 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
         ] {
             let mut h = headers(&[("traceparent", bad), ("tracestate", "vendor=x")]);
-            let ids = propagate(&mut h);
+            let (ids, _) = propagate(&mut h, None);
             assert_ne!(ids.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
             assert_eq!(ids.sampled, Some(false), "{bad}");
             assert!(h["traceparent"].to_str().unwrap().ends_with("-00"), "{bad}");
@@ -312,7 +444,7 @@ mod tests {
             ("traceparent", "00-xyz-00f067aa0ba902b7-01"),
             ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
         ]);
-        let ids = propagate(&mut h);
+        let (ids, _) = propagate(&mut h, None);
         assert_eq!(ids.trace_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
         assert!(!h.contains_key("traceparent"));
         // A later version may carry more fields; its first four are read.
@@ -320,14 +452,119 @@ mod tests {
             "traceparent",
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future",
         )]);
-        let ids = propagate(&mut h);
+        let (ids, _) = propagate(&mut h, None);
         assert_eq!(ids.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     #[test]
     fn an_incoming_request_id_is_kept() {
         let mut h = headers(&[("x-request-id", "req-123")]);
-        propagate(&mut h);
+        propagate(&mut h, None);
         assert_eq!(h["x-request-id"], "req-123");
+    }
+
+    #[test]
+    fn a_trace_that_starts_here_is_sampled_at_the_configured_percentage() {
+        let mut h = HeaderMap::new();
+        let (ids, span) = propagate(&mut h, Some(100.0));
+        let span = span.expect("100% samples every new trace");
+        assert_eq!(span.parent, None, "the root of the trace");
+        assert_eq!((span.trace_id, span.span_id), (ids.trace_id, ids.span_id));
+        assert_eq!(
+            h["traceparent"].to_str().unwrap(),
+            format!("00-{}-{}-01", ids.trace_hex(), ids.span_hex())
+        );
+        let mut h = HeaderMap::new();
+        let (ids, span) = propagate(&mut h, Some(0.0));
+        assert_eq!((span, ids.sampled), (None, Some(false)));
+        assert!(h["traceparent"].to_str().unwrap().ends_with("-00"));
+        // 50%: a binomial(2000, 0.5) count lies within 1000 ± 150 (over six standard
+        // deviations) unless the sampler is wrong.
+        let sampled = (0..2000)
+            .filter(|_| propagate(&mut HeaderMap::new(), Some(50.0)).1.is_some())
+            .count();
+        assert!((850..=1150).contains(&sampled), "{sampled} of 2000 at 50%");
+    }
+
+    #[test]
+    fn after_the_root_the_parents_decision_is_followed_and_tracestate_kept() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = headers(&[("traceparent", tp), ("tracestate", "vendor=x,other=y")]);
+        let (ids, span) = propagate(&mut h, Some(0.0));
+        let span = span.expect("a sampled parent is followed even at 0%");
+        assert_eq!(span.parent, Some(0x00f0_67aa_0ba9_02b7));
+        assert_ne!(span.span_id, 0x00f0_67aa_0ba9_02b7);
+        assert_eq!(ids.span_id, span.span_id, "logs name the span sent on");
+        assert_eq!(
+            h["traceparent"].to_str().unwrap(),
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", ids.span_hex()),
+            "the proxy's span is the next hop's parent"
+        );
+        assert_eq!(h["tracestate"], "vendor=x,other=y");
+
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let mut h = headers(&[("traceparent", unsampled), ("tracestate", "v=1")]);
+        let before = context(&h);
+        let (ids, span) = propagate(&mut h, Some(100.0));
+        assert_eq!(
+            (span, ids.sampled),
+            (None, Some(false)),
+            "a no is followed at 100%"
+        );
+        assert_eq!(context(&h), before, "and passed on unchanged");
+    }
+
+    #[test]
+    fn b3_deferred_decisions_are_made_here_and_debug_forces_sampling() {
+        let trace = "80f198ee56343ba864fe8b2a57d3eff7";
+        let caller = "e457b5a2e4d86bd1";
+        // Deferred, sampled here: the proxy's span, the caller as its parent, the decision.
+        let mut h = headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1")]);
+        let (ids, span) = propagate(&mut h, Some(100.0));
+        assert_eq!(span.unwrap().parent, Some(0xe457_b5a2_e4d8_6bd1));
+        assert_eq!(
+            h["b3"].to_str().unwrap(),
+            format!("{trace}-{}-1-{caller}", ids.span_hex())
+        );
+        // Deferred, not sampled here: the no is written down, the ids stay.
+        let mut h = headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1")]);
+        let (ids, span) = propagate(&mut h, Some(0.0));
+        assert_eq!((span, ids.sampled), (None, Some(false)));
+        assert_eq!(h["b3"].to_str().unwrap(), format!("{trace}-{caller}-0"));
+        // Debug: sampled whatever the percentage, and the flag goes on.
+        let mut h = headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d")]);
+        let (ids, span) = propagate(&mut h, Some(0.0));
+        assert!(span.is_some());
+        assert_eq!(
+            h["b3"].to_str().unwrap(),
+            format!("{trace}-{}-d-{caller}", ids.span_hex())
+        );
+        // A 64-bit trace id stays 64-bit.
+        let mut h = headers(&[("b3", "a3ce929d0e0e4736-e457b5a2e4d86bd1-1")]);
+        let (ids, _) = propagate(&mut h, Some(0.0));
+        assert!(h["b3"].to_str().unwrap().starts_with("a3ce929d0e0e4736-"));
+        assert_eq!(ids.trace_id, 0xa3ce_929d_0e0e_4736);
+        // Multi header: deferred and sampled here; then the debug flag at 0%.
+        let mut h = headers(&[
+            ("x-b3-traceid", "463ac35c9f6413ad"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+        ]);
+        let (ids, span) = propagate(&mut h, Some(100.0));
+        assert_eq!(span.unwrap().parent, Some(0xa2fb_4a1d_1a96_d312));
+        assert_eq!(h["x-b3-spanid"].to_str().unwrap(), ids.span_hex());
+        assert_eq!(h["x-b3-parentspanid"], "a2fb4a1d1a96d312");
+        assert_eq!(h["x-b3-sampled"], "1");
+        assert_eq!(h["x-b3-traceid"], "463ac35c9f6413ad");
+        let mut h = headers(&[
+            ("x-b3-traceid", "463ac35c9f6413ad"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-flags", "1"),
+        ]);
+        let (_, span) = propagate(&mut h, Some(0.0));
+        assert!(span.is_some(), "X-B3-Flags: 1 is debug");
+        assert!(
+            !h.contains_key("x-b3-sampled"),
+            "the debug flag already says it"
+        );
     }
 }

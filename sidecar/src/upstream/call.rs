@@ -8,7 +8,7 @@ use super::ring::hash_key;
 use crate::clock;
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
-use crate::http::exchange::{Exchange, Outcome, Reply, is_server_error};
+use crate::http::exchange::{Exchange, Notes, Outcome, Reply, is_server_error, note};
 use crate::http::future::BoxOutcome;
 use crate::http::headers::same_head;
 use http::uri::{PathAndQuery, Scheme};
@@ -62,6 +62,7 @@ impl<'a> Call<'a> {
             deadline,
             per_try,
             avoid,
+            notes,
         } = ex;
         let remaining =
             || deadline.map(|d| d.at.saturating_duration_since(tokio::time::Instant::now()));
@@ -154,7 +155,7 @@ impl<'a> Call<'a> {
                 Some((t, after)) => match tokio::time::timeout(t, fut).await {
                     Ok(r) => r,
                     Err(_) => {
-                        self.observe(&ep, true);
+                        self.observe(&ep, true, &notes);
                         return Err(timed_out(after));
                     }
                 },
@@ -162,7 +163,7 @@ impl<'a> Call<'a> {
             match res {
                 Ok(resp) => {
                     ep.ewma.observe(started.elapsed());
-                    self.observe(&ep, is_server_error(&resp));
+                    self.observe(&ep, is_server_error(&resp), &notes);
                     return Ok(Reply {
                         response: resp,
                         endpoint: ep.addr,
@@ -170,7 +171,7 @@ impl<'a> Call<'a> {
                 }
                 Err(e) if e.is_connect() => {
                     tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "connect failed");
-                    self.observe(&ep, true);
+                    self.observe(&ep, true, &notes);
                     tried.push(ep.addr);
                     if replay.is_none() || tried.len() >= cluster.balancer.endpoints.len() {
                         return Err(ProxyError::Connect {
@@ -198,7 +199,7 @@ impl<'a> Call<'a> {
                             source: why.to_string().into(),
                         });
                     }
-                    self.observe(&ep, true);
+                    self.observe(&ep, true, &notes);
                     if is_refused_stream(&e) {
                         return Err(ProxyError::RefusedStream {
                             cluster: name(),
@@ -237,9 +238,26 @@ impl<'a> Call<'a> {
     }
 
     /// Tells outlier detection how an endpoint answered.
-    fn observe(&self, ep: &EndpointState, failed: bool) {
+    /// Reports an answer to outlier detection; a traced request that sees its endpoint
+    /// ejected after a failure notes it.
+    fn observe(&self, ep: &EndpointState, failed: bool, notes: &Option<Notes>) {
         if let Some(o) = &self.cluster.outlier {
-            o.record(ep, &self.cluster.balancer.endpoints, failed, clock::now());
+            let now = clock::now();
+            o.record(ep, &self.cluster.balancer.endpoints, failed, now);
+            if failed
+                && notes.is_some()
+                && let Some(until) = ep.health.ejected_until(now)
+            {
+                note(notes, "outlier_ejection", || {
+                    vec![
+                        ("trellis.endpoint", ep.addr.to_string()),
+                        (
+                            "trellis.ejected_for_ms",
+                            until.saturating_sub(now).as_millis().to_string(),
+                        ),
+                    ]
+                });
+            }
         }
     }
 

@@ -27,12 +27,20 @@ where
                 permit: Some(permit),
                 started,
             },
-            Err(state) => BreakerFuture::Rejected {
-                err: Some(ProxyError::CircuitOpen {
-                    cluster: self.cluster.to_string(),
-                    state: state.name(),
-                }),
-            },
+            Err(state) => {
+                crate::http::exchange::note(&ex.notes, "circuit_breaker.rejected", || {
+                    vec![
+                        ("trellis.cluster", self.cluster.to_string()),
+                        ("trellis.circuit_breaker.state", state.name().to_string()),
+                    ]
+                });
+                BreakerFuture::Rejected {
+                    err: Some(ProxyError::CircuitOpen {
+                        cluster: self.cluster.to_string(),
+                        state: state.name(),
+                    }),
+                }
+            }
         }
     }
 }
