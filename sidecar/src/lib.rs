@@ -99,9 +99,13 @@ impl Running {
         });
     }
 
-    /// Resolves when every traffic listener has drained.
+    /// Resolves when every traffic listener has drained and the spans of the last requests
+    /// have gone to the collector (or 2 s have passed).
     pub async fn wait(mut self) {
         while self.serving.join_next().await.is_some() {}
+        (self.shared.spans)
+            .flush(std::time::Duration::from_secs(2))
+            .await;
     }
 }
 

@@ -273,3 +273,21 @@ async fn a_collector_that_is_down_costs_dropped_spans_not_requests() {
     let m = h.admin("/metrics").await.body;
     assert_eq!(sample(&m, "trellis_trace_spans_exported_total"), 0.0);
 }
+
+#[tokio::test]
+async fn the_last_spans_reach_the_collector_before_the_proxy_exits() {
+    let (rx, collector) = Received::start().await;
+    let billing = Upstream::start("billing-0").await;
+    let mesh =
+        mesh_doc(collector, 100.0) + &service("billing", "") + &workload("billing", &billing);
+    let mut h = start(&mesh, "").await;
+    for _ in 0..3 {
+        assert_eq!(h.get("billing", "/").await.status, 200);
+    }
+    let running = h.running.take().unwrap();
+    running.drain();
+    tokio::time::timeout(Duration::from_secs(15), running.wait())
+        .await
+        .expect("the proxy drains and exits");
+    assert_eq!(rx.0.lock().unwrap().len(), 3, "every span was sent by exit");
+}

@@ -66,6 +66,8 @@ pub struct Spans {
 struct Sink {
     collector: Collector,
     queue: mpsc::Sender<SpanData>,
+    /// The export task; `flush` waits for it.
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Spans {
@@ -106,7 +108,7 @@ impl Spans {
             }
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(
+        let task = tokio::spawn(run(
             exporter,
             rx,
             metrics.clone(),
@@ -117,7 +119,26 @@ impl Spans {
         self.sink.store(Some(Arc::new(Sink {
             collector: collector.clone(),
             queue: tx,
+            task: std::sync::Mutex::new(Some(task)),
         })));
+    }
+
+    /// Sends what is queued and stops export, waiting at most `within`: the proxy's last
+    /// requests, served while it drained, are not lost when it exits.
+    pub async fn flush(&self, within: Duration) {
+        let Some(sink) = self.sink.swap(None) else {
+            return;
+        };
+        let task = (sink.task.lock().unwrap_or_else(|e| e.into_inner())).take();
+        // The queue's sender goes with the sink: the task exports what is left and ends.
+        drop(sink);
+        if let Some(task) = task
+            && tokio::time::timeout(within, task).await.is_err()
+        {
+            tracing::warn!(
+                "tracing: the collector did not take the last spans in time; they are dropped"
+            );
+        }
     }
 }
 
