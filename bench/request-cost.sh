@@ -9,7 +9,9 @@
 # The proxy runs twice under callgrind, serving SMALL and then LARGE requests from one curl
 # connection; start-up and shutdown cancel out of the difference, which is divided by
 # LARGE - SMALL. Defaults: target/release/trellis-proxy (built if missing), SMALL=200,
-# LARGE=1200. Needs valgrind, curl and python3.
+# LARGE=1200. TRACING=PERCENT adds a span collector (a discarding OTLP/HTTP receiver,
+# bench/lib/otlp_sink.py) and samples that percentage of requests; the export task's
+# instructions count too. Needs valgrind, curl and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in valgrind curl python3; do
@@ -32,13 +34,19 @@ cleanup() {
 trap cleanup EXIT
 
 # Free ports: ask the kernel, then hand them over (a race only with other port grabbers).
-read -r up out in admin < <(python3 -c '
+read -r up out in admin sink < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(4)]
+ss = [socket.socket() for _ in range(5)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 
 sed "s/19101/$up/; s/19102/$up/" examples/standalone/mesh.yaml >"$dir/mesh.yaml"
+if [ -n "${TRACING:-}" ]; then
+  python3 bench/lib/otlp_sink.py "$sink" &
+  pids+=($!)
+  printf -- '---\napiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec:\n  tracing: {collector: {address: "127.0.0.1:%s", protocol: HTTP}, samplingPercentage: %s}\n' \
+    "$sink" "$TRACING" >>"$dir/mesh.yaml"
+fi
 cat >"$dir/bootstrap.yaml" <<EOF
 workload: {name: trip-0, namespace: rides, serviceAccount: trip, labels: {app: trip, version: v1}}
 listeners: {outbound: 127.0.0.1:$out, inbound: 127.0.0.1:$in, admin: 127.0.0.1:$admin}
@@ -72,6 +80,8 @@ run() {
     echo "request-cost.sh: only $ok of $n requests got 200" >&2
     exit 1
   fi
+  # The last batch of spans goes out before the proxy stops, so its cost is counted.
+  [ -z "${TRACING:-}" ] || sleep 1.5
   kill -TERM "$pid"
   wait "$pid" || true
   sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log"
@@ -79,4 +89,4 @@ run() {
 
 a=$(run "$small")
 b=$(run "$large")
-echo "$bin: $(( (b - a) / (large - small) )) instructions per proxied request (callgrind; $small requests: $a, $large: $b)"
+echo "$bin${TRACING:+ (tracing at ${TRACING}%)}: $(( (b - a) / (large - small) )) instructions per proxied request (callgrind; $small requests: $a, $large: $b)"

@@ -42,6 +42,17 @@ fn each_proxy_gets_the_collector_and_the_percentage_of_the_services_it_serves() 
     assert_eq!(c.address, "otel.observability:4318");
     assert_eq!(c.protocol, OtlpProtocol::Http);
 
+    // A Gateway's own percentage travels with the Gateway.
+    let with_gateway = format!(
+        "{}---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: edge, namespace: rides, annotations: {{trellis.dev/trace-sampling-percentage: \"0.5\"}}}}\n\
+         spec:\n  gatewayClassName: trellis\n  listeners:\n  - {{name: http, port: 80, protocol: HTTP}}\n",
+        mesh("{samplingPercentage: 5}")
+    );
+    let cfg = load_str("mesh.yaml", &with_gateway).unwrap();
+    let snap = compile(&cfg, &node("billing"));
+    assert_eq!(snap.gateways["rides/edge"].sampling_percentage, Some(0.5));
+
     // Without a tracing block: no collector, Istio's 1%.
     let none = load_str("mesh.yaml", &mesh("{}")).unwrap();
     let t = compile(&none, &node("billing")).mesh.tracing;

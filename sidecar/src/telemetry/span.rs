@@ -87,42 +87,41 @@ impl SpanRecord {
 
     pub fn finish(self, o: &Outcome<'_>) -> SpanData {
         let mut a = Vec::with_capacity(24);
-        let mut kv = |k: &'static str, v: String| a.push(KeyValue::new(k, v));
+        // Values that are `&'static str` are not copied (OpenTelemetry keeps them by reference).
+        let mut kv = |k: &'static str, v: opentelemetry::Value| a.push(KeyValue::new(k, v));
+        let st = |v: &'static str| opentelemetry::Value::from(v);
+        let owned = |v: String| opentelemetry::Value::from(v);
         let (host, port) = split_authority(self.authority.as_deref());
-        kv("http.request.method", self.method.as_str().to_string());
-        let (path, query) = match self.target.split_once('?') {
-            Some((p, q)) => (p.to_string(), Some(q.to_string())),
-            None => (self.target.clone(), None),
-        };
+        kv("http.request.method", method_value(&self.method));
         if self.kind == SpanKind::Client {
+            let authority = self.authority.as_deref().unwrap_or("");
             kv(
                 "url.full",
-                format!(
-                    "http://{}{}",
-                    self.authority.as_deref().unwrap_or(""),
-                    self.target
-                ),
+                owned(format!("http://{authority}{}", self.target)),
             );
         } else {
-            kv("url.path", path);
-            if let Some(q) = query {
-                kv("url.query", q);
+            match self.target.split_once('?') {
+                Some((p, q)) => {
+                    kv("url.path", owned(p.to_string()));
+                    kv("url.query", owned(q.to_string()));
+                }
+                None => kv("url.path", owned(self.target.clone())),
             }
-            kv("url.scheme", "http".to_string());
-            kv("client.address", self.peer.ip().to_string());
+            kv("url.scheme", st("http"));
+            kv("client.address", owned(self.peer.ip().to_string()));
         }
         if let Some(h) = host {
-            kv("server.address", h);
+            kv("server.address", owned(h));
         }
         if let Some(route) = o.http_route {
-            kv("http.route", route.to_string());
+            kv("http.route", owned(route.to_string()));
         }
         kv(
             "network.protocol.version",
-            protocol_version(self.version).to_string(),
+            st(protocol_version(self.version)),
         );
         if let Some(ua) = self.user_agent {
-            kv("user_agent.original", ua);
+            kv("user_agent.original", owned(ua));
         }
         // The other end of this hop: the caller on a server span, the endpoint on a client
         // span.
@@ -132,9 +131,9 @@ impl SpanRecord {
             Some(self.peer)
         };
         if let Some(p) = other {
-            kv("network.peer.address", p.ip().to_string());
+            kv("network.peer.address", owned(p.ip().to_string()));
         }
-        kv("trellis.direction", o.direction.to_string());
+        kv("trellis.direction", st(o.direction));
         // A label the metrics must fill ("unknown") says nothing on a span: left out.
         for (k, v) in [
             ("trellis.source.workload", o.source_workload),
@@ -143,27 +142,27 @@ impl SpanRecord {
             ("trellis.route", o.route),
         ] {
             if v != "unknown" {
-                kv(k, v.to_string());
+                kv(k, owned(v.to_string()));
             }
         }
         if let Some(c) = o.cluster {
-            kv("trellis.cluster", c.to_string());
+            kv("trellis.cluster", owned(c.to_string()));
         }
         if let Some(e) = o.endpoint {
-            kv("trellis.endpoint", e.to_string());
+            kv("trellis.endpoint", owned(e.to_string()));
         }
         let (source_id, dest_id) = match self.kind {
             SpanKind::Client => (self.own_identity, None),
             _ => (self.peer_identity, self.own_identity),
         };
         if let Some(id) = source_id {
-            kv("trellis.source.identity", id);
+            kv("trellis.source.identity", owned(id));
         }
         if let Some(id) = dest_id {
-            kv("trellis.destination.identity", id);
+            kv("trellis.destination.identity", owned(id));
         }
         if let Some(code) = o.trellis_error {
-            kv("trellis.error", code.to_string());
+            kv("trellis.error", owned(code.to_string()));
         }
         let notes = self.notes.take();
         let retries = notes.iter().filter(|n| n.name == "retry").count();
@@ -249,6 +248,23 @@ fn scope() -> InstrumentationScope {
         )
     });
     (**s).clone()
+}
+
+/// The method as a value; the standard ones are not copied.
+fn method_value(m: &Method) -> opentelemetry::Value {
+    let s: &'static str = match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return opentelemetry::Value::from(m.as_str().to_string()),
+    };
+    opentelemetry::Value::from(s)
 }
 
 fn protocol_version(v: Version) -> &'static str {
