@@ -42,6 +42,17 @@ pub(super) fn doc<K: Resource>(kind: &str, api: &str, o: &K, spec: Value) -> Val
     if let Some(labels) = m.labels.as_ref().filter(|l| !l.is_empty()) {
         meta.insert("labels".into(), json!(labels));
     }
+    // The mesh's own annotations, on the kinds that read them: a Service's mTLS mode and
+    // trace sampling, a Gateway's trace sampling. Others (kubectl's last-applied config, and
+    // so on) would only make the document change when nothing the mesh reads did.
+    if matches!(kind, "Service" | "Gateway") {
+        let ours: BTreeMap<&String, &String> = (m.annotations.iter().flatten())
+            .filter(|(k, _)| k.starts_with("trellis.dev/"))
+            .collect();
+        if !ours.is_empty() {
+            meta.insert("annotations".into(), json!(ours));
+        }
+    }
     json!({"apiVersion": api, "kind": kind, "metadata": meta, "spec": spec})
 }
 
@@ -271,6 +282,25 @@ mod tests {
         assert!(m.get("method").is_none(), "no GRPCRoute field is left: {m}");
         assert_eq!(m["headers"][0]["name"], "x-a", "header matches are kept");
         m["path"].clone()
+    }
+
+    #[test]
+    fn the_meshs_annotations_reach_the_service_document_and_no_others() {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "billing", "namespace": "rides", "annotations": {
+                "trellis.dev/trace-sampling-percentage": "10",
+                "trellis.dev/mtls-mode": "STRICT",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": {"selector": {"app": "billing"}, "ports": [{"name": "http", "port": 80}]}
+        }))
+        .unwrap();
+        let d = doc("Service", "v1", &svc, service_spec(&svc).unwrap());
+        assert_eq!(
+            d["metadata"]["annotations"],
+            json!({"trellis.dev/mtls-mode": "STRICT", "trellis.dev/trace-sampling-percentage": "10"})
+        );
+        let w = doc("Workload", TRELLIS_API, &svc, json!({}));
+        assert!(w["metadata"].get("annotations").is_none(), "{w}");
     }
 
     #[test]
