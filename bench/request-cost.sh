@@ -14,31 +14,14 @@
 # instructions count too. Needs valgrind, curl and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in valgrind curl python3; do
-  command -v "$tool" >/dev/null || { echo "request-cost.sh: $tool is needed (apt-get install $tool)" >&2; exit 1; }
-done
-bin=${1:-target/release/trellis-proxy}
-if [ ! -x "$bin" ]; then
-  cargo build --release -p trellis-proxy --bin trellis-proxy
-fi
+script=request-cost.sh
+source bench/lib/common.sh
+need "valgrind curl python3" valgrind curl python3
+bin=$(proxy_bin "${1:-}")
 small=${SMALL:-200}
 large=${LARGE:-1200}
 
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-# Free ports: ask the kernel, then hand them over (a race only with other port grabbers).
-read -r up out in admin sink < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(5)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
+read -r up out in admin sink < <(free_ports 5)
 
 sed "s/19101/$up/; s/19102/$up/" examples/standalone/mesh.yaml >"$dir/mesh.yaml"
 if [ -n "${TRACING:-}" ]; then

@@ -13,32 +13,16 @@
 # and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in h2load nginx curl python3; do
-  command -v "$tool" >/dev/null || { echo "trace-cost.sh: $tool is needed (apt-get install nghttp2-client nginx curl python3)" >&2; exit 1; }
-done
-bin=${1:-target/release/trellis-proxy}
-if [ ! -x "$bin" ]; then
-  cargo build --release -p trellis-proxy --bin trellis-proxy
-fi
+script=trace-cost.sh
+source bench/lib/common.sh
+need "nghttp2-client nginx curl python3" h2load nginx curl python3
+bin=$(proxy_bin "${1:-}")
 requests=${REQUESTS:-40000}
 conns=${CONNS:-8}
 mkdir -p bench/results
 out=bench/results/trace-cost.md
 
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-read -r up sink < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
+read -r up sink < <(free_ports 2)
 
 # The upstream: nginx answering 200 from memory.
 cat >"$dir/nginx.conf" <<EOF
@@ -68,11 +52,7 @@ metric() { curl -fsS "http://127.0.0.1:$2/metrics" | awk -v m="$1" '$1 == m {pri
 # measure MODE: prints "cpu_seconds exported dropped" for $requests requests.
 measure() {
   local mode=$1
-  read -r out in admin < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(3)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
+  read -r out in admin < <(free_ports 3)
   {
     if [ "$mode" != off ]; then
       printf 'apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\n'

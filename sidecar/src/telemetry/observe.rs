@@ -100,7 +100,8 @@ impl Observation {
         let (ids, span) = trace::propagate(req.headers_mut(), sample_percent);
         self.trace = Some(ids);
         if let Some(ids) = span {
-            let began = SystemTime::now() - self.started.elapsed();
+            let now = SystemTime::now();
+            let began = now.checked_sub(self.started.elapsed()).unwrap_or(now);
             let rec = SpanRecord::start(ids, self.direction, began, req, peer, identity());
             self.span = Some(Box::new(rec));
         }
