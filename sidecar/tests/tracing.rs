@@ -291,3 +291,72 @@ async fn the_last_spans_reach_the_collector_before_the_proxy_exits() {
         .expect("the proxy drains and exits");
     assert_eq!(rx.0.lock().unwrap().len(), 3, "every span was sent by exit");
 }
+
+/// The one span the collector got, after one request to billing answered `status`.
+async fn one_span_after(rx: &Received, h: &Harness, status: u16) -> Span {
+    let r = h.get("billing", "/charge").await;
+    assert_eq!(r.status, status, "{}", r.body);
+    let spans = rx.wait_for(1).await;
+    rx.0.lock().unwrap().clear();
+    spans.into_iter().next().unwrap().1
+}
+
+fn event<'a>(s: &'a Span, name: &str) -> &'a opentelemetry_proto::tonic::trace::v1::span::Event {
+    (s.events.iter())
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no {name} event: {s:#?}"))
+}
+
+#[tokio::test]
+async fn breaker_rate_limit_and_ejection_are_span_events() {
+    let (rx, collector) = Received::start().await;
+    let billing = Upstream::start("billing-0").await;
+    let mesh = mesh_doc(collector, 100.0)
+        + &service("billing", "")
+        + &workload("billing", &billing)
+        + &policy(
+            "billing",
+            "  rateLimit: {requestsPerSecond: 0.1, burst: 2}\n  \
+             outlierDetection: {consecutive5xx: 1, baseEjectionTime: 30s, maxEjectionPercent: 100}",
+        );
+    let h = start(&mesh, "").await;
+
+    // A 503 ejects the only endpoint: the request that saw it says so.
+    billing.set_mode(testkit::Mode::Status(503));
+    let s = one_span_after(&rx, &h, 503).await;
+    let e = event(&s, "outlier_ejection");
+    let ep = (e.attributes.iter()).find(|kv| kv.key == "trellis.endpoint");
+    assert_eq!(
+        ep.and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?)),
+        Some(billing.addr.to_string())
+    );
+
+    // The burst of 2 is spent: the next is rate limited before it reaches the breaker.
+    let _ = h.get("billing", "/").await;
+    rx.wait_for(1).await;
+    rx.0.lock().unwrap().clear();
+    let s = one_span_after(&rx, &h, 429).await;
+    event(&s, "rate_limited");
+    assert_eq!(attr(&s, "trellis.error").as_deref(), Some("rate-limited"));
+}
+
+#[tokio::test]
+async fn a_breaker_rejection_is_a_span_event() {
+    let (rx, collector) = Received::start().await;
+    let billing = Upstream::start("billing-0").await;
+    let mesh = mesh_doc(collector, 100.0)
+        + &service("billing", "")
+        + &workload("billing", &billing)
+        + &policy(
+            "billing",
+            "  circuitBreaker: {slidingWindow: {type: COUNT, size: 2}, minimumCalls: 2, waitInOpen: 60s}",
+        );
+    let h = start(&mesh, "").await;
+    let r = h
+        .post_admin("/breaker?cluster=billing.rides:80&state=FORCED_OPEN")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = one_span_after(&rx, &h, 503).await;
+    event(&s, "circuit_breaker.rejected");
+    assert_eq!(attr(&s, "trellis.error").as_deref(), Some("circuit-open"));
+}
