@@ -242,9 +242,23 @@ fn a_demo_booking_through_the_gateway_and_three_mtls_hops_is_one_trace() {
             "{s:#}"
         );
     }
-    for s in [chain[1], chain[3]] {
+    for (s, caller, callee) in [
+        (chain[1], "trip", "billing"),
+        (chain[3], "passenger", "trip"),
+    ] {
+        let td = "spiffe://trellis.local/ns/rides/sa";
         assert!(attr(s, "trellis.endpoint").is_string(), "{s:#}");
         assert!(attr(s, "url.full").is_string(), "{s:#}");
+        assert_eq!(
+            attr(s, "trellis.source.identity"),
+            &format!("{td}/{caller}")[..],
+            "{s:#}"
+        );
+        assert_eq!(
+            attr(s, "trellis.destination.identity"),
+            &format!("{td}/{callee}")[..],
+            "{s:#}"
+        );
     }
 }
 

@@ -199,6 +199,17 @@ pub(crate) async fn dispatch(
     let stack = stack::stack(&backend.cluster.resilience, call);
     let fwd = forward(stack, ex, Some(downstream_upgrade)).await?;
     obs.endpoint = Some(fwd.endpoint);
+    // Only for a traced request: a scan of the cluster's endpoints. An endpoint proves its
+    // identity only when this proxy originates mTLS, which takes a mesh identity.
+    obs.endpoint_identity(|| {
+        shared.tls.as_ref()?;
+        let c = rt
+            .snapshot
+            .clusters
+            .get(backend.cluster.upstream.name.as_str())?;
+        let e = c.endpoints.iter().find(|e| e.address == fwd.endpoint)?;
+        e.identity.clone()
+    });
     let mut res = fwd.response;
     for f in rule.filters.iter().chain(&backend.filters) {
         if let Filter::ResponseHeaderModifier(m) = f {

@@ -114,6 +114,13 @@ impl Observation {
         }
     }
 
+    /// The SPIFFE ID the chosen endpoint proved, for the span of an outbound request.
+    pub fn endpoint_identity(&mut self, id: impl FnOnce() -> Option<Arc<str>>) {
+        if let Some(s) = &mut self.span {
+            s.endpoint_identity = id();
+        }
+    }
+
     /// Whether this request has a span.
     pub fn traced(&self) -> bool {
         self.span.is_some()

@@ -30,6 +30,8 @@ pub struct SpanRecord {
     /// This proxy's SPIFFE ID, and the caller's on inbound.
     own_identity: Option<String>,
     pub peer_identity: Option<String>,
+    /// Outbound: the SPIFFE ID the chosen endpoint had to prove.
+    pub endpoint_identity: Option<Arc<str>>,
     pub notes: Notes,
 }
 
@@ -81,6 +83,7 @@ impl SpanRecord {
             peer,
             own_identity,
             peer_identity: None,
+            endpoint_identity: None,
             notes: Notes::default(),
         }
     }
@@ -152,14 +155,17 @@ impl SpanRecord {
             kv("trellis.endpoint", owned(e.to_string()));
         }
         let (source_id, dest_id) = match self.kind {
-            SpanKind::Client => (self.own_identity, None),
-            _ => (self.peer_identity, self.own_identity),
+            SpanKind::Client => (
+                self.own_identity,
+                self.endpoint_identity.map(opentelemetry::Value::from),
+            ),
+            _ => (self.peer_identity, self.own_identity.map(owned)),
         };
         if let Some(id) = source_id {
             kv("trellis.source.identity", owned(id));
         }
         if let Some(id) = dest_id {
-            kv("trellis.destination.identity", owned(id));
+            kv("trellis.destination.identity", id);
         }
         if let Some(code) = o.trellis_error {
             kv("trellis.error", owned(code.to_string()));
