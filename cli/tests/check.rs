@@ -120,3 +120,43 @@ fn no_path_is_a_usage_error() {
     let out = trellis(&["check"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// A GRPCRoute for billing whose second rule has a method match that names nothing (line 22,
+/// after VALID).
+const GRPC_ROUTE: &str = "\
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: billing-grpc, namespace: rides}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: billing, port: 80}]
+  rules:
+  - matches: [{method: {service: rides.v1.Billing, method: Charge}}]
+    backendRefs: [{name: billing, port: 80}]
+  - matches:
+    - method: {type: Exact}
+    backendRefs: [{name: billing, port: 80}]
+";
+
+#[test]
+fn grpcroutes_are_checked_and_their_errors_named_at_their_line() {
+    let valid = GRPC_ROUTE.replace(
+        "    - method: {type: Exact}\n",
+        "    - method: {method: Refund}\n",
+    );
+    let file = TempFile::new("grpc-valid", &format!("{VALID}{valid}"));
+    let out = trellis(&["check", file.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let file = TempFile::new("grpc-bad", &format!("{VALID}{GRPC_ROUTE}"));
+    let path = file.0.to_str().unwrap();
+    let out = trellis(&["check", path]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains(&format!(
+            "{path}:22: spec.rules[1].matches[0].method: names neither a service nor a method"
+        )),
+        "{printed}"
+    );
+}

@@ -16,6 +16,7 @@ const KINDS: &[(&str, &str)] = &[
     ("v1", "Service"),
     ("trellis.dev/v1alpha1", "Workload"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"),
     ("trellis.dev/v1alpha1", "ResiliencePolicy"),
     ("trellis.dev/v1alpha1", "AuthorizationPolicy"),
     ("gateway.networking.k8s.io/v1", "Gateway"),
@@ -157,6 +158,24 @@ fn parse(file: &Arc<str>, raw: &RawDoc<'_>) -> Result<Parsed, ConfigError> {
         ("trellis.dev/v1alpha1", "Workload") => Parsed::Workload(typed!()),
         ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
             Parsed::HttpRoute(typed!())
+        }
+        // Read as a GRPCRoute, so that what it cannot mean is named in its own fields; kept
+        // as the HTTPRoute it means, which validates and compiles as every route does.
+        ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
+            let grpc: Object<GrpcRouteSpec> = parse_document(file, raw.text, raw.first_line)?;
+            let spec = grpc.spec.to_http().map_err(|e| ConfigError {
+                file: file.to_string(),
+                line: (e.at.as_ref())
+                    .map_or(raw.first_line, |l| crate::yaml::abs_line(raw.first_line, l)),
+                field: e.field,
+                message: e.message,
+            })?;
+            Parsed::HttpRoute(Arc::new(Object {
+                api_version: grpc.api_version,
+                kind: grpc.kind,
+                metadata: grpc.metadata,
+                spec,
+            }))
         }
         ("trellis.dev/v1alpha1", "ResiliencePolicy") => Parsed::Resilience(typed!()),
         ("trellis.dev/v1alpha1", "AuthorizationPolicy") => Parsed::Authorization(typed!()),

@@ -1,6 +1,7 @@
 //! Typed mesh resources, one struct per YAML kind. Unknown fields are refused by serde.
 
 mod gateway;
+mod grpc_route;
 mod policy;
 mod route;
 mod scope;
@@ -8,6 +9,7 @@ mod service;
 mod small_map;
 
 pub use gateway::*;
+pub use grpc_route::*;
 pub use policy::*;
 pub use route::*;
 pub use scope::*;

@@ -144,59 +144,6 @@ pub(super) fn mesh_route_spec(
     Some(spec)
 }
 
-/// A GRPCRoute spec as an HTTPRoute spec. gRPC calls are `POST /<service>/<method>`, so a
-/// method match becomes a path match: both names exact → `Exact /S/M`; one of them, or
-/// `type: RegularExpression` → a full-match regular expression where a missing name is any
-/// one path segment. Header matches, filters and backendRefs have the same shape in both.
-pub(super) fn grpc_to_http(mut spec: Value) -> Value {
-    let Some(rules) = spec.get_mut("rules").and_then(Value::as_array_mut) else {
-        return spec;
-    };
-    for rule in rules {
-        let Some(matches) = rule.get_mut("matches").and_then(Value::as_array_mut) else {
-            continue;
-        };
-        for m in matches {
-            let Some(obj) = m.as_object_mut() else {
-                continue;
-            };
-            let Some(method) = obj.remove("method") else {
-                continue;
-            };
-            let service = method["service"].as_str();
-            let name = method["method"].as_str();
-            let path = match (method["type"].as_str().unwrap_or("Exact"), service, name) {
-                ("Exact", Some(s), Some(n)) => {
-                    json!({"type": "Exact", "value": format!("/{s}/{n}")})
-                }
-                ("Exact", s, n) => {
-                    let part = |v: Option<&str>| v.map_or_else(|| "[^/]+".to_string(), escape);
-                    json!({"type": "RegularExpression", "value": format!("/{}/{}", part(s), part(n))})
-                }
-                (_, s, n) => {
-                    let part =
-                        |v: Option<&str>| v.map_or("[^/]+".to_string(), |v| format!("(?:{v})"));
-                    json!({"type": "RegularExpression", "value": format!("/{}/{}", part(s), part(n))})
-                }
-            };
-            obj.insert("path".into(), path);
-        }
-    }
-    spec
-}
-
-/// A literal for a regular expression.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Every ready Pod endpoint of the EndpointSlices, once per pod, with its address. Each
 /// becomes a Workload with the Pod's labels, service account and named ports. For a pod with
 /// a sidecar, traffic goes to the sidecar's inbound port. The cluster, not the proxies'
@@ -274,16 +221,6 @@ pub(super) fn pod_workload(pod: &Pod, address: &str) -> Value {
 mod tests {
     use super::*;
 
-    fn path_of(method: Value) -> Value {
-        let spec = json!({"parentRefs": [{"kind": "Service", "name": "trip"}],
-                          "rules": [{"matches": [{"method": method, "headers": [{"name": "x-a", "value": "1"}]}]}]});
-        let out = grpc_to_http(spec);
-        let m = &out["rules"][0]["matches"][0];
-        assert!(m.get("method").is_none(), "no GRPCRoute field is left: {m}");
-        assert_eq!(m["headers"][0]["name"], "x-a", "header matches are kept");
-        m["path"].clone()
-    }
-
     #[test]
     fn the_meshs_annotations_reach_the_service_document_and_no_others() {
         let svc: Service = serde_json::from_value(json!({
@@ -301,27 +238,5 @@ mod tests {
         );
         let w = doc("Workload", TRELLIS_API, &svc, json!({}));
         assert!(w["metadata"].get("annotations").is_none(), "{w}");
-    }
-
-    #[test]
-    fn grpc_method_matches_become_path_matches() {
-        assert_eq!(
-            path_of(json!({"service": "rides.v1.Trip", "method": "Start"})),
-            json!({"type": "Exact", "value": "/rides.v1.Trip/Start"})
-        );
-        assert_eq!(
-            path_of(json!({"type": "Exact", "service": "rides.v1.Trip"})),
-            json!({"type": "RegularExpression", "value": "/rides\\.v1\\.Trip/[^/]+"})
-        );
-        assert_eq!(
-            path_of(json!({"method": "Check"})),
-            json!({"type": "RegularExpression", "value": "/[^/]+/Check"})
-        );
-        assert_eq!(
-            path_of(
-                json!({"type": "RegularExpression", "service": "rides\\..*", "method": "St.*"})
-            ),
-            json!({"type": "RegularExpression", "value": "/(?:rides\\..*)/(?:St.*)"})
-        );
     }
 }

@@ -9,8 +9,8 @@ pub use super::cluster::ClusterState;
 use super::cluster::{doc_name, kind_of, trellis_gateways};
 use crate::inject::INJECTED;
 use documents::{
-    GATEWAY_API, TRELLIS_API, doc, gateway_spec, grpc_to_http, mesh_route_spec, pod_endpoints,
-    pod_workload, service_spec,
+    GATEWAY_API, TRELLIS_API, doc, gateway_spec, mesh_route_spec, pod_endpoints, pod_workload,
+    service_spec,
 };
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -205,18 +205,12 @@ impl Translator {
         ] {
             for r in routes {
                 let v = version(r.as_ref()).map(|v| format!("{v} {gateways_version}"));
-                // A GRPCRoute is an HTTPRoute whose matches name gRPC methods: it becomes one,
-                // under its own source name, so it compiles, validates and reports errors as
-                // HTTPRoutes do.
+                // A GRPCRoute stays one: the loader reads it as such (its errors name its own
+                // fields) and turns it into the HTTPRoute it means, as in a mesh file.
                 b.put(kind, r.as_ref(), v, || {
                     let ns = r.namespace().unwrap_or_default();
                     let spec = mesh_route_spec(&r.data["spec"], &ns, &gateways)?;
-                    let spec = if kind == "GRPCRoute" {
-                        grpc_to_http(spec)
-                    } else {
-                        spec
-                    };
-                    Some(doc("HTTPRoute", GATEWAY_API, r.as_ref(), spec))
+                    Some(doc(kind, GATEWAY_API, r.as_ref(), spec))
                 });
             }
         }
