@@ -113,3 +113,42 @@ async fn a_method_match_picks_the_rule_and_weights_split_the_calls() {
     assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
     assert_eq!(header(err.metadata(), "trellis-error"), "no-route");
 }
+
+#[tokio::test]
+async fn a_grpcroute_on_a_gateway_routes_an_outside_grpc_client_by_method() {
+    let (a, b) = (start_echo().await, start_echo().await);
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+        metadata: {name: edge, namespace: rides}\n\
+        spec:\n  gatewayClassName: trellis\n  listeners:\n  - {name: grpc, port: 80, protocol: HTTP}\n---\n";
+    // The route's parent is the Gateway, not the Service.
+    let rules = format!(
+        "  - matches: [{{method: {{service: trellis.test.v1.Echo, method: Unary}}}}]\n    \
+           filters: [{}]\n    backendRefs: [{{name: echo-b, port: 80}}]\n",
+        set("x-rule", "unary")
+    );
+    let yaml = mesh(a, b, &rules).replace(
+        "parentRefs: [{group: \"\", kind: Service, name: echo, port: 80}]",
+        "parentRefs: [{kind: Gateway, name: edge, sectionName: grpc}]",
+    ) + "---\n"
+        + gateway;
+    let h = start(
+        &yaml,
+        "gateway: {name: edge, listen: {grpc: 127.0.0.1:0}}\n",
+    )
+    .await;
+    let addr = h.running.as_ref().unwrap().gateway["grpc"];
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the gateway");
+    let mut c = EchoClient::new(channel);
+    let r = c
+        .unary(EchoMessage {
+            text: "through the edge".into(),
+        })
+        .await
+        .expect("unary through the gateway");
+    assert_eq!(header(r.metadata(), "x-rule"), "unary");
+    assert_eq!(r.into_inner().text, "through the edge");
+}
