@@ -142,3 +142,30 @@ fn listener_protocol_hostname_and_duplicates_are_checked() {
     );
     assert!(e.contains("tls"), "{e}");
 }
+
+/// A route whose parent is a Gateway is not a mesh route of a Service that happens to share
+/// the Gateway's name: mesh callers of that Service must not get the edge's rules.
+#[test]
+fn a_gateway_route_does_not_attach_to_a_service_of_the_same_name() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: edge, namespace: rides}\n\
+        spec:\n  selector: {app: edge}\n  ports: [{name: http, port: 80}]\n---\n\
+        apiVersion: v1\nkind: Service\nmetadata: {name: billing, namespace: rides}\n\
+        spec:\n  selector: {app: billing}\n  ports: [{name: http, port: 80}]\n---\n\
+        apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: rides}\n\
+        spec:\n  gatewayClassName: trellis\n  listeners:\n  - {name: http, port: 80, protocol: HTTP}\n---\n\
+        apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: to-billing, namespace: rides}\n\
+        spec:\n  parentRefs: [{kind: Gateway, name: edge}]\n  rules:\n  - backendRefs: [{name: billing, port: 80}]\n";
+    let cfg = trellis_config::load_str("mesh.yaml", yaml).unwrap();
+    let node = trellis_config::NodeIdentity {
+        name: "trip-0".into(),
+        namespace: "rides".into(),
+        ..Default::default()
+    };
+    let snap = trellis_config::compile(&cfg, &node);
+    let port = &snap.services["rides/edge"].ports[0];
+    assert!(!port.has_http_route, "{port:#?}");
+    assert_eq!(
+        port.routes[0].route, "rides/edge",
+        "the Service routes to itself"
+    );
+}

@@ -3,6 +3,7 @@
 use super::clusters::ensure_cluster;
 use super::context::Ctx;
 use super::routes::{compile_route, precedence};
+use crate::gateway::is_gateway_ref;
 use crate::mesh_config::{Doc, MeshConfig};
 use crate::model::*;
 use crate::snapshot::*;
@@ -44,8 +45,11 @@ pub(super) fn compile_service(
             .http_routes
             .iter()
             .filter(|r| {
+                // A parent that is a Gateway is the edge's, never this Service's, even when
+                // the two share a name.
                 r.object.spec.parent_refs.iter().any(|pr| {
-                    pr.name.value == meta.name
+                    !is_gateway_ref(pr)
+                        && pr.name.value == meta.name
                         && pr
                             .namespace
                             .as_deref()
