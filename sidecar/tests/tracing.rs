@@ -307,19 +307,24 @@ fn event<'a>(s: &'a Span, name: &str) -> &'a opentelemetry_proto::tonic::trace::
         .unwrap_or_else(|| panic!("no {name} event: {s:#?}"))
 }
 
-#[tokio::test]
-async fn breaker_rate_limit_and_ejection_are_span_events() {
+/// A receiver, billing under `policy_spec`, and a proxy tracing every request to it.
+async fn traced_billing(policy_spec: &str) -> (Received, Upstream, Harness) {
     let (rx, collector) = Received::start().await;
     let billing = Upstream::start("billing-0").await;
     let mesh = mesh_doc(collector, 100.0)
         + &service("billing", "")
         + &workload("billing", &billing)
-        + &policy(
-            "billing",
-            "  rateLimit: {requestsPerSecond: 0.1, burst: 2}\n  \
-             outlierDetection: {consecutive5xx: 1, baseEjectionTime: 30s, maxEjectionPercent: 100}",
-        );
-    let h = start(&mesh, "").await;
+        + &policy("billing", policy_spec);
+    (rx, billing, start(&mesh, "").await)
+}
+
+#[tokio::test]
+async fn breaker_rate_limit_and_ejection_are_span_events() {
+    let (rx, billing, h) = traced_billing(
+        "  rateLimit: {requestsPerSecond: 0.1, burst: 2}\n  \
+         outlierDetection: {consecutive5xx: 1, baseEjectionTime: 30s, maxEjectionPercent: 100}",
+    )
+    .await;
 
     // A 503 ejects the only endpoint: the request that saw it says so.
     billing.set_mode(testkit::Mode::Status(503));
@@ -342,16 +347,10 @@ async fn breaker_rate_limit_and_ejection_are_span_events() {
 
 #[tokio::test]
 async fn a_breaker_rejection_is_a_span_event() {
-    let (rx, collector) = Received::start().await;
-    let billing = Upstream::start("billing-0").await;
-    let mesh = mesh_doc(collector, 100.0)
-        + &service("billing", "")
-        + &workload("billing", &billing)
-        + &policy(
-            "billing",
-            "  circuitBreaker: {slidingWindow: {type: COUNT, size: 2}, minimumCalls: 2, waitInOpen: 60s}",
-        );
-    let h = start(&mesh, "").await;
+    let (rx, _billing, h) = traced_billing(
+        "  circuitBreaker: {slidingWindow: {type: COUNT, size: 2}, minimumCalls: 2, waitInOpen: 60s}",
+    )
+    .await;
     let r = h
         .post_admin("/breaker?cluster=billing.rides:80&state=FORCED_OPEN")
         .await;
