@@ -37,6 +37,11 @@ spec:
 }
 
 async fn gateway_proxy() -> (Upstream, Upstream, Harness, std::net::SocketAddr) {
+    gateway_proxy_with("").await
+}
+
+/// The gateway with `extra` added to its bootstrap's `gateway` block.
+async fn gateway_proxy_with(extra: &str) -> (Upstream, Upstream, Harness, std::net::SocketAddr) {
     let passenger = Upstream::start("passenger-0").await;
     let driver = Upstream::start("driver-0").await;
     let mesh = [
@@ -50,7 +55,7 @@ async fn gateway_proxy() -> (Upstream, Upstream, Harness, std::net::SocketAddr) 
     .concat();
     let h = start(
         &mesh,
-        "gateway: {name: edge, listen: {http: 127.0.0.1:0}}\n",
+        &format!("gateway: {{name: edge, listen: {{http: 127.0.0.1:0}}{extra}}}\n"),
     )
     .await;
     let addr = h.running.as_ref().unwrap().gateway["http"];
@@ -162,4 +167,41 @@ async fn the_gateway_routes_on_the_normalized_path_and_sends_it_on() {
     assert_eq!(r.status, 400);
     assert_eq!(r.header("trellis-error"), "bad-request");
     assert_eq!(passenger.hits(), 1);
+}
+
+/// The headers the upstream saw, from its JSON echo.
+fn seen(r: &Resp) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+}
+
+#[tokio::test]
+async fn the_edge_writes_the_forwarded_headers_and_believes_no_client() {
+    let (_p, _d, h, gw) = gateway_proxy().await;
+    let mut r = req(gw, "rides.example.com", "/api/rides/1");
+    let hs = r.headers_mut();
+    hs.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+    hs.insert("x-forwarded-proto", "https".parse().unwrap());
+    hs.insert("forwarded", "for=10.0.0.1".parse().unwrap());
+    let r = h.send(r).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = seen(&r);
+    assert_eq!(s["x-forwarded-for"], "127.0.0.1", "{s}");
+    assert_eq!(s["x-forwarded-proto"], "http", "{s}");
+    assert_eq!(
+        s["forwarded"], "for=127.0.0.1;proto=http;host=\"rides.example.com\"",
+        "{s}"
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_load_balancer_the_client_is_the_one_it_saw() {
+    let (_p, _d, h, gw) = gateway_proxy_with(", trustedProxies: 1").await;
+    let mut r = req(gw, "rides.example.com", "/api/rides/1");
+    let hs = r.headers_mut();
+    hs.insert("x-forwarded-for", "10.0.0.1, 198.51.100.7".parse().unwrap());
+    hs.insert("x-forwarded-proto", "https".parse().unwrap());
+    let r = h.send(r).await;
+    let s = seen(&r);
+    assert_eq!(s["x-forwarded-for"], "198.51.100.7, 127.0.0.1", "{s}");
+    assert_eq!(s["x-forwarded-proto"], "https", "{s}");
 }

@@ -120,6 +120,11 @@ pub struct GatewayMode {
     pub name: String,
     /// Gateway listener name (its `spec.listeners[].name`) to the local address it binds.
     pub listen: BTreeMap<String, SocketAddr>,
+    /// How many proxies in front of the gateway (a cloud load balancer, a CDN) append to
+    /// `X-Forwarded-For` and can be believed: the client is the address the first of them
+    /// saw. `0`, the default, believes nothing a client sends (`outbound/forwarded.rs`).
+    #[serde(default)]
+    pub trusted_proxies: u8,
 }
 
 impl GatewayMode {

@@ -116,7 +116,19 @@ pub fn bootstrap_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Bootst
                 };
                 listen.insert(listener, addr);
             }
-            Some(GatewayMode { name, listen })
+            let trusted_proxies = match env("TRELLIS_GATEWAY_TRUSTED_PROXIES") {
+                None => 0,
+                Some(v) => v.trim().parse().map_err(|_| {
+                    EnvError(format!(
+                        "TRELLIS_GATEWAY_TRUSTED_PROXIES={v:?} is not a number of proxies from 0 to 255"
+                    ))
+                })?,
+            };
+            Some(GatewayMode {
+                name,
+                listen,
+                trusted_proxies,
+            })
         }
     };
 
@@ -363,6 +375,17 @@ mod tests {
         assert_eq!(g.key("trellis-system"), "trellis-system/ride-gateway");
         assert_eq!(g.listen["http"], "0.0.0.0:8080".parse().unwrap());
         assert_eq!(g.listen.len(), 2);
+        assert_eq!(
+            g.trusted_proxies, 0,
+            "nothing a client says is believed by default"
+        );
+        let mut lb = pairs.clone();
+        lb.push(("TRELLIS_GATEWAY_TRUSTED_PROXIES", "1"));
+        let b = bootstrap_from_env(env_of(&lb)).unwrap();
+        assert_eq!(b.gateway.unwrap().trusted_proxies, 1);
+        lb.push(("TRELLIS_GATEWAY_TRUSTED_PROXIES", "all"));
+        let e = bootstrap_from_env(env_of(&lb)).unwrap_err().to_string();
+        assert!(e.contains("TRELLIS_GATEWAY_TRUSTED_PROXIES=\"all\""), "{e}");
         pairs.push(("TRELLIS_GATEWAY_LISTEN", "http:8080"));
         let e = bootstrap_from_env(env_of(&pairs)).unwrap_err().to_string();
         assert!(e.contains("LISTENER=ADDRESS"), "{e}");

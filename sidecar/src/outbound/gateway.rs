@@ -57,6 +57,9 @@ async fn route(
         peer,
         || shared.identity(),
     );
+    // The edge says who the client is; what the client said about that is not believed.
+    let trusted = (shared.bootstrap.gateway.as_ref()).map_or(0, |g| g.trusted_proxies);
+    super::forwarded::set(req.headers_mut(), peer.ip().to_canonical(), trusted, "http");
     crate::http::normalize::normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
 
     // Phase 2: the listener's routes, then the first whose hostname and match fit.

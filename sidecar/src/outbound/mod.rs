@@ -3,5 +3,6 @@
 //! filters, mirrors, then the cluster's resilience stack.
 
 pub(crate) mod filters;
+pub(crate) mod forwarded;
 pub(crate) mod gateway;
 pub(crate) mod handler;
