@@ -86,7 +86,7 @@ def _start_trellis(arm, role, tools, wdir, target_port, app_port, children):
     d = os.path.join(wdir, role)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "mesh.yaml"), "w") as f:
-        f.write(configs.trellis_mesh(target_port))
+        f.write(configs.trellis_mesh(target_port, arm.proto))
     boot = os.path.join(d, "bootstrap.yaml")
     with open(boot, "w") as f:
         f.write(configs.trellis_bootstrap(f"{arm.name}-{role}", ports, app_port))
@@ -106,7 +106,7 @@ def _start_cp_2hop(arm, mode, tools, wdir, app_port, children):
     registers itself as Service `up`'s endpoint; inbound delivers to the upstream), then the
     client sidecar, whose outbound the load uses. Each has a join token for `bench/<role>`
     and certifies itself. Waits until a request through the path answers 200."""
-    cp = controlplane.start(tools, wdir, mode, children, arm.key)
+    cp = controlplane.start(tools, wdir, mode, children, arm.key, arm.proto)
     arm.others.append(cp.proc)
     b = _start_trellis_cp(arm, "server-sidecar", configs.SERVICE, tools, wdir, cp, app_port, children)
     a = _start_trellis_cp(arm, "client-sidecar", "bench-client", tools, wdir, cp, app_port, children)

@@ -64,7 +64,13 @@ controlPlane: {{address: {cp_url}, caBundle: {ca_bundle}, tokenFile: {token_file
 """
 
 
-def trellis_cp_mesh(mode):
+def app_protocol(proto):
+    """The Service port's appProtocol for an arm: the upstream speaks what the arm's client
+    does (nginx HTTP/1.1, nghttpd h2c), and Trellis picks the upstream's protocol by it."""
+    return "http2" if proto == "h2" else "http"
+
+
+def trellis_cp_mesh(mode, proto="h1"):
     """For trellis-control: the Mesh with mTLS `mode` and Service `up`, whose endpoints are
     the sidecars labelled `app: up` that register themselves (no static Workload)."""
     return f"""# bench/run writes this for trellis-control: mTLS mode {mode}, one Service.
@@ -78,11 +84,11 @@ kind: Service
 metadata: {{name: {SERVICE}, namespace: {NAMESPACE}}}
 spec:
   selector: {{app: {SERVICE}}}
-  ports: [{{name: http, port: 80, targetPort: http, appProtocol: http}}]
+  ports: [{{name: http, port: 80, targetPort: http, appProtocol: {app_protocol(proto)}}}]
 """
 
 
-def trellis_mesh(target_port):
+def trellis_mesh(target_port, proto="h1"):
     """Service `up` (port 80) with one Workload endpoint at 127.0.0.1:target_port."""
     return f"""# bench/run writes this: one Service, one endpoint, the implicit route.
 apiVersion: v1
@@ -90,7 +96,7 @@ kind: Service
 metadata: {{name: {SERVICE}, namespace: {NAMESPACE}}}
 spec:
   selector: {{app: {SERVICE}}}
-  ports: [{{name: http, port: 80, targetPort: {target_port}, appProtocol: http}}]
+  ports: [{{name: http, port: 80, targetPort: {target_port}, appProtocol: {app_protocol(proto)}}}]
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: Workload
@@ -150,8 +156,9 @@ def _cluster(name, endpoints):
         "type": "STATIC",
         "connect_timeout": "3s",
         "circuit_breakers": _BREAKERS,
-        # Like Trellis' `appProtocol: http`: HTTP/1.1 upstream for HTTP/1.1 downstream,
-        # h2c for h2.
+        # HTTP/1.1 upstream for HTTP/1.1 downstream, h2c for h2. Each arm's client and
+        # upstream speak the same protocol, so this is what Trellis does with the Service
+        # port's `appProtocol` (`http` for the HTTP/1.1 arms, `http2` for the h2c ones).
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",

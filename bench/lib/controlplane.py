@@ -30,14 +30,14 @@ class ControlPlane:
         return os.path.join(self.state_dir, "ca-key.pem")
 
 
-def start(tools, wdir, mode, children, label):
+def start(tools, wdir, mode, children, label, proto="h1"):
     """Starts trellis-control with a mesh of mTLS `mode` and Service `up`; waits for /ready.
     The mesh CA is generated into wdir/control-plane/state at this first start."""
     d = os.path.join(wdir, "control-plane")
     os.makedirs(d, exist_ok=True)
     mesh = os.path.join(d, "mesh.yaml")
     with open(mesh, "w") as f:
-        f.write(configs.trellis_cp_mesh(mode))
+        f.write(configs.trellis_cp_mesh(mode, proto))
     grpc, http = free_port(), free_port()
     state = os.path.join(d, "state")
     argv = [

@@ -104,32 +104,42 @@ async fn grpc_to_a_service_with_no_endpoints_gets_grpc_unavailable() {
     );
 }
 
-#[tokio::test]
-async fn h2c_prior_knowledge_is_proxied_as_http2() {
-    let up = Upstream::start("billing-v1").await;
-    let h = start(
-        &(service("billing-v1", "") + &workload("billing-v1", &up)),
-        "",
-    )
-    .await;
-    // Dial the proxy, but name the Service in :authority, as an h2c client of the mesh does.
-    let tcp = tokio::net::TcpStream::connect(h.outbound).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
+/// An h2c connection to the proxy's outbound listener, as an h2c client of the mesh opens.
+async fn h2c_to(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
         TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tcp),
     )
     .await
     .expect("h2c handshake with the proxy");
     tokio::spawn(conn);
-    let req = http::Request::builder()
-        .uri("http://billing-v1/h2")
+    send
+}
+
+fn h2_get(uri: &str) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .uri(uri)
         .version(http::Version::HTTP_2)
         .body(Full::new(Bytes::new()))
-        .unwrap();
-    let res = send.send_request(req).await.expect("h2c through the proxy");
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_http2_service_port_takes_h2c_from_every_client() {
+    let up = Upstream::start("billing-v1").await;
+    let mesh = service("billing-v1", ", appProtocol: http2") + &workload("billing-v1", &up);
+    let h = start(&mesh, "").await;
+    // Dial the proxy, but name the Service in :authority.
+    let mut send = h2c_to(h.outbound).await;
+    let res = send
+        .send_request(h2_get("http://billing-v1/h2"))
+        .await
+        .expect("h2c through the proxy");
     assert_eq!(res.status(), 200);
     assert_eq!(res.version(), http::Version::HTTP_2);
-    // appProtocol http keeps the downstream's version upstream.
     assert_eq!(res.headers()["x-seen-version"], "HTTP/2.0");
     // No Host that contradicts :authority (RFC 9113 §8.3.1; nginx refuses such requests).
     assert_eq!(res.headers()["x-seen-host"], up.addr.to_string());
@@ -142,6 +152,68 @@ async fn h2c_prior_knowledge_is_proxied_as_http2() {
         !String::from_utf8_lossy(&body).contains("\"host\""),
         "{}",
         String::from_utf8_lossy(&body)
+    );
+    // An HTTP/1.1 client reaches the same h2c app.
+    let r = h.get("billing-v1", "/h1").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-seen-version"), "HTTP/2.0");
+}
+
+/// An app that speaks HTTP/1.1 and nothing else, as most do: it answers 200 with the
+/// version and Host it saw.
+async fn http1_only_app() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let host = req.headers().get("host").cloned();
+                        let mut res =
+                            http::Response::new(Full::new(Bytes::from_static(b"h1 only")));
+                        res.headers_mut()
+                            .insert("x-version", format!("{:?}", req.version()).parse().unwrap());
+                        if let Some(h) = host {
+                            res.headers_mut().insert("x-host", h);
+                        }
+                        Ok::<_, std::convert::Infallible>(res)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_h2c_client_reaches_an_app_that_speaks_only_http1() {
+    let app = http1_only_app().await;
+    // No appProtocol: the app speaks HTTP/1.1, whatever the client spoke.
+    let mesh = service("billing-v1", "") + &workload_at("billing-v1", "billing-v1-0", app);
+    let h = start(&mesh, "").await;
+    let mut send = h2c_to(h.outbound).await;
+    let res = send
+        .send_request(h2_get("http://billing-v1/h2"))
+        .await
+        .expect("h2c through the proxy");
+    assert_eq!(res.status(), 200, "{:?}", res.headers());
+    assert_eq!(
+        res.version(),
+        http::Version::HTTP_2,
+        "the client keeps its h2"
+    );
+    assert_eq!(res.headers()["x-version"], "HTTP/1.1");
+    assert_eq!(
+        res.headers()["x-host"],
+        "billing-v1",
+        "the Service the client named"
     );
 }
 
@@ -234,4 +306,30 @@ async fn inbound_delivers_to_the_local_app() {
         .unwrap()
         .to_bytes();
     assert!(!body.is_empty());
+}
+
+#[tokio::test]
+async fn inbound_speaks_h2c_to_an_app_whose_service_port_says_http2() {
+    let app = Upstream::start("trip-app").await;
+    let port = app.addr.port();
+    // The workload serves trip, whose port declares the app h2c.
+    let h = start_with_app(
+        &service("trip", ", appProtocol: http2"),
+        "",
+        &format!("{{http: {port}}}"),
+    )
+    .await;
+    let r = h.send(req(h.inbound, "trip.rides:80", "/ride")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("x-seen-version"),
+        "HTTP/2.0",
+        "an HTTP/1.1 caller, an h2c app"
+    );
+    // Without the declaration, the same app gets HTTP/1.1.
+    let plain = start_with_app(&service("trip", ""), "", &format!("{{http: {port}}}")).await;
+    let r = plain
+        .send(req(plain.inbound, "trip.rides:80", "/ride"))
+        .await;
+    assert_eq!(r.header("x-seen-version"), "HTTP/1.1");
 }

@@ -66,7 +66,8 @@ pub enum IntOrString {
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AppProtocol {
-    /// HTTP, keeping the downstream's version (HTTP/1.1 stays HTTP/1.1, h2 stays h2).
+    /// HTTP/1.1 to the upstream whatever the downstream spoke; gRPC calls, which need
+    /// HTTP/2, go over h2c.
     #[default]
     Http,
     /// HTTP/2 with prior knowledge (h2c) to the upstream, whatever the downstream spoke.

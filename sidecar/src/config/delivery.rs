@@ -7,6 +7,7 @@
 // `app_port.rs` picks the port a request lands on.
 
 use std::collections::{BTreeMap, HashMap};
+use trellis_config::model::AppProtocol;
 use trellis_config::snapshot::{InboundPolicy, Snapshot, TargetPort};
 
 /// The app's ports as the bootstrap names them, and the one that takes requests no Service
@@ -57,12 +58,15 @@ pub struct PortPolicies {
     /// Ports some Service of this workload targets: the policies of all those Services,
     /// sorted. A port not here is protected by every policy of the workload.
     targeted: HashMap<u16, Vec<usize>>,
+    /// Ports that a Service port declares as `http2` or `grpc`: the app takes h2c there.
+    h2c: Vec<u16>,
 }
 
 impl PortPolicies {
     pub fn build(snapshot: &Snapshot, app: &AppPorts) -> PortPolicies {
         let policies = &snapshot.mesh.authorization;
         let mut targeted: HashMap<u16, Vec<usize>> = HashMap::new();
+        let mut h2c = Vec::new();
         for key in &snapshot.inbound_services {
             let Some(svc) = snapshot.services.get(key) else {
                 continue;
@@ -74,6 +78,9 @@ impl PortPolicies {
                 if let Some(app_port) = app.target(p.port, p.target_port.as_ref()) {
                     let set = targeted.entry(app_port).or_default();
                     set.extend(&mine);
+                    if matches!(p.protocol, AppProtocol::Http2 | AppProtocol::Grpc) {
+                        h2c.push(app_port);
+                    }
                 }
             }
         }
@@ -81,7 +88,20 @@ impl PortPolicies {
             set.sort_unstable();
             set.dedup();
         }
-        PortPolicies { targeted }
+        h2c.sort_unstable();
+        h2c.dedup();
+        PortPolicies { targeted, h2c }
+    }
+
+    /// What the app speaks on `port`: h2c when a Service port that targets it says `http2`
+    /// or `grpc` (one that does decides, since an h2c-only app cannot take HTTP/1.1), else
+    /// HTTP/1.1.
+    pub fn protocol(&self, port: u16) -> AppProtocol {
+        if self.h2c.contains(&port) {
+            AppProtocol::Http2
+        } else {
+            AppProtocol::Http
+        }
     }
 
     /// The policies that protect `port`.

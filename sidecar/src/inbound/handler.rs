@@ -95,11 +95,10 @@ pub async fn handle(
         let cluster = shared.app.cluster(port)?;
         obs.cluster = Some(cluster.upstream.name.clone());
         let upgrade = hyper::upgrade::on(&mut req);
-        let version = req.version();
         let call = Call {
             upstreams: &shared.upstreams,
             cluster: &cluster.upstream,
-            downstream_version: version,
+            protocol: rt.port_policies.protocol(port),
             peer: peer.ip(),
         };
         let ex = Exchange::new(req.map(Body::Incoming));

@@ -191,7 +191,7 @@ pub(crate) async fn dispatch(
     let call = Call {
         upstreams: &shared.upstreams,
         cluster: &backend.cluster.upstream,
-        downstream_version: req.version(),
+        protocol: backend.cluster.upstream.protocol,
         peer: peer.ip(),
     };
     let mut ex = stack::exchange(&backend.cluster.resilience, &rule.timeouts, req);
@@ -276,7 +276,7 @@ fn mirror(
         let call = Call {
             upstreams: &upstreams,
             cluster: &target.upstream,
-            downstream_version: req.version(),
+            protocol: target.upstream.protocol,
             peer: peer.ip(),
         };
         match call.oneshot(Exchange::new(req)).await {

@@ -11,6 +11,7 @@ use crate::http::errors::ProxyError;
 use crate::http::exchange::{Exchange, Notes, Outcome, Reply, is_server_error, note};
 use crate::http::future::BoxOutcome;
 use crate::http::headers::same_head;
+use crate::http::respond::is_grpc;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Uri, Version};
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +27,10 @@ use trellis_config::model::AppProtocol;
 pub struct Call<'a> {
     pub upstreams: &'a Upstreams,
     pub cluster: &'a Upstream,
-    pub downstream_version: Version,
+    /// What the upstream speaks, by its port's `appProtocol`: `http2` and `grpc` mean h2c
+    /// for every request; otherwise HTTP/1.1, except gRPC calls, which need HTTP/2.
+    /// Whatever the client spoke does not matter (docs/concepts.md, "Protocols").
+    pub protocol: AppProtocol,
     pub peer: IpAddr,
 }
 
@@ -95,9 +99,9 @@ impl<'a> Call<'a> {
                     });
                 }
             };
-            let http2 = match cluster.protocol {
+            let http2 = match self.protocol {
                 AppProtocol::Http2 | AppProtocol::Grpc => true,
-                _ => self.downstream_version == Version::HTTP_2,
+                _ => is_grpc(&attempt),
             };
             *attempt.version_mut() = if http2 {
                 // RFC 9113 §8.3.1: a Host that differs from :authority makes the request
