@@ -258,3 +258,15 @@ fn names_kubernetes_refuses_are_errors_at_their_document() {
         "{e}"
     );
 }
+
+#[test]
+fn kubernetes_h2c_is_http2() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: trip, namespace: rides}\n\
+        spec:\n  selector: {app: trip}\n  ports: [{name: h2, port: 80, appProtocol: kubernetes.io/h2c}]\n";
+    let cfg = load_str("mesh.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+    let snap = compile(&cfg, &trip());
+    assert_eq!(
+        snap.services["rides/trip"].ports[0].protocol,
+        AppProtocol::Http2
+    );
+}

@@ -71,6 +71,8 @@ pub enum AppProtocol {
     #[default]
     Http,
     /// HTTP/2 with prior knowledge (h2c) to the upstream, whatever the downstream spoke.
+    /// Kubernetes' own name for it, `kubernetes.io/h2c`, is accepted too.
+    #[serde(alias = "kubernetes.io/h2c")]
     Http2,
     /// gRPC: HTTP/2 to the upstream, errors answered as gRPC statuses.
     Grpc,
