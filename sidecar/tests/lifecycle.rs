@@ -112,3 +112,75 @@ async fn bad_bootstrap_exits_2_naming_the_file_and_field() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_access_log_names_the_request_its_timeout_and_its_trace() {
+    let up = Upstream::start("billing-v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+        metadata: {name: billing, namespace: rides}\n\
+        spec:\n  parentRefs: [{kind: Service, name: billing-v1}]\n  rules:\n  \
+        - backendRefs: [{name: billing-v1, port: 80}]\n    timeouts: {request: 2500ms}\n";
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        service("billing-v1", "") + &workload("billing-v1", &up) + route,
+    )
+    .unwrap();
+    let (outbound, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("bootstrap.yaml"),
+        format!(
+            "workload: {{name: trip-0, namespace: rides}}\n\
+             listeners: {{outbound: 127.0.0.1:{outbound}, inbound: 127.0.0.1:0, admin: 127.0.0.1:{admin}}}\n\
+             app: {{address: 127.0.0.1, ports: {{http: 1}}}}\nmeshFile: mesh.yaml\naccessLog: true\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stdout.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis-proxy"))
+        .arg("--bootstrap")
+        .arg(dir.path().join("bootstrap.yaml"))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn trellis-proxy");
+    let out_addr: std::net::SocketAddr = format!("127.0.0.1:{outbound}").parse().unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let status = eventually(
+        Duration::from_secs(10),
+        "a request through the proxy",
+        || {
+            let client = client.clone();
+            async move {
+                let r = client
+                    .request(req(out_addr, "billing-v1", "/charge?ride=7"))
+                    .await
+                    .ok()?;
+                (r.status() == 200).then_some(r.status())
+            }
+        },
+    )
+    .await;
+    assert_eq!(status, 200);
+    let line = eventually(Duration::from_secs(5), "the access-log line", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["status"] == 200)
+        }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(line["direction"], "outbound", "{line}");
+    assert_eq!(line["path"], "/charge", "{line}");
+    assert_eq!(line["route"], "rides/billing", "{line}");
+    assert_eq!(
+        line["timeout_ms"], 2500,
+        "the route's request timeout: {line}"
+    );
+    assert_eq!(line["trace_id"].as_str().map(str::len), Some(32), "{line}");
+    assert_eq!(line["upstream"], up.addr.to_string(), "{line}");
+}

@@ -196,6 +196,9 @@ pub(crate) async fn dispatch(
     };
     let mut ex = stack::exchange(&backend.cluster.resilience, &rule.timeouts, req);
     ex.notes = obs.notes();
+    if obs.logging() {
+        obs.timeout = ex.deadline.map(|d| d.budget);
+    }
     let stack = stack::stack(&backend.cluster.resilience, call);
     let fwd = forward(stack, ex, Some(downstream_upgrade)).await?;
     obs.endpoint = Some(fwd.endpoint);

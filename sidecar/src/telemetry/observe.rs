@@ -35,6 +35,9 @@ pub struct Observation {
     pub cluster: Option<Arc<String>>,
     pub endpoint: Option<SocketAddr>,
     pub trace: Option<TraceIds>,
+    /// The request's overall budget (route `timeouts.request`, policy `timeout`), for the
+    /// access log; set only when the log is on.
+    pub timeout: Option<std::time::Duration>,
     /// The matched rule's path prefix, for the span's `http.route`.
     pub http_route: Option<Arc<str>>,
     /// This proxy's span, when the request is sampled and a collector is configured.
@@ -79,6 +82,7 @@ impl Observation {
             cluster: None,
             endpoint: None,
             trace: None,
+            timeout: None,
             http_route: None,
             span: None,
             source: None,
@@ -119,6 +123,11 @@ impl Observation {
         if let Some(s) = &mut self.span {
             s.endpoint_identity = id();
         }
+    }
+
+    /// Whether this request writes an access-log line.
+    pub fn logging(&self) -> bool {
+        self.log.is_some()
     }
 
     /// Whether this request has a span.
@@ -199,6 +208,7 @@ impl Observation {
                 "authority": authority,
                 "status": res.status().as_u16(),
                 "duration_ms": elapsed.as_secs_f64() * 1000.0,
+                "timeout_ms": self.timeout.map(|t| t.as_millis() as u64),
                 "destination_service": self.destination.as_str(),
                 "route": self.route.as_str(),
                 "cluster": self.cluster.as_deref().map(String::as_str),
