@@ -40,13 +40,7 @@ fn set(name: &str, value: &str) -> String {
 }
 
 async fn client(h: &Harness) -> EchoClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.outbound))
-        .unwrap()
-        .origin("http://echo".parse().unwrap())
-        .connect()
-        .await
-        .expect("connect to the proxy");
-    EchoClient::new(channel)
+    EchoClient::new(grpc_channel(h.outbound, "echo").await)
 }
 
 fn header(md: &tonic::metadata::MetadataMap, name: &str) -> String {

@@ -15,25 +15,37 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Writes `mesh` and a bootstrap (workload trip-0, listeners on free ports, `extra` lines)
+/// into `dir`; returns the outbound and admin addresses.
+fn write_proxy(
+    dir: &std::path::Path,
+    mesh: &str,
+    extra: &str,
+) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    std::fs::write(dir.join("mesh.yaml"), mesh).unwrap();
+    let (outbound, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("bootstrap.yaml"),
+        format!(
+            "workload: {{name: trip-0, namespace: rides}}\n\
+             listeners: {{outbound: 127.0.0.1:{outbound}, inbound: 127.0.0.1:0, admin: 127.0.0.1:{admin}}}\n\
+             app: {{address: 127.0.0.1, ports: {{http: 1}}}}\nmeshFile: mesh.yaml\n{extra}"
+        ),
+    )
+    .unwrap();
+    let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    (addr(outbound), addr(admin))
+}
+
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     let up = Upstream::start("billing-v1").await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("mesh.yaml"),
-        service("billing-v1", "") + &workload("billing-v1", &up),
-    )
-    .unwrap();
-    let (outbound, admin) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("bootstrap.yaml"),
-        format!(
-            "workload: {{name: trip-0, namespace: rides}}\n\
-             listeners: {{outbound: 127.0.0.1:{outbound}, inbound: 127.0.0.1:0, admin: 127.0.0.1:{admin}}}\n\
-             app: {{address: 127.0.0.1, ports: {{http: 1}}}}\nmeshFile: mesh.yaml\nlimits: {{drainTimeout: 5s}}\n"
-        ),
-    )
-    .unwrap();
+    let (out_addr, admin_addr) = write_proxy(
+        dir.path(),
+        &(service("billing-v1", "") + &workload("billing-v1", &up)),
+        "limits: {drainTimeout: 5s}\n",
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_trellis-proxy"))
         .arg("--bootstrap")
         .arg(dir.path().join("bootstrap.yaml"))
@@ -41,8 +53,6 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn trellis-proxy");
-    let out_addr: std::net::SocketAddr = format!("127.0.0.1:{outbound}").parse().unwrap();
-    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
     eventually(Duration::from_secs(10), "the proxy to be ready", || {
@@ -121,21 +131,11 @@ async fn the_access_log_names_the_request_its_timeout_and_its_trace() {
         metadata: {name: billing, namespace: rides}\n\
         spec:\n  parentRefs: [{kind: Service, name: billing-v1}]\n  rules:\n  \
         - backendRefs: [{name: billing-v1, port: 80}]\n    timeouts: {request: 2500ms}\n";
-    std::fs::write(
-        dir.path().join("mesh.yaml"),
-        service("billing-v1", "") + &workload("billing-v1", &up) + route,
-    )
-    .unwrap();
-    let (outbound, admin) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("bootstrap.yaml"),
-        format!(
-            "workload: {{name: trip-0, namespace: rides}}\n\
-             listeners: {{outbound: 127.0.0.1:{outbound}, inbound: 127.0.0.1:0, admin: 127.0.0.1:{admin}}}\n\
-             app: {{address: 127.0.0.1, ports: {{http: 1}}}}\nmeshFile: mesh.yaml\naccessLog: true\n"
-        ),
-    )
-    .unwrap();
+    let (out_addr, _admin) = write_proxy(
+        dir.path(),
+        &(service("billing-v1", "") + &workload("billing-v1", &up) + route),
+        "accessLog: true\n",
+    );
     let log = dir.path().join("stdout.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_trellis-proxy"))
         .arg("--bootstrap")
@@ -144,7 +144,6 @@ async fn the_access_log_names_the_request_its_timeout_and_its_trace() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn trellis-proxy");
-    let out_addr: std::net::SocketAddr = format!("127.0.0.1:{outbound}").parse().unwrap();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
     let status = eventually(

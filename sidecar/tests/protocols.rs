@@ -23,13 +23,7 @@ fn echo_mesh(addr: std::net::SocketAddr) -> String {
 
 /// A gRPC client that dials the proxy's outbound listener but names `echo` as its authority.
 async fn grpc_client(h: &Harness) -> EchoClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.outbound))
-        .unwrap()
-        .origin("http://echo".parse().unwrap())
-        .connect()
-        .await
-        .expect("connect to the proxy");
-    EchoClient::new(channel)
+    EchoClient::new(grpc_channel(h.outbound, "echo").await)
 }
 
 #[tokio::test]

@@ -250,3 +250,14 @@ pub async fn pair(spec: &str) -> (Upstream, Upstream, Harness) {
     let h = start(&mesh, "").await;
     (a, b, h)
 }
+
+/// A gRPC channel that dials `addr` (a proxy's listener) but names `authority` (a Service)
+/// as the call's `:authority`, as a gRPC client of the mesh does.
+pub async fn grpc_channel(addr: SocketAddr, authority: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .origin(format!("http://{authority}").parse().unwrap())
+        .connect()
+        .await
+        .expect("connect to the proxy")
+}
