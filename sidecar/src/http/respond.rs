@@ -65,3 +65,46 @@ pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
+
+/// Whether the request is gRPC over HTTP/2 (`application/grpc`, `application/grpc+proto`,
+/// with parameters or not), which cannot be carried over HTTP/1.1. gRPC-Web
+/// (`application/grpc-web…`) is made for HTTP/1.1 and is not.
+pub fn needs_http2<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().strip_prefix(b"application/grpc"))
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';' | b' ')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_needs_http2_and_grpc_web_does_not() {
+        let req = |ct: &str| {
+            http::Request::builder()
+                .header("content-type", ct)
+                .body(())
+                .unwrap()
+        };
+        for ct in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc; charset=x",
+        ] {
+            assert!(needs_http2(&req(ct)), "{ct}");
+        }
+        for ct in [
+            "application/grpc-web",
+            "application/grpc-web-text+proto",
+            "application/json",
+        ] {
+            assert!(!needs_http2(&req(ct)), "{ct}");
+        }
+        assert!(
+            is_grpc(&req("application/grpc-web")),
+            "gRPC-Web still gets gRPC errors"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use crate::http::errors::ProxyError;
 use crate::http::exchange::{Exchange, Notes, Outcome, Reply, is_server_error, note};
 use crate::http::future::BoxOutcome;
 use crate::http::headers::same_head;
-use crate::http::respond::is_grpc;
+use crate::http::respond::needs_http2;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Uri, Version};
 use std::net::{IpAddr, SocketAddr};
@@ -101,7 +101,7 @@ impl<'a> Call<'a> {
             };
             let http2 = match self.protocol {
                 AppProtocol::Http2 | AppProtocol::Grpc => true,
-                _ => is_grpc(&attempt),
+                _ => needs_http2(&attempt),
             };
             *attempt.version_mut() = if http2 {
                 // RFC 9113 §8.3.1: a Host that differs from :authority makes the request
