@@ -5,6 +5,7 @@
 
 use crate::http::exchange::Notes;
 use crate::telemetry::trace::SpanIds;
+use http::uri::Authority;
 use http::{Method, Request, Version};
 use opentelemetry::trace::{
     Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -23,7 +24,7 @@ pub struct SpanRecord {
     start: SystemTime,
     method: Method,
     target: String,
-    authority: Option<String>,
+    authority: Option<Authority>,
     user_agent: Option<String>,
     version: Version,
     peer: SocketAddr,
@@ -61,11 +62,13 @@ impl SpanRecord {
         own_identity: Option<String>,
     ) -> SpanRecord {
         let h = req.headers();
-        let text = |name| {
-            h.get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let user_agent = (h.get(http::header::USER_AGENT))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let authority = req.uri().authority().cloned().or_else(|| {
+            let host = h.get(http::header::HOST)?;
+            Authority::try_from(host.as_bytes()).ok()
+        });
         SpanRecord {
             ids,
             kind: match direction {
@@ -76,9 +79,8 @@ impl SpanRecord {
             method: req.method().clone(),
             target: (req.uri().path_and_query())
                 .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string()),
-            authority: (req.uri().authority().map(|a| a.to_string()))
-                .or_else(|| text(http::header::HOST)),
-            user_agent: text(http::header::USER_AGENT),
+            authority,
+            user_agent,
             version: req.version(),
             peer,
             own_identity,
@@ -89,54 +91,59 @@ impl SpanRecord {
     }
 
     pub fn finish(self, o: &Outcome<'_>) -> SpanData {
+        // `KeyValue::new` keeps a `&'static str` value by reference, and takes a `String`.
         let mut a = Vec::with_capacity(24);
-        // Values that are `&'static str` are not copied (OpenTelemetry keeps them by reference).
-        let mut kv = |k: &'static str, v: opentelemetry::Value| a.push(KeyValue::new(k, v));
-        let st = |v: &'static str| opentelemetry::Value::from(v);
-        let owned = |v: String| opentelemetry::Value::from(v);
-        let (host, port) = split_authority(self.authority.as_deref());
-        kv("http.request.method", method_value(&self.method));
+        a.push(KeyValue::new(
+            "http.request.method",
+            method_value(&self.method),
+        ));
+        let authority = self.authority.as_ref();
         if self.kind == SpanKind::Client {
-            let authority = self.authority.as_deref().unwrap_or("");
-            kv(
+            let shown = authority.map_or("", Authority::as_str);
+            a.push(KeyValue::new(
                 "url.full",
-                owned(format!("http://{authority}{}", self.target)),
-            );
+                format!("http://{shown}{}", self.target),
+            ));
         } else {
             match self.target.split_once('?') {
                 Some((p, q)) => {
-                    kv("url.path", owned(p.to_string()));
-                    kv("url.query", owned(q.to_string()));
+                    a.push(KeyValue::new("url.path", p.to_string()));
+                    a.push(KeyValue::new("url.query", q.to_string()));
                 }
-                None => kv("url.path", owned(self.target.clone())),
+                None => a.push(KeyValue::new("url.path", self.target.clone())),
             }
-            kv("url.scheme", st("http"));
-            kv("client.address", owned(self.peer.ip().to_string()));
+            a.push(KeyValue::new("url.scheme", "http"));
         }
-        if let Some(h) = host {
-            kv("server.address", owned(h));
+        if let Some(auth) = authority {
+            // IPv6 hosts without their brackets.
+            let host = auth.host().trim_matches(['[', ']']).to_string();
+            a.push(KeyValue::new("server.address", host));
+            if let Some(p) = auth.port_u16() {
+                a.push(KeyValue::new("server.port", i64::from(p)));
+            }
         }
         if let Some(route) = o.http_route {
-            kv("http.route", owned(route.to_string()));
+            a.push(KeyValue::new("http.route", route.to_string()));
         }
-        kv(
+        a.push(KeyValue::new(
             "network.protocol.version",
-            st(protocol_version(self.version)),
-        );
+            protocol_version(self.version),
+        ));
         if let Some(ua) = self.user_agent {
-            kv("user_agent.original", owned(ua));
+            a.push(KeyValue::new("user_agent.original", ua));
         }
-        // The other end of this hop: the caller on a server span, the endpoint on a client
-        // span.
-        let other = if self.kind == SpanKind::Client {
-            o.endpoint
+        // The other end of this hop: the caller on a server span (also its
+        // `client.address`), the endpoint on a client span.
+        if self.kind == SpanKind::Client {
+            if let Some(e) = o.endpoint {
+                a.push(KeyValue::new("network.peer.address", e.ip().to_string()));
+            }
         } else {
-            Some(self.peer)
-        };
-        if let Some(p) = other {
-            kv("network.peer.address", owned(p.ip().to_string()));
+            let caller: opentelemetry::StringValue = self.peer.ip().to_string().into();
+            a.push(KeyValue::new("client.address", caller.clone()));
+            a.push(KeyValue::new("network.peer.address", caller));
         }
-        kv("trellis.direction", st(o.direction));
+        a.push(KeyValue::new("trellis.direction", o.direction));
         // A label the metrics must fill ("unknown") says nothing on a span: left out.
         for (k, v) in [
             ("trellis.source.workload", o.source_workload),
@@ -145,44 +152,44 @@ impl SpanRecord {
             ("trellis.route", o.route),
         ] {
             if v != "unknown" {
-                kv(k, owned(v.to_string()));
+                a.push(KeyValue::new(k, v.to_string()));
             }
         }
         if let Some(c) = o.cluster {
-            kv("trellis.cluster", owned(c.to_string()));
+            a.push(KeyValue::new("trellis.cluster", c.to_string()));
         }
         if let Some(e) = o.endpoint {
-            kv("trellis.endpoint", owned(e.to_string()));
+            a.push(KeyValue::new("trellis.endpoint", e.to_string()));
         }
         let (source_id, dest_id) = match self.kind {
             SpanKind::Client => (
                 self.own_identity,
                 self.endpoint_identity.map(opentelemetry::Value::from),
             ),
-            _ => (self.peer_identity, self.own_identity.map(owned)),
+            _ => (
+                self.peer_identity,
+                self.own_identity.map(opentelemetry::Value::from),
+            ),
         };
         if let Some(id) = source_id {
-            kv("trellis.source.identity", owned(id));
+            a.push(KeyValue::new("trellis.source.identity", id));
         }
         if let Some(id) = dest_id {
-            kv("trellis.destination.identity", id);
+            a.push(KeyValue::new("trellis.destination.identity", id));
         }
         if let Some(code) = o.trellis_error {
-            kv("trellis.error", owned(code.to_string()));
+            a.push(KeyValue::new("trellis.error", code.to_string()));
         }
-        let notes = self.notes.take();
-        let retries = notes.iter().filter(|n| n.name == "retry").count();
-        let mut attributes = a;
-        attributes.push(KeyValue::new(
+        a.push(KeyValue::new(
             "http.response.status_code",
             i64::from(o.status),
         ));
-        if let Some(p) = port {
-            attributes.push(KeyValue::new("server.port", i64::from(p)));
-        }
+        let notes = self.notes.take();
         if self.kind == SpanKind::Client {
-            attributes.push(KeyValue::new("trellis.retry.attempts", retries as i64));
+            let retries = notes.iter().filter(|n| n.name == "retry").count();
+            a.push(KeyValue::new("trellis.retry.attempts", retries as i64));
         }
+        let attributes = a;
         let mut span_events = SpanEvents::default();
         span_events.events = notes
             .into_iter()
@@ -245,15 +252,13 @@ impl SpanRecord {
 }
 
 fn scope() -> InstrumentationScope {
-    static SCOPE: OnceLock<Arc<InstrumentationScope>> = OnceLock::new();
-    let s = SCOPE.get_or_init(|| {
-        Arc::new(
-            InstrumentationScope::builder("trellis-proxy")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
-        )
-    });
-    (**s).clone()
+    static SCOPE: OnceLock<InstrumentationScope> = OnceLock::new();
+    (SCOPE.get_or_init(|| {
+        InstrumentationScope::builder("trellis-proxy")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build()
+    }))
+    .clone()
 }
 
 /// The method as a value; the standard ones are not copied.
@@ -280,16 +285,4 @@ fn protocol_version(v: Version) -> &'static str {
         Version::HTTP_3 => "3",
         _ => "1.1",
     }
-}
-
-/// `host[:port]`, with IPv6 brackets removed from the host.
-fn split_authority(a: Option<&str>) -> (Option<String>, Option<u16>) {
-    let Some(a) = a else {
-        return (None, None);
-    };
-    let (host, port) = match a.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !p.contains(']') => (h, p.parse().ok()),
-        _ => (a, None),
-    };
-    (Some(host.trim_matches(['[', ']']).to_string()), port)
 }
