@@ -158,31 +158,47 @@ fn new_span_id() -> u64 {
 }
 
 /// Writes `ids` in `format`. B3 carries the parent span too (`parent`), and keeps its debug
-/// flag; W3C keeps `tracestate` as it came.
+/// flag; W3C keeps `tracestate` as it came. Values are built in stack buffers, as
+/// `write_traceparent` does.
 fn write(headers: &mut HeaderMap, format: Format, ids: &TraceIds, parent: Option<u64>) {
     match format {
         Format::W3c => write_traceparent(headers, ids),
         Format::B3Single => {
-            let debug = get(headers, "b3").is_some_and(|v| v.split('-').nth(2) == Some("d"));
-            let flag = match (debug, ids.sampled) {
-                (true, _) => "d",
-                (false, Some(true)) => "1",
-                _ => "0",
+            // `<trace>-<span>-<flag>[-<parent>]`, the trace id as long as it came.
+            let came = get(headers, "b3").unwrap_or_default();
+            let mut parts = came.split('-');
+            let trace_len = if parts.next().is_some_and(|t| t.len() == 16) {
+                16
+            } else {
+                32
             };
-            let mut v = format!("{}-{}-{flag}", b3_trace(headers, ids), hex16(ids.span_id));
+            let flag = match (parts.nth(1), ids.sampled) {
+                (Some("d"), _) => b'd',
+                (_, Some(true)) => b'1',
+                _ => b'0',
+            };
+            let mut v = [0u8; 68];
+            hex_into(&mut v[..trace_len], ids.trace_id);
+            let mut n = trace_len;
+            v[n] = b'-';
+            hex_into(&mut v[n + 1..n + 17], u128::from(ids.span_id));
+            v[n + 17] = b'-';
+            v[n + 18] = flag;
+            n += 19;
             if let Some(p) = parent {
-                v.push('-');
-                v.push_str(&hex16(p));
+                v[n] = b'-';
+                hex_into(&mut v[n + 1..n + 17], u128::from(p));
+                n += 17;
             }
-            if let Some(v) = value(v.as_bytes()) {
+            if let Some(v) = value(&v[..n]) {
                 headers.insert(B3, v);
             }
         }
         Format::B3Multi => {
-            if let Some(v) = value(hex16(ids.span_id).as_bytes()) {
+            if let Some(v) = hex64_value(ids.span_id) {
                 headers.insert(X_B3_SPANID, v);
             }
-            if let Some(p) = parent.and_then(|p| value(hex16(p).as_bytes())) {
+            if let Some(p) = parent.and_then(hex64_value) {
                 headers.insert(X_B3_PARENTSPANID, p);
             }
             // `X-B3-Flags: 1` (debug) already says sampled, and stays.
@@ -194,19 +210,11 @@ fn write(headers: &mut HeaderMap, format: Format, ids: &TraceIds, parent: Option
     }
 }
 
-/// B3's trace id as it came: 64-bit ids stay 64-bit.
-fn b3_trace(headers: &HeaderMap, ids: &TraceIds) -> String {
-    let came_short =
-        (get(headers, "b3").and_then(|v| v.split('-').next())).is_some_and(|t| t.len() == 16);
-    if came_short {
-        format!("{:016x}", ids.trace_id as u64)
-    } else {
-        format!("{:032x}", ids.trace_id)
-    }
-}
-
-fn hex16(v: u64) -> String {
-    format!("{v:016x}")
+/// A span id as a header value: 16 hex digits.
+fn hex64_value(id: u64) -> Option<HeaderValue> {
+    let mut v = [0u8; 16];
+    hex_into(&mut v, u128::from(id));
+    value(&v)
 }
 
 // Header names as constants: inserting by `&str` would parse and validate the name on
