@@ -15,55 +15,60 @@ const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Rewrites the three headers of a request that reached a gateway listener from `peer`, and
-/// returns the client address the gateway believes. `scheme` is the listener's.
+/// returns the client address the gateway believes. `scheme` is the listener's. It runs on
+/// every gateway request, so it reads what it needs first and then writes two strings.
 pub fn set(headers: &mut HeaderMap, peer: IpAddr, trusted: u8, scheme: &'static str) -> IpAddr {
-    let incoming: Vec<String> = (headers.get_all(&XFF).iter())
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
-    let from = incoming.len().saturating_sub(usize::from(trusted));
-    // An entry that is not an address is not from a proxy we trust: believe none of them.
-    let believed: Vec<IpAddr> = (incoming[from..].iter())
-        .map(|e| address(e))
-        .collect::<Option<Vec<_>>>()
-        .unwrap_or_default();
-    let mut chain = believed;
-    chain.push(peer);
-    let client = chain[0];
-
-    let list: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
-    if let Ok(v) = HeaderValue::try_from(list.join(", ")) {
-        headers.insert(XFF, v);
+    use std::fmt::Write;
+    let mut chain: Vec<IpAddr> = Vec::new();
+    if trusted > 0 {
+        let incoming: Vec<&str> = (headers.get_all(&XFF).iter())
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        let from = incoming.len().saturating_sub(usize::from(trusted));
+        // An entry that is not an address is not from a proxy we trust: believe none of them.
+        chain = (incoming[from..].iter())
+            .map(|e| address(e))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
     }
+    chain.push(peer);
     // The scheme the client used is the first trusted proxy's to say, if there is one.
-    let proto = match headers.get(&XFP).and_then(|v| v.to_str().ok()) {
-        Some(p) if trusted > 0 && matches!(p, "http" | "https") => {
-            if p == "https" {
-                "https"
-            } else {
-                "http"
-            }
-        }
+    let proto = match headers.get(&XFP).map(HeaderValue::as_bytes) {
+        Some(b"https") if trusted > 0 => "https",
+        Some(b"http") if trusted > 0 => "http",
         _ => scheme,
     };
-    headers.insert(XFP, HeaderValue::from_static(proto));
-    let host = (headers.get(http::header::HOST))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let mut elements: Vec<String> = chain.iter().map(|ip| format!("for={}", node(ip))).collect();
-    if let Some(last) = elements.last_mut() {
-        last.push_str(&format!(";proto={proto}"));
-        if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
-            last.push_str(&format!(";host=\"{h}\""));
-        }
+    let mut xff = String::new();
+    let mut forwarded = String::new();
+    for (i, ip) in chain.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(xff, "{sep}{ip}");
+        // RFC 7239's `node`: an IPv6 address is bracketed and quoted.
+        let _ = match ip {
+            IpAddr::V4(v4) => write!(forwarded, "{sep}for={v4}"),
+            IpAddr::V6(v6) => write!(forwarded, "{sep}for=\"[{v6}]\""),
+        };
     }
+    let _ = write!(forwarded, ";proto={proto}");
+    if let Some(h) = (headers.get(http::header::HOST))
+        .map(HeaderValue::as_bytes)
+        .filter(|h| h.iter().all(|b| b.is_ascii_graphic() && *b != b'"'))
+    {
+        // Graphic ASCII, so valid UTF-8.
+        let _ = write!(forwarded, ";host=\"{}\"", String::from_utf8_lossy(h));
+    }
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(XFF, v);
+    }
+    headers.insert(XFP, HeaderValue::from_static(proto));
     headers.remove(&FORWARDED);
-    if let Ok(v) = HeaderValue::try_from(elements.join(", ")) {
+    if let Ok(v) = HeaderValue::try_from(forwarded) {
         headers.insert(FORWARDED, v);
     }
-    client
+    chain[0]
 }
 
 /// An `X-Forwarded-For` entry as an address: an IP, or an IP with a port as some proxies
@@ -72,14 +77,6 @@ fn address(e: &str) -> Option<IpAddr> {
     e.parse::<IpAddr>()
         .ok()
         .or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
-}
-
-/// RFC 7239's `node`: an IPv6 address is bracketed and quoted.
-fn node(ip: &IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    }
 }
 
 #[cfg(test)]
