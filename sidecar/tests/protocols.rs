@@ -98,27 +98,23 @@ async fn grpc_to_a_service_with_no_endpoints_gets_grpc_unavailable() {
     );
 }
 
-/// An h2c connection to the proxy's outbound listener, as an h2c client of the mesh opens.
-async fn h2c_to(
-    addr: std::net::SocketAddr,
-) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+/// GET `uri` over a fresh h2c connection to `addr` (a proxy's outbound listener), naming the
+/// Service in `:authority`, as an h2c client of the mesh does.
+async fn h2c_get(addr: std::net::SocketAddr, uri: &str) -> http::Response<hyper::body::Incoming> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
         TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tcp),
     )
     .await
     .expect("h2c handshake with the proxy");
     tokio::spawn(conn);
-    send
-}
-
-fn h2_get(uri: &str) -> http::Request<Full<Bytes>> {
-    http::Request::builder()
+    let req = http::Request::builder()
         .uri(uri)
         .version(http::Version::HTTP_2)
         .body(Full::new(Bytes::new()))
-        .unwrap()
+        .unwrap();
+    send.send_request(req).await.expect("h2c through the proxy")
 }
 
 #[tokio::test]
@@ -126,12 +122,7 @@ async fn an_http2_service_port_takes_h2c_from_every_client() {
     let up = Upstream::start("billing-v1").await;
     let mesh = service("billing-v1", ", appProtocol: http2") + &workload("billing-v1", &up);
     let h = start(&mesh, "").await;
-    // Dial the proxy, but name the Service in :authority.
-    let mut send = h2c_to(h.outbound).await;
-    let res = send
-        .send_request(h2_get("http://billing-v1/h2"))
-        .await
-        .expect("h2c through the proxy");
+    let res = h2c_get(h.outbound, "http://billing-v1/h2").await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.version(), http::Version::HTTP_2);
     assert_eq!(res.headers()["x-seen-version"], "HTTP/2.0");
@@ -192,11 +183,7 @@ async fn an_h2c_client_reaches_an_app_that_speaks_only_http1() {
     // No appProtocol: the app speaks HTTP/1.1, whatever the client spoke.
     let mesh = service("billing-v1", "") + &workload_at("billing-v1", "billing-v1-0", app);
     let h = start(&mesh, "").await;
-    let mut send = h2c_to(h.outbound).await;
-    let res = send
-        .send_request(h2_get("http://billing-v1/h2"))
-        .await
-        .expect("h2c through the proxy");
+    let res = h2c_get(h.outbound, "http://billing-v1/h2").await;
     assert_eq!(res.status(), 200, "{:?}", res.headers());
     assert_eq!(
         res.version(),
