@@ -7,6 +7,7 @@ pub mod crd;
 pub mod duration;
 pub mod error;
 mod gateway;
+pub mod gateway_tls;
 pub mod load;
 mod mesh_config;
 pub mod model;
@@ -18,7 +19,7 @@ pub mod watch;
 pub mod wire;
 mod yaml;
 
-pub use compile::{NodeIdentity, compile};
+pub use compile::{NodeIdentity, compile, compile_for_gateway};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{Loader, MeshConfig, load_dir_or_file, load_str};
 pub use snapshot::Snapshot;

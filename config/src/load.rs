@@ -5,7 +5,7 @@ pub use crate::mesh_config::{Doc, MeshConfig};
 use crate::model::*;
 use crate::yaml::{RawDoc, parse_document, split_documents};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,8 @@ const KINDS: &[(&str, &str)] = &[
     ("trellis.dev/v1alpha1", "AuthorizationPolicy"),
     ("gateway.networking.k8s.io/v1", "Gateway"),
     ("trellis.dev/v1alpha1", "Scope"),
+    ("v1", "Secret"),
+    ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"),
 ];
 
 #[derive(Deserialize)]
@@ -61,6 +63,8 @@ enum Parsed {
     Authorization(Arc<Object<AuthorizationPolicySpec>>),
     Gateway(Arc<Object<GatewaySpec>>),
     Scope(Arc<Object<ScopeSpec>>),
+    Secret(Arc<Object<SecretSpec>>),
+    ReferenceGrant(Arc<Object<ReferenceGrantSpec>>),
 }
 
 impl Loader {
@@ -180,6 +184,10 @@ fn parse(file: &Arc<str>, raw: &RawDoc<'_>) -> Result<Parsed, ConfigError> {
         ("trellis.dev/v1alpha1", "ResiliencePolicy") => Parsed::Resilience(typed!()),
         ("trellis.dev/v1alpha1", "AuthorizationPolicy") => Parsed::Authorization(typed!()),
         ("trellis.dev/v1alpha1", "Scope") => Parsed::Scope(typed!()),
+        ("v1", "Secret") => Parsed::Secret(Arc::new(secret(file, raw)?)),
+        ("gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1", "ReferenceGrant") => {
+            Parsed::ReferenceGrant(typed!())
+        }
         ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => {
             Parsed::Gateway(typed!())
         }
@@ -233,6 +241,41 @@ fn add(
         Parsed::Resilience(o) => cfg.resilience_policies.push(doc(file, line, o)),
         Parsed::Authorization(o) => cfg.authorization_policies.push(doc(file, line, o)),
         Parsed::Gateway(o) => cfg.gateways.push(doc(file, line, o)),
+        Parsed::Secret(o) => cfg.secrets.push(doc(file, line, o)),
+        Parsed::ReferenceGrant(o) => cfg.reference_grants.push(doc(file, line, o)),
     }
     Ok(())
+}
+
+/// A Secret with its `data` decoded from base64 and `stringData` merged over it, as the API
+/// server does. A value that is not base64 is named with its line.
+fn secret(file: &str, raw: &RawDoc<'_>) -> Result<Object<SecretSpec>, ConfigError> {
+    use base64::Engine;
+    let d: SecretDocument = parse_document(file, raw.text, raw.first_line)?;
+    let mut data = BTreeMap::new();
+    for (k, v) in d.data {
+        let bytes = (base64::engine::general_purpose::STANDARD)
+            .decode(v.value.trim().replace(['\n', '\r', ' '], ""))
+            .map_err(|e| ConfigError {
+                file: file.to_string(),
+                line: crate::yaml::abs_line(raw.first_line, &v.referenced),
+                field: format!("data.{k}"),
+                message: format!(
+                    "not base64 ({e}); put PEM text under stringData instead, or encode it with `base64 -w0`"
+                ),
+            })?;
+        data.insert(k, bytes);
+    }
+    for (k, v) in d.string_data {
+        data.insert(k, v.into_bytes());
+    }
+    Ok(Object {
+        api_version: d.api_version,
+        kind: d.kind,
+        metadata: d.metadata,
+        spec: SecretSpec {
+            type_: d.type_.map(|t| t.value),
+            data,
+        },
+    })
 }

@@ -35,6 +35,9 @@ pub struct MeshConfig {
     pub authorization_policies: Vec<Doc<AuthorizationPolicySpec>>,
     pub gateways: Vec<Doc<GatewaySpec>>,
     pub scopes: Vec<Doc<ScopeSpec>>,
+    /// TLS Secrets, for Gateway listeners' `certificateRefs`.
+    pub secrets: Vec<Doc<SecretSpec>>,
+    pub reference_grants: Vec<Doc<ReferenceGrantSpec>>,
 }
 
 pub(crate) fn find_service<'a>(

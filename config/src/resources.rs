@@ -3,7 +3,9 @@
 //! `ServiceNames`. Each is the encoded
 //! `trellis.v1` message of its kind with a hash of those bytes, so a delta holds only what changed.
 
-use crate::snapshot::{Cluster, GatewayEntry, ServiceEntry, ServiceNames, Snapshot};
+use crate::snapshot::{
+    Cluster, GatewayEntry, ServiceEntry, ServiceNames, Snapshot, TlsCertificate,
+};
 use crate::sorted::{Side, join};
 // The Mesh resource's type lives beside the types it gathers; it is named here too.
 pub use crate::snapshot::MeshResource;
@@ -20,6 +22,7 @@ pub const SERVICE: &str = "Service";
 pub const CLUSTER: &str = "Cluster";
 pub const GATEWAY: &str = "Gateway";
 pub const SERVICE_NAMES: &str = "ServiceNames";
+pub const CERTIFICATE: &str = "Certificate";
 
 /// `(kind, name)`.
 pub type Key = (String, String);
@@ -78,6 +81,14 @@ impl Kind for ServiceNames {
     type Message = pb::ServiceNames;
     fn payload(body: Bytes) -> Payload {
         Payload::ServiceNames(body)
+    }
+}
+
+impl Kind for TlsCertificate {
+    const KIND: &'static str = CERTIFICATE;
+    type Message = pb::Certificate;
+    fn payload(body: Bytes) -> Payload {
+        Payload::Certificate(body)
     }
 }
 
@@ -181,6 +192,9 @@ pub fn split(s: &Snapshot) -> BTreeMap<Key, Encoded> {
     for (name, g) in &s.gateways {
         out.insert((GATEWAY.to_string(), name.clone()), encode(g));
     }
+    for (name, c) in &s.certificates {
+        out.insert((CERTIFICATE.to_string(), name.clone()), encode(c.as_ref()));
+    }
     out
 }
 
@@ -274,7 +288,7 @@ pub enum AssembleError {
         error: WireError,
     },
     #[error(
-        "unknown resource kind {0:?}; this proxy knows Mesh, Service, Cluster, Gateway, ServiceNames"
+        "unknown resource kind {0:?}; this proxy knows Mesh, Service, Cluster, Gateway, ServiceNames, Certificate"
     )]
     UnknownKind(String),
     #[error("the update leaves no Mesh resource")]
@@ -294,6 +308,7 @@ pub enum Decoded {
     Cluster(Arc<Cluster>),
     Gateway(Arc<GatewayEntry>),
     ServiceNames(Arc<ServiceNames>),
+    Certificate(Arc<TlsCertificate>),
 }
 
 /// Decodes one resource's message by the kind its key names, and checks every field.
@@ -305,6 +320,7 @@ pub fn decode(key: &Key, body: &[u8]) -> Result<Decoded, AssembleError> {
         CLUSTER => Decoded::Cluster(Arc::new(decode_as(name, body)?)),
         GATEWAY => Decoded::Gateway(Arc::new(decode_as(name, body)?)),
         SERVICE_NAMES => Decoded::ServiceNames(Arc::new(decode_as(name, body)?)),
+        CERTIFICATE => Decoded::Certificate(Arc::new(decode_as(name, body)?)),
         other => return Err(AssembleError::UnknownKind(other.to_string())),
     })
 }
@@ -426,6 +442,7 @@ impl ResourceSet {
         let mut clusters = Vec::new();
         let mut gateways = Vec::new();
         let mut service_names = None;
+        let mut certificates = Vec::new();
         for ((_, name), h) in next() {
             match &h.decoded {
                 Decoded::Mesh(m) => mesh = Some(m.clone()),
@@ -433,6 +450,7 @@ impl ResourceSet {
                 Decoded::Cluster(c) => clusters.push((name.clone(), c.clone())),
                 Decoded::Gateway(g) => gateways.push((name.clone(), (**g).clone())),
                 Decoded::ServiceNames(n) => service_names = Some(n.clone()),
+                Decoded::Certificate(c) => certificates.push((name.clone(), c.clone())),
             }
         }
         let mesh = mesh.ok_or(AssembleError::NoMesh)?;
@@ -450,6 +468,7 @@ impl ResourceSet {
             inbound_services: mesh.inbound_services.clone(),
             gateways,
             service_names,
+            certificates: certificates.into_iter().collect(),
         };
         // Only a route that changed, or one whose cluster went away, can miss its cluster.
         let cluster_removed = update.replace

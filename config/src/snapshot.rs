@@ -34,6 +34,51 @@ pub struct Snapshot {
     /// is refused, never passed through. One resource shared by every scoped proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_names: Option<Arc<ServiceNames>>,
+    /// For a proxy that serves a Gateway, and only for one that proved it may: the
+    /// certificates its HTTPS listeners serve, by the `namespace/name` of their Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, Arc<TlsCertificate>>,
+}
+
+/// A Gateway listener's certificate. Serialized (`/config_dump`, `trellis proxy-config`)
+/// without its key: what shows is what is public, the names and validity.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsCertificate {
+    /// The PEM chain, leaf first.
+    #[serde(skip)]
+    pub chain_pem: String,
+    /// The PEM private key. Never serialized, never printed.
+    #[serde(skip)]
+    pub key_pem: String,
+    /// The leaf's DNS names, lowercase (`*.example.com` for a wildcard).
+    pub dns_names: Vec<String>,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub serial: String,
+}
+
+impl std::fmt::Debug for TlsCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCertificate")
+            .field("dns_names", &self.dns_names)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a Gateway listener takes: plain HTTP, or TLS that it terminates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListenerProtocol {
+    #[default]
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "HTTPS")]
+    Https,
 }
 
 /// Every Service of the mesh by name and address, ordered by namespace and name.
@@ -69,6 +114,13 @@ pub struct GatewayEntry {
 pub struct GatewayListenerEntry {
     pub name: String,
     pub port: u16,
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// For HTTPS: the usable certificates (keys of `Snapshot::certificates`), the first the
+    /// default for a client whose SNI none of them names. Empty when none is usable: the
+    /// listener then fails every handshake, and its status says why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<String>,
     /// In precedence order (most specific hostname first, then Gateway API match
     /// precedence): the first whose hostname and match both fit wins.
     pub routes: Vec<GatewayRoute>,

@@ -100,8 +100,9 @@ impl Admin for AdminService {
                 "no valid config is loaded yet; see trellis status for the errors",
             )
         })?;
-        let c = world.compiled_for(
+        let c = world.compiled_for_gateway(
             &cp.serving_identity(&entry.identity),
+            entry.gateway.as_deref(),
             &cp.metrics.compilations,
         );
         Ok(Response::new(ProxyConfigResponse {

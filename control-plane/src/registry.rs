@@ -12,6 +12,8 @@ use trellis_proto::v1::Node;
 pub struct ProxyEntry {
     pub node: Node,
     pub identity: NodeIdentity,
+    /// The Gateway (`namespace/name`) whose certificates the proxy proved it may hold.
+    pub gateway: Option<String>,
     pub connected: bool,
     pub connected_since: SystemTime,
     pub disconnected_at: Option<Instant>,
@@ -33,7 +35,7 @@ impl Registry {
 
     /// Adds a connected proxy; an earlier entry of the same workload (a reconnect within the
     /// grace period) is replaced. Returns the new entry's id.
-    pub fn connect(&self, node: Node, identity: NodeIdentity) -> u64 {
+    pub fn connect(&self, node: Node, identity: NodeIdentity, gateway: Option<String>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.lock();
         entries.retain(|_, e| {
@@ -46,6 +48,7 @@ impl Registry {
             ProxyEntry {
                 node,
                 identity,
+                gateway,
                 connected: true,
                 connected_since: SystemTime::now(),
                 disconnected_at: None,

@@ -12,7 +12,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use trellis_config::compile::Common;
 use trellis_config::resources::{
-    self, CLUSTER, Encoded, GATEWAY, Key, MESH, MeshResource, SERVICE,
+    self, CERTIFICATE, CLUSTER, Encoded, GATEWAY, Key, MESH, MeshResource, SERVICE,
 };
 use trellis_config::sorted::{Side, join};
 use trellis_config::{MeshConfig, NodeIdentity, Snapshot};
@@ -51,7 +51,8 @@ impl Ready {
 enum Held {
     /// Every one of its generation's: not a copy, so an unscoped kind costs O(1) to build.
     All(Arc<Shared>),
-    /// The few its Scope lets it call.
+    /// The few its Scope lets it call; or, for a proxy that serves a Gateway with HTTPS
+    /// listeners, what it would hold otherwise plus that Gateway's certificates.
     Scoped(BTreeMap<Key, Arc<Ready>>),
 }
 
@@ -180,14 +181,19 @@ pub struct World {
     /// Every Service by name and address, which every scoped kind holds: encoded once, and
     /// only when the config has a Scope.
     service_names: Option<Arc<Ready>>,
+    /// Each HTTPS listener's certificate, encoded once; kept apart from `shared`, since
+    /// only the proxies of its Gateway are sent it.
+    certificates: BTreeMap<Key, Arc<Ready>>,
     cache: Mutex<HashMap<KindKey, Arc<Compiled>>>,
 }
 
-/// What of a node changes its snapshot: its namespace and labels.
+/// What of a node changes its snapshot: its namespace and labels, and the Gateway whose
+/// certificates it may hold.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct KindKey {
     namespace: String,
     labels: BTreeMap<String, String>,
+    gateway: Option<String>,
 }
 
 impl World {
@@ -212,8 +218,16 @@ impl World {
             let names = resources::encode(&Common::service_names(&config));
             Ready::new(&resources::service_names_key(), names)
         });
+        let certificates = (common.certificates.certificates.iter())
+            .map(|(name, c)| {
+                let key = (CERTIFICATE.to_string(), name.clone());
+                let ready = Ready::new(&key, resources::encode(c.as_ref()));
+                (key, ready)
+            })
+            .collect();
         World {
             service_names,
+            certificates,
             generation,
             config,
             common,
@@ -239,9 +253,21 @@ impl World {
         node: &NodeIdentity,
         compilations: &prometheus_client::metrics::counter::Counter,
     ) -> Arc<Compiled> {
+        self.compiled_for_gateway(node, None, compilations)
+    }
+
+    /// `compiled_for` a node that may hold the certificates of `gateway` (`namespace/name`):
+    /// what it would hold otherwise, plus those.
+    pub(crate) fn compiled_for_gateway(
+        &self,
+        node: &NodeIdentity,
+        gateway: Option<&str>,
+        compilations: &prometheus_client::metrics::counter::Counter,
+    ) -> Arc<Compiled> {
         let key = KindKey {
             namespace: node.namespace.clone(),
             labels: node.labels.clone(),
+            gateway: gateway.map(str::to_string),
         };
         if let Some(c) = self.lock().get(&key) {
             return c.clone();
@@ -251,8 +277,22 @@ impl World {
         let mesh_key = (MESH.to_string(), "mesh".to_string());
         let mesh_encoded = Ready::new(&mesh_key, resources::encode(&mesh));
         let mesh_sum = resources::entry_hash(&mesh_key, &mesh_encoded.hash);
+        let certificates: Vec<(Key, Arc<Ready>)> = (gateway.into_iter())
+            .flat_map(|g| self.common.certificates.of_gateway(g).into_keys())
+            .filter_map(|name| {
+                let key = (CERTIFICATE.to_string(), name);
+                let ready = self.certificates.get(&key)?.clone();
+                Some((key, ready))
+            })
+            .collect();
         let (held, sum) = match &mesh.mesh.scope {
-            None => (Held::All(self.shared.clone()), self.shared.sum),
+            None if certificates.is_empty() => (Held::All(self.shared.clone()), self.shared.sum),
+            None => {
+                let mut held = self.shared.resources.clone();
+                held.extend(certificates);
+                let sum = resources::sum_of(held.iter().map(|(k, e)| (k, e.hash.as_str())));
+                (Held::Scoped(held), sum)
+            }
             Some(scope) => {
                 let (services, clusters) = self.common.in_scope(&self.config, scope);
                 // Looked up, not filtered: a kind holds a few dozen of the thousands.
@@ -276,6 +316,7 @@ impl World {
                 if let Some(names) = &self.service_names {
                     held.insert(resources::service_names_key(), names.clone());
                 }
+                held.extend(certificates);
                 let sum = resources::sum_of(held.iter().map(|(k, e)| (k, e.hash.as_str())));
                 (Held::Scoped(held), sum)
             }
@@ -310,6 +351,10 @@ impl World {
             gateways: self.common.gateways.clone(),
             service_names: (c.mesh.mesh.scope.is_some())
                 .then(|| Arc::new(Common::service_names(&self.config))),
+            certificates: (self.common.certificates.certificates.iter())
+                .filter(|(k, _)| held(CERTIFICATE, k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 

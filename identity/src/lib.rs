@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod resolve;
+pub mod serving;
 pub mod spiffe;
 pub mod verify;
 

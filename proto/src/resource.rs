@@ -11,7 +11,7 @@
 use bytes::Bytes;
 
 /// `(kind, name)`: which resource. `kind` is one of "Mesh", "Service", "Cluster", "Gateway",
-/// "ServiceNames".
+/// "ServiceNames", "Certificate".
 #[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
 pub struct ResourceKey {
     #[prost(string, tag = "1")]
@@ -21,14 +21,15 @@ pub struct ResourceKey {
 }
 
 /// One resource: `key`, the `hash` of its payload, and the payload, the encoded message of
-/// its kind (`trellis.v1.Mesh`, `Service`, `Cluster`, `Gateway` or `ServiceNames`).
+/// its kind (`trellis.v1.Mesh`, `Service`, `Cluster`, `Gateway`, `ServiceNames` or
+/// `Certificate`).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Resource {
     #[prost(message, optional, tag = "1")]
     pub key: Option<ResourceKey>,
     #[prost(string, tag = "3")]
     pub hash: String,
-    #[prost(oneof = "Payload", tags = "4, 5, 6, 7, 8")]
+    #[prost(oneof = "Payload", tags = "4, 5, 6, 7, 8, 9")]
     pub payload: Option<Payload>,
 }
 
@@ -50,6 +51,9 @@ pub enum Payload {
     /// A `trellis.v1.ServiceNames`.
     #[prost(bytes = "bytes", tag = "8")]
     ServiceNames(Bytes),
+    /// A `trellis.v1.Certificate`: sent only to a proxy that serves the Gateway using it.
+    #[prost(bytes = "bytes", tag = "9")]
+    Certificate(Bytes),
 }
 
 impl Payload {
@@ -60,7 +64,8 @@ impl Payload {
             | Payload::Service(b)
             | Payload::Cluster(b)
             | Payload::Gateway(b)
-            | Payload::ServiceNames(b) => b,
+            | Payload::ServiceNames(b)
+            | Payload::Certificate(b) => b,
         }
     }
 
@@ -72,6 +77,7 @@ impl Payload {
             Payload::Cluster(_) => "Cluster",
             Payload::Gateway(_) => "Gateway",
             Payload::ServiceNames(_) => "ServiceNames",
+            Payload::Certificate(_) => "Certificate",
         }
     }
 }

@@ -252,12 +252,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         serving.spawn(listen::inbound::serve_inbound(l, shared.clone()));
     }
     for (listener, id) in gateway {
-        serving.spawn(listen::accept::serve(
-            listener,
-            "gateway",
-            shared.clone(),
-            move |s, p, r| outbound::gateway::handle(s, id.clone(), p, r),
-        ));
+        serving.spawn(listen::gateway::serve(listener, shared.clone(), id));
     }
     for (listener, service) in tcp {
         serving.spawn(l4::tcp::serve(listener, shared.clone(), service));
@@ -332,5 +327,8 @@ fn node(
         },
         admin: admin.to_string(),
         mtls: false,
+        gateway: (b.gateway.as_ref())
+            .map(|g| g.key(&w.namespace))
+            .unwrap_or_default(),
     }
 }

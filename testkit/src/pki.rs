@@ -61,6 +61,15 @@ impl TestCa {
         )
     }
 
+    /// A serving certificate for DNS names, valid from `not_before` for `ttl`: expired, or
+    /// not yet valid, when a test needs one.
+    pub fn server_valid(&self, names: &[&str], not_before: SystemTime, ttl: Duration) -> Leaf {
+        let sans = (names.iter())
+            .map(|n| SanType::DnsName((*n).try_into().unwrap()))
+            .collect();
+        self.leaf(sans, not_before, ttl)
+    }
+
     /// A mesh leaf for `spiffe_id`, valid from `not_before` for `ttl`.
     pub fn spiffe(&self, spiffe_id: &str, not_before: SystemTime, ttl: Duration) -> Leaf {
         self.leaf(

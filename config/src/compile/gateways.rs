@@ -5,12 +5,16 @@ use super::routes::{compile_route, precedence};
 use crate::gateway::{effective_hostnames, hostname_rank, is_gateway_ref, listener_attached};
 use crate::mesh_config::Doc;
 use crate::model::*;
-use crate::snapshot::{Cluster, GatewayEntry, GatewayListenerEntry, GatewayRoute};
+use crate::gateway_tls::ResolvedCertificates;
+use crate::snapshot::{
+    Cluster, GatewayEntry, GatewayListenerEntry, GatewayRoute, ListenerProtocol,
+};
 use std::collections::BTreeMap;
 
 /// Compiles every Gateway; backends get their clusters under their own policies.
 pub(super) fn compile_all(
     cx: &Ctx<'_>,
+    certificates: &ResolvedCertificates,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> BTreeMap<String, GatewayEntry> {
     let cfg = cx.cfg;
@@ -55,9 +59,19 @@ pub(super) fn compile_all(
             routes.sort_by_key(|r| {
                 std::cmp::Reverse((hostname_rank(&r.hostname), precedence(&r.rule.matches)))
             });
+            let https = l.protocol.value == "HTTPS";
             listeners.push(GatewayListenerEntry {
                 name: l.name.value.clone(),
                 port: l.port,
+                protocol: if https {
+                    ListenerProtocol::Https
+                } else {
+                    ListenerProtocol::Http
+                },
+                certificates: (certificates.listeners.get(&g.key()))
+                    .and_then(|ls| ls.get(&l.name.value))
+                    .cloned()
+                    .unwrap_or_default(),
                 routes,
             });
         }

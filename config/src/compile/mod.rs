@@ -32,7 +32,14 @@ pub struct NodeIdentity {
 
 /// Builds the snapshot for `node`. Deterministic: equal inputs give equal versions.
 pub fn compile(cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
-    Common::new(cfg).into_snapshot(cfg, node)
+    Common::new(cfg).into_snapshot(cfg, node, None)
+}
+
+/// `compile` for a proxy that serves Gateway `gateway` (`namespace/name`): with the
+/// certificates of its HTTPS listeners. In local mode the proxy reads the files itself, so
+/// what it may hold is what the files give it.
+pub fn compile_for_gateway(cfg: &MeshConfig, node: &NodeIdentity, gateway: &str) -> Snapshot {
+    Common::new(cfg).into_snapshot(cfg, node, Some(gateway))
 }
 
 /// What every proxy's snapshot shares: all Services with their routes, and all clusters.
@@ -41,6 +48,9 @@ pub struct Common {
     pub services: BTreeMap<String, ServiceEntry>,
     pub clusters: BTreeMap<String, Cluster>,
     pub gateways: BTreeMap<String, GatewayEntry>,
+    /// Every HTTPS listener's certificates, checked once; a snapshot holds only those of the
+    /// Gateway its proxy serves (`into_snapshot`).
+    pub certificates: crate::gateway_tls::ResolvedCertificates,
     /// What each kind of proxy looks up in the config, by key.
     index: Index,
 }
@@ -54,11 +64,13 @@ impl Common {
             let entry = compile_service(cx, svc, &mut clusters);
             services.insert(svc.key(), entry);
         }
-        let gateways = gateways::compile_all(cx, &mut clusters);
+        let certificates = crate::gateway_tls::resolve(cfg, trellis_identity::cert::unix_now());
+        let gateways = gateways::compile_all(cx, &certificates, &mut clusters);
         Common {
             services,
             clusters,
             gateways,
+            certificates,
             index: Index::new(cfg),
         }
     }
@@ -150,8 +162,16 @@ impl Common {
     }
 
     /// The whole snapshot for `node`, taking the shared parts rather than copying them; a
-    /// scoped node's holds only the Services it may call and the clusters they use.
-    pub fn into_snapshot(self, cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
+    /// scoped node's holds only the Services it may call and the clusters they use. A node
+    /// that serves `gateway` (`namespace/name`), and has proved that it may, also holds that
+    /// Gateway's certificates; no other snapshot holds a key.
+    pub fn into_snapshot(
+        self,
+        cfg: &MeshConfig,
+        node: &NodeIdentity,
+        gateway: Option<&str>,
+    ) -> Snapshot {
+        let certificates = gateway.map(|g| self.certificates.of_gateway(g)).unwrap_or_default();
         let m = self.mesh_resource(cfg, node);
         let service_names = (m.mesh.scope.is_some()).then(|| Arc::new(Self::service_names(cfg)));
         let (services, clusters) = match &m.mesh.scope {
@@ -184,6 +204,7 @@ impl Common {
             inbound_services: m.inbound_services,
             gateways: self.gateways,
             service_names,
+            certificates,
         };
         snap.version = content_version(&snap);
         // In a debug build, so in every test of every crate, each compiled snapshot also

@@ -5,6 +5,7 @@ mod grpc_route;
 mod policy;
 mod route;
 mod scope;
+mod secret;
 mod service;
 mod small_map;
 
@@ -13,6 +14,7 @@ pub use grpc_route::*;
 pub use policy::*;
 pub use route::*;
 pub use scope::*;
+pub use secret::*;
 pub use service::*;
 pub use small_map::SmallMap;
 

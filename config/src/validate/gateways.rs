@@ -3,7 +3,7 @@
 
 use crate::error::ConfigErrors;
 use crate::gateway::{effective_hostnames, is_gateway_ref, listener_attached};
-use crate::mesh_config::{MeshConfig, find_gateway};
+use crate::mesh_config::{Doc, MeshConfig, find_gateway};
 use crate::model::*;
 use crate::yaml::abs_line;
 use std::collections::HashSet;
@@ -30,9 +30,7 @@ pub(super) fn check_gateways(cfg: &MeshConfig, errs: &mut ConfigErrors) {
                     ),
                 );
             }
-            if l.protocol.value != "HTTP" {
-                errs.push(&g.file, at(&l.protocol.referenced), format!("{f}.protocol"), format!("{:?} is not supported; allowed: HTTP (TLS at the gateway is not built yet)", l.protocol.value));
-            }
+            check_protocol(g, &f, l, errs);
             if l.port == 0 {
                 errs.push(&g.file, line, format!("{f}.port"), "must be 1-65535");
             }
@@ -92,6 +90,52 @@ pub(super) fn check_gateways(cfg: &MeshConfig, errs: &mut ConfigErrors) {
             }) {
                 errs.push(&r.file, line, "spec.hostnames", format!("none of {:?} fits the hostname of a listener of Gateway {:?}; the route would serve nothing", r.object.spec.hostnames, p.name.value));
             }
+        }
+    }
+}
+
+/// A listener's protocol and its `tls`: HTTP without, HTTPS with certificates to terminate.
+/// Whether those certificates are usable is the listener's own condition
+/// (`gateway_tls.rs`), so that one bad certificate does not refuse the whole config.
+fn check_protocol(g: &Doc<GatewaySpec>, f: &str, l: &GatewayListener, errs: &mut ConfigErrors) {
+    let at = |span: &serde_saphyr::Location| abs_line(g.line, span);
+    let line = at(&l.protocol.referenced);
+    match (l.protocol.value.as_str(), &l.tls) {
+        ("HTTP", None) => {}
+        ("HTTP", Some(_)) => errs.push(&g.file, line, format!("{f}.tls"), "an HTTP listener takes no tls; use protocol: HTTPS to terminate TLS"),
+        ("HTTPS", None) => errs.push(&g.file, line, format!("{f}.tls"), "an HTTPS listener needs tls: {mode: Terminate, certificateRefs: [{name: <a kubernetes.io/tls Secret>}]}"),
+        ("HTTPS", Some(tls)) => {
+            if let Some(m) = &tls.mode
+                && m.value != "Terminate"
+            {
+                let why = if m.value == "Passthrough" {
+                    "Passthrough (TLSRoute) is not built; Trellis terminates TLS at HTTPS listeners"
+                } else {
+                    "allowed: Terminate"
+                };
+                errs.push(&g.file, at(&m.referenced), format!("{f}.tls.mode"), format!("{:?}: {why}", m.value));
+            }
+            if tls.certificate_refs.is_empty() {
+                errs.push(&g.file, line, format!("{f}.tls.certificateRefs"), "an HTTPS listener needs at least one certificateRef, a Secret of type kubernetes.io/tls");
+            }
+            for (i, r) in tls.certificate_refs.iter().enumerate() {
+                let group_ok = r.group.as_deref().is_none_or(str::is_empty);
+                let kind_ok = r.kind.as_deref().is_none_or(|k| k == "Secret");
+                if !group_ok || !kind_ok {
+                    errs.push(&g.file, at(&r.name.referenced), format!("{f}.tls.certificateRefs[{i}]"), format!("group {:?} kind {:?} is not supported; a certificateRef is a core Secret (group \"\", kind Secret)", r.group.as_deref().unwrap_or(""), r.kind.as_deref().unwrap_or("Secret")));
+                }
+            }
+            if let Some(k) = tls.options.keys().next() {
+                errs.push(&g.file, line, format!("{f}.tls.options"), format!("option {k:?} is not one Trellis reads; it reads no tls.options"));
+            }
+        }
+        (other, _) => {
+            let why = if other == "TLS" {
+                " (TLS passthrough with TLSRoute is not built)"
+            } else {
+                ""
+            };
+            errs.push(&g.file, line, format!("{f}.protocol"), format!("{other:?} is not supported{why}; allowed: HTTP, HTTPS"));
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The `Gateway` resource: a Gateway's listeners, each with the route rules attached to it.
 
-use super::{WireError, each, list, required, u16_of};
-use crate::snapshot::{GatewayEntry, GatewayListenerEntry, GatewayRoute, RouteRule};
+use super::{Problem, WireError, each, list, required, u16_of};
+use crate::snapshot::{
+    GatewayEntry, GatewayListenerEntry, GatewayRoute, ListenerProtocol, RouteRule, TlsCertificate,
+};
 use trellis_proto::v1 as pb;
 
 impl From<&GatewayEntry> for pb::Gateway {
@@ -21,6 +23,12 @@ impl From<&GatewayListenerEntry> for pb::GatewayListener {
             name: l.name.clone(),
             port: l.port.into(),
             routes: list(&l.routes),
+            protocol: match l.protocol {
+                ListenerProtocol::Http => pb::ListenerProtocol::Http,
+                ListenerProtocol::Https => pb::ListenerProtocol::Https,
+            }
+            .into(),
+            certificates: l.certificates.clone(),
         }
     }
 }
@@ -54,6 +62,14 @@ impl TryFrom<pb::GatewayListener> for GatewayListenerEntry {
         Ok(GatewayListenerEntry {
             port: u16_of(l.port, "port")?,
             routes: each(l.routes, "route")?,
+            protocol: match pb::ListenerProtocol::try_from(l.protocol) {
+                Ok(pb::ListenerProtocol::Http) => ListenerProtocol::Http,
+                Ok(pb::ListenerProtocol::Https) => ListenerProtocol::Https,
+                Err(_) => {
+                    return Err(WireError::new("protocol", Problem::UnknownEnum(l.protocol)));
+                }
+            },
+            certificates: l.certificates,
             name: l.name,
         })
     }
@@ -66,6 +82,40 @@ impl TryFrom<pb::GatewayRoute> for GatewayRoute {
         Ok(GatewayRoute {
             rule: RouteRule::try_from(required(r.rule, "rule")?)?,
             hostname: r.hostname,
+        })
+    }
+}
+
+impl From<&TlsCertificate> for pb::Certificate {
+    fn from(c: &TlsCertificate) -> Self {
+        pb::Certificate {
+            chain_pem: c.chain_pem.clone(),
+            key_pem: c.key_pem.clone(),
+            dns_names: c.dns_names.clone(),
+            not_before: c.not_before,
+            not_after: c.not_after,
+            serial: c.serial.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::Certificate> for TlsCertificate {
+    type Error = WireError;
+
+    fn try_from(c: pb::Certificate) -> Result<Self, WireError> {
+        if c.chain_pem.is_empty() {
+            return Err(WireError::new("chain_pem", Problem::Missing));
+        }
+        if c.key_pem.is_empty() {
+            return Err(WireError::new("key_pem", Problem::Missing));
+        }
+        Ok(TlsCertificate {
+            chain_pem: c.chain_pem,
+            key_pem: c.key_pem,
+            dns_names: c.dns_names,
+            not_before: c.not_before,
+            not_after: c.not_after,
+            serial: c.serial,
         })
     }
 }

@@ -236,8 +236,10 @@ pub fn everything() -> Snapshot {
         name: "edge".into(),
         namespace: "rides".into(),
         listeners: vec![GatewayListenerEntry {
-            name: "http".into(),
-            port: 8080,
+            name: "https".into(),
+            port: 8443,
+            protocol: ListenerProtocol::Https,
+            certificates: vec!["rides/edge-cert".into()],
             routes: vec![
                 GatewayRoute {
                     hostname: Some("*.rides.example".into()),
@@ -250,6 +252,15 @@ pub fn everything() -> Snapshot {
             ],
         }],
         sampling_percentage: Some(12.5),
+    };
+    let certificate = TlsCertificate {
+        // The wire carries PEM as text; the proxy parses it when it builds the listener.
+        chain_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+        key_pem: "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n".into(),
+        dns_names: vec!["rides.example".into(), "*.rides.example".into()],
+        not_before: 1_790_000_000,
+        not_after: 1_800_000_000,
+        serial: "0A1B".into(),
     };
     let mut snap = Snapshot {
         version: String::new(),
@@ -323,6 +334,7 @@ pub fn everything() -> Snapshot {
                 },
             ],
         })),
+        certificates: BTreeMap::from([("rides/edge-cert".into(), Arc::new(certificate))]),
     };
     snap.version = trellis_config::compile::content_version(&snap);
     snap

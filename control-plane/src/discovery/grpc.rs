@@ -44,6 +44,7 @@ pub trait Streams: Send + Sync + 'static {
     fn open(
         &self,
         peer: Option<std::net::SocketAddr>,
+        certs: Option<std::sync::Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
         requests: Requests,
     ) -> impl Future<Output = Result<(MetadataMap, Queue), Status>> + Send;
 }
@@ -94,7 +95,8 @@ impl<S: Streams> Service<http::Request<Body>> for DiscoveryServer<S> {
             let (parts, body) = req.into_parts();
             let request = tonic::Request::from_http(http::Request::from_parts(parts, ()));
             let peer = request.remote_addr();
-            Ok(match service.open(peer, Requests::new(body)).await {
+            let certs = request.peer_certs();
+            Ok(match service.open(peer, certs, Requests::new(body)).await {
                 Ok((headers, outbox)) => {
                     let mut res = http::Response::new(Body::new(Responses {
                         outbox,

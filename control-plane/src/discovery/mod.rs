@@ -33,6 +33,7 @@ impl grpc::Streams for DiscoveryService {
     async fn open(
         &self,
         peer: Option<SocketAddr>,
+        certs: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
         mut inbound: grpc::Requests,
     ) -> Result<(MetadataMap, grpc::Queue), Status> {
         let cp = self.0.clone();
@@ -82,7 +83,8 @@ impl grpc::Streams for DiscoveryService {
             version: subscribe.version,
             held: held(subscribe.held),
         });
-        let id = cp.registry.connect(node.clone(), identity.clone());
+        let gateway = entitled_gateway(&cp, &node, certs.as_deref().and_then(|c| c.first()));
+        let id = (cp.registry).connect(node.clone(), identity.clone(), gateway.clone());
         cp.metrics.connected_proxies.inc();
         if cp.registration_matters(&identity) {
             cp.request_rebuild();
@@ -96,6 +98,7 @@ impl grpc::Streams for DiscoveryService {
                 cp: cp.clone(),
                 id,
                 identity,
+                gateway,
                 tx,
                 sent: None,
                 sent_version: String::new(),
@@ -164,10 +167,37 @@ fn check_node(n: &Node) -> Result<NodeIdentity, NodeError> {
     })
 }
 
+/// The Gateway whose keys a proxy may be sent: the one its node names, when the stream's
+/// client certificate (verified against the mesh CA by the TLS layer) is a SPIFFE identity
+/// of this trust domain in that Gateway's namespace. That is the rule Istio applies to
+/// gateway Secrets (a proxy reads the Secrets of its own namespace). A node that names a
+/// Gateway without that proof gets its routes and no key, and the refusal is logged.
+fn entitled_gateway(
+    cp: &ControlPlane,
+    node: &Node,
+    leaf: Option<&rustls_pki_types::CertificateDer<'static>>,
+) -> Option<String> {
+    if node.gateway.is_empty() {
+        return None;
+    }
+    let (gns, _) = node.gateway.split_once('/')?;
+    let why = match leaf.map(trellis_identity::cert::inspect) {
+        None => "its stream presented no mesh client certificate (does the proxy have a join token or a service-account token?)".to_string(),
+        Some(Err(e)) => format!("its client certificate is not a mesh identity: {e}"),
+        Some(Ok(info)) if info.id.trust_domain != cp.trust_domain() => format!("its identity {} is of another trust domain", info.id),
+        Some(Ok(info)) if info.id.namespace != gns => format!("its identity {} is not of the Gateway's namespace {gns:?}", info.id),
+        Some(Ok(_)) => return Some(node.gateway.clone()),
+    };
+    tracing::warn!(workload = %node.workload, namespace = %node.namespace, gateway = %node.gateway, "serving the Gateway's routes without its certificates: {why}");
+    None
+}
+
 struct Session {
     cp: Arc<ControlPlane>,
     id: u64,
     identity: NodeIdentity,
+    /// The Gateway whose certificates this proxy may hold (`entitled_gateway`).
+    gateway: Option<String>,
     tx: Outbox,
     /// The resources the proxy holds, as far as we know; `None` forces a full replace.
     sent: Option<Arc<Compiled>>,
@@ -217,7 +247,11 @@ impl Session {
     async fn push(&mut self, w: &World) -> bool {
         // In a cluster the Pod's labels, as they are now, not as the proxy read them at start.
         let identity = self.cp.serving_identity(&self.identity);
-        let c = w.compiled_for(&identity, &self.cp.metrics.compilations);
+        let c = w.compiled_for_gateway(
+            &identity,
+            self.gateway.as_deref(),
+            &self.cp.metrics.compilations,
+        );
         if c.version == self.sent_version {
             return true;
         }

@@ -3,7 +3,8 @@
 //! settings did not change) is kept here by cluster name and endpoint address.
 
 use super::runtime::{
-    Outside, RtBackend, RtCluster, RtGatewayRoute, RtPort, RtRule, RtService, Runtime, ServiceIndex,
+    Outside, RtBackend, RtCluster, RtGatewayListener, RtGatewayRoute, RtListenerTls, RtPort,
+    RtRule, RtService, Runtime, ServiceIndex,
 };
 use crate::config::delivery::{AppPorts, PortPolicies};
 use crate::config::routing::{MatchError, Matcher};
@@ -21,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 use trellis_config::model::{LbPolicy, MtlsMode};
-use trellis_config::snapshot::{Cluster, ServiceEntry, Snapshot};
+use trellis_config::snapshot::{Cluster, ListenerProtocol, ServiceEntry, Snapshot, TlsCertificate};
 use trellis_config::sorted::{Side, join};
 use trellis_identity::SpiffeId;
 
@@ -326,7 +327,11 @@ impl StateRegistry {
                         })
                     })
                     .collect::<Result<Vec<_>, BuildError>>()?;
-                listeners.insert(l.name.clone(), routes);
+                let held = prev
+                    .and_then(|p| p.gateways.get(key)?.get(&l.name)?.tls.as_ref());
+                let tls = (l.protocol == ListenerProtocol::Https)
+                    .then(|| listener_tls(&snapshot, key, l, held));
+                listeners.insert(l.name.clone(), RtGatewayListener { routes, tls });
             }
             gateways.insert(key.clone(), listeners);
         }
@@ -640,3 +645,53 @@ fn compile_rule(
 
 #[cfg(test)]
 mod tests;
+
+/// An HTTPS listener's TLS: the previous build's when its certificates are the same `Arc`s,
+/// else a new server config. A certificate that no longer loads (it expired since the config
+/// was compiled) is left out with a warning; it never fails the build, since one listener's
+/// certificate must not refuse the whole config.
+fn listener_tls(
+    snapshot: &Snapshot,
+    gateway: &str,
+    l: &trellis_config::snapshot::GatewayListenerEntry,
+    held: Option<&RtListenerTls>,
+) -> RtListenerTls {
+    let certs: Vec<Arc<TlsCertificate>> = (l.certificates.iter())
+        .filter_map(|k| snapshot.certificates.get(k).cloned())
+        .collect();
+    if let Some(h) = held
+        && h.built_from.len() == certs.len()
+        && h.built_from.iter().zip(&certs).all(|(a, b)| Arc::ptr_eq(a, b))
+    {
+        return RtListenerTls {
+            config: h.config.clone(),
+            built_from: certs,
+        };
+    }
+    if certs.len() < l.certificates.len() || certs.is_empty() {
+        tracing::warn!(%gateway, listener = %l.name, "this HTTPS listener holds no certificate for some of its certificateRefs; clients it cannot serve fail the handshake (see trellis status, or the Gateway's listener status)");
+    }
+    let now = trellis_identity::cert::unix_now();
+    let loaded: Vec<(Arc<rustls::sign::CertifiedKey>, &[String])> = (certs.iter())
+        .filter_map(|c| {
+            match trellis_identity::serving::load_serving_pair(
+                c.chain_pem.as_bytes(),
+                c.key_pem.as_bytes(),
+                now,
+            ) {
+                Ok((key, _)) => Some((key, &c.dns_names[..])),
+                Err(e) => {
+                    tracing::warn!(%gateway, listener = %l.name, serial = %c.serial, "certificate left out: {e}");
+                    None
+                }
+            }
+        })
+        .collect();
+    let sni = Arc::new(crate::tls::gateway::SniCerts::new(loaded));
+    let config = crate::tls::gateway::server_config(sni)
+        .expect("aws-lc-rs supports TLS 1.2 and 1.3, and a ticketer");
+    RtListenerTls {
+        config,
+        built_from: certs,
+    }
+}

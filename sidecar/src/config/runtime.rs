@@ -26,7 +26,7 @@ pub struct Runtime {
     /// Each shared with the runtime before while its cluster does not change.
     pub clusters: HashMap<Arc<str>, Arc<RtCluster>>,
     /// Every Gateway's listeners by `namespace/name`, then by listener name.
-    pub gateways: HashMap<String, HashMap<String, Vec<RtGatewayRoute>>>,
+    pub gateways: HashMap<String, HashMap<String, RtGatewayListener>>,
     /// Which AuthorizationPolicies protect each app port.
     pub port_policies: PortPolicies,
     /// For a scoped proxy, the mesh Services its Scope leaves out.
@@ -54,6 +54,20 @@ pub struct Outside {
     pub(super) ips: HashMap<IpAddr, Arc<String>>,
     /// The Scopes that apply, for the error: `rides/trip, rides/default`.
     pub scopes: Arc<String>,
+}
+
+/// A Gateway listener: its routes in precedence order and, for HTTPS, its TLS.
+pub struct RtGatewayListener {
+    pub routes: Vec<RtGatewayRoute>,
+    pub tls: Option<RtListenerTls>,
+}
+
+/// An HTTPS listener's server config, and the certificates it was built from: a build whose
+/// certificates are the same `Arc`s keeps the config, and with it the session tickets and
+/// cache that let clients resume.
+pub struct RtListenerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub(super) built_from: Vec<Arc<trellis_config::snapshot::TlsCertificate>>,
 }
 
 /// A route rule as a gateway listener serves it: a `Host` requirement, then the rule.

@@ -35,6 +35,10 @@ pub async fn run(shared: Arc<Shared>, endpoint: tonic::transport::Endpoint, mut 
                 _ => std::future::pending().await,
             }
         };
+        let endpoint = match gateway_endpoint(&shared, &node) {
+            Some(e) => e,
+            None => endpoint.clone(),
+        };
         tokio::select! {
             res = session(&shared, &endpoint, &address, &node, &mut held) => match res {
                 Ok(()) => tracing::warn!(%address, "the control plane closed the stream; reconnecting"),
@@ -60,6 +64,22 @@ pub async fn run(shared: Arc<Shared>, endpoint: tonic::transport::Endpoint, mut 
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// A gateway proxy's endpoint once it holds its mesh certificate: the same control plane,
+/// with that certificate as the client's. The control plane sends a Gateway's keys only to a
+/// stream that proves an identity in the Gateway's namespace (docs/gateway.md).
+fn gateway_endpoint(shared: &Shared, node: &Node) -> Option<tonic::transport::Endpoint> {
+    if node.gateway.is_empty() || !node.mtls {
+        return None;
+    }
+    let pem = shared.tls.as_ref()?.pem.load_full()?;
+    let cp = shared.bootstrap.control_plane.as_ref()?;
+    let ca = cp.ca_pem().ok()?;
+    let e = trellis_proto::connect::endpoint_with_identity(&cp.address, &ca, &pem.0, &pem.1)
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot present the mesh certificate to the control plane"))
+        .ok()?;
+    Some(e.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true))
 }
 
 async fn session(

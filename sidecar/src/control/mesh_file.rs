@@ -7,20 +7,29 @@ use std::sync::Arc;
 use std::time::Instant;
 use trellis_config::{ConfigErrors, NodeIdentity, Snapshot};
 
-/// Loads, validates and compiles a mesh file for `node`.
+/// Loads, validates and compiles a mesh file for `node`, serving `gateway` (its
+/// `namespace/name`) if it is a gateway: then its HTTPS listeners' certificates come with it,
+/// and each that cannot serve is logged with its file:line.
 pub fn compile_mesh_file(
     loader: &trellis_config::Loader,
     path: &Path,
     node: &NodeIdentity,
+    gateway: Option<&str>,
 ) -> Result<Snapshot, ConfigErrors> {
     let cfg = loader.load_dir_or_file(path)?;
-    Ok(trellis_config::compile(&cfg, node))
+    let common = trellis_config::compile::Common::new(&cfg);
+    for p in (common.certificates.problems.iter()).filter(|p| Some(p.gateway.as_str()) == gateway)
+    {
+        tracing::warn!(listener = %p.listener, reason = p.reason.as_str(), "a certificate of this gateway cannot serve; the listener serves the others, or fails its handshakes: {}", p.error);
+    }
+    Ok(common.into_snapshot(&cfg, node, gateway))
 }
 
 /// Loads the mesh file now and records the outcome (applied, or refused with its errors).
 pub fn reload(shared: &Shared, path: &Path) {
     let started = Instant::now();
-    match compile_mesh_file(&shared.config.loader, path, &shared.node) {
+    let gateway = (shared.bootstrap.gateway.as_ref()).map(|g| g.key(&shared.node.namespace));
+    match compile_mesh_file(&shared.config.loader, path, &shared.node, gateway.as_deref()) {
         Ok(snap) => {
             let version = snap.version.clone();
             match shared.config.apply(snap, &shared.metrics) {

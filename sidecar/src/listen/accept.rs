@@ -1,17 +1,13 @@
 //! Accepting downstream connections: the accept loop every listener runs (connection cap,
 //! drain), and hyper's HTTP/1.1 and h2c server with the proxy's limits. What each connection
-//! then is, and who serves it, is decided in `dispatch.rs` (and first `inbound.rs` for mTLS).
+//! then is, and who serves it, is decided in `dispatch.rs` (first `inbound.rs` for mTLS,
+//! and `gateway.rs` for a Gateway listener).
 
 use crate::config::bootstrap::Limits;
-use crate::http::body::Body;
 use crate::shared::Shared;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,35 +33,6 @@ pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .adaptive_window(true)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     b
-}
-
-/// Serves HTTP on `listener` (`name` in its log lines) with `handler` until the drain starts,
-/// then waits up to the drain timeout for open connections to finish their requests.
-pub async fn serve<H, F>(listener: TcpListener, name: &'static str, shared: Arc<Shared>, handler: H)
-where
-    H: Fn(Arc<Shared>, SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
-{
-    accept_loop(listener, name, shared, move |conn| {
-        let handler = handler.clone();
-        async move {
-            let Conn {
-                stream,
-                peer,
-                shared,
-                builder,
-                watcher,
-            } = conn;
-            let svc = service_fn(move |req| handler(shared.clone(), peer, req));
-            let c = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
-            if let Err(e) = watcher.watch(c).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        }
-    })
-    .await
 }
 
 /// One accepted connection and what serving it needs.

@@ -5,6 +5,7 @@
 pub(crate) mod accept;
 pub(crate) mod detect;
 pub(crate) mod dispatch;
+pub(crate) mod gateway;
 pub(crate) mod inbound;
 pub(crate) mod original_dst;
 pub(crate) mod peeked;

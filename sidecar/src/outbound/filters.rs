@@ -65,8 +65,15 @@ pub struct Redirect<'a> {
 }
 
 impl Redirect<'_> {
-    pub fn respond(&self, uri: &Uri, host: &str, req_port: Option<u16>) -> Response<Body> {
-        let scheme = self.scheme.unwrap_or("http");
+    /// `req_scheme` is how the request came (`http`, or `https` at a TLS listener).
+    pub fn respond(
+        &self,
+        uri: &Uri,
+        req_scheme: &str,
+        host: &str,
+        req_port: Option<u16>,
+    ) -> Response<Body> {
+        let scheme = self.scheme.unwrap_or(req_scheme);
         let hostname = self.hostname.unwrap_or(host);
         // Gateway API: with no port set, keep the request's port unless the scheme changed,
         // and leave out a port that is the scheme's default.

@@ -24,17 +24,35 @@ pub struct ListenerId {
     pub listener: Arc<str>,
 }
 
+/// How the client reached the listener: what `X-Forwarded-Proto` says, and the scheme a
+/// redirect keeps when it names none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 pub async fn handle(
     shared: Arc<Shared>,
     id: ListenerId,
     peer: SocketAddr,
+    scheme: Scheme,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let mut obs = Observation::start(&shared.labels, shared.bootstrap.access_log, "gateway", &req);
     let grpc = is_grpc(&req);
     let res = match shared.config.current_full() {
         None => Err(ProxyError::NotReady),
-        Some(rt) => route(&shared, &rt, &id, peer, req, &mut obs).await,
+        Some(rt) => route(&shared, &rt, &id, peer, scheme, req, &mut obs).await,
     };
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
     Ok(obs.finish(&shared.metrics, &shared.labels, &shared.spans, res))
@@ -45,6 +63,7 @@ async fn route(
     rt: &Runtime,
     id: &ListenerId,
     peer: SocketAddr,
+    scheme: Scheme,
     mut req: Request<Incoming>,
     obs: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
@@ -59,7 +78,12 @@ async fn route(
     );
     // The edge says who the client is; what the client said about that is not believed.
     let trusted = (shared.bootstrap.gateway.as_ref()).map_or(0, |g| g.trusted_proxies);
-    super::forwarded::set(req.headers_mut(), peer.ip().to_canonical(), trusted, "http");
+    super::forwarded::set(
+        req.headers_mut(),
+        peer.ip().to_canonical(),
+        trusted,
+        scheme.as_str(),
+    );
     crate::http::normalize::normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
 
     // Phase 2: the listener's routes, then the first whose hostname and match fit.
@@ -67,6 +91,7 @@ async fn route(
         .gateways
         .get(&*id.gateway)
         .and_then(|g| g.get(&*id.listener))
+        .map(|l| &l.routes)
         .ok_or_else(|| ProxyError::NoGateway {
             gateway: format!("{} (listener {})", id.gateway, id.listener),
         })?;
@@ -99,7 +124,7 @@ async fn route(
         &chosen.rule,
         &authority,
         obs,
-        Upstream::Gateway,
+        Upstream::Gateway(scheme),
     )
     .await
 }

@@ -106,8 +106,9 @@ pub(crate) enum Upstream {
     /// A mesh app named the Service in `Host`; it goes upstream unchanged.
     Mesh,
     /// A client outside the mesh named the gateway's host; upstream sees the backend Service
-    /// (`name.namespace`) and the original host in `x-forwarded-host`.
-    Gateway,
+    /// (`name.namespace`) and the original host in `x-forwarded-host`. With the scheme the
+    /// client reached the listener with.
+    Gateway(crate::outbound::gateway::Scheme),
 }
 
 /// From a chosen rule to the response: redirect or pick a backend, apply request filters,
@@ -123,7 +124,11 @@ pub(crate) async fn dispatch(
     obs: &mut Observation,
     upstream: Upstream,
 ) -> Result<Response<Body>, ProxyError> {
-    if let Some(res) = redirect(rule, &req, authority) {
+    let scheme = match upstream {
+        Upstream::Gateway(s) => s.as_str(),
+        Upstream::Mesh => "http",
+    };
+    if let Some(res) = redirect(rule, &req, authority, scheme) {
         return Ok(res);
     }
     let backend = rule.pick_backend().ok_or_else(|| ProxyError::NoBackend {
@@ -134,7 +139,7 @@ pub(crate) async fn dispatch(
     // Phase 4: request filters, rule first, then the backend's own.
     let mut host_header = match upstream {
         Upstream::Mesh => HeaderValue::from_str(authority.as_str()),
-        Upstream::Gateway => {
+        Upstream::Gateway(_) => {
             obs.destination = backend.cluster.service_label.clone();
             if let Some(h) = req.headers_mut().remove(header::HOST) {
                 req.headers_mut().insert("x-forwarded-host", h);
@@ -234,7 +239,14 @@ pub(crate) fn destination<B>(req: &Request<B>) -> Result<Authority, ProxyError> 
     Authority::try_from(host.as_bytes()).map_err(|_| ProxyError::BadRequest("invalid Host header"))
 }
 
-fn redirect<B>(rule: &RtRule, req: &Request<B>, authority: &Authority) -> Option<Response<Body>> {
+/// The rule's `RequestRedirect` answer, if it has one. `scheme` is how the client came, the
+/// one a redirect keeps when it sets none.
+fn redirect<B>(
+    rule: &RtRule,
+    req: &Request<B>,
+    authority: &Authority,
+    req_scheme: &str,
+) -> Option<Response<Body>> {
     rule.filters.iter().find_map(|f| match f {
         Filter::RequestRedirect {
             scheme,
@@ -252,7 +264,7 @@ fn redirect<B>(rule: &RtRule, req: &Request<B>, authority: &Authority) -> Option
                     .map(|p| rewrite_path(req.uri().path(), p, rule.matcher.prefix())),
                 status: *status_code,
             }
-            .respond(req.uri(), authority.host(), authority.port_u16()),
+            .respond(req.uri(), req_scheme, authority.host(), authority.port_u16()),
         ),
         _ => None,
     })

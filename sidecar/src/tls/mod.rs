@@ -5,6 +5,7 @@
 // rotation, so rotation never rebuilds a config and never touches an open connection.
 
 pub mod accept;
+pub mod gateway;
 pub mod metrics;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -30,6 +31,9 @@ pub struct MeshTls {
     pub client_http1: Arc<ClientConfig>,
     pub client_http2: Arc<ClientConfig>,
     pub client_tcp: Arc<ClientConfig>,
+    /// The current certificate chain and key as PEM, for a client that takes PEM: a gateway
+    /// proxy proves its identity with them on its discovery stream, to be sent its keys.
+    pub pem: ArcSwapOption<(String, String)>,
     /// Signalled whenever a certificate is installed.
     pub installed: tokio::sync::Notify,
     /// Set once the proxy has told the control plane it accepts mTLS; until then callers
@@ -72,6 +76,7 @@ impl MeshTls {
             cert,
             bundle,
             info: ArcSwapOption::empty(),
+            pem: ArcSwapOption::empty(),
             installed: tokio::sync::Notify::new(),
             registered: std::sync::atomic::AtomicBool::new(false),
         })
