@@ -25,8 +25,16 @@ pub fn run(args: &CheckArgs, output: Output) -> anyhow::Result<ExitCode> {
         files += found;
         // Each path is one whole mesh: references (a route's backendRefs, a policy's
         // targetRef) must resolve within it, as they must in the control plane's source.
-        if let Err(e) = trellis_config::load_dir_or_file(path) {
-            errors.extend(e.0);
+        match trellis_config::load_dir_or_file(path) {
+            Err(e) => errors.extend(e.0),
+            // A certificate that cannot serve does not refuse the config (its listener
+            // serves the others, or fails its handshakes, and the other listeners serve on),
+            // but it is a mistake to fix before it ships.
+            Ok(cfg) => {
+                let now = trellis_identity::cert::unix_now();
+                let certs = trellis_config::gateway_tls::resolve(&cfg, now);
+                errors.extend(certs.problems.into_iter().map(|p| p.error));
+            }
         }
     }
     match output {

@@ -160,3 +160,61 @@ fn grpcroutes_are_checked_and_their_errors_named_at_their_line() {
         "{printed}"
     );
 }
+
+/// After `VALID` (11 lines): an HTTPS listener whose certificateRefs (line 22) name `good`
+/// and `gone`, then the Secret `good` (line 24) with `crt` and `key`.
+fn https_gateway(crt: &str, key: &str) -> String {
+    let indent = |pem: &str| pem.trim_end().replace('\n', "\n      ");
+    format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: rides}}
+spec:
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    tls:
+      certificateRefs: [{{name: good}}, {{name: gone}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: good, namespace: rides}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+      {}
+  tls.key: |
+      {}
+",
+        indent(crt),
+        indent(key)
+    )
+}
+
+#[test]
+fn certificates_that_cannot_serve_are_named_at_their_certificate_ref() {
+    let ca = testkit::pki::TestCa::new("edge");
+    let leaf = ca.server(&["rides.example.com"]);
+    let file = TempFile::new(
+        "tls-bad",
+        &format!(
+            "{VALID}{}",
+            https_gateway(&leaf.cert_pem, &ca.server(&["x"]).key_pem)
+        ),
+    );
+    let path = file.0.to_str().unwrap();
+    let out = trellis(&["check", path]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains(&format!("{path}:22: spec.listeners[0].tls.certificateRefs[0]: Secret rides/good ({path}:24): tls.key does not belong to the certificate in tls.crt")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("{path}:22: spec.listeners[0].tls.certificateRefs[1]: no Secret \"gone\" in namespace \"rides\"")),
+        "{printed}"
+    );
+    assert!(!printed.contains("PRIVATE KEY"), "{printed}");
+}

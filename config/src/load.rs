@@ -185,9 +185,10 @@ fn parse(file: &Arc<str>, raw: &RawDoc<'_>) -> Result<Parsed, ConfigError> {
         ("trellis.dev/v1alpha1", "AuthorizationPolicy") => Parsed::Authorization(typed!()),
         ("trellis.dev/v1alpha1", "Scope") => Parsed::Scope(typed!()),
         ("v1", "Secret") => Parsed::Secret(Arc::new(secret(file, raw)?)),
-        ("gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1", "ReferenceGrant") => {
-            Parsed::ReferenceGrant(typed!())
-        }
+        (
+            "gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1",
+            "ReferenceGrant",
+        ) => Parsed::ReferenceGrant(typed!()),
         ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => {
             Parsed::Gateway(typed!())
         }

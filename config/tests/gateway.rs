@@ -104,6 +104,42 @@ fn a_route_naming_a_missing_gateway_or_listener_is_an_error_with_its_line() {
 }
 
 #[test]
+fn tls_passthrough_and_unknown_protocols_are_refused_by_name() {
+    let yaml = [
+        SERVICES,
+        &gateway(
+            "  - {name: tls, port: 443, protocol: TLS}
+  - {name: udp, port: 53, protocol: UDP}
+  - name: pass
+    port: 8443
+    protocol: HTTPS
+    tls: {mode: Passthrough, certificateRefs: [{name: c}]}
+  - name: opts
+    port: 9443
+    protocol: HTTPS
+    tls: {certificateRefs: [{kind: ConfigMap, name: c}], options: {x: y}}
+",
+        ),
+    ]
+    .concat();
+    let e = errors(&yaml);
+    assert!(e.contains("spec.listeners[0].protocol: \"TLS\" is not supported (TLS passthrough with TLSRoute is not built); allowed: HTTP, HTTPS"), "{e}");
+    assert!(
+        e.contains("spec.listeners[1].protocol: \"UDP\" is not supported; allowed: HTTP, HTTPS"),
+        "{e}"
+    );
+    assert!(
+        e.contains("spec.listeners[2].tls.mode: \"Passthrough\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("spec.listeners[3].tls.certificateRefs[0]"),
+        "{e}"
+    );
+    assert!(e.contains("spec.listeners[3].tls.options"), "{e}");
+}
+
+#[test]
 fn listener_protocol_hostname_and_duplicates_are_checked() {
     let yaml = [
         SERVICES,
@@ -113,11 +149,9 @@ fn listener_protocol_hostname_and_duplicates_are_checked() {
     ]
     .concat();
     let e = errors(&yaml);
-    assert!(
-        e.contains("mesh.yaml:20: spec.listeners[0].protocol"),
-        "{e}"
-    );
-    assert!(e.contains("allowed: HTTP"), "{e}");
+    // HTTPS is built; without tls it cannot serve, and the error says what to add.
+    assert!(e.contains("mesh.yaml:20: spec.listeners[0].tls"), "{e}");
+    assert!(e.contains("certificateRefs"), "{e}");
     assert!(e.contains("mesh.yaml:21: spec.listeners[1].name"), "{e}");
     assert!(e.contains("spec.listeners[1].hostname"), "{e}");
 

@@ -141,10 +141,9 @@ mod tests {
 
     fn pair(names: &[&str], days: (i64, i64)) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(
-            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .unwrap();
+        let mut p =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let at = |d: i64| {
             let now = std::time::SystemTime::now();
             let delta = std::time::Duration::from_secs(d.unsigned_abs() * 86_400);
@@ -160,10 +159,7 @@ mod tests {
         let (crt, key) = pair(&["rides.example.com", "*.rides.example.com"], (-1, 30));
         let (_, info) =
             load_serving_pair(crt.as_bytes(), key.as_bytes(), crate::cert::unix_now()).unwrap();
-        assert_eq!(
-            info.dns_names,
-            ["rides.example.com", "*.rides.example.com"]
-        );
+        assert_eq!(info.dns_names, ["rides.example.com", "*.rides.example.com"]);
         assert!(info.not_after > crate::cert::unix_now());
     }
 

@@ -78,7 +78,11 @@ async fn edge(rides: &Leaf, maps: &Leaf, ca: TestCa) -> Edge {
         GATEWAY.to_string(),
     ]
     .concat();
-    let full = format!("{mesh}{}{}", secret("rides-cert", rides), secret("maps-cert", maps));
+    let full = format!(
+        "{mesh}{}{}",
+        secret("rides-cert", rides),
+        secret("maps-cert", maps)
+    );
     let h = start(
         &full,
         "gateway: {name: edge, listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}}\n",
@@ -145,7 +149,12 @@ async fn presented(e: &Edge, sni: Option<&str>) -> String {
         e.ca_file.path().display().to_string(),
     ];
     match sni {
-        Some(n) => args.extend(["-servername".into(), n.to_string(), "-verify_hostname".into(), n.to_string()]),
+        Some(n) => args.extend([
+            "-servername".into(),
+            n.to_string(),
+            "-verify_hostname".into(),
+            n.to_string(),
+        ]),
         None => args.push("-noservername".into()),
     }
     let (_, out, err) = run_with_stdin("openssl", args).await;
@@ -200,10 +209,9 @@ async fn https_get(
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let req = http::Request::get("/rides/1")
         .header("host", sni)
@@ -231,7 +239,10 @@ async fn curl_over_h2_and_http11_reaches_an_http11_app_with_forwarded_https() {
     assert!(out.starts_with("HTTP/2 200"), "{out}");
     let lower = out.to_ascii_lowercase();
     assert!(lower.contains("x-upstream: passenger-0"), "{out}");
-    assert!(lower.contains("x-seen-version: http/1.1"), "the app got HTTP/1.1: {out}");
+    assert!(
+        lower.contains("x-seen-version: http/1.1"),
+        "the app got HTTP/1.1: {out}"
+    );
     // The edge says how the client came: https, not what the client claimed.
     assert!(lower.contains("\"x-forwarded-proto\":\"https\""), "{out}");
 
@@ -244,9 +255,8 @@ async fn curl_over_h2_and_http11_reaches_an_http11_app_with_forwarded_https() {
     assert!(ok, "curl to the wildcard failed: {err}\n{out}");
     assert!(out.starts_with("HTTP/2 200"), "{out}");
 
-    let ok = e
-        .h
-        .metric(
+    let ok =
+        e.h.metric(
             "trellis_requests_total",
             &[("direction", "gateway"), ("response_code", "200")],
         )
@@ -277,7 +287,14 @@ async fn openssl_sees_the_certificate_its_sni_names_and_the_first_without_one() 
         });
         assert_eq!(
             leaf.map(|p| p.split_whitespace().collect::<String>()),
-            Some(want.cert_pem.split("-----END").next().unwrap().split_whitespace().collect()),
+            Some(
+                want.cert_pem
+                    .split("-----END")
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .collect()
+            ),
             "{sni:?} got another certificate: {out}"
         );
         assert!(out.contains("TLSv1.3"), "TLS 1.3 is preferred: {out}");
@@ -286,7 +303,9 @@ async fn openssl_sees_the_certificate_its_sni_names_and_the_first_without_one() 
         }
     }
     // The same choice as rustls clients see it.
-    let got = https_get(e.https, "api.maps.example.com", &e.ca.root_pem).await.unwrap();
+    let got = https_get(e.https, "api.maps.example.com", &e.ca.root_pem)
+        .await
+        .unwrap();
     assert_eq!(got, (200, der(&maps)));
 }
 
@@ -326,11 +345,20 @@ async fn a_rotated_certificate_serves_new_connections_with_no_failed_request() {
     let now = https_get(e.https, "rides.example.com", &e.ca.root_pem)
         .await
         .unwrap();
-    assert_eq!(now.1, der(&renewed), "new connections get the renewed certificate");
+    assert_eq!(
+        now.1,
+        der(&renewed),
+        "new connections get the renewed certificate"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = looping.await.unwrap();
-    assert!(failed.is_empty(), "{} of {} failed: {failed:?}", failed.len(), ok + failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
     assert!(ok > 10, "the loop ran: {ok} requests");
 }
 
@@ -350,14 +378,21 @@ async fn an_expired_certificate_is_left_out_and_the_other_listeners_serve() {
         .await
         .unwrap_err();
     assert!(err.contains("handshake"), "{err}");
-    assert!(https_get(e.https, "api.maps.example.com", &e.ca.root_pem).await.is_ok());
+    assert!(
+        https_get(e.https, "api.maps.example.com", &e.ca.root_pem)
+            .await
+            .is_ok()
+    );
     // /config_dump shows the listener's usable certificates, names and validity, no key.
     let dump = e.h.admin("/config_dump").await.body;
     assert!(!dump.contains("PRIVATE KEY"), "a key in /config_dump");
     let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
     let v = &v["snapshot"];
     let listener = &v["gateways"]["rides/edge"]["listeners"][1];
-    assert_eq!(listener["certificates"], serde_json::json!(["rides/maps-cert"]));
+    assert_eq!(
+        listener["certificates"],
+        serde_json::json!(["rides/maps-cert"])
+    );
     assert_eq!(
         v["certificates"]["rides/maps-cert"]["dnsNames"],
         serde_json::json!(["*.maps.example.com"])
@@ -376,15 +411,17 @@ async fn a_listener_with_no_usable_certificate_fails_handshakes_and_counts_them(
         cert_pem: ca.server(&[name]).cert_pem,
         key_pem: other_ca.server(&[name]).key_pem,
     };
-    let (rides, maps) = (mismatched("rides.example.com"), mismatched("*.maps.example.com"));
+    let (rides, maps) = (
+        mismatched("rides.example.com"),
+        mismatched("*.maps.example.com"),
+    );
     let e = edge(&rides, &maps, ca).await;
     let err = https_get(e.https, "rides.example.com", &e.ca.root_pem)
         .await
         .unwrap_err();
     assert!(err.contains("handshake"), "{err}");
-    let failed = e
-        .h
-        .metric(
+    let failed =
+        e.h.metric(
             "trellis_tls_handshake_errors_total",
             &[("direction", "gateway"), ("reason", "handshake-failed")],
         )
@@ -404,10 +441,12 @@ async fn the_http_listener_redirects_to_https_on_the_default_port() {
     let e = edge(&rides, &maps, ca).await;
     // Gateway API: scheme https with no port set goes to 443, which a URL leaves out; the
     // request's port (8080 here) is not carried over to another scheme.
-    let r = e
-        .h
-        .send(req(e.http, "rides.example.com:8080", "/book?ride=1"))
-        .await;
+    let r =
+        e.h.send(req(e.http, "rides.example.com:8080", "/book?ride=1"))
+            .await;
     assert_eq!(r.status, 301);
-    assert_eq!(r.header("location"), "https://rides.example.com/book?ride=1");
+    assert_eq!(
+        r.header("location"),
+        "https://rides.example.com/book?ride=1"
+    );
 }

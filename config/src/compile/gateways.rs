@@ -3,9 +3,9 @@
 use super::context::Ctx;
 use super::routes::{compile_route, precedence};
 use crate::gateway::{effective_hostnames, hostname_rank, is_gateway_ref, listener_attached};
+use crate::gateway_tls::ResolvedCertificates;
 use crate::mesh_config::Doc;
 use crate::model::*;
-use crate::gateway_tls::ResolvedCertificates;
 use crate::snapshot::{
     Cluster, GatewayEntry, GatewayListenerEntry, GatewayRoute, ListenerProtocol,
 };

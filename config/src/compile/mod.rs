@@ -171,7 +171,9 @@ impl Common {
         node: &NodeIdentity,
         gateway: Option<&str>,
     ) -> Snapshot {
-        let certificates = gateway.map(|g| self.certificates.of_gateway(g)).unwrap_or_default();
+        let certificates = gateway
+            .map(|g| self.certificates.of_gateway(g))
+            .unwrap_or_default();
         let m = self.mesh_resource(cfg, node);
         let service_names = (m.mesh.scope.is_some()).then(|| Arc::new(Self::service_names(cfg)));
         let (services, clusters) = match &m.mesh.scope {

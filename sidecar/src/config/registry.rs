@@ -327,8 +327,7 @@ impl StateRegistry {
                         })
                     })
                     .collect::<Result<Vec<_>, BuildError>>()?;
-                let held = prev
-                    .and_then(|p| p.gateways.get(key)?.get(&l.name)?.tls.as_ref());
+                let held = prev.and_then(|p| p.gateways.get(key)?.get(&l.name)?.tls.as_ref());
                 let tls = (l.protocol == ListenerProtocol::Https)
                     .then(|| listener_tls(&snapshot, key, l, held));
                 listeners.insert(l.name.clone(), RtGatewayListener { routes, tls });
@@ -661,7 +660,10 @@ fn listener_tls(
         .collect();
     if let Some(h) = held
         && h.built_from.len() == certs.len()
-        && h.built_from.iter().zip(&certs).all(|(a, b)| Arc::ptr_eq(a, b))
+        && h.built_from
+            .iter()
+            .zip(&certs)
+            .all(|(a, b)| Arc::ptr_eq(a, b))
     {
         return RtListenerTls {
             config: h.config.clone(),

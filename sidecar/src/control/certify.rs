@@ -256,7 +256,10 @@ async fn certify_once(
     tls.bundle.store(Arc::new(bundle));
     tls.cert.set(certified);
     tls.info.store(Some(Arc::new(info.clone())));
-    (tls.pem).store(Some(Arc::new((held.chain_pem.clone(), held.key_pem.clone()))));
+    (tls.pem).store(Some(Arc::new((
+        held.chain_pem.clone(),
+        held.key_pem.clone(),
+    ))));
     tls.installed.notify_one();
     Ok((info, held))
 }

@@ -18,8 +18,7 @@ pub fn compile_mesh_file(
 ) -> Result<Snapshot, ConfigErrors> {
     let cfg = loader.load_dir_or_file(path)?;
     let common = trellis_config::compile::Common::new(&cfg);
-    for p in (common.certificates.problems.iter()).filter(|p| Some(p.gateway.as_str()) == gateway)
-    {
+    for p in (common.certificates.problems.iter()).filter(|p| Some(p.gateway.as_str()) == gateway) {
         tracing::warn!(listener = %p.listener, reason = p.reason.as_str(), "a certificate of this gateway cannot serve; the listener serves the others, or fails its handshakes: {}", p.error);
     }
     Ok(common.into_snapshot(&cfg, node, gateway))
@@ -29,7 +28,12 @@ pub fn compile_mesh_file(
 pub fn reload(shared: &Shared, path: &Path) {
     let started = Instant::now();
     let gateway = (shared.bootstrap.gateway.as_ref()).map(|g| g.key(&shared.node.namespace));
-    match compile_mesh_file(&shared.config.loader, path, &shared.node, gateway.as_deref()) {
+    match compile_mesh_file(
+        &shared.config.loader,
+        path,
+        &shared.node,
+        gateway.as_deref(),
+    ) {
         Ok(snap) => {
             let version = snap.version.clone();
             match shared.config.apply(snap, &shared.metrics) {

@@ -41,7 +41,10 @@ async fn connection(conn: Conn, id: ListenerId) {
             let reason = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => {
                     tracing::trace!(%peer, sni = ?s.get_ref().1.server_name(), "TLS accepted");
-                    (Box::new(s) as Box<dyn crate::tls::accept::Io>, Scheme::Https)
+                    (
+                        Box::new(s) as Box<dyn crate::tls::accept::Io>,
+                        Scheme::Https,
+                    )
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, gateway = %id.gateway, listener = %id.listener, error = %e, "TLS handshake failed");

@@ -264,7 +264,12 @@ fn redirect<B>(
                     .map(|p| rewrite_path(req.uri().path(), p, rule.matcher.prefix())),
                 status: *status_code,
             }
-            .respond(req.uri(), req_scheme, authority.host(), authority.port_u16()),
+            .respond(
+                req.uri(),
+                req_scheme,
+                authority.host(),
+                authority.port_u16(),
+            ),
         ),
         _ => None,
     })

@@ -99,12 +99,22 @@ mod tests {
         let names_a = vec!["rides.example.com".to_string()];
         let names_b = vec!["*.example.com".to_string(), "rides.example.com".to_string()];
         let t = SniCerts::new([(a.clone(), &names_a[..]), (b.clone(), &names_b[..])]);
-        let same = |x: Option<Arc<CertifiedKey>>, y: &Arc<CertifiedKey>| Arc::ptr_eq(&x.unwrap(), y);
-        assert!(same(t.pick(Some("rides.example.com")), &a), "the first listed wins a shared name");
+        let same =
+            |x: Option<Arc<CertifiedKey>>, y: &Arc<CertifiedKey>| Arc::ptr_eq(&x.unwrap(), y);
+        assert!(
+            same(t.pick(Some("rides.example.com")), &a),
+            "the first listed wins a shared name"
+        );
         assert!(same(t.pick(Some("api.example.com")), &b));
-        assert!(same(t.pick(Some("api.example.com.")), &b), "a trailing dot is the same name");
+        assert!(
+            same(t.pick(Some("api.example.com.")), &b),
+            "a trailing dot is the same name"
+        );
         // A wildcard stands for one label only.
-        assert!(same(t.pick(Some("a.b.example.com")), &a), "falls back to the default");
+        assert!(
+            same(t.pick(Some("a.b.example.com")), &a),
+            "falls back to the default"
+        );
         assert!(same(t.pick(None), &a));
         assert!(SniCerts::new([]).pick(Some("x")).is_none());
     }
