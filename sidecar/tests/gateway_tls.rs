@@ -5,8 +5,6 @@
 
 mod support;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::net::SocketAddr;
@@ -182,45 +180,13 @@ fn der(leaf: &Leaf) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()
 }
 
-/// One HTTPS request on a new connection with rustls, trusting `ca`: the status and the leaf
-/// the server presented.
+/// One HTTPS request for /rides/1 on a new connection, trusting `ca`.
 async fn https_get(
     addr: SocketAddr,
     sni: &str,
     ca: &str,
 ) -> Result<(u16, CertificateDer<'static>), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = http::Request::get("/rides/1")
-        .header("host", sni)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = send.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = res.status().as_u16();
-    res.into_body().collect().await.map_err(|e| e.to_string())?;
-    Ok((status, leaf))
+    testkit::tls::https_get(addr, sni, ca, "/rides/1").await
 }
 
 #[tokio::test]

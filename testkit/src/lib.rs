@@ -3,6 +3,7 @@
 
 pub mod grpc;
 pub mod pki;
+pub mod tls;
 pub mod upstream;
 
 pub use upstream::{Mode, Upstream};

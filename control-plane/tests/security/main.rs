@@ -7,6 +7,7 @@ mod support;
 
 mod authorization;
 mod certificates;
+mod gateway_keys;
 mod mtls_modes;
 
 use bytes::Bytes;

@@ -38,7 +38,7 @@ async fn connection(conn: Conn, id: ListenerId) {
             // The same bound as a request head's: a client that opens a connection and
             // never finishes its handshake holds a slot no longer than a slow header would.
             let limit = shared.bootstrap.limits.header_read_timeout;
-            let reason = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => {
                     tracing::trace!(%peer, sni = ?s.get_ref().1.server_name(), "TLS accepted");
                     (
@@ -55,8 +55,7 @@ async fn connection(conn: Conn, id: ListenerId) {
                     count_refused(&shared, "handshake-timeout");
                     return;
                 }
-            };
-            reason
+            }
         }
     };
     let svc = service_fn(move |req| handle(shared.clone(), id.clone(), peer, scheme, req));

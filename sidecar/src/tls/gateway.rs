@@ -96,8 +96,8 @@ mod tests {
     #[test]
     fn exact_then_wildcard_then_the_first_listed() {
         let (a, b) = (key(), key());
-        let names_a = vec!["rides.example.com".to_string()];
-        let names_b = vec!["*.example.com".to_string(), "rides.example.com".to_string()];
+        let names_a = ["rides.example.com".to_string()];
+        let names_b = ["*.example.com".to_string(), "rides.example.com".to_string()];
         let t = SniCerts::new([(a.clone(), &names_a[..]), (b.clone(), &names_b[..])]);
         let same =
             |x: Option<Arc<CertifiedKey>>, y: &Arc<CertifiedKey>| Arc::ptr_eq(&x.unwrap(), y);
