@@ -101,6 +101,7 @@ pub fn run(args: &ChildArgs) -> ExitCode {
                     ca: trellis_control::identity::ca::CaSource::StateDir(state_dir.clone()),
                     cert_ttl: Duration::from_secs(3600),
                     server_names: trellis_control::default_server_names(),
+                    gateway_secret_namespaces: None,
                 };
                 let _running = trellis_control::start(opts)
                     .await

@@ -148,7 +148,7 @@ fn main() {
     let mut written = 0;
     for _ in 0..rounds {
         let t = Instant::now();
-        written = patches(&state, &held, "2026-11-27T00:00:00Z").len();
+        written = patches(&state, &held, &[], "2026-11-27T00:00:00Z").len();
         status.push(t.elapsed());
     }
     state.http_routes.pop();

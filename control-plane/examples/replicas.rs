@@ -196,6 +196,11 @@ fn cluster(a: &Args) -> MockApi {
         api.serve(&path, list(kind, "trellis.dev/v1alpha1", Vec::new()));
     }
     api.serve(SCOPES, list("Scope", "trellis.dev/v1alpha1", scopes));
+    let grants = "gateway.networking.k8s.io/v1beta1";
+    api.serve(
+        &format!("/apis/{grants}/referencegrants"),
+        list("ReferenceGrant", grants, Vec::new()),
+    );
     // The shared CA, as the first replica of a real cluster would have created it.
     let ca = trellis_control::kubernetes::ca::generate_ca().expect("a CA");
     let b64 = |s: &str| {

@@ -89,6 +89,12 @@ struct Serve {
     /// The namespace trellis-control runs in: it holds the CA Secret and the Service.
     #[arg(long, env = "TRELLIS_NAMESPACE", default_value = "trellis-system")]
     namespace: String,
+    /// The namespaces whose TLS Secrets Gateway listeners may use (comma-separated), each
+    /// watched on its own so that RBAC grants Secrets there only; `*` watches every
+    /// namespace (which needs a ClusterRole). Default: --namespace, where the sample
+    /// Gateway lives. docs/kubernetes.md says what RBAC each needs.
+    #[arg(long, env = "TRELLIS_GATEWAY_SECRET_NAMESPACES", value_delimiter = ',')]
+    gateway_secret_namespaces: Vec<String>,
     /// The image injected pods run trellis-proxy from [default: this release's image].
     #[arg(long)]
     proxy_image: Option<String>,
@@ -202,6 +208,11 @@ fn serve(args: Serve) -> ExitCode {
             ca: args.ca.source(),
             cert_ttl: args.cert_ttl,
             server_names,
+            gateway_secret_namespaces: match args.gateway_secret_namespaces.as_slice() {
+                [] => Some(vec![args.namespace.clone()]),
+                all if all.iter().any(|n| n == "*") => None,
+                some => Some(some.to_vec()),
+            },
         };
         let mut _webhook = None;
         let source = if args.kubernetes {

@@ -20,6 +20,10 @@ pub struct Options {
     pub cert_ttl: Duration,
     /// Names (DNS or IP) in the control plane's own serving certificate.
     pub server_names: Vec<String>,
+    /// Kubernetes mode: the namespaces whose `kubernetes.io/tls` Secrets Gateways may use,
+    /// each watched on its own so that RBAC can be a Role per namespace; `None` watches
+    /// them cluster-wide (a ClusterRole). docs/kubernetes.md.
+    pub gateway_secret_namespaces: Option<Vec<String>>,
 }
 
 impl Options {
@@ -34,6 +38,7 @@ impl Options {
             ca: CaSource::StateDir(state_dir),
             cert_ttl: Duration::from_secs(24 * 3600),
             server_names: default_server_names(),
+            gateway_secret_namespaces: None,
         }
     }
 }

@@ -105,7 +105,8 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
             (Some(watcher), None)
         }
         Source::Kubernetes(client) => {
-            let watches = kubernetes::watch::watch_all(&client);
+            let namespaces = cp.opts.gateway_secret_namespaces.as_deref();
+            let watches = kubernetes::watch::watch_all(&client, namespaces);
             let _ = cp.kube.set(client.clone());
             let _ = cp.pods.set(watches.pods());
             let task = tokio::spawn(kubernetes::run(cp.clone(), watches, client));

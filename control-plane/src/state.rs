@@ -74,9 +74,23 @@ impl ControlPlane {
 
     /// Loads the config source. A valid config replaces the served one at once; an invalid
     /// one is refused, recorded for `trellis status`, and the previous one keeps serving.
+    /// A Gateway certificate that cannot serve does not refuse the config (its listener
+    /// serves the others): the config applies, and the problem is recorded as a refused
+    /// object for `trellis status`, the metrics and the log.
     pub(crate) fn reload(&self) -> Result<(), ConfigErrors> {
         let source = self.opts.config.display().to_string();
-        self.apply(&source, self.loader.load_dir_or_file(&self.opts.config))
+        match self.loader.load_dir_or_file(&self.opts.config) {
+            Ok(cfg) => {
+                let problems = certificate_problems(&cfg);
+                if problems.is_empty() {
+                    self.apply(&source, Ok(cfg))
+                } else {
+                    self.apply_partial(&source, cfg, problems);
+                    Ok(())
+                }
+            }
+            Err(e) => self.apply(&source, Err(e)),
+        }
     }
 
     /// The loader every source parses with; it caches documents by their text.
@@ -324,4 +338,11 @@ fn registered_workload(node: &trellis_proto::v1::Node, inbound: SocketAddr) -> D
             },
         }),
     }
+}
+
+/// Every Gateway listener certificate of `cfg` that cannot serve now, as config errors.
+pub(crate) fn certificate_problems(cfg: &MeshConfig) -> ConfigErrors {
+    let now = trellis_identity::cert::unix_now();
+    let resolved = trellis_config::gateway_tls::resolve(cfg, now);
+    ConfigErrors(resolved.problems.into_iter().map(|p| p.error).collect())
 }

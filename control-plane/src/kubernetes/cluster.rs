@@ -2,7 +2,7 @@
 //! that documents, errors and statuses cite each object by.
 
 use super::kinds::GATEWAY_CLASS;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
@@ -18,6 +18,9 @@ pub struct ClusterState {
     pub http_routes: Vec<Arc<DynamicObject>>,
     pub grpc_routes: Vec<Arc<DynamicObject>>,
     pub gateways: Vec<Arc<DynamicObject>>,
+    pub reference_grants: Vec<Arc<DynamicObject>>,
+    /// `kubernetes.io/tls` Secrets in the namespaces Gateways may take them from.
+    pub secrets: Vec<Arc<Secret>>,
     /// The trellis.dev kinds, by kind (`Mesh`, `Workload`, ...). They are read untyped so
     /// that one bad object is one file:line error from the loader, not a failed watch.
     pub trellis: BTreeMap<&'static str, Vec<Arc<DynamicObject>>>,

@@ -41,6 +41,13 @@ pub fn gateway_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&gvk, "gateways")
 }
 
+/// The Gateway API `ReferenceGrant` (v1beta1): what lets a Gateway use a Secret of another
+/// namespace.
+pub fn reference_grant_resource() -> ApiResource {
+    let gvk = GroupVersionKind::gvk(GATEWAY_GROUP, "v1beta1", "ReferenceGrant");
+    ApiResource::from_gvk_with_plural(&gvk, "referencegrants")
+}
+
 pub(crate) fn trellis_resource(kind: &str, plural: &str) -> ApiResource {
     let gvk = GroupVersionKind::gvk("trellis.dev", "v1alpha1", kind);
     ApiResource::from_gvk_with_plural(&gvk, plural)

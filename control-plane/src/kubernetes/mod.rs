@@ -37,15 +37,20 @@ pub(crate) async fn run(cp: Arc<ControlPlane>, watches: Watches, client: Client)
         let t = translator.translate(&state, cp.loader());
         match t.config {
             Ok(cfg) => {
-                let refused = t.held_back.values().flat_map(|h| h.errors.clone());
+                // A listener certificate that cannot serve is that listener's condition,
+                // and a refused object in `trellis status`; the rest applies.
+                let now = trellis_identity::cert::unix_now();
+                let certs = trellis_config::gateway_tls::resolve(&cfg, now).problems;
+                let refused = (t.held_back.values().flat_map(|h| h.errors.clone()))
+                    .chain(certs.iter().map(|p| p.error.clone()));
                 cp.apply_partial(
                     "kubernetes",
                     cfg,
                     trellis_config::ConfigErrors(refused.collect()),
                 );
-                let inputs = status::Inputs::of(&state, &t.held_back);
+                let inputs = status::Inputs::of(&state, &t.held_back, &certs);
                 if status_inputs.as_ref() != Some(&inputs) {
-                    let patches = status::patches(&state, &t.held_back, &status::now());
+                    let patches = status::patches(&state, &t.held_back, &certs, &status::now());
                     wanted.send_if_modified(|w| {
                         let changed = *w != patches;
                         *w = patches;

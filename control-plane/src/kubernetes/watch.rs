@@ -3,10 +3,11 @@
 
 use super::cluster::ClusterState;
 use super::kinds::{
-    TRELLIS_KINDS, gateway_resource, grpc_route_resource, http_route_resource, trellis_resource,
+    TRELLIS_KINDS, gateway_resource, grpc_route_resource, http_route_resource,
+    reference_grant_resource, trellis_resource,
 };
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Service};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
@@ -33,6 +34,9 @@ pub struct Watches {
     http_routes: Store<DynamicObject>,
     grpc_routes: Store<DynamicObject>,
     gateways: Store<DynamicObject>,
+    reference_grants: Store<DynamicObject>,
+    /// `kubernetes.io/tls` Secrets: one store per watched namespace, or one for all.
+    secrets: Vec<Store<Secret>>,
     trellis: Vec<(&'static str, Store<DynamicObject>)>,
     pub changed: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
@@ -46,8 +50,9 @@ impl Drop for Watches {
     }
 }
 
-/// Starts one reflector per kind, cluster-wide.
-pub fn watch_all(client: &Client) -> Watches {
+/// Starts one reflector per kind, cluster-wide; TLS Secrets only in `secret_namespaces`
+/// (`None`: all of them).
+pub fn watch_all(client: &Client, secret_namespaces: Option<&[String]>) -> Watches {
     let changed = Arc::new(Notify::new());
     let mut tasks = Vec::new();
     let services = spawn_typed(Api::all(client.clone()), trim, &changed, &mut tasks);
@@ -57,6 +62,25 @@ pub fn watch_all(client: &Client) -> Watches {
     let http_routes = spawn_dynamic(client, routes_ar, &changed, &mut tasks);
     let grpc_routes = spawn_dynamic(client, grpc_route_resource(), &changed, &mut tasks);
     let gateways = spawn_dynamic(client, gateway_resource(), &changed, &mut tasks);
+    let reference_grants = spawn_dynamic(client, reference_grant_resource(), &changed, &mut tasks);
+    // Only TLS Secrets, and only where Gateways may take them from: the field selector keeps
+    // every other Secret (service-account tokens, app credentials) out of this process.
+    let tls_only = || watcher::Config::default().fields("type=kubernetes.io/tls");
+    let secrets = match secret_namespaces {
+        None => vec![spawn_with(
+            Api::all(client.clone()),
+            tls_only(),
+            trim_secret,
+            &changed,
+            &mut tasks,
+        )],
+        Some(list) => (list.iter())
+            .map(|ns| {
+                let api = Api::namespaced(client.clone(), ns);
+                spawn_with(api, tls_only(), trim_secret, &changed, &mut tasks)
+            })
+            .collect(),
+    };
     let trellis = TRELLIS_KINDS
         .iter()
         .map(|(kind, plural)| {
@@ -71,10 +95,21 @@ pub fn watch_all(client: &Client) -> Watches {
         http_routes,
         grpc_routes,
         gateways,
+        reference_grants,
+        secrets,
         trellis,
         changed,
         tasks,
     }
+}
+
+/// A TLS Secret keeps its name, namespace, version, type and data: its annotations go too,
+/// since `kubectl apply` copies the whole object, key included, into one of them.
+fn trim_secret(s: &mut Secret) {
+    trim(s);
+    s.metadata.annotations = None;
+    s.metadata.labels = None;
+    s.string_data = None;
 }
 
 /// Drops what no part of Trellis reads from any object: its managed fields, which the API
@@ -118,12 +153,23 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
+    spawn_with(api, watcher::Config::default(), keep, changed, tasks)
+}
+
+fn spawn_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    keep: fn(&mut K),
+    changed: &Arc<Notify>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
     let (reader, writer) = reflector::store();
     tasks.push(tokio::spawn(drive(
-        reflector::reflector(
-            writer,
-            watcher(api, watcher::Config::default()).modify(keep),
-        ),
+        reflector::reflector(writer, watcher(api, config).modify(keep)),
         K::kind(&K::DynamicType::default()).to_string(),
         changed.clone(),
     )));
@@ -186,6 +232,10 @@ impl Watches {
         wait!(self.http_routes, "HTTPRoute");
         wait!(self.grpc_routes, "GRPCRoute");
         wait!(self.gateways, "Gateway");
+        wait!(self.reference_grants, "ReferenceGrant");
+        for s in &self.secrets {
+            wait!(s, "Secret");
+        }
         for (kind, store) in &self.trellis {
             wait!(store, *kind);
         }
@@ -205,6 +255,8 @@ impl Watches {
             http_routes: self.http_routes.state(),
             grpc_routes: self.grpc_routes.state(),
             gateways: self.gateways.state(),
+            reference_grants: self.reference_grants.state(),
+            secrets: self.secrets.iter().flat_map(|s| s.state()).collect(),
             trellis: self
                 .trellis
                 .iter()

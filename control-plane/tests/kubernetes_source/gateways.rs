@@ -1,7 +1,7 @@
 //! Trellis Gateways from a cluster: which Gateways and routes are served, and that the
 //! shipped k8s/gateway manifests agree with the translator and the proxy's bootstrap.
 
-use super::{GATEWAYS, ROUTES, cluster, item, k8s};
+use super::{GATEWAYS, GRANTS, ROUTES, SECRETS, cluster, item, k8s};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -144,4 +144,121 @@ fn the_shipped_gateway_manifests_agree_with_each_other() {
         b.workload.service_account.as_deref(),
         Some("trellis-gateway")
     );
+}
+
+/// A `kubernetes.io/tls` Secret as the API server returns it, base64 data included.
+fn tls_secret(ns: &str, name: &str, leaf: &testkit::pki::Leaf) -> Value {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": name, "namespace": ns,
+                        // What `kubectl apply` leaves behind: the key, again. Never read.
+                        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
+           "type": "kubernetes.io/tls",
+           "data": {"tls.crt": b64(&leaf.cert_pem), "tls.key": b64(&leaf.key_pem)}})
+}
+
+/// The listener `https` of `ride-gateway`'s status, as the API server holds it now.
+fn https_listener(c: &super::Cluster) -> Option<Value> {
+    let g = c.api.object(GATEWAYS, "rides", "ride-gateway")?;
+    (g["status"]["listeners"].as_array()?.iter())
+        .find(|l| l["name"] == "https")
+        .cloned()
+}
+
+fn condition<'a>(listener: &'a Value, kind: &str) -> &'a Value {
+    (listener["conditions"].as_array().into_iter().flatten())
+        .find(|c| c["type"] == kind)
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test]
+async fn https_listeners_take_tls_secrets_with_reference_grants_and_say_why_not() {
+    let c = cluster().await;
+    c.until("the first config", |w| w.config.services.len() == 4)
+        .await;
+    let ca = testkit::pki::TestCa::new("edge");
+    // The certificate lives in another namespace, `certs`: not usable until a grant there.
+    c.api.event(
+        SECRETS,
+        "ADDED",
+        tls_secret("certs", "rides-tls", &ca.server(&["app.rides.example.com"])),
+    );
+    c.api.event(
+        SECRETS,
+        "ADDED",
+        tls_secret("rides", "unrelated", &ca.server(&["x.example.com"])),
+    );
+    let mut gw = item("gateways.json", "ride-gateway");
+    gw["spec"]["listeners"].as_array_mut().unwrap().push(json!({
+        "name": "https", "port": 443, "protocol": "HTTPS", "hostname": "*.rides.example.com",
+        "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "rides-tls", "namespace": "certs"}]}}));
+    c.api.event(GATEWAYS, "MODIFIED", gw);
+    let listener = testkit::eventually(super::WAIT, "ResolvedRefs: False", || async {
+        https_listener(&c).filter(|l| condition(l, "ResolvedRefs")["status"] == "False")
+    })
+    .await;
+    let refs = condition(&listener, "ResolvedRefs");
+    assert_eq!(refs["reason"], "RefNotPermitted", "{listener}");
+    assert!(
+        refs["message"].as_str().unwrap().contains("ReferenceGrant"),
+        "{refs}"
+    );
+    assert_eq!(
+        condition(&listener, "Programmed")["status"],
+        "False",
+        "{listener}"
+    );
+    // The other listener is untouched, and the refusal shows in `trellis status`.
+    let g = c.api.object(GATEWAYS, "rides", "ride-gateway").unwrap();
+    assert_eq!(
+        g["status"]["listeners"][0]["conditions"][1]["status"], "True",
+        "{g}"
+    );
+    let errors = c
+        .running
+        .cp
+        .config_errors()
+        .expect("the certificate is refused");
+    assert!(
+        errors.to_string().contains("certificateRefs[0]"),
+        "{errors}"
+    );
+
+    // The grant in `certs` lets Gateways of `rides` use its Secrets.
+    c.api.event(GRANTS, "ADDED", json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "rides-gateways", "namespace": "certs"},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "rides"}],
+                 "to": [{"group": "", "kind": "Secret"}]}}));
+    let listener = testkit::eventually(super::WAIT, "ResolvedRefs: True", || async {
+        https_listener(&c).filter(|l| condition(l, "ResolvedRefs")["status"] == "True")
+    })
+    .await;
+    assert_eq!(
+        condition(&listener, "Programmed")["status"],
+        "True",
+        "{listener}"
+    );
+    let w = c.running.cp.world().unwrap();
+    // Only the Secret a Gateway names became a document; annotations did not travel.
+    let secrets: Vec<String> = w.config.secrets.iter().map(|s| s.key()).collect();
+    assert_eq!(secrets, ["certs/rides-tls"]);
+    assert!(c.running.cp.config_errors().is_none());
+
+    // A key that is not the certificate's: InvalidCertificateRef, with the reason.
+    let mut bad = tls_secret("certs", "rides-tls", &ca.server(&["app.rides.example.com"]));
+    bad["data"]["tls.key"] = tls_secret("x", "y", &ca.server(&["z"]))["data"]["tls.key"].clone();
+    c.api.event(SECRETS, "MODIFIED", bad);
+    let listener = testkit::eventually(super::WAIT, "InvalidCertificateRef", || async {
+        https_listener(&c)
+            .filter(|l| condition(l, "ResolvedRefs")["reason"] == "InvalidCertificateRef")
+    })
+    .await;
+    let message = condition(&listener, "ResolvedRefs")["message"].to_string();
+    assert!(
+        message.contains("does not belong to the certificate"),
+        "{message}"
+    );
+    assert!(!message.contains("PRIVATE"), "{message}");
 }

@@ -35,6 +35,8 @@ const POLICIES: &str = "/apis/trellis.dev/v1alpha1/resiliencepolicies";
 const AUTHZ: &str = "/apis/trellis.dev/v1alpha1/authorizationpolicies";
 const SCOPES: &str = "/apis/trellis.dev/v1alpha1/scopes";
 const CLASSES: &str = "/apis/gateway.networking.k8s.io/v1/gatewayclasses";
+const SECRETS: &str = "/api/v1/secrets";
+const GRANTS: &str = "/apis/gateway.networking.k8s.io/v1beta1/referencegrants";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn fixture(name: &str) -> Value {
@@ -79,6 +81,14 @@ async fn cluster_with(tweak: impl FnOnce(&mut trellis_control::Options)) -> Clus
     );
     api.serve(AUTHZ, fixture("authorizationpolicies.json"));
     api.serve(SCOPES, fixture("scopes.json"));
+    api.serve(
+        SECRETS,
+        json!({"apiVersion": "v1", "kind": "SecretList", "metadata": {"resourceVersion": "1"}, "items": []}),
+    );
+    api.serve(
+        GRANTS,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrantList", "metadata": {"resourceVersion": "1"}, "items": []}),
+    );
     // Not watched: the status writer reads the `trellis` class once to mark it Accepted.
     api.serve(
         CLASSES,

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use trellis_config::gateway_tls::CertProblem;
 
 /// The Service in front of a Gateway's proxies: the one with the Gateway's name in its
 /// namespace, as k8s/gateway/ ships them (Gateway and Service `trellis-system/trellis-gateway`).
@@ -65,6 +66,7 @@ pub(super) fn gateway_status(
     attached: &BTreeMap<(String, String), Vec<Option<String>>>,
     key: &(String, String),
     service: Option<&Service>,
+    certificates: &[CertProblem],
 ) -> Value {
     let addresses = service.map(gateway_addresses);
     let accepted = match held {
@@ -109,15 +111,42 @@ pub(super) fn gateway_status(
                 .iter()
                 .filter(|section| section.as_deref().is_none_or(|s| s == name))
                 .count();
+            let gateway = format!("{}/{}", key.0, key.1);
+            let problems: Vec<&CertProblem> = (certificates.iter())
+                .filter(|p| p.gateway == gateway && p.listener == name)
+                .collect();
+            let refs = l["tls"]["certificateRefs"].as_array().map_or(0, Vec::len);
             let conditions = if protocol == "HTTP" {
                 vec![
                     Condition::new("Accepted", true, "Accepted", "listener accepted"),
                     Condition::new("Programmed", true, "Programmed", "listener programmed"),
                     Condition::new("ResolvedRefs", true, "ResolvedRefs", "no references to resolve"),
                 ]
+            } else if protocol == "HTTPS" {
+                let resolved = match problems.first() {
+                    None => Condition::new("ResolvedRefs", true, "ResolvedRefs", "every certificateRef resolved to a serving certificate"),
+                    Some(first) => Condition::new(
+                        "ResolvedRefs",
+                        false,
+                        first.reason.as_str(),
+                        problems.iter().map(|p| format!("{}: {}", p.error.field, p.error.message)).collect::<Vec<_>>().join("; "),
+                    ),
+                };
+                // Programmed while at least one certificate serves: a client whose name
+                // only a bad one covers gets the default instead.
+                let programmed = if problems.len() < refs {
+                    Condition::new("Programmed", true, "Programmed", "listener programmed")
+                } else {
+                    Condition::new("Programmed", false, "Invalid", "no certificateRef resolved to a serving certificate; every TLS handshake on this listener fails")
+                };
+                vec![
+                    Condition::new("Accepted", true, "Accepted", "listener accepted"),
+                    programmed,
+                    resolved,
+                ]
             } else {
                 let why = format!(
-                    "protocol {protocol:?} is not supported; the trellis gateway serves HTTP listeners"
+                    "protocol {protocol:?} is not supported; the trellis gateway serves HTTP and HTTPS listeners"
                 );
                 vec![
                     Condition::new("Accepted", false, "UnsupportedProtocol", why.clone()),

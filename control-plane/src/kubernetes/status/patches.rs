@@ -10,6 +10,7 @@ use kube::ResourceExt;
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use trellis_config::gateway_tls::CertProblem;
 
 /// One status write: a JSON merge patch of an object's `status` subresource.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,10 +28,15 @@ pub struct StatusPatch {
 pub struct Inputs {
     versions: Vec<Option<String>>,
     held_back: BTreeMap<String, HeldBack>,
+    certificates: Vec<CertProblem>,
 }
 
 impl Inputs {
-    pub fn of(state: &ClusterState, held_back: &BTreeMap<String, HeldBack>) -> Inputs {
+    pub fn of(
+        state: &ClusterState,
+        held_back: &BTreeMap<String, HeldBack>,
+        certificates: &[CertProblem],
+    ) -> Inputs {
         // The stores list in no fixed order; resourceVersions are unique, so sorted they
         // name the same set of object versions.
         let mut versions: Vec<_> = [&state.http_routes, &state.grpc_routes, &state.gateways]
@@ -48,6 +54,7 @@ impl Inputs {
         Inputs {
             versions,
             held_back: held_back.clone(),
+            certificates: certificates.to_vec(),
         }
     }
 }
@@ -64,6 +71,7 @@ impl Inputs {
 pub fn patches(
     state: &ClusterState,
     held_back: &BTreeMap<String, HeldBack>,
+    certificates: &[CertProblem],
     now: &str,
 ) -> Vec<StatusPatch> {
     let gateways = trellis_gateways(state);
@@ -153,6 +161,7 @@ pub fn patches(
             &attached,
             &key,
             service,
+            certificates,
         );
         let old = &g.data["status"];
         let status = with_times(status, old, g.metadata.generation, now);

@@ -4,17 +4,17 @@
 use crate::inject::{INBOUND_PORT, INJECTED};
 use crate::kubernetes::cluster::ClusterState;
 use crate::kubernetes::kinds::{GATEWAY_CLASS, GATEWAY_GROUP};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub(super) const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
+pub(super) const GATEWAY_API_BETA: &str = "gateway.networking.k8s.io/v1beta1";
 pub(super) const TRELLIS_API: &str = "trellis.dev/v1alpha1";
 
-/// A Gateway in the model's form: name, port, protocol and hostname of each listener.
-/// `allowedRoutes` is applied when routes are translated; `tls` is dropped, and an HTTPS
-/// listener keeps its protocol so that the loader refuses it with its reason.
+/// A Gateway in the model's form: name, port, protocol, hostname and tls of each listener.
+/// `allowedRoutes` is applied when routes are translated.
 pub(super) fn gateway_spec(spec: &Value) -> Value {
     let listeners: Vec<Value> = spec["listeners"]
         .as_array()
@@ -25,10 +25,53 @@ pub(super) fn gateway_spec(spec: &Value) -> Value {
             if let Some(h) = l.get("hostname").filter(|h| h.is_string()) {
                 out["hostname"] = h.clone();
             }
+            if let Some(tls) = l.get("tls").filter(|t| t.is_object()) {
+                out["tls"] = tls.clone();
+            }
             out
         })
         .collect();
     json!({"gatewayClassName": GATEWAY_CLASS, "listeners": listeners})
+}
+
+/// The Secrets (namespace, name) that trellis Gateways' listeners name in
+/// `tls.certificateRefs`: the only Secrets that become documents.
+pub(super) fn gateway_secrets(
+    state: &ClusterState,
+    gateways: &BTreeMap<(String, String), bool>,
+) -> HashSet<(String, String)> {
+    let mut out = HashSet::new();
+    for g in &state.gateways {
+        let ns = g.namespace().unwrap_or_default();
+        if !gateways.contains_key(&(ns.clone(), g.name_any())) {
+            continue;
+        }
+        for l in g.data["spec"]["listeners"].as_array().into_iter().flatten() {
+            for r in l["tls"]["certificateRefs"].as_array().into_iter().flatten() {
+                if let Some(name) = r["name"].as_str() {
+                    let rns = r["namespace"].as_str().unwrap_or(&ns);
+                    out.insert((rns.to_string(), name.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A TLS Secret as a mesh document: its type and the two entries a listener reads, still
+/// base64 as the API server gives them.
+pub(super) fn secret_doc(s: &Secret) -> Value {
+    let data: Map<String, Value> = (s.data.iter().flatten())
+        .filter(|(k, _)| matches!(k.as_str(), "tls.crt" | "tls.key"))
+        .filter_map(|(k, v)| Some((k.clone(), serde_json::to_value(v).ok()?)))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": s.name_any(), "namespace": s.namespace().unwrap_or_default()},
+        "type": s.type_,
+        "data": data,
+    })
 }
 
 /// One document in the form file mode reads: the object's name, namespace and labels.

@@ -9,8 +9,8 @@ pub use super::cluster::ClusterState;
 use super::cluster::{doc_name, kind_of, trellis_gateways};
 use crate::inject::INJECTED;
 use documents::{
-    GATEWAY_API, TRELLIS_API, doc, gateway_spec, mesh_route_spec, pod_endpoints, pod_workload,
-    service_spec,
+    GATEWAY_API, GATEWAY_API_BETA, TRELLIS_API, doc, gateway_secrets, gateway_spec,
+    mesh_route_spec, pod_endpoints, pod_workload, secret_doc, service_spec,
 };
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -40,7 +40,9 @@ const MAX_PASSES: usize = 8;
 /// leaving out the Mesh would change the trust domain and mTLS mode; for those the whole
 /// change is refused and the previous config keeps serving, as in file mode. A Scope left
 /// out leaves its workloads unscoped: their proxies hold more, never less, than they call.
-const OMITTABLE: [&str; 7] = [
+const OMITTABLE: [&str; 9] = [
+    "Secret",
+    "ReferenceGrant",
     "Service",
     "Workload",
     "HTTPRoute",
@@ -198,6 +200,21 @@ impl Translator {
                     Some(doc("Gateway", GATEWAY_API, g.as_ref(), spec))
                 });
             }
+        }
+        // Only the Secrets a trellis Gateway's listener names become documents: the others
+        // are none of the mesh's business, and no key is held in more places than it must.
+        let wanted = gateway_secrets(state, &gateways);
+        for s in &state.secrets {
+            let key = (s.namespace().unwrap_or_default(), s.name_any());
+            let used = wanted.contains(&key);
+            let v = version(s.as_ref()).map(|v| format!("{v} {used}"));
+            b.put("Secret", s.as_ref(), v, || used.then(|| secret_doc(s)));
+        }
+        for g in &state.reference_grants {
+            b.put("ReferenceGrant", g.as_ref(), version(g.as_ref()), || {
+                let spec = g.data.get("spec").cloned().unwrap_or(Value::Null);
+                Some(doc("ReferenceGrant", GATEWAY_API_BETA, g.as_ref(), spec))
+            });
         }
         for (kind, routes) in [
             ("HTTPRoute", &state.http_routes),
