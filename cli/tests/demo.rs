@@ -180,6 +180,34 @@ fn children_die_with_a_sigkilled_demo() {
     assert!(ready.is_some(), "the demo never got ready");
     let children = children_of(demo.id());
     assert!(children.len() >= 18, "children: {children:?}");
+    // The gateway's HTTPS listener, with the curl command the demo prints, run as printed:
+    // HTTP/2 over TLS, verified against the demo's own CA.
+    let curl = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split_once("HTTPS too: ").map(|(_, c)| c.to_string()))
+        .expect("the demo prints its HTTPS curl command");
+    let args: Vec<&str> = curl.split_whitespace().skip(1).collect();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+            "--max-time",
+            "10",
+        ])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 2",
+        "{curl}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(children.iter().all(|p| demo_child_alive(*p)));
     demo.kill().unwrap(); // SIGKILL: no cleanup code of the demo runs
     demo.wait().unwrap();

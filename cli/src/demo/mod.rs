@@ -130,6 +130,12 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         args.rps,
         topo.gateway
     ));
+    // The same API over HTTPS, on a certificate the demo issued for rides.example.com.
+    events.say(format!(
+        "the gateway serves HTTPS too: curl --cacert {} --resolve rides.example.com:{p}:127.0.0.1 https://rides.example.com:{p}/api/drivers",
+        topo.gateway_ca.display(),
+        p = topo.gateway_https.port(),
+    ));
     // The demo's control plane is on a free port with its CA in a temporary folder, so the
     // CLI's defaults do not reach it; these two lines do, from another terminal.
     events.say(format!(

@@ -27,9 +27,12 @@ pub struct Topology {
     pub grpc: SocketAddr,
     pub cp_http: SocketAddr,
     pub instances: Vec<Instance>,
-    /// The gateway proxy: its listener for clients, and its admin port.
+    /// The gateway proxy: its listeners for clients (HTTP and HTTPS), and its admin port.
     pub gateway: SocketAddr,
+    pub gateway_https: SocketAddr,
     pub gateway_admin: SocketAddr,
+    /// The root the HTTPS listener's certificate chains to, for `curl --cacert`.
+    pub gateway_ca: PathBuf,
     /// The gateway proxy's outbound and inbound listeners, which the demo does not use.
     gateway_spare: [SocketAddr; 2],
 }
@@ -91,6 +94,47 @@ fn below_ephemeral(n: usize, ephemeral_start: u16) -> Option<Vec<SocketAddr>> {
     })
 }
 
+/// The gateway's HTTPS certificate, issued here as an operator's CA would: a root of the
+/// demo's own (valid for a day, written for `curl --cacert`) and a leaf for
+/// `rides.example.com`, `localhost` and 127.0.0.1. Returns the root's PEM and the Secret
+/// document holding the leaf and its key.
+fn gateway_certificate() -> anyhow::Result<(String, String)> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let day = |d: u64| std::time::SystemTime::now() + Duration::from_secs(d * 86_400);
+    let root_key = KeyPair::generate()?;
+    let mut root = CertificateParams::default();
+    root.distinguished_name
+        .push(DnType::CommonName, "Trellis demo gateway CA");
+    root.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    root.not_before = (std::time::SystemTime::now() - Duration::from_secs(300)).into();
+    root.not_after = day(1).into();
+    let root_cert = root.self_signed(&root_key)?;
+    let issuer = Issuer::new(root, root_key);
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(vec![
+        "rides.example.com".to_string(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ])?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "rides.example.com");
+    leaf.not_before = (std::time::SystemTime::now() - Duration::from_secs(300)).into();
+    leaf.not_after = day(1).into();
+    let leaf = leaf.signed_by(&key, &issuer)?;
+    let indent = |pem: &str| pem.trim_end().replace('\n', "\n    ");
+    let secret = format!(
+        "# The ride gateway's HTTPS certificate, issued by `trellis demo` at start.\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: ride-gateway-cert, namespace: rides}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
+        indent(&leaf.pem()),
+        indent(&key.serialize_pem())
+    );
+    Ok((root_cert.pem(), secret))
+}
+
 /// `yaml` with `block` added to the Mesh document's spec, after its `mtls:` line.
 fn with_tracing(yaml: &str, block: &str) -> anyhow::Result<String> {
     const AFTER: &str = "  mtls: {mode: STRICT}";
@@ -106,15 +150,22 @@ impl Topology {
     /// Chooses ports and writes the mesh file into `dir`; `tracing` is a `tracing:` block for
     /// the Mesh's spec (`--otlp`).
     pub fn plan(dir: &Path, tracing: Option<&str>) -> anyhow::Result<Topology> {
-        let mut ports = free_ports(6 + INSTANCES.len() * 4)?.into_iter();
+        let mut ports = free_ports(7 + INSTANCES.len() * 4)?.into_iter();
         let mut next = || ports.next().expect("enough ports were bound");
-        let mesh = dir.join("mesh.yaml");
+        // A folder: the example's mesh.yaml, and the Secret with the gateway's certificate.
+        let mesh = dir.join("mesh");
+        std::fs::create_dir_all(&mesh)?;
         let yaml = match tracing {
             None => trellis_demo_app::MESH_YAML.to_string(),
             Some(t) => with_tracing(trellis_demo_app::MESH_YAML, t)?,
         };
-        std::fs::write(&mesh, yaml)?;
+        std::fs::write(mesh.join("mesh.yaml"), yaml)?;
+        let gateway_ca = dir.join("gateway-ca.pem");
+        let (ca_pem, secret) = gateway_certificate()?;
+        std::fs::write(&gateway_ca, ca_pem)?;
+        std::fs::write(mesh.join("gateway-cert.yaml"), secret)?;
         let (grpc, cp_http, gateway, gateway_admin) = (next(), next(), next(), next());
+        let gateway_https = next();
         let gateway_spare = [next(), next()];
         let instances = INSTANCES
             .iter()
@@ -136,7 +187,9 @@ impl Topology {
             cp_http,
             instances,
             gateway,
+            gateway_https,
             gateway_admin,
+            gateway_ca,
             gateway_spare,
         })
     }
@@ -242,13 +295,14 @@ impl Topology {
                  listeners: {{outbound: {o}, inbound: {inb}, admin: {a}}}\n\
                  app: {{address: 127.0.0.1}}\n\
                  controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n\
-                 gateway: {{name: ride-gateway, listen: {{http: {g}}}}}\n\
+                 gateway: {{name: ride-gateway, listen: {{http: {g}, https: {gs}}}}}\n\
                  accessLog: true\n",
                 a = self.gateway_admin,
                 cp = self.grpc,
                 ca = self.ca_bundle().display(),
                 t = self.token_file("ride-gateway").display(),
                 g = self.gateway,
+                gs = self.gateway_https,
             ),
         )?;
         procs.spawn(
