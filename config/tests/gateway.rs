@@ -203,3 +203,52 @@ fn a_gateway_route_does_not_attach_to_a_service_of_the_same_name() {
         "the Service routes to itself"
     );
 }
+
+#[test]
+fn cors_filters_name_bad_origins_methods_and_headers_and_stay_on_rules() {
+    let yaml = [
+        SERVICES,
+        &gateway("  - {name: http, port: 80, protocol: HTTP}\n"),
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: rides}
+spec:
+  parentRefs: [{kind: Gateway, name: edge}]
+  rules:
+  - filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["https://ok.example.com", "https://*.example.com:8443", "example.com", "https://a.example.com/path", "https://*"]
+        allowMethods: [GET, FETCH]
+        allowHeaders: ["bad header"]
+    - type: CORS
+    backendRefs:
+    - name: passenger
+      filters: [{type: CORS, cors: {allowOrigins: ["*"]}}]
+---
+"#,
+    ]
+    .concat();
+    let e = errors(&yaml);
+    assert!(e.contains("\"example.com\" is not an origin"), "{e}");
+    assert!(
+        e.contains("\"https://a.example.com/path\" is not an origin"),
+        "{e}"
+    );
+    assert!(e.contains("\"https://*\" is not an origin"), "{e}");
+    assert!(!e.contains("\"https://*.example.com:8443\" is not"), "{e}");
+    assert!(!e.contains("\"https://ok.example.com\" is not"), "{e}");
+    assert!(
+        e.contains("spec.rules[0].filters[0].cors.allowMethods: \"FETCH\" is not a method"),
+        "{e}"
+    );
+    assert!(
+        e.contains("\"bad header\" is not a valid header name"),
+        "{e}"
+    );
+    assert!(
+        e.contains("spec.rules[0].filters[1].cors: type CORS needs its cors field"),
+        "{e}"
+    );
+    assert!(e.contains("CORS is only supported on a rule"), "{e}");
+}

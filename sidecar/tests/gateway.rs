@@ -205,3 +205,90 @@ async fn behind_a_trusted_load_balancer_the_client_is_the_one_it_saw() {
     assert_eq!(s["x-forwarded-for"], "198.51.100.7, 127.0.0.1", "{s}");
     assert_eq!(s["x-forwarded-proto"], "https", "{s}");
 }
+
+#[tokio::test]
+async fn the_cors_filter_answers_preflights_and_marks_allowed_origins_only() {
+    let passenger = Upstream::start("passenger-0").await;
+    let mesh = [
+        service("passenger", ""),
+        workload("passenger", &passenger),
+        GATEWAY.to_string(),
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: rides}
+spec:
+  parentRefs: [{kind: Gateway, name: edge}]
+  hostnames: [rides.example.com]
+  rules:
+  - filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["https://app.example.com", "https://*.partners.example.com"]
+        allowCredentials: true
+        allowMethods: [GET, POST]
+        allowHeaders: [x-ride]
+        exposeHeaders: [x-upstream]
+        maxAge: 600
+    backendRefs: [{name: passenger, port: 80}]
+---
+"#
+        .to_string(),
+    ]
+    .concat();
+    let h = start(
+        &mesh,
+        "gateway: {name: edge, listen: {http: 127.0.0.1:0}}\n",
+    )
+    .await;
+    let gw = h.running.as_ref().unwrap().gateway["http"];
+    let with = |method: &str, origin: &str, preflight: bool| {
+        let mut r = req(gw, "rides.example.com", "/rides");
+        *r.method_mut() = method.parse().unwrap();
+        r.headers_mut().insert("origin", origin.parse().unwrap());
+        if preflight {
+            r.headers_mut()
+                .insert("access-control-request-method", "POST".parse().unwrap());
+            r.headers_mut()
+                .insert("access-control-request-headers", "x-ride".parse().unwrap());
+        }
+        r
+    };
+    // A preflight from an allowed origin is answered by the gateway, not the backend.
+    let r = h
+        .send(with("OPTIONS", "https://app.example.com", true))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        "https://app.example.com"
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), "true");
+    assert_eq!(r.header("access-control-allow-methods"), "GET, POST");
+    assert_eq!(r.header("access-control-allow-headers"), "x-ride");
+    assert_eq!(r.header("access-control-max-age"), "600");
+    assert_eq!(passenger.hits(), 0);
+    // The actual request goes on, and its answer says the origin may read it.
+    let r = h
+        .send(with("POST", "https://eu.partners.example.com", false))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        "https://eu.partners.example.com"
+    );
+    assert_eq!(r.header("access-control-expose-headers"), "x-upstream");
+    assert_eq!(r.header("vary"), "origin");
+    assert_eq!(passenger.hits(), 1);
+    // Another origin gets no CORS headers (the browser refuses it), and its preflight is the
+    // backend's to answer.
+    let r = h
+        .send(with("POST", "https://evil.example.org", false))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), "");
+    let r = h
+        .send(with("OPTIONS", "https://evil.example.org", true))
+        .await;
+    assert_eq!(r.header("access-control-allow-origin"), "");
+    assert_eq!(passenger.hits(), 3);
+}

@@ -183,5 +183,20 @@ fn compile_filter(
                 percent: m.percent.unwrap_or(100),
             }
         }
+        FilterType::CORS => {
+            let c = f.cors.as_ref()?;
+            Filter::Cors(CorsPolicy {
+                allow_origins: c
+                    .allow_origins
+                    .iter()
+                    .map(|o| o.to_ascii_lowercase())
+                    .collect(),
+                allow_credentials: c.allow_credentials.unwrap_or(false),
+                allow_methods: c.allow_methods.clone(),
+                allow_headers: c.allow_headers.clone(),
+                expose_headers: c.expose_headers.clone(),
+                max_age: c.max_age.unwrap_or(5),
+            })
+        }
     })
 }

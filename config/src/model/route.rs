@@ -151,6 +151,8 @@ pub struct HttpRouteFilter {
     pub request_redirect: Option<RequestRedirect>,
     #[serde(default)]
     pub request_mirror: Option<RequestMirror>,
+    #[serde(default)]
+    pub cors: Option<CorsFilter>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -160,6 +162,32 @@ pub enum FilterType {
     URLRewrite,
     RequestRedirect,
     RequestMirror,
+    /// Gateway API `HTTPCORSFilter` (v1.2, extended support).
+    CORS,
+}
+
+/// Gateway API `HTTPCORSFilter`: which browser origins may call the route, answered by the
+/// proxy itself for preflights.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CorsFilter {
+    /// `https://app.example.com`, `https://*.example.com` (one or more labels), or `*`.
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: Option<bool>,
+    /// Methods, or `*`.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// Request header names, or `*`.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// Response header names the browser may read, or `*`.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Seconds a browser may cache a preflight's answer; 5 by default, as the spec says.
+    #[serde(default)]
+    pub max_age: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -37,6 +37,7 @@ pub(super) fn check_filter(
         FilterType::URLRewrite => ("urlRewrite", flt.url_rewrite.is_some()),
         FilterType::RequestRedirect => ("requestRedirect", flt.request_redirect.is_some()),
         FilterType::RequestMirror => ("requestMirror", flt.request_mirror.is_some()),
+        FilterType::CORS => ("cors", flt.cors.is_some()),
     };
     if !present {
         c.doc(
@@ -59,6 +60,9 @@ pub(super) fn check_filter(
                 );
             }
         }
+    }
+    if let Some(cors) = &flt.cors {
+        check_cors(c, f, cors, errs);
     }
     let path = flt
         .url_rewrite
@@ -123,4 +127,64 @@ pub(super) fn check_filter(
             c.doc(errs, format!("{f}.requestMirror.percent"), "must be 0-100");
         }
     }
+}
+
+/// A CORS filter's origins, methods and header names, in the forms the Gateway API allows.
+fn check_cors(c: &Origin<'_>, f: &str, cors: &CorsFilter, errs: &mut ConfigErrors) {
+    if cors.allow_origins.is_empty() {
+        c.doc(
+            errs,
+            format!("{f}.cors.allowOrigins"),
+            "list at least one origin, e.g. https://app.example.com, https://*.example.com or *",
+        );
+    }
+    for o in &cors.allow_origins {
+        if o != "*" && !cors_origin_valid(o) {
+            c.doc(errs, format!("{f}.cors.allowOrigins"), format!("{o:?} is not an origin: scheme://host[:port] with no path, the host optionally starting with *. (e.g. https://*.example.com), or *"));
+        }
+    }
+    for m in &cors.allow_methods {
+        const METHODS: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
+        if m != "*" && !METHODS.contains(&m.as_str()) {
+            c.doc(errs, format!("{f}.cors.allowMethods"), format!("{m:?} is not a method; allowed: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH, or *"));
+        }
+    }
+    for (field, names) in [
+        ("allowHeaders", &cors.allow_headers),
+        ("exposeHeaders", &cors.expose_headers),
+    ] {
+        for h in names.iter().filter(|h| *h != "*") {
+            if http_header_name_invalid(h) {
+                c.doc(
+                    errs,
+                    format!("{f}.cors.{field}"),
+                    format!("{h:?} is not a valid header name"),
+                );
+            }
+        }
+    }
+}
+
+/// `scheme://host[:port]`: a scheme of letters, a host of DNS labels (the first may be `*`),
+/// an optional port, nothing after.
+fn cors_origin_valid(o: &str) -> bool {
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    let label =
+        |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    !scheme.is_empty()
+        && scheme.bytes().all(|b| b.is_ascii_alphabetic())
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+        && host
+            .split('.')
+            .enumerate()
+            .all(|(i, l)| label(l) || (i == 0 && l == "*"))
+        && host.contains(|ch: char| ch != '*' && ch != '.')
 }

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::model::{PathMatchType, ValueMatchType};
 use crate::snapshot::{
-    Filter, HeaderModifier, PathRewrite, RouteMatch, RouteRule, Timeouts, ValueMatch,
+    CorsPolicy, Filter, HeaderModifier, PathRewrite, RouteMatch, RouteRule, Timeouts, ValueMatch,
     WeightedBackend,
 };
 use trellis_proto::v1 as pb;
@@ -92,6 +92,14 @@ impl From<&Filter> for pb::Filter {
                     percent: *percent,
                 })
             }
+            Filter::Cors(c) => WireFilter::Cors(pb::Cors {
+                allow_origins: c.allow_origins.clone(),
+                allow_credentials: c.allow_credentials,
+                allow_methods: c.allow_methods.clone(),
+                allow_headers: c.allow_headers.clone(),
+                expose_headers: c.expose_headers.clone(),
+                max_age: c.max_age,
+            }),
         };
         pb::Filter { kind: Some(kind) }
     }
@@ -210,6 +218,14 @@ impl TryFrom<pb::Filter> for Filter {
                 cluster: m.cluster,
                 percent: m.percent,
             },
+            WireFilter::Cors(c) => Filter::Cors(CorsPolicy {
+                allow_origins: c.allow_origins,
+                allow_credentials: c.allow_credentials,
+                allow_methods: c.allow_methods,
+                allow_headers: c.allow_headers,
+                expose_headers: c.expose_headers,
+                max_age: c.max_age,
+            }),
         })
     }
 }

@@ -77,6 +77,21 @@ fn every_filter() -> Vec<Filter> {
             port: None,
             status_code: 302,
         },
+        Filter::Cors(CorsPolicy {
+            allow_origins: vec![
+                "https://app.rides.example".into(),
+                "https://*.rides.example".into(),
+            ],
+            allow_credentials: true,
+            allow_methods: vec!["GET".into(), "POST".into()],
+            allow_headers: vec!["x-ride".into()],
+            expose_headers: vec!["x-trace".into()],
+            max_age: 600,
+        }),
+        Filter::Cors(CorsPolicy {
+            allow_origins: vec!["*".into()],
+            ..Default::default()
+        }),
         Filter::RequestMirror {
             cluster: "shadow.rides:80".into(),
             percent: 25,

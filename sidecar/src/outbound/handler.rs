@@ -128,7 +128,20 @@ pub(crate) async fn dispatch(
         Upstream::Gateway(s) => s.as_str(),
         Upstream::Mesh => "http",
     };
-    if let Some(res) = redirect(rule, &req, authority, scheme) {
+    // CORS before anything else: a preflight is answered here, whatever the rule does next.
+    let cors = rule.filters.iter().find_map(|f| match f {
+        Filter::Cors(c) => Some(c),
+        _ => None,
+    });
+    let cors_origin = match cors.map(|c| super::cors::check(c, req.method(), req.headers())) {
+        Some(super::cors::Cors::Preflight(res)) => return Ok(res),
+        Some(super::cors::Cors::Allowed(origin)) => Some(origin),
+        Some(super::cors::Cors::Pass) | None => None,
+    };
+    if let Some(mut res) = redirect(rule, &req, authority, scheme) {
+        if let (Some(c), Some(o)) = (cors, &cors_origin) {
+            super::cors::decorate(c, o, res.headers_mut());
+        }
         return Ok(res);
     }
     let backend = rule.pick_backend().ok_or_else(|| ProxyError::NoBackend {
@@ -223,6 +236,9 @@ pub(crate) async fn dispatch(
         if let Filter::ResponseHeaderModifier(m) = f {
             modify_headers(res.headers_mut(), m);
         }
+    }
+    if let (Some(c), Some(o)) = (cors, &cors_origin) {
+        super::cors::decorate(c, o, res.headers_mut());
     }
     Ok(res)
 }
