@@ -245,6 +245,11 @@ pub struct RouteRule {
     pub backends: Vec<WeightedBackend>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// A consumer route's (GEP-1426): the namespace of the HTTPRoute, which is not the
+    /// Service's. It applies only to clients in that namespace, and for them it replaces the
+    /// Service's own (producer) routes. `None`: a producer route, for every other client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -162,11 +162,16 @@ fn route_lines(snap: &Snapshot, filter: &str) -> Vec<RouteLine> {
         }
         for port in &svc.ports {
             for rule in &port.routes {
+                // A consumer route (GEP-1426) serves only its own namespace's clients.
+                let mut r#match = describe(&rule.matches);
+                if let Some(ns) = &rule.consumer_namespace {
+                    r#match.push_str(&format!(" (clients in {ns} only)"));
+                }
                 out.push(RouteLine {
                     service: key.clone(),
                     port: u32::from(port.port),
                     route: rule.route.clone(),
-                    r#match: describe(&rule.matches),
+                    r#match,
                     backends: rule
                         .backends
                         .iter()

@@ -77,10 +77,15 @@ pub async fn shift(
         .snapshot_with_ids()
         .into_iter()
         .filter_map(|(id, e)| {
-            let target = world
-                .compiled_for(&cp.serving_identity(&e.identity), &cp.metrics.compilations)
-                .version
-                .clone();
+            // The version the proxy itself is sent: a gateway's includes its certificates.
+            let identity = cp.serving_identity(&e.identity);
+            let target = (world.compiled_for_gateway(
+                &identity,
+                e.gateway.as_deref(),
+                &cp.metrics.compilations,
+            ))
+            .version
+            .clone();
             let changed = before.get(&id).is_some_and(|v| *v != target);
             changed.then(|| {
                 (

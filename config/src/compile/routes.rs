@@ -86,6 +86,7 @@ pub(super) fn compile_route(
                 filters: filters.clone(),
                 backends: backends.clone(),
                 timeouts: timeouts.clone(),
+                consumer_namespace: None,
             });
         }
     }

@@ -59,8 +59,13 @@ pub(super) fn compile_service(
                 })
             })
             .collect();
+        // GEP-1426: a route in the Service's namespace is the producer's, for every client; a
+        // route from another namespace is that namespace's consumer route, for its own
+        // clients only (the proxy keeps the rules of its namespace, `consumer_namespace`).
+        let (producer, consumer): (Vec<&Doc<HttpRouteSpec>>, Vec<&Doc<HttpRouteSpec>>) =
+            (attached.iter()).partition(|r| r.object.metadata.namespace == meta.namespace);
         let mut routes = Vec::new();
-        if attached.is_empty() || protocol == AppProtocol::Tcp {
+        if producer.is_empty() || protocol == AppProtocol::Tcp {
             // A Service with no HTTPRoute routes to itself.
             let cluster = ensure_cluster(cx, svc, p.port, None, clusters);
             routes.push(RouteRule {
@@ -83,17 +88,30 @@ pub(super) fn compile_service(
                     })
                     .collect(),
                 timeouts: Timeouts::default(),
+                consumer_namespace: None,
             });
         } else {
-            let mut sorted = attached.clone();
             // Gateway API breaks ties by creation time, then by namespace/name; files have no
             // creation time, so namespace/name decides.
+            let mut sorted = producer.clone();
             sorted.sort_by_key(|r| r.key());
             for r in sorted {
                 compile_route(cx, Some(svc), p.port, r, clusters, &mut routes);
             }
-            routes.sort_by_key(|r| std::cmp::Reverse(precedence(&r.matches)));
         }
+        if protocol != AppProtocol::Tcp {
+            let mut sorted = consumer.clone();
+            sorted.sort_by_key(|r| r.key());
+            for r in sorted {
+                let from = routes.len();
+                compile_route(cx, Some(svc), p.port, r, clusters, &mut routes);
+                for rule in &mut routes[from..] {
+                    rule.consumer_namespace = Some(r.object.metadata.namespace.clone());
+                }
+            }
+        }
+        // Stable: equal precedence keeps the namespace/name order above.
+        routes.sort_by_key(|r| std::cmp::Reverse(precedence(&r.matches)));
         ports.push(PortEntry {
             port: p.port,
             name: p.name.clone(),

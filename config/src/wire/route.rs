@@ -28,6 +28,7 @@ impl From<&RouteRule> for pb::RouteRule {
                 request: duration_to_wire(&r.timeouts.request),
                 backend_request: duration_to_wire(&r.timeouts.backend_request),
             }),
+            consumer_namespace: r.consumer_namespace.clone(),
         }
     }
 }
@@ -143,6 +144,7 @@ impl TryFrom<pb::RouteRule> for RouteRule {
         let m = required(r.r#match, "match")?;
         let timeouts = required(r.timeouts, "timeouts")?;
         Ok(RouteRule {
+            consumer_namespace: r.consumer_namespace,
             rule_index: usize::try_from(r.rule_index).unwrap_or(usize::MAX),
             matches: RouteMatch::try_from(m).map_err(|e| e.at("match"))?,
             filters: each(r.filters, "filter")?,

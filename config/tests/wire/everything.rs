@@ -43,6 +43,7 @@ fn rule(route: &str, cluster: &str, filters: Vec<Filter>) -> RouteRule {
             request: Some(Duration::from_millis(1500)),
             backend_request: Some(Duration::new(0, 250)),
         },
+        consumer_namespace: Some("dispatch".into()),
     }
 }
 

@@ -515,12 +515,23 @@ fn build_service(
     clusters: &HashMap<Arc<str>, Arc<RtCluster>>,
 ) -> Result<RtService, BuildError> {
     let (n, ns) = (&svc.name, &svc.namespace);
+    let mine = snapshot.node.namespace.as_str();
     let mut ports = Vec::with_capacity(svc.ports.len());
     for p in &svc.ports {
+        // GEP-1426: this proxy's namespace's consumer routes, if it has any for the port,
+        // replace the Service's own; otherwise the Service's own (producer) routes serve.
+        let consumer = p
+            .routes
+            .iter()
+            .any(|r| r.consumer_namespace.as_deref() == Some(mine));
+        let wanted = |r: &&trellis_config::snapshot::RouteRule| match &r.consumer_namespace {
+            Some(c) => consumer && c == mine,
+            None => !consumer,
+        };
         // Sized up front: a `Result` collect grows from room for four rules, and most ports
         // have one.
         let mut rules = Vec::with_capacity(p.routes.len());
-        for r in &p.routes {
+        for r in p.routes.iter().filter(wanted) {
             rules.push(compile_rule(r, clusters)?);
         }
         ports.push(RtPort {

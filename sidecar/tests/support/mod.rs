@@ -47,6 +47,11 @@ pub async fn start(mesh: &str, extra: &str) -> Harness {
 }
 
 pub async fn start_with_app(mesh: &str, extra: &str, app_ports: &str) -> Harness {
+    start_in("rides", mesh, extra, app_ports).await
+}
+
+/// `start_with_app` for workload `trip-0` of namespace `namespace`.
+pub async fn start_in(namespace: &str, mesh: &str, extra: &str, app_ports: &str) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let mesh_path = dir.path().join("mesh.yaml");
     std::fs::write(&mesh_path, mesh).expect("write mesh");
@@ -54,7 +59,7 @@ pub async fn start_with_app(mesh: &str, extra: &str, app_ports: &str) -> Harness
     std::fs::write(
         &boot,
         format!(
-            "workload: {{name: trip-0, namespace: rides, serviceAccount: trip, labels: {{app: trip}}}}\n\
+            "workload: {{name: trip-0, namespace: {namespace}, serviceAccount: trip, labels: {{app: trip}}}}\n\
              listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
              app: {{address: 127.0.0.1, ports: {app_ports}}}\n\
              meshFile: mesh.yaml\n{extra}"
