@@ -5,7 +5,9 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-pub use crate::model::{AuthorizationPolicy, Mesh, ResiliencePolicy, Scope, Workload};
+pub use crate::model::{
+    AuthorizationPolicy, ClientRateLimit, Mesh, ResiliencePolicy, Scope, Workload,
+};
 
 /// Every trellis.dev CRD, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -15,6 +17,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ResiliencePolicy::crd(),
         AuthorizationPolicy::crd(),
         Scope::crd(),
+        ClientRateLimit::crd(),
     ]
 }
 

@@ -38,7 +38,7 @@ pub struct CertProblem {
     pub gateway: String,
     pub listener: String,
     pub reason: CertReason,
-    pub error: crate::ConfigError,
+    pub error: crate::error::ConfigError,
 }
 
 /// Every HTTPS listener's usable certificates, and the problems of the others.
@@ -78,7 +78,7 @@ pub fn resolve(cfg: &MeshConfig, now: i64) -> ResolvedCertificates {
                     gateway: g.key(),
                     listener: l.name.value.clone(),
                     reason,
-                    error: crate::ConfigError {
+                    error: crate::error::ConfigError {
                         file: g.file.to_string(),
                         line: abs_line(g.line, &r.name.referenced),
                         field: format!(

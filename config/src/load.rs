@@ -5,6 +5,7 @@ pub use crate::mesh_config::{Doc, MeshConfig};
 use crate::model::*;
 use crate::yaml::{RawDoc, parse_document, split_documents};
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
@@ -23,6 +24,7 @@ const KINDS: &[(&str, &str)] = &[
     ("trellis.dev/v1alpha1", "Scope"),
     ("v1", "Secret"),
     ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"),
+    ("trellis.dev/v1alpha1", "ClientRateLimit"),
 ];
 
 #[derive(Deserialize)]
@@ -65,6 +67,7 @@ enum Parsed {
     Scope(Arc<Object<ScopeSpec>>),
     Secret(Arc<Object<SecretSpec>>),
     ReferenceGrant(Arc<Object<ReferenceGrantSpec>>),
+    ClientRateLimit(Arc<Object<ClientRateLimitSpec>>),
 }
 
 impl Loader {
@@ -184,6 +187,7 @@ fn parse(file: &Arc<str>, raw: &RawDoc<'_>) -> Result<Parsed, ConfigError> {
         ("trellis.dev/v1alpha1", "ResiliencePolicy") => Parsed::Resilience(typed!()),
         ("trellis.dev/v1alpha1", "AuthorizationPolicy") => Parsed::Authorization(typed!()),
         ("trellis.dev/v1alpha1", "Scope") => Parsed::Scope(typed!()),
+        ("trellis.dev/v1alpha1", "ClientRateLimit") => Parsed::ClientRateLimit(typed!()),
         ("v1", "Secret") => Parsed::Secret(Arc::new(secret(file, raw)?)),
         (
             "gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1",
@@ -244,8 +248,26 @@ fn add(
         Parsed::Gateway(o) => cfg.gateways.push(doc(file, line, o)),
         Parsed::Secret(o) => cfg.secrets.push(doc(file, line, o)),
         Parsed::ReferenceGrant(o) => cfg.reference_grants.push(doc(file, line, o)),
+        Parsed::ClientRateLimit(o) => cfg.client_rate_limits.push(doc(file, line, o)),
     }
     Ok(())
+}
+
+/// A Secret as written: base64 `data` and plain `stringData`, as Kubernetes takes them.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretDocument {
+    pub api_version: Read,
+    pub kind: Read,
+    pub metadata: Metadata,
+    #[serde(rename = "type", default)]
+    pub type_: Option<Spanned<String>>,
+    #[serde(default)]
+    pub data: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub string_data: BTreeMap<String, String>,
+    #[serde(default)]
+    pub immutable: Option<bool>,
 }
 
 /// A Secret with its `data` decoded from base64 and `stringData` merged over it, as the API

@@ -38,6 +38,7 @@ pub struct MeshConfig {
     /// TLS Secrets, for Gateway listeners' `certificateRefs`.
     pub secrets: Vec<Doc<SecretSpec>>,
     pub reference_grants: Vec<Doc<ReferenceGrantSpec>>,
+    pub client_rate_limits: Vec<Doc<ClientRateLimitSpec>>,
 }
 
 pub(crate) fn find_service<'a>(

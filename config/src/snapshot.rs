@@ -331,6 +331,14 @@ pub enum Filter {
         percent: u32,
     },
     Cors(CorsPolicy),
+    /// A `ClientRateLimit`: a token bucket per client address, for this rule.
+    #[serde(rename_all = "camelCase")]
+    ClientRateLimit {
+        /// `namespace/name` of the ClientRateLimit.
+        name: String,
+        requests_per_second: f64,
+        burst: u32,
+    },
 }
 
 /// A route's CORS filter, as the proxy applies it.

@@ -252,3 +252,43 @@ spec:
     );
     assert!(e.contains("CORS is only supported on a rule"), "{e}");
 }
+
+#[test]
+fn extension_refs_name_a_client_rate_limit_of_the_routes_namespace() {
+    let yaml = [
+        SERVICES,
+        &gateway("  - {name: http, port: 80, protocol: HTTP}\n"),
+        r#"apiVersion: trellis.dev/v1alpha1
+kind: ClientRateLimit
+metadata: {name: zero, namespace: rides}
+spec: {requestsPerSecond: 0, burst: 0}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: rides}
+spec:
+  parentRefs: [{kind: Gateway, name: edge}]
+  rules:
+  - filters:
+    - {type: ExtensionRef, extensionRef: {group: example.com, kind: Magic, name: x}}
+    - {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: ClientRateLimit, name: missing}}
+    backendRefs: [{name: passenger}]
+---
+"#,
+    ]
+    .concat();
+    let e = errors(&yaml);
+    assert!(
+        e.contains("spec.requestsPerSecond: 0 must be a number greater than 0"),
+        "{e}"
+    );
+    assert!(e.contains("spec.burst: must be at least 1"), "{e}");
+    assert!(
+        e.contains("group \"example.com\" kind \"Magic\" is not a filter Trellis knows"),
+        "{e}"
+    );
+    assert!(
+        e.contains("extensionRef.name: no ClientRateLimit \"missing\" in namespace \"rides\""),
+        "{e}"
+    );
+}

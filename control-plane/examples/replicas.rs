@@ -191,6 +191,7 @@ fn cluster(a: &Args) -> MockApi {
         ("Workload", "workloads"),
         ("ResiliencePolicy", "resiliencepolicies"),
         ("AuthorizationPolicy", "authorizationpolicies"),
+        ("ClientRateLimit", "clientratelimits"),
     ] {
         let path = format!("/apis/trellis.dev/v1alpha1/{plural}");
         api.serve(&path, list(kind, "trellis.dev/v1alpha1", Vec::new()));

@@ -292,3 +292,66 @@ spec:
     assert_eq!(r.header("access-control-allow-origin"), "");
     assert_eq!(passenger.hits(), 3);
 }
+
+#[tokio::test]
+async fn a_client_rate_limit_counts_each_client_address_apart() {
+    let passenger = Upstream::start("passenger-0").await;
+    let mesh = [
+        service("passenger", ""),
+        workload("passenger", &passenger),
+        GATEWAY.to_string(),
+        r#"apiVersion: trellis.dev/v1alpha1
+kind: ClientRateLimit
+metadata: {name: per-client, namespace: rides}
+spec: {requestsPerSecond: 0.5, burst: 2}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: rides}
+spec:
+  parentRefs: [{kind: Gateway, name: edge}]
+  hostnames: [rides.example.com]
+  rules:
+  - filters: [{type: ExtensionRef, extensionRef: {group: trellis.dev, kind: ClientRateLimit, name: per-client}}]
+    backendRefs: [{name: passenger, port: 80}]
+---
+"#
+        .to_string(),
+    ]
+    .concat();
+    // Behind one trusted load balancer: the client is the address it appended.
+    let h = start(
+        &mesh,
+        "gateway: {name: edge, listen: {http: 127.0.0.1:0}, trustedProxies: 1}\n",
+    )
+    .await;
+    let gw = h.running.as_ref().unwrap().gateway["http"];
+    let from = |client: &'static str| {
+        let mut r = req(gw, "rides.example.com", "/rides");
+        r.headers_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        r
+    };
+    for _ in 0..2 {
+        assert_eq!(h.send(from("203.0.113.7")).await.status, 200);
+    }
+    let r = h.send(from("203.0.113.7")).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.header("trellis-error"), "rate-limited");
+    assert_eq!(r.header("retry-after"), "2", "one token every 2 s");
+    assert!(
+        r.body.contains("203.0.113.7") && r.body.contains("rides/per-client"),
+        "{}",
+        r.body
+    );
+    // Another client has its own bucket.
+    assert_eq!(h.send(from("198.51.100.1")).await.status, 200);
+    assert_eq!(passenger.hits(), 3);
+    let limited = h
+        .metric(
+            "trellis_requests_total",
+            &[("direction", "gateway"), ("response_code", "429")],
+        )
+        .await;
+    assert_eq!(limited, 1.0);
+}

@@ -184,6 +184,21 @@ fn compile_filter(
                 percent: m.percent.unwrap_or(100),
             }
         }
+        FilterType::ExtensionRef => {
+            let x = f.extension_ref.as_ref()?;
+            let l = (cfg.client_rate_limits.iter()).find(|l| {
+                l.object.metadata.namespace == ns && l.object.metadata.name == x.name.value
+            })?;
+            let spec = &l.object.spec;
+            Filter::ClientRateLimit {
+                name: l.key(),
+                requests_per_second: spec.requests_per_second,
+                burst: spec
+                    .burst
+                    .unwrap_or(spec.requests_per_second.ceil().min(f64::from(u32::MAX)) as u32)
+                    .max(1),
+            }
+        }
         FilterType::CORS => {
             let c = f.cors.as_ref()?;
             Filter::Cors(CorsPolicy {

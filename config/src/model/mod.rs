@@ -1,5 +1,6 @@
 //! Typed mesh resources, one struct per YAML kind. Unknown fields are refused by serde.
 
+mod client_rate_limit;
 mod gateway;
 mod grpc_route;
 mod policy;
@@ -9,6 +10,7 @@ mod secret;
 mod service;
 mod small_map;
 
+pub use client_rate_limit::*;
 pub use gateway::*;
 pub use grpc_route::*;
 pub use policy::*;

@@ -1,5 +1,6 @@
 //! Gateway API `HTTPRoute` (v1), as used for mesh routing (GAMMA): parents are Services.
 
+use super::client_rate_limit::ExtensionRef;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::time::Duration;
@@ -153,6 +154,8 @@ pub struct HttpRouteFilter {
     pub request_mirror: Option<RequestMirror>,
     #[serde(default)]
     pub cors: Option<CorsFilter>,
+    #[serde(default)]
+    pub extension_ref: Option<ExtensionRef>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -164,6 +167,8 @@ pub enum FilterType {
     RequestMirror,
     /// Gateway API `HTTPCORSFilter` (v1.2, extended support).
     CORS,
+    /// An implementation's own filter: Trellis knows `trellis.dev` `ClientRateLimit`.
+    ExtensionRef,
 }
 
 /// Gateway API `HTTPCORSFilter`: which browser origins may call the route, answered by the

@@ -1,28 +1,9 @@
 //! `v1` `Secret` of type `kubernetes.io/tls`: a Gateway listener's certificate and key, in
 //! the shape Kubernetes keeps them, so `kubectl get secret -o yaml` output loads as it is.
 
-use super::{Metadata, Read};
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::fmt;
-
-/// A Secret as written: base64 `data` and plain `stringData`, as Kubernetes takes them.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SecretDocument {
-    pub api_version: Read,
-    pub kind: Read,
-    pub metadata: Metadata,
-    #[serde(rename = "type", default)]
-    pub type_: Option<Spanned<String>>,
-    #[serde(default)]
-    pub data: BTreeMap<String, Spanned<String>>,
-    #[serde(default)]
-    pub string_data: BTreeMap<String, String>,
-    #[serde(default)]
-    pub immutable: Option<bool>,
-}
 
 /// The Secret as the mesh keeps it: its type and its entries, decoded. Debug prints the
 /// entry names only, so that no log or error ever carries a key.

@@ -38,6 +38,7 @@ pub(super) fn check_filter(
         FilterType::RequestRedirect => ("requestRedirect", flt.request_redirect.is_some()),
         FilterType::RequestMirror => ("requestMirror", flt.request_mirror.is_some()),
         FilterType::CORS => ("cors", flt.cors.is_some()),
+        FilterType::ExtensionRef => ("extensionRef", flt.extension_ref.is_some()),
     };
     if !present {
         c.doc(
@@ -63,6 +64,18 @@ pub(super) fn check_filter(
     }
     if let Some(cors) = &flt.cors {
         check_cors(c, f, cors, errs);
+    }
+    if let Some(x) = &flt.extension_ref {
+        let known = x.group == "trellis.dev" && x.kind == "ClientRateLimit";
+        if !known {
+            c.at(errs, &x.name, format!("{f}.extensionRef"), format!("group {:?} kind {:?} is not a filter Trellis knows; allowed: group trellis.dev, kind ClientRateLimit", x.group, x.kind));
+        } else if !cfg
+            .client_rate_limits
+            .iter()
+            .any(|l| l.object.metadata.namespace == ns && l.object.metadata.name == x.name.value)
+        {
+            c.at(errs, &x.name, format!("{f}.extensionRef.name"), format!("no ClientRateLimit {:?} in namespace {ns:?} (an ExtensionRef names an object of the route's own namespace)", x.name.value));
+        }
     }
     let path = flt
         .url_rewrite

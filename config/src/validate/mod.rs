@@ -27,6 +27,7 @@ pub fn validate(cfg: &MeshConfig) -> Result<(), ConfigErrors> {
     workloads::check_workloads(cfg, &mut errs);
     routes::check_routes(cfg, &mut errs);
     resilience::check_resilience_policies(cfg, &mut errs);
+    resilience::check_client_rate_limits(cfg, &mut errs);
     authorization::check_authorization_policies(cfg, &mut errs);
     gateways::check_gateways(cfg, &mut errs);
     scopes::check_scopes(cfg, &mut errs);

@@ -174,3 +174,26 @@ fn check_resilience(cfg: &MeshConfig, p: &Doc<ResiliencePolicySpec>, errs: &mut 
         }
     }
 }
+
+/// A ClientRateLimit's rate is a positive number and its burst at least one request.
+pub(super) fn check_client_rate_limits(cfg: &MeshConfig, errs: &mut ConfigErrors) {
+    for l in &cfg.client_rate_limits {
+        let s = &l.object.spec;
+        if !(s.requests_per_second.is_finite() && s.requests_per_second > 0.0) {
+            errs.push(
+                &l.file,
+                l.line,
+                "spec.requestsPerSecond",
+                format!("{} must be a number greater than 0", s.requests_per_second),
+            );
+        }
+        if s.burst == Some(0) {
+            errs.push(
+                &l.file,
+                l.line,
+                "spec.burst",
+                "must be at least 1 (leave it out for one second's worth)",
+            );
+        }
+    }
+}

@@ -111,7 +111,10 @@ fn check_route(cfg: &MeshConfig, r: &Doc<HttpRouteSpec>, errs: &mut ConfigErrors
             for (k, flt) in b.filters.iter().enumerate() {
                 if matches!(
                     flt.kind,
-                    FilterType::RequestRedirect | FilterType::RequestMirror | FilterType::CORS
+                    FilterType::RequestRedirect
+                        | FilterType::RequestMirror
+                        | FilterType::CORS
+                        | FilterType::ExtensionRef
                 ) {
                     let msg = format!(
                         "{:?} is only supported on a rule, not on a backendRef; allowed here: \

@@ -2,7 +2,8 @@
 
 use super::enums::{FromWire, method_from_wire, method_to_wire};
 use super::{
-    WireError, duration_from_wire, duration_to_wire, each, enum_i32, list, required, u16_of,
+    Problem, WireError, duration_from_wire, duration_to_wire, each, enum_i32, list, required,
+    u16_of,
 };
 use crate::model::{PathMatchType, ValueMatchType};
 use crate::snapshot::{
@@ -93,6 +94,15 @@ impl From<&Filter> for pb::Filter {
                     percent: *percent,
                 })
             }
+            Filter::ClientRateLimit {
+                name,
+                requests_per_second,
+                burst,
+            } => WireFilter::ClientRateLimit(pb::ClientRateLimit {
+                name: name.clone(),
+                requests_per_second: *requests_per_second,
+                burst: *burst,
+            }),
             Filter::Cors(c) => WireFilter::Cors(pb::Cors {
                 allow_origins: c.allow_origins.clone(),
                 allow_credentials: c.allow_credentials,
@@ -219,6 +229,24 @@ impl TryFrom<pb::Filter> for Filter {
             WireFilter::RequestMirror(m) => Filter::RequestMirror {
                 cluster: m.cluster,
                 percent: m.percent,
+            },
+            WireFilter::ClientRateLimit(l) => Filter::ClientRateLimit {
+                name: l.name,
+                // A rate the proxy could not divide by is not a rate.
+                requests_per_second: if l.requests_per_second.is_finite()
+                    && l.requests_per_second > 0.0
+                {
+                    l.requests_per_second
+                } else {
+                    return Err(WireError::new(
+                        "requests_per_second",
+                        Problem::OutOfRange {
+                            value: 0,
+                            max: u64::MAX,
+                        },
+                    ));
+                },
+                burst: l.burst.max(1),
             },
             WireFilter::Cors(c) => Filter::Cors(CorsPolicy {
                 allow_origins: c.allow_origins,

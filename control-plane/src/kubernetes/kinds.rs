@@ -15,12 +15,13 @@ pub const GATEWAY_CLASS: &str = "trellis";
 pub const CONTROLLER: &str = "trellis.dev/gateway";
 
 /// The trellis.dev kinds the control plane watches, with their plural names.
-pub const TRELLIS_KINDS: [(&str, &str); 5] = [
+pub const TRELLIS_KINDS: [(&str, &str); 6] = [
     ("Mesh", "meshes"),
     ("Workload", "workloads"),
     ("ResiliencePolicy", "resiliencepolicies"),
     ("AuthorizationPolicy", "authorizationpolicies"),
     ("Scope", "scopes"),
+    ("ClientRateLimit", "clientratelimits"),
 ];
 
 /// The Gateway API `HTTPRoute`, read untyped: its spec goes to the loader as written.

@@ -82,6 +82,10 @@ async fn cluster_with(tweak: impl FnOnce(&mut trellis_control::Options)) -> Clus
     api.serve(AUTHZ, fixture("authorizationpolicies.json"));
     api.serve(SCOPES, fixture("scopes.json"));
     api.serve(
+        "/apis/trellis.dev/v1alpha1/clientratelimits",
+        json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ClientRateLimitList", "metadata": {"resourceVersion": "1"}, "items": []}),
+    );
+    api.serve(
         SECRETS,
         json!({"apiVersion": "v1", "kind": "SecretList", "metadata": {"resourceVersion": "1"}, "items": []}),
     );

@@ -8,6 +8,7 @@ use super::runtime::{
 };
 use crate::config::delivery::{AppPorts, PortPolicies};
 use crate::config::routing::{MatchError, Matcher};
+use crate::resilience::client_limit::ClientLimiter;
 use crate::resilience::policy::ClusterResilience;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::balance::Balancer;
@@ -22,7 +23,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 use trellis_config::model::{LbPolicy, MtlsMode};
-use trellis_config::snapshot::{Cluster, ListenerProtocol, ServiceEntry, Snapshot, TlsCertificate};
+use trellis_config::snapshot::{
+    Cluster, Filter, ListenerProtocol, ServiceEntry, Snapshot, TlsCertificate,
+};
 use trellis_config::sorted::{Side, join};
 use trellis_identity::SpiffeId;
 
@@ -49,7 +52,12 @@ pub struct StateRegistry {
     pub tls_names: TlsNames,
     /// The app's ports, which Service ports target on inbound.
     pub app_ports: AppPorts,
+    /// Each route rule's ClientRateLimit buckets, by limit, route and rule: a rebuild whose
+    /// limit settings are unchanged keeps counting where the last one was.
+    client_limits: Mutex<HashMap<String, Arc<ClientLimiter>>>,
 }
+
+type ClientLimits = HashMap<String, Arc<ClientLimiter>>;
 
 #[derive(Default)]
 struct State {
@@ -213,6 +221,7 @@ impl StateRegistry {
     ) -> Result<Runtime, BuildError> {
         // Build-time only; the request path never touches this lock.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut limits = (self.client_limits.lock()).unwrap_or_else(|e| e.into_inner());
         let originate = self
             .originate_mtls
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -304,7 +313,7 @@ impl StateRegistry {
             });
             let rt = match kept {
                 Some(rt) => rt,
-                None => Arc::new(build_service(&snapshot, svc, &clusters)?),
+                None => Arc::new(build_service(&snapshot, svc, &clusters, &mut limits)?),
             };
             services.push(rt);
         }
@@ -323,7 +332,7 @@ impl StateRegistry {
                     .map(|r| {
                         Ok(RtGatewayRoute {
                             hostname: r.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
-                            rule: compile_rule(&r.rule, &clusters)?,
+                            rule: compile_rule(&r.rule, &clusters, &mut limits)?,
                         })
                     })
                     .collect::<Result<Vec<_>, BuildError>>()?;
@@ -362,6 +371,9 @@ impl StateRegistry {
                 .replace(state.tls.iter().map(|(a, (n, _))| (*a, n.clone())));
         }
         state.dirty = false;
+        // Buckets no rule holds any more: the runtime being replaced holds the rest until it
+        // goes, and a rule rebuilt with the same settings found its own above.
+        limits.retain(|_, l| Arc::strong_count(l) > 1);
         Ok(Runtime {
             outside,
             port_policies,
@@ -513,6 +525,7 @@ fn build_service(
     snapshot: &Snapshot,
     svc: &ServiceEntry,
     clusters: &HashMap<Arc<str>, Arc<RtCluster>>,
+    limits: &mut ClientLimits,
 ) -> Result<RtService, BuildError> {
     let (n, ns) = (&svc.name, &svc.namespace);
     let mine = snapshot.node.namespace.as_str();
@@ -532,7 +545,7 @@ fn build_service(
         // have one.
         let mut rules = Vec::with_capacity(p.routes.len());
         for r in p.routes.iter().filter(wanted) {
-            rules.push(compile_rule(r, clusters)?);
+            rules.push(compile_rule(r, clusters, limits)?);
         }
         ports.push(RtPort {
             port: p.port,
@@ -624,6 +637,7 @@ fn host_forms(n: &str, ns: &str, here: &str) -> impl Iterator<Item = String> {
 fn compile_rule(
     r: &trellis_config::snapshot::RouteRule,
     clusters: &HashMap<Arc<str>, Arc<RtCluster>>,
+    limits: &mut ClientLimits,
 ) -> Result<RtRule, BuildError> {
     let mut backends = Vec::with_capacity(r.backends.len());
     for b in &r.backends {
@@ -650,7 +664,32 @@ fn compile_rule(
         total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
         backends,
         timeouts: r.timeouts.clone(),
+        client_limit: client_limit(r, limits),
     })
+}
+
+/// The rule's ClientRateLimit: the one it had if the settings are the same, else new.
+fn client_limit(
+    r: &trellis_config::snapshot::RouteRule,
+    limits: &mut ClientLimits,
+) -> Option<Arc<ClientLimiter>> {
+    let (name, per_second, burst) = r.filters.iter().find_map(|f| match f {
+        Filter::ClientRateLimit {
+            name,
+            requests_per_second,
+            burst,
+        } => Some((name, *requests_per_second, *burst)),
+        _ => None,
+    })?;
+    let key = format!("{name}|{}|{}", r.route, r.rule_index);
+    let l = (limits.entry(key))
+        .and_modify(|l| {
+            if !l.same_settings(per_second, burst) {
+                *l = Arc::new(ClientLimiter::new(name.clone(), per_second, burst));
+            }
+        })
+        .or_insert_with(|| Arc::new(ClientLimiter::new(name.clone(), per_second, burst)));
+    Some(l.clone())
 }
 
 #[cfg(test)]

@@ -101,6 +101,8 @@ pub struct RtRule {
     pub backends: Vec<RtBackend>,
     pub total_weight: u64,
     pub timeouts: Timeouts,
+    /// The rule's ClientRateLimit, if a filter names one.
+    pub client_limit: Option<Arc<crate::resilience::client_limit::ClientLimiter>>,
 }
 
 pub struct RtBackend {

@@ -70,6 +70,16 @@ pub enum ProxyError {
         retry_after: Duration,
     },
     #[error(
+        "client {client} is over the ClientRateLimit {limit} of route {route} ({per_second} requests per second); retry after {retry_after:?}"
+    )]
+    ClientRateLimited {
+        route: String,
+        limit: String,
+        client: std::net::IpAddr,
+        per_second: f64,
+        retry_after: Duration,
+    },
+    #[error(
         "cluster {cluster} has {limit} requests in flight and no room to wait for one to finish (bulkhead)"
     )]
     Overloaded { cluster: String, limit: u32 },
@@ -155,7 +165,9 @@ impl ProxyError {
             }
             ProxyError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout", 4, false),
             ProxyError::CircuitOpen { .. } => (S::SERVICE_UNAVAILABLE, "circuit-open", 14, false),
-            ProxyError::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate-limited", 8, false),
+            ProxyError::RateLimited { .. } | ProxyError::ClientRateLimited { .. } => {
+                (S::TOO_MANY_REQUESTS, "rate-limited", 8, false)
+            }
             ProxyError::Overloaded { .. } => (S::SERVICE_UNAVAILABLE, "overloaded", 14, false),
             ProxyError::FaultInjected { status, .. } => {
                 (*status, "fault-injected", grpc_code_for(*status), false)
@@ -182,7 +194,8 @@ impl ProxyError {
         };
         let retry_after = match self {
             // Whole seconds, rounded up: retrying earlier would be refused again.
-            ProxyError::RateLimited { retry_after, .. } => {
+            ProxyError::RateLimited { retry_after, .. }
+            | ProxyError::ClientRateLimited { retry_after, .. } => {
                 Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
             }
             _ => None,

@@ -5,7 +5,8 @@
 //! next connection while the open ones carry on.
 
 use super::accept::{Conn, accept_loop};
-use crate::outbound::gateway::{ListenerId, Scheme, handle};
+use crate::outbound::gateway::{ListenerId, handle};
+use crate::outbound::handler::Scheme;
 use crate::shared::Shared;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;

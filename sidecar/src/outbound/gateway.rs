@@ -7,7 +7,7 @@ use crate::http::body::Body;
 use crate::http::errors::ProxyError;
 use crate::http::headers::check_size;
 use crate::http::respond::is_grpc;
-use crate::outbound::handler::{Upstream, destination, dispatch};
+use crate::outbound::handler::{ClientAddr, Scheme, Upstream, destination, dispatch};
 use crate::shared::Shared;
 use crate::telemetry::observe::Observation;
 use http::{Request, Response};
@@ -22,23 +22,6 @@ pub struct ListenerId {
     /// `namespace/name` of the Gateway.
     pub gateway: Arc<str>,
     pub listener: Arc<str>,
-}
-
-/// How the client reached the listener: what `X-Forwarded-Proto` says, and the scheme a
-/// redirect keeps when it names none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scheme {
-    Http,
-    Https,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
 }
 
 pub async fn handle(
@@ -78,12 +61,13 @@ async fn route(
     );
     // The edge says who the client is; what the client said about that is not believed.
     let trusted = (shared.bootstrap.gateway.as_ref()).map_or(0, |g| g.trusted_proxies);
-    super::forwarded::set(
+    let client = super::forwarded::set(
         req.headers_mut(),
         peer.ip().to_canonical(),
         trusted,
         scheme.as_str(),
     );
+    req.extensions_mut().insert(ClientAddr(client));
     crate::http::normalize::normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
 
     // Phase 2: the listener's routes, then the first whose hostname and match fit.

@@ -100,6 +100,27 @@ async fn route(
     dispatch(shared, rt, peer, req, rule, &authority, obs, Upstream::Mesh).await
 }
 
+/// The client address the edge believes (`forwarded::set`): what a ClientRateLimit counts by.
+#[derive(Clone, Copy)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+/// How the client reached the listener: what `X-Forwarded-Proto` says, and the scheme a
+/// redirect keeps when it names none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 /// Who is sending, which decides the `Host` the backend sees.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Upstream {
@@ -108,7 +129,7 @@ pub(crate) enum Upstream {
     /// A client outside the mesh named the gateway's host; upstream sees the backend Service
     /// (`name.namespace`) and the original host in `x-forwarded-host`. With the scheme the
     /// client reached the listener with.
-    Gateway(crate::outbound::gateway::Scheme),
+    Gateway(Scheme),
 }
 
 /// From a chosen rule to the response: redirect or pick a backend, apply request filters,
@@ -138,6 +159,20 @@ pub(crate) async fn dispatch(
         Some(super::cors::Cors::Allowed(origin)) => Some(origin),
         Some(super::cors::Cors::Pass) | None => None,
     };
+    // The client's own budget on this rule, before any work is done for it.
+    if let Some(limit) = &rule.client_limit {
+        let client =
+            (req.extensions().get::<ClientAddr>()).map_or(peer.ip().to_canonical(), |c| c.0);
+        if let Err(retry_after) = limit.check(client) {
+            return Err(ProxyError::ClientRateLimited {
+                route: rule.route.to_string(),
+                limit: limit.name.clone(),
+                client,
+                per_second: limit.per_second,
+                retry_after,
+            });
+        }
+    }
     if let Some(mut res) = redirect(rule, &req, authority, scheme) {
         if let (Some(c), Some(o)) = (cors, &cors_origin) {
             super::cors::decorate(c, o, res.headers_mut());

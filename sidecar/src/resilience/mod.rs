@@ -10,6 +10,7 @@
 pub(crate) mod breaker;
 pub(crate) mod budget;
 pub(crate) mod bulkhead;
+pub(crate) mod client_limit;
 pub(crate) mod fault;
 pub(crate) mod layer;
 pub(crate) mod policy;

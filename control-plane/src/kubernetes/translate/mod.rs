@@ -40,7 +40,8 @@ const MAX_PASSES: usize = 8;
 /// leaving out the Mesh would change the trust domain and mTLS mode; for those the whole
 /// change is refused and the previous config keeps serving, as in file mode. A Scope left
 /// out leaves its workloads unscoped: their proxies hold more, never less, than they call.
-const OMITTABLE: [&str; 9] = [
+const OMITTABLE: [&str; 10] = [
+    "ClientRateLimit",
     "Secret",
     "ReferenceGrant",
     "Service",
