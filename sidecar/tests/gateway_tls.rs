@@ -14,17 +14,6 @@ use std::time::{Duration, SystemTime};
 use support::*;
 use testkit::pki::{Leaf, TestCa};
 
-/// A `kubernetes.io/tls` Secret holding `leaf`, as `kubectl create secret tls` makes it.
-fn secret(name: &str, leaf: &Leaf) -> String {
-    let indent = |pem: &str| pem.trim_end().replace('\n', "\n      ");
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: rides}}\ntype: kubernetes.io/tls\n\
-         stringData:\n  tls.crt: |\n      {}\n  tls.key: |\n      {}\n---\n",
-        indent(&leaf.cert_pem),
-        indent(&leaf.key_pem)
-    )
-}
-
 const GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: edge, namespace: rides}
@@ -78,8 +67,8 @@ async fn edge(rides: &Leaf, maps: &Leaf, ca: TestCa) -> Edge {
     .concat();
     let full = format!(
         "{mesh}{}{}",
-        secret("rides-cert", rides),
-        secret("maps-cert", maps)
+        tls_secret("rides-cert", rides),
+        tls_secret("maps-cert", maps)
     );
     let h = start(
         &full,
@@ -304,8 +293,8 @@ async fn a_rotated_certificate_serves_new_connections_with_no_failed_request() {
     e.h.write_mesh(&format!(
         "{}{}{}",
         e.mesh,
-        secret("rides-cert", &renewed),
-        secret("maps-cert", &maps)
+        tls_secret("rides-cert", &renewed),
+        tls_secret("maps-cert", &maps)
     ));
     e.h.wait_for_new_version(&before).await;
     let now = https_get(e.https, "rides.example.com", &e.ca.root_pem)

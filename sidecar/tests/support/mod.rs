@@ -266,3 +266,15 @@ pub async fn grpc_channel(addr: SocketAddr, authority: &str) -> tonic::transport
         .await
         .expect("connect to the proxy")
 }
+
+/// A `kubernetes.io/tls` Secret `rides/<name>` holding `leaf`, as `kubectl create secret tls`
+/// makes it (PEM under `stringData`).
+pub fn tls_secret(name: &str, leaf: &testkit::pki::Leaf) -> String {
+    let indent = |pem: &str| pem.trim_end().replace('\n', "\n      ");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: rides}}\ntype: kubernetes.io/tls\n\
+         stringData:\n  tls.crt: |\n      {}\n  tls.key: |\n      {}\n---\n",
+        indent(&leaf.cert_pem),
+        indent(&leaf.key_pem)
+    )
+}
