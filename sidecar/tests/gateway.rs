@@ -208,11 +208,7 @@ async fn behind_a_trusted_load_balancer_the_client_is_the_one_it_saw() {
 
 #[tokio::test]
 async fn the_cors_filter_answers_preflights_and_marks_allowed_origins_only() {
-    let passenger = Upstream::start("passenger-0").await;
-    let mesh = [
-        service("passenger", ""),
-        workload("passenger", &passenger),
-        GATEWAY.to_string(),
+    let (passenger, h, gw) = passenger_behind_edge(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: api, namespace: rides}
@@ -231,16 +227,10 @@ spec:
         maxAge: 600
     backendRefs: [{name: passenger, port: 80}]
 ---
-"#
-        .to_string(),
-    ]
-    .concat();
-    let h = start(
-        &mesh,
-        "gateway: {name: edge, listen: {http: 127.0.0.1:0}}\n",
+"#,
+        "",
     )
     .await;
-    let gw = h.running.as_ref().unwrap().gateway["http"];
     let with = |method: &str, origin: &str, preflight: bool| {
         let mut r = req(gw, "rides.example.com", "/rides");
         *r.method_mut() = method.parse().unwrap();
@@ -295,11 +285,8 @@ spec:
 
 #[tokio::test]
 async fn a_client_rate_limit_counts_each_client_address_apart() {
-    let passenger = Upstream::start("passenger-0").await;
-    let mesh = [
-        service("passenger", ""),
-        workload("passenger", &passenger),
-        GATEWAY.to_string(),
+    // Behind one trusted load balancer: the client is the address it appended.
+    let (passenger, h, gw) = passenger_behind_edge(
         r#"apiVersion: trellis.dev/v1alpha1
 kind: ClientRateLimit
 metadata: {name: per-client, namespace: rides}
@@ -315,17 +302,10 @@ spec:
   - filters: [{type: ExtensionRef, extensionRef: {group: trellis.dev, kind: ClientRateLimit, name: per-client}}]
     backendRefs: [{name: passenger, port: 80}]
 ---
-"#
-        .to_string(),
-    ]
-    .concat();
-    // Behind one trusted load balancer: the client is the address it appended.
-    let h = start(
-        &mesh,
-        "gateway: {name: edge, listen: {http: 127.0.0.1:0}, trustedProxies: 1}\n",
+"#,
+        ", trustedProxies: 1",
     )
     .await;
-    let gw = h.running.as_ref().unwrap().gateway["http"];
     let from = |client: &'static str| {
         let mut r = req(gw, "rides.example.com", "/rides");
         r.headers_mut()
@@ -354,4 +334,27 @@ spec:
         )
         .await;
     assert_eq!(limited, 1.0);
+}
+
+/// passenger behind the Gateway `edge` (its `http` listener), with `routes` attached and
+/// `extra` added to the bootstrap's `gateway` block.
+async fn passenger_behind_edge(
+    routes: &str,
+    extra: &str,
+) -> (Upstream, Harness, std::net::SocketAddr) {
+    let passenger = Upstream::start("passenger-0").await;
+    let mesh = [
+        service("passenger", ""),
+        workload("passenger", &passenger),
+        GATEWAY.to_string(),
+        routes.to_string(),
+    ]
+    .concat();
+    let h = start(
+        &mesh,
+        &format!("gateway: {{name: edge, listen: {{http: 127.0.0.1:0}}{extra}}}\n"),
+    )
+    .await;
+    let gw = h.running.as_ref().unwrap().gateway["http"];
+    (passenger, h, gw)
 }

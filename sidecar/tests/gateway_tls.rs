@@ -90,12 +90,13 @@ async fn edge(rides: &Leaf, maps: &Leaf, ca: TestCa) -> Edge {
     }
 }
 
-/// Runs a command off the runtime's thread (the proxy under test runs on it) and returns its
-/// status and output.
+/// Runs a command off the runtime's thread (the proxy under test runs on it), with no stdin,
+/// and returns its status and output.
 async fn run(cmd: &'static str, args: Vec<String>) -> (bool, String, String) {
     tokio::task::spawn_blocking(move || {
         let out = Command::new(cmd)
             .args(&args)
+            .stdin(std::process::Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("{cmd} runs: {e}"));
         (
@@ -144,25 +145,8 @@ async fn presented(e: &Edge, sni: Option<&str>) -> String {
         ]),
         None => args.push("-noservername".into()),
     }
-    let (_, out, err) = run_with_stdin("openssl", args).await;
+    let (_, out, err) = run("openssl", args).await;
     format!("{out}{err}")
-}
-
-async fn run_with_stdin(cmd: &'static str, args: Vec<String>) -> (bool, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(cmd)
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("{cmd} runs: {e}"));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
 }
 
 fn der(leaf: &Leaf) -> CertificateDer<'static> {
