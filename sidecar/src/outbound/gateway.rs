@@ -7,7 +7,7 @@ use crate::http::body::Body;
 use crate::http::errors::ProxyError;
 use crate::http::headers::check_size;
 use crate::http::respond::is_grpc;
-use crate::outbound::handler::{ClientAddr, Scheme, Upstream, destination, dispatch};
+use crate::outbound::handler::{Scheme, Upstream, destination, dispatch};
 use crate::shared::Shared;
 use crate::telemetry::observe::Observation;
 use http::{Request, Response};
@@ -67,7 +67,6 @@ async fn route(
         trusted,
         scheme.as_str(),
     );
-    req.extensions_mut().insert(ClientAddr(client));
     crate::http::normalize::normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
 
     // Phase 2: the listener's routes, then the first whose hostname and match fit.
@@ -108,7 +107,7 @@ async fn route(
         &chosen.rule,
         &authority,
         obs,
-        Upstream::Gateway(scheme),
+        Upstream::Gateway { scheme, client },
     )
     .await
 }

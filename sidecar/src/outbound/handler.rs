@@ -100,10 +100,6 @@ async fn route(
     dispatch(shared, rt, peer, req, rule, &authority, obs, Upstream::Mesh).await
 }
 
-/// The client address the edge believes (`forwarded::set`): what a ClientRateLimit counts by.
-#[derive(Clone, Copy)]
-pub struct ClientAddr(pub std::net::IpAddr);
-
 /// How the client reached the listener: what `X-Forwarded-Proto` says, and the scheme a
 /// redirect keeps when it names none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,8 +124,12 @@ pub(crate) enum Upstream {
     Mesh,
     /// A client outside the mesh named the gateway's host; upstream sees the backend Service
     /// (`name.namespace`) and the original host in `x-forwarded-host`. With the scheme the
-    /// client reached the listener with.
-    Gateway(Scheme),
+    /// client reached the listener with, and the client address the edge believes
+    /// (`forwarded::set`), which a ClientRateLimit counts by.
+    Gateway {
+        scheme: Scheme,
+        client: std::net::IpAddr,
+    },
 }
 
 /// From a chosen rule to the response: redirect or pick a backend, apply request filters,
@@ -146,7 +146,7 @@ pub(crate) async fn dispatch(
     upstream: Upstream,
 ) -> Result<Response<Body>, ProxyError> {
     let scheme = match upstream {
-        Upstream::Gateway(s) => s.as_str(),
+        Upstream::Gateway { scheme, .. } => scheme.as_str(),
         Upstream::Mesh => "http",
     };
     // CORS before anything else: a preflight is answered here, whatever the rule does next.
@@ -161,8 +161,11 @@ pub(crate) async fn dispatch(
     };
     // The client's own budget on this rule, before any work is done for it.
     if let Some(limit) = &rule.client_limit {
-        let client =
-            (req.extensions().get::<ClientAddr>()).map_or(peer.ip().to_canonical(), |c| c.0);
+        // At a gateway, the client the edge believes; on a mesh route, the calling app.
+        let client = match upstream {
+            Upstream::Gateway { client, .. } => client,
+            Upstream::Mesh => peer.ip().to_canonical(),
+        };
         if let Err(retry_after) = limit.check(client) {
             return Err(ProxyError::ClientRateLimited {
                 route: rule.route.to_string(),
@@ -187,7 +190,7 @@ pub(crate) async fn dispatch(
     // Phase 4: request filters, rule first, then the backend's own.
     let mut host_header = match upstream {
         Upstream::Mesh => HeaderValue::from_str(authority.as_str()),
-        Upstream::Gateway(_) => {
+        Upstream::Gateway { .. } => {
             obs.destination = backend.cluster.service_label.clone();
             if let Some(h) = req.headers_mut().remove(header::HOST) {
                 req.headers_mut().insert("x-forwarded-host", h);
