@@ -389,3 +389,46 @@ async fn the_http_listener_redirects_to_https_on_the_default_port() {
         "https://rides.example.com/book?ride=1"
     );
 }
+
+#[tokio::test]
+async fn a_returning_client_resumes_across_a_config_change_that_keeps_its_certificate() {
+    let ca = TestCa::new("edge-ca");
+    let (rides, maps) = (
+        ca.server(&["rides.example.com"]),
+        ca.server(&["*.maps.example.com"]),
+    );
+    let e = edge(&rides, &maps, ca).await;
+    let sess = e.ca_file.path().with_extension("sess");
+    // TLS 1.2, whose ticket comes inside the handshake, so s_client saves it before it quits.
+    let s_client = |io: &'static str| {
+        let args = vec![
+            "s_client".to_string(),
+            "-connect".into(),
+            e.https.to_string(),
+            "-servername".into(),
+            "rides.example.com".into(),
+            "-tls1_2".into(),
+            "-CAfile".into(),
+            e.ca_file.path().display().to_string(),
+            io.into(),
+            sess.display().to_string(),
+        ];
+        async move {
+            let (_, out, err) = run("openssl", args).await;
+            format!("{out}{err}")
+        }
+    };
+    let first = s_client("-sess_out").await;
+    assert!(first.contains("New, TLSv1.2"), "{first}");
+    assert!(s_client("-sess_in").await.contains("Reused, TLSv1.2"));
+    // Another document changes; the listener's certificates do not: the listener keeps its
+    // TLS config, and with it the key the ticket was sealed with.
+    let before = e.h.version().await;
+    let other = "---\napiVersion: v1\nkind: Service\nmetadata: {name: spare, namespace: rides}\n\
+                 spec: {selector: {app: spare}, ports: [{port: 80}]}\n";
+    let secrets = tls_secret("rides-cert", &rides) + &tls_secret("maps-cert", &maps);
+    e.h.write_mesh(&format!("{}{secrets}{other}", e.mesh));
+    e.h.wait_for_new_version(&before).await;
+    let again = s_client("-sess_in").await;
+    assert!(again.contains("Reused, TLSv1.2"), "{again}");
+}

@@ -695,8 +695,9 @@ fn client_limit(
 #[cfg(test)]
 mod tests;
 
-/// An HTTPS listener's TLS: the previous build's when its certificates are the same `Arc`s,
-/// else a new server config. A certificate that no longer loads (it expired since the config
+/// An HTTPS listener's TLS: the previous build's when its certificates are the same, else a
+/// new server config. Keeping it keeps its session-ticket key, so clients resume across
+/// config changes. A certificate that no longer loads (it expired since the config
 /// was compiled) is left out with a warning; it never fails the build, since one listener's
 /// certificate must not refuse the whole config.
 fn listener_tls(
@@ -710,10 +711,8 @@ fn listener_tls(
         .collect();
     if let Some(h) = held
         && h.built_from.len() == certs.len()
-        && h.built_from
-            .iter()
-            .zip(&certs)
-            .all(|(a, b)| Arc::ptr_eq(a, b))
+        // The same `Arc` from the discovery stream, or equal content from a reloaded mesh file.
+        && (h.built_from.iter().zip(&certs)).all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
     {
         return RtListenerTls {
             config: h.config.clone(),

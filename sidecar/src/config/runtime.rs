@@ -63,8 +63,8 @@ pub struct RtGatewayListener {
 }
 
 /// An HTTPS listener's server config, and the certificates it was built from: a build whose
-/// certificates are the same `Arc`s keeps the config, and with it the session tickets and
-/// cache that let clients resume.
+/// certificates are the same keeps the config, and with it the session tickets and cache
+/// that let clients resume.
 pub struct RtListenerTls {
     pub config: Arc<rustls::ServerConfig>,
     pub(super) built_from: Vec<Arc<trellis_config::snapshot::TlsCertificate>>,
