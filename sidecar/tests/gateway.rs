@@ -281,6 +281,15 @@ spec:
         .await;
     assert_eq!(r.header("access-control-allow-origin"), "");
     assert_eq!(passenger.hits(), 3);
+    // An answer the gateway makes itself still tells an allowed origin's code why.
+    passenger.set_mode(testkit::Mode::Reset);
+    let r = h.send(with("POST", "https://app.example.com", false)).await;
+    assert!(r.status.is_server_error(), "{}", r.status);
+    assert!(!r.header("trellis-error").is_empty());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        "https://app.example.com"
+    );
 }
 
 #[tokio::test]

@@ -159,6 +159,17 @@ pub(crate) async fn dispatch(
         Some(super::cors::Cors::Allowed(origin)) => Some(origin),
         Some(super::cors::Cors::Pass) | None => None,
     };
+    // For an allowed origin, the answers the proxy makes itself (429, 503, 504) carry the CORS
+    // headers too, so that browser code can read why its call failed.
+    let grpc = is_grpc(&req);
+    let fail = |obs: &mut Observation, e: ProxyError| match (cors, &cors_origin) {
+        (Some(c), Some(o)) => {
+            let mut res = obs.failed(e, grpc);
+            super::cors::decorate(c, o, res.headers_mut());
+            Ok(res)
+        }
+        _ => Err(e),
+    };
     // The client's own budget on this rule, before any work is done for it.
     if let Some(limit) = &rule.client_limit {
         // At a gateway, the client the edge believes; on a mesh route, the calling app.
@@ -167,13 +178,14 @@ pub(crate) async fn dispatch(
             Upstream::Mesh => peer.ip().to_canonical(),
         };
         if let Err(retry_after) = limit.check(client) {
-            return Err(ProxyError::ClientRateLimited {
+            let e = ProxyError::ClientRateLimited {
                 route: rule.route.to_string(),
                 limit: limit.name.clone(),
                 client,
                 per_second: limit.per_second,
                 retry_after,
-            });
+            };
+            return fail(obs, e);
         }
     }
     if let Some(mut res) = redirect(rule, &req, authority, scheme) {
@@ -256,7 +268,10 @@ pub(crate) async fn dispatch(
         obs.timeout = ex.deadline.map(|d| d.budget);
     }
     let stack = stack::stack(&backend.cluster.resilience, call);
-    let fwd = forward(stack, ex, Some(downstream_upgrade)).await?;
+    let fwd = match forward(stack, ex, Some(downstream_upgrade)).await {
+        Ok(fwd) => fwd,
+        Err(e) => return fail(obs, e),
+    };
     obs.endpoint = Some(fwd.endpoint);
     // Only for a traced request: a scan of the cluster's endpoints. An endpoint proves its
     // identity only when this proxy originates mTLS, which takes a mesh identity.
