@@ -11,6 +11,7 @@ pub mod gateway_tls;
 pub mod load;
 mod mesh_config;
 pub mod model;
+pub mod protocol;
 pub mod resources;
 pub mod snapshot;
 pub mod sorted;

@@ -100,9 +100,10 @@ impl Admin for AdminService {
                 "no valid config is loaded yet; see trellis status for the errors",
             )
         })?;
-        let c = world.compiled_for_gateway(
+        let c = world.compiled_for_proxy(
             &cp.serving_identity(&entry.identity),
             entry.gateway.as_deref(),
+            entry.protocol,
             &cp.metrics.compilations,
         );
         Ok(Response::new(ProxyConfigResponse {

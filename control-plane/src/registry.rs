@@ -14,6 +14,8 @@ pub struct ProxyEntry {
     pub identity: NodeIdentity,
     /// The Gateway (`namespace/name`) whose certificates the proxy proved it may hold.
     pub gateway: Option<String>,
+    /// The discovery protocol it speaks, which decides what it is sent.
+    pub protocol: u32,
     pub connected: bool,
     pub connected_since: SystemTime,
     pub disconnected_at: Option<Instant>,
@@ -35,7 +37,13 @@ impl Registry {
 
     /// Adds a connected proxy; an earlier entry of the same workload (a reconnect within the
     /// grace period) is replaced. Returns the new entry's id.
-    pub fn connect(&self, node: Node, identity: NodeIdentity, gateway: Option<String>) -> u64 {
+    pub fn connect(
+        &self,
+        node: Node,
+        identity: NodeIdentity,
+        gateway: Option<String>,
+        protocol: u32,
+    ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.lock();
         entries.retain(|_, e| {
@@ -49,6 +57,7 @@ impl Registry {
                 node,
                 identity,
                 gateway,
+                protocol,
                 connected: true,
                 connected_since: SystemTime::now(),
                 disconnected_at: None,

@@ -79,9 +79,10 @@ pub async fn shift(
         .filter_map(|(id, e)| {
             // The version the proxy itself is sent: a gateway's includes its certificates.
             let identity = cp.serving_identity(&e.identity);
-            let target = (world.compiled_for_gateway(
+            let target = (world.compiled_for_proxy(
                 &identity,
                 e.gateway.as_deref(),
+                e.protocol,
                 &cp.metrics.compilations,
             ))
             .version

@@ -184,16 +184,21 @@ pub struct World {
     /// Each HTTPS listener's certificate, encoded once; kept apart from `shared`, since
     /// only the proxies of its Gateway are sent it.
     certificates: BTreeMap<Key, Arc<Ready>>,
+    /// `shared` as proxies of discovery protocol 2 can read it (`trellis_config::protocol`):
+    /// built the first time such a proxy asks, and sharing every resource that needs no
+    /// change.
+    older: std::sync::OnceLock<Arc<Shared>>,
     cache: Mutex<HashMap<KindKey, Arc<Compiled>>>,
 }
 
-/// What of a node changes its snapshot: its namespace and labels, and the Gateway whose
-/// certificates it may hold.
+/// What of a node changes its snapshot: its namespace and labels, the Gateway whose
+/// certificates it may hold, and whether its protocol needs the older view.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct KindKey {
     namespace: String,
     labels: BTreeMap<String, String>,
     gateway: Option<String>,
+    older: bool,
 }
 
 impl World {
@@ -228,6 +233,7 @@ impl World {
         World {
             service_names,
             certificates,
+            older: std::sync::OnceLock::new(),
             generation,
             config,
             common,
@@ -253,21 +259,32 @@ impl World {
         node: &NodeIdentity,
         compilations: &prometheus_client::metrics::counter::Counter,
     ) -> Arc<Compiled> {
-        self.compiled_for_gateway(node, None, compilations)
+        self.compiled_for_proxy(node, None, trellis_proto::PROTOCOL, compilations)
     }
 
-    /// `compiled_for` a node that may hold the certificates of `gateway` (`namespace/name`):
-    /// what it would hold otherwise, plus those.
-    pub(crate) fn compiled_for_gateway(
+    /// The resources for a proxy of discovery `protocol` that may hold the certificates of
+    /// `gateway` (`namespace/name`): what it would hold otherwise, plus those. A proxy of an
+    /// older protocol is sent what it can read (`trellis_config::protocol`), and never a
+    /// certificate.
+    pub(crate) fn compiled_for_proxy(
         &self,
         node: &NodeIdentity,
         gateway: Option<&str>,
+        protocol: u32,
         compilations: &prometheus_client::metrics::counter::Counter,
     ) -> Arc<Compiled> {
+        let older = trellis_config::protocol::needs_older_view(protocol);
+        let gateway = gateway.filter(|_| !older);
         let key = KindKey {
             namespace: node.namespace.clone(),
             labels: node.labels.clone(),
             gateway: gateway.map(str::to_string),
+            older,
+        };
+        let base = if older {
+            self.older()
+        } else {
+            self.shared.clone()
         };
         if let Some(c) = self.lock().get(&key) {
             return c.clone();
@@ -286,9 +303,9 @@ impl World {
             })
             .collect();
         let (held, sum) = match &mesh.mesh.scope {
-            None if certificates.is_empty() => (Held::All(self.shared.clone()), self.shared.sum),
+            None if certificates.is_empty() => (Held::All(base.clone()), base.sum),
             None => {
-                let mut held = self.shared.resources.clone();
+                let mut held = base.resources.clone();
                 held.extend(certificates);
                 let sum = resources::sum_of(held.iter().map(|(k, e)| (k, e.hash.as_str())));
                 (Held::Scoped(held), sum)
@@ -296,7 +313,7 @@ impl World {
             Some(scope) => {
                 let (services, clusters) = self.common.in_scope(&self.config, scope);
                 // Looked up, not filtered: a kind holds a few dozen of the thousands.
-                let shared = &self.shared.resources;
+                let shared = &base.resources;
                 let lookup = |kind: &str, name: &str| {
                     let key = (kind.to_string(), name.to_string());
                     shared.get(&key).map(|e| (key, e.clone()))
@@ -330,6 +347,39 @@ impl World {
             deltas: Mutex::default(),
         });
         self.lock().entry(key).or_insert(compiled).clone()
+    }
+
+    /// The shared resources as a protocol-2 proxy can read them, built once per generation:
+    /// each Service or Gateway that uses what protocol 3 added is encoded again without it,
+    /// and every other resource is the same `Arc` as in `shared`.
+    fn older(&self) -> Arc<Shared> {
+        self.older
+            .get_or_init(|| {
+                use trellis_config::protocol::{gateway_for_protocol_2, service_for_protocol_2};
+                let mut resources = self.shared.resources.clone();
+                let mut replace = |kind: &str, name: &String, e: Encoded| {
+                    let key = (kind.to_string(), name.clone());
+                    resources.insert(key.clone(), Ready::new(&key, e));
+                };
+                for (name, svc) in &self.common.services {
+                    if let Some(older) = service_for_protocol_2(svc) {
+                        replace(SERVICE, name, resources::encode(&older));
+                    }
+                }
+                for (name, g) in &self.common.gateways {
+                    if let Some(older) = gateway_for_protocol_2(g) {
+                        replace(GATEWAY, name, resources::encode(&older));
+                    }
+                }
+                let sum = resources::sum_of(resources.iter().map(|(k, e)| (k, e.hash.as_str())));
+                Arc::new(Shared {
+                    generation: self.generation,
+                    resources,
+                    sum,
+                    deltas: Mutex::default(),
+                })
+            })
+            .clone()
     }
 
     /// The whole snapshot behind `c`, for the admin API.

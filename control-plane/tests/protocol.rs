@@ -542,3 +542,114 @@ async fn a_resource_held_with_a_wrong_hash_is_resent_and_one_not_served_is_remov
     assert_eq!(removed, ["Service rides/gone"]);
     assert_eq!(again.apply(&resumed), first.version);
 }
+
+/// What protocol 3 added, in one mesh: a consumer route, a CORS filter, a ClientRateLimit and
+/// an HTTPS Gateway listener.
+const PROTOCOL_3_MESH: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: billing, namespace: rides}
+spec: {selector: {app: billing}, ports: [{name: http, port: 80}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: ClientRateLimit
+metadata: {name: per-client, namespace: rides}
+spec: {requestsPerSecond: 5}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: billing, namespace: rides}
+spec:
+  parentRefs: [{kind: Service, name: billing, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /limited}}]
+    filters: [{type: ExtensionRef, extensionRef: {group: trellis.dev, kind: ClientRateLimit, name: per-client}}]
+    backendRefs: [{name: billing, port: 80}]
+  - filters: [{type: CORS, cors: {allowOrigins: ["*"]}}]
+    backendRefs: [{name: billing, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: billing-for-shop, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: billing, namespace: rides, port: 80}]
+  rules: [{backendRefs: [{name: billing, namespace: rides, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: rides}
+spec:
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: nowhere}]}}
+"#;
+
+/// The Service and Gateway a proxy of `protocol` is sent, decoded.
+async fn sent_to(
+    cp: &ControlPlane,
+    protocol: u32,
+) -> (
+    trellis_config::snapshot::ServiceEntry,
+    trellis_config::snapshot::GatewayEntry,
+) {
+    use trellis_config::resources::{Decoded, decode, from_wire};
+    let first = Subscribe {
+        protocol,
+        ..subscribe(&format!("fake-{protocol}"), "")
+    };
+    let mut p = open(cp, first).await.unwrap().0;
+    let u = p.next().await;
+    // Every update must assemble for the proxy it was made for.
+    assert_eq!(p.apply(&u), u.version);
+    let (mut svc, mut gw) = (None, None);
+    for r in &u.upserted {
+        let (key, body) = from_wire(r).unwrap();
+        match decode(&key, &body).unwrap() {
+            Decoded::Service(s) if key.1 == "rides/billing" => svc = Some((*s).clone()),
+            Decoded::Gateway(g) => gw = Some((*g).clone()),
+            _ => {}
+        }
+    }
+    (svc.unwrap(), gw.unwrap())
+}
+
+#[tokio::test]
+async fn a_protocol_2_proxy_is_sent_only_what_it_can_read_and_nothing_unsafe() {
+    use trellis_config::snapshot::{Filter, ListenerProtocol};
+    let (cp, _dir, _path) = cp_with(PROTOCOL_3_MESH).await;
+    let (svc, gw) = sent_to(&cp, 3).await;
+    let rules = &svc.ports[0].routes;
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.consumer_namespace.as_deref() == Some("shop"))
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.filters.iter().any(|f| matches!(f, Filter::Cors(_))))
+    );
+    assert!(
+        gw.listeners
+            .iter()
+            .any(|l| l.protocol == ListenerProtocol::Https)
+    );
+
+    let (svc, gw) = sent_to(&cp, 2).await;
+    let rules = &svc.ports[0].routes;
+    // No consumer route (it would apply to every client), no filter it would refuse.
+    assert!(
+        rules.iter().all(|r| r.consumer_namespace.is_none()),
+        "{rules:?}"
+    );
+    let new = |f: &Filter| matches!(f, Filter::Cors(_) | Filter::ClientRateLimit { .. });
+    assert!(
+        rules.iter().all(|r| !r.filters.iter().any(new)),
+        "{rules:?}"
+    );
+    // The rate-limited rule answers no-backend rather than admit what its limit holds back.
+    let limited = rules.iter().find(|r| r.matches.path == "/limited").unwrap();
+    assert!(limited.backends.is_empty(), "{limited:?}");
+    // No HTTPS listener, which it would serve as plain HTTP.
+    let names: Vec<&str> = gw.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["http"]);
+}

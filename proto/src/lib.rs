@@ -6,15 +6,17 @@ pub mod listen;
 pub mod resource;
 
 /// The discovery protocol this release speaks. 1 was the JSON resource bodies of the releases
-/// before typed resources, whose proxies sent no `Subscribe.protocol`; 2 is typed resources.
-/// A change that an older proxy cannot read takes the next number (docs/protocol.md,
-/// "Versions and upgrades").
-pub const PROTOCOL: u32 = 2;
+/// before typed resources, whose proxies sent no `Subscribe.protocol`; 2 is typed resources;
+/// 3 adds HTTPS Gateway listeners with their `Certificate` resources, consumer routes, and
+/// the CORS and ClientRateLimit filters (trellis-config's `protocol` module says what a
+/// protocol-2 proxy is sent instead). A change that an older proxy cannot read takes the
+/// next number (docs/protocol.md, "Versions and upgrades").
+pub const PROTOCOL: u32 = 3;
 
 /// The oldest protocol a control plane of this release serves. The rule is that a control
 /// plane serves its own protocol and the one before, sending a proxy only the resource kinds
 /// and enum values that the proxy's protocol knows, so a fleet can be upgraded one proxy at a
-/// time. Protocol 1 cannot be served (its resources were JSON), so today the range is 2 to 2.
+/// time. Protocol 1 cannot be served (its resources were JSON), so today the range is 2 to 3.
 pub const MIN_PROTOCOL: u32 = 2;
 
 /// The response header in which a control plane names its `PROTOCOL`.

@@ -84,7 +84,9 @@ impl grpc::Streams for DiscoveryService {
             held: held(subscribe.held),
         });
         let gateway = entitled_gateway(&cp, &node, certs.as_deref().and_then(|c| c.first()));
-        let id = (cp.registry).connect(node.clone(), identity.clone(), gateway.clone());
+        // 0: a proxy of protocol 1, which sent none (and which `negotiation` refused above).
+        let protocol = subscribe.protocol.max(1);
+        let id = (cp.registry).connect(node.clone(), identity.clone(), gateway.clone(), protocol);
         cp.metrics.connected_proxies.inc();
         if cp.registration_matters(&identity) {
             cp.request_rebuild();
@@ -99,6 +101,7 @@ impl grpc::Streams for DiscoveryService {
                 id,
                 identity,
                 gateway,
+                protocol,
                 tx,
                 sent: None,
                 sent_version: String::new(),
@@ -198,6 +201,8 @@ struct Session {
     identity: NodeIdentity,
     /// The Gateway whose certificates this proxy may hold (`entitled_gateway`).
     gateway: Option<String>,
+    /// Its discovery protocol: what it can read (`World::compiled_for_proxy`).
+    protocol: u32,
     tx: Outbox,
     /// The resources the proxy holds, as far as we know; `None` forces a full replace.
     sent: Option<Arc<Compiled>>,
@@ -247,9 +252,10 @@ impl Session {
     async fn push(&mut self, w: &World) -> bool {
         // In a cluster the Pod's labels, as they are now, not as the proxy read them at start.
         let identity = self.cp.serving_identity(&self.identity);
-        let c = w.compiled_for_gateway(
+        let c = w.compiled_for_proxy(
             &identity,
             self.gateway.as_deref(),
+            self.protocol,
             &self.cp.metrics.compilations,
         );
         if c.version == self.sent_version {

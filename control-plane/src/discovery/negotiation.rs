@@ -4,8 +4,9 @@
 // A fleet is upgraded control plane first, then one proxy at a time, so a control plane must
 // serve the proxies of the release before its own. It serves protocols MIN_PROTOCOL to
 // PROTOCOL (trellis-proto) and sends a proxy only the resource kinds and enum values that the
-// proxy's protocol knows. Today that range is the one protocol 2, so no resource needs
-// leaving out yet; the first protocol 3 change adds that filter here.
+// proxy's protocol knows. Today that range is 2 to 3; what a protocol-2 proxy is sent in
+// place of what it cannot read is trellis-config's `protocol` module, applied by
+// `World::compiled_for_proxy`.
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 use trellis_proto::{MIN_PROTOCOL, PROTOCOL, PROTOCOL_HEADER, RELEASE_HEADER};
