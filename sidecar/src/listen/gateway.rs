@@ -32,33 +32,36 @@ async fn connection(conn: Conn, id: ListenerId) {
         let l = rt.gateways.get(&*id.gateway)?.get(&*id.listener)?;
         Some(l.tls.as_ref()?.config.clone())
     });
-    let (io, scheme): (Box<dyn crate::tls::accept::Io>, _) = match tls {
-        None => (Box::new(stream), Scheme::Http),
-        Some(config) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            // The same bound as a request head's: a client that opens a connection and
-            // never finishes its handshake holds a slot no longer than a slow header would.
-            let limit = shared.bootstrap.limits.header_read_timeout;
-            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => {
-                    tracing::trace!(%peer, sni = ?s.get_ref().1.server_name(), "TLS accepted");
-                    (
-                        Box::new(s) as Box<dyn crate::tls::accept::Io>,
-                        Scheme::Https,
-                    )
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, gateway = %id.gateway, listener = %id.listener, error = %e, "TLS handshake failed");
-                    count_refused(&shared, "handshake-failed");
-                    return;
-                }
-                Err(_) => {
-                    count_refused(&shared, "handshake-timeout");
-                    return;
-                }
-            }
-        }
+    let Some(config) = tls else {
+        return serve_http(stream, Scheme::Http, shared, id, peer, builder, watcher).await;
     };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    // The same bound as a request head's: a client that opens a connection and never
+    // finishes its handshake holds a slot no longer than a slow header would.
+    let limit = shared.bootstrap.limits.header_read_timeout;
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => {
+            tracing::trace!(%peer, sni = ?s.get_ref().1.server_name(), "TLS accepted");
+            serve_http(s, Scheme::Https, shared, id, peer, builder, watcher).await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, gateway = %id.gateway, listener = %id.listener, error = %e, "TLS handshake failed");
+            count_refused(&shared, "handshake-failed");
+        }
+        Err(_) => count_refused(&shared, "handshake-timeout"),
+    }
+}
+
+/// HTTP/1.1 or HTTP/2 on `io`, plain or TLS (generic, so a plain connection is not boxed).
+async fn serve_http<I: crate::tls::accept::Io>(
+    io: I,
+    scheme: Scheme,
+    shared: Arc<Shared>,
+    id: ListenerId,
+    peer: std::net::SocketAddr,
+    builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
     let svc = service_fn(move |req| handle(shared.clone(), id.clone(), peer, scheme, req));
     let c = builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
