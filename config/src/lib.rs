@@ -20,7 +20,7 @@ pub mod watch;
 pub mod wire;
 mod yaml;
 
-pub use compile::{NodeIdentity, compile, compile_for_gateway};
+pub use compile::{NodeIdentity, compile};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{Loader, MeshConfig, load_dir_or_file, load_str};
 pub use snapshot::Snapshot;

@@ -129,6 +129,21 @@ async fn curl(e: &Edge, host: &str, version: &str) -> (bool, String, String) {
 /// The leaf certificate the HTTPS listener presents for `sni` (none: no SNI at all), as
 /// openssl s_client prints it.
 async fn presented(e: &Edge, sni: Option<&str>) -> String {
+    let args: Vec<String> = match sni {
+        Some(n) => vec![
+            "-servername".into(),
+            n.into(),
+            "-verify_hostname".into(),
+            n.into(),
+        ],
+        None => vec!["-noservername".into()],
+    };
+    s_client(e, args).await
+}
+
+/// `openssl s_client` to the HTTPS listener, trusting the test CA, with `extra` arguments;
+/// its stdout and stderr together.
+async fn s_client(e: &Edge, extra: Vec<String>) -> String {
     let mut args = vec![
         "s_client".to_string(),
         "-connect".into(),
@@ -136,15 +151,7 @@ async fn presented(e: &Edge, sni: Option<&str>) -> String {
         "-CAfile".into(),
         e.ca_file.path().display().to_string(),
     ];
-    match sni {
-        Some(n) => args.extend([
-            "-servername".into(),
-            n.to_string(),
-            "-verify_hostname".into(),
-            n.to_string(),
-        ]),
-        None => args.push("-noservername".into()),
-    }
+    args.extend(extra);
     let (_, out, err) = run("openssl", args).await;
     format!("{out}{err}")
 }
@@ -400,27 +407,17 @@ async fn a_returning_client_resumes_across_a_config_change_that_keeps_its_certif
     let e = edge(&rides, &maps, ca).await;
     let sess = e.ca_file.path().with_extension("sess");
     // TLS 1.2, whose ticket comes inside the handshake, so s_client saves it before it quits.
-    let s_client = |io: &'static str| {
-        let args = vec![
-            "s_client".to_string(),
-            "-connect".into(),
-            e.https.to_string(),
-            "-servername".into(),
-            "rides.example.com".into(),
-            "-tls1_2".into(),
-            "-CAfile".into(),
-            e.ca_file.path().display().to_string(),
-            io.into(),
-            sess.display().to_string(),
-        ];
-        async move {
-            let (_, out, err) = run("openssl", args).await;
-            format!("{out}{err}")
-        }
+    let resume = |io: &str| {
+        let args = ["-servername", "rides.example.com", "-tls1_2", io]
+            .map(String::from)
+            .into_iter()
+            .chain([sess.display().to_string()])
+            .collect();
+        s_client(&e, args)
     };
-    let first = s_client("-sess_out").await;
+    let first = resume("-sess_out").await;
     assert!(first.contains("New, TLSv1.2"), "{first}");
-    assert!(s_client("-sess_in").await.contains("Reused, TLSv1.2"));
+    assert!(resume("-sess_in").await.contains("Reused, TLSv1.2"));
     // Another document changes; the listener's certificates do not: the listener keeps its
     // TLS config, and with it the key the ticket was sealed with.
     let before = e.h.version().await;
@@ -429,6 +426,6 @@ async fn a_returning_client_resumes_across_a_config_change_that_keeps_its_certif
     let secrets = tls_secret("rides-cert", &rides) + &tls_secret("maps-cert", &maps);
     e.h.write_mesh(&format!("{}{secrets}{other}", e.mesh));
     e.h.wait_for_new_version(&before).await;
-    let again = s_client("-sess_in").await;
+    let again = resume("-sess_in").await;
     assert!(again.contains("Reused, TLSv1.2"), "{again}");
 }

@@ -35,13 +35,6 @@ pub fn compile(cfg: &MeshConfig, node: &NodeIdentity) -> Snapshot {
     Common::new(cfg).into_snapshot(cfg, node, None)
 }
 
-/// `compile` for a proxy that serves Gateway `gateway` (`namespace/name`): with the
-/// certificates of its HTTPS listeners. In local mode the proxy reads the files itself, so
-/// what it may hold is what the files give it.
-pub fn compile_for_gateway(cfg: &MeshConfig, node: &NodeIdentity, gateway: &str) -> Snapshot {
-    Common::new(cfg).into_snapshot(cfg, node, Some(gateway))
-}
-
 /// What every proxy's snapshot shares: all Services with their routes, and all clusters.
 /// Compiled once per config; only the node-specific part differs between proxies.
 pub struct Common {

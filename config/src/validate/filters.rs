@@ -157,10 +157,12 @@ fn check_cors(c: &Origin<'_>, f: &str, cors: &CorsFilter, errs: &mut ConfigError
         }
     }
     for m in &cors.allow_methods {
-        const METHODS: [&str; 9] = [
-            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-        ];
-        if m != "*" && !METHODS.contains(&m.as_str()) {
+        // The methods a route's `matches[].method` takes, read the same way.
+        use serde::Deserialize;
+        use serde::de::IntoDeserializer;
+        let method: Result<HttpMethod, serde::de::value::Error> =
+            HttpMethod::deserialize(m.as_str().into_deserializer());
+        if m != "*" && method.is_err() {
             c.doc(errs, format!("{f}.cors.allowMethods"), format!("{m:?} is not a method; allowed: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH, or *"));
         }
     }
