@@ -67,6 +67,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let loaded = match &args.bootstrap {
         Some(path) => trellis_proxy::Bootstrap::load(path).map_err(|e| e.to_string()),

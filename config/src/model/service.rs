@@ -78,6 +78,71 @@ pub enum AppProtocol {
     Grpc,
     /// Opaque bytes.
     Tcp,
+    // The brokers' and databases' protocols below are opaque bytes too, never detected: a
+    // server that speaks first (MySQL, NATS) must not wait for detection. Naming one says
+    // what the port carries, which metrics use (`kafka` decodes request headers for per-API
+    // metrics) and a future filter may.
+    /// Apache Kafka.
+    Kafka,
+    /// AMQP 0-9-1 or 1.0 (RabbitMQ, ActiveMQ, Qpid).
+    Amqp,
+    /// STOMP (ActiveMQ, RabbitMQ's plugin).
+    Stomp,
+    /// MQTT.
+    Mqtt,
+    /// NATS: the server speaks first.
+    Nats,
+    /// Redis' RESP.
+    Redis,
+    /// MySQL: the server speaks first.
+    Mysql,
+    /// PostgreSQL. `postgres` is accepted too.
+    #[serde(alias = "postgres")]
+    Postgresql,
+}
+
+impl AppProtocol {
+    /// Opaque bytes: never read for HTTP, routed by the Service port alone.
+    pub fn is_opaque(self) -> bool {
+        !matches!(
+            self,
+            AppProtocol::Http | AppProtocol::Http2 | AppProtocol::Grpc
+        )
+    }
+
+    /// The name in YAML and in Kubernetes' `appProtocol`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AppProtocol::Http => "http",
+            AppProtocol::Http2 => "http2",
+            AppProtocol::Grpc => "grpc",
+            AppProtocol::Tcp => "tcp",
+            AppProtocol::Kafka => "kafka",
+            AppProtocol::Amqp => "amqp",
+            AppProtocol::Stomp => "stomp",
+            AppProtocol::Mqtt => "mqtt",
+            AppProtocol::Nats => "nats",
+            AppProtocol::Redis => "redis",
+            AppProtocol::Mysql => "mysql",
+            AppProtocol::Postgresql => "postgresql",
+        }
+    }
+
+    /// Every value, for Kubernetes' translation and for error messages.
+    pub const ALL: [AppProtocol; 12] = [
+        AppProtocol::Http,
+        AppProtocol::Http2,
+        AppProtocol::Grpc,
+        AppProtocol::Tcp,
+        AppProtocol::Kafka,
+        AppProtocol::Amqp,
+        AppProtocol::Stomp,
+        AppProtocol::Mqtt,
+        AppProtocol::Nats,
+        AppProtocol::Redis,
+        AppProtocol::Mysql,
+        AppProtocol::Postgresql,
+    ];
 }
 
 #[derive(Debug, Clone, Deserialize)]

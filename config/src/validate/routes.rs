@@ -58,8 +58,8 @@ fn check_route(cfg: &MeshConfig, r: &Doc<HttpRouteSpec>, errs: &mut ConfigErrors
             parent_port = port;
             match svc.object.spec.ports.iter().find(|sp| sp.port == port) {
                 None => c.at(errs, &p.name, format!("{f}.port"), format!("Service {:?} has no port {port}; it has {ports:?}", p.name.value)),
-                Some(sp) if sp.app_protocol == Some(AppProtocol::Tcp) => c.at(errs, &p.name, format!("{f}.port"),
-                    format!("port {port} has appProtocol tcp; HTTP routes cannot attach to an opaque TCP port")),
+                Some(sp) if sp.app_protocol.is_some_and(AppProtocol::is_opaque) => c.at(errs, &p.name, format!("{f}.port"),
+                    format!("port {port} has appProtocol {}; HTTP routes cannot attach to an opaque port", sp.app_protocol.unwrap_or_default().name())),
                 Some(_) => {}
             }
         } else if let Some(first) = ports.first() {

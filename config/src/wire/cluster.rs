@@ -1,8 +1,8 @@
 //! The `Cluster` resource: one backend's endpoints, protocol and resilience settings.
 
-use super::enums::FromWire;
-use super::{Problem, WireError, each, enum_i32, list, required, u16_of};
-use crate::model::{AppProtocol, Resilience};
+use super::enums::{app_protocol_from_wire, app_protocol_to_wire};
+use super::{Problem, WireError, each, list, required, u16_of};
+use crate::model::Resilience;
 use crate::snapshot::{Cluster, DnsTarget, Endpoint};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ impl From<&Cluster> for pb::Cluster {
             name: c.name.clone(),
             service: c.service.clone(),
             port: c.port.into(),
-            protocol: enum_i32::<_, pb::AppProtocol>(c.protocol),
+            protocol: app_protocol_to_wire(c.protocol).0,
+            opaque_protocol: app_protocol_to_wire(c.protocol).1,
             endpoints: list(&c.endpoints),
             resilience: Some(pb::Resilience::from(&c.resilience)),
             dns: c.dns.as_ref().map(|d| pb::DnsTarget {
@@ -53,7 +54,7 @@ impl TryFrom<pb::Cluster> for Cluster {
             .transpose()?;
         Ok(Cluster {
             port: u16_of(c.port, "port")?,
-            protocol: AppProtocol::from_wire(c.protocol, "protocol")?,
+            protocol: app_protocol_from_wire(c.protocol, c.opaque_protocol)?,
             endpoints: share_names(each(c.endpoints, "endpoint")?),
             resilience: Resilience::try_from(resilience).map_err(|e| e.at("resilience"))?,
             dns,

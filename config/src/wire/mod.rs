@@ -43,6 +43,8 @@ pub enum Problem {
     OutOfRange { value: u64, max: u64 },
     #[error("is not a duration (negative, or too long)")]
     Duration,
+    #[error("{0}")]
+    Invalid(String),
 }
 
 struct Path<'a>(&'a [String]);

@@ -5,7 +5,7 @@ use super::{WireError, duration_from_wire as dur, duration_to_wire as wire_dur, 
 use crate::model::{
     Backoff, Bulkhead, CircuitBreaker, FaultAbort, FaultDelay, FaultInjection, HashKey, LbPolicy,
     LoadBalancer, OutlierDetection, RateLimit, Resilience, Retry, RetryBudget, SlidingWindow,
-    SlidingWindowType,
+    SlidingWindowType, TcpSettings,
 };
 use trellis_proto::v1 as pb;
 
@@ -33,6 +33,9 @@ impl From<&Resilience> for pb::Resilience {
             }),
             retry: r.retry.as_ref().map(retry),
             timeout: wire_dur(&r.timeout),
+            tcp: r.tcp.as_ref().map(|t| pb::TcpSettings {
+                idle_timeout: wire_dur(&t.idle_timeout),
+            }),
             rate_limit: r.rate_limit.as_ref().map(|l| pb::RateLimit {
                 requests_per_second: l.requests_per_second,
                 burst: l.burst,
@@ -128,6 +131,15 @@ impl TryFrom<pb::Resilience> for Resilience {
                 .map(|x| from_retry(x).map_err(|e| e.at("retry")))
                 .transpose()?,
             timeout: dur(r.timeout, "timeout")?,
+            tcp: r
+                .tcp
+                .map(|t| {
+                    Ok::<_, WireError>(TcpSettings {
+                        idle_timeout: dur(t.idle_timeout, "idle_timeout")?,
+                    })
+                })
+                .transpose()
+                .map_err(|e| e.at("tcp"))?,
             rate_limit: r.rate_limit.map(|l| RateLimit {
                 requests_per_second: l.requests_per_second,
                 burst: l.burst,

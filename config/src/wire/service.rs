@@ -1,8 +1,8 @@
 //! The `Service` resource: a Service's ports, each with its route rules in precedence order.
 
-use super::enums::FromWire;
+use super::enums::{FromWire, app_protocol_from_wire, app_protocol_to_wire};
 use super::{Problem, WireError, each, enum_i32, list, u16_of};
-use crate::model::{AppProtocol, MtlsMode};
+use crate::model::MtlsMode;
 use crate::snapshot::{PortEntry, ServiceEntry, TargetPort};
 use trellis_proto::v1 as pb;
 use trellis_proto::v1::port::TargetPort as WireTargetPort;
@@ -24,7 +24,8 @@ impl From<&PortEntry> for pb::Port {
         pb::Port {
             port: p.port.into(),
             name: p.name.clone(),
-            protocol: enum_i32::<_, pb::AppProtocol>(p.protocol),
+            protocol: app_protocol_to_wire(p.protocol).0,
+            opaque_protocol: app_protocol_to_wire(p.protocol).1,
             target_port: p.target_port.as_ref().map(|t| match t {
                 TargetPort::Number(n) => WireTargetPort::TargetPortNumber((*n).into()),
                 TargetPort::Name(n) => WireTargetPort::TargetPortName(n.clone()),
@@ -70,7 +71,7 @@ impl TryFrom<pb::Port> for PortEntry {
         Ok(PortEntry {
             port: u16_of(p.port, "port")?,
             name: p.name,
-            protocol: AppProtocol::from_wire(p.protocol, "protocol")?,
+            protocol: app_protocol_from_wire(p.protocol, p.opaque_protocol)?,
             target_port,
             routes: each(p.routes, "route")?,
             has_http_route: p.has_http_route,

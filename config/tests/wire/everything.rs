@@ -165,6 +165,9 @@ fn every_resilience() -> Resilience {
                 status: 503,
             }),
         }),
+        tcp: Some(TcpSettings {
+            idle_timeout: secs(7200),
+        }),
     }
 }
 
@@ -208,14 +211,24 @@ pub fn everything() -> Snapshot {
         name: "maps".into(),
         namespace: "geo".into(),
         mtls_mode: MtlsMode::Disabled,
-        ports: vec![PortEntry {
-            port: 443,
-            name: None,
-            protocol: AppProtocol::Tcp,
-            target_port: None,
-            routes: vec![],
-            has_http_route: false,
-        }],
+        ports: vec![
+            PortEntry {
+                port: 443,
+                name: None,
+                protocol: AppProtocol::Tcp,
+                target_port: None,
+                routes: vec![],
+                has_http_route: false,
+            },
+            PortEntry {
+                port: 9092,
+                name: Some("kafka".into()),
+                protocol: AppProtocol::Kafka,
+                target_port: None,
+                routes: vec![],
+                has_http_route: false,
+            },
+        ],
         cluster_ip: Some("10.96.0.7".parse().unwrap()),
     };
     let billing_cluster = Cluster {
@@ -235,7 +248,7 @@ pub fn everything() -> Snapshot {
         name: "maps.geo:443".into(),
         service: "geo/maps".into(),
         port: 443,
-        protocol: AppProtocol::Tcp,
+        protocol: AppProtocol::Postgresql,
         endpoints: vec![],
         resilience: Resilience::default(),
         dns: Some(DnsTarget {

@@ -90,6 +90,12 @@ pub struct ProtocolDetection {
     /// `appProtocol: tcp`.
     #[serde(default = "default_opaque_ports")]
     pub opaque_ports: Vec<u16>,
+    /// When the original destination is known and the client has sent nothing for this long,
+    /// also connect upstream: a server that speaks first then decides opaque TCP at once, and
+    /// its banner is not held back until `timeout`. A client that speaks first never causes
+    /// such a connection. At `timeout` or above, it is off.
+    #[serde(default = "default_early_connect", with = "duration")]
+    pub early_connect: Duration,
 }
 
 impl Default for ProtocolDetection {
@@ -97,8 +103,15 @@ impl Default for ProtocolDetection {
         ProtocolDetection {
             timeout: default_detect_timeout(),
             opaque_ports: default_opaque_ports(),
+            early_connect: default_early_connect(),
         }
     }
+}
+
+/// Long enough that an HTTP client, which writes its request as soon as it connects, has
+/// spoken; short enough to keep a banner's first byte within a few milliseconds.
+fn default_early_connect() -> Duration {
+    Duration::from_millis(2)
 }
 
 fn default_detect_timeout() -> Duration {

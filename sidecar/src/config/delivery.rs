@@ -7,7 +7,8 @@
 // `app_port.rs` picks the port a request lands on.
 
 use std::collections::{BTreeMap, HashMap};
-use trellis_config::model::AppProtocol;
+use std::time::Duration;
+use trellis_config::model::{AppProtocol, DEFAULT_TCP_IDLE_TIMEOUT};
 use trellis_config::snapshot::{InboundPolicy, Snapshot, TargetPort};
 
 /// The app's ports as the bootstrap names them, and the one that takes requests no Service
@@ -60,6 +61,9 @@ pub struct PortPolicies {
     targeted: HashMap<u16, Vec<usize>>,
     /// Ports that a Service port declares as `http2` or `grpc`: the app takes h2c there.
     h2c: Vec<u16>,
+    /// Ports that a Service port declares opaque, with its protocol and idle timeout (from
+    /// the Service's ResiliencePolicy; `None`: never), sorted by port.
+    opaque: Vec<(u16, AppProtocol, Option<Duration>)>,
 }
 
 impl PortPolicies {
@@ -67,6 +71,7 @@ impl PortPolicies {
         let policies = &snapshot.mesh.authorization;
         let mut targeted: HashMap<u16, Vec<usize>> = HashMap::new();
         let mut h2c = Vec::new();
+        let mut opaque = Vec::new();
         for key in &snapshot.inbound_services {
             let Some(svc) = snapshot.services.get(key) else {
                 continue;
@@ -81,6 +86,16 @@ impl PortPolicies {
                     if matches!(p.protocol, AppProtocol::Http2 | AppProtocol::Grpc) {
                         h2c.push(app_port);
                     }
+                    if p.protocol.is_opaque() {
+                        // An opaque port routes to the Service's own cluster.
+                        let idle = (p.routes.first())
+                            .and_then(|r| r.backends.first())
+                            .and_then(|b| snapshot.clusters.get(&b.cluster))
+                            .map_or(Some(DEFAULT_TCP_IDLE_TIMEOUT), |c| {
+                                c.resilience.tcp_idle_timeout()
+                            });
+                        opaque.push((app_port, p.protocol, idle));
+                    }
                 }
             }
         }
@@ -90,7 +105,14 @@ impl PortPolicies {
         }
         h2c.sort_unstable();
         h2c.dedup();
-        PortPolicies { targeted, h2c }
+        // Two Services that disagree about one port: the first by port keeps it.
+        opaque.sort_by_key(|o| o.0);
+        opaque.dedup_by_key(|o| o.0);
+        PortPolicies {
+            targeted,
+            h2c,
+            opaque,
+        }
     }
 
     /// What the app speaks on `port`: h2c when a Service port that targets it says `http2`
@@ -101,6 +123,20 @@ impl PortPolicies {
             AppProtocol::Http2
         } else {
             AppProtocol::Http
+        }
+    }
+
+    /// Whether a Service port declares app port `port` opaque.
+    pub fn is_opaque(&self, port: u16) -> bool {
+        self.opaque.binary_search_by_key(&port, |o| o.0).is_ok()
+    }
+
+    /// What opaque bytes to app port `port` carry, and their idle timeout: as a Service port
+    /// that targets it declares, else undeclared `tcp` with the default timeout.
+    pub fn opaque(&self, port: u16) -> (AppProtocol, Option<Duration>) {
+        match self.opaque.binary_search_by_key(&port, |o| o.0) {
+            Ok(i) => (self.opaque[i].1, self.opaque[i].2),
+            Err(_) => (AppProtocol::Tcp, Some(DEFAULT_TCP_IDLE_TIMEOUT)),
         }
     }
 

@@ -200,6 +200,18 @@ pub(crate) fn authorize(
         .map_err(|denied| denial(shared, port, peer, &denied))
 }
 
+/// Whether the policies of app port `port` would let `call` from `peer` through, without
+/// counting or logging anything: for a connection not yet made.
+pub(crate) fn allows(
+    rt: &Runtime,
+    port: u16,
+    peer: Option<&trellis_identity::SpiffeId>,
+    call: &Call<'_>,
+) -> bool {
+    let policies = &rt.snapshot.mesh.authorization;
+    policies.is_empty() || check(rt.port_policies.for_port(policies, port), peer, call).is_ok()
+}
+
 /// Counts and logs a denial, and builds the error the caller sees.
 fn denial(
     shared: &Shared,

@@ -9,11 +9,10 @@ use crate::clock;
 use crate::config::runtime::{RtCluster, RtPort, RtService, Runtime};
 use crate::http::errors::ProxyError;
 use crate::inbound::authz;
+use crate::l4::carry::{self, Carry, Recheck};
 use crate::shared::Shared;
-use crate::telemetry::metrics::TcpSeries;
 use crate::upstream::endpoint::InFlight;
 use crate::upstream::ring::hash_key;
-use prometheus_client::metrics::counter::Counter;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,6 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use trellis_config::model::{AppProtocol, DEFAULT_TCP_IDLE_TIMEOUT};
 use trellis_identity::SpiffeId;
 use trellis_proto::listen::Listener;
 
@@ -40,9 +40,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, service: String) 
                     }
                 });
             }
-            _ = shared.drain.wait() => return,
+            _ = shared.drain.wait() => break,
         }
     }
+    drop(listener);
+    let limit = shared.bootstrap.limits.drain_timeout;
+    let _ = tokio::time::timeout(limit, shared.drain.opaque_closed()).await;
 }
 
 async fn forward_named(
@@ -69,7 +72,15 @@ async fn forward_named(
         port: port.unwrap_or(0),
     })?;
     let cluster = cluster_for(svc, port)?;
-    to_cluster(shared, &cluster, &svc.label, down, peer, "outbound").await
+    to_cluster(
+        shared,
+        &cluster,
+        &svc.label,
+        down,
+        peer,
+        Direction::Outbound,
+    )
+    .await
 }
 
 /// The cluster opaque TCP to `port` of `svc` goes to: the backend of its first rule, by
@@ -84,26 +95,107 @@ pub fn cluster_for(svc: &RtService, port: &RtPort) -> Result<Arc<RtCluster>, Pro
     Ok(backend.cluster.clone())
 }
 
-/// Connects to an endpoint of `cluster` and copies bytes both ways until both directions
-/// are done. A refused or timed-out connect moves on to the next endpoint (nothing was sent
-/// yet) and counts as a failure for outlier detection. An endpoint that is another sidecar
-/// first gets the transport preface naming the Service port (`preface.rs`).
+/// Connects to an endpoint of `cluster` and carries bytes both ways until both directions
+/// are done (`carry.rs`).
 pub async fn to_cluster<D>(
     shared: &Shared,
     cluster: &Arc<RtCluster>,
     destination: &Arc<String>,
     down: D,
     peer: SocketAddr,
-    direction: &'static str,
+    how: Direction,
 ) -> Result<(), ProxyError>
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
+    let up = connect(shared, cluster, peer).await?;
+    let carry = how.carry(shared, cluster, destination);
+    carry::carry(shared, down, up, carry).await;
+    Ok(())
+}
+
+/// Carries bytes between `down` and `up`, a connection to an endpoint of `cluster` opened
+/// early, while detecting the protocol (`listen/detect.rs`).
+pub async fn carry_to<D, U>(
+    shared: &Shared,
+    cluster: &Arc<RtCluster>,
+    destination: &Arc<String>,
+    down: D,
+    up: U,
+    how: Direction,
+) -> Result<(), ProxyError>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let carry = how.carry(shared, cluster, destination);
+    carry::carry(shared, down, up, carry).await;
+    Ok(())
+}
+
+/// Which side a connection is carried on, and what that side knows about it.
+pub enum Direction {
+    /// The app's own connection to a Service port: its idle timeout and protocol come from
+    /// the cluster.
+    Outbound,
+    /// To this workload's app port: the port's protocol and idle timeout come from the
+    /// Service ports that target it, and the caller is authorized again on config changes.
+    Inbound {
+        port: u16,
+        identity: Option<Arc<SpiffeId>>,
+    },
+}
+
+impl Direction {
+    fn carry(self, shared: &Shared, cluster: &RtCluster, destination: &Arc<String>) -> Carry {
+        match self {
+            Direction::Outbound => Carry {
+                series: shared.metrics.tcp("outbound", destination),
+                idle: cluster.resilience.tcp_idle,
+                protocol: cluster.upstream.protocol,
+                recheck: None,
+            },
+            Direction::Inbound { port, identity } => {
+                let (protocol, idle) = match shared.config.current().as_ref() {
+                    Some(rt) => rt.port_policies.opaque(port),
+                    None => (AppProtocol::Tcp, Some(DEFAULT_TCP_IDLE_TIMEOUT)),
+                };
+                Carry {
+                    series: shared.metrics.tcp("inbound", destination),
+                    idle,
+                    protocol,
+                    recheck: Some(Recheck { port, identity }),
+                }
+            }
+        }
+    }
+}
+
+/// An open connection to one endpoint of a cluster, counted as in flight on it while open.
+pub struct Connected {
+    io: Upstream,
+    _in_flight: InFlight,
+}
+
+/// A connection to an endpoint: plain TCP, or mTLS to its sidecar.
+enum Upstream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects to an endpoint of `cluster`: TLS to a sidecar that has an identity, then the
+/// transport preface that names the Service port. A refused or timed-out connect moves on
+/// to the next endpoint (nothing was sent yet) and counts as a failure for outlier detection.
+pub async fn connect(
+    shared: &Shared,
+    cluster: &Arc<RtCluster>,
+    peer: SocketAddr,
+) -> Result<Connected, ProxyError> {
     let hash = Some(hash_key(peer.ip()));
     let mut tried = Vec::new();
     let timeout = shared.bootstrap.limits.connect_timeout;
     let outlier = cluster.upstream.outlier.as_ref();
-    let (mut up, ep) = loop {
+    let (up, ep) = loop {
         let ep = cluster
             .upstream
             .balancer
@@ -137,7 +229,7 @@ where
         }
     };
     let _ = up.set_nodelay(true);
-    let _in_flight = InFlight::new(ep.clone());
+    let in_flight = InFlight::new(ep.clone());
     let failed = |source: crate::http::errors::BoxError| ProxyError::Connect {
         cluster: cluster.upstream.name.to_string(),
         endpoint: ep.addr,
@@ -148,32 +240,27 @@ where
         let (ns, name) = c.service.split_once('/').unwrap_or(("", &c.service));
         format!("{name}.{ns}:{}", c.port)
     });
-    let series = shared.metrics.tcp(direction, destination);
-    match (&ep.tls, &shared.tls) {
+    let mut io = match (&ep.tls, &shared.tls) {
         (Some(name), Some(tls)) => {
             // The peer sidecar learns from the ALPN that opaque bytes follow the handshake.
             let connector = tokio_rustls::TlsConnector::from(tls.client_tcp.clone());
-            let mut up = connector
+            let up = connector
                 .connect((**name).clone(), up)
                 .await
                 .map_err(|e| failed(Box::new(e)))?;
-            if let Some(a) = &preface {
-                crate::l4::preface::write(&mut up, a)
-                    .await
-                    .map_err(|e| failed(e.into()))?;
-            }
-            splice(down, up, series).await;
+            Upstream::Tls(Box::new(up))
         }
-        _ => {
-            if let Some(a) = &preface {
-                crate::l4::preface::write(&mut up, a)
-                    .await
-                    .map_err(|e| failed(e.into()))?;
-            }
-            splice(down, up, series).await;
-        }
+        _ => Upstream::Plain(up),
+    };
+    if let Some(a) = &preface {
+        crate::l4::preface::write(&mut io, a)
+            .await
+            .map_err(|e| failed(e.into()))?;
     }
-    Ok(())
+    Ok(Connected {
+        io,
+        _in_flight: in_flight,
+    })
 }
 
 /// Inbound opaque TCP that arrived over mTLS: authorized by the caller's identity alone,
@@ -229,7 +316,11 @@ where
     drop(rt);
     let cluster = shared.app.cluster(port)?;
     let label = &shared.labels.inbound_service;
-    to_cluster(shared, &cluster, label, down, peer, "inbound").await
+    let how = Direction::Inbound {
+        port,
+        identity: id.cloned(),
+    };
+    to_cluster(shared, &cluster, label, down, peer, how).await
 }
 
 /// Passes `down` through to `dst` unchanged: an intercepted destination outside the mesh
@@ -249,72 +340,82 @@ where
         .map_err(|e| connect_err(e.into()))?
         .map_err(|e| connect_err(e.into()))?;
     let _ = up.set_nodelay(true);
-    let series = shared.metrics.tcp("outbound", &shared.labels.passthrough);
-    splice(down, up, series).await;
+    let how = Carry {
+        series: shared.metrics.tcp("outbound", &shared.labels.passthrough),
+        idle: Some(DEFAULT_TCP_IDLE_TIMEOUT),
+        protocol: AppProtocol::Tcp,
+        recheck: None,
+    };
+    carry::carry(shared, down, up, how).await;
     Ok(())
 }
 
-/// Copies both ways. When one side finishes sending, the other side's write half is shut
-/// down (a TCP half-close) and the other direction carries on until it finishes too.
-async fn splice<D, U>(down: D, mut up: U, series: TcpSeries)
-where
-    D: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    series.opened.inc();
-    let mut down = Counted {
-        inner: down,
-        read: series.sent.clone(),
-        written: series.received.clone(),
-    };
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        tracing::debug!(error = %e, "tcp connection ended with an error");
-    }
-    series.closed.inc();
-}
+// === impl Connected ===
 
-/// Counts the bytes of the downstream side as they pass, so long-lived connections show
-/// up in the byte counters before they close.
-struct Counted<S> {
-    inner: S,
-    read: Counter,
-    written: Counter,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+impl AsyncRead for Connected {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.read.inc_by(n as u64);
-        }
-        res
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+impl AsyncWrite for Connected {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res {
-            self.written.inc_by(n as u64);
-        }
-        res
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Upstream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Upstream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Upstream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Upstream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Upstream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }

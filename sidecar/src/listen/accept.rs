@@ -74,11 +74,14 @@ pub(crate) async fn accept_loop<F>(
         }
     }
     drop(listener);
+    // HTTP connections close as their last request ends; opaque ones when either side
+    // closes. Whatever is still open when the limit passes is closed with the process.
     let limit = shared.bootstrap.limits.drain_timeout;
-    if tokio::time::timeout(limit, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let both = async {
+        graceful.shutdown().await;
+        shared.drain.opaque_closed().await;
+    };
+    if tokio::time::timeout(limit, both).await.is_err() {
         tracing::warn!(
             ?limit,
             "drain timeout passed; closing the connections still open"

@@ -159,6 +159,97 @@ pub async fn detect<S: AsyncRead + Unpin>(
     }))
 }
 
+/// The outcome of `detect_or_server_first`.
+pub struct Raced<S, U> {
+    pub detected: Detected<S>,
+    /// The upstream connection opened while waiting, when the verdict is opaque TCP; with
+    /// the bytes the server already sent in front. An HTTP verdict drops it.
+    pub upstream: Option<PeekedIo<U>>,
+    /// The server spoke before the client: opaque TCP without waiting for the timeout.
+    pub server_first: bool,
+}
+
+/// `detect`, for a connection whose destination is known: when the client has sent nothing
+/// after `early`, connect upstream too (`connect`), and if the server speaks first (a NATS
+/// or MySQL banner), decide opaque TCP at once instead of holding the banner back until the
+/// timeout. A client that speaks first is judged by its bytes, as by `detect`: the early
+/// connection is kept for opaque TCP and dropped for HTTP, which goes through the pools.
+/// Returns `None` when the client closed without a byte.
+pub async fn detect_or_server_first<S, U, F>(
+    mut io: S,
+    timeout: Duration,
+    early: Duration,
+    connect: F,
+) -> io::Result<Option<Raced<S, U>>>
+where
+    S: AsyncRead + Unpin,
+    U: AsyncRead + Unpin,
+    F: std::future::Future<Output = Option<U>>,
+{
+    let mut buf = Vec::with_capacity(MAX_PEEK * 4);
+    let mut banner = Vec::new();
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    let connect = async {
+        tokio::time::sleep_until(start + early).await;
+        connect.await
+    };
+    tokio::pin!(connect);
+    // `None` while connecting; `Some(None)` once there is no early connection to watch.
+    let mut up: Option<Option<U>> = None;
+    let mut server_first = false;
+    let (protocol, timed_out) = loop {
+        if let Verdict::Known(p) = classify(&buf) {
+            break (p, false);
+        }
+        tokio::select! {
+            read = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)) => match read {
+                Err(_) => break (Protocol::Tcp, true),
+                Ok(Ok(0)) if buf.is_empty() => return Ok(None),
+                Ok(Ok(0)) => break (Protocol::Tcp, false),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+            },
+            c = &mut connect, if up.is_none() => up = Some(c),
+            n = server_bytes(&mut up, &mut banner) => match n {
+                Ok(n) if n > 0 => {
+                    server_first = true;
+                    break (Protocol::Tcp, false);
+                }
+                // The server closed or failed without a word: nothing to keep.
+                _ => up = Some(None),
+            },
+        }
+    };
+    let upstream = match (protocol, up) {
+        (Protocol::Http1 | Protocol::Http2, _) | (_, None | Some(None)) => None,
+        (_, Some(Some(u))) => Some(PeekedIo::new(banner, u)),
+    };
+    Ok(Some(Raced {
+        detected: Detected {
+            protocol,
+            io: PeekedIo::new(buf, io),
+            timed_out,
+        },
+        upstream,
+        server_first,
+    }))
+}
+
+/// Reads what the early upstream connection sends; pending while there is none.
+async fn server_bytes<U: AsyncRead + Unpin>(
+    up: &mut Option<Option<U>>,
+    banner: &mut Vec<u8>,
+) -> io::Result<usize> {
+    match up {
+        Some(Some(u)) => {
+            banner.reserve(1024);
+            u.read_buf(banner).await
+        }
+        _ => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +323,88 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(100), "{waited:?}");
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_speaks_first_decides_at_once() {
+        use tokio::io::AsyncWriteExt;
+        let (_client, server) = tokio::io::duplex(64);
+        let (mut app, upstream) = tokio::io::duplex(64);
+        app.write_all(b"INFO {}\r\n").await.unwrap();
+        let started = std::time::Instant::now();
+        let raced = detect_or_server_first(
+            server,
+            Duration::from_secs(30),
+            Duration::from_millis(1),
+            async { Some(upstream) },
+        )
+        .await
+        .unwrap()
+        .expect("the client is still open");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "it did not wait for the timeout"
+        );
+        assert!(raced.server_first);
+        assert_eq!(raced.detected.protocol, Protocol::Tcp);
+        assert!(!raced.detected.timed_out);
+        let mut banner = [0u8; 9];
+        raced
+            .upstream
+            .expect("kept")
+            .read_exact(&mut banner)
+            .await
+            .unwrap();
+        assert_eq!(
+            &banner, b"INFO {}\r\n",
+            "the banner is replayed to the client"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_speaks_http_drops_the_early_connection() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(64);
+        let (_app, upstream) = tokio::io::duplex(64);
+        let connected = std::sync::atomic::AtomicBool::new(false);
+        let raced = detect_or_server_first(
+            server,
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            async {
+                connected.store(true, std::sync::atomic::Ordering::Relaxed);
+                Some(upstream)
+            },
+        );
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let raced = raced.await.unwrap().unwrap();
+        assert_eq!(raced.detected.protocol, Protocol::Http1);
+        assert!(raced.upstream.is_none());
+        assert!(!raced.server_first);
+        assert!(
+            !connected.load(std::sync::atomic::Ordering::Relaxed),
+            "a client that spoke at once never caused an early connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_and_client_still_time_out_to_tcp_with_the_connection() {
+        let (_client, server) = tokio::io::duplex(64);
+        let (_app, upstream) = tokio::io::duplex(64);
+        let raced = detect_or_server_first(
+            server,
+            Duration::from_millis(50),
+            Duration::from_millis(1),
+            async { Some(upstream) },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(raced.detected.timed_out);
+        assert!(
+            raced.upstream.is_some(),
+            "the early connection carries the bytes"
+        );
     }
 
     #[tokio::test]

@@ -1,11 +1,12 @@
 //! What a connection is, and who serves it, in phases: accept → original destination →
 //! (inbound: mTLS, `listen/inbound.rs`) → detect protocol → dispatch to HTTP (hyper) or opaque TCP.
 
-use crate::config::runtime::Runtime;
+use crate::config::runtime::{RtCluster, Runtime};
 use crate::http::errors::ProxyError;
+use crate::inbound::authz;
 use crate::l4::tcp;
 use crate::listen::accept::{Conn, accept_loop};
-use crate::listen::detect::{Protocol, detect};
+use crate::listen::detect::{Protocol, detect, detect_or_server_first};
 use crate::listen::original_dst::original_dst;
 use crate::listen::peeked::PeekedIo;
 use crate::shared::Shared;
@@ -16,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use trellis_config::model::{AppProtocol, OutboundMode};
+use trellis_config::model::OutboundMode;
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,17 +45,23 @@ pub async fn serve_outbound(listener: TcpListener, shared: Arc<Shared>) {
     .await
 }
 
-/// Whether a redirected connection to `dst` skips detection: the Service port says
-/// `appProtocol: tcp`, or the port is listed in `protocolDetection.opaquePorts`.
-pub fn is_opaque(shared: &Shared, rt: Option<&Runtime>, dst: SocketAddr) -> bool {
+/// Whether a redirected connection to `dst` skips detection: the Service port declares an
+/// opaque `appProtocol` (`tcp`, `kafka`, `mysql`, ...), or the port is listed in
+/// `protocolDetection.opaquePorts`. Outbound, the Service is the one whose `clusterIP:port`
+/// is `dst`; inbound, those that target the app port.
+pub fn is_opaque(shared: &Shared, rt: Option<&Runtime>, side: Side, dst: SocketAddr) -> bool {
+    let declared = |rt: &Runtime| match side {
+        Side::Outbound => rt
+            .by_original_dst(dst)
+            .is_some_and(|(_, p)| p.protocol.is_opaque()),
+        Side::Inbound => rt.port_policies.is_opaque(dst.port()),
+    };
     shared
         .bootstrap
         .protocol_detection
         .opaque_ports
         .contains(&dst.port())
-        || rt
-            .and_then(|rt| rt.by_original_dst(dst))
-            .is_some_and(|(_, p)| p.protocol == AppProtocol::Tcp)
+        || rt.is_some_and(declared)
 }
 
 /// Where a connection was going, as the config sees it.
@@ -93,7 +100,7 @@ async fn dispatch(conn: Conn, side: Side, orig: Option<SocketAddr>) -> Result<()
         }
         (_, Some(dst), rt) => Target::Known {
             dst,
-            opaque: is_opaque(&shared, rt.as_deref(), dst),
+            opaque: is_opaque(&shared, rt.as_deref(), side, dst),
         },
     };
     if let (Target::Unknown(dst), Some(rt)) = (&target, &rt) {
@@ -111,24 +118,52 @@ async fn dispatch(conn: Conn, side: Side, orig: Option<SocketAddr>) -> Result<()
         watcher,
         ..
     } = conn;
-    let (protocol, io) = match target {
-        Target::Known { opaque: true, .. } => (Protocol::Tcp, PeekedIo::new(Vec::new(), stream)),
-        Target::Direct if side == Side::Outbound => {
-            (Protocol::Http1, PeekedIo::new(Vec::new(), stream))
+    let mut early = None;
+    let detected = match (&target, &rt) {
+        (Target::Known { opaque: true, .. }, _) => Ok(Some((
+            Protocol::Tcp,
+            PeekedIo::new(Vec::new(), stream),
+            false,
+        ))),
+        (Target::Direct, _) if side == Side::Outbound => Ok(Some((
+            Protocol::Http1,
+            PeekedIo::new(Vec::new(), stream),
+            false,
+        ))),
+        // The destination is known, so a server that speaks first need not wait: connect
+        // early and let its banner decide (`detect_or_server_first`).
+        (Target::Known { dst, .. }, Some(rt)) => {
+            let cluster = early_cluster(&shared, rt, side, *dst);
+            let connect = async { tcp::connect(&shared, &cluster?, peer).await.ok() };
+            let raced =
+                detect_or_server_first(stream, detection.timeout, detection.early_connect, connect)
+                    .await;
+            raced.map(|r| {
+                r.map(|r| {
+                    if r.server_first {
+                        shared.metrics.detect_server_first(side.label());
+                    }
+                    early = r.upstream;
+                    (r.detected.protocol, r.detected.io, r.detected.timed_out)
+                })
+            })
         }
-        _ => match detect(stream, detection.timeout).await {
-            Ok(Some(d)) => {
-                if d.timed_out {
-                    shared.metrics.detect_timeout(side.label());
-                }
-                (d.protocol, d.io)
+        _ => detect(stream, detection.timeout)
+            .await
+            .map(|d| d.map(|d| (d.protocol, d.io, d.timed_out))),
+    };
+    let (protocol, io) = match detected {
+        Ok(Some((protocol, io, timed_out))) => {
+            if timed_out {
+                shared.metrics.detect_timeout(side.label());
             }
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "connection failed during protocol detection");
-                return Ok(());
-            }
-        },
+            (protocol, io)
+        }
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "connection failed during protocol detection");
+            return Ok(());
+        }
     };
 
     // Phase 3: dispatch.
@@ -164,28 +199,82 @@ async fn dispatch(conn: Conn, side: Side, orig: Option<SocketAddr>) -> Result<()
             Ok(())
         }
         (Protocol::MeshTcp, Side::Inbound, _) => tcp::from_sidecar(&shared, io, peer, None).await,
-        (_, Side::Inbound, Some(dst)) => {
+        (_, side, Some(dst)) => {
+            let rt = rt.ok_or(ProxyError::NotReady)?;
+            let cluster = opaque_cluster(&shared, &rt, side, dst)?;
+            let (label, how) = match side {
+                Side::Inbound => (
+                    shared.labels.inbound_service.clone(),
+                    tcp::Direction::Inbound {
+                        port: dst.port(),
+                        identity: None,
+                    },
+                ),
+                Side::Outbound => (
+                    rt.by_original_dst(dst)
+                        .ok_or(ProxyError::NotReady)?
+                        .0
+                        .label
+                        .clone(),
+                    tcp::Direction::Outbound,
+                ),
+            };
+            // A connection may stay open for days: it must not pin this snapshot for as long.
+            drop(rt);
+            match early {
+                Some(up) => tcp::carry_to(&shared, &cluster, &label, io, up, how).await,
+                None => tcp::to_cluster(&shared, &cluster, &label, io, peer, how).await,
+            }
+        }
+    }
+}
+
+/// Where an early connection (`detect_or_server_first`) to `dst` goes: as
+/// `opaque_cluster`, but only if authorization would allow opaque TCP, checked without
+/// counting a denial, since the client may yet speak HTTP.
+fn early_cluster(
+    shared: &Shared,
+    rt: &Runtime,
+    side: Side,
+    dst: SocketAddr,
+) -> Option<Arc<RtCluster>> {
+    let port = dst.port();
+    match side {
+        Side::Inbound => authz::allows(rt, port, None, &authz::Call::Tcp)
+            .then(|| shared.app.for_exact_port(port).cloned())
+            .flatten(),
+        Side::Outbound => {
+            let (svc, port) = rt.by_original_dst(dst)?;
+            tcp::cluster_for(svc, port).ok()
+        }
+    }
+}
+
+/// Where opaque bytes to `dst` go: outbound, the cluster of the Service port whose
+/// `clusterIP:port` it is; inbound, the app port, once AuthorizationPolicy allows opaque TCP
+/// from a plaintext caller there.
+fn opaque_cluster(
+    shared: &Shared,
+    rt: &Runtime,
+    side: Side,
+    dst: SocketAddr,
+) -> Result<Arc<RtCluster>, ProxyError> {
+    match side {
+        Side::Inbound => {
             let port = dst.port();
-            let rt = rt.as_ref().ok_or(ProxyError::NotReady)?;
-            tcp::authorize(&shared, rt, port, None)?;
-            let cluster = shared
+            tcp::authorize(shared, rt, port, None)?;
+            shared
                 .app
                 .for_exact_port(port)
+                .cloned()
                 .ok_or_else(|| ProxyError::NoServicePort {
                     service: shared.labels.inbound_service.to_string(),
                     port,
-                })?
-                .clone();
-            let label = &shared.labels.inbound_service;
-            tcp::to_cluster(&shared, &cluster, label, io, peer, "inbound").await
+                })
         }
-        (_, Side::Outbound, Some(dst)) => {
-            let (svc, port) = rt
-                .as_ref()
-                .and_then(|rt| rt.by_original_dst(dst))
-                .ok_or(ProxyError::NotReady)?;
-            let cluster = tcp::cluster_for(svc, port)?;
-            tcp::to_cluster(&shared, &cluster, &svc.label, io, peer, "outbound").await
+        Side::Outbound => {
+            let (svc, port) = rt.by_original_dst(dst).ok_or(ProxyError::NotReady)?;
+            tcp::cluster_for(svc, port)
         }
     }
 }
@@ -231,7 +320,7 @@ async fn refuse(
     conn: Conn,
     err: ProxyError,
 ) -> Result<(), ProxyError> {
-    if is_opaque(shared, Some(rt), dst) {
+    if is_opaque(shared, Some(rt), Side::Outbound, dst) {
         return Ok(());
     }
     let timeout = shared.bootstrap.protocol_detection.timeout;

@@ -42,9 +42,17 @@ async fn inbound_connection(conn: Conn) {
         .map(|rt| rt.snapshot.mesh.inbound_mtls_mode)
         .unwrap_or_default();
     let opaque = orig.is_some_and(|dst| {
-        super::dispatch::is_opaque(&shared, None, dst) && mode != MtlsMode::Strict
+        let rt = shared.config.current();
+        let inbound = super::dispatch::Side::Inbound;
+        super::dispatch::is_opaque(&shared, rt.as_deref(), inbound, dst) && mode != MtlsMode::Strict
     });
-    let first_byte = orig.map(|_| shared.bootstrap.protocol_detection.timeout);
+    // Outside STRICT, a client silent past `earlyConnect` is plaintext, and detection goes on
+    // in `dispatch.rs`, which lets a server that speaks first decide.
+    let detection = &shared.bootstrap.protocol_detection;
+    let first_byte = orig.map(|_| match mode {
+        MtlsMode::Strict => detection.timeout,
+        _ => detection.early_connect.min(detection.timeout),
+    });
     let accepted = match shared.tls.as_deref() {
         Some(_) if opaque => Accepted::Plain(stream),
         tls => {

@@ -22,6 +22,8 @@ pub struct ClusterResilience {
     pub breaker: Option<Arc<Breaker>>,
     pub timeout: Option<Duration>,
     pub retry: Option<Arc<RetryPolicy>>,
+    /// Opaque connections close after this long with no byte either way; `None`: never.
+    pub tcp_idle: Option<Duration>,
 }
 
 /// Keeps `prev` when its settings equal `cfg`, else makes a new one from `cfg`.
@@ -96,6 +98,7 @@ impl ClusterResilience {
                 |r| &r.cfg,
                 |c| RetryPolicy::new(n(), c, count(Count::Retries)),
             ),
+            tcp_idle: cfg.tcp_idle_timeout(),
         }
     }
 

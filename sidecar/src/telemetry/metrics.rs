@@ -85,15 +85,85 @@ struct RefusedLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CutLabels {
+    direction: &'static str,
+    destination_service: Arc<String>,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KafkaLabels {
+    pub direction: &'static str,
+    pub destination_service: Arc<String>,
+    pub api_key: &'static str,
+}
+
 /// The counters of one opaque TCP connection's destination, fetched once per connection.
 #[derive(Clone)]
 pub struct TcpSeries {
+    pub labels: TcpLabels,
     pub opened: Counter,
     pub closed: Counter,
     /// Bytes from the downstream (the connecting side) to the upstream.
     pub sent: Counter,
     /// Bytes from the upstream back to the downstream.
     pub received: Counter,
+}
+
+/// Kafka requests by API key, decoded from opaque connections to a `kafka` port.
+pub struct KafkaMetrics {
+    pub requests: Family<KafkaLabels, Counter>,
+    pub errors: Family<KafkaLabels, Counter>,
+    pub durations: Family<KafkaLabels, Histogram, fn() -> Histogram>,
+}
+
+/// One Kafka API key's series on one connection.
+#[derive(Clone)]
+pub struct KafkaSeries {
+    pub requests: Counter,
+    pub errors: Counter,
+    pub duration: Histogram,
+}
+
+impl KafkaMetrics {
+    fn register(r: &mut Registry) -> KafkaMetrics {
+        let m = KafkaMetrics {
+            requests: Family::default(),
+            errors: Family::default(),
+            durations: Family::new_with_constructor(|| Histogram::new(BUCKETS)),
+        };
+        r.register(
+            "trellis_kafka_requests",
+            "Kafka requests seen on connections to a port whose Service says appProtocol: kafka, by API key",
+            m.requests.clone(),
+        );
+        r.register(
+            "trellis_kafka_request_errors",
+            "Kafka responses with a nonzero top-level error code, and requests still unanswered when their connection closed, by API key",
+            m.errors.clone(),
+        );
+        r.register(
+            "trellis_kafka_request_duration_seconds",
+            "From a Kafka request's header passing to its response's header passing, by API key",
+            m.durations.clone(),
+        );
+        m
+    }
+
+    /// The series of `api_key` (a name from `l4/kafka/decode.rs`) on a connection.
+    pub fn series(&self, tcp: &TcpLabels, api_key: &'static str) -> KafkaSeries {
+        let l = KafkaLabels {
+            direction: tcp.direction,
+            destination_service: tcp.destination_service.clone(),
+            api_key,
+        };
+        KafkaSeries {
+            requests: self.requests.get_or_create(&l).clone(),
+            errors: self.errors.get_or_create(&l).clone(),
+            duration: self.durations.get_or_create(&l).clone(),
+        }
+    }
 }
 
 /// `trellis_config_apply_duration_seconds`: from 100 µs (one endpoint changed) to 10 s (a
@@ -127,6 +197,9 @@ pub struct Metrics {
     tcp_sent: Family<TcpLabels, Counter>,
     tcp_received: Family<TcpLabels, Counter>,
     detect_timeouts: Family<DirectionLabels, Counter>,
+    server_first: Family<DirectionLabels, Counter>,
+    tcp_cut: Family<CutLabels, Counter>,
+    pub kafka: KafkaMetrics,
     refused: Family<RefusedLabels, Counter>,
 }
 
@@ -207,7 +280,11 @@ impl Default for Metrics {
         );
         let security = crate::tls::metrics::SecurityMetrics::register(&mut registry);
         let trace = crate::telemetry::export::TraceMetrics::register(&mut registry);
+        let kafka = KafkaMetrics::register(&mut registry);
         let m = Metrics {
+            kafka,
+            server_first: Family::default(),
+            tcp_cut: Family::default(),
             security,
             trace,
             registry,
@@ -338,6 +415,16 @@ impl Metrics {
             self.detect_timeouts.clone(),
         );
         r.register(
+            "trellis_protocol_detect_server_first",
+            "Connections to a known destination whose server spoke before the client (a banner): opaque TCP at once, without the detection timeout",
+            self.server_first.clone(),
+        );
+        r.register(
+            "trellis_tcp_connections_cut",
+            "Opaque connections the proxy closed, by reason (idle: no byte either way for the Service's tcp.idleTimeout; denied: a config change made AuthorizationPolicy deny it)",
+            self.tcp_cut.clone(),
+        );
+        r.register(
             "trellis_outbound_refused",
             "Intercepted outbound connections refused, by reason (registry-only: no Service has that clusterIP and port; not-in-scope: a mesh Service the workload's Scope leaves out)",
             self.refused.clone(),
@@ -356,6 +443,7 @@ impl Metrics {
             closed: self.tcp_closed.get_or_create(&l).clone(),
             sent: self.tcp_sent.get_or_create(&l).clone(),
             received: self.tcp_received.get_or_create(&l).clone(),
+            labels: l,
         }
     }
 
@@ -363,6 +451,22 @@ impl Metrics {
         self.detect_timeouts
             .get_or_create(&DirectionLabels { direction })
             .inc();
+    }
+
+    pub fn detect_server_first(&self, direction: &'static str) {
+        self.server_first
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
+    }
+
+    /// An opaque connection the proxy closed (`reason`: idle, denied).
+    pub fn tcp_cut(&self, tcp: &TcpLabels, reason: &'static str) {
+        let l = CutLabels {
+            direction: tcp.direction,
+            destination_service: tcp.destination_service.clone(),
+            reason,
+        };
+        self.tcp_cut.get_or_create(&l).inc();
     }
 
     pub fn refused(&self, reason: &'static str) {

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use trellis_config::model::AppProtocol;
 
 pub(super) const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
 pub(super) const GATEWAY_API_BETA: &str = "gateway.networking.k8s.io/v1beta1";
@@ -136,14 +137,16 @@ pub(super) fn service_spec(s: &Service) -> Option<Value> {
     Some(json!({"selector": selector, "ports": ports}))
 }
 
-/// Kubernetes `appProtocol` values the mesh understands; others are treated as HTTP's default.
+/// Kubernetes `appProtocol` values the mesh understands (docs/reference/mesh.md); others
+/// are treated as HTTP's default.
 fn app_protocol(p: &str) -> Option<&'static str> {
     match p {
-        "http" => Some("http"),
-        "http2" | "kubernetes.io/h2c" => Some("http2"),
-        "grpc" => Some("grpc"),
-        "tcp" => Some("tcp"),
-        _ => None,
+        "kubernetes.io/h2c" => Some("http2"),
+        "postgres" => Some("postgresql"),
+        _ => AppProtocol::ALL
+            .iter()
+            .map(|a| a.name())
+            .find(|name| *name == p),
     }
 }
 
