@@ -53,8 +53,30 @@ fn mesh(policy: &str) -> String {
          apiVersion: v1\nkind: Service\nmetadata: {{name: banner, namespace: rides}}\n\
          spec: {{clusterIP: 127.100.0.11, selector: {{app: banner}}, ports: [{{name: greet, port: 7000}}]}}\n---\n\
          apiVersion: trellis.dev/v1alpha1\nkind: Workload\nmetadata: {{name: banner-0, namespace: rides, labels: {{app: banner}}}}\n\
-         spec: {{address: 127.0.0.3}}\n"
+         spec: {{address: 127.0.0.3}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: nats, namespace: rides}}\n\
+         spec: {{clusterIP: 127.100.0.12, selector: {{app: nats}}, ports: [{{name: client, port: 4222}}]}}\n---\n\
+         apiVersion: trellis.dev/v1alpha1\nkind: Workload\nmetadata: {{name: nats-0, namespace: rides, labels: {{app: nats}}}}\n\
+         spec: {{address: 127.0.0.5}}\n"
     )
+}
+
+/// Whether Debian's nats-server is here; CI installs it, so there it must be.
+fn have_nats() -> bool {
+    let ok = std::process::Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("TRELLIS_REQUIRE_SYSTEM_TESTS").is_none(),
+            "nats-server is missing but TRELLIS_REQUIRE_SYSTEM_TESTS is set"
+        );
+        println!(
+            "skipped the NATS step: nats-server is not installed (apt-get install nats-server)"
+        );
+    }
+    ok
 }
 
 #[tokio::test]
@@ -216,6 +238,41 @@ async fn intercepted_traffic_is_routed_counted_and_cleaned_up() {
         1.0,
         "{m}"
     );
+
+    // NATS on 4222, a port on no default opaque list and declared by no Service: its INFO
+    // banner arrives the same way.
+    if have_nats() {
+        let _nats = ns
+            .cmd("nats-server")
+            .args(["-a", "127.0.0.5", "-p", "4222"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs");
+        let r = testkit::eventually(Duration::from_secs(10), "nats-server to greet", || async {
+            let r = ns.app_connect("127.100.0.12", 4222).await;
+            r["data"].as_str()?.starts_with("INFO {").then_some(r)
+        })
+        .await;
+        println!(
+            "NATS INFO first byte after {:.1} ms",
+            r["elapsed"].as_f64().unwrap() * 1000.0
+        );
+        let m = ns.metrics().await;
+        assert_eq!(
+            metric(&m, "trellis_protocol_detect_timeouts_total", &["outbound"]),
+            0.0,
+            "{m}"
+        );
+        assert!(
+            metric(
+                &m,
+                "trellis_protocol_detect_server_first_total",
+                &["outbound"]
+            ) >= 2.0,
+            "{m}"
+        );
+    }
     assert_eq!(
         metric(
             &m,
