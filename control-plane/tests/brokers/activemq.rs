@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 const JAR: &str = "/usr/share/activemq/bin/activemq.jar";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/brokers/stomp_peer.py");
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     std::env::var_os("TRELLIS_TRACE_VENV")
         .map_or_else(
             || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/trace-venv")),

@@ -12,6 +12,7 @@
 mod support;
 
 mod activemq;
+mod kafka;
 
 use activemq::{ActiveMq, Peer, have_activemq_and_stomp};
 use std::collections::BTreeSet;
