@@ -83,6 +83,8 @@ async fn activemq_queue_and_topic_lose_nothing_across_push_restart_and_rotation(
     )
     .await;
     p.wait_for_line(|l| l == "sent 250").await;
+    cp.kill();
+    p.wait_for_line(|l| l == "sent 300").await;
     cp.restart().await;
     cp.wait_converged(5).await;
     p.wait_for_line(|l| l == "finished").await;
