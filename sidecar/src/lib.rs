@@ -34,6 +34,7 @@ use drain::Drain;
 use shared::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use telemetry::access_log::AccessLog;
 use telemetry::metrics::Metrics;
 use telemetry::observe::Labels;
 use tokio::net::TcpListener;
@@ -206,10 +207,17 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
     let app = AppClusters::new(&bootstrap);
     let config = ConfigStore::new(mesh_tls.is_some(), app.ports.clone());
     let tls_names = config.tls_names();
+    let metrics = Metrics::default();
+    let dropped = metrics.access_log_dropped();
     let shared = Arc::new(Shared {
         node: bootstrap.node(),
         config,
-        metrics: Metrics::default(),
+        access_log: if bootstrap.access_log {
+            AccessLog::stdout(dropped)
+        } else {
+            AccessLog::off(dropped)
+        },
+        metrics,
         upstreams: Upstreams::new(
             bootstrap.limits.connect_timeout,
             mesh_tls.as_deref(),

@@ -26,6 +26,8 @@ pub struct Shared {
     pub labels: Labels,
     /// The queue to the span exporter (`telemetry/export.rs`).
     pub spans: crate::telemetry::export::Spans,
+    /// Where access-log lines go, without waiting (`telemetry/access_log.rs`).
+    pub access_log: crate::telemetry::access_log::AccessLog,
     /// Where config comes from, for `/config_dump`.
     pub source: String,
     /// The mesh identity, when the proxy has a join token (control-plane mode).

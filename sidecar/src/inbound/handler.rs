@@ -118,5 +118,11 @@ pub async fn handle(
     }
     .await;
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(&shared.metrics, &shared.labels, &shared.spans, res))
+    Ok(obs.finish(
+        &shared.metrics,
+        &shared.labels,
+        &shared.spans,
+        &shared.access_log,
+        res,
+    ))
 }

@@ -38,7 +38,13 @@ pub async fn handle(
         Some(rt) => route(&shared, &rt, &id, peer, scheme, req, &mut obs).await,
     };
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(&shared.metrics, &shared.labels, &shared.spans, res))
+    Ok(obs.finish(
+        &shared.metrics,
+        &shared.labels,
+        &shared.spans,
+        &shared.access_log,
+        res,
+    ))
 }
 
 async fn route(

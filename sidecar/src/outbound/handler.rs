@@ -45,7 +45,13 @@ pub async fn handle(
         Some(rt) => route(&shared, &rt, peer, original_dst, req, &mut obs).await,
     };
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(&shared.metrics, &shared.labels, &shared.spans, res))
+    Ok(obs.finish(
+        &shared.metrics,
+        &shared.labels,
+        &shared.spans,
+        &shared.access_log,
+        res,
+    ))
 }
 
 async fn route(

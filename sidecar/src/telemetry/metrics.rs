@@ -199,6 +199,7 @@ pub struct Metrics {
     detect_timeouts: Family<DirectionLabels, Counter>,
     server_first: Family<DirectionLabels, Counter>,
     tcp_cut: Family<CutLabels, Counter>,
+    access_log_dropped: Counter,
     pub kafka: KafkaMetrics,
     refused: Family<RefusedLabels, Counter>,
 }
@@ -285,6 +286,7 @@ impl Default for Metrics {
             kafka,
             server_first: Family::default(),
             tcp_cut: Family::default(),
+            access_log_dropped: Counter::default(),
             security,
             trace,
             registry,
@@ -420,6 +422,11 @@ impl Metrics {
             self.server_first.clone(),
         );
         r.register(
+            "trellis_access_log_dropped_lines",
+            "Access-log lines dropped because stdout could not keep up (the writer's queue of 4096 lines was full); requests never wait for the log",
+            self.access_log_dropped.clone(),
+        );
+        r.register(
             "trellis_tcp_connections_cut",
             "Opaque connections the proxy closed, by reason (idle: no byte either way for the Service's tcp.idleTimeout; denied: a config change made AuthorizationPolicy deny it)",
             self.tcp_cut.clone(),
@@ -467,6 +474,11 @@ impl Metrics {
             reason,
         };
         self.tcp_cut.get_or_create(&l).inc();
+    }
+
+    /// The counter of access-log lines dropped (`telemetry/access_log.rs`).
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     pub fn refused(&self, reason: &'static str) {

@@ -2,6 +2,7 @@
 //! sampling, spans and their export over OTLP, and what is recorded once per request (golden
 //! metrics, access log, span).
 
+pub(crate) mod access_log;
 pub(crate) mod export;
 pub(crate) mod metrics;
 pub(crate) mod observe;

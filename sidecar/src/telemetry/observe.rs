@@ -6,6 +6,7 @@ use crate::http::body::Body;
 use crate::http::errors::ProxyError;
 use crate::http::exchange::Notes;
 use crate::http::respond::{TRELLIS_ERROR, error_response};
+use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::export::Spans;
 use crate::telemetry::metrics::{Metrics, RequestLabels};
 use crate::telemetry::span::{self, SpanRecord};
@@ -155,6 +156,7 @@ impl Observation {
         metrics: &Metrics,
         labels: &Labels,
         spans: &Spans,
+        access_log: &AccessLog,
         res: Response<Body>,
     ) -> Response<Body> {
         let elapsed = self.started.elapsed();
@@ -218,7 +220,7 @@ impl Observation {
                 "trellis_error": res.headers().get(TRELLIS_ERROR).and_then(|v| v.to_str().ok()),
                 "error": self.error,
             });
-            println!("{line}");
+            access_log.write(line.to_string());
         }
         res
     }
