@@ -329,6 +329,7 @@ async fn a_push_leaves_an_open_connection_alone_until_policy_denies_it() {
     // A policy that admits only rides/producer: this plaintext caller is now denied, and its
     // open connection is closed, not left to run under the old policy.
     let old = server.version().await;
+    let written = std::time::Instant::now();
     server.write_mesh(&echo_server_mesh(
         "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\n\
          metadata: {name: echo, namespace: rides}\n\
@@ -336,7 +337,13 @@ async fn a_push_leaves_an_open_connection_alone_until_policy_denies_it() {
          \x20 rules: [{from: [{serviceAccounts: [rides/producer]}]}]\n",
     ));
     server.wait_for_new_version(&old).await;
+    let applied = written.elapsed();
     closed(&mut conn).await;
+    println!(
+        "the denied connection closed {:.1} ms after the mesh file was written (the new version was seen served after {:.1} ms)",
+        written.elapsed().as_secs_f64() * 1000.0,
+        applied.as_secs_f64() * 1000.0
+    );
     let cut = [("direction", "inbound"), ("reason", "denied")];
     assert_eq!(
         server
