@@ -8,6 +8,7 @@ use super::runtime::{
 };
 use crate::config::delivery::{AppPorts, PortPolicies};
 use crate::config::routing::{MatchError, Matcher};
+use crate::http::headers::HeaderEdits;
 use crate::resilience::client_limit::ClientLimiter;
 use crate::resilience::policy::ClusterResilience;
 use crate::telemetry::metrics::Metrics;
@@ -652,6 +653,7 @@ fn compile_rule(
             cluster: cluster.clone(),
             weight: b.weight,
             filters: b.filters.clone(),
+            headers: HeaderEdits::compile(&b.filters),
         });
     }
     Ok(RtRule {
@@ -661,6 +663,7 @@ fn compile_rule(
             source,
         })?,
         filters: r.filters.clone(),
+        headers: HeaderEdits::compile(&r.filters),
         total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
         backends,
         timeouts: r.timeouts.clone(),

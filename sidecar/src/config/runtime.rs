@@ -5,6 +5,7 @@
 use crate::config::delivery::PortPolicies;
 use crate::config::routing::Matcher;
 use crate::http::errors::ProxyError;
+use crate::http::headers::HeaderEdits;
 use crate::resilience::policy::ClusterResilience;
 use crate::upstream::cluster::Upstream;
 use http::{HeaderMap, Method, Uri};
@@ -98,6 +99,8 @@ pub struct RtRule {
     pub route: Arc<String>,
     pub matcher: Matcher,
     pub filters: Vec<Filter>,
+    /// The header modifiers among `filters`, parsed once.
+    pub headers: HeaderEdits,
     pub backends: Vec<RtBackend>,
     pub total_weight: u64,
     pub timeouts: Timeouts,
@@ -109,6 +112,7 @@ pub struct RtBackend {
     pub cluster: Arc<RtCluster>,
     pub weight: u32,
     pub filters: Vec<Filter>,
+    pub headers: HeaderEdits,
 }
 
 pub struct RtCluster {

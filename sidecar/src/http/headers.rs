@@ -131,3 +131,104 @@ mod tests {
         assert_eq!(h["connection"], "upgrade");
     }
 }
+
+/// An HTTPRoute header modifier, parsed once when the config is built, so that a request
+/// only clones the names and values it applies (reference-counted, no parse, no copy).
+/// Names or values that are not valid HTTP are left out, as validation already refuses them.
+#[derive(Debug, Default, Clone)]
+pub struct HeaderEdit {
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl HeaderEdit {
+    pub fn compile(m: &trellis_config::snapshot::HeaderModifier) -> HeaderEdit {
+        let pairs = |list: &[(String, String)]| {
+            list.iter()
+                .filter_map(|(n, v)| {
+                    Some((
+                        HeaderName::from_bytes(n.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect()
+        };
+        HeaderEdit {
+            set: pairs(&m.set),
+            add: pairs(&m.add),
+            remove: (m.remove.iter())
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect(),
+        }
+    }
+
+    /// Gateway API order: set, then add, then remove.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (n, v) in &self.set {
+            headers.insert(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            headers.append(n.clone(), v.clone());
+        }
+        for n in &self.remove {
+            headers.remove(n);
+        }
+    }
+}
+
+/// A rule's or a backend's header modifiers, compiled (`HeaderEdit`).
+#[derive(Debug, Default, Clone)]
+pub struct HeaderEdits {
+    pub request: Option<HeaderEdit>,
+    pub response: Option<HeaderEdit>,
+}
+
+impl HeaderEdits {
+    pub fn compile(filters: &[trellis_config::snapshot::Filter]) -> HeaderEdits {
+        use trellis_config::snapshot::Filter;
+        let mut e = HeaderEdits::default();
+        for f in filters {
+            match f {
+                Filter::RequestHeaderModifier(m) => e.request = Some(HeaderEdit::compile(m)),
+                Filter::ResponseHeaderModifier(m) => e.response = Some(HeaderEdit::compile(m)),
+                _ => {}
+            }
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod edit_tests {
+    use super::*;
+    use trellis_config::snapshot::HeaderModifier;
+
+    #[test]
+    fn a_compiled_edit_sets_adds_and_removes_in_gateway_api_order() {
+        let edit = HeaderEdit::compile(&HeaderModifier {
+            set: vec![
+                ("X-Tenant".into(), "acme".into()),
+                ("bad name".into(), "x".into()),
+            ],
+            add: vec![
+                ("x-tenant".into(), "second".into()),
+                ("x-via".into(), "trellis".into()),
+            ],
+            remove: vec!["x-secret".into()],
+        });
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant", HeaderValue::from_static("old"));
+        h.insert("x-secret", HeaderValue::from_static("s"));
+        edit.apply(&mut h);
+        let tenants: Vec<_> = h.get_all("x-tenant").iter().collect();
+        assert_eq!(
+            tenants,
+            ["acme", "second"],
+            "set replaces, then add appends"
+        );
+        assert_eq!(h["x-via"], "trellis");
+        assert!(h.get("x-secret").is_none());
+        assert_eq!(h.len(), 3, "the invalid name was left out: {h:?}");
+    }
+}

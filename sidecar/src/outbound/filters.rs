@@ -1,33 +1,11 @@
 //! Gateway API HTTPRoute filters: header modifiers, URL rewrite and request redirect.
 //! Mirrors are started by the outbound handler, which owns the body.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Uri, uri::PathAndQuery};
-use trellis_config::snapshot::{HeaderModifier, PathRewrite};
+use trellis_config::snapshot::PathRewrite;
 
 use crate::http::body::Body;
-
-pub fn modify_headers(headers: &mut HeaderMap, m: &HeaderModifier) {
-    for (name, value) in &m.set {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.insert(n, v);
-        }
-    }
-    for (name, value) in &m.add {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.append(n, v);
-        }
-    }
-    for name in &m.remove {
-        headers.remove(name.as_str());
-    }
-}
 
 /// The new path for `path` under `rewrite`; `prefix` is what the rule's PathPrefix matched.
 pub fn rewrite_path(path: &str, rewrite: &PathRewrite, prefix: Option<&str>) -> String {

@@ -8,7 +8,7 @@ use crate::http::exchange::Exchange;
 use crate::http::forward::forward;
 use crate::http::headers::{check_size, same_head};
 use crate::http::respond::is_grpc;
-use crate::outbound::filters::{Redirect, modify_headers, rewrite_path, with_path};
+use crate::outbound::filters::{Redirect, rewrite_path, with_path};
 use crate::resilience::stack;
 use crate::shared::Shared;
 use crate::telemetry::observe::Observation;
@@ -217,21 +217,23 @@ pub(crate) async fn dispatch(
         }
     }
     .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+    for edit in [&rule.headers.request, &backend.headers.request]
+        .into_iter()
+        .flatten()
+    {
+        edit.apply(req.headers_mut());
+    }
     for f in rule.filters.iter().chain(&backend.filters) {
-        match f {
-            Filter::RequestHeaderModifier(m) => modify_headers(req.headers_mut(), m),
-            Filter::UrlRewrite { hostname, path } => {
-                if let Some(h) = hostname {
-                    host_header = HeaderValue::from_str(h)
-                        .map_err(|_| ProxyError::BadRequest("invalid rewrite host"))?;
-                }
-                if let Some(p) = path {
-                    let new = rewrite_path(req.uri().path(), p, rule.matcher.prefix());
-                    *req.uri_mut() = with_path(req.uri(), &new)
-                        .ok_or(ProxyError::BadRequest("invalid rewritten path"))?;
-                }
+        if let Filter::UrlRewrite { hostname, path } = f {
+            if let Some(h) = hostname {
+                host_header = HeaderValue::from_str(h)
+                    .map_err(|_| ProxyError::BadRequest("invalid rewrite host"))?;
             }
-            _ => {}
+            if let Some(p) = path {
+                let new = rewrite_path(req.uri().path(), p, rule.matcher.prefix());
+                *req.uri_mut() = with_path(req.uri(), &new)
+                    .ok_or(ProxyError::BadRequest("invalid rewritten path"))?;
+            }
         }
     }
     req.headers_mut().insert(header::HOST, host_header);
@@ -291,10 +293,11 @@ pub(crate) async fn dispatch(
         e.identity.clone()
     });
     let mut res = fwd.response;
-    for f in rule.filters.iter().chain(&backend.filters) {
-        if let Filter::ResponseHeaderModifier(m) = f {
-            modify_headers(res.headers_mut(), m);
-        }
+    for edit in [&rule.headers.response, &backend.headers.response]
+        .into_iter()
+        .flatten()
+    {
+        edit.apply(res.headers_mut());
     }
     if let (Some(c), Some(o)) = (cors, &cors_origin) {
         super::cors::decorate(c, o, res.headers_mut());
