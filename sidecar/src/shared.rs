@@ -35,6 +35,21 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Records a finished request: metrics, span and access-log line (`telemetry/observe.rs`).
+    pub fn finish(
+        &self,
+        obs: crate::telemetry::observe::Observation,
+        res: http::Response<crate::http::body::Body>,
+    ) -> http::Response<crate::http::body::Body> {
+        obs.finish(
+            &self.metrics,
+            &self.labels,
+            &self.spans,
+            &self.access_log,
+            res,
+        )
+    }
+
     /// The percentage of traces sampled that start at this proxy, or `None` when no collector
     /// is configured (tracing off). At a Gateway, the Gateway's own override applies.
     pub fn sample_percent(

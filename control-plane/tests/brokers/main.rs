@@ -205,16 +205,6 @@ fn support_service() -> String {
         .to_string()
 }
 
-/// The serial of the certificate a proxy holds, from its `/config_dump`.
-async fn serial(admin: std::net::SocketAddr) -> String {
-    let (_, dump) = get(admin, "/config_dump").await.expect("config dump");
-    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
-    v["identity"]["serial"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// The value of the first series of `name` whose labels contain `labels`; 0 when none.
 fn sample(metrics: &str, name: &str, labels: &str) -> f64 {
     metrics

@@ -199,16 +199,6 @@ async fn certificates(http: SocketAddr, result: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The serial of the certificate a proxy serves, from its `/config_dump`.
-async fn serial(admin: SocketAddr) -> String {
-    let (_, dump) = get(admin, "/config_dump").await.expect("config dump");
-    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
-    v["identity"]["serial"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// A CSR (PEM) asking for `rides/<sa>`'s SPIFFE ID, with a fresh key.
 fn csr(sa: &str) -> String {
     let key = rcgen::KeyPair::generate().unwrap();

@@ -161,3 +161,14 @@ pub async fn mtls_connect(
         .await
         .ok()
 }
+
+/// The serial of the certificate a proxy holds, from its `/config_dump` (empty before it has
+/// one): rotation changes it.
+pub async fn serial(admin: SocketAddr) -> String {
+    let (_, dump) = get(admin, "/config_dump").await.expect("config dump");
+    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    v["identity"]["serial"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

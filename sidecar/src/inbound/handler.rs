@@ -118,11 +118,5 @@ pub async fn handle(
     }
     .await;
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(
-        &shared.metrics,
-        &shared.labels,
-        &shared.spans,
-        &shared.access_log,
-        res,
-    ))
+    Ok(shared.finish(obs, res))
 }

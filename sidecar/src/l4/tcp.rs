@@ -109,9 +109,7 @@ where
     D: AsyncRead + AsyncWrite + Unpin,
 {
     let up = connect(shared, cluster, peer).await?;
-    let carry = how.carry(shared, cluster, destination);
-    carry::carry(shared, down, up, carry).await;
-    Ok(())
+    carry_to(shared, cluster, destination, down, up, how).await
 }
 
 /// Carries bytes between `down` and `up`, a connection to an endpoint of `cluster` opened

@@ -38,13 +38,7 @@ pub async fn handle(
         Some(rt) => route(&shared, &rt, &id, peer, scheme, req, &mut obs).await,
     };
     let res = res.unwrap_or_else(|e| obs.failed(e, grpc));
-    Ok(obs.finish(
-        &shared.metrics,
-        &shared.labels,
-        &shared.spans,
-        &shared.access_log,
-        res,
-    ))
+    Ok(shared.finish(obs, res))
 }
 
 async fn route(
