@@ -147,7 +147,10 @@ impl Observation {
         if res.status().is_server_error() || grpc {
             tracing::debug!(direction = self.direction, error = %err, "request failed");
         }
-        self.error = Some(err.to_string());
+        // The text goes only to the access log and the span: formatted only for them.
+        if self.log.is_some() || self.span.is_some() {
+            self.error = Some(err.to_string());
+        }
         res
     }
 
