@@ -197,7 +197,7 @@ pub(crate) fn authorize(
         return Ok(());
     }
     check(rt.port_policies.for_port(policies, port), peer, call)
-        .map_err(|denied| denial(shared, port, peer, &denied))
+        .map_err(|denied| denial(shared, port, peer, call, &denied))
 }
 
 /// Whether the policies of app port `port` would let `call` from `peer` through, without
@@ -217,6 +217,7 @@ fn denial(
     shared: &Shared,
     port: u16,
     peer: Option<&trellis_identity::SpiffeId>,
+    call: &Call<'_>,
     denied: &Denied,
 ) -> ProxyError {
     let source_identity = peer.map_or_else(|| "a plaintext caller".to_string(), |p| p.to_string());
@@ -230,7 +231,14 @@ fn denial(
             policy: Arc::new(denied.policy_label().to_string()),
         })
         .inc();
-    tracing::warn!(source = %source_identity, %service, policy = denied.policy_label(), "request denied by authorization");
+    match call {
+        Call::Tcp => {
+            tracing::warn!(source = %source_identity, %service, policy = denied.policy_label(), reason = %denied.reason(), "opaque TCP connection denied by authorization; closed unanswered")
+        }
+        _ => {
+            tracing::warn!(source = %source_identity, %service, policy = denied.policy_label(), "request denied by authorization")
+        }
+    }
     ProxyError::Unauthorized {
         source_identity,
         service,

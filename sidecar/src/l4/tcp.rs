@@ -267,8 +267,13 @@ pub async fn inbound<S>(shared: &Shared, down: S, peer: SocketAddr, id: Arc<Spif
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err(e) = from_sidecar(shared, down, peer, Some(&id)).await {
-        tracing::warn!(%peer, identity = %id, error = %e, "inbound opaque TCP refused");
+    match from_sidecar(shared, down, peer, Some(&id)).await {
+        Ok(()) => {}
+        // Already logged, with the policy, where it was denied.
+        Err(e @ ProxyError::Unauthorized { .. }) => {
+            tracing::debug!(%peer, identity = %id, error = %e, "inbound opaque TCP refused");
+        }
+        Err(e) => tracing::warn!(%peer, identity = %id, error = %e, "inbound opaque TCP refused"),
     }
 }
 
