@@ -45,20 +45,22 @@ async fn kafka_produce_and_consume_across_partitions_through_two_sidecars() {
     // advertises, so the connections a client opens from the metadata cross the mesh too.
     let forward = free_addr();
     let broker_port = free_addr().port();
-    let mut broker = Command::new(&tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &format!("tcp://127.0.0.1:{broker_port}"),
-            "--advertised-listener-url",
-            &format!("tcp://{forward}"),
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu runs");
+    let _broker = KillOnDrop(
+        Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{broker_port}"),
+                "--advertised-listener-url",
+                &format!("tcp://{forward}"),
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu runs"),
+    );
     let ports = format!("{{kafka: {broker_port}}}");
     let server = proxy_with_ports(
         &cp,
@@ -162,6 +164,14 @@ async fn kafka_produce_and_consume_across_partitions_through_two_sidecars() {
             println!("{}", kafka.join("\n"));
         }
     }
-    let _ = broker.kill();
-    let _ = broker.wait();
+}
+
+/// The broker, killed when the test ends, failed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
