@@ -58,6 +58,20 @@ print(json.dumps(out))
 """
 
 
+WAIT_READY = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:15000/ready')"
+WAIT_GREETING = "import socket; socket.create_connection(('127.0.0.3', 7000), timeout=1).recv(3)"
+
+
+def wait_until(what, probe, seconds=10):
+    """Runs `probe` (Python) in the namespace until it succeeds, for up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while subprocess.run(["ip", "netns", "exec", NS, "python3", "-c", probe],
+                         capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} is not ready after {seconds}s")
+        time.sleep(0.05)
+
+
 def ns(*args, **kw):
     return subprocess.run(["ip", "netns", "exec", NS, *args], check=True, **kw)
 
@@ -77,15 +91,7 @@ def arm(name, detection, tmp):
         stderr=open(os.path.join(tmp, f"{name}.log"), "w"),
     )
     try:
-        for _ in range(100):
-            r = subprocess.run(["ip", "netns", "exec", NS, "python3", "-c",
-                                "import urllib.request;urllib.request.urlopen('http://127.0.0.1:15000/ready')"],
-                               capture_output=True)
-            if r.returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            raise SystemExit(f"{name}: the proxy did not get ready")
+        wait_until(f"{name}: the proxy", WAIT_READY)
         ns("python3", "-c", CLIENT, "5", capture_output=True)  # warm up
         out = ns("python3", "-c", CLIENT, str(N), capture_output=True, text=True).stdout
         ms = sorted(json.loads(out))
@@ -114,7 +120,7 @@ def main():
             f.write(MESH)
         ns(os.path.join(tmp, "trellis-proxy"), "init", capture_output=True)
         server = subprocess.Popen(["ip", "netns", "exec", NS, "python3", "-c", SERVER])
-        time.sleep(0.3)
+        wait_until("the banner server", WAIT_GREETING)
         load = os.getloadavg()
         results = [
             arm("earlyConnect on (default 2ms)", "{timeout: 200ms}", tmp),

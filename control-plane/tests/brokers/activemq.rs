@@ -144,6 +144,8 @@ impl Drop for ActiveMq {
 pub struct Peer {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The threads that read its stdout and stderr; they end when the process's pipes close.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Peer {
@@ -158,18 +160,22 @@ impl Peer {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
         let l = lines.clone();
-        std::thread::spawn(move || {
+        let stdout = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 l.lock().unwrap().push(line);
             }
         });
         let l = lines.clone();
-        std::thread::spawn(move || {
+        let stderr = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 l.lock().unwrap().push(format!("stderr: {line}"));
             }
         });
-        Peer { child, lines }
+        Peer {
+            child,
+            lines,
+            readers: vec![stdout, stderr],
+        }
     }
 
     /// Starts the peer until it says `ready`; one that cannot connect yet (certificates
@@ -209,8 +215,10 @@ impl Peer {
             async move { done.then_some(()) }
         })
         .await;
-        // The reader threads may still be draining the pipes.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every line is in once the reader threads have seen the pipes close.
+        for r in std::mem::take(&mut peer.readers) {
+            r.join().expect("a reader thread panicked");
+        }
         peer.lines()
     }
 

@@ -126,18 +126,24 @@ impl PortPolicies {
         }
     }
 
+    /// The opaque declaration of app port `port`, if a Service port that targets it has one.
+    fn declared(&self, port: u16) -> Option<&(u16, AppProtocol, Option<Duration>)> {
+        let i = self.opaque.binary_search_by_key(&port, |o| o.0).ok()?;
+        self.opaque.get(i)
+    }
+
     /// Whether a Service port declares app port `port` opaque.
     pub fn is_opaque(&self, port: u16) -> bool {
-        self.opaque.binary_search_by_key(&port, |o| o.0).is_ok()
+        self.declared(port).is_some()
     }
 
     /// What opaque bytes to app port `port` carry, and their idle timeout: as a Service port
     /// that targets it declares, else undeclared `tcp` with the default timeout.
     pub fn opaque(&self, port: u16) -> (AppProtocol, Option<Duration>) {
-        match self.opaque.binary_search_by_key(&port, |o| o.0) {
-            Ok(i) => (self.opaque[i].1, self.opaque[i].2),
-            Err(_) => (AppProtocol::Tcp, Some(DEFAULT_TCP_IDLE_TIMEOUT)),
-        }
+        self.declared(port)
+            .map_or((AppProtocol::Tcp, Some(DEFAULT_TCP_IDLE_TIMEOUT)), |o| {
+                (o.1, o.2)
+            })
     }
 
     /// The policies that protect `port`.

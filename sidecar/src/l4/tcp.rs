@@ -11,6 +11,7 @@ use crate::http::errors::ProxyError;
 use crate::inbound::authz;
 use crate::l4::carry::{self, Carry, Recheck};
 use crate::shared::Shared;
+use crate::tls::accept::Io;
 use crate::upstream::endpoint::InFlight;
 use crate::upstream::ring::hash_key;
 use std::io;
@@ -169,16 +170,11 @@ impl Direction {
     }
 }
 
-/// An open connection to one endpoint of a cluster, counted as in flight on it while open.
+/// An open connection to one endpoint of a cluster (plain TCP, or mTLS to its sidecar),
+/// counted as in flight on it while open.
 pub struct Connected {
-    io: Upstream,
+    io: Box<dyn Io>,
     _in_flight: InFlight,
-}
-
-/// A connection to an endpoint: plain TCP, or mTLS to its sidecar.
-enum Upstream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// Connects to an endpoint of `cluster`: TLS to a sidecar that has an identity, then the
@@ -246,9 +242,9 @@ pub async fn connect(
                 .connect((**name).clone(), up)
                 .await
                 .map_err(|e| failed(Box::new(e)))?;
-            Upstream::Tls(Box::new(up))
+            Box::new(up) as Box<dyn Io>
         }
-        _ => Upstream::Plain(up),
+        _ => Box::new(up),
     };
     if let Some(a) = &preface {
         crate::l4::preface::write(&mut io, a)
@@ -380,45 +376,5 @@ impl AsyncWrite for Connected {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-impl AsyncRead for Upstream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Upstream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Upstream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Upstream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Upstream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Upstream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
     }
 }

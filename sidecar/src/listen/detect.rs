@@ -133,30 +133,15 @@ fn tls_client_hello(buf: &[u8]) -> Option<Verdict> {
 /// Reads until the first bytes decide the protocol, the client closes, or `timeout` passes.
 /// A client that has sent too little by then (a server-speaks-first protocol waits for the
 /// server's banner) is opaque TCP. Returns `None` when the client closed without a byte.
+/// Where the destination is known, `detect_or_server_first` does not keep a banner waiting.
 pub async fn detect<S: AsyncRead + Unpin>(
-    mut io: S,
+    io: S,
     timeout: Duration,
 ) -> io::Result<Option<Detected<S>>> {
-    let mut buf = Vec::with_capacity(MAX_PEEK * 4);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let (protocol, timed_out) = loop {
-        if let Verdict::Known(p) = classify(&buf) {
-            break (p, false);
-        }
-        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
-            Err(_) => break (Protocol::Tcp, true),
-            Ok(Ok(0)) if buf.is_empty() => return Ok(None),
-            // The client closed its side after a few bytes: whatever they are, they are TCP.
-            Ok(Ok(0)) => break (Protocol::Tcp, false),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-        }
-    };
-    Ok(Some(Detected {
-        protocol,
-        io: PeekedIo::new(buf, io),
-        timed_out,
-    }))
+    // No early connection: the same loop with nothing to connect to.
+    let none = async { None::<tokio::io::Empty> };
+    let raced = detect_or_server_first(io, timeout, timeout, none).await?;
+    Ok(raced.map(|r| r.detected))
 }
 
 /// The outcome of `detect_or_server_first`.

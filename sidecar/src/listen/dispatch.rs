@@ -133,8 +133,12 @@ async fn dispatch(conn: Conn, side: Side, orig: Option<SocketAddr>) -> Result<()
         // The destination is known, so a server that speaks first need not wait: connect
         // early and let its banner decide (`detect_or_server_first`).
         (Target::Known { dst, .. }, Some(rt)) => {
-            let cluster = early_cluster(&shared, rt, side, *dst);
-            let connect = async { tcp::connect(&shared, &cluster?, peer).await.ok() };
+            // Inbound, only if policy would admit opaque TCP, asked without counting a
+            // denial: the client may yet speak HTTP.
+            let allowed =
+                side == Side::Outbound || authz::allows(rt, dst.port(), None, &authz::Call::Tcp);
+            let target = allowed.then(|| opaque_target(&shared, rt, side, *dst).ok());
+            let connect = async { tcp::connect(&shared, &target??.0, peer).await.ok() };
             let raced =
                 detect_or_server_first(stream, detection.timeout, detection.early_connect, connect)
                     .await;
@@ -201,24 +205,17 @@ async fn dispatch(conn: Conn, side: Side, orig: Option<SocketAddr>) -> Result<()
         (Protocol::MeshTcp, Side::Inbound, _) => tcp::from_sidecar(&shared, io, peer, None).await,
         (_, side, Some(dst)) => {
             let rt = rt.ok_or(ProxyError::NotReady)?;
-            let cluster = opaque_cluster(&shared, &rt, side, dst)?;
-            let (label, how) = match side {
-                Side::Inbound => (
-                    shared.labels.inbound_service.clone(),
+            let how = match side {
+                Side::Inbound => {
+                    tcp::authorize(&shared, &rt, dst.port(), None)?;
                     tcp::Direction::Inbound {
                         port: dst.port(),
                         identity: None,
-                    },
-                ),
-                Side::Outbound => (
-                    rt.by_original_dst(dst)
-                        .ok_or(ProxyError::NotReady)?
-                        .0
-                        .label
-                        .clone(),
-                    tcp::Direction::Outbound,
-                ),
+                    }
+                }
+                Side::Outbound => tcp::Direction::Outbound,
             };
+            let (cluster, label) = opaque_target(&shared, &rt, side, dst)?;
             // A connection may stay open for days: it must not pin this snapshot for as long.
             drop(rt);
             match early {
@@ -229,52 +226,29 @@ async fn dispatch(conn: Conn, side: Side, orig: Option<SocketAddr>) -> Result<()
     }
 }
 
-/// Where an early connection (`detect_or_server_first`) to `dst` goes: as
-/// `opaque_cluster`, but only if authorization would allow opaque TCP, checked without
-/// counting a denial, since the client may yet speak HTTP.
-fn early_cluster(
+/// Where opaque bytes to `dst` go, and the destination's metric label: outbound, the
+/// cluster of the Service port whose `clusterIP:port` it is; inbound, the app port. The
+/// caller authorizes an inbound connection first.
+fn opaque_target(
     shared: &Shared,
     rt: &Runtime,
     side: Side,
     dst: SocketAddr,
-) -> Option<Arc<RtCluster>> {
-    let port = dst.port();
-    match side {
-        Side::Inbound => authz::allows(rt, port, None, &authz::Call::Tcp)
-            .then(|| shared.app.for_exact_port(port).cloned())
-            .flatten(),
-        Side::Outbound => {
-            let (svc, port) = rt.by_original_dst(dst)?;
-            tcp::cluster_for(svc, port).ok()
-        }
-    }
-}
-
-/// Where opaque bytes to `dst` go: outbound, the cluster of the Service port whose
-/// `clusterIP:port` it is; inbound, the app port, once AuthorizationPolicy allows opaque TCP
-/// from a plaintext caller there.
-fn opaque_cluster(
-    shared: &Shared,
-    rt: &Runtime,
-    side: Side,
-    dst: SocketAddr,
-) -> Result<Arc<RtCluster>, ProxyError> {
+) -> Result<(Arc<RtCluster>, Arc<String>), ProxyError> {
     match side {
         Side::Inbound => {
             let port = dst.port();
-            tcp::authorize(shared, rt, port, None)?;
-            shared
-                .app
-                .for_exact_port(port)
-                .cloned()
-                .ok_or_else(|| ProxyError::NoServicePort {
+            let cluster = shared.app.for_exact_port(port).cloned().ok_or_else(|| {
+                ProxyError::NoServicePort {
                     service: shared.labels.inbound_service.to_string(),
                     port,
-                })
+                }
+            })?;
+            Ok((cluster, shared.labels.inbound_service.clone()))
         }
         Side::Outbound => {
             let (svc, port) = rt.by_original_dst(dst).ok_or(ProxyError::NotReady)?;
-            tcp::cluster_for(svc, port)
+            Ok((tcp::cluster_for(svc, port)?, svc.label.clone()))
         }
     }
 }

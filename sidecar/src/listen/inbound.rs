@@ -36,16 +36,15 @@ async fn inbound_connection(conn: Conn) {
     // Without a config the mode is unknown, and the connection is taken as PERMISSIVE only so
     // that an HTTP client hears why: every path past this one refuses to deliver to the app
     // until a config arrives (503 `not-ready`, TCP closed).
-    let mode = shared
-        .config
-        .current_full()
+    let rt = shared.config.current_full();
+    let mode = (rt.as_ref())
         .map(|rt| rt.snapshot.mesh.inbound_mtls_mode)
         .unwrap_or_default();
     let opaque = orig.is_some_and(|dst| {
-        let rt = shared.config.current();
         let inbound = super::dispatch::Side::Inbound;
         super::dispatch::is_opaque(&shared, rt.as_deref(), inbound, dst) && mode != MtlsMode::Strict
     });
+    drop(rt);
     // Outside STRICT, a client silent past `earlyConnect` is plaintext, and detection goes on
     // in `dispatch.rs`, which lets a server that speaks first decide.
     let detection = &shared.bootstrap.protocol_detection;
