@@ -118,9 +118,10 @@ def main():
         shutil.copy(PROXY, os.path.join(tmp, "trellis-proxy"))
         with open(os.path.join(tmp, "mesh.yaml"), "w") as f:
             f.write(MESH)
-        ns(os.path.join(tmp, "trellis-proxy"), "init", capture_output=True)
+        # The server first: once `init` has installed its rules, the probe would be redirected.
         server = subprocess.Popen(["ip", "netns", "exec", NS, "python3", "-c", SERVER])
         wait_until("the banner server", WAIT_GREETING)
+        ns(os.path.join(tmp, "trellis-proxy"), "init", capture_output=True)
         load = os.getloadavg()
         results = [
             arm("earlyConnect on (default 2ms)", "{timeout: 200ms}", tmp),
