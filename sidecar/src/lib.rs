@@ -206,9 +206,9 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
         .map(|_| tls::MeshTls::new());
     let app = AppClusters::new(&bootstrap);
     let config = ConfigStore::new(mesh_tls.is_some(), app.ports.clone());
-    let tls_names = config.tls_names();
     let metrics = Metrics::default();
     let dropped = metrics.access_log_dropped();
+    let connections = metrics.connections();
     let shared = Arc::new(Shared {
         node: bootstrap.node(),
         config,
@@ -218,11 +218,12 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
             AccessLog::off(dropped)
         },
         metrics,
-        upstreams: Upstreams::new(
+        upstreams: Arc::new(Upstreams::new(
             bootstrap.limits.connect_timeout,
-            mesh_tls.as_deref(),
-            tls_names,
-        ),
+            mesh_tls.clone(),
+            bootstrap.upstream.multiplex,
+            connections,
+        )),
         drain: Drain::default(),
         app,
         labels,

@@ -20,7 +20,7 @@ pub struct Shared {
     pub node: NodeIdentity,
     pub config: ConfigStore,
     pub metrics: Metrics,
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
     pub drain: Drain,
     pub app: AppClusters,
     pub labels: Labels,

@@ -34,6 +34,9 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
     hits: Arc<AtomicUsize>,
+    /// Connections accepted, and connections still open.
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     mode: Arc<Mutex<Mode>>,
 }
 
@@ -62,6 +65,8 @@ impl Upstream {
             addr: listener.local_addr().expect("addr"),
             name: name.to_string(),
             hits: Default::default(),
+            accepted: Default::default(),
+            open: Default::default(),
             mode: Default::default(),
         };
         let state = up.clone();
@@ -71,11 +76,15 @@ impl Upstream {
                     continue;
                 };
                 let state = state.clone();
+                state.accepted.fetch_add(1, Ordering::Relaxed);
+                state.open.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
+                    let open = state.open.clone();
                     let svc = service_fn(move |req| handle(state.clone(), req));
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
+                    open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         });
@@ -85,6 +94,16 @@ impl Upstream {
     /// Requests this upstream has received.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Connections this upstream has accepted.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now: accepted, and not yet closed by either side.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     /// Changes how every later request is answered.

@@ -23,6 +23,9 @@ pub struct Bootstrap {
     pub control_plane: Option<ControlPlane>,
     #[serde(default)]
     pub limits: Limits,
+    /// How this proxy's connections to endpoints are made.
+    #[serde(default)]
+    pub upstream: UpstreamSettings,
     /// Opaque TCP forwards for local mode, where no original destination names the Service.
     #[serde(default)]
     pub tcp: Vec<TcpForward>,
@@ -227,6 +230,28 @@ pub struct TcpForward {
     pub listen: SocketAddr,
     /// `name[.namespace][:port]` of a Service port with `appProtocol: tcp`.
     pub service: String,
+}
+
+/// How connections to endpoints are made.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// HTTP/1.1 requests to another sidecar over mTLS ride one multiplexed HTTP/2 connection
+    /// to it, which the peer turns back into HTTP/1.1 for its app (docs/concepts.md).
+    #[serde(default = "default_multiplex")]
+    pub multiplex: bool,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            multiplex: default_multiplex(),
+        }
+    }
+}
+
+fn default_multiplex() -> bool {
+    true
 }
 
 /// Protective limits on downstream connections.

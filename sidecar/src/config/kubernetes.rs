@@ -8,7 +8,7 @@
 
 use crate::config::bootstrap::{
     App, AppProbe, Bootstrap, ControlPlane, GatewayMode, Limits, Listeners, ProtocolDetection,
-    WorkloadInfo,
+    UpstreamSettings, WorkloadInfo,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -162,6 +162,9 @@ pub fn bootstrap_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Bootst
             token_file: Some(PathBuf::from(required("TRELLIS_TOKEN_FILE")?)),
         }),
         limits: Limits::default(),
+        upstream: UpstreamSettings {
+            multiplex: env("TRELLIS_MULTIPLEX").is_none_or(|v| v != "false"),
+        },
         tcp: Vec::new(),
         access_log: env("TRELLIS_ACCESS_LOG").is_some_and(|v| v == "true"),
         protocol_detection,

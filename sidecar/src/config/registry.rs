@@ -16,7 +16,7 @@ use crate::upstream::balance::Balancer;
 use crate::upstream::cluster::Upstream;
 use crate::upstream::endpoint::EndpointState;
 use crate::upstream::outlier::Outlier;
-use crate::upstream::pool::{SharedName, TlsNames};
+use crate::upstream::pool::SharedName;
 use crate::upstream::ring::Ring;
 use rustls_pki_types::ServerName;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -48,9 +48,6 @@ pub struct StateRegistry {
     /// Whether this proxy has a mesh identity, and so originates mTLS to sidecars that have
     /// one too.
     pub originate_mtls: std::sync::atomic::AtomicBool,
-    /// The TLS server name of every mTLS endpoint, by address, for the upstream connector
-    /// (hyper's pool hands it only the URI).
-    pub tls_names: TlsNames,
     /// The app's ports, which Service ports target on inbound.
     pub app_ports: AppPorts,
     /// Each route rule's ClientRateLimit buckets, by limit, route and rule: a rebuild whose
@@ -63,15 +60,9 @@ type ClientLimits = HashMap<String, Arc<ClientLimiter>>;
 #[derive(Default)]
 struct State {
     clusters: HashMap<String, ClusterShared>,
-    /// How many clusters hold each mTLS endpoint address, and the name it must prove; what
-    /// `tls_names` publishes.
-    tls: HashMap<SocketAddr, (SharedName, u32)>,
     /// Each identity's server name, so that the endpoints of one workload share one: 10,000
-    /// endpoints of a few hundred workloads hold a few hundred names, not 10,000 (in each
-    /// endpoint, in `tls` and in `tls_names`).
+    /// endpoints of a few hundred workloads hold a few hundred names, not 10,000.
     names: Interned,
-    /// Addresses whose entry in `tls` changed since `tls_names` was last published.
-    touched: HashSet<SocketAddr>,
     /// A build failed part way: the next one starts from nothing.
     dirty: bool,
 }
@@ -111,35 +102,10 @@ struct ClusterShared {
 }
 
 impl State {
-    fn hold_tls(&mut self, ep: &EndpointState) {
-        if let Some(name) = &ep.tls {
-            let slot = self.tls.entry(ep.addr).or_insert((name.clone(), 0));
-            slot.0 = name.clone();
-            slot.1 += 1;
-            self.touched.insert(ep.addr);
-        }
-    }
-
-    fn release_tls(&mut self, ep: &EndpointState) {
-        if ep.tls.is_none() {
-            return;
-        }
-        if let Some(slot) = self.tls.get_mut(&ep.addr) {
-            slot.1 -= 1;
-            if slot.1 == 0 {
-                self.tls.remove(&ep.addr);
-            }
-            self.touched.insert(ep.addr);
-        }
-    }
-
     fn forget_cluster(&mut self, name: &str, metrics: &Metrics) {
         if let Some(c) = self.clusters.remove(name) {
             c.resilience.retire();
             metrics.forget_cluster(&c.name);
-            for ep in &c.endpoints {
-                self.release_tls(ep);
-            }
         }
     }
 }
@@ -357,20 +323,6 @@ impl StateRegistry {
             _ => outside(&snapshot),
         };
 
-        // Everything that can fail has succeeded: publish the server names.
-        if prev.is_some() {
-            let touched = std::mem::take(&mut state.touched);
-            let tls = &state.tls;
-            self.tls_names.update(
-                touched
-                    .into_iter()
-                    .map(|a| (a, tls.get(&a).map(|(n, _)| n.clone()))),
-            );
-        } else {
-            state.touched.clear();
-            self.tls_names
-                .replace(state.tls.iter().map(|(a, (n, _))| (*a, n.clone())));
-        }
         state.dirty = false;
         // Buckets no rule holds any more: the runtime being replaced holds the rest until it
         // goes, and a rule rebuilt with the same settings found its own above.
@@ -385,26 +337,6 @@ impl StateRegistry {
             gateways,
             originate_mtls: originate,
         })
-    }
-}
-
-/// Moves the TLS server names that `tls_names` publishes from the endpoint states a cluster
-/// held to those it holds now; both lists are sorted by address, one state per address.
-fn account_tls(state: &mut State, held: &[Arc<EndpointState>], now: &[Arc<EndpointState>]) {
-    let (held, now) = (
-        held.iter().map(|ep| (&ep.addr, ep)),
-        now.iter().map(|ep| (&ep.addr, ep)),
-    );
-    for (_, side) in join(held, now) {
-        match side {
-            Side::Both(a, b) if Arc::ptr_eq(a, b) => {}
-            Side::Both(a, b) => {
-                state.release_tls(a);
-                state.hold_tls(b);
-            }
-            Side::Left(a) => state.release_tls(a),
-            Side::Right(b) => state.hold_tls(b),
-        }
     }
 }
 
@@ -467,8 +399,7 @@ fn build_cluster(
                         %error,
                         "endpoint skipped: its identity has no TLS server name, so mTLS to it cannot be verified"
                     );
-                    // Its earlier state is not carried over, so its old server name leaves
-                    // `tls_names` below.
+                    // Its earlier state is not carried over: its connections close.
                     continue;
                 }
             },
@@ -491,7 +422,6 @@ fn build_cluster(
     // One state per address: a snapshot that lists an address twice balances over both
     // entries, and the first one's state is what the next build carries over.
     shared.endpoints.dedup_by_key(|ep| ep.addr);
-    account_tls(state, &held, &shared.endpoints);
     let lb = &c.resilience.load_balancer;
     let ring = (lb.policy == LbPolicy::RingHash)
         .then(|| Ring::new(&endpoints.iter().map(|e| e.addr).collect::<Vec<_>>()));

@@ -6,7 +6,6 @@ use super::registry::{BuildError, StateRegistry};
 use super::runtime::Runtime;
 use crate::config::delivery::AppPorts;
 use crate::telemetry::metrics::Metrics;
-use crate::upstream::pool::TlsNames;
 use arc_swap::{ArcSwapOption, Guard};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -32,11 +31,6 @@ pub struct ConfigStore {
 }
 
 impl ConfigStore {
-    /// Endpoint addresses to the TLS server names they must prove, kept current by each build.
-    pub fn tls_names(&self) -> TlsNames {
-        self.registry.tls_names.clone()
-    }
-
     /// A store for a proxy whose app listens on `app_ports`. With `mtls` (the proxy has a
     /// mesh identity) its endpoints originate mTLS.
     pub fn new(mtls: bool, app_ports: AppPorts) -> ConfigStore {

@@ -3,6 +3,7 @@
 //! mirror's tee, or a streamed body recorded for a retry. No boxing per request.
 
 use crate::http::errors::BoxError;
+use crate::http::idle::Lease;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -34,6 +35,12 @@ pub enum Body {
     Recording {
         inner: Incoming,
         recorder: Option<Recorder>,
+    },
+    /// An upstream's response on a pooled HTTP/1.1 connection, which goes back to its
+    /// endpoint's idle list once this body has been read to its end.
+    Leased {
+        inner: Incoming,
+        lease: Lease,
     },
 }
 
@@ -208,6 +215,15 @@ impl http_body::Body for Body {
                 }
                 Poll::Ready(frame.map(|r| r.map_err(incoming_err)))
             }
+            Body::Leased { inner, lease } => {
+                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+                match &frame {
+                    None => lease.end(),
+                    Some(Ok(_)) if inner.is_end_stream() => lease.end(),
+                    _ => {}
+                }
+                Poll::Ready(frame.map(|r| r.map_err(incoming_err)))
+            }
             Body::Mirror { rx, abandoned } => match ready!(rx.poll_recv(cx)) {
                 Some(f) => Poll::Ready(Some(Ok(f))),
                 None if abandoned.load(Ordering::Relaxed) => {
@@ -220,9 +236,10 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Incoming(b) | Body::Tee { inner: b, .. } | Body::Recording { inner: b, .. } => {
-                b.is_end_stream()
-            }
+            Body::Incoming(b)
+            | Body::Tee { inner: b, .. }
+            | Body::Recording { inner: b, .. }
+            | Body::Leased { inner: b, .. } => b.is_end_stream(),
             Body::Full(b) => b.is_none(),
             Body::Mirror { .. } => false,
         }
@@ -230,9 +247,10 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Incoming(b) | Body::Tee { inner: b, .. } | Body::Recording { inner: b, .. } => {
-                b.size_hint()
-            }
+            Body::Incoming(b)
+            | Body::Tee { inner: b, .. }
+            | Body::Recording { inner: b, .. }
+            | Body::Leased { inner: b, .. } => b.size_hint(),
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Mirror { .. } => SizeHint::default(),

@@ -4,7 +4,6 @@
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
 use http::{HeaderMap, Request, Response};
-use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -90,7 +89,7 @@ impl Exchange {
 
 /// The upstream's answer (response headers; the body streams on) and who gave it.
 pub struct Reply {
-    pub response: Response<Incoming>,
+    pub response: Response<Body>,
     pub endpoint: SocketAddr,
 }
 

@@ -53,7 +53,7 @@ where
         });
     }
     Ok(Forwarded {
-        response: res.map(Body::Incoming),
+        response: res,
         endpoint,
     })
 }

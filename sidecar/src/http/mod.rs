@@ -8,5 +8,6 @@ pub(crate) mod exchange;
 pub(crate) mod forward;
 pub(crate) mod future;
 pub(crate) mod headers;
+pub(crate) mod idle;
 pub(crate) mod normalize;
 pub(crate) mod respond;

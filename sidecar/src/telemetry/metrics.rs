@@ -81,6 +81,22 @@ struct DirectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    protocol: &'static str,
+    tls: &'static str,
+}
+
+/// `trellis_upstream_connections_opened_total`, by protocol and by whether the connection is
+/// mTLS (a handshake) or plain. Each series is resolved once, when the pools are made.
+#[derive(Clone, Default)]
+pub struct ConnectionCounters {
+    pub http1_plain: Counter,
+    pub http1_mtls: Counter,
+    pub http2_plain: Counter,
+    pub http2_mtls: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusedLabels {
     reason: &'static str,
 }
@@ -202,6 +218,7 @@ pub struct Metrics {
     access_log_dropped: Counter,
     pub kafka: KafkaMetrics,
     refused: Family<RefusedLabels, Counter>,
+    connections: Family<ConnectionLabels, Counter>,
 }
 
 /// The series one circuit breaker writes.
@@ -309,6 +326,7 @@ impl Default for Metrics {
             tcp_received: Family::default(),
             detect_timeouts: Family::default(),
             refused: Family::default(),
+            connections: Family::default(),
         };
         m.register_resilience().register_tcp()
     }
@@ -436,6 +454,11 @@ impl Metrics {
             "Intercepted outbound connections refused, by reason (registry-only: no Service has that clusterIP and port; not-in-scope: a mesh Service the workload's Scope leaves out)",
             self.refused.clone(),
         );
+        r.register(
+            "trellis_upstream_connections_opened",
+            "HTTP connections this proxy opened to endpoints and to its app, by protocol (http1, http2) and transport (mtls: one TLS handshake each; plain)",
+            self.connections.clone(),
+        );
         self
     }
 
@@ -477,6 +500,21 @@ impl Metrics {
     }
 
     /// The counter of access-log lines dropped (`telemetry/access_log.rs`).
+    /// The counters of upstream connections opened, one per protocol and transport.
+    pub fn connections(&self) -> ConnectionCounters {
+        let c = |protocol, tls| {
+            self.connections
+                .get_or_create(&ConnectionLabels { protocol, tls })
+                .clone()
+        };
+        ConnectionCounters {
+            http1_plain: c("http1", "plain"),
+            http1_mtls: c("http1", "mtls"),
+            http2_plain: c("http2", "plain"),
+            http2_mtls: c("http2", "mtls"),
+        }
+    }
+
     pub fn access_log_dropped(&self) -> Counter {
         self.access_log_dropped.clone()
     }

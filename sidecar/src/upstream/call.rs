@@ -3,17 +3,17 @@
 
 use super::cluster::Upstream;
 use super::endpoint::{EndpointState, InFlight};
-use super::pool::Upstreams;
+use super::pool::{SendError, Target, Upstreams};
 use super::ring::hash_key;
 use crate::clock;
 use crate::http::body::Body;
 use crate::http::errors::ProxyError;
 use crate::http::exchange::{Exchange, Notes, Outcome, Reply, is_server_error, note};
 use crate::http::future::BoxOutcome;
-use crate::http::headers::same_head;
+use crate::http::headers::is_upgrade;
 use crate::http::respond::needs_http2;
-use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Uri, Version};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Uri, Version};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -53,16 +53,14 @@ impl<'a> Call<'a> {
     /// not name, within `ex.per_try` and what is left of `ex.deadline`. Every answer is
     /// reported to outlier detection.
     ///
-    /// A request whose body is empty or in memory and that cannot connect is tried once on
-    /// each other endpoint: nothing of it reached any upstream. An idempotent one that dies on
-    /// a pooled connection the upstream had already closed (reset, or closed before any
-    /// answer) is sent once more on a fresh connection: this is the keep-alive race, and RFC
-    /// 9110 §9.2.2 allows the retry.
+    /// A request that cannot connect is tried once on each other endpoint: nothing of it was
+    /// sent, and the pool hands it back whole. The pool itself resends an idempotent one that
+    /// dies on a reused connection the upstream had already closed (`pool.rs`).
     async fn send(self, ex: Exchange) -> Outcome {
         let cluster = self.cluster;
         let name = || cluster.name.to_string();
         let Exchange {
-            request: req,
+            request: mut req,
             deadline,
             per_try,
             avoid,
@@ -71,12 +69,8 @@ impl<'a> Call<'a> {
         let remaining =
             || deadline.map(|d| d.at.saturating_duration_since(tokio::time::Instant::now()));
         let hash = self.hash(&req);
-        let idempotent = req.method().is_idempotent();
-        let resendable = http_body::Body::is_end_stream(req.body()) || req.body().in_memory();
-        let replay = (resendable && (idempotent || cluster.balancer.endpoints.len() > 1))
-            .then(|| (same_head(&req, ()), req.body().try_clone()));
-        let mut stale_retried = false;
-        let mut req = Some(req);
+        let resendable = req.method().is_idempotent()
+            && (http_body::Body::is_end_stream(req.body()) || req.body().in_memory());
         let mut tried: Vec<SocketAddr> = Vec::new();
         loop {
             let Some(ep) = self.pick(hash, &tried, &avoid) else {
@@ -86,47 +80,8 @@ impl<'a> Call<'a> {
                 });
             };
             let ep = ep.clone();
-            let mut attempt = match (req.take(), &replay) {
-                (Some(r), _) => r,
-                (None, Some((head, body))) => {
-                    let body = body.as_ref().and_then(Body::try_clone);
-                    same_head(head, body.unwrap_or_else(Body::empty))
-                }
-                (None, None) => {
-                    return Err(ProxyError::NoHealthyEndpoints {
-                        cluster: name(),
-                        ejected: cluster.balancer.ejected(),
-                    });
-                }
-            };
-            let http2 = match self.protocol {
-                AppProtocol::Http2 | AppProtocol::Grpc => true,
-                _ => needs_http2(&attempt),
-            };
-            *attempt.version_mut() = if http2 {
-                // RFC 9113 §8.3.1: a Host that differs from :authority makes the request
-                // malformed (nginx answers 400). :authority names the endpoint, since the
-                // pool is keyed by it, so no Host goes upstream over HTTP/2.
-                attempt.headers_mut().remove(http::header::HOST);
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
-            };
-            let pq = attempt
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(if ep.tls.is_some() {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            });
-            parts.authority = Some(ep.authority.clone());
-            parts.path_and_query = Some(pq);
-            *attempt.uri_mut() = Uri::from_parts(parts)
-                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+            let http2 = self.http2(&ep, &req);
+            target(&mut req, &ep, http2)?;
 
             // This try ends at the per-try timeout or the request's deadline, whichever is
             // first; running out of the deadline reports the request's whole budget.
@@ -148,12 +103,11 @@ impl<'a> Call<'a> {
             }
             let _in_flight = InFlight::new(ep.clone());
             let started = Instant::now();
-            let client = if http2 {
-                &self.upstreams.http2
-            } else {
-                &self.upstreams.http1
+            let to = Target {
+                addr: ep.addr,
+                tls: ep.tls.as_ref(),
             };
-            let fut = client.request(attempt);
+            let fut = self.upstreams.send(&ep.pool, to, req, http2, resendable);
             let res = match limit {
                 None => fut.await,
                 Some((t, after)) => match tokio::time::timeout(t, fut).await {
@@ -173,28 +127,20 @@ impl<'a> Call<'a> {
                         endpoint: ep.addr,
                     });
                 }
-                Err(e) if e.is_connect() => {
-                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "connect failed");
+                Err(SendError::Connect { request, source }) => {
+                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %source, "connect failed");
                     self.observe(&ep, true, &notes);
                     tried.push(ep.addr);
-                    if replay.is_none() || tried.len() >= cluster.balancer.endpoints.len() {
+                    if tried.len() >= cluster.balancer.endpoints.len() {
                         return Err(ProxyError::Connect {
                             cluster: name(),
                             endpoint: ep.addr,
-                            source: Box::new(e),
+                            source,
                         });
                     }
+                    req = *request;
                 }
-                Err(e)
-                    if idempotent
-                        && replay.is_some()
-                        && !stale_retried
-                        && is_stale_connection(&e) =>
-                {
-                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, error = %e, "pooled connection was closed; retrying on a fresh one");
-                    stale_retried = true;
-                }
-                Err(e) => {
+                Err(SendError::Failed(e)) => {
                     // The request's own body failed (a client's broken chunked framing): the
                     // downstream's fault. hyper has abandoned that upstream connection, so it
                     // is not reused; the endpoint's health and the breaker are left alone.
@@ -221,6 +167,23 @@ impl<'a> Call<'a> {
                         source,
                     });
                 }
+            }
+        }
+    }
+
+    /// Whether a request goes to `ep` over HTTP/2: always when the port speaks it (`http2`,
+    /// `grpc`), for gRPC calls, and, with multiplexing on, for every request to another
+    /// sidecar over mTLS, except an Upgrade (WebSocket), which needs an HTTP/1.1 connection
+    /// of its own. The peer sidecar speaks the app's own protocol to its app.
+    fn http2(&self, ep: &EndpointState, req: &Request<Body>) -> bool {
+        match self.protocol {
+            AppProtocol::Http2 | AppProtocol::Grpc => true,
+            _ if needs_http2(req) => true,
+            _ => {
+                self.upstreams.multiplex
+                    && ep.tls.is_some()
+                    && req.method() != http::Method::CONNECT
+                    && !is_upgrade(req.headers())
             }
         }
     }
@@ -294,20 +257,18 @@ impl<'a> Call<'a> {
 
 /// The upstream refused an HTTP/2 stream (RST_STREAM with REFUSED_STREAM): RFC 9113 §8.7
 /// guarantees it did not process the request.
-fn is_refused_stream(e: &hyper_util::client::legacy::Error) -> bool {
+fn is_refused_stream(e: &hyper::Error) -> bool {
     source_of::<h2::Error>(e).is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 /// The request body, which the client reads from the downstream, failed: the body's own
 /// `IncomingBodyError` in the error chain.
-fn downstream_body_error(
-    e: &hyper_util::client::legacy::Error,
-) -> Option<&crate::http::body::IncomingBodyError> {
+fn downstream_body_error(e: &hyper::Error) -> Option<&crate::http::body::IncomingBodyError> {
     source_of(e)
 }
 
 /// The first error of type `T` among the causes of `e`.
-fn source_of<T: std::error::Error + 'static>(e: &hyper_util::client::legacy::Error) -> Option<&T> {
+fn source_of<T: std::error::Error + 'static>(e: &hyper::Error) -> Option<&T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(err) = cur {
         if let Some(found) = err.downcast_ref::<T>() {
@@ -318,21 +279,50 @@ fn source_of<T: std::error::Error + 'static>(e: &hyper_util::client::legacy::Err
     None
 }
 
-/// The upstream closed a connection under a request without answering any of it.
-fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
-    use std::error::Error as _;
-    let Some(h) = e.source().and_then(|s| s.downcast_ref::<hyper::Error>()) else {
-        return false;
-    };
-    h.is_incomplete_message()
-        || h.source()
-            .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .is_some_and(|io| {
-                matches!(
-                    io.kind(),
-                    std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::BrokenPipe
-                        | std::io::ErrorKind::ConnectionAborted
-                )
-            })
+/// Sets what goes on the wire to `ep`: HTTP/2 carries the Service's authority (the `Host`
+/// the outbound side set, else the request's own authority) as `:authority` and no `Host`
+/// (RFC 9113 §8.3.1); HTTP/1.1 takes an origin-form target and a `Host`, made from the
+/// authority when the request came over HTTP/2 without one. The pool, not the URI, says
+/// which endpoint the request goes to, so the Service's name survives the hop to the peer
+/// sidecar (docs/concepts.md, "Between sidecars").
+fn target(req: &mut Request<Body>, ep: &EndpointState, http2: bool) -> Result<(), ProxyError> {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let invalid = |_| ProxyError::BadRequest("invalid request target");
+    if http2 {
+        let authority = match req.headers_mut().remove(http::header::HOST) {
+            Some(h) => Authority::try_from(h.as_bytes())
+                .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
+            None => match req.uri().authority() {
+                Some(a) => a.clone(),
+                None => ep.authority.clone(),
+            },
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if ep.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(pq);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(invalid)?;
+        *req.version_mut() = Version::HTTP_2;
+    } else {
+        if !req.headers().contains_key(http::header::HOST) {
+            let host = match req.uri().authority() {
+                Some(a) => a.as_str(),
+                None => ep.authority.as_str(),
+            };
+            let host = HeaderValue::from_str(host)
+                .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+        *req.uri_mut() = Uri::from(pq);
+        *req.version_mut() = Version::HTTP_11;
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
-//! One endpoint's live state: its address and TLS name, in-flight count, latency estimate and
-//! health. It outlives config swaps while the endpoint stays in its cluster, so a reload
-//! forgets neither latency nor ejections.
+//! One endpoint's live state: its address and TLS name, connection pool, in-flight count,
+//! latency estimate and health. It outlives config swaps while the endpoint stays in its
+//! cluster, so a reload forgets neither latency, nor ejections, nor open connections.
 
 use super::ewma::Ewma;
 use crate::clock;
@@ -20,6 +20,8 @@ pub struct EndpointState {
     pub tls: Option<super::pool::SharedName>,
     /// The endpoint is another Trellis sidecar, so opaque TCP to it opens with a preface.
     pub sidecar: bool,
+    /// Its connections: they live and die with this state (see `pool.rs`).
+    pub pool: super::pool::Pool,
     pub active: AtomicUsize,
     pub ewma: Ewma,
     pub health: EndpointHealth,
@@ -36,6 +38,7 @@ impl EndpointState {
             authority,
             tls: None,
             sidecar: false,
+            pool: Default::default(),
             active: AtomicUsize::new(0),
             ewma: Ewma::default(),
             health: EndpointHealth::default(),

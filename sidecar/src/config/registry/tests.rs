@@ -96,6 +96,13 @@ fn addrs(rt: &Runtime, cluster: &str) -> Vec<SocketAddr> {
     c.iter().map(|e| e.addr).collect()
 }
 
+/// The server name the endpoint at `addr` of `cluster` must prove, which its pool's mTLS
+/// connections check.
+fn tls_of(rt: &Runtime, cluster: &str, addr: SocketAddr) -> Option<SharedName> {
+    let eps = &rt.clusters[cluster].upstream.balancer.endpoints;
+    eps.iter().find(|e| e.addr == addr)?.tls.clone()
+}
+
 fn moved(a: SocketAddr) -> SocketAddr {
     SocketAddr::new("127.0.9.9".parse().unwrap(), a.port())
 }
@@ -107,7 +114,7 @@ fn one_changed_cluster_rebuilds_only_it_and_the_services_that_send_to_it() {
     let trip = "trip.rides:80";
     let old = addrs(&r1, &name);
     assert_eq!(old.len(), 2, "{name}: {old:?}");
-    assert!(reg.tls_names.get(&old[1]).is_some());
+    assert!(tls_of(&r1, &name, old[1]).is_some());
 
     // One endpoint of the routed cluster moves; nothing else changes.
     let mut s2 = s1.clone();
@@ -148,9 +155,11 @@ fn one_changed_cluster_rebuilds_only_it_and_the_services_that_send_to_it() {
     assert!(Arc::ptr_eq(&eps(&r1)[0], &eps(&r2)[0]));
     assert_eq!(addrs(&r2, &name), vec![old[0], moved(old[1])]);
     // The moved endpoint's server name follows it.
-    assert!(reg.tls_names.get(&old[1]).is_none());
-    assert!(reg.tls_names.get(&moved(old[1])).is_some());
-    assert!(reg.tls_names.get(&old[0]).is_some());
+    assert_eq!(
+        tls_of(&r2, &name, moved(old[1])),
+        tls_of(&r1, &name, old[1])
+    );
+    assert!(tls_of(&r2, &name, old[0]).is_some());
 
     // The same as a build from nothing.
     let fresh = registry();
@@ -163,21 +172,25 @@ fn one_changed_cluster_rebuilds_only_it_and_the_services_that_send_to_it() {
     for name in &a {
         assert_eq!(addrs(&r2, name), addrs(&whole, name), "{name}");
     }
-    for addr in [old[0], moved(old[1]), old[1]] {
+    for addr in [old[0], moved(old[1])] {
         assert_eq!(
-            reg.tls_names.get(&addr),
-            fresh.tls_names.get(&addr),
+            tls_of(&r2, &name, addr),
+            tls_of(&whole, &name, addr),
             "{addr}"
         );
     }
 }
 
 #[test]
-fn a_removed_cluster_and_its_server_names_go() {
+fn a_removed_cluster_and_its_endpoints_go() {
     let (metrics, reg, s1, r1) = first_build();
     let trip = "trip.rides:80";
-    let addr = addrs(&r1, trip)[0];
-    assert!(reg.tls_names.get(&addr).is_some());
+    let ep = r1.clusters[trip].upstream.balancer.endpoints[0].clone();
+    assert_eq!(
+        Arc::strong_count(&ep),
+        3,
+        "r1's balancer, the registry, and `ep`"
+    );
     let mut s2 = s1.clone();
     s2.clusters.remove(trip);
     s2.services.remove("rides/trip");
@@ -185,7 +198,9 @@ fn a_removed_cluster_and_its_server_names_go() {
     assert!(!r2.clusters.contains_key(trip));
     assert!(r2.service("trip").is_none());
     assert!(r2.service("billing").is_some());
-    assert!(reg.tls_names.get(&addr).is_none());
+    // Only the runtime being replaced (and this test) still hold the endpoint's state, so
+    // its pool, and every connection in it, goes with that runtime.
+    assert_eq!(Arc::strong_count(&ep), 2, "r1's balancer and `ep`");
 }
 
 #[test]
@@ -205,7 +220,7 @@ fn after_a_failed_build_the_next_one_starts_from_nothing() {
     let err = reg.build(Arc::new(bad), Some(&r1), &metrics).err().unwrap();
     assert!(err.to_string().contains("nowhere"), "{err}");
     // Still serving r1, whose endpoint keeps its server name.
-    assert!(reg.tls_names.get(&kept).is_some());
+    assert!(tls_of(&r1, &name, kept).is_some());
 
     // The next good snapshot holds the endpoint again: its name is there.
     let mut s2 = s1.clone();
@@ -213,7 +228,7 @@ fn after_a_failed_build_the_next_one_starts_from_nothing() {
     c.endpoints.clear();
     let r2 = reg.build(Arc::new(s2), Some(&r1), &metrics).unwrap();
     assert_eq!(addrs(&r2, &name).len(), 2);
-    assert!(reg.tls_names.get(&kept).is_some());
+    assert!(tls_of(&r2, &name, kept).is_some());
     assert!(addrs(&r2, "trip.rides:80").is_empty());
 }
 
@@ -230,12 +245,12 @@ fn a_service_turning_mtls_off_rebuilds_its_cluster_in_plaintext() {
     assert!(!r2.clusters[trip].mtls);
     let ep = &r2.clusters[trip].upstream.balancer.endpoints[0];
     assert!(ep.tls.is_none(), "{ep:?}");
-    assert!(reg.tls_names.get(&addr).is_none());
+    assert_eq!(ep.addr, addr);
 }
 
 #[test]
 fn endpoints_of_one_identity_share_one_server_name() {
-    let (_metrics, reg, s1, r1) = first_build();
+    let (_metrics, _reg, s1, r1) = first_build();
     let name = routed(&s1);
     let eps = &r1.clusters[name.as_str()].upstream.balancer.endpoints;
     let (a, b) = (&eps[0], &eps[1]);
@@ -243,11 +258,6 @@ fn endpoints_of_one_identity_share_one_server_name() {
     assert!(
         Arc::ptr_eq(ta, tb),
         "billing-0 and billing-1 both run as billing"
-    );
-    let published = reg.tls_names.get(&a.addr).unwrap();
-    assert!(
-        Arc::ptr_eq(&published, ta),
-        "the published name is the same one"
     );
     let trip = &r1.clusters["trip.rides:80"].upstream.balancer.endpoints[0];
     assert_ne!(trip.tls, a.tls, "another identity, another name");
@@ -268,7 +278,78 @@ fn an_endpoint_that_changes_identity_at_its_address_gets_fresh_state_and_name() 
         !Arc::ptr_eq(after, &before),
         "another identity is another endpoint"
     );
-    let published = reg.tls_names.get(&after.addr).unwrap();
-    assert!(Arc::ptr_eq(&published, after.tls.as_ref().unwrap()));
-    assert_ne!(published, before.tls.clone().unwrap());
+    assert_ne!(after.tls, before.tls);
+    assert!(after.tls.is_some());
+}
+
+#[tokio::test]
+async fn an_endpoint_keeps_its_connections_across_swaps_and_closes_them_when_it_goes() {
+    use crate::upstream::pool::{Target, Upstreams};
+    use http_body_util::BodyExt;
+    let up = testkit::upstream::Upstream::start("billing-0").await;
+    let metrics = Metrics::default();
+    let ups = Upstreams::new(
+        std::time::Duration::from_secs(1),
+        None,
+        true,
+        metrics.connections(),
+    );
+    let get = |ep: &Arc<EndpointState>| {
+        let req = http::Request::builder()
+            .uri("/")
+            .header(http::header::HOST, "billing")
+            .body(crate::http::body::Body::empty())
+            .unwrap();
+        let to = Target {
+            addr: ep.addr,
+            tls: None,
+        };
+        let ep = ep.clone();
+        let ups = &ups;
+        async move {
+            let Ok(res) = ups.send(&ep.pool, to, req, false, true).await else {
+                panic!("no answer");
+            };
+            res.into_body().collect().await.unwrap();
+        }
+    };
+    let find = |rt: &Runtime, name: &str| {
+        let eps = &rt.clusters[name].upstream.balancer.endpoints;
+        eps.iter().find(|e| e.addr == up.addr).cloned()
+    };
+
+    let reg = registry();
+    let mut s1 = snapshot();
+    let name = routed(&s1);
+    Arc::make_mut(s1.clusters.get_mut(&name).unwrap()).endpoints[0].address = up.addr;
+    let r1 = reg.build(Arc::new(s1.clone()), None, &metrics).unwrap();
+    get(&find(&r1, &name).unwrap()).await;
+
+    // The other endpoint of the same cluster moves: the cluster is rebuilt, this endpoint
+    // stays, and so does its connection.
+    let mut s2 = s1.clone();
+    let other = &mut Arc::make_mut(s2.clusters.get_mut(&name).unwrap()).endpoints[1];
+    other.address = moved(other.address);
+    let r2 = reg
+        .build(Arc::new(s2.clone()), Some(&r1), &metrics)
+        .unwrap();
+    drop(r1);
+    get(&find(&r2, &name).unwrap()).await;
+    assert_eq!(up.connections(), 1, "the swap kept the pooled connection");
+    assert_eq!(up.open_connections(), 1);
+
+    // It leaves the config: once the runtime that held it is gone, so is its connection.
+    let mut s3 = s2.clone();
+    Arc::make_mut(s3.clusters.get_mut(&name).unwrap())
+        .endpoints
+        .retain(|e| e.address != up.addr);
+    let r3 = reg.build(Arc::new(s3), Some(&r2), &metrics).unwrap();
+    assert!(find(&r3, &name).is_none());
+    drop(r2);
+    testkit::eventually(
+        std::time::Duration::from_secs(5),
+        "the removed endpoint's connection closed",
+        || async { (up.open_connections() == 0).then_some(()) },
+    )
+    .await;
 }
