@@ -40,7 +40,7 @@ pub enum Body {
     /// endpoint's idle list once this body has been read to its end.
     Leased {
         inner: Incoming,
-        lease: Lease,
+        lease: Lease<Body>,
     },
 }
 

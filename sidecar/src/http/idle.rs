@@ -5,7 +5,6 @@
 //! ever wait on each other. The lease lives in the response body (`Body::Leased`), because
 //! an HTTP/1.1 connection is free again only when its response body has been read.
 
-use crate::http::body::Body;
 use hyper::client::conn::http1::SendRequest;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -14,22 +13,30 @@ use std::time::{Duration, Instant};
 /// above what one caller keeps busy against one endpoint, and a bound on descriptors.
 const MAX_IDLE: usize = 512;
 
-/// One endpoint's idle HTTP/1.1 connections, the most recently used last.
-#[derive(Default)]
-pub struct IdleConns {
-    conns: Mutex<Vec<Idle>>,
+/// One endpoint's idle HTTP/1.1 connections, the most recently used last. `B` is the
+/// request body type (`Body`; generic only so that `body.rs` can hold a `Lease`).
+pub struct IdleConns<B> {
+    conns: Mutex<Vec<Idle<B>>>,
 }
 
 /// An idle connection, and since when.
-pub struct Idle {
-    pub tx: SendRequest<Body>,
+pub struct Idle<B> {
+    pub tx: SendRequest<B>,
     pub since: Instant,
 }
 
-impl IdleConns {
+impl<B> Default for IdleConns<B> {
+    fn default() -> Self {
+        IdleConns {
+            conns: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<B> IdleConns<B> {
     /// The most recently returned connection that is still open. Closed ones found on the
     /// way are dropped.
-    pub fn take(&self) -> Option<Idle> {
+    pub fn take(&self) -> Option<Idle<B>> {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(c) = conns.pop() {
             if !c.tx.is_closed() {
@@ -40,7 +47,7 @@ impl IdleConns {
     }
 
     /// Returns a connection whose response has ended.
-    pub fn put(&self, tx: SendRequest<Body>) {
+    pub fn put(&self, tx: SendRequest<B>) {
         if tx.is_closed() {
             return;
         }
@@ -77,14 +84,14 @@ impl IdleConns {
 /// back to its endpoint's idle list; dropped before (the client went away mid-body), it is
 /// closed, since the rest of that body would still be on the wire. An endpoint that left
 /// the config meanwhile takes nothing back: its list is gone, and the connection closes.
-pub struct Lease {
-    tx: Option<SendRequest<Body>>,
-    home: Weak<IdleConns>,
+pub struct Lease<B> {
+    tx: Option<SendRequest<B>>,
+    home: Weak<IdleConns<B>>,
     ended: bool,
 }
 
-impl Lease {
-    pub fn new(tx: SendRequest<Body>, home: &Arc<IdleConns>, ended: bool) -> Lease {
+impl<B> Lease<B> {
+    pub fn new(tx: SendRequest<B>, home: &Arc<IdleConns<B>>, ended: bool) -> Lease<B> {
         Lease {
             tx: Some(tx),
             home: Arc::downgrade(home),
@@ -98,7 +105,7 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl<B> Drop for Lease<B> {
     fn drop(&mut self) {
         if self.ended
             && let Some(tx) = self.tx.take()

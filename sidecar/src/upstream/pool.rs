@@ -53,7 +53,7 @@ pub struct Pool(Arc<Connections>);
 
 #[derive(Default)]
 struct Connections {
-    http1: Arc<IdleConns>,
+    http1: Arc<IdleConns<Body>>,
     http2: ArcSwapOption<http2::SendRequest<Body>>,
     /// Held while an HTTP/2 connection is being made, so that a burst of first requests
     /// makes one connection, not one each.
