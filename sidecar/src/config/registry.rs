@@ -584,6 +584,7 @@ fn compile_rule(
             weight: b.weight,
             filters: b.filters.clone(),
             headers: HeaderEdits::compile(&b.filters),
+            series: Default::default(),
         });
     }
     Ok(RtRule {
@@ -598,6 +599,7 @@ fn compile_rule(
         backends,
         timeouts: r.timeouts.clone(),
         client_limit: client_limit(r, limits),
+        series: Default::default(),
     })
 }
 

@@ -106,6 +106,9 @@ pub struct RtRule {
     pub timeouts: Timeouts,
     /// The rule's ClientRateLimit, if a filter names one.
     pub client_limit: Option<Arc<crate::resilience::client_limit::ClientLimiter>>,
+    /// The request series of the mesh requests this rule routes (its Service and route
+    /// labels), made by the first one (`telemetry/series.rs`).
+    pub series: std::sync::OnceLock<Arc<crate::telemetry::series::RequestSeries>>,
 }
 
 pub struct RtBackend {
@@ -113,6 +116,9 @@ pub struct RtBackend {
     pub weight: u32,
     pub filters: Vec<Filter>,
     pub headers: HeaderEdits,
+    /// At a gateway, the request series of the requests this backend takes (its Service is
+    /// the destination), made by the first one.
+    pub series: std::sync::OnceLock<Arc<crate::telemetry::series::RequestSeries>>,
 }
 
 pub struct RtCluster {

@@ -19,13 +19,15 @@ use trellis_config::snapshot::InboundPolicy;
 use trellis_identity::SpiffeId;
 
 /// The verified identity of the caller, when it came over mTLS. Attached to every inbound
-/// request as an extension; made once per connection.
-#[derive(Clone, Debug)]
+/// request as an extension (an `Arc`, so one per connection).
+#[derive(Debug)]
 pub struct PeerIdentity {
     pub id: Option<Arc<SpiffeId>>,
     /// The identity's namespace and service account as metric label values, made once so
     /// that recording a request allocates nothing.
     pub labels: Option<(Arc<String>, Arc<String>)>,
+    /// The request series of this caller's requests, made by the connection's first one.
+    pub series: std::sync::OnceLock<Arc<crate::telemetry::series::RequestSeries>>,
 }
 
 impl PeerIdentity {
@@ -36,7 +38,11 @@ impl PeerIdentity {
                 Arc::new(id.service_account.clone()),
             )
         });
-        PeerIdentity { id, labels }
+        PeerIdentity {
+            id,
+            labels,
+            series: Default::default(),
+        }
     }
 }
 

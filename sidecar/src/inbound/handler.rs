@@ -28,7 +28,7 @@ fn forwarded_client_cert(shared: &Shared, req: &mut Request<Incoming>) {
     req.headers_mut().remove(XFCC);
     let Some(peer) = req
         .extensions()
-        .get::<PeerIdentity>()
+        .get::<Arc<PeerIdentity>>()
         .and_then(|p| p.id.clone())
     else {
         return;
@@ -55,7 +55,14 @@ pub async fn handle(
     let mut obs = Observation::start(&shared.labels, shared.bootstrap.access_log, "inbound", &req);
     let grpc = is_grpc(&req);
     obs.destination = shared.labels.inbound_service.clone();
-    obs.source = (req.extensions().get::<PeerIdentity>()).and_then(|p| p.labels.clone());
+    let caller = req.extensions().get::<Arc<PeerIdentity>>();
+    obs.source = caller.and_then(|p| p.labels.clone());
+    if let Some(p) = caller {
+        let series = p
+            .series
+            .get_or_init(|| obs.resolve(&shared.metrics, &shared.labels));
+        obs.series = Some(series.clone());
+    }
     let res = async {
         check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;
         // Fail closed: without a config there is no policy to check, so nothing reaches the app.
@@ -65,7 +72,7 @@ pub async fn handle(
             shared.identity()
         });
         obs.peer_identity(|| {
-            let p = req.extensions().get::<PeerIdentity>()?;
+            let p = req.extensions().get::<Arc<PeerIdentity>>()?;
             p.id.as_ref().map(|id| id.to_string())
         });
         // One path from here on: what authorization checks is what the app receives.
@@ -83,7 +90,7 @@ pub async fn handle(
         )?;
         let peer_id = req
             .extensions()
-            .get::<PeerIdentity>()
+            .get::<Arc<PeerIdentity>>()
             .and_then(|p| p.id.as_deref());
         let call = authz::Call::Http {
             method: req.method(),

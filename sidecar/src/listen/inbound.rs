@@ -106,7 +106,7 @@ async fn inbound_connection(conn: Conn) {
             (Box::new(*s) as Box<dyn crate::tls::accept::Io>, Some(id))
         }
     };
-    let peer_id = crate::inbound::authz::PeerIdentity::new(id);
+    let peer_id = Arc::new(crate::inbound::authz::PeerIdentity::new(id));
     let svc = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(peer_id.clone());
         crate::inbound::handler::handle(shared.clone(), peer, orig, req)

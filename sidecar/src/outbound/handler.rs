@@ -97,6 +97,10 @@ async fn route(
             path: req.uri().path().to_string(),
         })?;
     obs.route = rule.route.clone();
+    let series = rule
+        .series
+        .get_or_init(|| obs.resolve(&shared.metrics, &shared.labels));
+    obs.series = Some(series.clone());
     dispatch(shared, rt, peer, req, rule, &authority, obs, Upstream::Mesh).await
 }
 
@@ -204,6 +208,10 @@ pub(crate) async fn dispatch(
         Upstream::Mesh => HeaderValue::from_str(authority.as_str()),
         Upstream::Gateway { .. } => {
             obs.destination = backend.cluster.service_label.clone();
+            let series = backend
+                .series
+                .get_or_init(|| obs.resolve(&shared.metrics, &shared.labels));
+            obs.series = Some(series.clone());
             if let Some(h) = req.headers_mut().remove(header::HOST) {
                 req.headers_mut().insert("x-forwarded-host", h);
             }

@@ -189,7 +189,7 @@ const APPLY_BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
-type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+pub(super) type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
@@ -333,6 +333,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The request families, for a `RequestSeries` (`series.rs`) to create its series in.
+    pub(super) fn request_families(&self) -> (Family<RequestLabels, Counter>, HistogramFamily) {
+        (self.requests.clone(), self.durations.clone())
+    }
+
     pub fn record(&self, labels: &RequestLabels, elapsed: Duration) {
         self.requests.get_or_create(labels).inc();
         self.durations

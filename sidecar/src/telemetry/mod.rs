@@ -6,5 +6,6 @@ pub(crate) mod access_log;
 pub(crate) mod export;
 pub(crate) mod metrics;
 pub(crate) mod observe;
+pub(crate) mod series;
 pub(crate) mod span;
 pub(crate) mod trace;

@@ -9,6 +9,7 @@ use crate::http::respond::{TRELLIS_ERROR, error_response};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::export::Spans;
 use crate::telemetry::metrics::{Metrics, RequestLabels};
+use crate::telemetry::series::RequestSeries;
 use crate::telemetry::span::{self, SpanRecord};
 use crate::telemetry::trace::{self, TraceIds};
 use http::{Request, Response};
@@ -45,6 +46,9 @@ pub struct Observation {
     span: Option<Box<SpanRecord>>,
     /// Inbound: the namespace and service account the caller proved over mTLS.
     pub source: Option<(Arc<String>, Arc<String>)>,
+    /// The request series of this request's labels, resolved by the route rule or the
+    /// caller's connection (`series.rs`); without one, `finish` looks the labels up.
+    pub series: Option<Arc<RequestSeries>>,
     error: Option<String>,
     /// Only captured when access logs are on, so the default path copies nothing.
     log: Option<(String, String, String)>,
@@ -87,6 +91,7 @@ impl Observation {
             http_route: None,
             span: None,
             source: None,
+            series: None,
             error: None,
             log,
         }
@@ -154,15 +159,8 @@ impl Observation {
         res
     }
 
-    pub fn finish(
-        self,
-        metrics: &Metrics,
-        labels: &Labels,
-        spans: &Spans,
-        access_log: &AccessLog,
-        res: Response<Body>,
-    ) -> Response<Body> {
-        let elapsed = self.started.elapsed();
+    /// The request's metric labels, as `finish` records them without a resolved series.
+    fn labels(&self, labels: &Labels, code: u16) -> RequestLabels {
         let unknown = || labels.unknown.clone();
         let (source_workload, source_namespace, source_identity) = if self.direction == "outbound" {
             let l = labels;
@@ -176,19 +174,40 @@ impl Observation {
                 None => (unknown(), unknown(), unknown()),
             }
         };
-        let labels = RequestLabels {
+        RequestLabels {
             direction: self.direction,
             source_workload,
             source_namespace,
             source_identity,
             destination_service: self.destination.clone(),
             route: self.route.clone(),
-            response_code: res.status().as_u16(),
-        };
-        if let Some(rec) = self.span {
+            response_code: code,
+        }
+    }
+
+    /// The series of this request's labels as they stand (its status code aside), for a
+    /// route rule or a connection to keep and hand to later requests.
+    pub fn resolve(&self, metrics: &Metrics, labels: &Labels) -> Arc<RequestSeries> {
+        Arc::new(RequestSeries::new(metrics, self.labels(labels, 0)))
+    }
+
+    pub fn finish(
+        mut self,
+        metrics: &Metrics,
+        labels: &Labels,
+        spans: &Spans,
+        access_log: &AccessLog,
+        res: Response<Body>,
+    ) -> Response<Body> {
+        let elapsed = self.started.elapsed();
+        let code = res.status().as_u16();
+        let span = self.span.take();
+        let labels = || self.labels(labels, code);
+        if let Some(rec) = span {
+            let l = labels();
             let data = rec.finish(&span::Outcome {
                 direction: self.direction,
-                status: res.status().as_u16(),
+                status: code,
                 trellis_error: res
                     .headers()
                     .get(TRELLIS_ERROR)
@@ -199,12 +218,15 @@ impl Observation {
                 http_route: self.http_route.as_deref(),
                 cluster: self.cluster.as_deref().map(String::as_str),
                 endpoint: self.endpoint,
-                source_workload: &labels.source_workload,
-                source_namespace: &labels.source_namespace,
+                source_workload: &l.source_workload,
+                source_namespace: &l.source_namespace,
             });
             spans.send(data, &metrics.trace);
         }
-        metrics.record(&labels, elapsed);
+        match &self.series {
+            Some(s) => s.record(code, elapsed),
+            None => metrics.record(&labels(), elapsed),
+        }
         if let Some((method, path, authority)) = &self.log {
             let line = serde_json::json!({
                 "direction": self.direction,
