@@ -12,9 +12,18 @@ import urllib.request
 from . import configs, controlplane
 from .procs import free_port, rss_mib, wait_http
 
-ARMS = ("direct", "trellis", "envoy", "trellis-2hop", "envoy-2hop", "trellis-2hop-cp", "trellis-2hop-mtls")
-# The control-plane arms: the Mesh's mTLS mode between their two sidecars.
-CP_ARMS = {"trellis-2hop-cp": "DISABLED", "trellis-2hop-mtls": "STRICT"}
+ARMS = (
+    "direct", "trellis", "envoy", "trellis-2hop", "envoy-2hop", "trellis-2hop-cp", "trellis-2hop-mtls",
+    "envoy-2hop-mtls", "trellis-2hop-mtls-nomux",
+)
+# The control-plane arms: the Mesh's mTLS mode between their two sidecars, and what more
+# their sidecars' bootstrap says (nomux: HTTP/1.1 between them stays HTTP/1.1, one request
+# per connection, instead of riding one multiplexed HTTP/2 connection).
+CP_ARMS = {
+    "trellis-2hop-cp": ("DISABLED", ""),
+    "trellis-2hop-mtls": ("STRICT", ""),
+    "trellis-2hop-mtls-nomux": ("STRICT", "upstream: {multiplex: false}\n"),
+}
 PROTOCOLS = ("h1", "h2")
 PROXY_CORE = 0
 
@@ -27,6 +36,8 @@ ROLES = {
     "envoy-2hop": ["client-sidecar", "server-sidecar"],
     "trellis-2hop-cp": ["client-sidecar", "server-sidecar"],
     "trellis-2hop-mtls": ["client-sidecar", "server-sidecar"],
+    "envoy-2hop-mtls": ["client-sidecar", "server-sidecar"],
+    "trellis-2hop-mtls-nomux": ["client-sidecar", "server-sidecar"],
 }
 
 
@@ -40,6 +51,8 @@ class Arm:
         self.proxies = []  # dicts: role, proc, pid, idle_rss_mib
         # Other processes of the arm, not measured (the control plane), stopped with it.
         self.others = []
+        # A Trellis client sidecar's admin port, for its connection counters.
+        self.client_admin = None
 
     @property
     def key(self):
@@ -66,7 +79,8 @@ def start_arm(name, proto, tools, upstream_ports, work, children):
         arm.url = f"http://127.0.0.1:{a['outbound']}{configs.PATH}"
         arm.proxies.reverse()  # client first, as the request meets them
     elif name in CP_ARMS:
-        _start_cp_2hop(arm, CP_ARMS[name], tools, wdir, app_port, children)
+        mode, extra = CP_ARMS[name]
+        _start_cp_2hop(arm, mode, extra, tools, wdir, app_port, children)
     elif name == "envoy":
         p = _start_envoy(arm, "sidecar", tools, wdir, app_port, children)
         arm.url = f"http://127.0.0.1:{p['listen']}{configs.PATH}"
@@ -75,6 +89,13 @@ def start_arm(name, proto, tools, upstream_ports, work, children):
         a = _start_envoy(arm, "client-sidecar", tools, wdir, b["listen"], children)
         arm.url = f"http://127.0.0.1:{a['listen']}{configs.PATH}"
         arm.proxies.reverse()
+    elif name == "envoy-2hop-mtls":
+        pki = test_pki(os.path.join(wdir, "pki"))
+        b = _start_envoy(arm, "server-sidecar", tools, wdir, app_port, children, pki=pki)
+        a = _start_envoy(arm, "client-sidecar", tools, wdir, b["listen"], children, pki=pki)
+        arm.url = f"http://127.0.0.1:{a['listen']}{configs.PATH}"
+        arm.proxies.reverse()
+        _check_envoy_mtls(arm, b)
     else:
         raise ValueError(f"unknown arm {name!r}; the arms are {', '.join(ARMS)}")
     _check_path(arm)
@@ -101,15 +122,16 @@ def _start_trellis(arm, role, tools, wdir, target_port, app_port, children):
     return ports
 
 
-def _start_cp_2hop(arm, mode, tools, wdir, app_port, children):
+def _start_cp_2hop(arm, mode, extra, tools, wdir, app_port, children):
     """trellis-control (mesh mTLS `mode`), then the server sidecar (label `app: up`, so it
     registers itself as Service `up`'s endpoint; inbound delivers to the upstream), then the
     client sidecar, whose outbound the load uses. Each has a join token for `bench/<role>`
     and certifies itself. Waits until a request through the path answers 200."""
     cp = controlplane.start(tools, wdir, mode, children, arm.key, arm.proto)
     arm.others.append(cp.proc)
-    b = _start_trellis_cp(arm, "server-sidecar", configs.SERVICE, tools, wdir, cp, app_port, children)
-    a = _start_trellis_cp(arm, "client-sidecar", "bench-client", tools, wdir, cp, app_port, children)
+    b = _start_trellis_cp(arm, "server-sidecar", configs.SERVICE, tools, wdir, cp, app_port, children, extra)
+    a = _start_trellis_cp(arm, "client-sidecar", "bench-client", tools, wdir, cp, app_port, children, extra)
+    arm.client_admin = a["admin"]
     arm.url = f"http://127.0.0.1:{a['outbound']}{configs.PATH}"
     arm.proxies.reverse()
     # The client is ready once it has config and a certificate; the server's registration
@@ -129,13 +151,13 @@ def _start_cp_2hop(arm, mode, tools, wdir, app_port, children):
     _check_mode(arm, mode, a, b)
 
 
-def _start_trellis_cp(arm, role, app_label, tools, wdir, cp, app_port, children):
-    proc, ports = start_cp_sidecar(f"{arm.key} {role}", role, app_label, tools, wdir, cp, app_port, children)
+def _start_trellis_cp(arm, role, app_label, tools, wdir, cp, app_port, children, extra=""):
+    proc, ports = start_cp_sidecar(f"{arm.key} {role}", role, app_label, tools, wdir, cp, app_port, children, extra)
     _record(arm, role, proc)
     return ports
 
 
-def start_cp_sidecar(label, role, app_label, tools, wdir, cp, app_port, children):
+def start_cp_sidecar(label, role, app_label, tools, wdir, cp, app_port, children, extra=""):
     """A trellis-proxy in control-plane mode as service account `bench/<role>`, pinned to
     PROXY_CORE with one worker; returns once /ready says it has config and a certificate."""
     ports = {"outbound": free_port(), "inbound": free_port(), "admin": free_port()}
@@ -144,7 +166,7 @@ def start_cp_sidecar(label, role, app_label, tools, wdir, cp, app_port, children
     token = controlplane.token_file(tools, cp, f"{configs.NAMESPACE}/{role}", os.path.join(d, "join.token"))
     boot = os.path.join(d, "bootstrap.yaml")
     with open(boot, "w") as f:
-        f.write(configs.trellis_cp_bootstrap(role, app_label, ports, app_port, cp.url, cp.ca_pem, token))
+        f.write(configs.trellis_cp_bootstrap(role, app_label, ports, app_port, cp.url, cp.ca_pem, token, extra))
     proc = children.start(
         f"trellis-proxy ({label})",
         [tools["trellis"], "--bootstrap", boot, "--workers", "1"],
@@ -189,13 +211,18 @@ def _dicts(v):
             yield from _dicts(x)
 
 
-def _start_envoy(arm, role, tools, wdir, target_port, children):
+def _start_envoy(arm, role, tools, wdir, target_port, children, pki=None):
     ports = {"listen": free_port(), "admin": free_port()}
     d = os.path.join(wdir, role)
     os.makedirs(d, exist_ok=True)
     cfg = os.path.join(d, "envoy.json")
     with open(cfg, "w") as f:
-        f.write(configs.envoy_one_service(ports["listen"], ports["admin"], target_port))
+        if pki is None:
+            f.write(configs.envoy_one_service(ports["listen"], ports["admin"], target_port))
+        elif role == "server-sidecar":
+            f.write(configs.envoy_mtls_server(ports["listen"], ports["admin"], target_port, pki))
+        else:
+            f.write(configs.envoy_mtls_client(ports["listen"], ports["admin"], target_port, pki, arm.proto))
     proc = children.start(
         f"envoy ({arm.key} {role})",
         envoy_argv(tools, cfg),
@@ -205,6 +232,56 @@ def _start_envoy(arm, role, tools, wdir, target_port, children):
     wait_http(f"http://127.0.0.1:{ports['admin']}/ready", 30, proc)
     _record(arm, role, proc)
     return ports
+
+
+def test_pki(d):
+    """A throwaway CA and two leaves from it, made with openssl: ECDSA P-256, the SPIFFE ID of
+    each sidecar its only SAN (a URI), serverAuth and clientAuth, valid for a day, as the
+    mesh CA issues them. Returns {"ca": path, "client"/"server": {"cert", "key", "id"}}."""
+    os.makedirs(d, exist_ok=True)
+    ca, ca_key = os.path.join(d, "ca.pem"), os.path.join(d, "ca-key.pem")
+    steps = [
+        ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", ca_key],
+        ["openssl", "req", "-x509", "-new", "-key", ca_key, "-subj", "/O=trellis-bench test CA", "-days", "1",
+         "-sha256", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+         "-out", ca],
+    ]
+    out = {"ca": ca}
+    for role in ("client", "server"):
+        spiffe = f"spiffe://{configs.TRUST_DOMAIN}/ns/{configs.NAMESPACE}/sa/{role}-sidecar"
+        key, csr, cert, ext = (os.path.join(d, f"{role}.{x}") for x in ("key", "csr", "pem", "ext"))
+        with open(ext, "w") as f:
+            f.write(
+                "basicConstraints = critical, CA:FALSE\n"
+                "keyUsage = critical, digitalSignature, keyEncipherment\n"
+                "extendedKeyUsage = serverAuth, clientAuth\n"
+                f"subjectAltName = URI:{spiffe}\n"
+            )
+        steps += [
+            ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key],
+            ["openssl", "req", "-new", "-key", key, "-subj", "/O=trellis-bench", "-out", csr],
+            ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-days", "1", "-sha256", "-extfile", ext, "-out", cert],
+        ]
+        out[role] = {"cert": cert, "key": key, "id": spiffe}
+    for argv in steps:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:3])} failed: {r.stderr.strip()}")
+    return out
+
+
+def _check_envoy_mtls(arm, server_ports):
+    """The server Envoy must refuse plaintext, so the path that answered spoke mTLS."""
+    url = f"http://127.0.0.1:{server_ports['listen']}{configs.PATH}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"host": configs.SERVICE}), timeout=5) as r:
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except (urllib.error.URLError, ConnectionError, http.client.HTTPException):
+        return
+    raise RuntimeError(f"{arm.key}: the server Envoy answered plaintext with {status}; it must require mTLS")
 
 
 def envoy_argv(tools, cfg):

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from . import arms as armsmod
-from . import extras, handshakes, load, measure, report, summarize
+from . import extras, handshakes, load, measure, newconn, report, summarize
 from .procs import Children
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -93,7 +93,7 @@ def run(args, mode, t, scratch, children):
             log(f"starting {name}/{proto}")
             arms.append(armsmod.start_arm(name, proto, t, up_ports, scratch, children))
 
-    raw = {a.key: {"saturation": [], "rates": {str(r): [] for r in mode["rates"]}} for a in arms}
+    raw = {a.key: {"saturation": [], "rates": {str(r): [] for r in mode["rates"]}, "newconn": []} for a in arms}
     for rnd in range(mode["runs"]):
         # Rotate the order each round, so that no arm always runs first or last.
         order = arms[rnd % len(arms):] + arms[: rnd % len(arms)]
@@ -101,6 +101,11 @@ def run(args, mode, t, scratch, children):
             s = measure.saturation(arm, mode["saturation_s"], mode["warmup_s"])
             raw[arm.key]["saturation"].append(s)
             log(f"round {rnd + 1}/{mode['runs']} {arm.key}: saturation {s['rps']:.0f} rps")
+            if arm.name in newconn.NEWCONN_ARMS and arm.proto == "h1":
+                n = newconn.measure(arm, mode["saturation_s"])
+                raw[arm.key]["newconn"].append(n)
+                log(f"round {rnd + 1}/{mode['runs']} {arm.key}: a new connection per request {n['rps']:.0f} rps, "
+                    f"{n['failed'] + n['non_2xx']} failed")
             for rate in mode["rates"]:
                 r = measure.fixed_rate(arm, rate, mode["rate_s"], scratch)
                 raw[arm.key]["rates"][str(rate)].append(r)

@@ -5,6 +5,7 @@ import os
 import time
 
 from . import load
+from .newconn import delta, opened
 from .procs import cpu_seconds, rss_mib
 
 
@@ -31,12 +32,16 @@ def saturation(arm, seconds, warmup_s):
     _check_alive(arm)
     load.run_closed(arm.proto, arm.url, arm.host, warmup_s)
     before = _cpu(arm)
+    conns = opened(arm.client_admin) if arm.client_admin else None
     peak = [0.0] * len(arm.proxies)
     proc, collect = load.start_closed(arm.proto, arm.url, arm.host, seconds)
     _sample_rss(arm, proc, peak)
     s = collect()
     after = _cpu(arm)
     s["proxies"] = _per_proxy(arm, before, after, peak, s["status_2xx"])
+    if conns is not None:
+        # Upstream connections the Trellis client sidecar opened during the run.
+        s["connections_opened"] = delta(conns, opened(arm.client_admin))
     return s
 
 

@@ -33,15 +33,20 @@ def ratio_table(results):
     head = ["path", "throughput ×", "CPU/1k req (sat.)"] + [f"CPU/1k @{x}" for x in rates]
     head += [f"added p99 @{x}" for x in rates] + ["idle RSS", "RSS under load"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    hops = {"1hop": "1 hop", "2hop": "2 hops", "2hop-mtls": "2 hops mTLS"}
     for key, v in r.items():
-        if key == "rss_per_1000_endpoints":
+        if key in ("rss_per_1000_endpoints", "newconn"):
             continue
         hop, proto = key.split("/")
-        row = [f"{'1 hop' if hop == '1hop' else '2 hops'}, {PROTO_NAMES[proto]}", _f(v["throughput"]), _f(v["saturation_cpu_per_1k"])]
+        row = [f"{hops[hop]}, {PROTO_NAMES[proto]}", _f(v["throughput"]), _f(v["saturation_cpu_per_1k"])]
         row += [_f(v["rates"][str(x)]["cpu_per_1k"]) for x in rates]
         row += [_f(v["rates"][str(x)]["added_p99_ms"]) for x in rates]
         row += [_f(v["idle_rss"]), _f(v["load_rss"])]
         lines.append("| " + " | ".join(row) + " |")
+    if "newconn" in r:
+        n = r["newconn"]
+        lines.append(f"| new connection per request, 2 hops mTLS (ab, HTTP/1.0) | {_f(n['throughput'])} | {_f(n['cpu_per_1k'])} |"
+                     + " |" * (len(head) - 3))
     if "rss_per_1000_endpoints" in r:
         lines.append("")
         lines.append(f"RSS per 1,000 endpoints configured, Trellis ÷ Envoy: {_f(r['rss_per_1000_endpoints'])}")
@@ -132,6 +137,7 @@ def _extras(res):
     else:
         out.append("Not measured (no proxy arm selected).")
     out += _mtls(res)
+    out += _newconn(res)
     out += ["", "## Control-plane propagation", ""]
     p = res["propagation"]
     if "runs" in p:
@@ -144,6 +150,35 @@ def _extras(res):
     else:
         out.append(f"Not measured: {p.get('skipped') or p.get('error')}.")
     out.append("")
+    return out
+
+
+def _newconn(res):
+    """A fresh client connection per request, and the connections each Trellis client
+    sidecar opened upstream, with multiplexing on and off."""
+    out = ["", "## A new client connection per request, 2 hops mTLS (ab, 32 at once, HTTP/1.0)", ""]
+    rows = []
+    for name in ("trellis-2hop-mtls", "trellis-2hop-mtls-nomux", "envoy-2hop-mtls"):
+        e = res["arms"].get(name, {}).get("h1", {})
+        n = e.get("new_connection")
+        if not n:
+            continue
+        conns = n.get("connections_opened", {})
+        sat = e.get("saturation_connections_opened", {})
+        show = lambda d: ", ".join(f"{k} {_s(v, 0)}" for k, v in d.items() if v and v["max"]) or "none"
+        rows.append(
+            f"| {name} | {_s(n['rps'], 0)} | {_s(n['cpu_s_per_1k'], 4)} | {n['errors']} of {n['requests']} | "
+            f"{show(conns) if conns else '–'} | {show(sat) if sat else '–'} |"
+        )
+    if not rows:
+        return out + ["Not measured (no 2-hop mTLS arm selected)."]
+    out += [
+        "| arm | requests/s | CPU s per 1k (both sidecars) | errors | upstream connections opened per run, new-connection load | per saturation run (keep-alive) |",
+        "|---|---|---|---|---|---|",
+    ] + rows
+    out += ["", "Connections opened are the Trellis client sidecar's `trellis_upstream_connections_opened_total` "
+            "over each run (`http2/mtls`: multiplexed; `http1/mtls`: one per request in flight); each is one TLS handshake. "
+            "Envoy's are not counted here."]
     return out
 
 

@@ -31,6 +31,12 @@ def _proxy_figures(runs, idle):
     return out
 
 
+def _opened(runs):
+    """Upstream connections a Trellis client sidecar opened per run, by protocol/transport."""
+    keys = sorted({k for r in runs for k in r.get("connections_opened", {})})
+    return {k: stats([r.get("connections_opened", {}).get(k, 0) for r in runs]) for k in keys}
+
+
 def _total_cpu(runs):
     # All of an arm's proxies together: what the mesh costs per request on that path.
     return stats([sum(p["cpu_s_per_1k"] for p in r["proxies"]) for r in runs]) if runs and runs[0]["proxies"] else None
@@ -49,6 +55,22 @@ def build(meta, raw, idle, endpoints, propagation, handshakes):
             "proxies": _proxy_figures(sat, idle[key]),
             "latency": {},
         }
+        if any("connections_opened" in r for r in sat):
+            entry["saturation_connections_opened"] = _opened(sat)
+        if data.get("newconn"):
+            nc = data["newconn"]
+            entry["new_connection"] = {
+                "rps": stats([r["rps"] for r in nc]),
+                "cpu_s_per_1k": stats([r["cpu_s_per_1k"] for r in nc]),
+                "errors": sum(r["failed"] + r["non_2xx"] for r in nc),
+                "requests": sum(r["requests"] for r in nc),
+                "proxies": [
+                    {"role": p["role"], "cpu_s_per_1k": stats([r["proxies"][i]["cpu_s_per_1k"] for r in nc])}
+                    for i, p in enumerate(idle[key])
+                ],
+            }
+            if any("connections_opened" in r for r in nc):
+                entry["new_connection"]["connections_opened"] = _opened(nc)
         for rate, runs in data["rates"].items():
             lat = {k: stats([r[k] for r in runs]) for k in PCT_KEYS}
             lat["achieved_rps"] = stats([r["achieved_rps"] for r in runs])
@@ -105,7 +127,12 @@ def _med(s):
 def ratios(arms, endpoints):
     """Trellis ÷ Envoy, from medians, for 1 hop and 2 hops on each protocol."""
     out = {}
-    for hop, (t, e) in {"1hop": ("trellis", "envoy"), "2hop": ("trellis-2hop", "envoy-2hop")}.items():
+    pairs = {
+        "1hop": ("trellis", "envoy"),
+        "2hop": ("trellis-2hop", "envoy-2hop"),
+        "2hop-mtls": ("trellis-2hop-mtls", "envoy-2hop-mtls"),
+    }
+    for hop, (t, e) in pairs.items():
         if t not in arms or e not in arms:
             continue
         for proto in arms[t]:
@@ -130,6 +157,13 @@ def ratios(arms, endpoints):
                         rr[f"added_{k}"] = None
                 r["rates"][rate] = rr
             out[f"{hop}/{proto}"] = r
+    t, e = arms.get("trellis-2hop-mtls", {}).get("h1", {}), arms.get("envoy-2hop-mtls", {}).get("h1", {})
+    if "new_connection" in t and "new_connection" in e:
+        tn, en = t["new_connection"], e["new_connection"]
+        out["newconn"] = {
+            "throughput": _ratio(_med(tn["rps"]), _med(en["rps"])),
+            "cpu_per_1k": _ratio(_med(tn["cpu_s_per_1k"]), _med(en["cpu_s_per_1k"])),
+        }
     if "trellis" in endpoints and "envoy" in endpoints:
         out["rss_per_1000_endpoints"] = _ratio(endpoints["trellis"]["per_1000_mib"], endpoints["envoy"]["per_1000_mib"])
     return out

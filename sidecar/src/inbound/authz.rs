@@ -18,8 +18,8 @@ use trellis_config::model::{AuthzAction, AuthzOperation, AuthzRule, AuthzSource}
 use trellis_config::snapshot::InboundPolicy;
 use trellis_identity::SpiffeId;
 
-/// The verified identity of the caller, when it came over mTLS. Attached to every inbound
-/// request as an extension (an `Arc`, so one per connection).
+/// The verified identity of the caller, when it came over mTLS, and what its requests share:
+/// made once per connection, and handed to each of its requests (an `Arc`).
 #[derive(Debug)]
 pub struct PeerIdentity {
     pub id: Option<Arc<SpiffeId>>,
@@ -28,6 +28,9 @@ pub struct PeerIdentity {
     pub labels: Option<(Arc<String>, Arc<String>)>,
     /// The request series of this caller's requests, made by the connection's first one.
     pub series: std::sync::OnceLock<Arc<crate::telemetry::series::RequestSeries>>,
+    /// The `x-forwarded-client-cert` value its requests carry to the app, made by the
+    /// connection's first one (`None`: no identity, or not a valid header value).
+    pub xfcc: std::sync::OnceLock<Option<http::HeaderValue>>,
 }
 
 impl PeerIdentity {
@@ -42,6 +45,7 @@ impl PeerIdentity {
             id,
             labels,
             series: Default::default(),
+            xfcc: Default::default(),
         }
     }
 }

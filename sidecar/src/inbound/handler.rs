@@ -22,40 +22,49 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// `x-forwarded-client-cert` for the app, as Envoy writes it: who terminated mTLS (`By`) and
-/// who the caller proved to be (`URI`). A value the caller sent is never passed on.
-fn forwarded_client_cert(shared: &Shared, req: &mut Request<Incoming>) {
+/// who the caller proved to be (`URI`). A value the caller sent is never passed on. Both
+/// identities are fixed for a connection (rotation renews the certificate, not the SPIFFE
+/// ID), so the value is made by the connection's first request and shared by the rest.
+fn forwarded_client_cert(
+    shared: &Shared,
+    caller: Option<&PeerIdentity>,
+    req: &mut Request<Incoming>,
+) {
     const XFCC: &str = "x-forwarded-client-cert";
     req.headers_mut().remove(XFCC);
-    let Some(peer) = req
-        .extensions()
-        .get::<Arc<PeerIdentity>>()
-        .and_then(|p| p.id.clone())
-    else {
+    let Some(caller) = caller else {
         return;
     };
-    let by = shared
-        .tls
-        .as_ref()
-        .and_then(|t| t.info.load_full())
-        .map(|i| format!("By={};", i.id))
-        .unwrap_or_default();
-    if let Ok(v) = http::HeaderValue::try_from(format!("{by}URI={peer}")) {
-        req.headers_mut().insert(XFCC, v);
+    let value = caller.xfcc.get_or_init(|| {
+        let peer = caller.id.as_ref()?;
+        let by = shared
+            .tls
+            .as_ref()
+            .and_then(|t| t.info.load_full())
+            .map(|i| format!("By={};", i.id))
+            .unwrap_or_default();
+        http::HeaderValue::try_from(format!("{by}URI={peer}")).ok()
+    });
+    if let Some(v) = value {
+        req.headers_mut().insert(XFCC, v.clone());
     }
 }
 
 /// Serves one inbound request. `redirected` is the original destination of a connection
-/// iptables redirected here (an app port), `None` for one made to the listener itself.
+/// iptables redirected here (an app port), `None` for one made to the listener itself;
+/// `caller` is what the connection's TLS front door learnt (none for plaintext taken by
+/// protocol detection).
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     redirected: Option<SocketAddr>,
+    caller: Option<Arc<PeerIdentity>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let mut obs = Observation::start(&shared.labels, shared.bootstrap.access_log, "inbound", &req);
     let grpc = is_grpc(&req);
     obs.destination = shared.labels.inbound_service.clone();
-    let caller = req.extensions().get::<Arc<PeerIdentity>>();
+    let caller = caller.as_deref();
     obs.source = caller.and_then(|p| p.labels.clone());
     if let Some(p) = caller {
         let series = p
@@ -71,10 +80,7 @@ pub async fn handle(
         obs.trace(&mut req, shared.sample_percent(&rt, None), peer, || {
             shared.identity()
         });
-        obs.peer_identity(|| {
-            let p = req.extensions().get::<Arc<PeerIdentity>>()?;
-            p.id.as_ref().map(|id| id.to_string())
-        });
+        obs.peer_identity(|| caller?.id.as_ref().map(|id| id.to_string()));
         // One path from here on: what authorization checks is what the app receives.
         normalize_uri(req.uri_mut(), &rt.snapshot.mesh.path_normalization)?;
         let authority = req.uri().authority().cloned().or_else(|| {
@@ -88,17 +94,14 @@ pub async fn handle(
             redirected.map(|d| d.port()),
             authority.as_ref(),
         )?;
-        let peer_id = req
-            .extensions()
-            .get::<Arc<PeerIdentity>>()
-            .and_then(|p| p.id.as_deref());
+        let peer_id = caller.and_then(|p| p.id.as_deref());
         let call = authz::Call::Http {
             method: req.method(),
             path: req.uri().path(),
             headers: req.headers(),
         };
         authorize(&shared, &rt, port, peer_id, &call)?;
-        forwarded_client_cert(&shared, &mut req);
+        forwarded_client_cert(&shared, caller, &mut req);
         let cluster = shared.app.cluster(port)?;
         obs.cluster = Some(cluster.upstream.name.clone());
         let upgrade = hyper::upgrade::on(&mut req);

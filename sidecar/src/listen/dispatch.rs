@@ -189,7 +189,7 @@ async fn dispatch(conn: Conn, side: Side, orig: Option<SocketAddr>) -> Result<()
                             crate::outbound::handler::handle(shared, peer, dst, req).await
                         }
                         Side::Inbound => {
-                            crate::inbound::handler::handle(shared, peer, dst, req).await
+                            crate::inbound::handler::handle(shared, peer, dst, None, req).await
                         }
                     }
                 }

@@ -107,9 +107,9 @@ async fn inbound_connection(conn: Conn) {
         }
     };
     let peer_id = Arc::new(crate::inbound::authz::PeerIdentity::new(id));
-    let svc = service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(peer_id.clone());
-        crate::inbound::handler::handle(shared.clone(), peer, orig, req)
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let caller = Some(peer_id.clone());
+        crate::inbound::handler::handle(shared.clone(), peer, orig, caller, req)
     });
     let c = builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc)

@@ -147,7 +147,9 @@ impl Upstreams {
                 .map(|tx| http2::SendRequest::clone(tx));
             let mut tx = match open {
                 Some(tx) => tx,
-                None => match self.dial_h2(pool, to).await {
+                // Boxed: connecting is rare, and its state (a TLS handshake) would otherwise
+                // make every request's future, which is moved on each send, kilobytes larger.
+                None => match Box::pin(self.dial_h2(pool, to)).await {
                     Ok(tx) => tx,
                     Err(source) => {
                         return Err(SendError::Connect {
@@ -221,7 +223,8 @@ impl Upstreams {
             let idle = if fresh_only { None } else { c.http1.take() };
             let (mut tx, reused) = match idle {
                 Some(idle) => (idle.tx, true),
-                None => match self.dial_h1(to).await {
+                // Boxed, as in `send_h2`.
+                None => match Box::pin(self.dial_h1(to)).await {
                     Ok(tx) => {
                         self.watch(pool);
                         (tx, false)
