@@ -89,13 +89,7 @@ run() {
     ((SECONDS < deadline)) || { echo "$script: no 200 through both sidecars in 180s" >&2; exit 1; }
     sleep 0.5
   done
-  for _ in $(seq "$n"); do
-    echo "url = \"http://127.0.0.1:$c_out/api/v1/riders/8f14e45f/trips/latest\""
-    echo 'output = "/dev/null"'
-  done >"$dir/urls"
-  local ok
-  ok=$(curl -s -H 'Host: up' -K "$dir/urls" -w '%{http_code}\n' | grep -c '^200$' || true)
-  [ "$ok" = "$n" ] || { echo "$script: only $ok of $n requests got 200" >&2; exit 1; }
+  keep_alive_gets "$n" "$c_out" up
   kill -TERM "${spids[@]}"
   wait "${spids[@]}" || true
   echo "$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$dir/client-sidecar-$n.log") $(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$dir/server-sidecar-$n.log")"

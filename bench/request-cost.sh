@@ -52,17 +52,7 @@ run() {
     ((SECONDS < deadline)) || { echo "request-cost.sh: the proxy was not ready in 120s:" >&2; cat "$log" >&2; exit 1; }
     sleep 0.2
   done
-  # One connection, n requests: curl reuses it for every URL in the list.
-  for _ in $(seq "$n"); do
-    echo "url = \"http://127.0.0.1:$out/api/v1/riders/8f14e45f/trips/latest\""
-    echo 'output = "/dev/null"'
-  done >"$dir/urls"
-  local ok
-  ok=$(curl -s -H 'Host: billing' -K "$dir/urls" -w '%{http_code}\n' | grep -c '^200$' || true)
-  if [ "$ok" != "$n" ]; then
-    echo "request-cost.sh: only $ok of $n requests got 200" >&2
-    exit 1
-  fi
+  keep_alive_gets "$n" "$out" billing
   # The last batch of spans goes out before the proxy stops, so its cost is counted.
   [ -z "${TRACING:-}" ] || sleep 1.5
   kill -TERM "$pid"

@@ -188,14 +188,7 @@ def _check_mode(arm, mode, client_ports, server_ports):
     seen = [s.get("mtlsMode") for s in _dicts(dump.get("snapshot")) if s.get("name") == configs.SERVICE and "mtlsMode" in s]
     if seen != [mode]:
         raise RuntimeError(f"{arm.key}: the client sidecar's config gives Service {configs.SERVICE} mtlsMode {seen}, expected [{mode!r}]")
-    url = f"http://127.0.0.1:{server_ports['inbound']}{configs.PATH}"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"host": configs.SERVICE}), timeout=5) as r:
-            status = r.status
-    except urllib.error.HTTPError as e:
-        status = e.code
-    except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
-        status = f"refused ({e})"
+    status = _plaintext_status(f"http://127.0.0.1:{server_ports['inbound']}{configs.PATH}")
     if (mode == "STRICT") != isinstance(status, str):
         raise RuntimeError(f"{arm.key}: a plaintext request to the server sidecar's inbound under {mode} got {status}")
 
@@ -273,15 +266,20 @@ def test_pki(d):
 
 def _check_envoy_mtls(arm, server_ports):
     """The server Envoy must refuse plaintext, so the path that answered spoke mTLS."""
-    url = f"http://127.0.0.1:{server_ports['listen']}{configs.PATH}"
+    status = _plaintext_status(f"http://127.0.0.1:{server_ports['listen']}{configs.PATH}")
+    if not isinstance(status, str):
+        raise RuntimeError(f"{arm.key}: the server Envoy answered plaintext with {status}; it must require mTLS")
+
+
+def _plaintext_status(url):
+    """The status of a plaintext GET naming Service `up`, or why there was none (a string)."""
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers={"host": configs.SERVICE}), timeout=5) as r:
-            status = r.status
+            return r.status
     except urllib.error.HTTPError as e:
-        status = e.code
-    except (urllib.error.URLError, ConnectionError, http.client.HTTPException):
-        return
-    raise RuntimeError(f"{arm.key}: the server Envoy answered plaintext with {status}; it must require mTLS")
+        return e.code
+    except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+        return f"refused ({e})"
 
 
 def envoy_argv(tools, cfg):

@@ -30,6 +30,19 @@ for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])' "$1"
 }
 
+# keep_alive_gets N PORT HOST -- N GETs of the same path on one keep-alive curl connection to
+# 127.0.0.1:PORT with Host HOST; stops the script unless every one answers 200.
+keep_alive_gets() {
+  local n=$1 port=$2 host=$3 ok
+  # curl reuses one connection for every URL in the list.
+  for _ in $(seq "$n"); do
+    echo "url = \"http://127.0.0.1:$port/api/v1/riders/8f14e45f/trips/latest\""
+    echo 'output = "/dev/null"'
+  done >"$dir/urls"
+  ok=$(curl -s -H "Host: $host" -K "$dir/urls" -w '%{http_code}\n' | grep -c '^200$' || true)
+  [ "$ok" = "$n" ] || { echo "$script: only $ok of $n requests got 200" >&2; exit 1; }
+}
+
 dir=$(mktemp -d)
 pids=()
 cleanup() {
