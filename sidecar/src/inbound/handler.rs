@@ -67,10 +67,7 @@ pub async fn handle(
     let caller = caller.as_deref();
     obs.source = caller.and_then(|p| p.labels.clone());
     if let Some(p) = caller {
-        let series = p
-            .series
-            .get_or_init(|| obs.resolve(&shared.metrics, &shared.labels));
-        obs.series = Some(series.clone());
+        obs.use_series(&p.series, &shared.metrics, &shared.labels);
     }
     let res = async {
         check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;

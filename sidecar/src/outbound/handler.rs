@@ -97,10 +97,7 @@ async fn route(
             path: req.uri().path().to_string(),
         })?;
     obs.route = rule.route.clone();
-    let series = rule
-        .series
-        .get_or_init(|| obs.resolve(&shared.metrics, &shared.labels));
-    obs.series = Some(series.clone());
+    obs.use_series(&rule.series, &shared.metrics, &shared.labels);
     dispatch(shared, rt, peer, req, rule, &authority, obs, Upstream::Mesh).await
 }
 
@@ -208,10 +205,7 @@ pub(crate) async fn dispatch(
         Upstream::Mesh => HeaderValue::from_str(authority.as_str()),
         Upstream::Gateway { .. } => {
             obs.destination = backend.cluster.service_label.clone();
-            let series = backend
-                .series
-                .get_or_init(|| obs.resolve(&shared.metrics, &shared.labels));
-            obs.series = Some(series.clone());
+            obs.use_series(&backend.series, &shared.metrics, &shared.labels);
             if let Some(h) = req.headers_mut().remove(header::HOST) {
                 req.headers_mut().insert("x-forwarded-host", h);
             }

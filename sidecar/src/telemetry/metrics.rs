@@ -87,13 +87,16 @@ struct ConnectionLabels {
 }
 
 /// `trellis_upstream_connections_opened_total`, by protocol and by whether the connection is
-/// mTLS (a handshake) or plain. Each series is resolved once, when the pools are made.
+/// mTLS (a handshake) or plain, indexed `[http2][mtls]`. Each series is resolved once, when
+/// the pools are made.
 #[derive(Clone, Default)]
-pub struct ConnectionCounters {
-    pub http1_plain: Counter,
-    pub http1_mtls: Counter,
-    pub http2_plain: Counter,
-    pub http2_mtls: Counter,
+pub struct ConnectionCounters([[Counter; 2]; 2]);
+
+impl ConnectionCounters {
+    /// The counter of connections opened over HTTP/2 (`h2`) or HTTP/1.1, mTLS or plain.
+    pub fn opened(&self, h2: bool, mtls: bool) -> &Counter {
+        &self.0[usize::from(h2)][usize::from(mtls)]
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -504,7 +507,6 @@ impl Metrics {
         self.tcp_cut.get_or_create(&l).inc();
     }
 
-    /// The counter of access-log lines dropped (`telemetry/access_log.rs`).
     /// The counters of upstream connections opened, one per protocol and transport.
     pub fn connections(&self) -> ConnectionCounters {
         let c = |protocol, tls| {
@@ -512,14 +514,13 @@ impl Metrics {
                 .get_or_create(&ConnectionLabels { protocol, tls })
                 .clone()
         };
-        ConnectionCounters {
-            http1_plain: c("http1", "plain"),
-            http1_mtls: c("http1", "mtls"),
-            http2_plain: c("http2", "plain"),
-            http2_mtls: c("http2", "mtls"),
-        }
+        ConnectionCounters([
+            [c("http1", "plain"), c("http1", "mtls")],
+            [c("http2", "plain"), c("http2", "mtls")],
+        ])
     }
 
+    /// The counter of access-log lines dropped (`telemetry/access_log.rs`).
     pub fn access_log_dropped(&self) -> Counter {
         self.access_log_dropped.clone()
     }

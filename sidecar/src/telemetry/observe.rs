@@ -14,7 +14,7 @@ use crate::telemetry::span::{self, SpanRecord};
 use crate::telemetry::trace::{self, TraceIds};
 use http::{Request, Response};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 /// Metric label values that never change, made once.
@@ -185,10 +185,18 @@ impl Observation {
         }
     }
 
-    /// The series of this request's labels as they stand (its status code aside), for a
-    /// route rule or a connection to keep and hand to later requests.
-    pub fn resolve(&self, metrics: &Metrics, labels: &Labels) -> Arc<RequestSeries> {
-        Arc::new(RequestSeries::new(metrics, self.labels(labels, 0)))
+    /// Records this request in the series `slot` holds: a route rule's, a gateway backend's
+    /// or a connection's, made by the first request from its labels as they stand (status
+    /// code aside) and handed to every later one.
+    pub fn use_series(
+        &mut self,
+        slot: &OnceLock<Arc<RequestSeries>>,
+        metrics: &Metrics,
+        labels: &Labels,
+    ) {
+        let series =
+            slot.get_or_init(|| Arc::new(RequestSeries::new(metrics, self.labels(labels, 0))));
+        self.series = Some(series.clone());
     }
 
     pub fn finish(

@@ -17,6 +17,7 @@ use crate::http::headers::same_head;
 use crate::http::idle::{IdleConns, Lease};
 use crate::telemetry::metrics::ConnectionCounters;
 use crate::tls::MeshTls;
+use crate::tls::accept::Io;
 use arc_swap::ArcSwapOption;
 use http::{Request, Response};
 use hyper::client::conn::{http1, http2};
@@ -25,7 +26,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 type ServerName = rustls_pki_types::ServerName<'static>;
@@ -38,7 +38,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How connections are made: settings shared by every endpoint's pool, read-only.
 pub struct Upstreams {
     connect_timeout: Duration,
-    idle_timeout: Duration,
     tls: Option<Arc<MeshTls>>,
     /// HTTP/1.1 to another sidecar rides the HTTP/2 connection to it (see `Call::send`).
     pub multiplex: bool,
@@ -97,7 +96,6 @@ impl Upstreams {
             .keep_alive_interval(Duration::from_secs(30));
         Upstreams {
             connect_timeout,
-            idle_timeout: IDLE_TIMEOUT,
             tls,
             multiplex,
             http1: http1::Builder::new(),
@@ -186,26 +184,15 @@ impl Upstreams {
         if let Some(tx) = c.http2.load_full().filter(|tx| !tx.is_closed()) {
             return Ok(http2::SendRequest::clone(&tx));
         }
-        let tx = match self.dial(to, true).await? {
-            Stream::Plain(io) => self.handshake_h2(io).await?,
-            Stream::Tls(io) => self.handshake_h2(*io).await?,
-        };
-        self.count(true, to.tls.is_some());
-        c.http2.store(Some(Arc::new(tx.clone())));
-        self.watch(pool);
-        Ok(tx)
-    }
-
-    async fn handshake_h2<T>(&self, io: T) -> Result<http2::SendRequest<Body>, BoxError>
-    where
-        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+        let io = self.dial(to, true).await?;
         let (tx, conn) = self.http2.handshake(TokioIo::new(io)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
             }
         });
+        c.http2.store(Some(Arc::new(tx.clone())));
+        Self::watch(pool);
         Ok(tx)
     }
 
@@ -224,11 +211,8 @@ impl Upstreams {
             let (mut tx, reused) = match idle {
                 Some(idle) => (idle.tx, true),
                 // Boxed, as in `send_h2`.
-                None => match Box::pin(self.dial_h1(to)).await {
-                    Ok(tx) => {
-                        self.watch(pool);
-                        (tx, false)
-                    }
+                None => match Box::pin(self.dial_h1(pool, to)).await {
+                    Ok(tx) => (tx, false),
                     Err(source) => {
                         return Err(SendError::Connect {
                             request: Box::new(req),
@@ -273,19 +257,14 @@ impl Upstreams {
         }
     }
 
-    async fn dial_h1(&self, to: Target<'_>) -> Result<http1::SendRequest<Body>, BoxError> {
-        let tx = match self.dial(to, false).await? {
-            Stream::Plain(io) => self.handshake_h1(io).await?,
-            Stream::Tls(io) => self.handshake_h1(*io).await?,
-        };
-        self.count(false, to.tls.is_some());
-        Ok(tx)
-    }
-
-    async fn handshake_h1<T>(&self, io: T) -> Result<http1::SendRequest<Body>, BoxError>
-    where
-        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    /// A new HTTP/1.1 connection to the endpoint, which the caller keeps while its response
+    /// lasts (then its `Lease` returns it to `pool`).
+    async fn dial_h1(
+        &self,
+        pool: &Pool,
+        to: Target<'_>,
+    ) -> Result<http1::SendRequest<Body>, BoxError> {
+        let io = self.dial(to, false).await?;
         let (tx, conn) = self.http1.handshake(TokioIo::new(io)).await?;
         tokio::spawn(async move {
             // Upgrades (WebSocket) take the connection over once the 101 is read.
@@ -293,18 +272,19 @@ impl Upstreams {
                 tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended with an error");
             }
         });
+        Self::watch(pool);
         Ok(tx)
     }
 
     /// TCP, then TLS when the endpoint has an identity to prove, all within the connect
-    /// timeout. ALPN tells the peer sidecar which protocol follows.
-    async fn dial(&self, to: Target<'_>, h2: bool) -> Result<Stream, BoxError> {
+    /// timeout, and counted. ALPN tells the peer sidecar which protocol follows.
+    async fn dial(&self, to: Target<'_>, h2: bool) -> Result<Box<dyn Io>, BoxError> {
         let t = self.connect_timeout;
         let connect = async {
             let tcp = TcpStream::connect(to.addr).await?;
             let _ = tcp.set_nodelay(true);
             let (Some(name), Some(tls)) = (to.tls, &self.tls) else {
-                return Ok::<_, BoxError>(Stream::Plain(tcp));
+                return Ok::<_, BoxError>(Box::new(tcp) as Box<dyn Io>);
             };
             let config = if h2 {
                 &tls.client_http2
@@ -314,32 +294,24 @@ impl Upstreams {
             let io = tokio_rustls::TlsConnector::from(config.clone())
                 .connect((**name).clone(), tcp)
                 .await?;
-            Ok(Stream::Tls(Box::new(io)))
+            Ok(Box::new(io))
         };
-        match tokio::time::timeout(t, connect).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no connection within {t:?}").into()),
-        }
-    }
-
-    fn count(&self, h2: bool, mtls: bool) {
-        let c = &self.opened;
-        match (h2, mtls) {
-            (false, false) => c.http1_plain.inc(),
-            (false, true) => c.http1_mtls.inc(),
-            (true, false) => c.http2_plain.inc(),
-            (true, true) => c.http2_mtls.inc(),
+        let io = match tokio::time::timeout(t, connect).await {
+            Ok(r) => r?,
+            Err(_) => return Err(format!("no connection within {t:?}").into()),
         };
+        self.opened.opened(h2, to.tls.is_some()).inc();
+        Ok(io)
     }
 
     /// Starts the task that closes `pool`'s idle connections, unless one runs. It holds the
     /// pool weakly, and ends once the pool is gone or holds no connection.
-    fn watch(&self, pool: &Pool) {
+    fn watch(pool: &Pool) {
         if pool.0.reaping.swap(true, Ordering::AcqRel) {
             return;
         }
         let weak: Weak<Connections> = Arc::downgrade(&pool.0);
-        let idle = self.idle_timeout;
+        let idle = IDLE_TIMEOUT;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(idle / 2).await;
@@ -404,11 +376,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
 /// The upstream closed a connection under a request without answering any of it.
 fn is_stale(h: &hyper::Error) -> bool {
     use std::error::Error as _;
@@ -468,7 +435,7 @@ mod tests {
         }
         assert_eq!(up.connections(), 1, "five requests, one after another");
         assert_eq!(pool.held(), 1);
-        assert_eq!(ups.opened.http1_plain.get(), 1);
+        assert_eq!(ups.opened.opened(false, false).get(), 1);
     }
 
     #[tokio::test]
@@ -483,7 +450,7 @@ mod tests {
             1,
             "twenty requests at once, one connection"
         );
-        assert_eq!(ups.opened.http2_plain.get(), 1);
+        assert_eq!(ups.opened.opened(true, false).get(), 1);
     }
 
     #[tokio::test]
