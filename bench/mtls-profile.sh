@@ -45,7 +45,7 @@ spec:
   selector: {app: up}
   ports: [{name: http, port: 80, targetPort: http}]
 EOF
-"$control" --config "$dir/mesh.yaml" --grpc-addr "127.0.0.1:$grpc" --http-addr "127.0.0.1:$http" \
+"$control" --config "$dir/mesh.yaml" --grpc-addr "127.0.0.1:$grpc" --http-addr "127.0.0.1:$http" --dashboard-addr off \
   --state-dir "$dir/state" --registration-grace 1s >"$dir/control.log" 2>&1 &
 pids+=($!)
 until curl -fsS -o /dev/null "http://127.0.0.1:$http/ready" 2>/dev/null; do sleep 0.1; done

@@ -84,7 +84,7 @@ EOF
   d="$work/cp$n"; mkdir -p "$d/state"; cp "$work/mesh$n.yaml" "$d/mesh.yaml"
   grpc=$(free_port); http=$(free_port); admin=$(free_port)
   ./target/release/trellis-control --config "$d/mesh.yaml" --grpc-addr "127.0.0.1:$grpc" \
-    --http-addr "127.0.0.1:$http" --state-dir "$d/state" --registration-grace 1s >"$d/cp.log" 2>&1 &
+    --http-addr "127.0.0.1:$http" --dashboard-addr off --state-dir "$d/state" --registration-grace 1s >"$d/cp.log" 2>&1 &
   cp=$!; pids+=("$cp")
   wait_ready "$http" "$d/cp.log"
   ./target/release/trellis-control token create --service-account bench/client --state-dir "$d/state" >"$d/token"

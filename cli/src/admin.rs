@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 use trellis_proto::v1::admin_client::AdminClient;
 use trellis_proto::v1::{
     ProxyConfigRequest, ProxyConfigResponse, RoutesRequest, RoutesResponse, ShiftRequest,
-    ShiftResponse, StatusRequest, StatusResponse,
+    ShiftResponse, StatRequest, StatResponse, StatusRequest, StatusResponse,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,6 +66,11 @@ impl Admin {
     pub async fn proxy_config(&mut self, workload: String) -> anyhow::Result<ProxyConfigResponse> {
         let call = self.client.proxy_config(ProxyConfigRequest { workload });
         finish(&self.addr, "ProxyConfig", READ_TIMEOUT, call).await
+    }
+
+    pub async fn stat(&mut self, window_seconds: u32) -> anyhow::Result<StatResponse> {
+        let call = self.client.stat(StatRequest { window_seconds });
+        finish(&self.addr, "Stat", READ_TIMEOUT, call).await
     }
 
     pub async fn shift(&mut self, req: ShiftRequest) -> anyhow::Result<ShiftResponse> {

@@ -64,6 +64,13 @@ pub enum Command {
     ProxyConfig(ProxyConfigArgs),
     /// Set an HTTPRoute's backend weights and wait until every affected proxy has ACKed.
     Shift(ShiftArgs),
+    /// Show the golden metrics (success rate, requests per second, latency) per Service, or
+    /// per route, backend and caller of one Service, from the proxies' summaries.
+    Stat(StatArgs),
+    /// Show the busiest routes and the slowest calls, refreshed until interrupted.
+    Top(TopArgs),
+    /// Print the dashboard's URL, and open it where a browser can be started.
+    Dashboard(DashboardArgs),
     /// Add the Trellis sidecar to the Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets,
     /// Jobs and CronJobs of a YAML stream, offline; prints the result (`kubectl apply -f -` it).
     /// `--ca-bundle` must be the cluster's mesh CA (the trellis-ca Secret's tls.crt).
@@ -77,6 +84,38 @@ pub enum Command {
     /// when its stdin closes, so it never outlives the demo.
     #[command(name = "__child", hide = true)]
     Child(crate::child::ChildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// `name`, `name.namespace` or `namespace/name` of a Service; every Service if absent.
+    pub service: Option<String>,
+    /// How far back, e.g. 30s, 1m or 15m (at most 15m, in 10s steps).
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = window)]
+    pub window: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// How far back each view looks.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = window)]
+    pub window: Duration,
+    /// How often the view is redrawn.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = timeout)]
+    pub interval: Duration,
+    /// Rows in each table.
+    #[arg(long, default_value_t = 10)]
+    pub rows: usize,
+    /// Print this many views, one after the other, without clearing the screen, then exit.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub count: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Only print the URL, even where a browser could be opened.
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +186,9 @@ impl Command {
             Command::Routes(_) => "routes",
             Command::ProxyConfig(_) => "proxy-config",
             Command::Shift(_) => "shift",
+            Command::Stat(_) => "stat",
+            Command::Top(_) => "top",
+            Command::Dashboard(_) => "dashboard",
             Command::Inject(_) => "inject",
             Command::Crds => "crds",
             Command::Demo(_) => "demo",
@@ -215,6 +257,17 @@ pub fn weight_pair(s: &str) -> Result<(String, u32), String> {
 
 fn timeout(s: &str) -> Result<Duration, trellis_config::duration::DurationError> {
     trellis_config::duration::parse(s)
+}
+
+/// A window of the control plane's golden metrics: 10s to 15m.
+fn window(s: &str) -> Result<Duration, String> {
+    let d = trellis_config::duration::parse(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(10) || d > Duration::from_secs(900) {
+        return Err(format!(
+            "window {s:?} is outside 10s..15m, the span the control plane keeps"
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

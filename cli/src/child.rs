@@ -25,6 +25,9 @@ pub enum ChildKind {
         grpc_addr: SocketAddr,
         #[arg(long)]
         http_addr: SocketAddr,
+        /// The dashboard's listener.
+        #[arg(long)]
+        dashboard_addr: Option<SocketAddr>,
         #[arg(long, value_parser = trellis_config::duration::parse)]
         registration_grace: Duration,
         /// Where the mesh CA is (generated there by the demo before it starts).
@@ -90,6 +93,7 @@ pub fn run(args: &ChildArgs) -> ExitCode {
                 config,
                 grpc_addr,
                 http_addr,
+                dashboard_addr,
                 registration_grace,
                 state_dir,
             } => {
@@ -102,6 +106,10 @@ pub fn run(args: &ChildArgs) -> ExitCode {
                     cert_ttl: Duration::from_secs(3600),
                     server_names: trellis_control::default_server_names(),
                     gateway_secret_namespaces: None,
+                    dashboard_addr: *dashboard_addr,
+                    // The demo runs on the operator's own machine: its canary view may shift.
+                    dashboard_shift: true,
+                    summary_interval: trellis_control::golden::INTERVAL,
                 };
                 let _running = trellis_control::start(opts)
                     .await

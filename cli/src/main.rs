@@ -5,12 +5,14 @@ mod admin;
 mod args;
 mod check;
 mod child;
+mod dashboard;
 mod demo;
 mod inject;
 mod output;
 mod proxy_config;
 mod routes;
 mod shift;
+mod stat;
 mod status;
 
 use args::{Cli, Command};
@@ -61,6 +63,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Routes(args) => routes::run(&mut admin, args, output).await,
             Command::ProxyConfig(args) => proxy_config::run(&mut admin, args, output).await,
             Command::Shift(args) => shift::run(&mut admin, args, output).await,
+            Command::Stat(args) => stat::run(&mut admin, args, output).await,
+            Command::Top(args) => stat::top(&mut admin, args).await,
+            Command::Dashboard(args) => dashboard::run(&mut admin, args).await,
         }
     })
 }

@@ -175,6 +175,7 @@ mod tests {
             config_errors: vec![],
             config_source: "files: /etc/trellis".into(),
             config_partial: false,
+            dashboard_url: String::new(),
         };
         assert_eq!(
             render(&status, 1_000),
@@ -192,6 +193,7 @@ mod tests {
             config_errors: vec!["mesh.yaml:12: spec.rules[0]: bad".into()],
             config_source: "files: mesh.yaml".into(),
             config_partial: false,
+            dashboard_url: String::new(),
         };
         assert_eq!(
             render(&status, 0),
@@ -207,6 +209,7 @@ mod tests {
             config_errors: vec!["kubernetes:HTTPRoute/rides/broken:9: spec.rules[0].backendRefs[0].name: no Service".into()],
             config_source: String::new(),
             config_partial: true,
+            dashboard_url: String::new(),
         };
         let out = render(&status, 0);
         assert!(

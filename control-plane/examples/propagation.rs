@@ -166,6 +166,7 @@ impl Control {
             .arg(&self.mesh)
             .args(["--grpc-addr", &format!("127.0.0.1:{}", self.grpc)])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.http)])
+            .args(["--dashboard-addr", "off"])
             .args(["--registration-grace", "1s"])
             .arg("--state-dir")
             .arg(self.dir.join("state"))

@@ -237,6 +237,8 @@ fn start_replica(
         .args(["--namespace", "trellis-system"])
         .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        // Several replicas on one host: none takes the default dashboard port.
+        .args(["--dashboard-addr", "off"])
         .args([
             "--webhook-addr",
             &format!("127.0.0.1:{}", fleet::free_port()),

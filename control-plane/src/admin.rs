@@ -69,7 +69,21 @@ impl Admin for AdminService {
                 cp.opts.config.display().to_string()
             },
             config_partial: cp.config_partial(),
+            dashboard_url: (cp.dashboard.get())
+                .map(|a| format!("http://{a}/"))
+                .unwrap_or_default(),
         }))
+    }
+
+    async fn stat(&self, req: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
+        let secs = match req.into_inner().window_seconds {
+            0 => 60,
+            s => s,
+        };
+        let window = Duration::from_secs(u64::from(secs));
+        Ok(Response::new(
+            self.0.golden.stat(crate::golden::unix_now(), window),
+        ))
     }
 
     async fn proxy_config(
@@ -116,22 +130,8 @@ impl Admin for AdminService {
         &self,
         req: Request<RoutesRequest>,
     ) -> Result<Response<RoutesResponse>, Status> {
-        let cp = &self.0;
         let filter = req.into_inner().service;
-        let world = cp.world().ok_or_else(|| {
-            Status::failed_precondition(
-                "no valid config is loaded yet; see trellis status for the errors",
-            )
-        })?;
-        // Routes do not depend on who asks; any node's view lists them all.
-        let c = world.compiled_for(
-            &NodeIdentity {
-                namespace: "default".into(),
-                ..Default::default()
-            },
-            &cp.metrics.compilations,
-        );
-        let routes = route_lines(&world.snapshot(&c), &filter);
+        let routes = routes(&self.0, &filter)?;
         if routes.is_empty() && !filter.is_empty() {
             return Err(Status::not_found(format!(
                 "no Service matches {filter:?}; use name, name.namespace or namespace/name"
@@ -152,6 +152,25 @@ impl Admin for AdminService {
             .await
             .map(Response::new)
     }
+}
+
+/// The effective routes of the Services `filter` names (all when empty), as `trellis routes`
+/// and the dashboard show them.
+pub(crate) fn routes(cp: &ControlPlane, filter: &str) -> Result<Vec<RouteLine>, Status> {
+    let world = cp.world().ok_or_else(|| {
+        Status::failed_precondition(
+            "no valid config is loaded yet; see trellis status for the errors",
+        )
+    })?;
+    // Routes do not depend on who asks; any node's view lists them all.
+    let c = world.compiled_for(
+        &NodeIdentity {
+            namespace: "default".into(),
+            ..Default::default()
+        },
+        &cp.metrics.compilations,
+    );
+    Ok(route_lines(&world.snapshot(&c), filter))
 }
 
 fn route_lines(snap: &Snapshot, filter: &str) -> Vec<RouteLine> {

@@ -4,7 +4,9 @@
 
 mod admin;
 mod certify;
+mod dashboard;
 mod discovery;
+pub mod golden;
 mod http;
 pub mod identity;
 pub mod inject;

@@ -104,6 +104,18 @@ struct Serve {
     /// `/ready` and `/metrics`.
     #[arg(long, default_value = "127.0.0.1:15014")]
     http_addr: SocketAddr,
+    /// The dashboard's listener: a browser's view of the mesh (docs/dashboard.md). Keep it
+    /// on loopback and reach it with `kubectl port-forward`; `off` turns it off.
+    #[arg(long, default_value = "127.0.0.1:15016", value_parser = parse_dashboard_addr)]
+    dashboard_addr: DashboardAddr,
+    /// Let the dashboard shift a route's weights (as `trellis shift` does); read-only
+    /// otherwise.
+    #[arg(long)]
+    dashboard_shift: bool,
+    /// How often each proxy sends its golden-metrics summary on its discovery stream (whole
+    /// seconds, at least 1s). The dashboard and `trellis stat` are this fresh.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    summary_interval: Duration,
     /// How long a proxy whose stream ended stays an endpoint. Also the warm-up after start,
     /// during which reconnecting proxies re-register before any config is pushed.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -117,6 +129,19 @@ struct Serve {
     server_names: Vec<String>,
     #[command(flatten)]
     ca: CaArgs,
+}
+
+/// `--dashboard-addr`: an address, or `off` (`None`).
+#[derive(Debug, Clone, Copy)]
+struct DashboardAddr(Option<SocketAddr>);
+
+fn parse_dashboard_addr(s: &str) -> Result<DashboardAddr, String> {
+    if s == "off" {
+        return Ok(DashboardAddr(None));
+    }
+    s.parse()
+        .map(|a| DashboardAddr(Some(a)))
+        .map_err(|_| format!("{s:?} is not ip:port (e.g. 127.0.0.1:15016), or off"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, trellis_config::duration::DurationError> {
@@ -215,6 +240,9 @@ fn serve(args: Serve) -> ExitCode {
                 all if all.iter().any(|n| n == "*") => None,
                 some => Some(some.to_vec()),
             },
+            dashboard_addr: args.dashboard_addr.0,
+            dashboard_shift: args.dashboard_shift,
+            summary_interval: args.summary_interval.max(Duration::from_secs(1)),
         };
         let mut _webhook = None;
         let source = if args.kubernetes {

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub refused_objects: Gauge,
     pub refused_streams: Family<ReasonLabel, Counter>,
     pub resumes: Family<ResultLabel, Counter>,
+    pub summaries: Counter,
 }
 
 impl Default for Metrics {
@@ -45,7 +46,13 @@ impl Default for Metrics {
             refused_objects: Gauge::default(),
             refused_streams: Family::default(),
             resumes: Family::default(),
+            summaries: Counter::default(),
         };
+        registry.register(
+            "trellis_control_summaries",
+            "Golden-metrics summaries received from proxies (docs/dashboard.md)",
+            m.summaries.clone(),
+        );
         registry.register(
             "trellis_control_connected_proxies",
             "Proxies with an open discovery stream",

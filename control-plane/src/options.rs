@@ -24,6 +24,12 @@ pub struct Options {
     /// each watched on its own so that RBAC can be a Role per namespace; `None` watches
     /// them cluster-wide (a ClusterRole). docs/kubernetes.md.
     pub gateway_secret_namespaces: Option<Vec<String>>,
+    /// The dashboard's own listener (docs/dashboard.md); `None` turns it off.
+    pub dashboard_addr: Option<SocketAddr>,
+    /// Whether the dashboard may shift traffic (`POST /api/shift`); read-only otherwise.
+    pub dashboard_shift: bool,
+    /// How often proxies send their golden-metrics Summary (`golden/`).
+    pub summary_interval: Duration,
 }
 
 impl Options {
@@ -39,6 +45,9 @@ impl Options {
             cert_ttl: Duration::from_secs(24 * 3600),
             server_names: default_server_names(),
             gateway_secret_namespaces: None,
+            dashboard_addr: Some(([127, 0, 0, 1], 0).into()),
+            dashboard_shift: false,
+            summary_interval: crate::golden::INTERVAL,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::options::Options;
 use crate::state::ControlPlane;
-use crate::{admin, certify, discovery, http, identity, kubernetes};
+use crate::{admin, certify, dashboard, discovery, http, identity, kubernetes};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 pub struct Running {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The dashboard's listener, unless it is off.
+    pub dashboard: Option<SocketAddr>,
     pub cp: Arc<ControlPlane>,
     _watcher: Option<trellis_config::watch::Watcher>,
     _kubernetes: Option<AbortOnDrop>,
@@ -81,6 +83,11 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
         grpc.local_addr().expect("bound"),
         http.local_addr().expect("bound"),
     );
+    let dashboard = match opts.dashboard_addr {
+        Some(addr) => Some(bind(addr, "dashboard", "--dashboard-addr").await?),
+        None => None,
+    };
+    let dashboard_addr = dashboard.as_ref().map(|l| l.local_addr().expect("bound"));
     let serving = Arc::new(trellis_identity::CurrentCert::default());
     identity::serving::issue(&authority.ca, &opts.server_names, &serving)?;
     let tls = identity::serving::server_config(serving.clone(), &authority.ca.roots)?;
@@ -155,6 +162,14 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
         }
     });
     tokio::spawn(http::serve(http, cp.clone()));
+    if let Some(listener) = dashboard {
+        let _ = cp.dashboard.set(listener.local_addr().expect("bound"));
+        tokio::spawn(dashboard::serve(
+            listener,
+            cp.clone(),
+            cp.opts.dashboard_shift,
+        ));
+    }
     // In a cluster the gRPC port is a Service every pod can reach; the admin API (status,
     // config, shift) is for operators, who reach it through `kubectl port-forward`.
     let admin_loopback_only = cp.kube.get().is_some();
@@ -177,10 +192,14 @@ pub async fn start_with(opts: Options, source: Source) -> Result<Running, StartE
             tracing::error!(error = %e, "gRPC server stopped");
         }
     });
+    if let Some(d) = dashboard_addr {
+        tracing::info!("dashboard at http://{d}/");
+    }
     tracing::info!(grpc = %grpc_addr, http = %http_addr, config = %cp.opts.config.display(), "trellis-control listening");
     Ok(Running {
         grpc: grpc_addr,
         http: http_addr,
+        dashboard: dashboard_addr,
         cp,
         _watcher: watcher,
         _kubernetes: kubernetes,

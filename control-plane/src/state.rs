@@ -21,6 +21,10 @@ pub struct ControlPlane {
     pub(crate) opts: Options,
     pub(crate) registry: Registry,
     pub metrics: Metrics,
+    /// The proxies' golden-metrics summaries (`golden/`).
+    pub(crate) golden: crate::golden::Golden,
+    /// Where the dashboard listens, once bound.
+    pub(crate) dashboard: std::sync::OnceLock<std::net::SocketAddr>,
     state: Mutex<ConfigState>,
     world: watch::Sender<Option<Arc<World>>>,
     pub(crate) rebuild: Notify,
@@ -52,10 +56,12 @@ struct ConfigState {
 impl ControlPlane {
     pub(crate) fn new(opts: Options, authority: Authority) -> ControlPlane {
         ControlPlane {
+            golden: crate::golden::Golden::new(opts.summary_interval, crate::golden::unix_now()),
             authority: Arc::new(authority),
             opts,
             registry: Registry::default(),
             metrics: Metrics::default(),
+            dashboard: std::sync::OnceLock::new(),
             state: Mutex::default(),
             world: watch::channel(None).0,
             rebuild: Notify::new(),

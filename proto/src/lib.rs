@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod listen;
 pub mod resource;
+pub mod stat;
 
 /// The discovery protocol this release speaks. 1 was the JSON resource bodies of the releases
 /// before typed resources, whose proxies sent no `Subscribe.protocol`; 2 is typed resources;
@@ -24,6 +25,16 @@ pub const PROTOCOL_HEADER: &str = "trellis-protocol";
 
 /// The response header in which a control plane names its release.
 pub const RELEASE_HEADER: &str = "trellis-release";
+
+/// The response header in which a control plane asks its proxies for a `Summary` of their
+/// golden metrics every so many seconds. A proxy sends none to a control plane without it.
+pub const SUMMARY_INTERVAL_HEADER: &str = "trellis-summary-interval";
+
+/// The upper bounds, in seconds, of the latency buckets of `trellis_request_duration_seconds`
+/// and of a `Summary`'s `TrafficCounts.latency`, which counts one more bucket above the last.
+pub const LATENCY_BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// `trellis.v1`: discovery, identity and admin.
 pub mod v1 {

@@ -187,6 +187,7 @@ pub async fn start(bootstrap: Bootstrap) -> Result<Running, StartError> {
                 .unwrap_or_else(|| "unknown".into()),
         ),
         unknown: Arc::new("unknown".to_string()),
+        empty: Arc::default(),
         passthrough: Arc::new("passthrough".to_string()),
         inbound_service: Arc::new(format!(
             "{}.{}",

@@ -132,6 +132,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     ));
     // The same API over HTTPS, on a certificate the demo issued for rides.example.com.
     events.say(format!(
+        "dashboard: http://{}/ (the service graph, each Service, the proxies and the canary split, live)",
+        topo.dashboard
+    ));
+    events.say(format!(
         "the gateway serves HTTPS too: curl --cacert {} --resolve rides.example.com:{p}:127.0.0.1 https://rides.example.com:{p}/api/drivers",
         topo.gateway_ca.display(),
         p = topo.gateway_https.port(),
@@ -143,7 +147,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         topo.grpc,
         topo.ca_bundle().display()
     ));
-    events.say("then: trellis status, trellis routes, trellis proxy-config trip-0");
+    events.say("then: trellis status, trellis stat, trellis top, trellis routes, trellis proxy-config trip-0");
     let procs = Arc::new(tokio::sync::Mutex::new(procs));
     let traffic = traffic::Traffic::default();
     let load = tokio::spawn(traffic.clone().run(http.clone(), topo.gateway, args.rps));

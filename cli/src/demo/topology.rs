@@ -26,6 +26,8 @@ pub struct Topology {
     pub mesh: PathBuf,
     pub grpc: SocketAddr,
     pub cp_http: SocketAddr,
+    /// The control plane's dashboard.
+    pub dashboard: SocketAddr,
     pub instances: Vec<Instance>,
     /// The gateway proxy: its listeners for clients (HTTP and HTTPS), and its admin port.
     pub gateway: SocketAddr,
@@ -150,7 +152,7 @@ impl Topology {
     /// Chooses ports and writes the mesh file into `dir`; `tracing` is a `tracing:` block for
     /// the Mesh's spec (`--otlp`).
     pub fn plan(dir: &Path, tracing: Option<&str>) -> anyhow::Result<Topology> {
-        let mut ports = free_ports(7 + INSTANCES.len() * 4)?.into_iter();
+        let mut ports = free_ports(8 + INSTANCES.len() * 4)?.into_iter();
         let mut next = || ports.next().expect("enough ports were bound");
         // A folder: the example's mesh.yaml, and the Secret with the gateway's certificate.
         let mesh = dir.join("mesh");
@@ -167,6 +169,7 @@ impl Topology {
         let (grpc, cp_http, gateway, gateway_admin) = (next(), next(), next(), next());
         let gateway_https = next();
         let gateway_spare = [next(), next()];
+        let dashboard = next();
         let instances = INSTANCES
             .iter()
             .map(|&(name, role, version)| Instance {
@@ -185,6 +188,7 @@ impl Topology {
             mesh,
             grpc,
             cp_http,
+            dashboard,
             instances,
             gateway,
             gateway_https,
@@ -247,6 +251,8 @@ impl Topology {
                 self.grpc.to_string(),
                 "--http-addr".into(),
                 self.cp_http.to_string(),
+                "--dashboard-addr".into(),
+                self.dashboard.to_string(),
                 // Short, so a restarted instance's old registration does not linger.
                 "--registration-grace".into(),
                 "1s".into(),

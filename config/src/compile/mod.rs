@@ -21,6 +21,21 @@ use std::sync::Arc;
 
 pub use crate::resources::fnv_hex;
 
+/// The Services of `namespace` that select a workload with `labels`, as `name.namespace`
+/// (the metric label form), in config order: the control plane's name for where a proxy's
+/// calls come from.
+pub fn services_selecting(
+    cfg: &MeshConfig,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<String> {
+    (cfg.services.iter())
+        .filter(|s| s.object.metadata.namespace == namespace)
+        .filter(|s| context::selects(&s.object.spec.selector, labels))
+        .map(|s| format!("{}.{namespace}", s.object.metadata.name))
+        .collect()
+}
+
 /// Who the snapshot is for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct NodeIdentity {

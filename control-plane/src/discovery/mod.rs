@@ -108,6 +108,7 @@ impl grpc::Streams for DiscoveryService {
                 resume,
                 full_push: None,
                 nonce: 0,
+                services: None,
             };
             s.run(inbound).await;
             cp.registry.disconnect(id);
@@ -116,6 +117,10 @@ impl grpc::Streams for DiscoveryService {
         });
         let mut headers = MetadataMap::new();
         negotiation::announce(&mut headers);
+        headers.insert(
+            trellis_proto::SUMMARY_INTERVAL_HEADER,
+            self.0.golden.interval.as_secs().max(1).into(),
+        );
         Ok((headers, rx))
     }
 }
@@ -212,6 +217,8 @@ struct Session {
     /// Held while a full snapshot to this proxy awaits its answer.
     full_push: Option<tokio::sync::OwnedSemaphorePermit>,
     nonce: u64,
+    /// The Services that select the proxy, and the config generation they are of.
+    services: Option<(u64, Vec<String>)>,
 }
 
 impl Session {
@@ -345,9 +352,10 @@ impl Session {
     }
 
     fn answer(&mut self, req: DiscoveryRequest) {
-        self.full_push = None;
         match req.kind {
+            Some(Kind::Summary(s)) => self.summary(s),
             Some(Kind::Ack(a)) => {
+                self.full_push = None;
                 self.cp.metrics.acks.inc();
                 self.cp.registry.update(self.id, |e| {
                     e.acked_version = a.version;
@@ -355,6 +363,7 @@ impl Session {
                 });
             }
             Some(Kind::Nack(n)) => {
+                self.full_push = None;
                 self.cp.metrics.nacks.inc();
                 tracing::warn!(id = self.id, version = %n.version, error = %n.error, "proxy refused an update");
                 // What the proxy holds is no longer known: the next push replaces it whole.
@@ -368,6 +377,35 @@ impl Session {
                 tracing::warn!(id = self.id, "ignored a second Subscribe on one stream");
             }
         }
+    }
+}
+
+impl Session {
+    /// Takes in the proxy's golden-metrics Summary (`golden`). Its calls count as coming
+    /// from the Services that select it in the current config, worked out again only when
+    /// the config changes.
+    fn summary(&mut self, s: trellis_proto::v1::Summary) {
+        self.cp.metrics.summaries.inc();
+        let world = self.cp.world();
+        let generation = world.as_ref().map_or(0, |w| w.generation);
+        if self.services.as_ref().is_none_or(|(g, _)| *g != generation) {
+            let identity = self.cp.serving_identity(&self.identity);
+            let names = world.map_or_else(Vec::new, |w| {
+                trellis_config::compile::services_selecting(
+                    &w.config,
+                    &identity.namespace,
+                    &identity.labels,
+                )
+            });
+            self.services = Some((generation, names));
+        }
+        let services = self
+            .services
+            .as_ref()
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default();
+        let proxy = (self.identity.namespace.clone(), self.identity.name.clone());
+        (self.cp.golden).intake(crate::golden::unix_now(), &proxy, services, s);
     }
 }
 

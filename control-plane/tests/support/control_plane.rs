@@ -13,6 +13,7 @@ use trellis_proto::v1::{StatusRequest, StatusResponse};
 pub struct ControlPlane {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    pub dashboard: SocketAddr,
     config: PathBuf,
     grace: &'static str,
     child: Option<Child>,
@@ -40,6 +41,7 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             grpc: free_addr(),
             http: free_addr(),
+            dashboard: free_addr(),
             config: config.to_path_buf(),
             grace,
             child: None,
@@ -57,6 +59,8 @@ impl ControlPlane {
             .args([
                 "--grpc-addr",
                 &self.grpc.to_string(),
+                "--dashboard-addr",
+                &self.dashboard.to_string(),
                 "--http-addr",
                 &self.http.to_string(),
             ])

@@ -585,6 +585,7 @@ fn compile_rule(
             filters: b.filters.clone(),
             headers: HeaderEdits::compile(&b.filters),
             series: Default::default(),
+            golden: Default::default(),
         });
     }
     Ok(RtRule {

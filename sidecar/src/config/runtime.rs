@@ -119,6 +119,8 @@ pub struct RtBackend {
     /// At a gateway, the request series of the requests this backend takes (its Service is
     /// the destination), made by the first one.
     pub series: std::sync::OnceLock<Arc<crate::telemetry::series::RequestSeries>>,
+    /// The golden counts of the requests this backend takes (`telemetry/golden.rs`).
+    pub golden: std::sync::OnceLock<Arc<crate::telemetry::golden::GoldenCounts>>,
 }
 
 pub struct RtCluster {
@@ -132,7 +134,7 @@ pub struct RtCluster {
     /// The layers around the tries: faults, rate limit, bulkhead, breaker, timeout, retry.
     pub resilience: ClusterResilience,
     /// Calls to its endpoints originate mTLS (to those with an identity).
-    pub(super) mtls: bool,
+    pub mtls: bool,
 }
 
 impl Runtime {

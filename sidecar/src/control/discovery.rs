@@ -113,6 +113,7 @@ async fn session(
         res => res?,
     };
     check_control_plane(response.metadata())?;
+    let interval = summary_interval(response.metadata());
     let mut updates = response.into_inner();
     tracing::info!(%address, "subscribed to the control plane");
     if node.mtls
@@ -123,7 +124,32 @@ async fn session(
     }
     // Parts of a split update, gathered until the last one arrives.
     let mut pending: Option<DiscoveryResponse> = None;
-    while let Some(part) = updates.message().await? {
+    let mut summaries = interval.map(|i| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + i, i);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut sent = super::summary::Sent::default();
+    loop {
+        let tick = async {
+            match &mut summaries {
+                Some(t) => t.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        let part = tokio::select! {
+            part = updates.message() => match part? {
+                Some(part) => part,
+                None => break,
+            },
+            _ = tick => {
+                // Counts are cumulative, so a Summary skipped while the queue is full loses
+                // nothing: the next one carries it.
+                let s = super::summary::summary(shared, &mut sent);
+                let _ = tx.try_send(request(Kind::Summary(s)));
+                continue;
+            }
+        };
         let update = match pending.take() {
             Some(mut acc) if acc.nonce == part.nonce => {
                 acc.upserted.extend(part.upserted);
@@ -159,6 +185,19 @@ async fn session(
 
 fn request(kind: Kind) -> DiscoveryRequest {
     DiscoveryRequest { kind: Some(kind) }
+}
+
+/// How often the control plane asks for a `Summary`, from its response headers; `None` when
+/// it does not (a control plane from before summaries, or one that turned them off).
+fn summary_interval(headers: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let secs: f64 = headers
+        .get(trellis_proto::SUMMARY_INTERVAL_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    // At most one a second, whatever the header says.
+    (secs > 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs.max(1.0)))
 }
 
 /// This proxy's release.

@@ -7,3 +7,4 @@ pub(crate) mod collector;
 pub(crate) mod discovery;
 pub(crate) mod mesh_file;
 pub(crate) mod resolve;
+pub(crate) mod summary;

@@ -28,6 +28,8 @@ pub struct PeerIdentity {
     pub labels: Option<(Arc<String>, Arc<String>)>,
     /// The request series of this caller's requests, made by the connection's first one.
     pub series: std::sync::OnceLock<Arc<crate::telemetry::series::RequestSeries>>,
+    /// This caller's golden counts (`telemetry/golden.rs`), made by its first request.
+    pub golden: std::sync::OnceLock<Arc<crate::telemetry::golden::GoldenCounts>>,
     /// The `x-forwarded-client-cert` value its requests carry to the app, made by the
     /// connection's first one (`None`: no identity, or not a valid header value).
     pub xfcc: std::sync::OnceLock<Option<http::HeaderValue>>,
@@ -45,6 +47,7 @@ impl PeerIdentity {
             id,
             labels,
             series: Default::default(),
+            golden: Default::default(),
             xfcc: Default::default(),
         }
     }

@@ -68,6 +68,8 @@ pub async fn handle(
     obs.source = caller.and_then(|p| p.labels.clone());
     if let Some(p) = caller {
         obs.use_series(&p.series, &shared.metrics, &shared.labels);
+        obs.mtls = p.id.is_some();
+        obs.use_golden(&p.golden, &shared.metrics, &shared.labels);
     }
     let res = async {
         check_size(req.headers(), shared.bootstrap.limits.max_header_bytes)?;

@@ -199,6 +199,7 @@ pub(crate) async fn dispatch(
         route: rule.route.to_string(),
     })?;
     obs.cluster = Some(backend.cluster.upstream.name.clone());
+    obs.mtls = backend.cluster.mtls;
 
     // Phase 4: request filters, rule first, then the backend's own.
     let mut host_header = match upstream {
@@ -213,6 +214,7 @@ pub(crate) async fn dispatch(
         }
     }
     .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+    obs.use_golden(&backend.golden, &shared.metrics, &shared.labels);
     for edit in [&rule.headers.request, &backend.headers.request]
         .into_iter()
         .flatten()

@@ -14,9 +14,9 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+/// The same bounds as a `Summary`'s latency buckets, so the dashboard's quantiles and
+/// Prometheus's agree.
+const BUCKETS: [f64; 14] = trellis_proto::LATENCY_BOUNDS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -222,6 +222,8 @@ pub struct Metrics {
     pub kafka: KafkaMetrics,
     refused: Family<RefusedLabels, Counter>,
     connections: Family<ConnectionLabels, Counter>,
+    /// What the control plane's summary reads (`golden.rs`); not in the registry.
+    pub golden: super::golden::Golden,
 }
 
 /// The series one circuit breaker writes.
@@ -330,6 +332,7 @@ impl Default for Metrics {
             detect_timeouts: Family::default(),
             refused: Family::default(),
             connections: Family::default(),
+            golden: Default::default(),
         };
         m.register_resilience().register_tcp()
     }

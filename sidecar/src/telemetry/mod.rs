@@ -4,6 +4,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod export;
+pub(crate) mod golden;
 pub(crate) mod metrics;
 pub(crate) mod observe;
 pub(crate) mod series;

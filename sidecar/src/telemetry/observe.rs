@@ -8,6 +8,7 @@ use crate::http::exchange::Notes;
 use crate::http::respond::{TRELLIS_ERROR, error_response};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::export::Spans;
+use crate::telemetry::golden::{GoldenCounts, GoldenKey};
 use crate::telemetry::metrics::{Metrics, RequestLabels};
 use crate::telemetry::series::RequestSeries;
 use crate::telemetry::span::{self, SpanRecord};
@@ -24,6 +25,8 @@ pub struct Labels {
     /// This workload's service account: `source_identity` on outbound.
     pub identity: Arc<String>,
     pub unknown: Arc<String>,
+    /// The empty string, for the golden keys' fields that do not apply.
+    pub empty: Arc<String>,
     pub inbound_service: Arc<String>,
     /// `destination_service` of intercepted traffic passed through under `ALLOW_ANY`.
     pub passthrough: Arc<String>,
@@ -49,6 +52,11 @@ pub struct Observation {
     /// The request series of this request's labels, resolved by the route rule or the
     /// caller's connection (`series.rs`); without one, `finish` looks the labels up.
     pub series: Option<Arc<RequestSeries>>,
+    /// The counts the control plane's summary reads (`golden.rs`), resolved by the route
+    /// backend or the caller's connection; without them, `finish` looks the key up.
+    golden: Option<Arc<GoldenCounts>>,
+    /// Sent to its endpoint over mTLS, or received over it.
+    pub mtls: bool,
     error: Option<String>,
     /// Only captured when access logs are on, so the default path copies nothing.
     log: Option<(String, String, String)>,
@@ -92,6 +100,8 @@ impl Observation {
             span: None,
             source: None,
             series: None,
+            golden: None,
+            mtls: false,
             error: None,
             log,
         }
@@ -199,6 +209,37 @@ impl Observation {
         self.series = Some(series.clone());
     }
 
+    /// The key of this request's golden counts, as its labels stand.
+    fn golden_key(&self, labels: &Labels) -> GoldenKey {
+        let inbound = self.direction == "inbound";
+        let caller = match (&self.source, inbound) {
+            (Some((ns, sa)), true) => Arc::new(format!("{ns}/{sa}")),
+            _ => labels.empty.clone(),
+        };
+        GoldenKey {
+            inbound,
+            destination: self.destination.clone(),
+            route: self.route.clone(),
+            backend: match (&self.cluster, inbound) {
+                (Some(c), false) => c.clone(),
+                _ => labels.empty.clone(),
+            },
+            caller,
+        }
+    }
+
+    /// Counts this request in the golden counts `slot` holds (a route backend's or a
+    /// connection's), made by the first request from its key as it stands.
+    pub fn use_golden(
+        &mut self,
+        slot: &OnceLock<Arc<GoldenCounts>>,
+        metrics: &Metrics,
+        labels: &Labels,
+    ) {
+        let counts = slot.get_or_init(|| metrics.golden.counts(self.golden_key(labels)));
+        self.golden = Some(counts.clone());
+    }
+
     pub fn finish(
         mut self,
         metrics: &Metrics,
@@ -210,6 +251,7 @@ impl Observation {
         let elapsed = self.started.elapsed();
         let code = res.status().as_u16();
         let span = self.span.take();
+        let label_values = labels;
         let labels = || self.labels(labels, code);
         if let Some(rec) = span {
             let l = labels();
@@ -234,6 +276,19 @@ impl Observation {
         match &self.series {
             Some(s) => s.record(code, elapsed),
             None => metrics.record(&labels(), elapsed),
+        }
+        match &self.golden {
+            Some(g) => g.record(code, elapsed, self.mtls),
+            None => (metrics.golden.counts(self.golden_key(label_values)))
+                .record(code, elapsed, self.mtls),
+        }
+        if code >= 400
+            && let Some(e) = res
+                .headers()
+                .get(TRELLIS_ERROR)
+                .and_then(|v| v.to_str().ok())
+        {
+            metrics.golden.error(&self.destination, e);
         }
         if let Some((method, path, authority)) = &self.log {
             let line = serde_json::json!({

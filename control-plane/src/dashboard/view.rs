@@ -1,0 +1,263 @@
+//! The dashboard's one JSON document: the service graph, each Service's page, the proxies,
+//! and the routes with their backends' weights and numbers (the canary view). It is built
+//! from the golden window (`golden/`), the proxy registry and the config, so that the page
+//! only draws. docs/dashboard.md says where each number comes from.
+
+use crate::golden::unix_now;
+use crate::state::ControlPlane;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+use trellis_proto::stat::{Totals, group_by};
+use trellis_proto::v1::{EdgeStat, StatResponse};
+
+/// The numbers of summed counts over `covered` seconds.
+fn numbers(t: &Totals, covered: f64) -> Value {
+    json!({
+        "requests": t.requests,
+        "rps": t.rps(covered),
+        "successRate": t.success_rate(),
+        "p50": t.quantile_ms(0.5),
+        "p95": t.quantile_ms(0.95),
+        "p99": t.quantile_ms(0.99),
+        // Every request of the edge went over mTLS.
+        "mtls": t.requests > 0 && t.mtls == t.requests,
+        "mtlsRequests": t.mtls,
+    })
+}
+
+/// How bad a breaker state is, to show the worst of an edge's callers.
+fn severity(state: &str) -> u8 {
+    match state {
+        "open" | "forced_open" => 3,
+        "half_open" => 2,
+        "closed" => 1,
+        _ => 0,
+    }
+}
+
+pub fn build(cp: &ControlPlane, window: Duration) -> Value {
+    let now = unix_now();
+    let stat = cp.golden.stat(now, window);
+    let covered = stat.covered_seconds;
+    let registry = cp.registry.snapshot();
+    let routes = crate::admin::routes(cp, "").unwrap_or_default();
+    let world = cp.world();
+
+    // Which Services each proxy serves, and which workload an endpoint address is.
+    let mut instances: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut workload_at: HashMap<String, String> = HashMap::new();
+    let health: HashMap<(String, String), &trellis_proto::v1::ProxyHealth> = (stat.proxies.iter())
+        .map(|p| ((p.namespace.clone(), p.workload.clone()), p))
+        .collect();
+    let mut proxies = Vec::new();
+    for e in &registry {
+        let key = (e.node.namespace.clone(), e.node.workload.clone());
+        let h = health.get(&key);
+        let services = match (h, &world) {
+            (Some(h), _) => h.services.clone(),
+            (None, Some(w)) => trellis_config::compile::services_selecting(
+                &w.config,
+                &e.identity.namespace,
+                &e.identity.labels,
+            ),
+            (None, None) => Vec::new(),
+        };
+        workload_at.insert(e.node.inbound.clone(), format!("{}/{}", key.0, key.1));
+        let (nack_version, nack_error) = e.last_nack.clone().unwrap_or_default();
+        let p = json!({
+            "workload": e.node.workload,
+            "namespace": e.node.namespace,
+            "services": services,
+            "connected": e.connected,
+            "connectedSince": e.connected_since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "latestVersion": e.latest_version,
+            "ackedVersion": e.acked_version,
+            "lastNackVersion": nack_version,
+            "lastNackError": nack_error,
+            "mtls": e.node.mtls,
+            "inbound": e.node.inbound,
+            "certificateExpiry": h.map(|h| h.certificate_expiry_unix).filter(|t| *t > 0),
+            "lastSummary": h.map(|h| h.last_summary_unix),
+        });
+        for s in &services {
+            instances.entry(s.clone()).or_default().push(p.clone());
+        }
+        proxies.push(p);
+    }
+
+    // Breakers and ejections, as each caller's proxy last said, by the Service they guard.
+    let mut breakers: HashMap<(String, String), String> = HashMap::new();
+    let mut ejected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in &stat.proxies {
+        let from = p
+            .services
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("{}.{}", p.workload, p.namespace));
+        for c in &p.clusters {
+            if !c.breaker.is_empty() {
+                let slot = breakers
+                    .entry((from.clone(), c.service.clone()))
+                    .or_default();
+                if severity(&c.breaker) > severity(slot) {
+                    *slot = c.breaker.clone();
+                }
+            }
+            for addr in &c.ejected {
+                let who = workload_at
+                    .get(addr)
+                    .cloned()
+                    .unwrap_or_else(|| addr.clone());
+                ejected.entry(c.service.clone()).or_default().insert(who);
+            }
+        }
+    }
+
+    let edges: Vec<Value> = group_by(&stat.edges, |e| {
+        Some((e.source.clone(), e.destination.clone()))
+    })
+    .iter()
+    .map(|((from, to), t)| {
+        let mut v = numbers(t, covered);
+        v["from"] = json!(from);
+        v["to"] = json!(to);
+        v["breaker"] = json!(breakers.get(&(from.clone(), to.clone())));
+        v
+    })
+    .collect();
+
+    // Nodes: every Service of the config, every caller seen, every callee seen.
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    if let Some(w) = &world {
+        for s in &w.config.services {
+            names.insert(format!(
+                "{}.{}",
+                s.object.metadata.name, s.object.metadata.namespace
+            ));
+        }
+    }
+    for e in stat.edges.iter().filter(|e| !e.inbound) {
+        names.insert(e.source.clone());
+        names.insert(e.destination.clone());
+    }
+    let inbound_by_service = inbound_totals(&stat.edges);
+    let callers_view = group_by(&stat.edges, |e| Some(e.destination.clone()));
+    let errors = errors_by_service(&stat);
+    let services: Vec<Value> = names
+        .iter()
+        .map(|name| {
+            let open = breakers
+                .iter()
+                .filter(|((_, to), s)| to == name && severity(s) == 3)
+                .count();
+            json!({
+                "name": name,
+                // As its callers' proxies saw it (proxy-generated errors included).
+                "callers": callers_view.get(name).map(|t| numbers(t, covered)),
+                // As its own proxies saw it (callers outside the mesh included).
+                "inbound": inbound_by_service.get(name).map(|t| numbers(t, covered)),
+                "instances": instances.get(name).cloned().unwrap_or_default(),
+                "ejected": ejected.get(name).cloned().unwrap_or_default(),
+                "openBreakers": open,
+                "policies": policies(cp, name),
+                "errors": errors.get(name).cloned().unwrap_or_default(),
+                "series": series(cp, name, now),
+            })
+        })
+        .collect();
+
+    // Each route with its backends' weights and numbers, for the canary view.
+    let route_rows: Vec<Value> = routes
+        .iter()
+        .map(|r| {
+            let backends: Vec<Value> = r
+                .backends
+                .iter()
+                .map(|b| {
+                    let (cluster, weight) = b.rsplit_once('=').unwrap_or((b, "0"));
+                    let t = Totals::of(
+                        (stat.edges.iter())
+                            .filter(|e| !e.inbound && e.route == r.route && e.backend == cluster),
+                    );
+                    let mut v = numbers(&t, covered);
+                    v["cluster"] = json!(cluster);
+                    v["weight"] = json!(weight.parse::<u64>().unwrap_or(0));
+                    v
+                })
+                .collect();
+            json!({
+                "service": r.service,
+                "port": r.port,
+                "route": r.route,
+                "match": r.r#match,
+                "backends": backends,
+            })
+        })
+        .collect();
+
+    json!({
+        "now": now.as_secs(),
+        "windowSeconds": stat.window_seconds,
+        "coveredSeconds": covered,
+        "replicas": stat.replicas,
+        "dropped": stat.dropped,
+        "services": services,
+        "edges": edges,
+        "routes": route_rows,
+        "proxies": proxies,
+        "configErrors": cp.config_errors().map(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
+    })
+}
+
+/// Each Service's inbound counts, summed over its callers.
+fn inbound_totals(edges: &[EdgeStat]) -> BTreeMap<String, Totals> {
+    let mut by: BTreeMap<String, Vec<&EdgeStat>> = BTreeMap::new();
+    for e in edges.iter().filter(|e| e.inbound) {
+        by.entry(e.destination.clone()).or_default().push(e);
+    }
+    by.into_iter().map(|(k, v)| (k, Totals::of(v))).collect()
+}
+
+fn errors_by_service(stat: &StatResponse) -> HashMap<String, Vec<Value>> {
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+    for e in &stat.errors {
+        out.entry(e.destination.clone())
+            .or_default()
+            .push(json!({"code": e.code, "count": e.count}));
+    }
+    out
+}
+
+/// The ResiliencePolicies and AuthorizationPolicies whose target is the Service `name`
+/// (`name.namespace`).
+fn policies(cp: &ControlPlane, name: &str) -> Vec<String> {
+    let Some(w) = cp.world() else {
+        return Vec::new();
+    };
+    let Some((svc, ns)) = name.split_once('.') else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in &w.config.resilience_policies {
+        let m = &p.object.metadata;
+        let target = p.object.spec.target_ref.as_ref();
+        if m.namespace == ns && target.is_some_and(|t| t.name.value == svc) {
+            out.push(format!("ResiliencePolicy {}/{}", m.namespace, m.name));
+        }
+    }
+    for p in &w.config.authorization_policies {
+        let m = &p.object.metadata;
+        if m.namespace == ns && p.object.spec.target_ref.name.value == svc {
+            out.push(format!("AuthorizationPolicy {}/{}", m.namespace, m.name));
+        }
+    }
+    out
+}
+
+/// The Service's requests and successes per 10 s slot over the window, as its callers saw
+/// them: the sparkline of its page.
+fn series(cp: &ControlPlane, name: &str, now: Duration) -> Vec<(u64, u64)> {
+    cp.golden
+        .series(now, |k| !k.inbound && &*k.destination == name)
+}
