@@ -13,14 +13,17 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trellis_proto::v1::{StatRequest, StatResponse};
 
-/// A caller (trip) and billing split 50/50 between two versions, over STRICT mTLS.
+/// A caller (trip) and billing split 50/50 between two versions, over STRICT mTLS; the
+/// calls to billing-v1 have a breaker that this test's failures do not open.
 fn mesh() -> String {
     let mut m = billing_mesh(50, 50);
     m.push_str(
         "---\napiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\n\
          spec: {mtls: {mode: STRICT}}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {name: trip, namespace: rides}\n\
-         spec:\n  selector: {app: trip}\n  ports: [{name: http, port: 80, targetPort: http}]\n",
+         spec:\n  selector: {app: trip}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\n\
+         apiVersion: trellis.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: billing-v1, namespace: rides}\n\
+         spec:\n  targetRef: {kind: Service, name: billing-v1}\n  circuitBreaker: {failureRateThreshold: 90, minimumCalls: 100}\n",
     );
     m
 }
@@ -179,19 +182,52 @@ async fn stat_agrees_with_the_callers_own_metrics() {
         },
     )
     .await;
-    // The health of trip's clusters, and its certificate.
+    // trip's health: its Service, its certificate, and no cluster to report while every
+    // breaker is closed.
     let trip_health = s.proxies.iter().find(|p| p.workload == "trip-0").unwrap();
     assert_eq!(trip_health.services, ["trip.rides"]);
     assert!(trip_health.certificate_expiry_unix > 0);
     assert!(
-        trip_health
-            .clusters
-            .iter()
-            .any(|c| c.service == "billing-v1.rides" && c.endpoints == 1),
+        trip_health.clusters.is_empty(),
         "{:?}",
         trip_health.clusters
     );
+    // An operator forces the breaker of trip's cluster for billing-v1 open: the next
+    // summary says so.
+    let clusters = get(trip.admin, "/clusters").await.unwrap().1;
+    let v: serde_json::Value = serde_json::from_str(&clusters).unwrap();
+    let name = (v["clusters"].as_array().unwrap().iter())
+        .filter_map(|c| c["name"].as_str())
+        .find(|n| n.starts_with("billing-v1"))
+        .unwrap()
+        .to_string();
+    let force = format!(
+        "/breaker?cluster={}&state=FORCED_OPEN",
+        name.replace(' ', "%20")
+    );
+    let (status, body) = post(trip.admin, &force).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(10),
+        "the forced breaker in Stat",
+        || async {
+            let s = stat(&cp).await;
+            let p = s.proxies.iter().find(|p| p.workload == "trip-0")?;
+            let c = p.clusters.iter().find(|c| c.cluster == name)?;
+            (c.breaker == "forced_open" && c.service == "billing-v1.rides").then_some(())
+        },
+    )
+    .await;
     assert!(cp.metric("trellis_control_summaries_total").await >= 3.0);
+}
+
+/// A POST with no body; the status and the body.
+async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let (status, _, body) = call(addr, &head).await;
+    (status, body)
 }
 
 /// One HTTP/1.1 request to the dashboard with `headers`; the status, the `trellis-error`

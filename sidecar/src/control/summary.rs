@@ -14,8 +14,9 @@ use trellis_proto::v1::{ClusterHealth, ErrorCount, Summary, TrafficCounts};
 #[derive(Default)]
 pub struct Sent(HashMap<GoldenKey, u64>);
 
-/// The Summary of now: every key whose counts moved since `sent`, every cluster's health,
-/// and the generated errors.
+/// The Summary of now: every key whose counts moved since `sent`, the clusters whose breaker
+/// is not closed or that have an endpoint ejected (a proxy of a large mesh holds a thousand
+/// clusters, nearly all healthy: those are left out), and the generated errors.
 pub fn summary(shared: &Shared, sent: &mut Sent) -> Summary {
     let golden = &shared.metrics.golden;
     let mut traffic = Vec::new();
@@ -48,7 +49,7 @@ pub fn summary(shared: &Shared, sent: &mut Sent) -> Summary {
                 service: c.service_label.to_string(),
                 cluster: c.upstream.name.to_string(),
                 breaker: (c.resilience.breaker.as_ref())
-                    .map(|b| b.status(now).state.name().to_string())
+                    .map(|b| b.status(now).state.name().to_ascii_lowercase())
                     .unwrap_or_default(),
                 endpoints: c.upstream.balancer.endpoints.len() as u32,
                 ejected: (c.upstream.balancer.endpoints.iter())
@@ -56,6 +57,7 @@ pub fn summary(shared: &Shared, sent: &mut Sent) -> Summary {
                     .map(|e| e.addr.to_string())
                     .collect(),
             })
+            .filter(|h| !(h.breaker.is_empty() || h.breaker == "closed") || !h.ejected.is_empty())
             .collect();
         out.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         out

@@ -43,13 +43,14 @@ pub struct GoldenCounts {
     pub latency: [AtomicU64; LATENCY_BUCKETS],
 }
 
-/// The latency bounds in microseconds, so that a request finds its bucket with integer
-/// compares.
-const BOUNDS_MICROS: [u64; LATENCY_BOUNDS.len()] = {
+/// The latency bounds in nanoseconds, so that a request finds its bucket with integer
+/// compares. Nanoseconds, not microseconds: a request of 500.4µs is above the 500µs bound
+/// for Prometheus, and must be here too.
+const BOUNDS_NANOS: [u64; LATENCY_BOUNDS.len()] = {
     let mut out = [0; LATENCY_BOUNDS.len()];
     let mut i = 0;
     while i < out.len() {
-        out[i] = (LATENCY_BOUNDS[i] * 1_000_000.0) as u64;
+        out[i] = (LATENCY_BOUNDS[i] * 1e9 + 0.5) as u64;
         i += 1;
     }
     out
@@ -57,8 +58,8 @@ const BOUNDS_MICROS: [u64; LATENCY_BOUNDS.len()] = {
 
 /// The bucket of a request that took `elapsed`: the first whose bound it does not exceed.
 pub fn bucket(elapsed: Duration) -> usize {
-    let us = elapsed.as_micros() as u64;
-    BOUNDS_MICROS.partition_point(|&b| b < us)
+    let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+    BOUNDS_NANOS.partition_point(|&b| b < ns)
 }
 
 impl GoldenCounts {
@@ -151,6 +152,11 @@ mod tests {
             "500µs is the first bound"
         );
         assert_eq!(bucket(Duration::from_micros(501)), 1);
+        assert_eq!(
+            bucket(Duration::from_nanos(500_001)),
+            1,
+            "as Prometheus's f64 compare"
+        );
         assert_eq!(bucket(ms(3)), 3, "above 2.5ms, at most 5ms");
         assert_eq!(bucket(ms(10_000)), LATENCY_BUCKETS - 2);
         assert_eq!(
