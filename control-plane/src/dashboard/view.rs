@@ -86,6 +86,12 @@ pub fn build(cp: &ControlPlane, window: Duration) -> Value {
         proxies.push(p);
     }
 
+    // A cluster guards its own Service (a backend, such as billing-v2) and every Service
+    // whose routes send to it (billing, for a split), as the callers' counts show.
+    let mut guards: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for e in stat.edges.iter().filter(|e| !e.inbound) {
+        guards.entry(&e.backend).or_default().insert(&e.destination);
+    }
     // Breakers and ejections, as each caller's proxy last said, by the Service they guard.
     let mut breakers: HashMap<(String, String), String> = HashMap::new();
     let mut ejected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -96,20 +102,22 @@ pub fn build(cp: &ControlPlane, window: Duration) -> Value {
             .cloned()
             .unwrap_or_else(|| format!("{}.{}", p.workload, p.namespace));
         for c in &p.clusters {
-            if !c.breaker.is_empty() {
-                let slot = breakers
-                    .entry((from.clone(), c.service.clone()))
-                    .or_default();
-                if severity(&c.breaker) > severity(slot) {
-                    *slot = c.breaker.clone();
+            let mut services = guards.get(c.cluster.as_str()).cloned().unwrap_or_default();
+            services.insert(&c.service);
+            for s in services {
+                if !c.breaker.is_empty() {
+                    let slot = breakers.entry((from.clone(), s.to_string())).or_default();
+                    if severity(&c.breaker) > severity(slot) {
+                        *slot = c.breaker.clone();
+                    }
                 }
-            }
-            for addr in &c.ejected {
-                let who = workload_at
-                    .get(addr)
-                    .cloned()
-                    .unwrap_or_else(|| addr.clone());
-                ejected.entry(c.service.clone()).or_default().insert(who);
+                for addr in &c.ejected {
+                    let who = workload_at
+                        .get(addr)
+                        .cloned()
+                        .unwrap_or_else(|| addr.clone());
+                    ejected.entry(s.to_string()).or_default().insert(who);
+                }
             }
         }
     }
@@ -137,6 +145,7 @@ pub fn build(cp: &ControlPlane, window: Duration) -> Value {
             ));
         }
     }
+    let configured = names.clone();
     for e in stat.edges.iter().filter(|e| !e.inbound) {
         names.insert(e.source.clone());
         names.insert(e.destination.clone());
@@ -147,12 +156,18 @@ pub fn build(cp: &ControlPlane, window: Duration) -> Value {
     let services: Vec<Value> = names
         .iter()
         .map(|name| {
-            let open = breakers
-                .iter()
-                .filter(|((_, to), s)| to == name && severity(s) == 3)
-                .count();
+            let guarding = || breakers.iter().filter(|((_, to), _)| to == name);
+            let open = guarding().filter(|(_, s)| severity(s) == 3).count();
+            // The worst of its callers' breakers for it.
+            let worst = guarding()
+                .map(|(_, s)| s.as_str())
+                .max_by_key(|s| severity(s))
+                .unwrap_or("closed");
             json!({
                 "name": name,
+                // A Service of the config, or a workload that calls and that no Service
+                // selects (a gateway, a job).
+                "service": configured.contains(name),
                 // As its callers' proxies saw it (proxy-generated errors included).
                 "callers": callers_view.get(name).map(|t| numbers(t, covered)),
                 // As its own proxies saw it (callers outside the mesh included).
@@ -160,6 +175,7 @@ pub fn build(cp: &ControlPlane, window: Duration) -> Value {
                 "instances": instances.get(name).cloned().unwrap_or_default(),
                 "ejected": ejected.get(name).cloned().unwrap_or_default(),
                 "openBreakers": open,
+                "breaker": worst,
                 "policies": policies(cp, name),
                 "errors": errors.get(name).cloned().unwrap_or_default(),
                 "series": series(cp, name, now),

@@ -47,14 +47,14 @@ function layout(services, edges) {
     (cols[l] = cols[l] || []).push(n);
   });
   const pos = {};
-  Object.entries(cols).forEach(([l, ns]) => ns.sort().forEach((n, i) => (pos[n] = { x: 20 + l * 260, y: 20 + i * 90 })));
+  Object.entries(cols).forEach(([l, ns]) => ns.sort().forEach((n, i) => (pos[n] = { x: 20 + l * 370, y: 30 + i * 110 })));
   return pos;
 }
 
 function graphPage() {
   const svc = Object.fromEntries(state.services.map((s) => [s.name, s]));
   const pos = layout(state.services, state.edges);
-  const W = 200, H = 56;
+  const W = 230, H = 56;
   const width = Math.max(...Object.values(pos).map((p) => p.x)) + W + 40;
   const height = Math.max(...Object.values(pos).map((p) => p.y)) + H + 40;
   let edges = "", nodes = "";
@@ -63,24 +63,26 @@ function graphPage() {
     if (!a || !b) return;
     const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
     const open = e.breaker === "open" || e.breaker === "forced_open";
-    const label = `${rps(e.rps)} rps · ${pct(e.successRate)} · p99 ${ms(e.p99)}${e.mtls ? " · 🔒" : ""}${open ? " · breaker " + e.breaker : ""}`;
+    const line1 = `${rps(e.rps)} rps · ${pct(e.successRate)}`;
+    const line2 = `p99 ${ms(e.p99)}${e.mtls ? " · mTLS" : ""}${open ? " · breaker " + e.breaker.replace("_", "-") : ""}`;
+    const lx = x1 + (x2 - x1) * 0.5, ly = y1 + (y2 - y1) * 0.5;
     edges += `<g class="edge ${health(e)} ${open ? "open" : ""}" data-edge="${esc(e.from)}->${esc(e.to)}" data-breaker="${esc(e.breaker || "")}" data-mtls="${e.mtls}">` +
       `<path d="M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}" marker-end="url(#arrow)"/>` +
-      `<text x="${mx}" y="${(y1 + y2) / 2 - 6}" text-anchor="middle">${esc(label)}</text></g>`;
+      `<text x="${lx}" y="${ly - 20}" text-anchor="middle"><tspan x="${lx}">${esc(line1)}</tspan><tspan x="${lx}" dy="14">${esc(line2)}</tspan></text></g>`;
   });
   Object.entries(pos).forEach(([name, p]) => {
     const s = svc[name];
-    const breaker = s && s.openBreakers > 0 ? "open" : "";
+    const breaker = s && s.breaker !== "closed" ? s.breaker : "";
     const ejected = s ? s.ejected.length : 0;
     const c = s && s.callers;
-    const sub = c ? `${rps(c.rps)} rps · ${pct(c.successRate)}` : s ? `${s.instances.length} instance(s)` : "caller";
+    const sub = c ? `${rps(c.rps)} rps · ${pct(c.successRate)}` : s && !s.service ? "a workload no Service selects" : s ? `${s.instances.length} instance(s)` : "";
     nodes += `<g class="node ${breaker}" data-node="${esc(name)}" data-breaker="${breaker || "closed"}" data-ejected="${ejected}">` +
       `<a href="#/service/${encodeURIComponent(name)}"><rect x="${p.x}" y="${p.y}" width="${W}" height="${H}"/>` +
       `<text x="${p.x + 10}" y="${p.y + 20}" font-weight="600">${esc(name)}</text>` +
-      `<text x="${p.x + 10}" y="${p.y + 40}">${esc(sub)}${breaker ? " · breaker open" : ""}${ejected ? ` · ${ejected} ejected` : ""}</text></a></g>`;
+      `<text x="${p.x + 10}" y="${p.y + 40}">${esc(sub)}${breaker ? " · breaker " + breaker.replace("_", "-") : ""}${ejected ? ` · ${ejected} ejected` : ""}</text></a></g>`;
   });
-  return `<h2>Service graph</h2><p class="muted">Edges as the callers' proxies count them: requests per second, success rate, p99. 🔒 every request went over mTLS. A red frame is a Service whose callers' breakers are open.</p>` +
-    `<svg width="${width}" height="${height}" role="img" aria-label="service graph"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#8a94a3"/></marker></defs>${edges}${nodes}</svg>`;
+  return `<h2>Service graph</h2><p class="muted">Edges as the callers' proxies count them: requests per second, success rate, p99. “mTLS”: every request went over mTLS. A red frame is a Service whose callers' breakers are open.</p>` +
+    `<svg viewBox="0 0 ${width} ${height}" style="width:100%;max-width:${width}px" role="img" aria-label="service graph"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#8a94a3"/></marker></defs>${edges}${nodes}</svg>`;
 }
 
 function numbersCards(title, n) {
