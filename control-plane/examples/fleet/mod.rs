@@ -18,6 +18,84 @@ use trellis_proto::v1::{Ack, DiscoveryRequest, Node, StatusRequest, Subscribe};
 /// Set when streams are about to end on purpose, so their errors are not printed.
 pub static QUIET: AtomicBool = AtomicBool::new(false);
 
+/// Set to make every simulated proxy send a golden-metrics Summary as often as the control
+/// plane asks (summaries.rs); a proxy labelled `app: svc-D` calls three Services and is
+/// called by three, at 10 requests a second each.
+pub static SUMMARIES: AtomicBool = AtomicBool::new(false);
+
+/// How many Services the simulated proxies' summaries spread their calls over.
+pub static SERVICES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(100);
+
+/// A task aborted when dropped: a stream's summary sender ends with the stream.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a simulated proxy of `app: svc-D` (of `services`) reports after `ticks` intervals.
+pub fn simulated_summary(
+    d: usize,
+    services: usize,
+    ticks: u64,
+    started_unix_ms: i64,
+) -> trellis_proto::v1::Summary {
+    use trellis_proto::v1::{ErrorCount, Summary, TrafficCounts};
+    let buckets = trellis_proto::LATENCY_BOUNDS.len() + 1;
+    let counts = |inbound: bool, destination: String, caller: String| {
+        let requests = ticks * 50;
+        let mut latency = vec![0; buckets];
+        latency[2] = requests * 7 / 10;
+        latency[4] = requests * 2 / 10;
+        latency[7] = requests - latency[2] - latency[4];
+        TrafficCounts {
+            inbound,
+            route: if inbound {
+                "unknown".into()
+            } else {
+                format!("bench/{destination}")
+            },
+            backend: if inbound {
+                String::new()
+            } else {
+                format!("{destination}:80")
+            },
+            destination,
+            caller,
+            requests,
+            successes: requests - ticks,
+            latency,
+            mtls: requests,
+        }
+    };
+    let mut traffic: Vec<TrafficCounts> = (1..=3)
+        .map(|k| {
+            counts(
+                false,
+                format!("svc-{}.bench", (d + k) % services),
+                String::new(),
+            )
+        })
+        .collect();
+    for k in 1..=3 {
+        let caller = format!("bench/svc-{}", (d + services - k) % services);
+        traffic.push(counts(true, format!("svc-{d}.bench"), caller));
+    }
+    Summary {
+        started_unix_ms,
+        traffic,
+        clusters: Vec::new(),
+        errors: vec![ErrorCount {
+            destination: format!("svc-{}.bench", (d + 1) % services),
+            code: "upstream-timeout".into(),
+            count: ticks,
+        }],
+        certificate_expiry_unix: 0,
+    }
+}
+
 /// The mesh CA that trellis-control's gRPC certificate chains to.
 pub static CA_BUNDLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
 
@@ -168,7 +246,43 @@ async fn subscribe(
         })),
     })
     .await?;
-    let mut updates = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let response = client.stream(ReceiverStream::new(rx)).await?;
+    let interval = (response
+        .metadata()
+        .get(trellis_proto::SUMMARY_INTERVAL_HEADER))
+    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut updates = response.into_inner();
+    let app = node
+        .labels
+        .get("app")
+        .and_then(|a| a.strip_prefix("svc-")?.parse::<usize>().ok());
+    let _summaries = match (interval, app) {
+        (Some(secs), Some(d)) => {
+            let tx = tx.clone();
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.as_millis() as i64);
+            let services = SERVICES.load(Ordering::Relaxed).max(1);
+            Some(AbortOnDrop(tokio::spawn(async move {
+                let mut ticks = 0;
+                loop {
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                    if !SUMMARIES.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    ticks += 1;
+                    let s = simulated_summary(d, services, ticks, started);
+                    let msg = DiscoveryRequest {
+                        kind: Some(Kind::Summary(s)),
+                    };
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            })))
+        }
+        _ => None,
+    };
     let mut weight = None;
     while let Some(u) = updates.message().await? {
         // Decode and check every resource, as a real proxy would, so that the wire's cost is
