@@ -110,6 +110,7 @@ pub fn run(args: &ChildArgs) -> ExitCode {
                     // The demo runs on the operator's own machine: its canary view may shift.
                     dashboard_shift: true,
                     summary_interval: trellis_control::golden::INTERVAL,
+                    peers: Vec::new(),
                 };
                 let _running = trellis_control::start(opts)
                     .await

@@ -129,6 +129,15 @@ fn footer(stat: &StatResponse) -> String {
         stat.covered_seconds,
         stat.proxies.len()
     );
+    if stat.replicas > 1 {
+        s.push_str(&format!(
+            "merged from {} control-plane replicas\n",
+            stat.replicas
+        ));
+    }
+    for u in &stat.unreachable {
+        s.push_str(&format!("warning: a replica's share is missing: {u}\n"));
+    }
     if stat.dropped > 0 {
         s.push_str(&format!(
             "warning: {} requests did not fit the window's edge limit and are not shown\n",
@@ -177,6 +186,7 @@ fn to_json(stat: &StatResponse, service: Option<&str>) -> Value {
         "proxies": stat.proxies.len(),
         "replicas": stat.replicas,
         "dropped": stat.dropped,
+        "unreachable": stat.unreachable,
         "services": services,
         "routes": routes,
     })

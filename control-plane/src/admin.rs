@@ -82,7 +82,7 @@ impl Admin for AdminService {
         };
         let window = Duration::from_secs(u64::from(secs));
         Ok(Response::new(
-            self.0.golden.stat(crate::golden::unix_now(), window),
+            crate::golden::peers::gather(&self.0.golden, &self.0.opts.peers, window).await,
         ))
     }
 

@@ -1,4 +1,5 @@
-//! The HTTP port (15014): `/ready` once a valid config is loaded, and `/metrics`.
+//! The HTTP port (15014): `/ready` once a valid config is loaded, `/metrics`, and `/golden`
+//! (this replica's golden-metrics window, for its peers).
 
 use crate::state::ControlPlane;
 use bytes::Bytes;
@@ -40,6 +41,9 @@ pub async fn serve(listener: TcpListener, cp: Arc<ControlPlane>) {
 }
 
 fn handle(cp: &ControlPlane, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/golden" {
+        return golden(cp, req.uri().query());
+    }
     let (status, body) = match req.uri().path() {
         "/ready" if cp.is_ready() => (StatusCode::OK, "ready\n".to_string()),
         "/ready" => {
@@ -57,10 +61,33 @@ fn handle(cp: &ControlPlane, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => (StatusCode::OK, cp.metrics.render()),
         _ => (
             StatusCode::NOT_FOUND,
-            "not found; try /ready, /live or /metrics\n".to_string(),
+            "not found; try /ready, /live, /metrics or /golden\n".to_string(),
         ),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
+    r
+}
+
+/// `/golden?window=SECONDS`: this replica's golden-metrics window as a protobuf
+/// `StatResponse`, for its peers to merge (`golden/peers.rs`).
+fn golden(cp: &ControlPlane, query: Option<&str>) -> Response<Full<Bytes>> {
+    let secs = (query.unwrap_or(""))
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("window="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(60);
+    let stat = cp
+        .golden
+        .stat(crate::golden::unix_now(), Duration::from_secs(secs));
+    let mut r = Response::new(Full::new(Bytes::from(prost::Message::encode_to_vec(&stat))));
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-protobuf"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&cp.golden.replica) {
+        h.insert(crate::golden::peers::REPLICA_HEADER, v);
+    }
     r
 }

@@ -116,6 +116,11 @@ struct Serve {
     /// seconds, at least 1s). The dashboard and `trellis stat` are this fresh.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     summary_interval: Duration,
+    /// Another replica's HTTP port (`host:port`), whose golden metrics the dashboard and
+    /// `trellis stat` merge with this one's; repeatable. A name that resolves to every
+    /// replica (a headless Service) is enough: this replica recognises its own answer.
+    #[arg(long = "peer", env = "TRELLIS_PEERS", value_delimiter = ',')]
+    peers: Vec<String>,
     /// How long a proxy whose stream ended stays an endpoint. Also the warm-up after start,
     /// during which reconnecting proxies re-register before any config is pushed.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -243,6 +248,7 @@ fn serve(args: Serve) -> ExitCode {
             dashboard_addr: args.dashboard_addr.0,
             dashboard_shift: args.dashboard_shift,
             summary_interval: args.summary_interval.max(Duration::from_secs(1)),
+            peers: args.peers.clone(),
         };
         let mut _webhook = None;
         let source = if args.kubernetes {

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How often proxies send their golden-metrics Summary unless told otherwise.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How to run the control plane.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -30,6 +33,9 @@ pub struct Options {
     pub dashboard_shift: bool,
     /// How often proxies send their golden-metrics Summary (`golden/`).
     pub summary_interval: Duration,
+    /// The other replicas' HTTP ports (`host:port`; a name may resolve to several), whose
+    /// golden-metrics windows the dashboard and `Stat` merge with this one's.
+    pub peers: Vec<String>,
 }
 
 impl Options {
@@ -47,7 +53,8 @@ impl Options {
             gateway_secret_namespaces: None,
             dashboard_addr: Some(([127, 0, 0, 1], 0).into()),
             dashboard_shift: false,
-            summary_interval: crate::golden::INTERVAL,
+            summary_interval: SUMMARY_INTERVAL,
+            peers: Vec::new(),
         }
     }
 }

@@ -356,3 +356,90 @@ async fn the_dashboard_serves_its_page_and_refuses_what_could_be_forged() {
         ]
     );
 }
+
+/// Each replica holds its own proxies' summaries; one that names the other with `--peer`
+/// answers `Stat` (and draws its dashboard) from both, and names a peer that does not answer.
+#[tokio::test]
+async fn a_replica_merges_its_peers_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mesh.yaml");
+    std::fs::write(&path, mesh()).unwrap();
+    let app = Upstream::start("billing-v1").await;
+    let fast = ["--summary-interval", "1s"];
+    let b = ControlPlane::start_with_args(&path, "500ms", &fast).await;
+    let peer = b.http.to_string();
+    let a = ControlPlane::start_with_args(
+        &path,
+        "500ms",
+        &[
+            "--summary-interval",
+            "1s",
+            "--peer",
+            &peer,
+            "--peer",
+            "127.0.0.1:1",
+        ],
+    )
+    .await;
+    // On each replica a caller and one billing instance, with a mesh certificate of b's CA
+    // on b: the two replicas have CAs of their own here, and each proxy joins one.
+    let _billing_a = proxy(
+        &a,
+        "billing-v1-0",
+        "{app: billing, version: v1}",
+        app.addr.port(),
+    )
+    .await;
+    let _billing_b = proxy(
+        &b,
+        "billing-v2-0",
+        "{app: billing, version: v2}",
+        app.addr.port(),
+    )
+    .await;
+    let trip_a = proxy(&a, "trip-0", "{app: trip}", 1).await;
+    let trip_b = proxy(&b, "trip-1", "{app: trip}", 1).await;
+    // Whatever the answers (half of each caller's calls go to a version its replica has no
+    // endpoint of), every call is counted by its caller.
+    for _ in 0..10 {
+        request(trip_a.outbound, "billing", "/")
+            .await
+            .expect("an answer");
+    }
+    for _ in 0..7 {
+        request(trip_b.outbound, "billing", "/")
+            .await
+            .expect("an answer");
+    }
+    let outbound = |s: &StatResponse, from: &str| -> u64 {
+        (s.edges.iter())
+            .filter(|e| !e.inbound && e.destination == "billing.rides" && e.source == from)
+            .map(|e| e.requests)
+            .sum()
+    };
+    let merged = eventually(
+        Duration::from_secs(15),
+        "both replicas' counts in a's Stat",
+        || async {
+            let s = stat(&a).await;
+            (outbound(&s, "trip.rides") >= 17).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(outbound(&merged, "trip.rides"), 17, "{:?}", merged.edges);
+    assert_eq!(merged.replicas, 2);
+    let workloads: Vec<&str> = merged.proxies.iter().map(|p| p.workload.as_str()).collect();
+    assert_eq!(
+        workloads,
+        ["billing-v1-0", "billing-v2-0", "trip-0", "trip-1"]
+    );
+    assert_eq!(merged.unreachable.len(), 1, "{:?}", merged.unreachable);
+    assert!(
+        merged.unreachable[0].starts_with("127.0.0.1:1"),
+        "{:?}",
+        merged.unreachable
+    );
+    // b names no peer: its own proxies only.
+    let own = stat(&b).await;
+    assert_eq!((own.replicas, outbound(&own, "trip.rides")), (1, 7));
+}

@@ -160,7 +160,7 @@ impl Dashboard {
             }
             (&Method::GET, "/app.css") => reply(StatusCode::OK, "text/css; charset=utf-8", STYLE),
             (&Method::GET, "/api/state") => {
-                let v = view::build(&self.cp, window(query.as_deref()));
+                let v = view::build(&self.cp, window(query.as_deref())).await;
                 reply(StatusCode::OK, "application/json", v.to_string())
             }
             (&Method::GET, "/api/events") => self.events(window(query.as_deref())),
@@ -183,7 +183,7 @@ impl Dashboard {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let v = view::build(&cp, window);
+                let v = view::build(&cp, window).await;
                 let event = format!("data: {v}\n\n");
                 if tx.send(Ok(Frame::data(Bytes::from(event)))).await.is_err() {
                     return;

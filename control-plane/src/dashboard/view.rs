@@ -36,9 +36,9 @@ fn severity(state: &str) -> u8 {
     }
 }
 
-pub fn build(cp: &ControlPlane, window: Duration) -> Value {
+pub async fn build(cp: &ControlPlane, window: Duration) -> Value {
     let now = unix_now();
-    let stat = cp.golden.stat(now, window);
+    let stat = crate::golden::peers::gather(&cp.golden, &cp.opts.peers, window).await;
     let covered = stat.covered_seconds;
     let registry = cp.registry.snapshot();
     let routes = crate::admin::routes(cp, "").unwrap_or_default();
@@ -218,6 +218,7 @@ pub fn build(cp: &ControlPlane, window: Duration) -> Value {
         "coveredSeconds": covered,
         "replicas": stat.replicas,
         "dropped": stat.dropped,
+        "unreachable": stat.unreachable,
         "services": services,
         "edges": edges,
         "routes": route_rows,

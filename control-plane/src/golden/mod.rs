@@ -8,6 +8,7 @@
 //! replicas' `StatResponse`s by summing the counts of equal edges (`merge`), which is exact
 //! since every count, latency buckets included, adds.
 
+pub mod peers;
 pub mod window;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use trellis_proto::v1::{ClusterHealth, EdgeStat, ErrorStat, ProxyHealth, StatRes
 use window::{Counts, EdgeKey, LATENCY_BUCKETS, RESOLUTION_SECS, Window, slot_of};
 
 /// How often proxies are asked for a Summary, unless `Options::summary_interval` says.
-pub const INTERVAL: Duration = Duration::from_secs(5);
+pub const INTERVAL: Duration = crate::options::SUMMARY_INTERVAL;
 
 /// A proxy not heard from for the window's length is forgotten.
 const FORGET_AFTER_SECS: u64 = window::SLOTS as u64 * RESOLUTION_SECS;
@@ -56,6 +57,8 @@ pub struct Golden {
     pub interval: Duration,
     /// When this control plane started: the window covers nothing before it.
     started: Duration,
+    /// This replica's id, made at start, by which it knows its own `/golden` among its peers'.
+    pub replica: String,
 }
 
 impl Default for Golden {
@@ -108,10 +111,12 @@ fn counts(latency: &[u64], requests: u64, successes: u64, mtls: u64) -> Counts {
 
 impl Golden {
     pub fn new(interval: Duration, started: Duration) -> Golden {
+        let replica: [u8; 8] = rand::random();
         Golden {
             inner: Mutex::default(),
             interval,
             started,
+            replica: replica.iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
 
@@ -239,6 +244,7 @@ impl Golden {
             proxies,
             dropped: inner.window.dropped,
             replicas: 1,
+            unreachable: Vec::new(),
         }
     }
 
@@ -277,6 +283,7 @@ pub fn merge(parts: Vec<StatResponse>) -> StatResponse {
         out.covered_seconds = out.covered_seconds.max(p.covered_seconds);
         out.dropped += p.dropped;
         out.replicas += p.replicas.max(1);
+        out.unreachable.extend(p.unreachable);
         out.proxies.extend(p.proxies);
         for e in p.edges {
             let k = (

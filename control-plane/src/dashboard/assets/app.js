@@ -27,6 +27,7 @@ function render() {
   else main.innerHTML = graphPage();
   $("#foot").textContent = `last ${Math.round(state.coveredSeconds)}s · ${state.proxies.length} proxies · ${state.replicas} control-plane replica(s)` +
     (state.dropped ? ` · ${state.dropped} requests over the window's edge limit` : "") +
+    (state.unreachable.length ? ` · missing replicas: ${state.unreachable.join("; ")}` : "") +
     (state.configErrors.length ? ` · config: ${state.configErrors.length} error(s), see trellis status` : "");
 }
 
