@@ -226,31 +226,29 @@ fn top_screen(stat: &StatResponse, rows: usize) -> String {
         out.push_str("(no calls yet)\n");
         return out;
     }
+    // The first `rows` calls, as a table.
+    let table = |calls: Vec<(&(String, String, String), &Totals)>| {
+        let header = [
+            "FROM", "TO", "ROUTE", "SUCCESS", "RPS", "P50", "P95", "P99", "MTLS",
+        ];
+        let mut t = Table::new(&header);
+        for ((from, to, route), totals) in calls.into_iter().take(rows) {
+            let mut row = vec![from.clone(), to.clone(), route.clone()];
+            row.extend(cells(totals, covered));
+            t.row(row);
+        }
+        t.render()
+    };
     let mut busiest: Vec<_> = by.iter().collect();
     busiest.sort_by_key(|(_, t)| std::cmp::Reverse(t.requests));
-    let header = [
-        "FROM", "TO", "ROUTE", "SUCCESS", "RPS", "P50", "P95", "P99", "MTLS",
-    ];
-    let mut t = Table::new(&header);
-    for ((from, to, route), totals) in busiest.iter().take(rows) {
-        let mut row = vec![from.clone(), to.clone(), route.clone()];
-        row.extend(cells(totals, covered));
-        t.row(row);
-    }
-    out.push_str(&t.render());
+    out.push_str(&table(busiest));
     out.push_str("\nSLOWEST CALLS (p99)\n");
     let mut slowest: Vec<_> = by.iter().filter(|(_, t)| t.requests > 0).collect();
     slowest.sort_by(|a, b| {
         let p = |t: &Totals| t.quantile_ms(0.99).unwrap_or(0.0);
         p(b.1).total_cmp(&p(a.1))
     });
-    let mut t = Table::new(&header);
-    for ((from, to, route), totals) in slowest.iter().take(rows) {
-        let mut row = vec![from.clone(), to.clone(), route.clone()];
-        row.extend(cells(totals, covered));
-        t.row(row);
-    }
-    out.push_str(&t.render());
+    out.push_str(&table(slowest));
     out
 }
 

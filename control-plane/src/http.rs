@@ -20,20 +20,41 @@ const MAX_CONNECTIONS: usize = 256;
 /// How long a client may take to send a request head before it is disconnected (slowloris).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `/ready`, `/live` and `/metrics` until the task is dropped.
+/// Serves `/ready`, `/live`, `/metrics` and `/golden` until the task is dropped.
 pub async fn serve(listener: TcpListener, cp: Arc<ControlPlane>) {
-    let mut listener = Listener::new(listener, "http", MAX_CONNECTIONS);
+    serve_http1(listener, "http", MAX_CONNECTIONS, move |req| {
+        let cp = cp.clone();
+        async move { handle(&cp, &req) }
+    })
+    .await
+}
+
+/// Serves HTTP/1.1 on `listener` with `handle` until the task is dropped: at most `cap`
+/// connections at once, and a request head must arrive within `HEADER_READ_TIMEOUT`.
+pub(crate) async fn serve_http1<F, Fut, B>(
+    listener: TcpListener,
+    name: &'static str,
+    cap: usize,
+    handle: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut listener = Listener::new(listener, name, cap);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
         let (stream, _, permit) = listener.accept().await;
-        let (cp, http) = (cp.clone(), http.clone());
+        let (handle, http) = (handle.clone(), http.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let svc = service_fn(move |req| {
-                let cp = cp.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&cp, &req)) }
+                let answer = handle(req);
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
             let _ = http.serve_connection(TokioIo::new(stream), svc).await;
         });

@@ -15,13 +15,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use trellis_proto::listen::Listener;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -51,22 +48,11 @@ pub async fn serve(listener: TcpListener, cp: Arc<ControlPlane>, shift: bool) {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     };
     let d = Arc::new(Dashboard { cp, token, shift });
-    let mut listener = Listener::new(listener, "dashboard", MAX_CONNECTIONS);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(crate::http::HEADER_READ_TIMEOUT);
-    loop {
-        let (stream, _, permit) = listener.accept().await;
-        let (d, http) = (d.clone(), http.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc = service_fn(move |req| {
-                let d = d.clone();
-                async move { Ok::<_, Infallible>(d.handle(req).await) }
-            });
-            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
+    crate::http::serve_http1(listener, "dashboard", MAX_CONNECTIONS, move |req| {
+        let d = d.clone();
+        async move { d.handle(req).await }
+    })
+    .await
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
