@@ -218,6 +218,27 @@ async fn stat_agrees_with_the_callers_own_metrics() {
         },
     )
     .await;
+    // The calls it refuses are errors trip's proxy made up, counted by their code. The
+    // app's own 503s above are not: a proxy counts only the answers it made itself.
+    for _ in 0..20 {
+        request(trip.outbound, "billing", "/")
+            .await
+            .expect("an answer");
+    }
+    eventually(
+        Duration::from_secs(10),
+        "circuit-open in Stat's errors",
+        || async {
+            let s = stat(&cp).await;
+            let codes: Vec<(&str, &str)> = (s.errors.iter())
+                .map(|e| (e.destination.as_str(), e.code.as_str()))
+                .collect();
+            let open = s.errors.iter().find(|e| e.code == "circuit-open")?;
+            assert_eq!(codes, [("billing.rides", "circuit-open")], "{codes:?}");
+            (open.count > 0).then_some(())
+        },
+    )
+    .await;
     assert!(cp.metric("trellis_control_summaries_total").await >= 3.0);
 }
 

@@ -65,7 +65,7 @@ pub fn summary(shared: &Shared, sent: &mut Sent) -> Summary {
     let errors = (golden.errors().into_iter())
         .map(|(destination, code, count)| ErrorCount {
             destination: destination.to_string(),
-            code,
+            code: code.to_string(),
             count,
         })
         .collect();

@@ -81,8 +81,9 @@ pub struct Golden {
     pub started_unix_ms: i64,
     /// Read-locked by a request without a resolved key; write-locked only to add one.
     keys: RwLock<HashMap<GoldenKey, Arc<GoldenCounts>>>,
-    /// By destination and `trellis-error` code, cumulative.
-    errors: Mutex<HashMap<(Arc<String>, String), u64>>,
+    /// By destination and `trellis-error` code, cumulative. Only the proxy's own codes
+    /// (`ProxyError`'s), so the keys are bounded by the Services times a fixed list.
+    errors: Mutex<HashMap<(Arc<String>, &'static str), u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,14 +114,10 @@ impl Golden {
     }
 
     /// Counts a response that the proxy generated, with its `trellis-error` code.
-    pub fn error(&self, destination: &Arc<String>, code: &str) {
-        let mut errors = lock(&self.errors);
-        match errors.get_mut(&(destination.clone(), code.to_string())) {
-            Some(n) => *n += 1,
-            None => {
-                errors.insert((destination.clone(), code.to_string()), 1);
-            }
-        }
+    pub fn error(&self, destination: &Arc<String>, code: &'static str) {
+        *lock(&self.errors)
+            .entry((destination.clone(), code))
+            .or_default() += 1;
     }
 
     /// Every key with its counts as they are now.
@@ -129,11 +126,11 @@ impl Golden {
         keys.iter().map(|(k, c)| (k.clone(), c.clone())).collect()
     }
 
-    pub fn errors(&self) -> Vec<(Arc<String>, String, u64)> {
+    pub fn errors(&self) -> Vec<(Arc<String>, &'static str, u64)> {
         let errors = lock(&self.errors);
         errors
             .iter()
-            .map(|((d, c), n)| (d.clone(), c.clone(), *n))
+            .map(|((d, c), n)| (d.clone(), *c, *n))
             .collect()
     }
 }
@@ -195,9 +192,6 @@ mod tests {
         assert_eq!(c.latency[6].load(Ordering::Relaxed), 1);
         g.error(&s("billing.rides"), "circuit-open");
         g.error(&s("billing.rides"), "circuit-open");
-        assert_eq!(
-            g.errors(),
-            vec![(s("billing.rides"), "circuit-open".into(), 2)]
-        );
+        assert_eq!(g.errors(), vec![(s("billing.rides"), "circuit-open", 2)]);
     }
 }

@@ -57,6 +57,9 @@ pub struct Observation {
     golden: Option<Arc<GoldenCounts>>,
     /// Sent to its endpoint over mTLS, or received over it.
     pub mtls: bool,
+    /// The `trellis-error` code of the answer this proxy made up for the request, if it did
+    /// (`failed`). A code in a response from upstream (another sidecar's) is not this one's.
+    generated: Option<&'static str>,
     error: Option<String>,
     /// Only captured when access logs are on, so the default path copies nothing.
     log: Option<(String, String, String)>,
@@ -102,6 +105,7 @@ impl Observation {
             series: None,
             golden: None,
             mtls: false,
+            generated: None,
             error: None,
             log,
         }
@@ -159,6 +163,7 @@ impl Observation {
     /// The proxy's own answer for `err`.
     pub fn failed(&mut self, err: ProxyError, grpc: bool) -> Response<Body> {
         let res = error_response(&err, grpc);
+        self.generated = Some(err.answer().code);
         if res.status().is_server_error() || grpc {
             tracing::debug!(direction = self.direction, error = %err, "request failed");
         }
@@ -282,12 +287,7 @@ impl Observation {
             None => (metrics.golden.counts(self.golden_key(label_values)))
                 .record(code, elapsed, self.mtls),
         }
-        if code >= 400
-            && let Some(e) = res
-                .headers()
-                .get(TRELLIS_ERROR)
-                .and_then(|v| v.to_str().ok())
-        {
+        if let Some(e) = self.generated {
             metrics.golden.error(&self.destination, e);
         }
         if let Some((method, path, authority)) = &self.log {
