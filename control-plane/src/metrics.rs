@@ -29,6 +29,7 @@ pub struct Metrics {
     pub refused_streams: Family<ReasonLabel, Counter>,
     pub resumes: Family<ResultLabel, Counter>,
     pub summaries: Counter,
+    pub summary_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -47,7 +48,13 @@ impl Default for Metrics {
             refused_streams: Family::default(),
             resumes: Family::default(),
             summaries: Counter::default(),
+            summary_refused: Counter::default(),
         };
+        registry.register(
+            "trellis_control_summary_entries_refused",
+            "Entries of proxies' summaries refused by the per-proxy limits: too many keys, or a name too long (docs/dashboard.md)",
+            m.summary_refused.clone(),
+        );
         registry.register(
             "trellis_control_summaries",
             "Golden-metrics summaries received from proxies (docs/dashboard.md)",

@@ -20,6 +20,18 @@ use window::{Counts, EdgeKey, LATENCY_BUCKETS, RESOLUTION_SECS, Window, slot_of}
 /// How often proxies are asked for a Summary, unless `Options::summary_interval` says.
 pub const INTERVAL: Duration = crate::options::SUMMARY_INTERVAL;
 
+/// What one proxy may make this control plane hold, whatever it sends: a stream needs no
+/// proof of identity to send a Summary, so these bound what a hostile one can cost. A real
+/// proxy has one traffic key per route backend it calls and per caller identity, one error
+/// key per Service and code, and reports only its clusters in trouble.
+pub const MAX_TRAFFIC_KEYS: usize = 2048;
+pub const MAX_ERROR_KEYS: usize = 512;
+pub const MAX_CLUSTERS: usize = 512;
+pub const MAX_EJECTED: usize = 64;
+/// The longest name taken (a Service, route, cluster, identity or code); longer ones are
+/// dropped with their entry.
+pub const MAX_NAME: usize = 512;
+
 /// A proxy not heard from for the window's length is forgotten.
 const FORGET_AFTER_SECS: u64 = window::SLOTS as u64 * RESOLUTION_SECS;
 
@@ -59,6 +71,9 @@ pub struct Golden {
     started: Duration,
     /// This replica's id, made at start, by which it knows its own `/golden` among its peers'.
     pub replica: String,
+    /// Summary entries refused by the per-proxy limits
+    /// (`trellis_control_summary_entries_refused_total`).
+    pub refused: prometheus_client::metrics::counter::Counter,
 }
 
 impl Default for Golden {
@@ -117,6 +132,7 @@ impl Golden {
             interval,
             started,
             replica: replica.iter().map(|b| format!("{b:02x}")).collect(),
+            refused: Default::default(),
         }
     }
 
@@ -150,7 +166,13 @@ impl Golden {
             state.errors.clear();
             state.started_unix_ms = s.started_unix_ms;
         }
+        let long = |s: &str| s.len() > MAX_NAME;
         for t in &s.traffic {
+            let full = state.traffic.len() >= MAX_TRAFFIC_KEYS;
+            if long(&t.destination) || long(&t.route) || long(&t.backend) || long(&t.caller) {
+                self.refused.inc();
+                continue;
+            }
             let key: TrafficKey = (
                 t.inbound,
                 inner.intern(&t.destination),
@@ -158,6 +180,10 @@ impl Golden {
                 inner.intern(&t.backend),
                 inner.intern(&t.caller),
             );
+            if full && !state.traffic.contains_key(&key) {
+                self.refused.inc();
+                continue;
+            }
             let now_counts = counts(&t.latency, t.requests, t.successes, t.mtls);
             let base = state.traffic.get(&key).cloned().unwrap_or_default();
             if count_now {
@@ -173,7 +199,16 @@ impl Golden {
             state.traffic.insert(key, now_counts);
         }
         for e in &s.errors {
+            let full = state.errors.len() >= MAX_ERROR_KEYS;
+            if long(&e.destination) || long(&e.code) {
+                self.refused.inc();
+                continue;
+            }
             let key = (inner.intern(&e.destination), inner.intern(&e.code));
+            if full && !state.errors.contains_key(&key) {
+                self.refused.inc();
+                continue;
+            }
             let base = state.errors.get(&key).copied().unwrap_or(0);
             if count_now {
                 let n = if e.count < base {
@@ -186,7 +221,16 @@ impl Golden {
             state.errors.insert(key, e.count);
         }
         state.services = services;
-        state.clusters = s.clusters;
+        let mut clusters = s.clusters;
+        let before = clusters.len();
+        clusters.retain(|c| !long(&c.service) && !long(&c.cluster) && !long(&c.breaker));
+        clusters.truncate(MAX_CLUSTERS);
+        for c in &mut clusters {
+            c.ejected.truncate(MAX_EJECTED);
+            c.ejected.retain(|a| !long(a));
+        }
+        self.refused.inc_by((before - clusters.len()) as u64);
+        state.clusters = clusters;
         state.certificate_expiry_unix = s.certificate_expiry_unix;
         state.last_unix = now_secs;
         inner.proxies.insert(proxy.clone(), state);
@@ -262,6 +306,11 @@ impl Golden {
             .map(|p| p.traffic.len() + p.errors.len())
             .sum();
         (inner.window.entries(), per_proxy)
+    }
+
+    /// Summary entries refused by the per-proxy limits, since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.get()
     }
 }
 

@@ -181,3 +181,30 @@ fn forgotten_proxies_take_their_state_with_them() {
     assert_eq!(g.entries().1, 2);
     assert_eq!(g.stat(at(later), Duration::from_secs(60)).proxies.len(), 1);
 }
+
+#[test]
+fn a_proxy_cannot_make_the_control_plane_hold_more_than_its_limits() {
+    let g = Golden::default();
+    let p = proxy("hostile");
+    let mut s = summary(START, 1, 1);
+    s.traffic = (0..MAX_TRAFFIC_KEYS + 100)
+        .map(|i| {
+            let mut t = traffic(1, 1);
+            t.route = format!("rides/r{i}");
+            t
+        })
+        .collect();
+    s.errors = (0..MAX_ERROR_KEYS + 10)
+        .map(|i| ErrorCount {
+            destination: "billing.rides".into(),
+            code: format!("c{i}"),
+            count: 1,
+        })
+        .collect();
+    let mut long = traffic(1, 1);
+    long.destination = "x".repeat(MAX_NAME + 1);
+    s.traffic.push(long);
+    g.intake(at(START + 1000), &p, trip(), s);
+    assert_eq!(g.entries().1, MAX_TRAFFIC_KEYS + MAX_ERROR_KEYS);
+    assert_eq!(g.refused(), 100 + 10 + 1);
+}
