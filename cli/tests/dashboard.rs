@@ -371,6 +371,13 @@ async fn the_dashboard_shows_the_mesh_a_breaker_and_a_shift_in_chromium() {
         "document.querySelector('h2')?.textContent === 'billing.rides'",
     )
     .await;
+    // Its page asks for its own 15-minute series, and draws it.
+    page.until(
+        "billing's sparkline",
+        Duration::from_secs(10),
+        r#"!!document.querySelector('svg[aria-label="requests per 10s"]')"#,
+    )
+    .await;
     page.screenshot("service").await;
     for b in ["billing-v1-0", "billing-v2-0"] {
         let app = format!("127.0.0.1:{}", field(&boot(b), "http"));

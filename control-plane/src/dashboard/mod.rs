@@ -93,13 +93,27 @@ fn refuse(status: StatusCode, code: &'static str, why: &str) -> Response<Body> {
     r
 }
 
-/// The `window` query parameter, in seconds.
-fn window(query: Option<&str>) -> Duration {
-    (query.unwrap_or(""))
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("window="))
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(DEFAULT_WINDOW, |s| Duration::from_secs(s.clamp(10, 900)))
+/// What the page asks for: the window (`window`, in seconds) and the Service whose page it
+/// shows (`service`), whose 15-minute series alone is sent: a series for every Service of a
+/// large mesh, every 2 s, would be most of the document.
+#[derive(Clone)]
+struct Ask {
+    window: Duration,
+    service: Option<String>,
+}
+
+fn ask(query: Option<&str>) -> Ask {
+    let param = |name: &str| {
+        (query.unwrap_or(""))
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    Ask {
+        window: (param("window").and_then(|v| v.parse::<u64>().ok()))
+            .map_or(DEFAULT_WINDOW, |s| Duration::from_secs(s.clamp(10, 900))),
+        service: param("service").filter(|s| !s.is_empty()),
+    }
 }
 
 impl Dashboard {
@@ -146,10 +160,11 @@ impl Dashboard {
             }
             (&Method::GET, "/app.css") => reply(StatusCode::OK, "text/css; charset=utf-8", STYLE),
             (&Method::GET, "/api/state") => {
-                let v = view::build(&self.cp, window(query.as_deref())).await;
+                let a = ask(query.as_deref());
+                let v = view::build(&self.cp, a.window, a.service.as_deref()).await;
                 reply(StatusCode::OK, "application/json", v.to_string())
             }
-            (&Method::GET, "/api/events") => self.events(window(query.as_deref())),
+            (&Method::GET, "/api/events") => self.events(ask(query.as_deref())),
             (&Method::POST, "/api/shift") => self.shift(req).await,
             (_, "/api/shift") => refuse(StatusCode::METHOD_NOT_ALLOWED, "method", "use POST"),
             _ => refuse(
@@ -161,7 +176,7 @@ impl Dashboard {
     }
 
     /// The state every `PUSH_EVERY`, as server-sent events, until the page goes away.
-    fn events(&self, window: Duration) -> Response<Body> {
+    fn events(&self, a: Ask) -> Response<Body> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
         let cp = self.cp.clone();
         tokio::spawn(async move {
@@ -169,7 +184,7 @@ impl Dashboard {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let v = view::build(&cp, window).await;
+                let v = view::build(&cp, a.window, a.service.as_deref()).await;
                 let event = format!("data: {v}\n\n");
                 if tx.send(Ok(Frame::data(Bytes::from(event)))).await.is_err() {
                     return;

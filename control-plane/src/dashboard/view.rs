@@ -36,7 +36,7 @@ fn severity(state: &str) -> u8 {
     }
 }
 
-pub async fn build(cp: &ControlPlane, window: Duration) -> Value {
+pub async fn build(cp: &ControlPlane, window: Duration, page: Option<&str>) -> Value {
     let now = unix_now();
     let stat = crate::golden::peers::gather(&cp.golden, &cp.opts.peers, window).await;
     let covered = stat.covered_seconds;
@@ -178,7 +178,8 @@ pub async fn build(cp: &ControlPlane, window: Duration) -> Value {
                 "breaker": worst,
                 "policies": policies(cp, name),
                 "errors": errors.get(name).cloned().unwrap_or_default(),
-                "series": series(cp, name, now),
+                // Only for the Service whose page is open.
+                "series": (page == Some(name.as_str())).then(|| series(cp, name, now)),
             })
         })
         .collect();

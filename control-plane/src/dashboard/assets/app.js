@@ -109,7 +109,7 @@ function servicePage(name) {
   const errs = s.errors.map((e) => `<tr><td><code>${esc(e.code)}</code></td><td class="n">${e.count}</td></tr>`).join("");
   return `<h2>${esc(name)}</h2><div class="cards">${numbersCards("as its callers see it", s.callers)}${numbersCards("at its own proxies", s.inbound)}` +
     `<div class="card"><span class="muted">breakers open</span><b class="${s.openBreakers ? "bad" : "ok"}">${s.openBreakers}</b>ejected: ${s.ejected.length ? s.ejected.map(esc).join(", ") : "none"}</div></div>` +
-    sparkline(s.series) +
+    sparkline(s.series || []) +
     `<h3>Instances</h3>${inst ? `<table><tr><th>proxy</th><th>connected</th><th>config</th><th>last NACK</th><th>certificate expires</th><th>health</th></tr>${inst}</table>` : '<p class="muted">No proxy serves it.</p>'}` +
     `<h3>Routes</h3>${rt ? `<table><tr><th>route</th><th>match</th><th>backends</th></tr>${rt}</table>` : '<p class="muted">None.</p>'}` +
     `<h3>Policies</h3>${s.policies.length ? "<ul>" + s.policies.map((p) => `<li>${esc(p)}</li>`).join("") + "</ul>" : '<p class="muted">None.</p>'}` +
@@ -150,10 +150,15 @@ document.addEventListener("click", (ev) => {
 });
 
 let source = null;
+// The window, and the Service whose page is open: only its series is sent.
+const query = () => {
+  const { view, arg } = route();
+  return `window=${$("#window").value}` + (view === "service" ? `&service=${encodeURIComponent(arg)}` : "");
+};
+let asked = "";
 function connect() {
   if (source) source.close();
-  const w = $("#window").value;
-  source = new EventSource(`/api/events?window=${w}`);
+  source = new EventSource(`/api/events?${query()}`);
   source.onmessage = (m) => {
     state = JSON.parse(m.data);
     $("#live").className = "dot live";
@@ -163,7 +168,15 @@ function connect() {
   };
   source.onerror = () => { $("#live").className = "dot down"; $("#live").textContent = "reconnecting"; };
 }
-$("#window").addEventListener("change", connect);
-window.addEventListener("hashchange", render);
-fetch(`/api/state?window=${$("#window").value}`).then((r) => r.json()).then((s) => { state = s; render(); });
-connect();
+$("#window").addEventListener("change", load);
+// A new Service page asks for its series: fetched at once, then pushed.
+window.addEventListener("hashchange", () => {
+  render();
+  if (query() !== asked) load();
+});
+function load() {
+  asked = query();
+  fetch(`/api/state?${asked}`).then((r) => r.json()).then((s) => { state = s; render(); });
+  connect();
+}
+load();
