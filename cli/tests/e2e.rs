@@ -38,13 +38,24 @@ fn trellis(cp: &Cp, args: &[&str]) -> (i32, String, String) {
 }
 
 async fn proxy(cp: &Cp, dir: &Path, name: &str, labels: &str) -> trellis_proxy::Running {
+    proxy_of(cp, dir, name, labels, 1).await
+}
+
+/// A proxy whose app listens on `app_port`.
+async fn proxy_of(
+    cp: &Cp,
+    dir: &Path,
+    name: &str,
+    labels: &str,
+    app_port: u16,
+) -> trellis_proxy::Running {
     let boot = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &boot,
         format!(
             "workload: {{name: {name}, namespace: rides, labels: {labels}}}\n\
              listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
-             app: {{address: 127.0.0.1, ports: {{http: 1}}}}\ncontrolPlane: {{address: {}, caBundle: {}}}\n",
+             app: {{address: 127.0.0.1, ports: {{http: {app_port}}}}}\ncontrolPlane: {{address: {}, caBundle: {}}}\n",
             cp.url,
             cp.ca.display()
         ),
@@ -176,22 +187,8 @@ async fn stat_json_agrees_with_the_callers_metrics_and_top_and_dashboard_answer(
         ca: state.join("ca.pem"),
     };
     let trip = proxy(&cp, dir.path(), "trip-0", "{app: trip}").await;
-    let boot = dir.path().join("billing.yaml");
-    std::fs::write(
-        &boot,
-        format!(
-            "workload: {{name: billing-v1-0, namespace: rides, labels: {{app: billing, version: v1}}}}\n\
-             listeners: {{outbound: 127.0.0.1:0, inbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
-             app: {{address: 127.0.0.1, ports: {{http: {}}}}}\ncontrolPlane: {{address: {}, caBundle: {}}}\n",
-            app.addr.port(),
-            cp.url,
-            cp.ca.display()
-        ),
-    )
-    .unwrap();
-    let _billing = trellis_proxy::start(trellis_proxy::Bootstrap::load(&boot).unwrap())
-        .await
-        .unwrap();
+    let labels = "{app: billing, version: v1}";
+    let _billing = proxy_of(&cp, dir.path(), "billing-v1-0", labels, app.addr.port()).await;
     let get = |path: &'static str| {
         let outbound = trip.outbound;
         async move {
