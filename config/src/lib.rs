@@ -6,6 +6,8 @@ pub mod compile;
 pub mod crd;
 pub mod duration;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod gateway;
 pub mod gateway_tls;
 pub mod load;

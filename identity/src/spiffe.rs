@@ -193,3 +193,27 @@ impl fmt::Display for SpiffeId {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz_corpus {
+    use super::SpiffeId;
+
+    /// The fuzz target `spiffe_duration`'s inputs (fuzz/corpus), on stable: a parsed ID
+    /// prints back as itself.
+    #[test]
+    fn the_spiffe_corpus_round_trips() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/spiffe_duration");
+        let mut parsed = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let Ok(text) = String::from_utf8(std::fs::read(entry.unwrap().path()).unwrap()) else {
+                continue;
+            };
+            if let Ok(id) = SpiffeId::parse(&text) {
+                assert_eq!(SpiffeId::parse(&id.to_string()), Ok(id));
+                parsed += 1;
+            }
+        }
+        assert!(parsed >= 1, "no SPIFFE ID among {}", dir.display());
+    }
+}

@@ -10,6 +10,8 @@ mod clock;
 mod config;
 mod control;
 mod drain;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod http;
 mod inbound;
 pub mod init;
