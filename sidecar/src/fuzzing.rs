@@ -97,6 +97,52 @@ pub fn path(data: &[u8]) {
     }
 }
 
+/// The trace-context headers a request may carry, which the first byte of each line of an
+/// input picks.
+const TRACE_HEADERS: [&str; 9] = [
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "x-request-id",
+];
+
+/// W3C and B3 trace context on `data`: lines, each a header-picking byte and a value. The
+/// proxy reads them, decides and writes the context on, never panicking; and what it writes
+/// is what it says it is: the next hop (tracing off, reading as it came) reads the same
+/// trace id, span id and decision back, and an `x-request-id` is always there.
+pub fn trace_headers(data: &[u8]) {
+    use crate::telemetry::trace::propagate;
+    let mut headers = http::HeaderMap::new();
+    for line in data.split(|b| *b == b'\n') {
+        let Some((&pick, value)) = line.split_first() else {
+            continue;
+        };
+        let name = TRACE_HEADERS[usize::from(pick) % TRACE_HEADERS.len()];
+        if let Ok(v) = http::HeaderValue::from_bytes(value) {
+            headers.append(name, v);
+        }
+    }
+    let percent = f64::from(data.first().copied().unwrap_or(0) % 101);
+    let (ids, _span) = propagate(&mut headers, Some(percent));
+    assert!(
+        headers.contains_key("x-request-id"),
+        "no x-request-id on {headers:?}"
+    );
+    let mut next = headers.clone();
+    let (read, span) = propagate(&mut next, None);
+    assert_eq!(span, None, "tracing off made a span");
+    assert_eq!(
+        (read.trace_id, read.span_id, read.sampled),
+        (ids.trace_id, ids.span_id, ids.sampled),
+        "what was written is not what was said: {headers:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     /// Every input of the path target's corpus and its regressions, on stable.
@@ -109,5 +155,17 @@ mod tests {
             n += 1;
         }
         assert!(n >= 10, "only {n} inputs in {}", dir.display());
+    }
+
+    #[test]
+    fn the_trace_headers_corpus_replays() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/trace_headers");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/trace_headers") {
+            super::trace_headers(&std::fs::read(entry.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n >= 5, "only {n} inputs in {}", dir.display());
     }
 }

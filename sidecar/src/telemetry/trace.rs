@@ -201,8 +201,11 @@ fn write(headers: &mut HeaderMap, format: Format, ids: &TraceIds, parent: Option
             if let Some(p) = parent.and_then(hex64_value) {
                 headers.insert(X_B3_PARENTSPANID, p);
             }
-            // `X-B3-Flags: 1` (debug) already says sampled, and stays.
-            if !headers.contains_key(X_B3_FLAGS) {
+            // `X-B3-Flags: 1` (debug) already says sampled, and stays. Any other flags
+            // value says nothing (as `parse_b3_multi` reads it), so the decision is written:
+            // without it the next hop would decide again (found by the trace_headers fuzz
+            // target, fuzz/corpus/trace_headers/regression-b3-flags-not-debug).
+            if get(headers, X_B3_FLAGS.as_str()) != Some("1") {
                 let v = if ids.sampled == Some(true) { "1" } else { "0" };
                 headers.insert(X_B3_SAMPLED, HeaderValue::from_static(v));
             }
