@@ -74,7 +74,7 @@ fn render(stat: &StatResponse, service: Option<&str>) -> String {
     let mut out = String::new();
     match service {
         None => {
-            let by = group_by(&stat.edges, |e| Some(e.destination.clone()));
+            let by = group_by(&stat.edges, false, |e| Some(e.destination.clone()));
             if by.is_empty() {
                 return no_traffic(stat);
             }
@@ -87,7 +87,7 @@ fn render(stat: &StatResponse, service: Option<&str>) -> String {
             out.push_str(&t.render());
         }
         Some(want) => {
-            let by = group_by(&stat.edges, |e| {
+            let by = group_by(&stat.edges, false, |e| {
                 matches(&e.destination, want)
                     .then(|| (e.route.clone(), e.backend.clone(), e.source.clone()))
             });
@@ -150,7 +150,7 @@ fn footer(stat: &StatResponse) -> String {
 fn to_json(stat: &StatResponse, service: Option<&str>) -> Value {
     let covered = stat.covered_seconds;
     let keep = |d: &str| service.is_none_or(|w| matches(d, w));
-    let services: Vec<Value> = group_by(&stat.edges, |e| {
+    let services: Vec<Value> = group_by(&stat.edges, false, |e| {
         keep(&e.destination).then(|| e.destination.clone())
     })
     .iter()
@@ -160,7 +160,7 @@ fn to_json(stat: &StatResponse, service: Option<&str>) -> Value {
         v
     })
     .collect();
-    let routes: Vec<Value> = group_by(&stat.edges, |e| {
+    let routes: Vec<Value> = group_by(&stat.edges, false, |e| {
         keep(&e.destination).then(|| {
             (
                 e.destination.clone(),
@@ -214,7 +214,7 @@ pub async fn top(admin: &mut Admin, args: &TopArgs) -> anyhow::Result<ExitCode> 
 
 fn top_screen(stat: &StatResponse, rows: usize) -> String {
     let covered = stat.covered_seconds;
-    let by = group_by(&stat.edges, |e| {
+    let by = group_by(&stat.edges, false, |e| {
         Some((e.source.clone(), e.destination.clone(), e.route.clone()))
     });
     let mut out = format!(

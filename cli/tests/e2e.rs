@@ -37,6 +37,26 @@ fn trellis(cp: &Cp, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// An in-process control plane serving `mesh` (written into `dir`), with a short
+/// registration grace and a summary every second.
+async fn control_plane(dir: &Path, mesh: &str) -> (trellis_control::Running, Cp) {
+    let path = dir.join("mesh.yaml");
+    std::fs::write(&path, mesh).unwrap();
+    let state = dir.join("state");
+    let running = trellis_control::start(trellis_control::Options {
+        registration_grace: Duration::from_millis(300),
+        summary_interval: Duration::from_secs(1),
+        ..trellis_control::Options::local(path, state.clone())
+    })
+    .await
+    .unwrap();
+    let cp = Cp {
+        url: format!("https://{}", running.grpc),
+        ca: state.join("ca.pem"),
+    };
+    (running, cp)
+}
+
 async fn proxy(cp: &Cp, dir: &Path, name: &str, labels: &str) -> trellis_proxy::Running {
     proxy_of(cp, dir, name, labels, 1).await
 }
@@ -70,18 +90,7 @@ async fn proxy_of(
 async fn status_routes_proxy_config_and_shift_as_an_operator_sees_them() {
     let dir = tempfile::tempdir().unwrap();
     let mesh = dir.path().join("mesh.yaml");
-    std::fs::write(&mesh, MESH).unwrap();
-    let state = dir.path().join("state");
-    let running = trellis_control::start(trellis_control::Options {
-        registration_grace: Duration::from_millis(300),
-        ..trellis_control::Options::local(mesh.clone(), state.clone())
-    })
-    .await
-    .unwrap();
-    let cp = Cp {
-        url: format!("https://{}", running.grpc),
-        ca: state.join("ca.pem"),
-    };
+    let (_running, cp) = control_plane(dir.path(), MESH).await;
     let _trip = proxy(&cp, dir.path(), "trip-0", "{app: trip}").await;
     let _billing = proxy(
         &cp,
@@ -166,26 +175,11 @@ async fn status_routes_proxy_config_and_shift_as_an_operator_sees_them() {
 async fn stat_json_agrees_with_the_callers_metrics_and_top_and_dashboard_answer() {
     let dir = tempfile::tempdir().unwrap();
     let app = testkit::Upstream::start("billing-v1").await;
-    let mesh = dir.path().join("mesh.yaml");
     // Only billing-v1, at 100: every call reaches the app.
-    std::fs::write(
-        &mesh,
-        MESH.replace("weight: 90", "weight: 100")
-            .replace("weight: 10}", "weight: 0}"),
-    )
-    .unwrap();
-    let state = dir.path().join("state");
-    let running = trellis_control::start(trellis_control::Options {
-        registration_grace: Duration::from_millis(300),
-        summary_interval: Duration::from_secs(1),
-        ..trellis_control::Options::local(mesh.clone(), state.clone())
-    })
-    .await
-    .unwrap();
-    let cp = Cp {
-        url: format!("https://{}", running.grpc),
-        ca: state.join("ca.pem"),
-    };
+    let only_v1 = MESH
+        .replace("weight: 90", "weight: 100")
+        .replace("weight: 10}", "weight: 0}");
+    let (running, cp) = control_plane(dir.path(), &only_v1).await;
     let trip = proxy(&cp, dir.path(), "trip-0", "{app: trip}").await;
     let labels = "{app: billing, version: v1}";
     let _billing = proxy_of(&cp, dir.path(), "billing-v1-0", labels, app.addr.port()).await;

@@ -93,9 +93,7 @@ fn handle(cp: &ControlPlane, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 /// `/golden?window=SECONDS`: this replica's golden-metrics window as a protobuf
 /// `StatResponse`, for its peers to merge (`golden/peers.rs`).
 fn golden(cp: &ControlPlane, query: Option<&str>) -> Response<Full<Bytes>> {
-    let secs = (query.unwrap_or(""))
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("window="))
+    let secs = (query_param(query, "window"))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(60);
     let stat = cp
@@ -111,4 +109,12 @@ fn golden(cp: &ControlPlane, query: Option<&str>) -> Response<Full<Bytes>> {
         h.insert(crate::golden::peers::REPLICA_HEADER, v);
     }
     r
+}
+
+/// The value of parameter `name` in a request's query string (no percent-decoding: the
+/// control plane's parameters are numbers and Service names).
+pub(crate) fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    (query.unwrap_or(""))
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }

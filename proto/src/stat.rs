@@ -50,13 +50,15 @@ impl Totals {
     }
 }
 
-/// The outbound edges (as callers' proxies counted them) summed by `key`, in key order.
+/// The edges of one side summed by `key`, in key order: outbound (`inbound` false, as the
+/// callers' proxies counted them) or inbound (as the callees' proxies did).
 pub fn group_by<K: Ord>(
     edges: &[EdgeStat],
+    inbound: bool,
     key: impl Fn(&EdgeStat) -> Option<K>,
 ) -> std::collections::BTreeMap<K, Totals> {
     let mut groups: std::collections::BTreeMap<K, Vec<&EdgeStat>> = Default::default();
-    for e in edges.iter().filter(|e| !e.inbound) {
+    for e in edges.iter().filter(|e| e.inbound == inbound) {
         if let Some(k) = key(e) {
             groups.entry(k).or_default().push(e);
         }

@@ -103,16 +103,13 @@ struct Ask {
 }
 
 fn ask(query: Option<&str>) -> Ask {
-    let param = |name: &str| {
-        (query.unwrap_or(""))
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .map(str::to_string)
-    };
+    let param = |name| crate::http::query_param(query, name);
     Ask {
         window: (param("window").and_then(|v| v.parse::<u64>().ok()))
             .map_or(DEFAULT_WINDOW, |s| Duration::from_secs(s.clamp(10, 900))),
-        service: param("service").filter(|s| !s.is_empty()),
+        service: param("service")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use trellis_proto::stat::{Totals, group_by};
-use trellis_proto::v1::{EdgeStat, StatResponse};
+use trellis_proto::v1::StatResponse;
 
 /// The numbers of summed counts over `covered` seconds.
 fn numbers(t: &Totals, covered: f64) -> Value {
@@ -122,7 +122,7 @@ pub async fn build(cp: &ControlPlane, window: Duration, page: Option<&str>) -> V
         }
     }
 
-    let edges: Vec<Value> = group_by(&stat.edges, |e| {
+    let edges: Vec<Value> = group_by(&stat.edges, false, |e| {
         Some((e.source.clone(), e.destination.clone()))
     })
     .iter()
@@ -150,9 +150,13 @@ pub async fn build(cp: &ControlPlane, window: Duration, page: Option<&str>) -> V
         names.insert(e.source.clone());
         names.insert(e.destination.clone());
     }
-    let inbound_by_service = inbound_totals(&stat.edges);
-    let callers_view = group_by(&stat.edges, |e| Some(e.destination.clone()));
+    let inbound_by_service = group_by(&stat.edges, true, |e| Some(e.destination.clone()));
+    let callers_view = group_by(&stat.edges, false, |e| Some(e.destination.clone()));
     let errors = errors_by_service(&stat);
+    let policies = world
+        .as_ref()
+        .map(|w| policies(&w.config))
+        .unwrap_or_default();
     let services: Vec<Value> = names
         .iter()
         .map(|name| {
@@ -176,7 +180,7 @@ pub async fn build(cp: &ControlPlane, window: Duration, page: Option<&str>) -> V
                 "ejected": ejected.get(name).cloned().unwrap_or_default(),
                 "openBreakers": open,
                 "breaker": worst,
-                "policies": policies(cp, name),
+                "policies": policies.get(name).cloned().unwrap_or_default(),
                 "errors": errors.get(name).cloned().unwrap_or_default(),
                 // Only for the Service whose page is open.
                 "series": (page == Some(name.as_str())).then(|| series(cp, name, now)),
@@ -228,15 +232,6 @@ pub async fn build(cp: &ControlPlane, window: Duration, page: Option<&str>) -> V
     })
 }
 
-/// Each Service's inbound counts, summed over its callers.
-fn inbound_totals(edges: &[EdgeStat]) -> BTreeMap<String, Totals> {
-    let mut by: BTreeMap<String, Vec<&EdgeStat>> = BTreeMap::new();
-    for e in edges.iter().filter(|e| e.inbound) {
-        by.entry(e.destination.clone()).or_default().push(e);
-    }
-    by.into_iter().map(|(k, v)| (k, Totals::of(v))).collect()
-}
-
 fn errors_by_service(stat: &StatResponse) -> HashMap<String, Vec<Value>> {
     let mut out: HashMap<String, Vec<Value>> = HashMap::new();
     for e in &stat.errors {
@@ -247,28 +242,24 @@ fn errors_by_service(stat: &StatResponse) -> HashMap<String, Vec<Value>> {
     out
 }
 
-/// The ResiliencePolicies and AuthorizationPolicies whose target is the Service `name`
-/// (`name.namespace`).
-fn policies(cp: &ControlPlane, name: &str) -> Vec<String> {
-    let Some(w) = cp.world() else {
-        return Vec::new();
-    };
-    let Some((svc, ns)) = name.split_once('.') else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for p in &w.config.resilience_policies {
+/// The ResiliencePolicies and AuthorizationPolicies of the config by the Service they target
+/// (`name.namespace`): one pass over the policies per build, not one per Service.
+fn policies(config: &trellis_config::MeshConfig) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for p in &config.resilience_policies {
         let m = &p.object.metadata;
-        let target = p.object.spec.target_ref.as_ref();
-        if m.namespace == ns && target.is_some_and(|t| t.name.value == svc) {
-            out.push(format!("ResiliencePolicy {}/{}", m.namespace, m.name));
+        if let Some(t) = &p.object.spec.target_ref {
+            let line = format!("ResiliencePolicy {}/{}", m.namespace, m.name);
+            out.entry(format!("{}.{}", t.name.value, m.namespace))
+                .or_default()
+                .push(line);
         }
     }
-    for p in &w.config.authorization_policies {
+    for p in &config.authorization_policies {
         let m = &p.object.metadata;
-        if m.namespace == ns && p.object.spec.target_ref.name.value == svc {
-            out.push(format!("AuthorizationPolicy {}/{}", m.namespace, m.name));
-        }
+        let line = format!("AuthorizationPolicy {}/{}", m.namespace, m.name);
+        let target = format!("{}.{}", p.object.spec.target_ref.name.value, m.namespace);
+        out.entry(target).or_default().push(line);
     }
     out
 }

@@ -256,10 +256,9 @@ impl Observation {
         let elapsed = self.started.elapsed();
         let code = res.status().as_u16();
         let span = self.span.take();
-        let label_values = labels;
-        let labels = || self.labels(labels, code);
+        let request_labels = || self.labels(labels, code);
         if let Some(rec) = span {
-            let l = labels();
+            let l = request_labels();
             let data = rec.finish(&span::Outcome {
                 direction: self.direction,
                 status: code,
@@ -280,12 +279,13 @@ impl Observation {
         }
         match &self.series {
             Some(s) => s.record(code, elapsed),
-            None => metrics.record(&labels(), elapsed),
+            None => metrics.record(&request_labels(), elapsed),
         }
         match &self.golden {
             Some(g) => g.record(code, elapsed, self.mtls),
-            None => (metrics.golden.counts(self.golden_key(label_values)))
-                .record(code, elapsed, self.mtls),
+            None => {
+                (metrics.golden.counts(self.golden_key(labels))).record(code, elapsed, self.mtls)
+            }
         }
         if let Some(e) = self.generated {
             metrics.golden.error(&self.destination, e);
