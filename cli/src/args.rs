@@ -84,6 +84,9 @@ pub enum Command {
     /// when its stdin closes, so it never outlives the demo.
     #[command(name = "__child", hide = true)]
     Child(crate::child::ChildArgs),
+    /// The demo's mesh under chaos for a while: what `bench/soak` runs (docs/reliability.md).
+    #[command(name = "__soak", hide = true)]
+    Soak(crate::demo::soak::SoakArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +196,7 @@ impl Command {
             Command::Crds => "crds",
             Command::Demo(_) => "demo",
             Command::Child(_) => "__child",
+            Command::Soak(_) => "__soak",
         }
     }
 }

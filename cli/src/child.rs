@@ -33,6 +33,9 @@ pub enum ChildKind {
         /// Where the mesh CA is (generated there by the demo before it starts).
         #[arg(long)]
         state_dir: PathBuf,
+        /// The lifetime of the proxies' certificates.
+        #[arg(long, value_parser = trellis_config::duration::parse, default_value = "1h")]
+        cert_ttl: Duration,
     },
     /// trellis-proxy with a bootstrap file.
     Proxy {
@@ -96,6 +99,7 @@ pub fn run(args: &ChildArgs) -> ExitCode {
                 dashboard_addr,
                 registration_grace,
                 state_dir,
+                cert_ttl,
             } => {
                 let opts = trellis_control::Options {
                     config: config.clone(),
@@ -103,7 +107,7 @@ pub fn run(args: &ChildArgs) -> ExitCode {
                     http_addr: *http_addr,
                     registration_grace: *registration_grace,
                     ca: trellis_control::identity::ca::CaSource::StateDir(state_dir.clone()),
-                    cert_ttl: Duration::from_secs(3600),
+                    cert_ttl: *cert_ttl,
                     server_names: trellis_control::default_server_names(),
                     gateway_secret_namespaces: None,
                     dashboard_addr: *dashboard_addr,

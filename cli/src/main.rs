@@ -44,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Crds => return inject::print_crds(),
         Command::Child(args) => return Ok(child::run(args)),
         Command::Demo(args) => return demo::run(args),
+        Command::Soak(args) => return demo::soak::run(args),
         _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -56,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Inject(_)
             | Command::Crds
             | Command::Demo(_)
+            | Command::Soak(_)
             | Command::Child(_) => {
                 unreachable!("these run without an admin connection, above")
             }

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub resumes: Family<ResultLabel, Counter>,
     pub summaries: Counter,
     pub summary_refused: Counter,
+    /// Tasks alive in the runtime, read when `/metrics` is rendered.
+    runtime_tasks: Gauge,
 }
 
 impl Default for Metrics {
@@ -49,11 +51,17 @@ impl Default for Metrics {
             resumes: Family::default(),
             summaries: Counter::default(),
             summary_refused: Counter::default(),
+            runtime_tasks: Gauge::default(),
         };
         registry.register(
             "trellis_control_summary_entries_refused",
             "Entries of proxies' summaries refused by the per-proxy limits: too many keys, or a name too long (docs/dashboard.md)",
             m.summary_refused.clone(),
+        );
+        registry.register(
+            "trellis_control_runtime_tasks",
+            "Tasks alive in the control plane's async runtime: each proxy's stream is a few, so a count that only grows is a leak (docs/reliability.md)",
+            m.runtime_tasks.clone(),
         );
         registry.register(
             "trellis_control_summaries",
@@ -116,6 +124,10 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn render(&self) -> String {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let tasks = i64::try_from(rt.metrics().num_alive_tasks()).unwrap_or(i64::MAX);
+            self.runtime_tasks.set(tasks);
+        }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out

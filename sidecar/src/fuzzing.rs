@@ -143,6 +143,175 @@ pub fn trace_headers(data: &[u8]) {
     );
 }
 
+/// A reader that is always ready and hands out `data` in chunks whose sizes `sizes` picks
+/// in turn (each 1 to 16 bytes), as a socket may.
+struct Chunked<'a> {
+    data: &'a [u8],
+    sizes: &'a [u8],
+    turn: usize,
+}
+
+impl tokio::io::AsyncRead for Chunked<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let size = match self.sizes {
+            [] => 16,
+            s => usize::from(s[self.turn % s.len()] % 16) + 1,
+        };
+        self.turn = self.turn.wrapping_add(1);
+        let n = size.min(buf.remaining()).min(self.data.len());
+        buf.put_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Runs `f` to completion on this thread's runtime (timers on, as the listeners have).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    thread_local! {
+        static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime");
+    }
+    RT.with(|rt| rt.block_on(f))
+}
+
+/// Protocol detection and the replay of what it read, on `data`: a length byte, that many
+/// bytes that pick the sizes of the socket's reads, then the connection's bytes. It never
+/// panics; the verdict does not depend on how the bytes arrived (a verdict on a prefix is
+/// the verdict on the whole, and enough bytes always decide); and the stream handed on
+/// replays every byte, in order, exactly once.
+pub fn detect(data: &[u8]) {
+    use crate::listen::detect::detect;
+    use tokio::io::AsyncReadExt;
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
+    let (sizes, stream) = rest.split_at(usize::from(n).min(rest.len()));
+    let read = |sizes| {
+        block_on(async {
+            let io = Chunked {
+                data: stream,
+                sizes,
+                turn: 0,
+            };
+            let d = detect(io, std::time::Duration::from_secs(60))
+                .await
+                .expect("an in-memory stream does not fail");
+            let d = d?;
+            let mut replayed = Vec::new();
+            let mut io = d.io;
+            io.read_to_end(&mut replayed)
+                .await
+                .expect("an in-memory stream does not fail");
+            Some((d.protocol, d.timed_out, replayed))
+        })
+    };
+    let chunked = read(sizes);
+    let whole = read(&[]);
+    let Some((protocol, timed_out, replayed)) = chunked else {
+        assert!(
+            stream.is_empty(),
+            "bytes were sent, yet detection saw a close"
+        );
+        return;
+    };
+    assert!(!timed_out, "a stream that is always ready timed out");
+    assert_eq!(replayed, stream, "the replay is not the bytes that came");
+    let (whole_protocol, ..) = whole.expect("the same bytes at once");
+    assert_eq!(
+        protocol, whole_protocol,
+        "the verdict depends on how {stream:?} arrived"
+    );
+    // Enough bytes always decide: no prefix keeps detection waiting for the timeout.
+    if let Some(head) = stream.get(..64) {
+        assert!(
+            crate::listen::detect::decided(head),
+            "64 bytes of {stream:?} left detection undecided"
+        );
+    }
+}
+
+/// The transport preface between sidecars, on `data` as what a peer sent: reading it never
+/// panics, and a preface that reads is written back byte for byte by the writer, with the
+/// app's bytes after it untouched.
+pub fn preface(data: &[u8]) {
+    use crate::l4::preface::{read, write};
+    block_on(async {
+        let mut r = data;
+        let Ok(authority) = read(&mut r).await else {
+            return;
+        };
+        let mut written = Vec::new();
+        write(&mut written, &authority)
+            .await
+            .expect("an authority that was read is at most 255 bytes");
+        let used = data.len() - r.len();
+        assert_eq!(written, &data[..used], "the preface does not round-trip");
+    });
+}
+
+/// A CIDR as `--exclude-outbound-cidrs` (and the injector's annotation) takes it: parsing
+/// never panics, the prefix fits the address family, and what parses prints back as itself.
+pub fn cidr(data: &[u8]) {
+    use crate::init::args::Cidr;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(cidr) = text.parse::<Cidr>() else {
+        return;
+    };
+    let max = if cidr.addr.is_ipv4() { 32 } else { 128 };
+    assert!(cidr.prefix <= max, "{text:?} -> /{}", cidr.prefix);
+    let printed = cidr.to_string();
+    assert_eq!(
+        printed.parse::<Cidr>().ok(),
+        Some(cidr),
+        "{text:?} -> {printed:?} does not parse back"
+    );
+}
+
+/// The Kafka request-header decoder, on `data`: segments, each a header byte (its low bit
+/// the direction: client or broker; the rest a length) and that many bytes of the stream.
+/// It never panics; the events do not depend on how the bytes are split (the segments as
+/// they are, against one byte at a time); and it remembers no more than its bound.
+pub fn kafka(data: &[u8]) {
+    use crate::l4::kafka::decode::{KafkaTap, MAX_IN_FLIGHT};
+    let mut segments = Vec::new();
+    let mut rest = data;
+    while let Some((&head, tail)) = rest.split_first() {
+        let (bytes, after) = tail.split_at(usize::from(head >> 1).min(tail.len()));
+        segments.push((head & 1 == 0, bytes));
+        rest = after;
+    }
+    let run = |one_byte: bool| {
+        let mut tap = KafkaTap::new();
+        let mut events = Vec::new();
+        for (now, (client, bytes)) in (0u64..).zip(&segments) {
+            let step = if one_byte { 1 } else { bytes.len().max(1) };
+            for chunk in bytes.chunks(step) {
+                let out = &mut |e| events.push(e);
+                if *client {
+                    tap.client_bytes(chunk, now, out);
+                } else {
+                    tap.broker_bytes(chunk, now, out);
+                }
+                assert!(
+                    tap.in_flight() <= MAX_IN_FLIGHT + 1,
+                    "{} requests remembered",
+                    tap.in_flight()
+                );
+            }
+        }
+        events
+    };
+    assert_eq!(run(false), run(true), "the events depend on the split");
+}
+
 #[cfg(test)]
 mod tests {
     /// Every input of the path target's corpus and its regressions, on stable.
@@ -167,5 +336,38 @@ mod tests {
             n += 1;
         }
         assert!(n >= 5, "only {n} inputs in {}", dir.display());
+    }
+
+    /// Every input of `target`'s corpus, through `run`, on stable.
+    fn replay(target: &str, run: fn(&[u8]), at_least: usize) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            run(&std::fs::read(entry.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n >= at_least, "only {n} inputs in {}", dir.display());
+    }
+
+    #[test]
+    fn the_detect_corpus_replays() {
+        replay("detect", super::detect, 8);
+    }
+
+    #[test]
+    fn the_preface_corpus_replays() {
+        replay("preface", super::preface, 3);
+    }
+
+    #[test]
+    fn the_cidr_corpus_replays() {
+        replay("cidr", super::cidr, 5);
+    }
+
+    #[test]
+    fn the_kafka_corpus_replays() {
+        replay("kafka", super::kafka, 3);
     }
 }

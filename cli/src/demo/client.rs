@@ -17,6 +17,8 @@ pub struct Http {
 pub struct Answer {
     pub status: StatusCode,
     pub trellis_error: Option<String>,
+    /// The demo apps' `x-failed-call`: the deepest call that failed down the chain.
+    pub failed_call: Option<String>,
     pub body: String,
 }
 
@@ -62,15 +64,17 @@ impl Http {
         let res = tokio::time::timeout(timeout, async {
             let res = self.client.request(req).await?;
             let status = res.status();
-            let trellis_error = res
-                .headers()
-                .get("trellis-error")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let header = |name: &str| {
+                (res.headers().get(name))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let (trellis_error, failed_call) = (header("trellis-error"), header("x-failed-call"));
             let body = res.into_body().collect().await?.to_bytes();
             anyhow::Ok(Answer {
                 status,
                 trellis_error,
+                failed_call,
                 body: String::from_utf8_lossy(&body).into_owned(),
             })
         })

@@ -9,6 +9,7 @@ mod metrics;
 mod procs;
 mod report;
 mod scenarios;
+pub mod soak;
 mod topology;
 mod trace;
 mod traffic;

@@ -101,6 +101,13 @@ impl Procs {
         self.running.clear();
     }
 
+    /// `(name, pid)` of every running child.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        (self.running.iter())
+            .filter_map(|p| Some((p.name.clone(), p.child.id()?)))
+            .collect()
+    }
+
     pub fn log_dir(&self) -> &Path {
         &self.logs
     }

@@ -37,6 +37,12 @@ pub struct Topology {
     pub gateway_ca: PathBuf,
     /// The gateway proxy's outbound and inbound listeners, which the demo does not use.
     gateway_spare: [SocketAddr; 2],
+    /// The lifetime of the proxies' certificates; they renew at about half of it. An hour
+    /// for the demo; the soak makes it short, so that certificates rotate under load.
+    pub cert_ttl: Duration,
+    /// Whether the proxies write an access log (the demo's trace summary reads it; the soak's
+    /// million requests would fill the disk with it).
+    pub access_log: bool,
 }
 
 /// `(name, role, version)` of every instance; driver runs three, billing two versions.
@@ -195,6 +201,8 @@ impl Topology {
             gateway_admin,
             gateway_ca,
             gateway_spare,
+            cert_ttl: Duration::from_secs(3600),
+            access_log: true,
         })
     }
 
@@ -241,56 +249,10 @@ impl Topology {
     /// Starts the control plane, then every app, sidecar and the gateway.
     pub fn start(&self, procs: &mut Procs) -> anyhow::Result<()> {
         self.issue_tokens()?;
-        procs.spawn(
-            "control-plane",
-            &[
-                "control".into(),
-                "--config".into(),
-                self.mesh.display().to_string(),
-                "--grpc-addr".into(),
-                self.grpc.to_string(),
-                "--http-addr".into(),
-                self.cp_http.to_string(),
-                "--dashboard-addr".into(),
-                self.dashboard.to_string(),
-                // Short, so a restarted instance's old registration does not linger.
-                "--registration-grace".into(),
-                "1s".into(),
-                "--state-dir".into(),
-                self.state.display().to_string(),
-            ],
-        )?;
+        self.start_control(procs)?;
         for i in &self.instances {
             self.start_app(procs, i)?;
-            let boot = self.dir.join(format!("{}.bootstrap.yaml", i.name));
-            std::fs::write(
-                &boot,
-                format!(
-                    "workload: {{name: {n}, namespace: rides, serviceAccount: {r}, labels: {{app: {r}, version: {v}}}}}\n\
-                     listeners: {{outbound: {o}, inbound: {inb}, admin: {a}}}\n\
-                     app: {{address: 127.0.0.1, ports: {{http: {p}}}}}\n\
-                     controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n\
-                     accessLog: true\n",
-                    n = i.name,
-                    r = i.role,
-                    v = i.version,
-                    o = i.outbound,
-                    inb = i.inbound,
-                    a = i.admin,
-                    p = i.app.port(),
-                    cp = self.grpc,
-                    ca = self.ca_bundle().display(),
-                    t = self.token_file(i.role).display(),
-                ),
-            )?;
-            procs.spawn(
-                &format!("{}.sidecar", i.name),
-                &[
-                    "proxy".into(),
-                    "--bootstrap".into(),
-                    boot.display().to_string(),
-                ],
-            )?;
+            self.start_sidecar(procs, i)?;
         }
         let [o, inb] = self.gateway_spare;
         let boot = self.dir.join("ride-gateway.bootstrap.yaml");
@@ -302,7 +264,8 @@ impl Topology {
                  app: {{address: 127.0.0.1}}\n\
                  controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n\
                  gateway: {{name: ride-gateway, listen: {{http: {g}, https: {gs}}}}}\n\
-                 accessLog: true\n",
+                 accessLog: {log}\n",
+                log = self.access_log,
                 a = self.gateway_admin,
                 cp = self.grpc,
                 ca = self.ca_bundle().display(),
@@ -320,6 +283,65 @@ impl Topology {
             ],
         )?;
         Ok(())
+    }
+
+    /// Starts (or restarts) the control plane, as `control-plane`.
+    pub fn start_control(&self, procs: &mut Procs) -> anyhow::Result<u32> {
+        procs.spawn(
+            "control-plane",
+            &[
+                "control".into(),
+                "--config".into(),
+                self.mesh.display().to_string(),
+                "--grpc-addr".into(),
+                self.grpc.to_string(),
+                "--http-addr".into(),
+                self.cp_http.to_string(),
+                "--dashboard-addr".into(),
+                self.dashboard.to_string(),
+                // Short, so a restarted instance's old registration does not linger.
+                "--registration-grace".into(),
+                "1s".into(),
+                "--state-dir".into(),
+                self.state.display().to_string(),
+                "--cert-ttl".into(),
+                format!("{}s", self.cert_ttl.as_secs()),
+            ],
+        )
+    }
+
+    /// Starts (or restarts) one instance's sidecar, as `<name>.sidecar`.
+    pub fn start_sidecar(&self, procs: &mut Procs, i: &Instance) -> anyhow::Result<u32> {
+        let boot = self.dir.join(format!("{}.bootstrap.yaml", i.name));
+        std::fs::write(
+            &boot,
+            format!(
+                "workload: {{name: {n}, namespace: rides, serviceAccount: {r}, labels: {{app: {r}, version: {v}}}}}\n\
+                 listeners: {{outbound: {o}, inbound: {inb}, admin: {a}}}\n\
+                 app: {{address: 127.0.0.1, ports: {{http: {p}}}}}\n\
+                 controlPlane: {{address: https://{cp}, caBundle: {ca}, tokenFile: {t}}}\n\
+                 accessLog: {log}\n",
+                log = self.access_log,
+                n = i.name,
+                r = i.role,
+                v = i.version,
+                o = i.outbound,
+                inb = i.inbound,
+                a = i.admin,
+                p = i.app.port(),
+                cp = self.grpc,
+                ca = self.ca_bundle().display(),
+                t = self.token_file(i.role).display(),
+            ),
+        )?;
+        procs.spawn(
+            &format!("{}.sidecar", i.name),
+            &[
+                "proxy".into(),
+                "--bootstrap".into(),
+                boot.display().to_string(),
+            ],
+        )
     }
 
     /// Starts (or restarts) one instance's app.

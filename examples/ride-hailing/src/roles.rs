@@ -59,6 +59,33 @@ struct Reply {
     status: StatusCode,
     trellis_error: Option<String>,
     served_by: String,
+    /// The Service whose call failed first down the chain (`x-failed-call`), when the callee
+    /// failed because of a call of its own.
+    failed_call: Option<String>,
+}
+
+impl Reply {
+    /// An answer that passes on why `service`'s call failed: the deepest failed call
+    /// (`x-failed-call`) and what the mesh said about it (`trellis-error`), so that a client
+    /// at the gateway (the soak, docs/reliability.md) can tell a mesh's answer deep in the
+    /// chain from an app's own failure.
+    fn failed(
+        &self,
+        service: &str,
+        status: StatusCode,
+        name: &str,
+        body: String,
+    ) -> Response<Full<Bytes>> {
+        let mut res = answer(status, name, body);
+        let cause = self.failed_call.as_deref().unwrap_or(service);
+        if let Ok(v) = cause.parse() {
+            res.headers_mut().insert("x-failed-call", v);
+        }
+        if let Some(v) = self.trellis_error.as_deref().and_then(|e| e.parse().ok()) {
+            res.headers_mut().insert("trellis-error", v);
+        }
+        res
+    }
 }
 
 /// Serves `cfg.role` on `cfg.listen` until the process ends.
@@ -132,7 +159,8 @@ impl App {
                         trip.served_by
                     ))
                 } else {
-                    answer(
+                    trip.failed(
+                        "trip",
                         StatusCode::BAD_GATEWAY,
                         name,
                         format!("{{\"error\":\"trip answered {}\"}}\n", trip.status.as_u16()),
@@ -182,7 +210,8 @@ impl App {
         // GET, so that the mesh may retry it on another driver instance.
         let driver = self.call(cx, "driver", Method::GET, "/assign").await;
         if !driver.status.is_success() {
-            return answer(
+            return driver.failed(
+                "driver",
                 StatusCode::SERVICE_UNAVAILABLE,
                 name,
                 format!("{{\"error\":\"no driver: {}\"}}\n", driver.status.as_u16()),
@@ -214,6 +243,7 @@ impl App {
             status,
             trellis_error: None,
             served_by: String::new(),
+            failed_call: None,
         };
         let Ok(mut req) = Request::builder()
             .method(method)
@@ -241,6 +271,7 @@ impl App {
             status: res.status(),
             trellis_error: header("trellis-error"),
             served_by: header("x-served-by").unwrap_or_default(),
+            failed_call: header("x-failed-call"),
         };
         // Read the body so the pooled connection can be reused.
         let _ = res.into_body().collect().await;

@@ -2,7 +2,7 @@
 //! a workload's TCP through its sidecar (`rules.rs`), idempotently, for IPv4 and, where
 //! ip6tables works, IPv6. `--dry-run` prints them; `--cleanup` removes them.
 
-mod args;
+pub(crate) mod args;
 mod rules;
 
 pub use args::InitArgs;

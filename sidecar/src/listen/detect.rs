@@ -82,6 +82,13 @@ fn classify(buf: &[u8]) -> Verdict {
     extension_method(buf)
 }
 
+/// Whether `buf` is enough to decide (for the fuzz target's check that enough bytes always
+/// decide).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn decided(buf: &[u8]) -> bool {
+    matches!(classify(buf), Verdict::Known(_))
+}
+
 /// The longest method token taken for HTTP. WebDAV's longest is 16 (`VERSION-CONTROL`).
 const MAX_METHOD: usize = 20;
 

@@ -222,6 +222,8 @@ pub struct Metrics {
     pub kafka: KafkaMetrics,
     refused: Family<RefusedLabels, Counter>,
     connections: Family<ConnectionLabels, Counter>,
+    /// Tasks alive in the proxy's runtime, read when `/metrics` is rendered.
+    runtime_tasks: Gauge,
     /// What the control plane's summary reads (`golden.rs`); not in the registry.
     pub golden: super::golden::Golden,
 }
@@ -332,6 +334,7 @@ impl Default for Metrics {
             detect_timeouts: Family::default(),
             refused: Family::default(),
             connections: Family::default(),
+            runtime_tasks: Gauge::default(),
             golden: Default::default(),
         };
         m.register_resilience().register_tcp()
@@ -464,6 +467,11 @@ impl Metrics {
             "trellis_outbound_refused",
             "Intercepted outbound connections refused, by reason (registry-only: no Service has that clusterIP and port; not-in-scope: a mesh Service the workload's Scope leaves out)",
             self.refused.clone(),
+        );
+        r.register(
+            "trellis_runtime_tasks",
+            "Tasks alive in the proxy's async runtime: each connection, stream and background job is one, so a count that only grows is a leak (docs/reliability.md)",
+            self.runtime_tasks.clone(),
         );
         r.register(
             "trellis_upstream_connections_opened",
@@ -623,6 +631,10 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let tasks = i64::try_from(rt.metrics().num_alive_tasks()).unwrap_or(i64::MAX);
+            self.runtime_tasks.set(tasks);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

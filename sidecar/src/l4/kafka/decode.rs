@@ -168,7 +168,7 @@ impl KafkaTap {
     /// Requests still waiting for a response (for a gauge, and for counting as errors when
     /// the connection closes). A request whose response is partly through still counts.
     #[must_use]
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn in_flight(&self) -> usize {
         let answering = usize::from(self.answering.is_some());
         self.in_flight.len().saturating_add(answering)
