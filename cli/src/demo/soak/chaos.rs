@@ -38,13 +38,13 @@ impl Windows {
         }
     }
 
-    fn begin(&self, service: &'static str, t: f64) -> usize {
+    pub(super) fn begin(&self, service: &'static str, t: f64) -> usize {
         let mut w = self.open.lock().unwrap_or_else(|e| e.into_inner());
         w.push((service, t, None));
         w.len() - 1
     }
 
-    fn end(&self, i: usize, t: f64) {
+    pub(super) fn end(&self, i: usize, t: f64) {
         let mut w = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = w.get_mut(i) {
             w.2 = Some(t);

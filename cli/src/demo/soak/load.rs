@@ -9,6 +9,7 @@
 //! answer within the client's timeout, is **unexpected**.
 
 use super::Soak;
+use super::chaos::Windows;
 use http::Method;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -123,10 +124,14 @@ impl Load {
                 None => (0, None, None),
             };
             let service = failed_call.as_deref().unwrap_or(backend);
-            let expected = trellis_error
-                .as_deref()
-                .is_some_and(|e| EXPECTED_CODES.contains(&e))
-                && (s.windows.faulted(service, sent) || s.windows.faulted(service, s.now()));
+            let answered = s.now();
+            let expected = is_expected(
+                &s.windows,
+                trellis_error.as_deref(),
+                service,
+                sent,
+                answered,
+            );
             Failure {
                 t: sent,
                 path,
@@ -157,5 +162,54 @@ impl Load {
         {
             inner.failures.push(f);
         }
+    }
+}
+
+/// Whether a failed answer is one the faults allow: a proxy-generated code of
+/// `EXPECTED_CODES` about `service` while it was faulted (or settling) when the request was
+/// sent or answered.
+fn is_expected(
+    windows: &Windows,
+    trellis_error: Option<&str>,
+    service: &str,
+    sent: f64,
+    answered: f64,
+) -> bool {
+    trellis_error.is_some_and(|e| EXPECTED_CODES.contains(&e))
+        && (windows.faulted(service, sent) || windows.faulted(service, answered))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_mesh_answer_about_a_faulted_service_in_its_window_is_expected() {
+        let w = Windows::new(Duration::from_secs(10));
+        let billing = w.begin("billing", 30.0);
+        w.end(billing, 40.0);
+        w.begin("driver", 100.0); // still down
+        let yes = |e, svc, t| is_expected(&w, Some(e), svc, t, t + 0.01);
+        assert!(yes("circuit-open", "billing", 35.0));
+        assert!(yes("timeout", "billing", 49.0), "settling");
+        assert!(!yes("timeout", "billing", 51.0), "settled");
+        assert!(!yes("circuit-open", "billing", 29.0), "before the fault");
+        assert!(!yes("circuit-open", "trip", 35.0), "another Service");
+        assert!(
+            !yes("upstream-reset", "billing", 35.0),
+            "not a code a fault excuses"
+        );
+        assert!(
+            yes("no-healthy-endpoints", "driver", 500.0),
+            "a window still open"
+        );
+        assert!(
+            is_expected(&w, Some("circuit-open"), "billing", 29.9, 30.5),
+            "sent before, answered during"
+        );
+        assert!(
+            !is_expected(&w, None, "billing", 35.0, 35.1),
+            "the app's own failure"
+        );
     }
 }
