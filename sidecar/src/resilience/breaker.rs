@@ -111,14 +111,16 @@ impl Breaker {
     pub fn try_acquire(&self, now: Duration) -> Result<Permit<'_>, State> {
         loop {
             let (state, generation) = unpack(self.word.load(Ordering::Acquire));
-            let permit = Permit {
+            // Made only for a call that is admitted: a dropped `Permit` gives its HALF_OPEN
+            // slot back, so one made for a refused call would free a slot it never held.
+            let permit = || Permit {
                 breaker: self,
                 state,
                 generation,
                 reported: false,
             };
             match state {
-                State::Closed | State::Disabled => return Ok(permit),
+                State::Closed | State::Disabled => return Ok(permit()),
                 State::ForcedOpen => break Err(state),
                 State::Open => {
                     if clock::nanos(now) < self.open_until_ns.load(Ordering::Acquire) {
@@ -139,7 +141,7 @@ impl Breaker {
                             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| p.checked_sub(1))
                             .is_ok();
                     if granted {
-                        return Ok(permit);
+                        return Ok(permit());
                     }
                     break Err(state);
                 }

@@ -193,6 +193,21 @@ fn failing_half_open_probes_open_again() {
 }
 
 #[test]
+fn a_refused_half_open_call_frees_no_probe_slot() {
+    let b = opened();
+    b.tick(t(105));
+    let _p1 = b.try_acquire(t(105)).unwrap();
+    let _p2 = b.try_acquire(t(105)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            b.try_acquire(t(105)).err(),
+            Some(State::HalfOpen),
+            "both probes are still out"
+        );
+    }
+}
+
+#[test]
 fn a_dropped_probe_gives_its_permit_back() {
     let b = opened();
     b.tick(t(105));
