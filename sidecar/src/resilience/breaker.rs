@@ -163,11 +163,9 @@ impl Breaker {
                     return;
                 }
                 closed.inner.record(o, now);
-                // A success can only lower the rates, so only a failure or a slow call can open
-                // the breaker; checking then keeps the common path to one atomic write.
-                if !(o.failed || o.slow) {
-                    return;
-                }
+                // Checked after every outcome, as resilience4j does: a success can open the
+                // breaker too, when it brings the window up to `minimumCalls` with a rate
+                // already at its threshold, or when older successes have left a TIME window.
                 let t = closed.inner.totals(now);
                 if t.calls >= self.minimum_calls() && self.over_threshold(&t) {
                     self.transition(p.generation, State::Open, now, || {

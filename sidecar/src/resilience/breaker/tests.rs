@@ -84,6 +84,33 @@ fn failure_rate_at_the_threshold_opens_a_count_window() {
 }
 
 #[test]
+fn a_success_is_checked_too() {
+    // resilience4j checks the rates after every outcome.
+    let b = breaker(cfg(SlidingWindowType::Count, 2, 2));
+    fail(&b, t(1));
+    ok(&b, t(1));
+    assert_eq!(
+        b.state(),
+        State::Open,
+        "the success brings the window to 2 calls, 1 failed: 50% >= 50%"
+    );
+
+    let b = breaker(cfg(SlidingWindowType::Time, 2, 2));
+    for _ in 0..3 {
+        ok(&b, t(10));
+    }
+    fail(&b, t(11));
+    fail(&b, t(11));
+    assert_eq!(b.state(), State::Closed, "2 of 5 failed: 40%");
+    ok(&b, t(12));
+    assert_eq!(
+        b.state(),
+        State::Open,
+        "second 10 has left the window: 2 of the 3 calls of seconds 11-12 failed"
+    );
+}
+
+#[test]
 fn a_count_window_forgets_old_failures() {
     let b = breaker(cfg(SlidingWindowType::Count, 4, 4));
     fail(&b, t(1));
