@@ -1,9 +1,14 @@
-//! Which rule a request takes, through the real pipeline: mesh YAML, compiler, runtime.
+//! A request's two choices on the request path: which rule it takes and which backend the rule
+//! sends it to, through the real pipeline (mesh YAML, compiler, runtime). The properties are in
+//! `precedence.rs` (against the Gateway API's rules) and `weights.rs` (against the weights).
 
 use super::*;
 use crate::config::registry::StateRegistry;
 use crate::telemetry::metrics::Metrics;
 use std::fmt::Write;
+
+mod precedence;
+mod weights;
 
 const MESH: &str = r#"
 apiVersion: trellis.dev/v1alpha1

@@ -4,6 +4,8 @@ use super::*;
 use crate::telemetry::metrics::Metrics;
 use trellis_config::model::{SlidingWindow, SlidingWindowType};
 
+mod model;
+
 const MS: Duration = Duration::from_millis(1);
 
 fn cfg(kind: SlidingWindowType, size: u32, min_calls: u32) -> CircuitBreaker {
