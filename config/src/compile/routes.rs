@@ -97,18 +97,26 @@ fn compile_match(m: &HttpRouteMatch) -> RouteMatch {
         Some(p) => (p.kind, p.value.value.clone()),
         None => (PathMatchType::PathPrefix, "/".to_string()),
     };
+    // Gateway API: of several entries with equivalent names (header names compare without
+    // case), only the first is considered and the others are ignored, for matching and so for
+    // precedence too.
     let values = |v: &[crate::model::ValueMatch], lower: bool| {
-        v.iter()
-            .map(|h| snapshot::ValueMatch {
-                name: if lower {
-                    h.name.to_ascii_lowercase()
-                } else {
-                    h.name.clone()
-                },
-                kind: h.kind,
-                value: h.value.value.clone(),
-            })
-            .collect()
+        let mut out: Vec<snapshot::ValueMatch> = Vec::with_capacity(v.len());
+        for h in v {
+            let name = if lower {
+                h.name.to_ascii_lowercase()
+            } else {
+                h.name.clone()
+            };
+            if out.iter().all(|seen| seen.name != name) {
+                out.push(snapshot::ValueMatch {
+                    name,
+                    kind: h.kind,
+                    value: h.value.value.clone(),
+                });
+            }
+        }
+        out
     };
     RouteMatch {
         path_type,

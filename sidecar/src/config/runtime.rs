@@ -16,6 +16,9 @@ use std::sync::Arc;
 use trellis_config::model::AppProtocol;
 use trellis_config::snapshot::{Filter, Snapshot, TargetPort, Timeouts};
 
+#[cfg(test)]
+mod tests;
+
 pub struct Runtime {
     pub snapshot: Arc<Snapshot>,
     /// How a request finds its Service; shared with the runtime before while no Service

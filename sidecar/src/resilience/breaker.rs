@@ -111,14 +111,16 @@ impl Breaker {
     pub fn try_acquire(&self, now: Duration) -> Result<Permit<'_>, State> {
         loop {
             let (state, generation) = unpack(self.word.load(Ordering::Acquire));
-            let permit = Permit {
+            // Made only for a call that is admitted: a dropped `Permit` gives its HALF_OPEN
+            // slot back, so one made for a refused call would free a slot it never held.
+            let permit = || Permit {
                 breaker: self,
                 state,
                 generation,
                 reported: false,
             };
             match state {
-                State::Closed | State::Disabled => return Ok(permit),
+                State::Closed | State::Disabled => return Ok(permit()),
                 State::ForcedOpen => break Err(state),
                 State::Open => {
                     if clock::nanos(now) < self.open_until_ns.load(Ordering::Acquire) {
@@ -139,7 +141,7 @@ impl Breaker {
                             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| p.checked_sub(1))
                             .is_ok();
                     if granted {
-                        return Ok(permit);
+                        return Ok(permit());
                     }
                     break Err(state);
                 }
@@ -161,11 +163,9 @@ impl Breaker {
                     return;
                 }
                 closed.inner.record(o, now);
-                // A success can only lower the rates, so only a failure or a slow call can open
-                // the breaker; checking then keeps the common path to one atomic write.
-                if !(o.failed || o.slow) {
-                    return;
-                }
+                // Checked after every outcome, as resilience4j does: a success can open the
+                // breaker too, when it brings the window up to `minimumCalls` with a rate
+                // already at its threshold, or when older successes have left a TIME window.
                 let t = closed.inner.totals(now);
                 if t.calls >= self.minimum_calls() && self.over_threshold(&t) {
                     self.transition(p.generation, State::Open, now, || {

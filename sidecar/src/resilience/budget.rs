@@ -61,6 +61,8 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
 
     fn budget(percent: f64, min_per_second: u32) -> Budget {
         Budget::new(RetryBudget {
@@ -94,5 +96,78 @@ mod tests {
         b.deposit(later);
         b.deposit(later);
         assert!(b.withdraw(later), "new ones do");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Time passes, in milliseconds.
+        Wait(u64),
+        /// Requests arrive, each depositing.
+        Requests(u32),
+        /// Retries ask to withdraw.
+        Retries(u32),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            2 => (0u64..=4000).prop_map(Step::Wait),
+            2 => (1u32..=40).prop_map(Step::Requests),
+            3 => (1u32..=15).prop_map(Step::Retries),
+        ]
+    }
+
+    /// The seconds of the events that still count at second `sec`, oldest first.
+    fn in_window(events: &mut VecDeque<u64>, sec: u64) -> u64 {
+        while events.front().is_some_and(|&s| s + TTL_SECS <= sec) {
+            events.pop_front();
+        }
+        events.len() as u64
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// The bound the module documents, exactly: a deposit or withdrawal counts during the
+        /// whole second it was made in and the `TTL_SECS` - 1 after it, and a retry at second
+        /// `s` is granted if and only if, with it, the retries that count at `s` are at most
+        /// `minPerSecond` × `TTL_SECS` + `percent`/100 × the requests that count at `s`. So the
+        /// budget is never overdrawn, and never refuses a retry that fits.
+        #[test]
+        fn retries_never_exceed_the_budget_and_fitting_ones_are_granted(
+            // Whole hundredths of a percent: the budget's own unit, so the bound is exact.
+            hundredths in 0u32..=10_000,
+            min_per_second in 0u32..=3,
+            steps in prop::collection::vec(step(), 1..150),
+        ) {
+            let b = budget(f64::from(hundredths) / 100.0, min_per_second);
+            let mut now = Duration::from_secs(1000);
+            let (mut requests, mut retries) = (VecDeque::new(), VecDeque::new());
+            // In ten-thousandths of a retry, to stay in integers.
+            let reserve = u64::from(min_per_second) * TTL_SECS * 10_000;
+            for (i, step) in steps.into_iter().enumerate() {
+                let sec = now.as_secs();
+                match step {
+                    Step::Wait(ms) => now += Duration::from_millis(ms),
+                    Step::Requests(n) => {
+                        for _ in 0..n {
+                            b.deposit(now);
+                            requests.push_back(sec);
+                        }
+                    }
+                    Step::Retries(n) => {
+                        for _ in 0..n {
+                            let deposits = u64::from(hundredths) * in_window(&mut requests, sec);
+                            let fits = (in_window(&mut retries, sec) + 1) * 10_000
+                                <= reserve + deposits;
+                            let granted = b.withdraw(now);
+                            prop_assert_eq!(granted, fits, "step {}: retry at second {}", i, sec);
+                            if granted {
+                                retries.push_back(sec);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

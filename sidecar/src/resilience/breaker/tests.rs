@@ -4,6 +4,8 @@ use super::*;
 use crate::telemetry::metrics::Metrics;
 use trellis_config::model::{SlidingWindow, SlidingWindowType};
 
+mod model;
+
 const MS: Duration = Duration::from_millis(1);
 
 fn cfg(kind: SlidingWindowType, size: u32, min_calls: u32) -> CircuitBreaker {
@@ -81,6 +83,33 @@ fn failure_rate_at_the_threshold_opens_a_count_window() {
     fail(&b, t(1));
     assert_eq!(b.state(), State::Open, "2 of 4 failed: 50% >= 50%");
     assert_eq!(b.try_acquire(t(2)).err(), Some(State::Open));
+}
+
+#[test]
+fn a_success_is_checked_too() {
+    // resilience4j checks the rates after every outcome.
+    let b = breaker(cfg(SlidingWindowType::Count, 2, 2));
+    fail(&b, t(1));
+    ok(&b, t(1));
+    assert_eq!(
+        b.state(),
+        State::Open,
+        "the success brings the window to 2 calls, 1 failed: 50% >= 50%"
+    );
+
+    let b = breaker(cfg(SlidingWindowType::Time, 2, 2));
+    for _ in 0..3 {
+        ok(&b, t(10));
+    }
+    fail(&b, t(11));
+    fail(&b, t(11));
+    assert_eq!(b.state(), State::Closed, "2 of 5 failed: 40%");
+    ok(&b, t(12));
+    assert_eq!(
+        b.state(),
+        State::Open,
+        "second 10 has left the window: 2 of the 3 calls of seconds 11-12 failed"
+    );
 }
 
 #[test]
@@ -190,6 +219,21 @@ fn failing_half_open_probes_open_again() {
     assert_eq!(b.try_acquire(t(109)).err(), Some(State::Open), "a new wait");
     b.tick(t(110));
     assert_eq!(b.state(), State::HalfOpen);
+}
+
+#[test]
+fn a_refused_half_open_call_frees_no_probe_slot() {
+    let b = opened();
+    b.tick(t(105));
+    let _p1 = b.try_acquire(t(105)).unwrap();
+    let _p2 = b.try_acquire(t(105)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            b.try_acquire(t(105)).err(),
+            Some(State::HalfOpen),
+            "both probes are still out"
+        );
+    }
 }
 
 #[test]
