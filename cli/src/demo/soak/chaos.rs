@@ -165,10 +165,13 @@ async fn kill(s: &Soak, _: u64) {
         }
     }
     let admin = s.topo.instance(VICTIM).admin;
+    let restarted = s.now();
     let ready = wait_ready(s, admin, Duration::from_secs(30)).await;
-    if !ready {
-        s.event(format!("{VICTIM} was not ready 30s after its restart"));
-    }
+    s.event(if ready {
+        format!("{VICTIM} restarted, ready in {:.1}s", s.now() - restarted)
+    } else {
+        format!("{VICTIM} was not ready 30s after its restart")
+    });
     s.windows.end(window, s.now());
 }
 

@@ -396,31 +396,63 @@ impl Report {
             "tasks",
             "tasks max"
         );
+        let mut lives: BTreeMap<&str, Vec<&ProcVerdict>> = BTreeMap::new();
         for p in &self.processes {
-            let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:+.2}"));
-            let verdict = match p.flat {
-                Some(true) => "flat",
-                Some(false) => "GROWS",
-                None => "not judged (short life)",
+            lives.entry(&p.name).or_default().push(p);
+        }
+        let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:+.2}"));
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        for (name, ps) in lives {
+            if let [p] = ps[..] {
+                let verdict = match p.flat {
+                    Some(true) => "flat",
+                    Some(false) => "GROWS",
+                    None => "not judged (short life)",
+                };
+                let grows = match p.only_grows.as_slice() {
+                    [] => String::new(),
+                    g => format!("; only grows: {}", g.join(", ")),
+                };
+                let _ = writeln!(
+                    t,
+                    "  {name:<22} {:>7} {:>8.0} {:>9.1} {:>9.1} {:>10} {:>6} {:>9} {:>7} {:>9}  {verdict}{grows}",
+                    p.pid,
+                    p.lived_s,
+                    p.rss_last_mib,
+                    p.rss_max_mib,
+                    num(p.rss_mib_per_10min),
+                    p.fds_last,
+                    num(p.fds_per_10min),
+                    opt(p.tasks_last),
+                    opt(p.tasks_max),
+                );
+                continue;
+            }
+            // A process restarted by the chaos: one line for all its lives, with the range
+            // of each life's peak, so that a trend across lives shows.
+            let range = |f: &dyn Fn(&ProcVerdict) -> f64| {
+                let v: Vec<f64> = ps.iter().map(|p| f(p)).collect();
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (
+                    lo,
+                    hi,
+                    v.first().copied().unwrap_or(0.0),
+                    v.last().copied().unwrap_or(0.0),
+                )
+            };
+            let (rlo, rhi, rfirst, rlast) = range(&|p| p.rss_max_mib);
+            let (flo, fhi, ..) = range(&|p| p.fds_max as f64);
+            let tasks = if ps.iter().any(|p| p.tasks_max.is_some()) {
+                let (tlo, thi, ..) = range(&|p| p.tasks_max.unwrap_or(0) as f64);
+                format!(", peak tasks {tlo:.0}-{thi:.0}")
+            } else {
+                String::new()
             };
             let _ = writeln!(
                 t,
-                "  {:<22} {:>7} {:>8.0} {:>9.1} {:>9.1} {:>10} {:>6} {:>9} {:>7} {:>9}  {verdict}{}",
-                p.name,
-                p.pid,
-                p.lived_s,
-                p.rss_last_mib,
-                p.rss_max_mib,
-                num(p.rss_mib_per_10min),
-                p.fds_last,
-                num(p.fds_per_10min),
-                p.tasks_last.map_or("-".to_string(), |v| v.to_string()),
-                p.tasks_max.map_or("-".to_string(), |v| v.to_string()),
-                if p.only_grows.is_empty() {
-                    String::new()
-                } else {
-                    format!("; only grows: {}", p.only_grows.join(", "))
-                }
+                "  {name:<22} {} lives: peak RSS {rlo:.1}-{rhi:.1} MiB (first life {rfirst:.1}, last {rlast:.1}), peak fds {flo:.0}-{fhi:.0}{tasks}; not judged (short lives)",
+                ps.len()
             );
         }
         let _ = writeln!(
