@@ -9,10 +9,9 @@
 //! | billing's apps answer 600 ms late (`/fault?delayMs=600`) | every minute from 30 s | 10 s |
 //! | every proxy's certificate renews (a 60 s lifetime, renewed at about half) | about every 30 s | - |
 
-use super::Soak;
+use super::context::Soak;
 use http::Method;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use trellis_proto::v1::ShiftRequest;
 
@@ -22,59 +21,6 @@ pub const CERT_TTL: Duration = Duration::from_secs(60);
 const VICTIM: &str = "driver-2";
 /// How late billing answers while it is slow: beyond billing's 250 ms slow-call threshold.
 const SLOW_MS: u64 = 600;
-
-/// When each Service was faulted: `(service, from, to)`, seconds since the start, `to` open
-/// while the fault lasts.
-pub struct Windows {
-    settle: f64,
-    open: Mutex<Vec<(&'static str, f64, Option<f64>)>>,
-}
-
-impl Windows {
-    pub fn new(settle: Duration) -> Windows {
-        Windows {
-            settle: settle.as_secs_f64(),
-            open: Mutex::default(),
-        }
-    }
-
-    pub(super) fn begin(&self, service: &'static str, t: f64) -> usize {
-        let mut w = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        w.push((service, t, None));
-        w.len() - 1
-    }
-
-    pub(super) fn end(&self, i: usize, t: f64) {
-        let mut w = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(w) = w.get_mut(i) {
-            w.2 = Some(t);
-        }
-    }
-
-    /// Whether `service` was faulted at `t`, or had been until less than the settling time
-    /// before it.
-    pub fn faulted(&self, service: &str, t: f64) -> bool {
-        let w = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        w.iter().any(|(s, from, to)| {
-            *s == service && *from <= t && to.is_none_or(|to| t <= to + self.settle)
-        })
-    }
-
-    /// Every window, for the report.
-    pub fn all(&self) -> Vec<(&'static str, f64, Option<f64>)> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// How much chaos there was.
-#[derive(Default, serde::Serialize)]
-pub struct Tally {
-    pub pushes: AtomicU64,
-    pub pushes_failed: AtomicU64,
-    pub kills: AtomicU64,
-    pub control_plane_restarts: AtomicU64,
-    pub slowdowns: AtomicU64,
-}
 
 /// Runs every kind of fault on its schedule until dropped.
 pub async fn run(s: std::sync::Arc<Soak>) {

@@ -7,8 +7,8 @@
 //! that lived less than `MIN_JUDGED` after the warm-up (a restarted control plane or
 //! instance) is listed, not judged: the check needs a long life to see a slope.
 
+use super::context::{Soak, SoakArgs};
 use super::load::{self, Bucket};
-use super::{Soak, SoakArgs};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -8,8 +8,7 @@
 //! the gateway route's backend when the gateway's own proxy answered. Anything else, and no
 //! answer within the client's timeout, is **unexpected**.
 
-use super::Soak;
-use super::chaos::Windows;
+use super::context::{Soak, Windows};
 use http::Method;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -5,43 +5,21 @@
 //! process is sampled for memory, descriptors and tasks (`judge.rs` reads the figures).
 
 mod chaos;
+mod context;
 mod judge;
 mod load;
+
+pub use context::SoakArgs;
 
 use super::client::Http;
 use super::procs::Procs;
 use super::topology::Topology;
 use anyhow::Context;
-use chaos::Windows;
-use clap::Args;
+use context::Soak;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-#[derive(Debug, Args)]
-pub struct SoakArgs {
-    /// How long the chaos and the traffic last, e.g. 30m, or 2m for CI.
-    #[arg(long, default_value = "30m", value_parser = trellis_config::duration::parse)]
-    pub duration: Duration,
-    /// Requests per second through the gateway.
-    #[arg(long, default_value_t = 1000)]
-    pub rps: u32,
-    /// The start-up time the growth check leaves out (memory and descriptors settle first).
-    #[arg(long, default_value = "5m", value_parser = trellis_config::duration::parse)]
-    pub warmup: Duration,
-    /// How long after a fault ends its Service's proxy-generated answers still count as
-    /// expected.
-    #[arg(long, default_value = "10s", value_parser = trellis_config::duration::parse)]
-    pub settle: Duration,
-    /// Where the figures go: CSV files, summary.json and summary.txt.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Exit with 1 when more unexpected failures than this were seen.
-    #[arg(long, default_value_t = 0)]
-    pub max_unexpected: u64,
-}
 
 pub fn run(args: &SoakArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -49,34 +27,6 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(soak(args))
-}
-
-/// What every part of the soak shares.
-pub struct Soak {
-    pub http: Http,
-    pub topo: Arc<Topology>,
-    pub procs: tokio::sync::Mutex<Procs>,
-    pub start: Instant,
-    pub windows: Windows,
-    pub tally: chaos::Tally,
-    events: std::sync::Mutex<Vec<(f64, String)>>,
-}
-
-impl Soak {
-    /// Seconds since the traffic started.
-    pub fn now(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
-    }
-
-    /// Notes an event with its time, printed at once and kept for events.csv.
-    pub fn event(&self, what: impl Into<String>) {
-        let (t, what) = (self.now(), what.into());
-        println!("[{t:7.1}s] {what}");
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((t, what));
-    }
 }
 
 async fn soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
@@ -103,15 +53,7 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
             logs.display()
         )));
     }
-    let s = Arc::new(Soak {
-        http,
-        topo,
-        procs: tokio::sync::Mutex::new(procs),
-        start: Instant::now(),
-        windows: Windows::new(args.settle),
-        tally: chaos::Tally::default(),
-        events: Default::default(),
-    });
+    let s = Arc::new(Soak::new(http, topo, procs, args.settle));
     s.event(format!(
         "traffic: {} requests/s through the gateway for {}s, with chaos (docs/reliability.md)",
         args.rps,
@@ -135,7 +77,7 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
     s.procs.lock().await.stop_all().await;
 
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
-    let events = std::mem::take(&mut *s.events.lock().unwrap_or_else(|e| e.into_inner()));
+    let events = s.take_events();
     let report = judge::Report::build(args, &s, &load, &samples);
     write_files(&args.out, &report, &samples, &events, &load)?;
     let text = report.text();
