@@ -350,14 +350,13 @@ impl Report {
     pub fn text(&self) -> String {
         use std::fmt::Write;
         let mut t = String::new();
-        let secs = self.buckets.len() as f64 * load::BUCKET_SECS;
         let _ = writeln!(
             t,
             "== soak: {:.0}s at {} requests/s (sent {}, {:.0}/s) ==",
             self.duration_s,
             self.rps,
             self.sent,
-            self.sent as f64 / secs.max(1.0)
+            self.sent as f64 / self.duration_s.max(1.0)
         );
         let _ = writeln!(
             t,
