@@ -36,10 +36,10 @@ pub struct ProxyScrape {
 }
 
 /// `(name, labels, value)` of one line of Prometheus text.
-type Series<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
+pub type Series<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
 
 /// Splits `name{a="x",b="y"} value` into its parts; `None` for comments and other shapes.
-fn sample(line: &str) -> Option<Series<'_>> {
+pub fn sample(line: &str) -> Option<Series<'_>> {
     if line.starts_with('#') {
         return None;
     }

@@ -36,6 +36,16 @@ impl ClientStats {
     }
 }
 
+/// The `n`th request of the passengers' mix (from 1): four ride bookings
+/// (`POST /api/rides`) to one driver lookup (`GET /api/drivers`). The soak sends the same.
+pub fn nth_request(n: u64) -> (Method, &'static str) {
+    if n.is_multiple_of(5) {
+        (Method::GET, "/api/drivers")
+    } else {
+        (Method::POST, "/api/rides")
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Traffic {
     stats: Arc<Mutex<ClientStats>>,
@@ -55,11 +65,7 @@ impl Traffic {
         loop {
             tick.tick().await;
             n += 1;
-            let (method, path) = if n.is_multiple_of(5) {
-                (Method::GET, "/api/drivers")
-            } else {
-                (Method::POST, "/api/rides")
-            };
+            let (method, path) = nth_request(n);
             let (http, stats) = (http.clone(), self.stats.clone());
             tokio::spawn(async move {
                 let status = http

@@ -9,6 +9,7 @@
 
 use super::context::{Soak, SoakArgs};
 use super::load::{self, Bucket};
+use crate::demo::metrics::sample;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,10 +53,11 @@ pub async fn sample_every(s: Arc<Soak>, out: Arc<Mutex<Vec<ProcSample>>>) {
                     let text = s.http.get(addr, "/metrics").await.ok().map(|a| a.body);
                     let text = text.as_deref().unwrap_or("");
                     (
-                        gauge(text, tasks_metric),
+                        gauge(text, tasks_metric, &[]),
                         gauge(
                             text,
-                            "trellis_identity_certificate_renewals_total{result=\"issued\"}",
+                            "trellis_identity_certificate_renewals_total",
+                            &[("result", "issued")],
                         ),
                     )
                 }
@@ -99,12 +101,13 @@ fn read_proc(pid: u32) -> Option<(u64, u64, u64)> {
     Some((field("VmRSS:")?, field("Threads:")?, fds))
 }
 
-/// The value of the series named exactly `series` (name and labels) in Prometheus text.
-fn gauge(text: &str, series: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let value = l.strip_prefix(series)?.strip_prefix(' ')?;
-        value.trim().parse::<f64>().ok().map(|v| v as u64)
-    })
+/// The value of the series `name` with exactly `labels`, in Prometheus text (read with the
+/// live view's parser, `metrics::sample`).
+fn gauge(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    text.lines()
+        .filter_map(sample)
+        .find(|(n, l, _)| *n == name && l.as_slice() == labels)
+        .map(|(_, _, v)| v as u64)
 }
 
 /// The least-squares slope of `(x, y)`, in y per unit of x; 0 for fewer than two x values.
@@ -528,8 +531,9 @@ mod tests {
     #[test]
     fn gauge_reads_the_exact_series() {
         let text = "trellis_runtime_tasks 41\ntrellis_runtime_tasks_other 9\nx{result=\"ok\"} 3\n";
-        assert_eq!(gauge(text, "trellis_runtime_tasks"), Some(41));
-        assert_eq!(gauge(text, "x{result=\"ok\"}"), Some(3));
-        assert_eq!(gauge(text, "missing"), None);
+        assert_eq!(gauge(text, "trellis_runtime_tasks", &[]), Some(41));
+        assert_eq!(gauge(text, "x", &[("result", "ok")]), Some(3));
+        assert_eq!(gauge(text, "x", &[]), None, "the labels must match too");
+        assert_eq!(gauge(text, "missing", &[]), None);
     }
 }

@@ -9,7 +9,7 @@
 //! answer within the client's timeout, is **unexpected**.
 
 use super::context::{Soak, Windows};
-use http::Method;
+use crate::demo::traffic::nth_request;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,10 +84,12 @@ impl Load {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         for n in 1u64.. {
             tick.tick().await;
-            let (method, path, backend) = if n.is_multiple_of(5) {
-                (Method::GET, "/api/drivers", "driver")
+            let (method, path) = nth_request(n);
+            // The gateway routes each path to one Service (the demo's mesh.yaml).
+            let backend = if path == "/api/drivers" {
+                "driver"
             } else {
-                (Method::POST, "/api/rides", "passenger")
+                "passenger"
             };
             let (s, load) = (s.clone(), self.clone());
             tokio::spawn(async move {
